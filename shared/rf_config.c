@@ -1,0 +1,337 @@
+/* The configuration table and its loaders (YAML file, environment). */
+#include "rf_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#define PROP(n, t, f, d, lo, hi, v, desc) {n, t, offsetof(rf_config_t, f), d, lo, hi, v, desc}
+
+const rf_config_prop_t rf_config_props[] = {
+    PROP("kafka_brokers", RF_CONF_STRING, kafka_brokers, NULL, 0, 0, NULL,
+         "Kafka bootstrap servers, host:port[,host:port...]"),
+    PROP("topic_prefix", RF_CONF_STRING, topic_prefix, "relfleet.", 0, 0, NULL,
+         "Prefix of every topic name (requests, rendered, applied, commands, results, dlq)"),
+    PROP("pg_dsn", RF_CONF_SECRET, pg_dsn, NULL, 0, 0, NULL,
+         "PostgreSQL connection string (libpq URI or key=value form)"),
+    PROP("redis_url", RF_CONF_STRING, redis_url, "redis://127.0.0.1:6379/0", 0, 0, NULL,
+         "Redis URL, redis://[:password@]host:port[/db]"),
+    PROP("kubeconfig", RF_CONF_STRING, kubeconfig, NULL, 0, 0, NULL,
+         "Path of the kubeconfig file used by the apply and track stages"),
+    PROP("kube_context", RF_CONF_STRING, kube_context, NULL, 0, 0, NULL,
+         "kubeconfig context to use (default: its current-context)"),
+    PROP("smtp_url", RF_CONF_STRING, smtp_url, NULL, 0, 0, NULL,
+         "SMTP server for email notifications, smtp://host:port or smtps://host:port"),
+    PROP("smtp_from", RF_CONF_STRING, smtp_from, "relfleet@localhost", 0, 0, NULL,
+         "Sender address of notification emails"),
+    PROP("secrets_file", RF_CONF_STRING, secrets_file, NULL, 0, 0, NULL,
+         "File of name=value lines holding secrets (tokens, passwords, webhook keys)"),
+    PROP("schema_dir", RF_CONF_STRING, schema_dir, NULL, 0, 0, NULL,
+         "Folder of the message JSON Schemas (default: the schemas/ of the build's source)"),
+    PROP("log_level", RF_CONF_ENUM, log_level, "info", 0, 0, "debug|info|warn|error",
+         "Lowest level of log lines written"),
+    PROP("log_format", RF_CONF_ENUM, log_format, "logfmt", 0, 0, "logfmt|json",
+         "Format of log lines"),
+    PROP("operator", RF_CONF_STRING, operator_name, NULL, 0, 0, NULL,
+         "Name recorded as the operator of what relctl does (default: $USER)"),
+    PROP("token", RF_CONF_SECRET, token, NULL, 0, 0, NULL,
+         "API token of the operator (relctl, API clients)"),
+    PROP("lock_lease_ms", RF_CONF_INT, lock_lease_ms, "30000", 1000, 3600000, NULL,
+         "Lease of a service lock in Redis; the holding stage renews it"),
+    PROP("sweep_interval_ms", RF_CONF_INT, sweep_interval_ms, "2000", 100, 600000, NULL,
+         "How often the render stage looks for queued releases whose service is free"),
+    PROP("kafka_timeout_ms", RF_CONF_INT, kafka_timeout_ms, "10000", 100, 600000, NULL,
+         "How long a produce waits for its delivery report before failing"),
+    PROP("session_timeout_ms", RF_CONF_INT, session_timeout_ms, "6000", 1000, 300000, NULL,
+         "Kafka consumer group session timeout"),
+    PROP("retry_max_ms", RF_CONF_INT, retry_max_ms, "5000", 10, 600000, NULL,
+         "Longest back-off between retries of a message that failed for a retriable reason"),
+    PROP("shutdown_timeout_ms", RF_CONF_INT, shutdown_timeout_ms, "10000", 100, 600000, NULL,
+         "How long a worker may take to finish in-flight work after SIGTERM"),
+    PROP("linger_ms", RF_CONF_INT, linger_ms, "1", 0, 1000, NULL,
+         "Producer linger (batching delay)"),
+    {NULL, RF_CONF_STRING, 0, NULL, 0, 0, NULL, NULL},
+};
+
+/* RELFLEET_ variables that belong to the tools around the workers, not to this table. */
+static const char *const config_foreign_prefixes[] = {
+    "RELFLEET_STATE_DIR", "RELFLEET_BUILD_DIR", "RELFLEET_STACK_", "RELFLEET_KUBESIM_",
+    "RELFLEET_BROKER_",   "RELFLEET_API_",      "RELFLEET_SOURCE_DIR", "RELFLEET_TEST_",
+    "RELFLEET_BENCH_",    "RELFLEET_SECRET_",   "RELFLEET_CONFIG",     "RELFLEET_DEMO_",
+    "RELFLEET_CHAOS_",    "RELFLEET_WORKER_",   "RELFLEET_METRICS_",   NULL,
+};
+
+static char **config_field(rf_config_t *conf, const rf_config_prop_t *p)
+{
+    return (char **)((char *)conf + p->offset);
+}
+
+static int *config_int_field(rf_config_t *conf, const rf_config_prop_t *p)
+{
+    return (int *)((char *)conf + p->offset);
+}
+
+static const rf_config_prop_t *config_find(const char *name)
+{
+    for (const rf_config_prop_t *p = rf_config_props; p->name; p++)
+        if (strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
+}
+
+static int config_enum_ok(const char *values, const char *value)
+{
+    size_t n = strlen(value);
+    const char *s = values;
+
+    while (*s) {
+        const char *bar = strchr(s, '|');
+        size_t len = bar ? (size_t)(bar - s) : strlen(s);
+        if (len == n && strncmp(s, value, n) == 0)
+            return 1;
+        if (!bar)
+            break;
+        s = bar + 1;
+    }
+    return 0;
+}
+
+rf_err_t rf_config_set(rf_config_t *conf, const char *name, const char *value, char *errstr,
+                       size_t errstr_size)
+{
+    const rf_config_prop_t *p = config_find(name);
+    char *end = NULL;
+    long v;
+
+    if (!p)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "unknown setting '%s'", name);
+    switch (p->type) {
+    case RF_CONF_INT:
+        errno = 0;
+        v = strtol(value, &end, 10);
+        if (errno || end == value || *end != '\0')
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                           "setting '%s': '%s' is not an integer", name, value);
+        if (v < p->min || v > p->max)
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                           "setting '%s': %ld is out of range [%ld, %ld]", name, v, p->min,
+                           p->max);
+        *config_int_field(conf, p) = (int)v;
+        return RF_OK;
+    case RF_CONF_ENUM:
+        if (!config_enum_ok(p->values, value))
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                           "setting '%s': '%s' is not one of %s", name, value, p->values);
+        break;
+    case RF_CONF_STRING:
+    case RF_CONF_SECRET:
+        break;
+    }
+    free(*config_field(conf, p));
+    *config_field(conf, p) = strdup(value);
+    return RF_OK;
+}
+
+void rf_config_init(rf_config_t *conf)
+{
+    memset(conf, 0, sizeof(*conf));
+    for (const rf_config_prop_t *p = rf_config_props; p->name; p++) {
+        if (p->type == RF_CONF_INT)
+            *config_int_field(conf, p) = (int)strtol(p->def, NULL, 10);
+        else if (p->def)
+            *config_field(conf, p) = strdup(p->def);
+    }
+}
+
+void rf_config_release(rf_config_t *conf)
+{
+    for (const rf_config_prop_t *p = rf_config_props; p->name; p++) {
+        if (p->type != RF_CONF_INT) {
+            free(*config_field(conf, p));
+            *config_field(conf, p) = NULL;
+        }
+    }
+}
+
+/* Reads a flat YAML mapping of scalars and sets each key. */
+static rf_err_t config_load_yaml(rf_config_t *conf, const char *path, char *errstr,
+                                 size_t errstr_size)
+{
+    rf_err_t result = RF_OK;
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_node_t *root;
+    FILE *f;
+    char sub[256];
+
+    f = fopen(path, "rb");
+    if (!f)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot open config file '%s': %s",
+                       path, strerror(errno));
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &doc)) {
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                         "cannot parse config file '%s' line %zu: %s", path,
+                         parser.problem_mark.line + 1, parser.problem ? parser.problem : "error");
+        goto out_parser;
+    }
+    root = yaml_document_get_root_node(&doc);
+    if (!root)
+        goto out_doc; /* empty file */
+    if (root->type != YAML_MAPPING_NODE) {
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                         "config file '%s': expected a mapping of settings", path);
+        goto out_doc;
+    }
+    for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
+         pair < root->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(&doc, pair->key);
+        yaml_node_t *v = yaml_document_get_node(&doc, pair->value);
+        if (k->type != YAML_SCALAR_NODE || v->type != YAML_SCALAR_NODE) {
+            result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                             "config file '%s' line %zu: settings are scalar name: value pairs",
+                             path, k->start_mark.line + 1);
+            goto out_doc;
+        }
+        result = rf_config_set(conf, (const char *)k->data.scalar.value,
+                               (const char *)v->data.scalar.value, sub, sizeof(sub));
+        if (result != RF_OK) {
+            rf_errf(result, errstr, errstr_size, "config file '%s' line %zu: %s", path,
+                    k->start_mark.line + 1, sub);
+            goto out_doc;
+        }
+    }
+out_doc:
+    yaml_document_delete(&doc);
+out_parser:
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return result;
+}
+
+static int config_is_foreign(const char *var, size_t len)
+{
+    for (const char *const *p = config_foreign_prefixes; *p; p++) {
+        size_t n = strlen(*p);
+        if (len >= n && strncmp(var, *p, n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+extern char **environ;
+
+rf_err_t rf_config_load(rf_config_t *conf, const char *path, char *errstr, size_t errstr_size)
+{
+    rf_err_t result;
+    char name[128];
+    char sub[256];
+
+    if (path) {
+        result = config_load_yaml(conf, path, errstr, errstr_size);
+        if (result != RF_OK)
+            return result;
+    }
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len;
+        if (strncmp(*e, "RELFLEET_", 9) != 0 || !eq)
+            continue;
+        len = (size_t)(eq - *e);
+        if (config_is_foreign(*e, len))
+            continue;
+        if (len - 9 >= sizeof(name))
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size, "unknown setting '%.*s'",
+                           (int)len, *e);
+        for (size_t i = 9; i < len; i++)
+            name[i - 9] = (char)tolower((unsigned char)(*e)[i]);
+        name[len - 9] = '\0';
+        result = rf_config_set(conf, name, eq + 1, sub, sizeof(sub));
+        if (result != RF_OK)
+            return rf_errf(result, errstr, errstr_size, "environment variable '%.*s': %s",
+                           (int)len, *e, sub);
+    }
+    return RF_OK;
+}
+
+rf_err_t rf_config_require(const rf_config_t *conf, const char *const *names, char *errstr,
+                           size_t errstr_size)
+{
+    for (; *names; names++) {
+        const rf_config_prop_t *p = config_find(*names);
+        const char *v;
+        char env[128];
+        if (!p || p->type == RF_CONF_INT)
+            continue;
+        v = *config_field((rf_config_t *)conf, p);
+        if (!v || !*v) {
+            size_t i;
+            for (i = 0; p->name[i] && i < sizeof(env) - 10; i++)
+                env[i] = (char)toupper((unsigned char)p->name[i]);
+            env[i] = '\0';
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                           "setting '%s' is required (environment RELFLEET_%s or --config)",
+                           p->name, env);
+        }
+    }
+    return RF_OK;
+}
+
+void rf_config_write_reference(FILE *out)
+{
+    fputs("| setting | environment | type | default | description |\n", out);
+    fputs("|---|---|---|---|---|\n", out);
+    for (const rf_config_prop_t *p = rf_config_props; p->name; p++) {
+        char env[128];
+        size_t i;
+        const char *type = "string";
+        for (i = 0; p->name[i] && i < sizeof(env) - 1; i++)
+            env[i] = (char)toupper((unsigned char)p->name[i]);
+        env[i] = '\0';
+        if (p->type == RF_CONF_INT)
+            type = "integer";
+        else if (p->type == RF_CONF_ENUM)
+            type = p->values;
+        else if (p->type == RF_CONF_SECRET)
+            type = "secret";
+        fprintf(out, "| `%s` | `RELFLEET_%s` | %s", p->name, env, type);
+        if (p->type == RF_CONF_INT)
+            fprintf(out, " (%ld..%ld)", p->min, p->max);
+        fprintf(out, " | %s | %s |\n", p->def ? p->def : "", p->desc);
+    }
+}
+
+char *rf_config_secret(const rf_config_t *conf, const char *name)
+{
+    char line[4096];
+    char env[160];
+    size_t n = strlen(name);
+    const char *v;
+    char *found = NULL;
+    FILE *f;
+    size_t i;
+
+    if (conf->secrets_file) {
+        f = fopen(conf->secrets_file, "r");
+        if (f) {
+            while (!found && fgets(line, sizeof(line), f)) {
+                line[strcspn(line, "\r\n")] = '\0';
+                if (strncmp(line, name, n) == 0 && line[n] == '=')
+                    found = strdup(line + n + 1);
+            }
+            fclose(f);
+        }
+    }
+    if (found)
+        return found;
+    i = (size_t)snprintf(env, sizeof(env), "RELFLEET_SECRET_");
+    for (const char *p = name; *p && i < sizeof(env) - 1; p++)
+        env[i++] = isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_';
+    env[i] = '\0';
+    v = getenv(env);
+    return v ? strdup(v) : NULL;
+}

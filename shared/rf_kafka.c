@@ -1,0 +1,263 @@
+/* Kafka producer and consumer set up the way every Relfleet stage needs them. */
+#include "rf_kafka.h"
+#include "rf_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct rf_producer {
+    rd_kafka_t *rk;
+    const rf_config_t *conf;
+};
+
+struct rf_consumer {
+    rd_kafka_t *rk;
+    const rf_config_t *conf;
+};
+
+typedef struct produce_wait {
+    int done;
+    rd_kafka_resp_err_t err;
+} produce_wait_t;
+
+const char *rf_kafka_topic(const rf_config_t *conf, const char *suffix, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%s", conf->topic_prefix ? conf->topic_prefix : "", suffix);
+    return buf;
+}
+
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        rf_log_error("kafka %s: %s", fac, buf);
+    else if (level <= 4)
+        rf_log_warn("kafka %s: %s", fac, buf);
+    else
+        rf_log_debug("kafka %s: %s", fac, buf);
+}
+
+static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    produce_wait_t *w = m->_private;
+
+    (void)rk;
+    (void)opaque;
+    if (w) {
+        w->err = m->err;
+        w->done = 1;
+    }
+}
+
+static int kafka_set(rd_kafka_conf_t *kc, const char *name, const char *value, char *errstr,
+                     size_t errstr_size)
+{
+    if (rd_kafka_conf_set(kc, name, value, errstr, errstr_size) != RD_KAFKA_CONF_OK)
+        return -1;
+    return 0;
+}
+
+static rd_kafka_conf_t *kafka_conf_new(const rf_config_t *conf, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    char buf[32];
+
+    rd_kafka_conf_set_log_cb(kc, kafka_log_cb);
+    if (kafka_set(kc, "bootstrap.servers", conf->kafka_brokers, errstr, errstr_size) != 0)
+        goto fail;
+    if (kafka_set(kc, "client.id", "relfleet", errstr, errstr_size) != 0)
+        goto fail;
+    snprintf(buf, sizeof(buf), "%d", conf->kafka_timeout_ms);
+    if (kafka_set(kc, "socket.connection.setup.timeout.ms", buf, errstr, errstr_size) != 0)
+        goto fail;
+    return kc;
+fail:
+    rd_kafka_conf_destroy(kc);
+    return NULL;
+}
+
+rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *kc = kafka_conf_new(conf, errstr, errstr_size);
+    rf_producer_t *p;
+    char buf[32];
+
+    if (!kc)
+        return NULL;
+    snprintf(buf, sizeof(buf), "%d", conf->kafka_timeout_ms);
+    if (kafka_set(kc, "enable.idempotence", "true", errstr, errstr_size) != 0 ||
+        kafka_set(kc, "message.timeout.ms", buf, errstr, errstr_size) != 0 ||
+        kafka_set(kc, "compression.type", "lz4", errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    snprintf(buf, sizeof(buf), "%d", conf->linger_ms);
+    if (kafka_set(kc, "linger.ms", buf, errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(kc, kafka_dr_cb);
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        abort();
+    p->conf = conf;
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size);
+    if (!p->rk) {
+        rd_kafka_conf_destroy(kc);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void rf_producer_destroy(rf_producer_t *p)
+{
+    if (!p)
+        return;
+    rd_kafka_flush(p->rk, p->conf->kafka_timeout_ms);
+    rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
+                          const void *payload, size_t len, char *errstr, size_t errstr_size)
+{
+    produce_wait_t w = {0, RD_KAFKA_RESP_ERR_NO_ERROR};
+    char topic[256];
+    rd_kafka_resp_err_t err;
+    struct timespec start, now;
+    long waited_ms;
+
+    rf_kafka_topic(p->conf, suffix, topic, sizeof(topic));
+    err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
+                            RD_KAFKA_V_KEY((void *)key, key ? strlen(key) : 0),
+                            RD_KAFKA_V_VALUE((void *)payload, len),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&w),
+                            RD_KAFKA_V_END);
+    if (err)
+        return rf_errf(err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? RF_ERR_RETRY : RF_ERR_PERM, errstr,
+                       errstr_size, "cannot produce to '%s': %s", topic, rd_kafka_err2str(err));
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    /* The delivery report arrives within message.timeout.ms; the margin covers the rest. */
+    while (!w.done) {
+        rd_kafka_poll(p->rk, 50);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (!w.done && waited_ms > p->conf->kafka_timeout_ms + 5000) {
+            /* Purge so that the delivery report cannot touch w after we return. */
+            rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            while (!w.done)
+                rd_kafka_poll(p->rk, 50);
+        }
+    }
+    if (w.err)
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
+                       "message to '%s' not delivered: %s", topic, rd_kafka_err2str(w.err));
+    return RF_OK;
+}
+
+rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
+                               const char *const *suffixes, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *kc = kafka_conf_new(conf, errstr, errstr_size);
+    rd_kafka_topic_partition_list_t *topics;
+    rf_consumer_t *c;
+    rd_kafka_resp_err_t err;
+    char buf[32], topic[256];
+
+    if (!kc)
+        return NULL;
+    snprintf(buf, sizeof(buf), "%d", conf->session_timeout_ms);
+    if (kafka_set(kc, "group.id", group, errstr, errstr_size) != 0 ||
+        kafka_set(kc, "enable.auto.offset.store", "false", errstr, errstr_size) != 0 ||
+        kafka_set(kc, "enable.auto.commit", "true", errstr, errstr_size) != 0 ||
+        kafka_set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) != 0 ||
+        kafka_set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) != 0 ||
+        kafka_set(kc, "session.timeout.ms", buf, errstr, errstr_size) != 0 ||
+        kafka_set(kc, "heartbeat.interval.ms", "1000", errstr, errstr_size) != 0 ||
+        kafka_set(kc, "partition.assignment.strategy", "range,roundrobin", errstr,
+                  errstr_size) != 0 ||
+        kafka_set(kc, "enable.partition.eof", "false", errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    c->conf = conf;
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
+    if (!c->rk) {
+        rd_kafka_conf_destroy(kc);
+        free(c);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    topics = rd_kafka_topic_partition_list_new(4);
+    for (; *suffixes; suffixes++)
+        rd_kafka_topic_partition_list_add(topics, rf_kafka_topic(conf, *suffixes, topic,
+                                                                 sizeof(topic)),
+                                          RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot subscribe: %s", rd_kafka_err2str(err));
+        rd_kafka_destroy(c->rk);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void rf_consumer_destroy(rf_consumer_t *c)
+{
+    if (!c)
+        return;
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_destroy(c->rk);
+    free(c);
+}
+
+rd_kafka_message_t *rf_consumer_poll(rf_consumer_t *c, int timeout_ms)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+
+    if (m && m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            rf_log_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return NULL;
+    }
+    return m;
+}
+
+rf_err_t rf_consumer_store(rf_consumer_t *c, const rd_kafka_message_t *m)
+{
+    rd_kafka_resp_err_t err = rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+
+    if (err && err != RD_KAFKA_RESP_ERR__STATE) /* __STATE: partition no longer ours */
+        rf_log_warn("cannot store offset %lld: %s", (long long)m->offset, rd_kafka_err2str(err));
+    return err ? RF_ERR_RETRY : RF_OK;
+}
+
+void rf_consumer_rewind(rf_consumer_t *c, const rd_kafka_message_t *m)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_error_t *error;
+
+    rd_kafka_topic_partition_list_add(parts, rd_kafka_topic_name(m->rkt), m->partition)->offset =
+        m->offset;
+    error = rd_kafka_seek_partitions(c->rk, parts, 5000);
+    if (error) {
+        rf_log_warn("cannot seek back to offset %lld: %s", (long long)m->offset,
+                    rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+rd_kafka_t *rf_consumer_handle(rf_consumer_t *c)
+{
+    return c->rk;
+}

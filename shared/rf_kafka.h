@@ -1,0 +1,45 @@
+/* Kafka clients: an idempotent producer that waits for delivery, a group consumer that stores offsets only when told. */
+#ifndef RF_KAFKA_H
+#define RF_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+#include "rf_config.h"
+#include "rf_err.h"
+
+typedef struct rf_producer rf_producer_t;
+typedef struct rf_consumer rf_consumer_t;
+
+/* The full topic name for a suffix ("requests" -> "relfleet.requests"). */
+const char *rf_kafka_topic(const rf_config_t *conf, const char *suffix, char *buf, size_t size);
+
+rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t errstr_size);
+/* Flushes what is in flight (bounded by kafka_timeout_ms) and frees; accepts NULL. */
+void rf_producer_destroy(rf_producer_t *p);
+
+/* Produces one message to the topic of suffix and waits for its delivery report, at
+ * most kafka_timeout_ms. RF_ERR_RETRY when it was not delivered in time. */
+rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
+                          const void *payload, size_t len, char *errstr, size_t errstr_size);
+
+/* Joins group and subscribes to the topics of the NULL-terminated suffixes. Offsets are
+ * committed automatically, but only those stored with rf_consumer_store(). */
+rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
+                               const char *const *suffixes, char *errstr, size_t errstr_size);
+/* Leaves the group, committing stored offsets; accepts NULL. */
+void rf_consumer_destroy(rf_consumer_t *c);
+
+/* The next message, or NULL after timeout_ms. Errors of the client itself are logged
+ * and give NULL. The caller rd_kafka_message_destroy()s the message. */
+rd_kafka_message_t *rf_consumer_poll(rf_consumer_t *c, int timeout_ms);
+
+/* Marks m as done: its offset + 1 will be committed. */
+rf_err_t rf_consumer_store(rf_consumer_t *c, const rd_kafka_message_t *m);
+
+/* Seeks m's partition back to m, so the next poll delivers m again (retry). */
+void rf_consumer_rewind(rf_consumer_t *c, const rd_kafka_message_t *m);
+
+rd_kafka_t *rf_consumer_handle(rf_consumer_t *c);
+
+#endif

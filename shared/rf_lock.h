@@ -1,0 +1,40 @@
+/* The service lock: a Redis key per (env, service) with a lease, plus a fencing token. */
+#ifndef RF_LOCK_H
+#define RF_LOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rf_err.h"
+
+typedef struct rf_lock rf_lock_t;
+
+/* Connects to redis_url (redis://[:password@]host[:port][/db]); RF_ERR_RETRY if down. */
+rf_lock_t *rf_lock_new(const char *redis_url, char *errstr, size_t errstr_size);
+void rf_lock_destroy(rf_lock_t *lock);
+
+/* Tries to take the lock of env/service for release_id with a lease of lease_ms.
+ * *acquired is 1 when this release holds it (also when it already did: redelivery),
+ * 0 when another release does (holder, if not NULL, gets its id: 64 bytes).
+ * On acquisition *fence gets a token larger than every earlier one of this service
+ * and larger than floor (the fence PostgreSQL knows, so a Redis that lost its data
+ * never hands out an old token again). */
+rf_err_t rf_lock_acquire(rf_lock_t *lock, const char *env, const char *service,
+                         const char *release_id, int lease_ms, int64_t floor, int *acquired,
+                         int64_t *fence, char *holder, char *errstr, size_t errstr_size);
+
+/* Extends the lease while release_id holds the lock, or takes it back if the key was
+ * lost (Redis restarted); *held is 0 when another release holds it now. */
+rf_err_t rf_lock_renew(rf_lock_t *lock, const char *env, const char *service,
+                       const char *release_id, int lease_ms, int *held, char *errstr,
+                       size_t errstr_size);
+
+/* Deletes the lock only if release_id holds it (compare-and-delete). */
+rf_err_t rf_lock_release(rf_lock_t *lock, const char *env, const char *service,
+                         const char *release_id, char *errstr, size_t errstr_size);
+
+/* Removes whatever holds the lock (supersede: the running release is ended first). */
+rf_err_t rf_lock_break(rf_lock_t *lock, const char *env, const char *service, char *errstr,
+                       size_t errstr_size);
+
+#endif

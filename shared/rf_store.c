@@ -1,0 +1,207 @@
+/* Release store: timeline rows, fenced transitions, records and result messages. */
+#include "rf_store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+rf_err_t rf_store_event(rf_db_t *db, const char *release_id, const char *stage,
+                        const char *event, const char *status, const char *message,
+                        const json_t *data, char *errstr, size_t errstr_size)
+{
+    char *data_text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+    const char *params[6] = {release_id, stage, event, status, message, data_text};
+    rf_err_t result;
+
+    result = rf_db_exec(db,
+                        "INSERT INTO timeline (release_id, stage, event, status, message, data) "
+                        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+                        6, params, NULL, errstr, errstr_size);
+    free(data_text);
+    return result;
+}
+
+rf_err_t rf_store_finish(rf_db_t *db, const char *release_id, int64_t fence, const char *status,
+                         const char *error, const char *stage, const char *message,
+                         char *errstr, size_t errstr_size)
+{
+    char fence_s[24];
+    const char *params[4] = {release_id, fence_s, status, error};
+    PGresult *res = NULL;
+    rf_err_t result;
+
+    snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
+    result = rf_db_begin(db, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    result = rf_db_exec(
+        db,
+        "UPDATE releases r SET status = $3, error = $4, finished_at = clock_timestamp(),"
+        " duration_ms = (extract(epoch FROM clock_timestamp() -"
+        "   coalesce(r.started_at, clock_timestamp())) * 1000)::bigint "
+        "WHERE r.id = $1 AND r.status NOT IN ('succeeded','failed','cancelled','superseded',"
+        "  'rejected') AND (($2::bigint = 0 AND r.status = 'queued') OR"
+        "  (r.fence = $2::bigint AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
+        "   AND s.env = r.env AND s.fence = $2::bigint))) "
+        "RETURNING r.id",
+        4, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        goto fail;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        rf_db_rollback(db);
+        res = NULL;
+        result = rf_db_exec(db, "SELECT status FROM releases WHERE id = $1", 1, params, &res,
+                            errstr, errstr_size);
+        if (result == RF_OK && PQntuples(res) == 1 &&
+            strstr("succeeded failed cancelled superseded rejected", PQgetvalue(res, 0, 0)))
+            result = rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size,
+                             "release '%s' has already ended as %s", release_id,
+                             PQgetvalue(res, 0, 0));
+        else if (result == RF_OK)
+            result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                             "release '%s' no longer holds fence %lld", release_id,
+                             (long long)fence);
+        PQclear(res);
+        return result;
+    }
+    PQclear(res);
+    result = rf_store_event(db, release_id, stage, status, status, message, NULL, errstr,
+                            errstr_size);
+    if (result != RF_OK)
+        goto fail;
+    return rf_db_commit(db, errstr, errstr_size);
+fail:
+    rf_db_rollback(db);
+    return result;
+}
+
+rf_err_t rf_store_transition(rf_db_t *db, const char *release_id, int64_t fence,
+                             const char *from, const char *to, const char *stage,
+                             const char *message, const json_t *data, char *errstr,
+                             size_t errstr_size)
+{
+    char fence_s[24];
+    const char *params[4] = {release_id, fence_s, from, to};
+    PGresult *res = NULL;
+    rf_err_t result;
+    int n;
+
+    snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
+    result = rf_db_begin(db, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    result = rf_db_exec(db,
+                        "UPDATE releases r SET status = $4 WHERE r.id = $1 AND r.status = $3"
+                        " AND r.fence = $2::bigint AND EXISTS (SELECT 1 FROM services s"
+                        " WHERE s.service = r.service AND s.env = r.env AND s.fence = $2::bigint)"
+                        " RETURNING r.id",
+                        4, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        goto fail;
+    n = PQntuples(res);
+    PQclear(res);
+    if (n == 0) {
+        rf_db_rollback(db);
+        return rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                       "release '%s' is no longer %s with fence %lld", release_id, from,
+                       (long long)fence);
+    }
+    result = rf_store_event(db, release_id, stage, to, to, message, data, errstr, errstr_size);
+    if (result != RF_OK)
+        goto fail;
+    return rf_db_commit(db, errstr, errstr_size);
+fail:
+    rf_db_rollback(db);
+    return result;
+}
+
+/* Runs a one-value query of a release and parses the JSON it returns. */
+static rf_err_t store_json(rf_db_t *db, const char *sql, const char *release_id, json_t **out,
+                           char **text, char *errstr, size_t errstr_size)
+{
+    const char *params[1] = {release_id};
+    PGresult *res = NULL;
+    json_error_t jerr;
+    rf_err_t result;
+
+    result = rf_db_exec(db, sql, 1, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        return rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size, "no release '%s'", release_id);
+    }
+    if (text) {
+        *text = strdup(PQgetvalue(res, 0, 0));
+    } else {
+        *out = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
+        if (!*out)
+            result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad record json: %s", jerr.text);
+    }
+    PQclear(res);
+    return result;
+}
+
+static int store_is_uuid(const char *s)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+
+    if (strlen(s) != sizeof(shape) - 1)
+        return 0;
+    for (size_t i = 0; shape[i]; i++) {
+        if (shape[i] == '-' ? s[i] != '-' : !strchr("0123456789abcdefABCDEF", s[i]))
+            return 0;
+    }
+    return 1;
+}
+
+rf_err_t rf_store_record(rf_db_t *db, const char *release_id, json_t **out, char *errstr,
+                         size_t errstr_size)
+{
+    *out = NULL;
+    if (!store_is_uuid(release_id))
+        return rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size, "no release '%s'", release_id);
+    return store_json(db, "SELECT relfleet_release_record($1)", release_id, out, NULL, errstr,
+                      errstr_size);
+}
+
+rf_err_t rf_store_result(rf_db_t *db, const char *release_id, char **text, char *errstr,
+                         size_t errstr_size)
+{
+    *text = NULL;
+    return store_json(db, "SELECT relfleet_result($1)", release_id, NULL, text, errstr,
+                      errstr_size);
+}
+
+rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *topic,
+                                 int32_t partition, int64_t offset, const void *key,
+                                 size_t key_len, const char *reason, const void *payload,
+                                 size_t len, char *errstr, size_t errstr_size)
+{
+    char part_s[16], off_s[24];
+    const char *params[7] = {stage, topic, part_s, off_s, key, reason, payload};
+    int lengths[7] = {0, 0, 0, 0, (int)key_len, 0, (int)len};
+    int formats[7] = {0, 0, 0, 0, 1, 0, 1};
+    PGresult *res;
+    rf_err_t result = RF_OK;
+
+    snprintf(part_s, sizeof(part_s), "%d", (int)partition);
+    snprintf(off_s, sizeof(off_s), "%lld", (long long)offset);
+    result = rf_db_exec(db, "SELECT 1", 0, NULL, NULL, errstr, errstr_size); /* (re)connect */
+    if (result != RF_OK)
+        return result;
+    /* Binary parameters for the raw bytes: the payload may be anything, even invalid UTF-8. */
+    res = PQexecParams(rf_db_conn(db),
+                       "INSERT INTO rejected_messages (stage, topic, partition, \"offset\", key,"
+                       " reason, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                       " ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+                       7, NULL, params, lengths, formats, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot record rejected message: %s",
+                         PQresultErrorMessage(res));
+        errstr[strcspn(errstr, "\n")] = '\0';
+    }
+    PQclear(res);
+    return result;
+}

@@ -1,0 +1,275 @@
+/* relfleet-worker: configuration, signals, the poll loop and shutdown around one stage. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rf_log.h"
+#include "rf_msg.h"
+#include "rf_store.h"
+#include "worker.h"
+
+static const rf_stage_t *const stages[] = {&rf_stage_render, NULL};
+
+static volatile int run = 1;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    run = 0;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: relfleet-worker STAGE [--config FILE]\n"
+                 "       relfleet-worker --list-stages\n"
+                 "       relfleet-worker --config-reference\n"
+                 "stages:");
+    for (int i = 0; stages[i]; i++)
+        fprintf(out, " %s", stages[i]->name);
+    fprintf(out, "\nsettings come from the environment (RELFLEET_*) or the YAML file\n");
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Sleeps up to ms, waking early on shutdown. */
+static void nap(long ms)
+{
+    struct timespec ts = {0, 20 * 1000000L};
+
+    for (long waited = 0; run && waited < ms; waited += 20)
+        nanosleep(&ts, NULL);
+}
+
+/* Records the refused message (database row and dlq topic). */
+static rf_err_t worker_dead_letter(rf_worker_t *w, const rd_kafka_message_t *m,
+                                   const char *reason, char *errstr, size_t errstr_size)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    char key[256];
+    char *dlq;
+    rf_err_t result;
+
+    rf_log_warn("dead-lettering message: %s", reason);
+    result = rf_store_reject_message(w->db, w->stage, topic, m->partition, m->offset, m->key,
+                                     m->key_len, reason, m->payload, m->len, errstr,
+                                     errstr_size);
+    if (result != RF_OK)
+        return result;
+    dlq = rf_msg_dlq_build(w->stage, reason, topic, m->partition, m->offset, m->key, m->key_len,
+                           m->payload, m->len);
+    snprintf(key, sizeof(key), "%.*s", (int)(m->key_len < 255 ? m->key_len : 255),
+             m->key ? (const char *)m->key : "");
+    result = rf_producer_send(w->producer, "dlq", m->key_len ? key : NULL, dlq, strlen(dlq),
+                              errstr, errstr_size);
+    free(dlq);
+    return result;
+}
+
+static void worker_log_ctx(const rd_kafka_message_t *m, const json_t *body)
+{
+    char buf[32];
+
+    rf_log_ctx_clear();
+    rf_log_ctx_set("topic", rd_kafka_topic_name(m->rkt));
+    snprintf(buf, sizeof(buf), "%d", (int)m->partition);
+    rf_log_ctx_set("partition", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)m->offset);
+    rf_log_ctx_set("offset", buf);
+    if (body) {
+        rf_log_ctx_set("release", json_string_value(json_object_get(body, "release_id")));
+        rf_log_ctx_set("service", json_string_value(json_object_get(body, "service")));
+        rf_log_ctx_set("env", json_string_value(json_object_get(body, "env")));
+    }
+}
+
+/* One message: parse and validate, hand to the stage, then store, retry or dead-letter. */
+static rf_err_t worker_process(rf_worker_t *w, const rf_stage_t *stage, void *state,
+                               rf_consumer_t *consumer, const rd_kafka_message_t *m)
+{
+    char errstr[1024];
+    char dlq_err[512];
+    rf_input_t in = {m, NULL, NULL};
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    size_t plen = strlen(w->conf->topic_prefix);
+    rf_err_t result;
+
+    worker_log_ctx(m, NULL);
+    in.topic_suffix = strncmp(topic, w->conf->topic_prefix, plen) == 0 ? topic + plen : topic;
+    result = rf_msg_parse(w->schemas, m->payload, m->len, m->key, m->key_len,
+                          stage->schema_prefix, &in.body, errstr, sizeof(errstr));
+    if (result == RF_OK) {
+        worker_log_ctx(m, in.body);
+        result = stage->handle(state, &in, errstr, sizeof(errstr));
+    }
+    json_decref(in.body);
+    if (result == RF_ERR_PERM) {
+        result = worker_dead_letter(w, m, errstr, dlq_err, sizeof(dlq_err));
+        if (result != RF_OK)
+            snprintf(errstr, sizeof(errstr), "%s", dlq_err);
+    }
+    if (result == RF_OK || result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND) {
+        if (result == RF_ERR_FENCED)
+            rf_log_warn("stopped: %s", errstr);
+        rf_consumer_store(consumer, m);
+        return RF_OK;
+    }
+    rf_log_warn("will retry: %s", errstr);
+    rf_consumer_rewind(consumer, m);
+    return RF_ERR_RETRY;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"list-stages", no_argument, NULL, 'l'},
+                                         {"config-reference", no_argument, NULL, 'r'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    static const char *const required[] = {"kafka_brokers", "pg_dsn", NULL};
+    const char *config_path = NULL;
+    const rf_stage_t *stage = NULL;
+    rf_config_t conf;
+    rf_worker_t w;
+    rf_consumer_t *consumer = NULL;
+    rf_log_level_t level = RF_LOG_INFO;
+    void *state = NULL;
+    char errstr[1024];
+    char group[256];
+    char schema_dir[1024];
+    long backoff = 0, last_tick = 0;
+    int exit_code = 1;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'l':
+            for (int i = 0; stages[i]; i++)
+                printf("%s\n", stages[i]->name);
+            return 0;
+        case 'r':
+            rf_config_write_reference(stdout);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 2;
+    }
+    for (int i = 0; stages[i]; i++)
+        if (strcmp(stages[i]->name, argv[optind]) == 0)
+            stage = stages[i];
+    if (!stage) {
+        fprintf(stderr, "relfleet-worker: unknown stage '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    memset(&w, 0, sizeof(w));
+    rf_config_init(&conf);
+    if (rf_config_load(&conf, config_path, errstr, sizeof(errstr)) != RF_OK ||
+        rf_config_require(&conf, required, errstr, sizeof(errstr)) != RF_OK) {
+        fprintf(stderr, "relfleet-worker: %s\n", errstr);
+        rf_config_release(&conf);
+        return 2;
+    }
+    rf_log_level_parse(conf.log_level, &level);
+    rf_log_setup(stage->name, level, strcmp(conf.log_format, "json") == 0 ? RF_LOG_JSON
+                                                                           : RF_LOG_LOGFMT);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    w.conf = &conf;
+    w.stage = stage->name;
+    w.run = &run;
+    snprintf(schema_dir, sizeof(schema_dir), "%s",
+             conf.schema_dir ? conf.schema_dir : RELFLEET_SOURCE_DIR "/schemas");
+    w.schemas = rf_schema_registry_new();
+    if (rf_schema_registry_load_dir(w.schemas, schema_dir, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_error("cannot load schemas from '%s': %s", schema_dir, errstr);
+        goto out;
+    }
+    /* The servers may still be starting: wait for them rather than exit. */
+    while (run && !(w.db = rf_db_new(conf.pg_dsn, errstr, sizeof(errstr)))) {
+        rf_log_warn("%s; retrying", errstr);
+        nap(1000);
+    }
+    while (run && stage->needs_lock &&
+           !(w.lock = rf_lock_new(conf.redis_url, errstr, sizeof(errstr)))) {
+        rf_log_warn("%s; retrying", errstr);
+        nap(1000);
+    }
+    if (!run)
+        goto out;
+    w.producer = rf_producer_new(&conf, errstr, sizeof(errstr));
+    if (!w.producer) {
+        rf_log_error("cannot create kafka producer: %s", errstr);
+        goto out;
+    }
+    if (stage->init(&w, &state, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_error("cannot start stage: %s", errstr);
+        goto out;
+    }
+    snprintf(group, sizeof(group), "%s%s", conf.topic_prefix, stage->name);
+    consumer = rf_consumer_new(&conf, group, stage->topics, errstr, sizeof(errstr));
+    if (!consumer) {
+        rf_log_error("cannot create kafka consumer: %s", errstr);
+        goto out;
+    }
+    rf_log_info("started, consumer group '%s'", group);
+
+    while (run) {
+        rd_kafka_message_t *m = rf_consumer_poll(consumer, 100);
+        if (m) {
+            if (worker_process(&w, stage, state, consumer, m) == RF_OK) {
+                backoff = 0;
+            } else {
+                backoff = backoff ? backoff * 2 : 100;
+                if (backoff > conf.retry_max_ms)
+                    backoff = conf.retry_max_ms;
+                rd_kafka_message_destroy(m);
+                rf_log_ctx_clear();
+                nap(backoff / 2 + rand() % (backoff / 2 + 1));
+                continue;
+            }
+            rd_kafka_message_destroy(m);
+            rf_log_ctx_clear();
+        }
+        if (stage->tick && now_ms() - last_tick >= 100) {
+            last_tick = now_ms();
+            stage->tick(state);
+            rf_log_ctx_clear();
+        }
+    }
+    rf_log_info("shutting down");
+    exit_code = 0;
+out:
+    rf_consumer_destroy(consumer);
+    if (state)
+        stage->destroy(state);
+    rf_producer_destroy(w.producer);
+    rf_lock_destroy(w.lock);
+    rf_db_destroy(w.db);
+    rf_schema_registry_destroy(w.schemas);
+    rf_config_release(&conf);
+    return exit_code;
+}

@@ -1,0 +1,498 @@
+/* The render stage: request -> release row, service lock, manifests -> `rendered`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rf_log.h"
+#include "rf_release.h"
+#include "rf_render.h"
+#include "rf_store.h"
+#include "worker.h"
+
+typedef struct render_stage {
+    rf_worker_t *w;
+    long last_sweep_ms;
+} render_stage_t;
+
+static long render_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Ends a release that never started as rejected, and publishes its result. */
+static rf_err_t render_reject(render_stage_t *rs, const char *id, const char *reason,
+                              char *errstr, size_t errstr_size)
+{
+    rf_err_t result;
+
+    rf_log_info("rejected: %s", reason);
+    result = rf_store_finish(rs->w->db, id, 0, "rejected", reason, "render", reason, errstr,
+                             errstr_size);
+    if (result == RF_ERR_NOTFOUND || result == RF_ERR_FENCED)
+        return RF_OK; /* ended (or started) meanwhile: whoever did that publishes */
+    return result;
+}
+
+/* Publishes the result of a terminal release (same bytes on every redelivery). */
+static rf_err_t render_publish_result(render_stage_t *rs, const char *id, const char *key,
+                                      char *errstr, size_t errstr_size)
+{
+    char *text = NULL;
+    rf_err_t result = rf_store_result(rs->w->db, id, &text, errstr, errstr_size);
+
+    if (result == RF_ERR_NOTFOUND)
+        return RF_OK;
+    if (result != RF_OK)
+        return result;
+    result = rf_producer_send(rs->w->producer, "results", key, text, strlen(text), errstr,
+                              errstr_size);
+    free(text);
+    return result;
+}
+
+/* Publishes `rendered` from what the release row holds. */
+static rf_err_t render_publish_rendered(render_stage_t *rs, const char *id, const char *key,
+                                        char *errstr, size_t errstr_size)
+{
+    const char *params[1] = {id};
+    PGresult *res = NULL;
+    rf_err_t result;
+    const char *text;
+
+    result = rf_db_exec(rs->w->db,
+                        "SELECT jsonb_build_object('schema', 'relfleet.rendered.v1',"
+                        " 'release_id', r.id, 'service', r.service, 'env', r.env,"
+                        " 'version', r.version, 'fence', r.fence, 'namespace', s.namespace,"
+                        " 'manifests', r.manifests, 'manifests_sha256', r.manifests_sha256)"
+                        " FROM releases r JOIN services s USING (service, env) WHERE r.id = $1",
+                        1, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size, "no release '%s'", id);
+    }
+    text = PQgetvalue(res, 0, 0);
+    result = rf_producer_send(rs->w->producer, "rendered", key, text, strlen(text), errstr,
+                              errstr_size);
+    PQclear(res);
+    return result;
+}
+
+/* The values a template sees: the service configuration, the release, its overrides. */
+static json_t *render_values(PGresult *res, const char *id)
+{
+    json_t *v = json_object();
+    json_error_t jerr;
+    json_t *extra, *overrides;
+    const char *repo = rf_db_value(res, 0, 9);
+    char image[512];
+    const char *version = rf_db_value(res, 0, 2);
+
+    json_object_set_new(v, "service", json_string(rf_db_value(res, 0, 0)));
+    json_object_set_new(v, "env", json_string(rf_db_value(res, 0, 1)));
+    json_object_set_new(v, "version", json_string(version));
+    json_object_set_new(v, "namespace", json_string(rf_db_value(res, 0, 4)));
+    json_object_set_new(v, "replicas", json_integer(atoi(rf_db_value(res, 0, 5))));
+    json_object_set_new(v, "health_path", json_string(rf_db_value(res, 0, 6)));
+    json_object_set_new(v, "group", json_string(rf_db_value(res, 0, 7)));
+    json_object_set_new(v, "port", json_integer(atoi(rf_db_value(res, 0, 8))));
+    snprintf(image, sizeof(image), "%s:%s", repo ? repo : rf_db_value(res, 0, 0), version);
+    json_object_set_new(v, "image", json_string(image));
+    json_object_set_new(v, "release_id", json_string(id));
+    json_object_set_new(v, "operator", json_string(rf_db_value(res, 0, 3)));
+    extra = json_loads(rf_db_value(res, 0, 10), 0, &jerr);
+    if (json_is_object(extra))
+        json_object_update_missing(v, extra);
+    json_decref(extra);
+    overrides = json_loads(rf_db_value(res, 0, 11) ? rf_db_value(res, 0, 11) : "null",
+                           JSON_DECODE_ANY, &jerr);
+    if (json_is_object(overrides))
+        json_object_update(v, overrides);
+    json_decref(overrides);
+    return v;
+}
+
+/* Inside a transaction: makes fence the service's newest, or RF_ERR_FENCED. */
+static rf_err_t render_take_fence(rf_worker_t *w, const char *service, const char *env,
+                                  const char *fence_s, char *errstr, size_t errstr_size)
+{
+    const char *fp[3] = {service, env, fence_s};
+    PGresult *u = NULL;
+    rf_err_t result;
+    int n;
+
+    result = rf_db_exec(w->db,
+                        "UPDATE services SET fence = $3 WHERE service = $1 AND env = $2"
+                        " AND fence < $3 RETURNING 1",
+                        3, fp, &u, errstr, errstr_size);
+    n = result == RF_OK ? PQntuples(u) : 0;
+    PQclear(u);
+    if (result == RF_OK && n == 0)
+        result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                         "fence %s is older than the service's", fence_s);
+    return result;
+}
+
+/* Loads the queued release with its service configuration and template. */
+static const char render_load_sql[] =
+    "SELECT r.service, r.env, r.version, r.operator, s.namespace, s.replicas, s.health_path,"
+    " s.group_name, s.port, s.image_repo, s.extra, r.request -> 'params',"
+    " s.template_id, coalesce(r.request ->> 'template_version', h.version), s.fence, r.status,"
+    " s.policy, (SELECT count(*) FROM images i WHERE i.service = r.service),"
+    " (SELECT count(*) FROM images i WHERE i.service = r.service AND i.tag = r.version),"
+    " (s.service IS NOT NULL), (r.request ->> 'restart')::boolean"
+    " FROM releases r LEFT JOIN services s USING (service, env)"
+    " LEFT JOIN template_heads h ON h.id = s.template_id"
+    " WHERE r.id = $1";
+
+/* Tries to start the release: lock, render, record, hand on. RF_OK also when it stays
+ * queued behind a busy service. */
+static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
+                             size_t errstr_size)
+{
+    rf_worker_t *w = rs->w;
+    const char *params[2] = {id, NULL};
+    PGresult *res = NULL, *tres = NULL;
+    rf_render_template_t *tpl = NULL;
+    json_t *values = NULL, *manifests = NULL;
+    char reason[1024], key[300], holder[64], digest[65], fence_s[24], msg[512];
+    char *manifests_text = NULL, *values_text = NULL;
+    const char *service, *env, *tpl_id, *tpl_version;
+    int acquired = 0;
+    int64_t fence = 0, floor;
+    rf_err_t result;
+
+    result = rf_db_exec(w->db, render_load_sql, 1, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    if (PQntuples(res) != 1 || strcmp(rf_db_value(res, 0, 15), "queued") != 0)
+        goto out; /* started or ended meanwhile */
+    service = rf_db_value(res, 0, 0);
+    env = rf_db_value(res, 0, 1);
+    snprintf(key, sizeof(key), "%s/%s", env, service);
+    rf_log_ctx_set("release", id);
+    rf_log_ctx_set("service", service);
+    rf_log_ctx_set("env", env);
+
+    if (strcmp(rf_db_value(res, 0, 19), "t") != 0) {
+        snprintf(reason, sizeof(reason), "unknown service '%s' in env '%s'", service, env);
+        goto reject;
+    }
+    if (atoi(rf_db_value(res, 0, 17)) > 0 && atoi(rf_db_value(res, 0, 18)) == 0) {
+        snprintf(reason, sizeof(reason), "unknown version '%s' of service '%s'",
+                 rf_db_value(res, 0, 2), service);
+        goto reject;
+    }
+    tpl_id = rf_db_value(res, 0, 12);
+    tpl_version = rf_db_value(res, 0, 13);
+    params[0] = tpl_id;
+    params[1] = tpl_version;
+    if (tpl_version)
+        result = rf_db_exec(w->db, "SELECT body FROM templates WHERE id = $1 AND version = $2",
+                            2, params, &tres, errstr, errstr_size);
+    params[0] = id;
+    if (result != RF_OK)
+        goto out;
+    if (!tpl_version || PQntuples(tres) != 1) {
+        snprintf(reason, sizeof(reason), "template '%s'%s%s is missing", tpl_id,
+                 tpl_version ? " version " : "", tpl_version ? tpl_version : "");
+        goto reject;
+    }
+
+    /* The lock: Redis is the gate, PostgreSQL the authority (DESIGN.md). */
+    floor = strtoll(rf_db_value(res, 0, 14), NULL, 10);
+    result = rf_lock_acquire(w->lock, env, service, id, w->conf->lock_lease_ms, floor, &acquired,
+                             &fence, holder, errstr, errstr_size);
+    if (result != RF_OK)
+        goto out;
+    if (!acquired) {
+        rf_log_info("service busy with release %s; staying queued", holder);
+        goto out;
+    }
+    snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
+
+    values = render_values(res, id);
+    tpl = rf_render_compile(tpl_id, PQgetvalue(tres, 0, 0), (size_t)PQgetlength(tres, 0, 0),
+                            reason, sizeof(reason));
+    if (tpl)
+        result = rf_render_exec(tpl, values, &manifests, reason, sizeof(reason));
+    if (!tpl || result != RF_OK) {
+        result = RF_OK;
+        goto fail_release;
+    }
+    rf_render_digest(manifests, digest);
+    manifests_text = json_dumps(manifests, JSON_COMPACT);
+    values_text = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
+
+    result = rf_db_begin(w->db, errstr, errstr_size);
+    if (result != RF_OK)
+        goto unlock;
+    result = render_take_fence(w, service, env, fence_s, errstr, errstr_size);
+    if (result == RF_OK) {
+        const char *up[7] = {id, fence_s, values_text, tpl_id, tpl_version, manifests_text,
+                             digest};
+        PGresult *u = NULL;
+        result = rf_db_exec(w->db,
+                            "UPDATE releases SET status = 'applying', fence = $2,"
+                            " started_at = clock_timestamp(), params = $3::jsonb,"
+                            " template_id = $4, template_version = $5, manifests = $6::jsonb,"
+                            " manifests_sha256 = $7 WHERE id = $1 AND status = 'queued'"
+                            " RETURNING 1",
+                            7, up, &u, errstr, errstr_size);
+        if (result == RF_OK && PQntuples(u) == 0)
+            result = rf_errf(RF_ERR_FENCED, errstr, errstr_size, "release left 'queued' meanwhile");
+        PQclear(u);
+        if (result == RF_ERR_PERM && strcmp(rf_db_sqlstate(w->db), "23505") == 0)
+            result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                             "another release of the service is active in the database");
+    }
+    if (result == RF_OK) {
+        snprintf(msg, sizeof(msg), "lock acquired (fence %s)", fence_s);
+        result = rf_store_event(w->db, id, "render", "rendering", "rendering", msg, NULL, errstr,
+                                errstr_size);
+    }
+    if (result == RF_OK) {
+        json_t *data = json_pack("{s:s, s:s, s:s, s:I}", "template", tpl_id, "template_version",
+                                 tpl_version, "sha256", digest, "objects",
+                                 (json_int_t)json_array_size(manifests));
+        snprintf(msg, sizeof(msg), "rendered %zu objects from template '%s' (sha256 %.12s)",
+                 json_array_size(manifests), tpl_id, digest);
+        result = rf_store_event(w->db, id, "render", "applying", "applying", msg, data, errstr,
+                                errstr_size);
+        json_decref(data);
+    }
+    if (result != RF_OK) {
+        rf_db_rollback(w->db);
+        goto unlock;
+    }
+    result = rf_db_commit(w->db, errstr, errstr_size);
+    if (result != RF_OK)
+        goto unlock;
+    rf_log_info("rendered %zu objects, fence %s", json_array_size(manifests), fence_s);
+    result = render_publish_rendered(rs, id, key, errstr, errstr_size);
+    goto out;
+
+fail_release:
+    /* Rendering failed after the lock was taken: the release started and failed. */
+    result = rf_db_begin(w->db, errstr, errstr_size);
+    if (result == RF_OK)
+        result = render_take_fence(w, service, env, fence_s, errstr, errstr_size);
+    if (result == RF_OK) {
+        const char *up[3] = {id, fence_s, reason};
+        result = rf_db_exec(w->db,
+                            "UPDATE releases SET status = 'failed', fence = $2, error = $3,"
+                            " started_at = clock_timestamp(), finished_at = clock_timestamp(),"
+                            " duration_ms = 0 WHERE id = $1 AND status = 'queued'",
+                            3, up, NULL, errstr, errstr_size);
+    }
+    if (result == RF_OK) {
+        snprintf(msg, sizeof(msg), "lock acquired (fence %s)", fence_s);
+        result = rf_store_event(w->db, id, "render", "rendering", "rendering", msg, NULL, errstr,
+                                errstr_size);
+    }
+    if (result == RF_OK)
+        result = rf_store_event(w->db, id, "render", "failed", "failed", reason, NULL, errstr,
+                                errstr_size);
+    if (result == RF_OK)
+        result = rf_db_commit(w->db, errstr, errstr_size);
+    else
+        rf_db_rollback(w->db);
+    rf_log_info("render failed: %s", reason);
+    rf_lock_release(w->lock, env, service, id, msg, sizeof(msg));
+    if (result == RF_OK)
+        result = render_publish_result(rs, id, key, errstr, errstr_size);
+    else if (result == RF_ERR_FENCED)
+        result = RF_OK;
+    goto out;
+unlock:
+    /* Not started: free the gate for whoever may start instead. */
+    rf_lock_release(w->lock, env, service, id, msg, sizeof(msg));
+    if (result == RF_ERR_FENCED) {
+        rf_log_warn("not started: %s", errstr);
+        result = RF_OK;
+    }
+    goto out;
+reject:
+    result = render_reject(rs, id, reason, errstr, errstr_size);
+    if (result == RF_OK)
+        result = render_publish_result(rs, id, key, errstr, errstr_size);
+out:
+    free(manifests_text);
+    free(values_text);
+    json_decref(values);
+    json_decref(manifests);
+    rf_render_template_destroy(tpl);
+    PQclear(tres);
+    PQclear(res);
+    return result;
+}
+
+/* Starts the oldest queued release of env/service, if the service is free. */
+static rf_err_t render_start_next(render_stage_t *rs, const char *service, const char *env,
+                                  char *errstr, size_t errstr_size)
+{
+    const char *params[2] = {service, env};
+    PGresult *res = NULL;
+    rf_err_t result;
+    char id[64];
+
+    result = rf_db_exec(rs->w->db,
+                        "SELECT id FROM releases WHERE service = $1 AND env = $2"
+                        " AND status = 'queued' ORDER BY created_at, id LIMIT 1",
+                        2, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return RF_OK;
+    }
+    snprintf(id, sizeof(id), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return render_start(rs, id, errstr, errstr_size);
+}
+
+/* A request: record it (once), then start it or the service's older queued one. */
+static rf_err_t render_handle(void *state, const rf_input_t *in, char *errstr,
+                              size_t errstr_size)
+{
+    render_stage_t *rs = state;
+    rf_worker_t *w = rs->w;
+    json_t *b = in->body;
+    const char *id = json_string_value(json_object_get(b, "release_id"));
+    const char *service = json_string_value(json_object_get(b, "service"));
+    const char *env = json_string_value(json_object_get(b, "env"));
+    const char *parent = json_string_value(json_object_get(b, "parent"));
+    const char *desc = json_string_value(json_object_get(b, "description"));
+    char *request = json_dumps(b, JSON_COMPACT | JSON_SORT_KEYS);
+    const char *params[9] = {id,
+                             service,
+                             env,
+                             json_string_value(json_object_get(b, "version")),
+                             json_string_value(json_object_get(b, "kind")),
+                             parent,
+                             json_string_value(json_object_get(b, "operator")),
+                             desc ? desc : "",
+                             request};
+    PGresult *res = NULL;
+    char key[300], msg[1200];
+    rf_err_t result;
+    int inserted;
+    const char *status;
+
+    snprintf(key, sizeof(key), "%s/%s", env, service);
+    result = rf_db_begin(w->db, errstr, errstr_size);
+    if (result != RF_OK)
+        goto out;
+    result = rf_db_exec(w->db,
+                        "INSERT INTO releases (id, service, env, version, kind, parent, operator,"
+                        " description, status, request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+                        " 'queued', $9::jsonb) ON CONFLICT (id) DO NOTHING RETURNING id",
+                        9, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        goto fail;
+    inserted = PQntuples(res) == 1;
+    PQclear(res);
+    res = NULL;
+    if (inserted) {
+        snprintf(msg, sizeof(msg), "%s of version %s requested by %s%s%s",
+                 params[4], params[3], params[6], desc && *desc ? ": " : "",
+                 desc ? desc : "");
+        result = rf_store_event(w->db, id, "render", "queued", "queued", msg, NULL, errstr,
+                                errstr_size);
+        if (result != RF_OK)
+            goto fail;
+    }
+    result = rf_db_commit(w->db, errstr, errstr_size);
+    if (result != RF_OK)
+        goto out;
+
+    /* Redelivery: same content changes nothing twice and re-emits what comes next. */
+    result = rf_db_exec(w->db, "SELECT status, request = $2::jsonb FROM releases WHERE id = $1",
+                        2, (const char *const[]){id, request}, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        goto out;
+    if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                         "release id '%s' already exists with other content", id);
+        goto out;
+    }
+    status = PQgetvalue(res, 0, 0);
+    if (strcmp(status, "queued") == 0)
+        result = render_start_next(rs, service, env, errstr, errstr_size);
+    else if (strcmp(status, "applying") == 0)
+        result = render_publish_rendered(rs, id, key, errstr, errstr_size);
+    else if (strcmp(status, "rejected") == 0 || strcmp(status, "failed") == 0)
+        result = render_publish_result(rs, id, key, errstr, errstr_size);
+    goto out;
+fail:
+    rf_db_rollback(w->db);
+out:
+    PQclear(res);
+    free(request);
+    return result;
+}
+
+/* The sweep: starts queued releases whose service is free, so none is ever stranded. */
+static void render_tick(void *state)
+{
+    render_stage_t *rs = state;
+    PGresult *res = NULL;
+    char errstr[1024];
+    long now = render_now_ms();
+
+    if (now - rs->last_sweep_ms < rs->w->conf->sweep_interval_ms)
+        return;
+    rs->last_sweep_ms = now;
+    if (rf_db_exec(rs->w->db,
+                   "SELECT DISTINCT q.service, q.env FROM releases q WHERE q.status = 'queued'"
+                   " AND NOT EXISTS (SELECT 1 FROM releases a WHERE a.service = q.service"
+                   " AND a.env = q.env AND a.status IN (" RF_RELEASE_ACTIVE_SQL ")) LIMIT 200",
+                   0, NULL, &res, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_warn("sweep: %s", errstr);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res) && *rs->w->run; i++) {
+        rf_err_t result = render_start_next(rs, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                                            errstr, sizeof(errstr));
+        if (result != RF_OK)
+            rf_log_warn("sweep: %s", errstr);
+        rf_log_ctx_clear();
+    }
+    PQclear(res);
+}
+
+static rf_err_t render_init(rf_worker_t *w, void **state, char *errstr, size_t errstr_size)
+{
+    render_stage_t *rs = calloc(1, sizeof(*rs));
+
+    (void)errstr;
+    (void)errstr_size;
+    if (!rs)
+        abort();
+    rs->w = w;
+    *state = rs;
+    return RF_OK;
+}
+
+static void render_destroy(void *state)
+{
+    free(state);
+}
+
+static const char *const render_topics[] = {"requests", NULL};
+
+const rf_stage_t rf_stage_render = {
+    .name = "render",
+    .topics = render_topics,
+    .schema_prefix = "relfleet.request.",
+    .needs_lock = 1,
+    .init = render_init,
+    .handle = render_handle,
+    .tick = render_tick,
+    .destroy = render_destroy,
+};

@@ -1,0 +1,51 @@
+/* The contract between relfleet-worker's main loop and its stages. */
+#ifndef RF_WORKER_H
+#define RF_WORKER_H
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+
+#include "rf_config.h"
+#include "rf_db.h"
+#include "rf_err.h"
+#include "rf_kafka.h"
+#include "rf_lock.h"
+#include "rf_schema.h"
+
+/* What every stage gets from main: configuration and the connections to the world. */
+typedef struct rf_worker {
+    const rf_config_t *conf;
+    const char *stage;
+    rf_db_t *db;
+    rf_lock_t *lock; /* NULL for stages that take no lock */
+    rf_producer_t *producer;
+    rf_schema_registry_t *schemas;
+    volatile int *run; /* 0 once a shutdown was asked for */
+} rf_worker_t;
+
+/* A message as a stage sees it: the validated body plus where it came from. */
+typedef struct rf_input {
+    const rd_kafka_message_t *m;
+    const char *topic_suffix; /* "requests", "commands", ... */
+    json_t *body;             /* validated against its schema */
+} rf_input_t;
+
+typedef struct rf_stage {
+    const char *name;
+    const char *const *topics;  /* suffixes consumed, NULL-terminated */
+    const char *schema_prefix;  /* every consumed schema name starts with this, e.g. "relfleet.request." */
+    int needs_lock;             /* connect to Redis */
+    /* Sets up the stage's own state. */
+    rf_err_t (*init)(rf_worker_t *w, void **state, char *errstr, size_t errstr_size);
+    /* Turns one message into effects and the next message. RF_OK: done, the offset is
+     * stored. RF_ERR_RETRY: retried later, offset not stored. RF_ERR_PERM: the message
+     * is dead-lettered with errstr as the reason. */
+    rf_err_t (*handle)(void *state, const rf_input_t *in, char *errstr, size_t errstr_size);
+    /* Periodic work between polls (sweeps, watches); may be NULL. */
+    void (*tick)(void *state);
+    void (*destroy)(void *state);
+} rf_stage_t;
+
+extern const rf_stage_t rf_stage_render;
+
+#endif
