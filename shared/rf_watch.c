@@ -1,0 +1,258 @@
+/* Parser of the Kubernetes watch stream: bytes in any split in, one event at a time out. */
+#include "rf_watch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "rf_buf.h"
+#include "rf_err.h"
+
+#define WATCH_DEFAULT_MAX_LINE ((size_t)16 << 20)
+
+/* A line made of this byte alone stands, inside the buffer, for a dropped oversize line, so
+ * that its report keeps its place among the events. The API server never sends it. */
+#define WATCH_OVERSIZE_MARK '\x01'
+
+struct rf_watch_parser {
+    rf_buf_t buf;      /* bytes not yet consumed start at pos */
+    size_t pos;        /* start of the next line */
+    size_t tail;       /* start of the last (incomplete) line; pos <= tail <= buf.len */
+    size_t max_line;   /* longest line accepted, without its newline */
+    int discarding;    /* dropping an oversize line until its newline */
+    int ended;         /* rf_watch_parser_end was called */
+    json_t *current;   /* the last event returned (owns ev->object) */
+};
+
+static const char *const watch_type_names[] = {
+    [RF_WATCH_ADDED] = "ADDED",       [RF_WATCH_MODIFIED] = "MODIFIED",
+    [RF_WATCH_DELETED] = "DELETED",   [RF_WATCH_BOOKMARK] = "BOOKMARK",
+    [RF_WATCH_ERROR] = "ERROR",       [RF_WATCH_EXPIRED] = "EXPIRED",
+    [RF_WATCH_SYNC] = "SYNC",         [RF_WATCH_SYNCED] = "SYNCED",
+};
+
+const char *rf_watch_type_name(rf_watch_type_t type)
+{
+    if ((size_t)type >= sizeof(watch_type_names) / sizeof(watch_type_names[0]))
+        return "UNKNOWN";
+    return watch_type_names[type];
+}
+
+rf_watch_parser_t *rf_watch_parser_new(size_t max_line)
+{
+    rf_watch_parser_t *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        abort();
+    rf_buf_init(&p->buf, 0);
+    p->max_line = max_line ? max_line : WATCH_DEFAULT_MAX_LINE;
+    return p;
+}
+
+void rf_watch_parser_destroy(rf_watch_parser_t *p)
+{
+    if (!p)
+        return;
+    json_decref(p->current);
+    rf_buf_release(&p->buf);
+    free(p);
+}
+
+void rf_watch_parser_reset(rf_watch_parser_t *p)
+{
+    json_decref(p->current);
+    p->current = NULL;
+    rf_buf_reset(&p->buf);
+    p->pos = 0;
+    p->tail = 0;
+    p->discarding = 0;
+    p->ended = 0;
+}
+
+size_t rf_watch_parser_pending(const rf_watch_parser_t *p)
+{
+    return p->buf.len - p->pos;
+}
+
+/* The last newline in s[0..n), or NULL (memrchr is a GNU extension). */
+static const char *watch_last_newline(const char *s, size_t n)
+{
+    while (n > 0) {
+        n--;
+        if (s[n] == '\n')
+            return s + n;
+    }
+    return NULL;
+}
+
+/* Moves the unconsumed bytes to the front of the buffer. */
+static void watch_compact(rf_watch_parser_t *p)
+{
+    size_t keep;
+
+    if (p->pos == 0)
+        return;
+    keep = p->buf.len - p->pos;
+    if (keep)
+        memmove(p->buf.data, p->buf.data + p->pos, keep);
+    p->buf.len = keep;
+    p->buf.data[keep] = '\0';
+    p->tail -= p->pos;
+    p->pos = 0;
+}
+
+void rf_watch_parser_feed(rf_watch_parser_t *p, const void *data, size_t len)
+{
+    const char *s = data;
+    const char *nl;
+    size_t start;
+
+    watch_compact(p);
+    while (len > 0) {
+        if (p->discarding) {
+            nl = memchr(s, '\n', len);
+            if (!nl)
+                return;
+            len -= (size_t)(nl + 1 - s);
+            s = nl + 1;
+            p->discarding = 0;
+            continue;
+        }
+        start = p->buf.len;
+        rf_buf_add(&p->buf, s, len);
+        s += len;
+        len = 0;
+        nl = NULL;
+        if (p->buf.len > start)
+            nl = watch_last_newline(p->buf.data + start, p->buf.len - start);
+        if (nl)
+            p->tail = (size_t)(nl + 1 - p->buf.data);
+        if (p->buf.len - p->tail > p->max_line) {
+            /* The incomplete last line is already too long: drop it and the rest of it. */
+            p->buf.len = p->tail;
+            rf_buf_addc(&p->buf, WATCH_OVERSIZE_MARK);
+            rf_buf_addc(&p->buf, '\n');
+            p->tail = p->buf.len;
+            p->discarding = 1;
+        }
+    }
+}
+
+void rf_watch_parser_end(rf_watch_parser_t *p)
+{
+    p->ended = 1;
+}
+
+static int watch_is_blank(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+            return 0;
+    }
+    return 1;
+}
+
+/* Decodes one line into ev. Returns 1, or -1 with errstr. */
+static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_watch_event_t *ev,
+                        char *errstr, size_t errstr_size)
+{
+    static const struct {
+        const char *name;
+        rf_watch_type_t type;
+    } types[] = {
+        {"ADDED", RF_WATCH_ADDED},       {"MODIFIED", RF_WATCH_MODIFIED},
+        {"DELETED", RF_WATCH_DELETED},   {"BOOKMARK", RF_WATCH_BOOKMARK},
+        {"ERROR", RF_WATCH_ERROR},
+    };
+    json_error_t jerr;
+    json_t *root;
+    json_t *object;
+    json_t *code;
+    const char *type;
+    const char *reason;
+    size_t i;
+    int result = -1;
+
+    root = json_loadb(line, n, 0, &jerr);
+    if (!root) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad watch event: not json: %s", jerr.text);
+        goto cleanup;
+    }
+    type = json_string_value(json_object_get(root, "type"));
+    object = json_object_get(root, "object");
+    if (!json_is_object(root) || !type || !json_is_object(object)) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "bad watch event: not an object with 'type' and 'object'");
+        goto cleanup;
+    }
+    for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (strcmp(type, types[i].name) == 0)
+            break;
+    }
+    if (i == sizeof(types) / sizeof(types[0])) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad watch event: unknown type '%.64s'", type);
+        goto cleanup;
+    }
+    memset(ev, 0, sizeof(*ev));
+    ev->type = types[i].type;
+    ev->object = object;
+    if (ev->type == RF_WATCH_ERROR) {
+        code = json_object_get(object, "code");
+        reason = json_string_value(json_object_get(object, "reason"));
+        ev->code = json_is_integer(code) ? (int)json_integer_value(code) : 0;
+        ev->message = json_string_value(json_object_get(object, "message"));
+        if (!ev->message)
+            ev->message = "";
+        if (ev->code == 410 ||
+            (ev->code == 0 && reason && (!strcmp(reason, "Expired") || !strcmp(reason, "Gone"))))
+            ev->type = RF_WATCH_EXPIRED;
+    }
+    p->current = root;
+    root = NULL;
+    result = 1;
+
+cleanup:
+    json_decref(root);
+    return result;
+}
+
+int rf_watch_parser_next(rf_watch_parser_t *p, rf_watch_event_t *ev, char *errstr,
+                         size_t errstr_size)
+{
+    const char *line;
+    const char *nl;
+    size_t n;
+
+    json_decref(p->current);
+    p->current = NULL;
+    for (;;) {
+        if (p->pos >= p->buf.len)
+            return 0;
+        line = p->buf.data + p->pos;
+        nl = memchr(line, '\n', p->buf.len - p->pos);
+        if (nl) {
+            n = (size_t)(nl - line);
+            p->pos += n + 1;
+        } else if (p->ended) {
+            n = p->buf.len - p->pos;
+            p->pos = p->buf.len;
+            p->tail = p->buf.len;
+        } else {
+            return 0;
+        }
+        if (n == 1 && line[0] == WATCH_OVERSIZE_MARK) {
+            rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                    "bad watch event: longer than %zu bytes, dropped", p->max_line);
+            return -1;
+        }
+        if (n > p->max_line) {
+            rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                    "bad watch event: %zu bytes, longer than %zu, dropped", n, p->max_line);
+            return -1;
+        }
+        if (watch_is_blank(line, n))
+            continue;
+        return watch_decode(p, line, n, ev, errstr, errstr_size);
+    }
+}

@@ -1,0 +1,58 @@
+/* Parser of the Kubernetes watch stream (newline-delimited {"type","object"}), transport-free. */
+#ifndef RF_WATCH_H
+#define RF_WATCH_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+typedef enum rf_watch_type {
+    RF_WATCH_ADDED = 0,
+    RF_WATCH_MODIFIED,
+    RF_WATCH_DELETED,
+    RF_WATCH_BOOKMARK, /* object carries only metadata.resourceVersion */
+    RF_WATCH_ERROR,    /* an ERROR event (object is a Status) other than 410 */
+    RF_WATCH_EXPIRED,  /* an ERROR event with a 410 Status: the resourceVersion is too old,
+                        * the client must list again */
+    RF_WATCH_SYNC,     /* rf_kube_watch only: one object of a (re)list */
+    RF_WATCH_SYNCED,   /* rf_kube_watch only: the (re)list is complete (object NULL); objects
+                        * not delivered since the previous RF_WATCH_SYNC run are gone */
+} rf_watch_type_t;
+
+typedef struct rf_watch_event {
+    rf_watch_type_t type;
+    json_t *object;      /* borrowed: valid until the next call on the parser (json_incref to
+                          * keep it); NULL only for RF_WATCH_SYNCED */
+    const char *message; /* ERROR, EXPIRED: the Status message ("" if none); else NULL */
+    int code;            /* ERROR, EXPIRED: the Status code (0 if none); else 0 */
+} rf_watch_event_t;
+
+typedef struct rf_watch_parser rf_watch_parser_t;
+
+/* "ADDED", "MODIFIED", ..., "SYNC", "SYNCED". */
+const char *rf_watch_type_name(rf_watch_type_t type);
+
+/* A parser that refuses lines (events) longer than max_line bytes (0 = 16 MiB). */
+rf_watch_parser_t *rf_watch_parser_new(size_t max_line);
+void rf_watch_parser_destroy(rf_watch_parser_t *p);
+
+/* Forgets buffered bytes and the end-of-stream mark (for a new connection). */
+void rf_watch_parser_reset(rf_watch_parser_t *p);
+
+/* Hands the parser the next bytes of the stream, in any split. An oversize line is dropped
+ * as it arrives (memory stays bounded by max_line plus one chunk) and reported by next(). */
+void rf_watch_parser_feed(rf_watch_parser_t *p, const void *data, size_t len);
+
+/* Marks the end of the stream: a final line without its newline becomes complete. */
+void rf_watch_parser_end(rf_watch_parser_t *p);
+
+/* Takes the next complete event. Returns 1 and fills ev; 0 when more bytes are needed; -1
+ * when a line was bad (not JSON, not an event, unknown type, oversize) and was skipped, with
+ * the reason in errstr; parsing goes on with the following line. Empty lines are skipped. */
+int rf_watch_parser_next(rf_watch_parser_t *p, rf_watch_event_t *ev, char *errstr,
+                         size_t errstr_size);
+
+/* Bytes held for an incomplete line. */
+size_t rf_watch_parser_pending(const rf_watch_parser_t *p);
+
+#endif
