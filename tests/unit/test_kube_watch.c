@@ -1,0 +1,284 @@
+/* Unit tests of the watch stream parser: splits, several events, oversize, 410, garbage. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "rf_watch.h"
+
+#define EV(type, name) "{\"type\":\"" type "\",\"object\":{\"kind\":\"Pod\",\"metadata\":{\"name\":\"" name "\",\"resourceVersion\":\"7\"}}}\n"
+#define GONE "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"too old resource version: 5 (9)\",\"reason\":\"Expired\",\"code\":410}}\n"
+#define FAIL500 "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"status\":\"Failure\",\"message\":\"etcd is down\",\"code\":500}}\n"
+
+/* What one call of rf_watch_parser_next must give: ret 1 with a type and either the object's
+ * metadata.name or the error message; ret -1 with a piece of errstr. */
+typedef struct expect {
+    int ret;
+    rf_watch_type_t type;
+    const char *text;
+    int code;
+} expect_t;
+
+typedef struct parser_case {
+    const char *title;
+    size_t max_line;
+    const char *chunks[6]; /* fed in order, NULL-terminated */
+    int end;               /* call rf_watch_parser_end after the chunks */
+    expect_t expect[6];    /* then these, then 0 */
+} parser_case_t;
+
+static const parser_case_t parser_cases[] = {
+    {"one event", 0, {EV("ADDED", "a"), NULL}, 0, {{1, RF_WATCH_ADDED, "a", 0}}},
+    {"split in three",
+     0,
+     {"{\"type\":\"MODI", "FIED\",\"object\":{\"metadata\":{\"name\"", ":\"b\"}}}\n", NULL},
+     0,
+     {{1, RF_WATCH_MODIFIED, "b", 0}}},
+    {"several in one chunk",
+     0,
+     {EV("ADDED", "a") EV("MODIFIED", "b") EV("DELETED", "c"), NULL},
+     0,
+     {{1, RF_WATCH_ADDED, "a", 0}, {1, RF_WATCH_MODIFIED, "b", 0}, {1, RF_WATCH_DELETED, "c", 0}}},
+    {"incomplete line waits", 0, {"{\"type\":\"ADDED\",", NULL}, 0, {{0, 0, NULL, 0}}},
+    {"bookmark",
+     0,
+     {"{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Pod\",\"metadata\":{\"name\":\"\","
+      "\"resourceVersion\":\"12\"}}}\n",
+      NULL},
+     0,
+     {{1, RF_WATCH_BOOKMARK, "", 0}}},
+    {"410 error event is expired",
+     0,
+     {GONE, NULL},
+     0,
+     {{1, RF_WATCH_EXPIRED, "too old resource version", 410}}},
+    {"other error event",
+     0,
+     {FAIL500, EV("ADDED", "a"), NULL},
+     0,
+     {{1, RF_WATCH_ERROR, "etcd is down", 500}, {1, RF_WATCH_ADDED, "a", 0}}},
+    {"garbage line skipped",
+     0,
+     {"this is not json\n", EV("ADDED", "a"), NULL},
+     0,
+     {{-1, 0, "not json", 0}, {1, RF_WATCH_ADDED, "a", 0}}},
+    {"json that is not an event",
+     0,
+     {"{\"type\":\"ADDED\"}\n[1,2]\n", EV("ADDED", "a"), NULL},
+     0,
+     {{-1, 0, "'type' and 'object'", 0}, {-1, 0, "'type' and 'object'", 0}, {1, RF_WATCH_ADDED, "a", 0}}},
+    {"unknown type",
+     0,
+     {"{\"type\":\"EXPLODED\",\"object\":{}}\n", NULL},
+     0,
+     {{-1, 0, "unknown type 'EXPLODED'", 0}}},
+    {"oversize line in one chunk, neighbours kept",
+     100,
+     {EV("ADDED", "a") "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}}\n" EV("ADDED", "c"),
+      NULL},
+     0,
+     {{1, RF_WATCH_ADDED, "a", 0}, {-1, 0, "longer than 100", 0}, {1, RF_WATCH_ADDED, "c", 0}}},
+    {"oversize line across chunks, dropped as it comes",
+     40,
+     {"{\"type\":\"ADDED\",\"object\":{\"metadata\":", "{\"name\":\"yyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+      "yyyyyyyyyyyyyyyyyyyyyyyy\"}}}\n{\"type\":\"DELETED\",\"object\":{}}\n", NULL},
+     0,
+     {{-1, 0, "longer than 40", 0}, {1, RF_WATCH_DELETED, NULL, 0}}},
+    {"blank lines and CRLF",
+     0,
+     {"\n\r\n  \n{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\"}}}\r\n", NULL},
+     0,
+     {{1, RF_WATCH_ADDED, "a", 0}}},
+    {"last line without newline completes at end",
+     0,
+     {"{\"type\":\"DELETED\",\"object\":{\"metadata\":{\"name\":\"z\"}}}", NULL},
+     1,
+     {{1, RF_WATCH_DELETED, "z", 0}}},
+    {"truncated last line at end is bad",
+     0,
+     {"{\"type\":\"DELETED\",\"obj", NULL},
+     1,
+     {{-1, 0, "not json", 0}}},
+};
+
+static void check_case(const parser_case_t *c)
+{
+    rf_watch_parser_t *p = rf_watch_parser_new(c->max_line);
+    rf_watch_event_t ev;
+    char err[256];
+    const char *name;
+    int i;
+    int r;
+
+    for (i = 0; c->chunks[i]; i++)
+        rf_watch_parser_feed(p, c->chunks[i], strlen(c->chunks[i]));
+    if (c->end)
+        rf_watch_parser_end(p);
+    for (i = 0; i < 6; i++) {
+        const expect_t *e = &c->expect[i];
+
+        if (e->ret == 0 && !e->text && i > 0)
+            break;
+        err[0] = '\0';
+        r = rf_watch_parser_next(p, &ev, err, sizeof(err));
+        if (r != e->ret)
+            fail_msg("case '%s' step %d: got %d (%s), want %d", c->title, i, r, err, e->ret);
+        if (r == 1) {
+            if (ev.type != e->type)
+                fail_msg("case '%s' step %d: type %s, want %s", c->title, i,
+                         rf_watch_type_name(ev.type), rf_watch_type_name(e->type));
+            if (ev.type == RF_WATCH_ERROR || ev.type == RF_WATCH_EXPIRED) {
+                assert_non_null(strstr(ev.message, e->text));
+                assert_int_equal(ev.code, e->code);
+            } else if (e->text) {
+                name = json_string_value(
+                    json_object_get(json_object_get(ev.object, "metadata"), "name"));
+                assert_non_null(name);
+                assert_string_equal(name, e->text);
+            }
+        } else if (r == -1) {
+            if (!strstr(err, e->text))
+                fail_msg("case '%s' step %d: error '%s' lacks '%s'", c->title, i, err, e->text);
+        }
+        if (e->ret == 0)
+            break;
+    }
+    r = rf_watch_parser_next(p, &ev, err, sizeof(err));
+    if (r != 0)
+        fail_msg("case '%s': an extra result %d (%s)", c->title, r, err);
+    rf_watch_parser_destroy(p);
+}
+
+static void test_parser_table(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(parser_cases) / sizeof(parser_cases[0]); i++)
+        check_case(&parser_cases[i]);
+}
+
+/* Every split of a stream into two chunks, and byte by byte, gives the same events. */
+static void test_parser_every_split(void **state)
+{
+    static const char stream[] = EV("ADDED", "a") GONE EV("MODIFIED", "bb") EV("DELETED", "ccc");
+    static const rf_watch_type_t want[] = {RF_WATCH_ADDED, RF_WATCH_EXPIRED, RF_WATCH_MODIFIED,
+                                           RF_WATCH_DELETED};
+    size_t n = strlen(stream);
+    size_t split;
+    size_t i;
+    rf_watch_parser_t *p;
+    rf_watch_event_t ev;
+    char err[128];
+    size_t got;
+
+    (void)state;
+    for (split = 0; split <= n + 1; split++) {
+        p = rf_watch_parser_new(0);
+        got = 0;
+        if (split <= n) {
+            rf_watch_parser_feed(p, stream, split);
+            while (rf_watch_parser_next(p, &ev, err, sizeof(err)) == 1)
+                assert_int_equal(ev.type, want[got++]);
+            rf_watch_parser_feed(p, stream + split, n - split);
+        } else {
+            for (i = 0; i < n; i++) {
+                rf_watch_parser_feed(p, stream + i, 1);
+                while (rf_watch_parser_next(p, &ev, err, sizeof(err)) == 1)
+                    assert_int_equal(ev.type, want[got++]);
+            }
+        }
+        while (rf_watch_parser_next(p, &ev, err, sizeof(err)) == 1)
+            assert_int_equal(ev.type, want[got++]);
+        assert_int_equal(got, 4);
+        assert_int_equal(rf_watch_parser_pending(p), 0);
+        rf_watch_parser_destroy(p);
+    }
+}
+
+/* An endless line never grows the buffer past the cap plus one chunk. */
+static void test_parser_memory_bounded(void **state)
+{
+    rf_watch_parser_t *p = rf_watch_parser_new(1024);
+    rf_watch_event_t ev;
+    char chunk[512];
+    char err[128];
+    int i;
+
+    (void)state;
+    memset(chunk, 'x', sizeof(chunk));
+    for (i = 0; i < 10000; i++) {
+        rf_watch_parser_feed(p, chunk, sizeof(chunk));
+        assert_true(rf_watch_parser_pending(p) <= 1024 + sizeof(chunk) + 2);
+    }
+    assert_int_equal(rf_watch_parser_next(p, &ev, err, sizeof(err)), -1);
+    assert_int_equal(rf_watch_parser_next(p, &ev, err, sizeof(err)), 0);
+    rf_watch_parser_feed(p, "\n" EV("ADDED", "after"), strlen(EV("ADDED", "after")) + 1);
+    assert_int_equal(rf_watch_parser_next(p, &ev, err, sizeof(err)), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(ev.object, "metadata"), "name")),
+        "after");
+    rf_watch_parser_destroy(p);
+}
+
+/* Random bytes in random splits: no crash, no leak (under ASan/valgrind), bounded memory. */
+static void test_parser_random_input(void **state)
+{
+    static const char *const pieces[] = {"{", "}", "\"type\"", ":", "\"ADDED\"", ",",
+                                         "\"object\"", "\n", "\x01", "\"ERROR\"", "410",
+                                         "{\"code\":410}", "\r", "[", "\\", "\"", "\x00"};
+    uint64_t x = 0x1234567887654321ULL;
+    rf_watch_parser_t *p;
+    rf_watch_event_t ev;
+    char buf[256];
+    char err[128];
+    size_t len;
+    size_t k;
+    int round;
+    int i;
+
+    (void)state;
+    for (round = 0; round < 2000; round++) {
+        p = rf_watch_parser_new(64);
+        for (i = 0; i < 20; i++) {
+            len = 0;
+            for (k = 0; k < 8; k++) {
+                const char *s;
+
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s = pieces[x % (sizeof(pieces) / sizeof(pieces[0]))];
+                if (len + strlen(s) + 1 >= sizeof(buf))
+                    break;
+                memcpy(buf + len, s, strlen(s) + (s[0] == '\0'));
+                len += strlen(s) + (s[0] == '\0');
+            }
+            rf_watch_parser_feed(p, buf, len);
+            assert_true(rf_watch_parser_pending(p) <= 64 + len + 2);
+            while (rf_watch_parser_next(p, &ev, err, sizeof(err)) != 0)
+                ;
+        }
+        rf_watch_parser_end(p);
+        while (rf_watch_parser_next(p, &ev, err, sizeof(err)) != 0)
+            ;
+        rf_watch_parser_destroy(p);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parser_table),
+        cmocka_unit_test(test_parser_every_split),
+        cmocka_unit_test(test_parser_memory_bounded),
+        cmocka_unit_test(test_parser_random_input),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
