@@ -1,0 +1,508 @@
+/* relctl verbs about configuration: service, template, image, db. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relctl.h"
+#include "rf_buf.h"
+#include "rf_hash.h"
+#include "rf_render.h"
+
+/* Keys of `service set` that are columns; any other key is a template value in `extra`. */
+static const struct {
+    const char *key;
+    const char *column;
+    const char *cast;
+} service_columns[] = {
+    {"namespace", "namespace", "text"},  {"replicas", "replicas", "int"},
+    {"health_path", "health_path", "text"}, {"group", "group_name", "text"},
+    {"port", "port", "int"},             {"template", "template_id", "text"},
+    {"strategy", "strategy", "jsonb"},   {"policy", "policy", "text"},
+    {"timeout", "timeout_s", "int"},     {"image_repo", "image_repo", "text"},
+    {"cluster", "cluster", "text"},
+};
+
+static int relctl_env_arg(int argc, char **argv, int *argi, const char **env, int *json)
+{
+    for (; *argi < argc; (*argi)++) {
+        if (strcmp(argv[*argi], "--env") == 0 && *argi + 1 < argc)
+            *env = argv[++(*argi)];
+        else if (strcmp(argv[*argi], "--output") == 0 && *argi + 1 < argc)
+            *json = strcmp(argv[++(*argi)], "json") == 0;
+        else
+            break;
+    }
+    return 0;
+}
+
+/* Converts "600", "600s", "10m", "1h" to seconds; -1 when malformed. */
+static long parse_seconds(const char *s)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+
+    if (end == s || v < 0)
+        return -1;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        return v;
+    if (strcmp(end, "m") == 0)
+        return v * 60;
+    if (strcmp(end, "h") == 0)
+        return v * 3600;
+    return -1;
+}
+
+static int service_set(relctl_t *ctl, const char *service, const char *env, int argc,
+                       char **argv)
+{
+    rf_db_t *db = relctl_db(ctl);
+    char errstr[1024], sql[512], num[32];
+    const char *template_id = NULL;
+    PGresult *res = NULL;
+    int changed = 0;
+
+    if (!db)
+        return RELCTL_FAIL;
+    if (argc == 0)
+        return relctl_usage("service set needs KEY=VALUE pairs");
+    for (int i = 0; i < argc; i++) {
+        if (!strchr(argv[i], '=') || argv[i][0] == '=')
+            return relctl_usage("expected KEY=VALUE, got '%s'", argv[i]);
+        if (strncmp(argv[i], "template=", 9) == 0)
+            template_id = argv[i] + 9;
+    }
+    if (rf_db_begin(db, errstr, sizeof(errstr)) != RF_OK)
+        return relctl_fail("%s", errstr);
+    {
+        const char *p[4] = {service, env, template_id, ctl->operator_name};
+        if (rf_db_exec(db, "SELECT 1 FROM services WHERE service = $1 AND env = $2 FOR UPDATE", 2,
+                       p, &res, errstr, sizeof(errstr)) != RF_OK)
+            goto fail;
+        if (PQntuples(res) == 0) {
+            if (!template_id) {
+                rf_db_rollback(db);
+                PQclear(res);
+                return relctl_usage("new service '%s' in env '%s' needs template=ID", service,
+                                    env);
+            }
+            if (rf_db_exec(db,
+                           "INSERT INTO services (service, env, namespace, template_id,"
+                           " updated_by) VALUES ($1, $2, $2, $3, $4)",
+                           4, p, NULL, errstr, sizeof(errstr)) != RF_OK)
+                goto fail;
+            printf("created service %s in env %s\n", service, env);
+        }
+        PQclear(res);
+        res = NULL;
+    }
+    for (int i = 0; i < argc; i++) {
+        char *key = strdup(argv[i]);
+        char *value = strchr(key, '=');
+        const char *column = NULL, *cast = NULL;
+        rf_err_t err;
+        *value++ = '\0';
+        for (size_t k = 0; k < sizeof(service_columns) / sizeof(service_columns[0]); k++) {
+            if (strcmp(service_columns[k].key, key) == 0) {
+                column = service_columns[k].column;
+                cast = service_columns[k].cast;
+            }
+        }
+        if (column && strcmp(key, "timeout") == 0) {
+            long secs = parse_seconds(value);
+            if (secs < 0) {
+                rf_db_rollback(db);
+                relctl_usage("timeout: '%s' is not a duration (600, 600s, 10m, 1h)", value);
+                free(key);
+                return RELCTL_USAGE;
+            }
+            snprintf(num, sizeof(num), "%ld", secs);
+            value = num;
+        }
+        if (column) {
+            /* Read the old value and write the new one; a bad value fails on the cast or
+             * a CHECK constraint, whose message names the column. */
+            snprintf(sql, sizeof(sql),
+                     "UPDATE services s SET %s = nullif($3, '')::%s, updated_at = now(),"
+                     " updated_by = $4 FROM services o WHERE s.service = $1 AND s.env = $2"
+                     " AND o.service = s.service AND o.env = s.env RETURNING o.%s::text,"
+                     " s.%s::text",
+                     column, cast, column, column);
+        } else {
+            snprintf(sql, sizeof(sql),
+                     "UPDATE services s SET extra = s.extra || jsonb_build_object($5::text,"
+                     " $3::text), updated_at = now(), updated_by = $4 FROM services o"
+                     " WHERE s.service = $1 AND s.env = $2 AND o.service = s.service"
+                     " AND o.env = s.env RETURNING o.extra ->> $5, s.extra ->> $5");
+        }
+        {
+            const char *p[5] = {service, env, value, ctl->operator_name, key};
+            err = rf_db_exec(db, sql, column ? 4 : 5, p, &res, errstr, sizeof(errstr));
+        }
+        if (err != RF_OK) {
+            rf_db_rollback(db);
+            relctl_fail("cannot set '%s' to '%s': %s", key, value, errstr);
+            free(key);
+            return RELCTL_FAIL;
+        }
+        if (!rf_db_value(res, 0, 0) || !rf_db_value(res, 0, 1) ||
+            strcmp(rf_db_value(res, 0, 0), rf_db_value(res, 0, 1)) != 0) {
+            const char *p[6] = {service, env, ctl->operator_name, key, rf_db_value(res, 0, 0),
+                                rf_db_value(res, 0, 1)};
+            if (rf_db_exec(db,
+                           "INSERT INTO service_history (service, env, changed_by, key,"
+                           " old_value, new_value) VALUES ($1, $2, $3, $4, $5, $6)",
+                           6, p, NULL, errstr, sizeof(errstr)) != RF_OK) {
+                free(key);
+                goto fail;
+            }
+            printf("%s: %s -> %s\n", key, p[4] ? p[4] : "(unset)", p[5] ? p[5] : "(unset)");
+            changed++;
+        }
+        PQclear(res);
+        res = NULL;
+        free(key);
+    }
+    if (rf_db_commit(db, errstr, sizeof(errstr)) != RF_OK)
+        return relctl_fail("%s", errstr);
+    if (!changed)
+        printf("nothing changed\n");
+    return RELCTL_OK;
+fail:
+    PQclear(res);
+    rf_db_rollback(db);
+    return relctl_fail("%s", errstr);
+}
+
+static int service_query(relctl_t *ctl, const char *sql, const char *service, const char *env,
+                         json_t **out)
+{
+    rf_db_t *db = relctl_db(ctl);
+    const char *p[2] = {service, env};
+    PGresult *res = NULL;
+    char errstr[1024];
+
+    if (!db)
+        return RELCTL_FAIL;
+    if (rf_db_exec(db, sql, 2, p, &res, errstr, sizeof(errstr)) != RF_OK)
+        return relctl_fail("%s", errstr);
+    if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        return relctl_fail("no service '%s' in env '%s'", service, env);
+    }
+    *out = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    PQclear(res);
+    return RELCTL_OK;
+}
+
+int relctl_cmd_service(relctl_t *ctl, int argc, char **argv)
+{
+    const char *sub, *service, *env = NULL;
+    int argi = 3, result;
+    json_t *out = NULL;
+
+    if (argc < 3)
+        return relctl_usage("usage: relctl service set|show|history SERVICE --env ENV ...");
+    sub = argv[1];
+    service = argv[2];
+    relctl_env_arg(argc, argv, &argi, &env, &ctl->json);
+    if (!env)
+        return relctl_usage("service %s needs --env", sub);
+    if (strcmp(sub, "set") == 0)
+        return service_set(ctl, service, env, argc - argi, argv + argi);
+    if (argi != argc)
+        return relctl_usage("unexpected argument '%s'", argv[argi]);
+    if (strcmp(sub, "show") == 0) {
+        result = service_query(
+            ctl,
+            "SELECT jsonb_build_object('service', service, 'env', env, 'namespace', namespace,"
+            " 'replicas', replicas, 'health_path', health_path, 'group', group_name, 'port', port,"
+            " 'template', template_id, 'strategy', strategy, 'policy', policy, 'timeout',"
+            " timeout_s, 'image_repo', image_repo, 'cluster', cluster, 'values', extra,"
+            " 'updated_at', relfleet_iso(updated_at), 'updated_by', updated_by)"
+            " FROM services WHERE service = $1 AND env = $2",
+            service, env, &out);
+        if (result != RELCTL_OK)
+            return result;
+        if (ctl->json) {
+            relctl_print_json(out);
+        } else {
+            const char *k;
+            json_t *v;
+            json_object_foreach(out, k, v) {
+                char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                printf("%-12s %s\n", k, text ? text : json_string_value(v));
+                free(text);
+            }
+            json_decref(out);
+        }
+        return RELCTL_OK;
+    }
+    if (strcmp(sub, "history") == 0) {
+        size_t i;
+        json_t *h;
+        result = service_query(
+            ctl,
+            "SELECT coalesce(jsonb_agg(jsonb_build_object('at', relfleet_iso(changed_at), 'by',"
+            " changed_by, 'key', key, 'old', old_value, 'new', new_value) ORDER BY id), '[]')"
+            " FROM service_history WHERE service = $1 AND env = $2",
+            service, env, &out);
+        if (result != RELCTL_OK)
+            return result;
+        if (ctl->json) {
+            relctl_print_json(out);
+            return RELCTL_OK;
+        }
+        json_array_foreach(out, i, h) printf(
+            "%s  %-10s %-12s %s -> %s\n", json_string_value(json_object_get(h, "at")),
+            json_string_value(json_object_get(h, "by")),
+            json_string_value(json_object_get(h, "key")),
+            json_string_value(json_object_get(h, "old")) ? json_string_value(json_object_get(h, "old")) : "(unset)",
+            json_string_value(json_object_get(h, "new")) ? json_string_value(json_object_get(h, "new")) : "(unset)");
+        json_decref(out);
+        return RELCTL_OK;
+    }
+    return relctl_usage("unknown service verb '%s'", sub);
+}
+
+static int read_file(const char *path, rf_buf_t *buf)
+{
+    char chunk[8192];
+    size_t n;
+    FILE *f = fopen(path, "rb");
+
+    if (!f)
+        return -1;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (rf_buf_add(buf, chunk, n) != 0) {
+            fclose(f);
+            return -1;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+/* Loads one template file; prints what happened; returns 0, or 1 for a broken file. */
+static int template_sync_file(relctl_t *ctl, rf_db_t *db, const char *dir, const char *name,
+                              const json_t *known)
+{
+    char path[4096], id[256], version[65], errstr[1024];
+    const char *dot = strrchr(name, '.');
+    rf_buf_t body;
+    json_t *names = NULL;
+    PGresult *res = NULL;
+    int result = 1;
+    size_t i;
+    json_t *n;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    snprintf(id, sizeof(id), "%.*s", (int)(dot - name), name);
+    rf_buf_init(&body, 1 << 20);
+    if (read_file(path, &body) != 0) {
+        printf("broken    %s: cannot read '%s' (or larger than 1 MiB)\n", id, path);
+        goto out;
+    }
+    if (rf_render_placeholders(id, rf_buf_str(&body), body.len, &names, errstr,
+                               sizeof(errstr)) != RF_OK) {
+        printf("broken    %s: %s (file %s)\n", id, errstr, path);
+        goto out;
+    }
+    json_array_foreach(names, i, n) {
+        const char *pn = json_string_value(n);
+        if (!rf_render_is_standard_value(pn) && !json_object_get(known, pn)) {
+            printf("broken    %s: placeholder '%s' is not a known value (file %s)\n", id, pn,
+                   path);
+            goto out;
+        }
+    }
+    rf_hash_sha256_hex(body.data, body.len, version);
+    {
+        const char *p[4] = {id, version, path, rf_buf_str(&body)};
+        if (rf_db_exec(db, "SELECT version FROM template_heads WHERE id = $1", 1, p, &res, errstr,
+                       sizeof(errstr)) != RF_OK) {
+            printf("error     %s: %s\n", id, errstr);
+            goto out;
+        }
+        if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), version) == 0) {
+            printf("unchanged %s %.12s\n", id, version);
+            result = 0;
+            goto out;
+        }
+        printf("%-9s %s %.12s\n", PQntuples(res) == 1 ? "changed" : "new", id, version);
+        if (rf_db_exec(db,
+                       "WITH t AS (INSERT INTO templates (id, version, source, body)"
+                       " VALUES ($1, $2, $3, $4) ON CONFLICT (id, version) DO UPDATE SET"
+                       " synced_at = now() RETURNING id)"
+                       " INSERT INTO template_heads (id, version) SELECT $1, $2 FROM t"
+                       " ON CONFLICT (id) DO UPDATE SET version = $2, updated_at = now()",
+                       4, p, NULL, errstr, sizeof(errstr)) != RF_OK) {
+            printf("error     %s: %s\n", id, errstr);
+            goto out;
+        }
+    }
+    result = 0;
+out:
+    (void)ctl;
+    PQclear(res);
+    json_decref(names);
+    rf_buf_release(&body);
+    return result;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
+{
+    rf_db_t *db;
+    DIR *d;
+    struct dirent *e;
+    char *names[4096];
+    size_t count = 0;
+    int broken = 0;
+    json_t *known = NULL;
+    PGresult *res = NULL;
+    char errstr[1024];
+
+    if (argc == 2 && strcmp(argv[1], "list") == 0) {
+        db = relctl_db(ctl);
+        if (!db)
+            return RELCTL_FAIL;
+        if (rf_db_exec(db,
+                       "SELECT h.id, h.version, relfleet_iso(h.updated_at), t.source FROM"
+                       " template_heads h JOIN templates t USING (id, version) ORDER BY h.id",
+                       0, NULL, &res, errstr, sizeof(errstr)) != RF_OK)
+            return relctl_fail("%s", errstr);
+        for (int i = 0; i < PQntuples(res); i++)
+            printf("%-20s %.12s  %s  %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                   PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
+        PQclear(res);
+        return RELCTL_OK;
+    }
+    if (argc != 3 || strcmp(argv[1], "sync") != 0)
+        return relctl_usage("usage: relctl template sync DIR | relctl template list");
+    db = relctl_db(ctl);
+    if (!db)
+        return RELCTL_FAIL;
+    d = opendir(argv[2]);
+    if (!d)
+        return relctl_fail("cannot open template folder '%s': %s", argv[2], strerror(errno));
+    while ((e = readdir(d)) != NULL && count < sizeof(names) / sizeof(names[0])) {
+        const char *dot = strrchr(e->d_name, '.');
+        if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".yaml") != 0 && strcmp(dot, ".yml") != 0))
+            continue;
+        names[count++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, count, sizeof(names[0]), name_cmp);
+    /* Values a template may use beyond the standard ones: the services' own keys. */
+    if (rf_db_exec(db,
+                   "SELECT coalesce(jsonb_object_agg(k, true), '{}') FROM (SELECT DISTINCT"
+                   " jsonb_object_keys(extra) AS k FROM services) x",
+                   0, NULL, &res, errstr, sizeof(errstr)) == RF_OK)
+        known = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    PQclear(res);
+    for (size_t i = 0; i < count; i++) {
+        broken += template_sync_file(ctl, db, argv[2], names[i], known);
+        free(names[i]);
+    }
+    json_decref(known);
+    if (count == 0)
+        return relctl_fail("no *.yaml or *.yml templates in '%s'", argv[2]);
+    return broken ? RELCTL_FAIL : RELCTL_OK;
+}
+
+int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
+{
+    rf_db_t *db;
+    PGresult *res = NULL;
+    char errstr[1024];
+    const char *digest = NULL;
+    int json = 0;
+
+    if (argc >= 4 && strcmp(argv[1], "add") == 0) {
+        for (int i = 4; i < argc; i++) {
+            if (strcmp(argv[i], "--digest") == 0 && i + 1 < argc)
+                digest = argv[++i];
+            else
+                return relctl_usage("image add: unexpected argument '%s'", argv[i]);
+        }
+        db = relctl_db(ctl);
+        if (!db)
+            return RELCTL_FAIL;
+        {
+            const char *p[4] = {argv[2], argv[3], digest, ctl->operator_name};
+            if (rf_db_exec(db,
+                           "INSERT INTO images (service, tag, digest, added_by) VALUES ($1, $2,"
+                           " $3, $4) ON CONFLICT (service, tag) DO UPDATE SET digest ="
+                           " coalesce(EXCLUDED.digest, images.digest)",
+                           4, p, NULL, errstr, sizeof(errstr)) != RF_OK)
+                return relctl_fail("cannot add image %s:%s: %s", argv[2], argv[3], errstr);
+        }
+        printf("added %s:%s\n", argv[2], argv[3]);
+        return RELCTL_OK;
+    }
+    if (argc >= 3 && strcmp(argv[1], "list") == 0) {
+        int argi = 3;
+        const char *unused_env = NULL;
+        relctl_env_arg(argc, argv, &argi, &unused_env, &json);
+        if (argi != argc)
+            return relctl_usage("image list: unexpected argument '%s'", argv[argi]);
+        db = relctl_db(ctl);
+        if (!db)
+            return RELCTL_FAIL;
+        {
+            const char *p[1] = {argv[2]};
+            if (rf_db_exec(db,
+                           "SELECT coalesce(jsonb_agg(jsonb_build_object('tag', tag, 'digest',"
+                           " digest, 'added_at', relfleet_iso(added_at), 'added_by', added_by)"
+                           " ORDER BY added_at DESC, tag), '[]') FROM images WHERE service = $1",
+                           1, p, &res, errstr, sizeof(errstr)) != RF_OK)
+                return relctl_fail("%s", errstr);
+        }
+        {
+            json_t *list = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+            size_t i;
+            json_t *im;
+            PQclear(res);
+            if (json || ctl->json) {
+                relctl_print_json(list);
+                return RELCTL_OK;
+            }
+            json_array_foreach(list, i, im) printf(
+                "%-20s %-24s %s %s\n", json_string_value(json_object_get(im, "tag")),
+                json_string_value(json_object_get(im, "added_at")),
+                json_string_value(json_object_get(im, "added_by")),
+                json_string_value(json_object_get(im, "digest")) ? json_string_value(json_object_get(im, "digest")) : "");
+            json_decref(list);
+        }
+        return RELCTL_OK;
+    }
+    return relctl_usage("usage: relctl image add SERVICE TAG [--digest D] | image list SERVICE");
+}
+
+int relctl_cmd_db(relctl_t *ctl, int argc, char **argv)
+{
+    rf_db_t *db;
+    char errstr[1024];
+    int applied = 0, version = 0;
+
+    if (argc != 2 || (strcmp(argv[1], "migrate") != 0 && strcmp(argv[1], "status") != 0))
+        return relctl_usage("usage: relctl db migrate | relctl db status");
+    db = relctl_db(ctl);
+    if (!db)
+        return RELCTL_FAIL;
+    if (strcmp(argv[1], "migrate") == 0) {
+        if (rf_db_migrate(db, &applied, errstr, sizeof(errstr)) != RF_OK)
+            return relctl_fail("%s", errstr);
+        printf("applied %d migration%s\n", applied, applied == 1 ? "" : "s");
+    }
+    if (rf_db_schema_version(db, &version, errstr, sizeof(errstr)) != RF_OK)
+        return relctl_fail("%s", errstr);
+    printf("schema version %d\n", version);
+    return RELCTL_OK;
+}

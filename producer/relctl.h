@@ -1,0 +1,52 @@
+/* relctl internals: the context every verb gets and the verbs themselves. */
+#ifndef RELCTL_H
+#define RELCTL_H
+
+#include <jansson.h>
+
+#include "rf_config.h"
+#include "rf_db.h"
+#include "rf_kafka.h"
+
+#define RELCTL_OK 0
+#define RELCTL_FAIL 1
+#define RELCTL_USAGE 2
+
+typedef struct relctl {
+    rf_config_t conf;
+    int json;              /* --output json */
+    const char *operator_name;
+    rf_db_t *db;           /* opened on first use */
+    rf_producer_t *producer;
+} relctl_t;
+
+/* Lazily opened connections; on failure they print the reason and return NULL. */
+rf_db_t *relctl_db(relctl_t *ctl);
+rf_producer_t *relctl_producer(relctl_t *ctl);
+
+/* Prints "relctl: <message>" to stderr and returns RELCTL_FAIL. */
+int relctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints the usage error and returns RELCTL_USAGE. */
+int relctl_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prints JSON to stdout (indented) and frees it. */
+void relctl_print_json(json_t *j);
+
+/* Validates and publishes a message on a topic with key env/service. */
+int relctl_publish(relctl_t *ctl, const char *suffix, json_t *msg);
+
+/* Follows a release until its end, printing progress; returns 0 only on success.
+ * With json, prints the final record instead of progress. */
+int relctl_follow(relctl_t *ctl, const char *id, int json);
+
+int relctl_cmd_deploy(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_show(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_watch(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_history(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_service(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_template(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_image(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_db(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_command(relctl_t *ctl, int argc, char **argv); /* cancel, promote, abort */
+
+#endif

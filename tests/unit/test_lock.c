@@ -1,0 +1,191 @@
+/* The service lock against a real redis-server: exclusion, fencing, renew, compare-and-delete. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "rf_lock.h"
+
+static pid_t redis_pid;
+static char redis_url[64];
+static int redis_port;
+
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static void redis_start(void)
+{
+    char port[16];
+    struct timespec pause = {0, 20 * 1000000L};
+    char err[256];
+
+    snprintf(port, sizeof(port), "%d", redis_port);
+    redis_pid = fork();
+    if (redis_pid == 0) {
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
+        _exit(127);
+    }
+    /* Wait until it answers (bounded). */
+    for (int i = 0; i < 250; i++) {
+        rf_lock_t *l = rf_lock_new(redis_url, err, sizeof(err));
+        if (l) {
+            rf_lock_destroy(l);
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
+    fail_msg("redis-server did not start: %s", err);
+}
+
+static void redis_stop(void)
+{
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGTERM);
+        waitpid(redis_pid, NULL, 0);
+        redis_pid = 0;
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    redis_port = free_port();
+    snprintf(redis_url, sizeof(redis_url), "redis://127.0.0.1:%d/0", redis_port);
+    redis_start();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    redis_stop();
+    return 0;
+}
+
+static void test_exclusion_and_fence(void **state)
+{
+    char err[256], holder[64];
+    int acquired;
+    int64_t f1, f2, f3;
+    rf_lock_t *l = rf_lock_new(redis_url, err, sizeof(err));
+
+    (void)state;
+    assert_non_null(l);
+    assert_int_equal(rf_lock_acquire(l, "prod", "web", "A", 10000, 0, &acquired, &f1, holder, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    /* Busy for another release, which learns who holds it. */
+    assert_int_equal(rf_lock_acquire(l, "prod", "web", "B", 10000, 0, &acquired, &f2, holder, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 0);
+    assert_string_equal(holder, "A");
+    /* Redelivery of A: still A's, same token. */
+    assert_int_equal(rf_lock_acquire(l, "prod", "web", "A", 10000, 0, &acquired, &f2, holder, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    assert_int_equal(f2, f1);
+    /* Another service is independent. */
+    assert_int_equal(rf_lock_acquire(l, "test", "web", "C", 10000, 0, &acquired, &f3, holder, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    /* Compare-and-delete: B cannot free A's lock, A can; then B gets a larger token. */
+    assert_int_equal(rf_lock_release(l, "prod", "web", "B", err, sizeof(err)), RF_OK);
+    assert_int_equal(rf_lock_acquire(l, "prod", "web", "B", 10000, 0, &acquired, &f2, holder, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 0);
+    assert_int_equal(rf_lock_release(l, "prod", "web", "A", err, sizeof(err)), RF_OK);
+    assert_int_equal(rf_lock_acquire(l, "prod", "web", "B", 10000, 0, &acquired, &f2, holder, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    assert_true(f2 > f1);
+    rf_lock_destroy(l);
+}
+
+static void test_lease_expiry_and_renew(void **state)
+{
+    char err[256];
+    int acquired, held;
+    int64_t f1, f2;
+    struct timespec pause = {0, 10 * 1000000L};
+    rf_lock_t *l = rf_lock_new(redis_url, err, sizeof(err));
+
+    (void)state;
+    assert_int_equal(rf_lock_acquire(l, "prod", "api", "A", 1000, 0, &acquired, &f1, NULL, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    assert_int_equal(rf_lock_renew(l, "prod", "api", "A", 1000, &held, err, sizeof(err)), RF_OK);
+    assert_int_equal(held, 1);
+    /* Past the lease B takes over (poll until the key expired, bounded). */
+    acquired = 0;
+    for (int i = 0; i < 500 && !acquired; i++) {
+        assert_int_equal(rf_lock_acquire(l, "prod", "api", "B", 10000, 0, &acquired, &f2, NULL,
+                                         err, sizeof(err)), RF_OK);
+        if (!acquired)
+            nanosleep(&pause, NULL);
+    }
+    assert_int_equal(acquired, 1);
+    assert_true(f2 > f1);
+    /* The stale holder finds out on renew. */
+    assert_int_equal(rf_lock_renew(l, "prod", "api", "A", 1000, &held, err, sizeof(err)), RF_OK);
+    assert_int_equal(held, 0);
+    rf_lock_destroy(l);
+}
+
+static void test_restart_keeps_fence_growing(void **state)
+{
+    char err[256];
+    int acquired;
+    int64_t f1, f2;
+    rf_lock_t *l = rf_lock_new(redis_url, err, sizeof(err));
+
+    (void)state;
+    assert_int_equal(rf_lock_acquire(l, "prod", "db", "A", 10000, 41, &acquired, &f1, NULL, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(f1, 42); /* the floor from PostgreSQL wins over an empty counter */
+    /* Redis loses everything: the next token still passes the floor PostgreSQL keeps. */
+    redis_stop();
+    assert_int_not_equal(rf_lock_acquire(l, "prod", "db", "B", 10000, f1, &acquired, &f2, NULL,
+                                         err, sizeof(err)), RF_OK);
+    redis_start();
+    assert_int_equal(rf_lock_acquire(l, "prod", "db", "B", 10000, f1, &acquired, &f2, NULL, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    assert_true(f2 > f1);
+    rf_lock_destroy(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exclusion_and_fence),
+        cmocka_unit_test(test_lease_expiry_and_renew),
+        cmocka_unit_test(test_restart_keeps_fence_growing),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
