@@ -1,0 +1,328 @@
+/* Consumed messages: bounds, parsing, schema and key checks; dead letters, times, ids. */
+#include "rf_msg.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "rf_buf.h"
+
+#define QUOTE_MAX 128 /* bytes of the input a reason quotes */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    unsigned char lo = 0x80, hi = 0xBF;
+    size_t len, i;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (c == 0xE0)
+        lo = 0xA0; /* overlong */
+    else if (c == 0xED)
+        hi = 0x9F; /* surrogates */
+    else if (c == 0xF0)
+        lo = 0x90; /* overlong */
+    else if (c == 0xF4)
+        hi = 0x8F; /* past U+10FFFF */
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (i = 2; i < len; i++) {
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    }
+    return len;
+}
+
+/* Offset of the first byte that is not valid UTF-8, or n. */
+static size_t utf8_check(const unsigned char *s, size_t n)
+{
+    size_t i = 0, len;
+
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        len = utf8_seq(s + i, n - i);
+        if (len == 0)
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+/* A NUL-terminated copy of at most max bytes of s, cut on a character boundary, with
+ * every byte that is not UTF-8 (and NUL) replaced by U+FFFD. NULL when out of memory. */
+static char *utf8_sanitize(const void *p, size_t n, size_t max)
+{
+    const unsigned char *s = p;
+    rf_buf_t b = RF_BUF_INIT;
+    size_t i = 0, len;
+
+    rf_buf_init(&b, 0);
+    while (i < n) {
+        len = s[i] == 0 ? 0 : utf8_seq(s + i, n - i);
+        if (b.len + (len ? len : 3) > max)
+            break;
+        if (len == 0) {
+            rf_buf_add(&b, "\xEF\xBF\xBD", 3);
+            i++;
+        } else {
+            rf_buf_add(&b, s + i, len);
+            i += len;
+        }
+    }
+    return rf_buf_detach(&b);
+}
+
+/* Writes at most QUOTE_MAX bytes of p into dst for a message: printable ASCII as is,
+ * anything else as \xNN, "..." when cut. */
+static void quote_bytes(char *dst, size_t size, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    size_t i, used = 0;
+
+    dst[0] = '\0';
+    for (i = 0; i < n && i < QUOTE_MAX && used + 5 < size; i++) {
+        if (s[i] >= 0x20 && s[i] < 0x7F && s[i] != '\'' && s[i] != '\\')
+            used += (size_t)snprintf(dst + used, size - used, "%c", s[i]);
+        else
+            used += (size_t)snprintf(dst + used, size - used, "\\x%02x", s[i]);
+    }
+    if (i < n && used + 4 < size)
+        snprintf(dst + used, size - used, "...");
+}
+
+/* Nonzero when arrays and objects nest deeper than max. Scans the bytes (strings and
+ * their escapes skipped) without recursion, so any input is safe. */
+static int nests_deeper(const char *s, size_t n, int max)
+{
+    int depth = 0, in_string = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            depth++;
+            if (depth > max)
+                return 1;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+static rf_err_t check_key(const json_t *body, const void *key, size_t key_len, char *errstr,
+                          size_t errstr_size)
+{
+    const json_t *env = json_object_get(body, "env");
+    const json_t *service = json_object_get(body, "service");
+    char want[300], quoted[QUOTE_MAX * 4 + 8];
+    int n;
+
+    if (!json_is_string(env) || !json_is_string(service))
+        return RF_OK;
+    n = snprintf(want, sizeof(want), "%s/%s", json_string_value(env), json_string_value(service));
+    if (n < 0 || (size_t)n >= sizeof(want))
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "env and service too long for a key");
+    if (!key || key_len == 0)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "missing key (expected '%s')", want);
+    if (key_len != (size_t)n || memcmp(key, want, key_len) != 0) {
+        quote_bytes(quoted, sizeof(quoted), key, key_len);
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                       "key '%s' does not match the body ('%s')", quoted, want);
+    }
+    return RF_OK;
+}
+
+rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size_t len,
+                      const void *key, size_t key_len, const char *expect_prefix, json_t **out,
+                      char *errstr, size_t errstr_size)
+{
+    json_t *body = NULL;
+    json_error_t jerr;
+    const json_t *schema;
+    const char *name;
+    char reason[768];
+    size_t bad;
+    rf_err_t result = RF_OK;
+
+    *out = NULL;
+    if (!payload || len == 0)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "empty payload");
+    if (len > RF_MSG_MAX_BYTES)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload too large (%zu > %d bytes)",
+                       len, RF_MSG_MAX_BYTES);
+    bad = utf8_check(payload, len);
+    if (bad < len)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload is not valid UTF-8 (byte %zu)",
+                       bad);
+    if (nests_deeper(payload, len, RF_MSG_MAX_DEPTH))
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload nests deeper than %d levels",
+                       RF_MSG_MAX_DEPTH);
+    body = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!body)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                       "payload is not JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                       jerr.column);
+    if (!json_is_object(body)) {
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload is not a JSON object");
+        goto cleanup;
+    }
+    schema = json_object_get(body, "schema");
+    if (!schema) {
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "missing field 'schema'");
+        goto cleanup;
+    }
+    if (!json_is_string(schema)) {
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "field 'schema': expected string");
+        goto cleanup;
+    }
+    name = json_string_value(schema);
+    if (expect_prefix && strncmp(name, expect_prefix, strlen(expect_prefix)) != 0) {
+        quote_bytes(reason, sizeof(reason), name, json_string_length(schema));
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                         "schema '%s' does not belong here (expected '%s*')", reason,
+                         expect_prefix);
+        goto cleanup;
+    }
+    result = rf_schema_validate(reg, name, body, reason, sizeof(reason));
+    if (result == RF_ERR_NOTFOUND) {
+        quote_bytes(reason, sizeof(reason), name, json_string_length(schema));
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "unknown schema '%s'", reason);
+        goto cleanup;
+    }
+    if (result != RF_OK) {
+        result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "invalid %s: %s", name, reason);
+        goto cleanup;
+    }
+    result = check_key(body, key, key_len, errstr, errstr_size);
+
+cleanup:
+    if (result == RF_OK)
+        *out = body;
+    else
+        json_decref(body);
+    return result;
+}
+
+char *rf_msg_dlq_build(const char *stage, const char *reason, const char *topic,
+                       int32_t partition, int64_t offset, const void *key, size_t key_len,
+                       const void *payload, size_t len)
+{
+    char now[RF_MSG_TIME_SIZE];
+    char *why = NULL, *safe_key = NULL, *b64 = NULL, *text = NULL;
+    size_t keep = len > RF_MSG_DLQ_PAYLOAD_MAX ? RF_MSG_DLQ_PAYLOAD_MAX : len;
+    json_t *msg = NULL;
+
+    if (!stage || !reason || !topic)
+        return NULL;
+    why = utf8_sanitize(reason[0] ? reason : "no reason given",
+                        reason[0] ? strlen(reason) : strlen("no reason given"),
+                        RF_MSG_DLQ_REASON_MAX);
+    if (key)
+        safe_key = utf8_sanitize(key, key_len, RF_MSG_DLQ_KEY_MAX);
+    b64 = malloc(4 * ((keep + 2) / 3) + 1);
+    if (!why || (key && !safe_key) || !b64)
+        goto cleanup;
+    b64[0] = '\0';
+    if (keep > 0)
+        EVP_EncodeBlock((unsigned char *)b64, payload, (int)keep);
+    rf_msg_now_iso(now, sizeof(now));
+    msg = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:o, s:s, s:I, s:b, s:s}", "schema",
+                    "relfleet.dlq.v1", "stage", stage, "reason", why, "source_topic", topic,
+                    "partition", (int)partition, "offset", (json_int_t)offset, "key",
+                    safe_key ? json_string(safe_key) : json_null(), "payload_base64", b64,
+                    "payload_size", (json_int_t)len, "payload_truncated", keep < len,
+                    "rejected_at", now);
+    if (!msg)
+        goto cleanup;
+    text = json_dumps(msg, JSON_COMPACT);
+
+cleanup:
+    json_decref(msg);
+    free(why);
+    free(safe_key);
+    free(b64);
+    return text;
+}
+
+int rf_msg_iso_from_ms(int64_t unix_ms, char *buf, size_t size)
+{
+    int64_t secs = unix_ms / 1000;
+    int64_t ms = unix_ms % 1000;
+    char tmp[64];
+    struct tm tm;
+    time_t t;
+    int n;
+
+    if (ms < 0) {
+        ms += 1000;
+        secs--;
+    }
+    t = (time_t)secs;
+    if (size > 0)
+        buf[0] = '\0';
+    if (!gmtime_r(&t, &tm))
+        return -1;
+    n = snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)ms);
+    if (n < 0 || (size_t)n >= size)
+        return -1;
+    memcpy(buf, tmp, (size_t)n + 1);
+    return 0;
+}
+
+int rf_msg_now_iso(char *buf, size_t size)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return rf_msg_iso_from_ms((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, buf, size);
+}
+
+int rf_msg_uuid4(char out[RF_MSG_UUID_SIZE])
+{
+    unsigned char b[16];
+    size_t got = 0;
+    ssize_t n;
+
+    out[0] = '\0';
+    while (got < sizeof(b)) {
+        n = getrandom(b + got, sizeof(b) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80); /* variant RFC 4122 */
+    snprintf(out, RF_MSG_UUID_SIZE,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+    return 0;
+}
