@@ -110,7 +110,8 @@ def test_invalid_example(kind, path):
                 p += f"[{part}]" if isinstance(part, int) else (f".{part}" if p else str(part))
             # required, additionalProperties and propertyNames point at the parent object,
             # the C validator at the field itself
-            child = e.validator in ("required", "additionalProperties", "propertyNames")
+            child = (e.validator in ("required", "additionalProperties")
+                     or "propertyNames" in e.schema_path)
             parent = field.rsplit(".", 1)[0] if "." in field else ""
             matches.append(field == p or (child and parent == p))
         assert any(matches), f"{reason!r} vs {[e.message for e in errors]}"
