@@ -1340,7 +1340,7 @@ rf_err_t rf_render_placeholders(const char *template_id, const char *body, size_
     return RF_OK;
 }
 
-rf_err_t rf_render_digest(const json_t *manifests, char out_hex[65])
+rf_err_t rf_render_canonical(const json_t *manifests, char **text_out, char out_hex[65])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -1349,6 +1349,7 @@ rf_err_t rf_render_digest(const json_t *manifests, char out_hex[65])
     unsigned int i;
     rf_err_t result = RF_OK;
 
+    *text_out = NULL;
     out_hex[0] = '\0';
     if (!manifests)
         return RF_ERR_PERM;
@@ -1366,8 +1367,20 @@ rf_err_t rf_render_digest(const json_t *manifests, char out_hex[65])
         out_hex[2 * i + 1] = hex[md[i] & 0xf];
     }
     out_hex[64] = '\0';
+    *text_out = canon;
+    canon = NULL;
 
 cleanup:
+    free(canon);
+    return result;
+}
+
+rf_err_t rf_render_digest(const json_t *manifests, char out_hex[65])
+{
+    char *canon = NULL;
+    rf_err_t result;
+
+    result = rf_render_canonical(manifests, &canon, out_hex);
     free(canon);
     return result;
 }

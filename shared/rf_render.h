@@ -98,7 +98,13 @@ rf_err_t rf_render_placeholders(const char *template_id, const char *body, size_
                                 json_t **names_out, char *errstr, size_t errstr_size);
 
 /* sha256 (lower-case hex) over the canonical JSON of manifests: json_dumps with
- * JSON_COMPACT | JSON_SORT_KEYS, so key order does not matter. */
+ * JSON_COMPACT | JSON_SORT_KEYS, so key order does not matter. RF_ERR_PERM when manifests
+ * is NULL or cannot be dumped. */
 rf_err_t rf_render_digest(const json_t *manifests, char out_hex[65]);
+
+/* Both at once: *text_out gets the canonical JSON text (the caller frees it) and out_hex
+ * its sha256, so a worker stores exactly the bytes it hashed, dumping only once (the dump
+ * costs more than the render). */
+rf_err_t rf_render_canonical(const json_t *manifests, char **text_out, char out_hex[65]);
 
 #endif

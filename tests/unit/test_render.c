@@ -249,6 +249,15 @@ static void test_digest_stable_and_key_order_independent(void **state)
      * | sha256sum */
     assert_string_equal(da, "d53e827e0c5cce89275205feae5478a69a8d699a25680975cc30b49a3c69fe8e");
     assert_int_equal(rf_render_digest(NULL, de), RF_ERR_PERM);
+    {
+        char *text = NULL;
+        char dt[65];
+        assert_int_equal(rf_render_canonical(b, &text, dt), RF_OK);
+        assert_string_equal(text, "[{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":"
+                                  "{\"generation\":1,\"name\":\"web\"}}]");
+        assert_string_equal(dt, da);
+        free(text);
+    }
     json_decref(a);
     json_decref(b);
     json_decref(c);
