@@ -216,8 +216,10 @@ rf_kube_t *rf_kube_new(const rf_kubeconfig_t *cfg, char *errstr, size_t errstr_s
 
     k->share = curl_share_init();
     if (!k->share) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot create kubernetes client for '%s': "
-                "curl_share_init failed", cfg->server);
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "cannot create kubernetes client for '%s': "
+                "curl_share_init failed",
+                cfg->server);
         rf_kube_destroy(k);
         return NULL;
     }
@@ -237,8 +239,7 @@ void rf_kube_destroy(rf_kube_t *k)
     if (!k)
         return;
     if (k->share && curl_share_cleanup(k->share) != CURLSHE_OK)
-        rf_log_error("kubernetes client for '%s' destroyed while a watch still uses it",
-                     k->server);
+        rf_log_error("kubernetes client for '%s' destroyed while a watch still uses it", k->server);
     for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&k->share_locks[i]);
     pthread_mutex_destroy(&k->token_lock);
@@ -549,8 +550,7 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
             break;
         if (retry_after_ms >= 0 && (status == 429 || status >= 500)) {
             if (retry_after_ms > k->max_ms) {
-                rf_buf_addf(&why, " (the server asks to retry after %ld s)",
-                            retry_after_ms / 1000);
+                rf_buf_addf(&why, " (the server asks to retry after %ld s)", retry_after_ms / 1000);
                 break;
             }
             wait_ms = retry_after_ms;
@@ -559,8 +559,8 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
             wait_ms = kube_backoff_ms(&k->rng, attempt, k->base_ms, k->max_ms);
             pthread_mutex_unlock(&k->token_lock);
         }
-        rf_log_debug("kube %s %s: %s; retry in %ld ms", req->method, req->path,
-                     rf_buf_str(&why), wait_ms);
+        rf_log_debug("kube %s %s: %s; retry in %ld ms", req->method, req->path, rf_buf_str(&why),
+                     wait_ms);
         kube_sleep_ms(wait_ms);
     }
     if (result != RF_OK) {
@@ -578,8 +578,8 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
 }
 
 /* Runs req and decodes a JSON answer into *out (when out is not NULL). */
-static rf_err_t kube_request_json(rf_kube_t *k, const kube_req_t *req, json_t **out,
-                                  char *errstr, size_t errstr_size)
+static rf_err_t kube_request_json(rf_kube_t *k, const kube_req_t *req, json_t **out, char *errstr,
+                                  size_t errstr_size)
 {
     rf_buf_t body = RF_BUF_INIT;
     json_error_t jerr;
@@ -609,8 +609,7 @@ cleanup:
     return result;
 }
 
-rf_err_t rf_kube_get(rf_kube_t *k, const char *path, json_t **out, char *errstr,
-                     size_t errstr_size)
+rf_err_t rf_kube_get(rf_kube_t *k, const char *path, json_t **out, char *errstr, size_t errstr_size)
 {
     kube_req_t req = {"GET", path, NULL, NULL, 0};
 
@@ -674,8 +673,8 @@ rf_err_t rf_kube_list(rf_kube_t *k, const char *path, json_t **out, char *errstr
         if (result != RF_OK)
             goto cleanup;
         if (!json_is_object(page) || !json_is_array(json_object_get(page, "items"))) {
-            result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                             "GET '%s': answer is not a list", page_path);
+            result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "GET '%s': answer is not a list",
+                             page_path);
             goto cleanup;
         }
         kube_fill_item_types(page, json_object_get(page, "items"));
@@ -707,8 +706,7 @@ rf_err_t rf_kube_merge_patch(rf_kube_t *k, const char *path, const json_t *patch
                              char *errstr, size_t errstr_size)
 {
     char *body = json_dumps(patch, JSON_COMPACT);
-    kube_req_t req = {"PATCH", path, "application/merge-patch+json", body,
-                      body ? strlen(body) : 0};
+    kube_req_t req = {"PATCH", path, "application/merge-patch+json", body, body ? strlen(body) : 0};
     rf_err_t result;
 
     if (!body)
@@ -801,8 +799,8 @@ rf_err_t rf_kube_object_path(const json_t *manifest, const char *default_namespa
     if (!ns || !*ns)
         ns = default_namespace;
     if (kk->namespaced && (!ns || !kube_valid_name(ns)))
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                       "cannot place %s '%s': bad namespace '%s'", kind, name, ns ? ns : "");
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot place %s '%s': bad namespace '%s'",
+                       kind, name, ns ? ns : "");
     if (!kk->namespaced)
         n = snprintf(path, path_size, "%s%s/%s/%s", strchr(api, '/') ? "/apis/" : "/api/", api,
                      kk->resource, name);
@@ -862,8 +860,7 @@ rf_err_t rf_kube_pod_logs(rf_kube_t *k, const char *ns, const char *pod, const c
     if (!ns || !kube_valid_name(ns) || !pod || !kube_valid_name(pod) ||
         (container && !kube_valid_name(container))) {
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                         "cannot read logs of pod '%s/%s': bad name", ns ? ns : "",
-                         pod ? pod : "");
+                         "cannot read logs of pod '%s/%s': bad name", ns ? ns : "", pod ? pod : "");
         goto cleanup;
     }
     rf_buf_addf(&path, "/api/v1/namespaces/%s/pods/%s/log?limitBytes=%d", ns, pod,
@@ -900,28 +897,28 @@ struct rf_kube_watch {
     rf_kube_t *k;
     rf_kube_watch_t *next;
     rf_kube_watch_t *prev;
-    char *path;             /* as given */
+    char *path; /* as given */
     rf_kube_watch_cb cb;
     void *opaque;
     int timeout_s;
     int page_size;
 
     watch_state_t state;
-    int relist;             /* the next request is a list (from scratch or a continue) */
-    char *cont;             /* continue token of the list in progress */
-    char *rv;               /* last resourceVersion seen */
+    int relist; /* the next request is a list (from scratch or a continue) */
+    char *cont; /* continue token of the list in progress */
+    char *rv;   /* last resourceVersion seen */
     int64_t due_ms;
-    int failures;           /* consecutive failures, for the backoff */
+    int failures; /* consecutive failures, for the backoff */
     long retry_after_ms;
     int64_t started_ms;
-    int events;             /* events of the current watch request */
+    int events; /* events of the current watch request */
 
     CURL *easy;
     struct curl_slist *headers;
-    rf_buf_t body;          /* list answer, or the error answer of a watch */
+    rf_buf_t body; /* list answer, or the error answer of a watch */
     rf_watch_parser_t *parser;
     char curl_err[CURL_ERROR_SIZE];
-    int destroyed;          /* destroyed from inside its callback */
+    int destroyed; /* destroyed from inside its callback */
 };
 
 struct rf_kube_multi {
@@ -1073,8 +1070,8 @@ static int watch_fail(rf_kube_watch_t *w, int code, const char *message, int rel
     long wait_ms;
     int gone;
 
-    status = json_pack("{s:s, s:s, s:s, s:s, s:i}", "kind", "Status", "apiVersion", "v1",
-                       "status", "Failure", "message", message, "code", code);
+    status = json_pack("{s:s, s:s, s:s, s:s, s:i}", "kind", "Status", "apiVersion", "v1", "status",
+                       "Failure", "message", message, "code", code);
     memset(&ev, 0, sizeof(ev));
     ev.type = RF_WATCH_ERROR;
     ev.object = status;
@@ -1085,11 +1082,10 @@ static int watch_fail(rf_kube_watch_t *w, int code, const char *message, int rel
     w->state = WATCH_IDLE;
     if (relist)
         w->relist = 1;
-    wait_ms = kube_backoff_ms(&w->m->rng, w->failures, WATCH_BACKOFF_BASE_MS,
-                              WATCH_BACKOFF_MAX_MS);
+    wait_ms = kube_backoff_ms(&w->m->rng, w->failures, WATCH_BACKOFF_BASE_MS, WATCH_BACKOFF_MAX_MS);
     if (w->retry_after_ms >= 0 && w->retry_after_ms > wait_ms)
-        wait_ms = w->retry_after_ms < WATCH_BACKOFF_MAX_MS ? w->retry_after_ms
-                                                            : WATCH_BACKOFF_MAX_MS;
+        wait_ms =
+            w->retry_after_ms < WATCH_BACKOFF_MAX_MS ? w->retry_after_ms : WATCH_BACKOFF_MAX_MS;
     w->failures++;
     w->due_ms = kube_now_ms() + wait_ms;
     gone = watch_emit(w, &ev);
@@ -1297,8 +1293,8 @@ static int watch_done(rf_kube_watch_t *w, CURLcode rc)
     int healthy;
 
     curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK && !(w->state == WATCH_STREAM && rc == CURLE_OPERATION_TIMEDOUT &&
-                            status == 200)) {
+    if (rc != CURLE_OK &&
+        !(w->state == WATCH_STREAM && rc == CURLE_OPERATION_TIMEDOUT && status == 200)) {
         rf_buf_addf(&why, "%s '%s': %s", w->state == WATCH_LISTING ? "list" : "watch", w->path,
                     w->curl_err[0] ? w->curl_err : curl_easy_strerror(rc));
         r = watch_fail(w, 0, rf_buf_str(&why), 0);
@@ -1342,8 +1338,8 @@ static int watch_done(rf_kube_watch_t *w, CURLcode rc)
         w->failures = 0;
         w->due_ms = kube_now_ms();
     } else {
-        w->due_ms = kube_now_ms() + kube_backoff_ms(&w->m->rng, w->failures,
-                                                   WATCH_BACKOFF_BASE_MS, WATCH_BACKOFF_MAX_MS);
+        w->due_ms = kube_now_ms() + kube_backoff_ms(&w->m->rng, w->failures, WATCH_BACKOFF_BASE_MS,
+                                                    WATCH_BACKOFF_MAX_MS);
         w->failures++;
     }
     r = 0;

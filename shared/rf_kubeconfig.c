@@ -82,8 +82,7 @@ static json_t *kc_yaml_to_json(yaml_document_t *doc, yaml_node_t *node, int dept
         return json_stringn(s, node->data.scalar.length);
     case YAML_SEQUENCE_NODE:
         out = json_array();
-        for (item = node->data.sequence.items.start; item < node->data.sequence.items.top;
-             item++) {
+        for (item = node->data.sequence.items.start; item < node->data.sequence.items.top; item++) {
             child = kc_yaml_to_json(doc, yaml_document_get_node(doc, *item), depth + 1);
             if (!child || json_array_append_new(out, child) != 0) {
                 json_decref(out);
@@ -93,16 +92,15 @@ static json_t *kc_yaml_to_json(yaml_document_t *doc, yaml_node_t *node, int dept
         return out;
     case YAML_MAPPING_NODE:
         out = json_object();
-        for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top;
-             pair++) {
+        for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
             key = yaml_document_get_node(doc, pair->key);
             if (!key || key->type != YAML_SCALAR_NODE) {
                 json_decref(out);
                 return NULL;
             }
             child = kc_yaml_to_json(doc, yaml_document_get_node(doc, pair->value), depth + 1);
-            if (!child || json_object_set_new(out, (const char *)key->data.scalar.value,
-                                              child) != 0) {
+            if (!child ||
+                json_object_set_new(out, (const char *)key->data.scalar.value, child) != 0) {
                 json_decref(out);
                 return NULL;
             }
@@ -127,9 +125,8 @@ static json_t *kc_parse_yaml(const char *path, const char *text, size_t len, cha
         abort();
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                "cannot parse kubeconfig '%s': %s at line %zu", path,
-                parser.problem ? parser.problem : "bad yaml", parser.problem_mark.line + 1);
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot parse kubeconfig '%s': %s at line %zu",
+                path, parser.problem ? parser.problem : "bad yaml", parser.problem_mark.line + 1);
         goto cleanup;
     }
     have_doc = 1;
@@ -174,8 +171,8 @@ static char *kc_strdup(const char *s)
 
 /* What a loader step needs to name in its errors. */
 typedef struct kc_ctx {
-    const char *path;  /* the kubeconfig file */
-    const char *dir;   /* its folder, for relative paths */
+    const char *path; /* the kubeconfig file */
+    const char *dir;  /* its folder, for relative paths */
     char *errstr;
     size_t errstr_size;
 } kc_ctx_t;
@@ -191,8 +188,7 @@ static int kc_get_string(kc_ctx_t *c, json_t *obj, const char *field, const char
         return 0;
     if (!json_is_string(v)) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "bad %s of %s '%s' in kubeconfig '%s': not a string", field, what, name,
-                c->path);
+                "bad %s of %s '%s' in kubeconfig '%s': not a string", field, what, name, c->path);
         return -1;
     }
     *out = json_string_value(v);
@@ -271,8 +267,8 @@ static int kc_load_pem(kc_ctx_t *c, json_t *obj, const char *base, const char *w
         abs = kc_resolve_path(c, file);
         if (kc_read_file(abs, KUBECONFIG_MAX_FILE, out, len_out) != 0) {
             rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                    "cannot read %s '%s' of %s '%s' in kubeconfig '%s': %s", base, abs, what,
-                    name, c->path, strerror(errno));
+                    "cannot read %s '%s' of %s '%s' in kubeconfig '%s': %s", base, abs, what, name,
+                    c->path, strerror(errno));
             goto cleanup;
         }
     } else {
@@ -310,8 +306,8 @@ static char *kc_read_token(const char *path)
 
     if (kc_read_file(path, 64 << 10, &text, &len) != 0)
         return NULL;
-    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
-                       text[len - 1] == ' ' || text[len - 1] == '\t'))
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ' ||
+                       text[len - 1] == '\t'))
         len--;
     while (start < len && (text[start] == ' ' || text[start] == '\t'))
         start++;
@@ -339,8 +335,7 @@ static int kc_load_cluster(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
     }
     if (!json_is_object(cluster)) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "cluster '%s' in kubeconfig '%s' has no 'cluster' mapping", cfg->cluster,
-                c->path);
+                "cluster '%s' in kubeconfig '%s' has no 'cluster' mapping", cfg->cluster, c->path);
         return -1;
     }
     if (kc_get_string(c, cluster, "server", "cluster", cfg->cluster, &server) != 0 ||
@@ -452,8 +447,8 @@ static int kc_load_user(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
     }
     if (kc_load_pem(c, user, "client-certificate", "user", cfg->user, &cfg->cert_pem,
                     &cfg->cert_pem_len) != 0 ||
-        kc_load_pem(c, user, "client-key", "user", cfg->user, &cfg->key_pem,
-                    &cfg->key_pem_len) != 0)
+        kc_load_pem(c, user, "client-key", "user", cfg->user, &cfg->key_pem, &cfg->key_pem_len) !=
+            0)
         return -1;
     if (!cfg->cert_pem != !cfg->key_pem) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
@@ -559,8 +554,8 @@ rf_kubeconfig_t *rf_kubeconfig_load(const char *path, const char *context, char 
     if (kc_get_string(&c, ctx, "cluster", "context", name, &s) != 0)
         goto cleanup;
     if (!s) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                "context '%s' in kubeconfig '%s' has no cluster", name, path);
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "context '%s' in kubeconfig '%s' has no cluster",
+                name, path);
         goto cleanup;
     }
     cfg->cluster = kc_strdup(s);
@@ -623,8 +618,7 @@ rf_kubeconfig_t *rf_kubeconfig_in_cluster(const char *dir, char *errstr, size_t 
         goto cleanup;
     }
     rf_buf_addf(&buf, "%s/ca.crt", dir);
-    if (kc_read_file(rf_buf_str(&buf), KUBECONFIG_MAX_FILE, &cfg->ca_pem, &cfg->ca_pem_len) !=
-        0) {
+    if (kc_read_file(rf_buf_str(&buf), KUBECONFIG_MAX_FILE, &cfg->ca_pem, &cfg->ca_pem_len) != 0) {
         rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot read service account ca '%s': %s",
                 rf_buf_str(&buf), strerror(errno));
         goto cleanup;

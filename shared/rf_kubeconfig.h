@@ -5,12 +5,12 @@
 #include <stddef.h>
 
 typedef struct rf_kubeconfig {
-    char *path;        /* the file it came from ("in-cluster" for the service account) */
-    char *context;     /* the context used */
-    char *cluster;     /* the context's cluster name */
-    char *user;        /* the context's user name ("" when the context names none) */
-    char *server;      /* base URL, without a trailing slash: "https://10.0.0.1:6443" */
-    char *namespace;   /* the context's namespace, "default" when unset */
+    char *path;      /* the file it came from ("in-cluster" for the service account) */
+    char *context;   /* the context used */
+    char *cluster;   /* the context's cluster name */
+    char *user;      /* the context's user name ("" when the context names none) */
+    char *server;    /* base URL, without a trailing slash: "https://10.0.0.1:6443" */
+    char *namespace; /* the context's namespace, "default" when unset */
 
     /* PEM blobs, read from the *-data fields (base64) or from the files they name
      * (relative to the kubeconfig's folder); NULL when absent. */
@@ -21,11 +21,11 @@ typedef struct rf_kubeconfig {
     char *key_pem;
     size_t key_pem_len;
 
-    char *token;       /* bearer token (the `token` field, or the file's content at load) */
-    char *token_file;  /* absolute path of `tokenFile`, re-read by rf_kube as it rotates */
-    char *username;    /* basic auth, when the user has username and password */
+    char *token;      /* bearer token (the `token` field, or the file's content at load) */
+    char *token_file; /* absolute path of `tokenFile`, re-read by rf_kube as it rotates */
+    char *username;   /* basic auth, when the user has username and password */
     char *password;
-    char *proxy_url;   /* the cluster's proxy-url, or NULL */
+    char *proxy_url;              /* the cluster's proxy-url, or NULL */
     int insecure_skip_tls_verify; /* only when the file says `insecure-skip-tls-verify: true` */
 } rf_kubeconfig_t;
 

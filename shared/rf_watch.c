@@ -14,20 +14,20 @@
 #define WATCH_OVERSIZE_MARK '\x01'
 
 struct rf_watch_parser {
-    rf_buf_t buf;      /* bytes not yet consumed start at pos */
-    size_t pos;        /* start of the next line */
-    size_t tail;       /* start of the last (incomplete) line; pos <= tail <= buf.len */
-    size_t max_line;   /* longest line accepted, without its newline */
-    int discarding;    /* dropping an oversize line until its newline */
-    int ended;         /* rf_watch_parser_end was called */
-    json_t *current;   /* the last event returned (owns ev->object) */
+    rf_buf_t buf;    /* bytes not yet consumed start at pos */
+    size_t pos;      /* start of the next line */
+    size_t tail;     /* start of the last (incomplete) line; pos <= tail <= buf.len */
+    size_t max_line; /* longest line accepted, without its newline */
+    int discarding;  /* dropping an oversize line until its newline */
+    int ended;       /* rf_watch_parser_end was called */
+    json_t *current; /* the last event returned (owns ev->object) */
 };
 
 static const char *const watch_type_names[] = {
-    [RF_WATCH_ADDED] = "ADDED",       [RF_WATCH_MODIFIED] = "MODIFIED",
-    [RF_WATCH_DELETED] = "DELETED",   [RF_WATCH_BOOKMARK] = "BOOKMARK",
-    [RF_WATCH_ERROR] = "ERROR",       [RF_WATCH_EXPIRED] = "EXPIRED",
-    [RF_WATCH_SYNC] = "SYNC",         [RF_WATCH_SYNCED] = "SYNCED",
+    [RF_WATCH_ADDED] = "ADDED",     [RF_WATCH_MODIFIED] = "MODIFIED",
+    [RF_WATCH_DELETED] = "DELETED", [RF_WATCH_BOOKMARK] = "BOOKMARK",
+    [RF_WATCH_ERROR] = "ERROR",     [RF_WATCH_EXPIRED] = "EXPIRED",
+    [RF_WATCH_SYNC] = "SYNC",       [RF_WATCH_SYNCED] = "SYNCED",
 };
 
 const char *rf_watch_type_name(rf_watch_type_t type)
@@ -161,8 +161,8 @@ static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_wat
         const char *name;
         rf_watch_type_t type;
     } types[] = {
-        {"ADDED", RF_WATCH_ADDED},       {"MODIFIED", RF_WATCH_MODIFIED},
-        {"DELETED", RF_WATCH_DELETED},   {"BOOKMARK", RF_WATCH_BOOKMARK},
+        {"ADDED", RF_WATCH_ADDED},     {"MODIFIED", RF_WATCH_MODIFIED},
+        {"DELETED", RF_WATCH_DELETED}, {"BOOKMARK", RF_WATCH_BOOKMARK},
         {"ERROR", RF_WATCH_ERROR},
     };
     json_error_t jerr;

@@ -37,8 +37,8 @@ typedef struct fake_req {
 
 typedef struct fake_resp {
     int status;
-    char *body;                           /* malloc'd, whole answer; or */
-    const char *stream[FAKE_MAX_PIECES];  /* pieces of a chunked answer, one chunk each */
+    char *body;                          /* malloc'd, whole answer; or */
+    const char *stream[FAKE_MAX_PIECES]; /* pieces of a chunked answer, one chunk each */
     char retry_after[32];
     const char *content_type;
 } fake_resp_t;
@@ -147,9 +147,8 @@ static int fake_peer_certs(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result fake_handle(void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **con_cls)
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
 {
     fake_t *f = cls;
     upload_t *up = *con_cls;
@@ -207,8 +206,8 @@ static enum MHD_Result fake_handle(void *cls, struct MHD_Connection *conn, const
     } else {
         if (!resp.body)
             resp.body = xstrdup("");
-        response = MHD_create_response_from_buffer(strlen(resp.body), resp.body,
-                                                   MHD_RESPMEM_MUST_FREE);
+        response =
+            MHD_create_response_from_buffer(strlen(resp.body), resp.body, MHD_RESPMEM_MUST_FREE);
     }
     MHD_add_response_header(response, "Content-Type",
                             resp.content_type ? resp.content_type : "application/json");
@@ -267,15 +266,15 @@ static fake_t *fake_start(fake_handler_t handler, void *data, int tls)
         cert = slurp(FIXTURES "/pki/server.crt");
         key = slurp(FIXTURES "/pki/server.key");
         ca = slurp(FIXTURES "/pki/ca.crt");
-        f->daemon = MHD_start_daemon(
-            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, 0, NULL, NULL, fake_handle, f,
-            MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_HTTPS_MEM_KEY, key,
-            MHD_OPTION_HTTPS_MEM_TRUST, ca, MHD_OPTION_NOTIFY_COMPLETED, fake_completed, NULL,
-            MHD_OPTION_END);
+        f->daemon =
+            MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, 0, NULL, NULL,
+                             fake_handle, f, MHD_OPTION_HTTPS_MEM_CERT, cert,
+                             MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_HTTPS_MEM_TRUST, ca,
+                             MHD_OPTION_NOTIFY_COMPLETED, fake_completed, NULL, MHD_OPTION_END);
     } else {
-        f->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,
-                                     fake_handle, f, MHD_OPTION_NOTIFY_COMPLETED,
-                                     fake_completed, NULL, MHD_OPTION_END);
+        f->daemon =
+            MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, fake_handle, f,
+                             MHD_OPTION_NOTIFY_COMPLETED, fake_completed, NULL, MHD_OPTION_END);
     }
     free(cert);
     free(key);
@@ -380,8 +379,8 @@ static void test_apply_request(void **state)
                            "metadata", "name", "shop");
     json_t *svc = json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind", "Service",
                             "metadata", "name", "web");
-    json_t *odd = json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "example.com/v1", "kind",
-                            "Widget", "metadata", "name", "w");
+    json_t *odd = json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "example.com/v1", "kind", "Widget",
+                            "metadata", "name", "w");
     json_t *out = NULL;
     json_t *echoed;
     char err[512];
@@ -534,8 +533,8 @@ static void test_status_errors(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        dep = json_pack("{s:s, s:s, s:{s:s, s:s}}", "apiVersion", "apps/v1", "kind",
-                        "Deployment", "metadata", "name", cases[i].name, "namespace", "shop");
+        dep = json_pack("{s:s, s:s, s:{s:s, s:s}}", "apiVersion", "apps/v1", "kind", "Deployment",
+                        "metadata", "name", cases[i].name, "namespace", "shop");
         err[0] = '\0';
         rc = rf_kube_apply(k, dep, NULL, NULL, err, sizeof(err));
         if (rc != cases[i].rc)
@@ -630,8 +629,7 @@ static void test_connection_refused(void **state)
     fake_stop(f);
     k = client_for(url);
     rf_kube_set_retry(k, 3, 1, 5);
-    assert_int_equal(rf_kube_get(k, "/api/v1/namespaces", &out, err, sizeof(err)),
-                     RF_ERR_RETRY);
+    assert_int_equal(rf_kube_get(k, "/api/v1/namespaces", &out, err, sizeof(err)), RF_ERR_RETRY);
     assert_non_null(strstr(err, "GET '/api/v1/namespaces': "));
     assert_non_null(strstr(err, "(after 3 tries)"));
     rf_kube_destroy(k);
@@ -667,9 +665,8 @@ static void test_list_logs_patch_delete(void **state)
     char err[512];
 
     (void)state;
-    assert_int_equal(rf_kube_list(k, "/api/v1/pods?labelSelector=app%3Dweb", &out, err,
-                                  sizeof(err)),
-                     RF_OK);
+    assert_int_equal(
+        rf_kube_list(k, "/api/v1/pods?labelSelector=app%3Dweb", &out, err, sizeof(err)), RF_OK);
     assert_int_equal(fake_count(f), 2);
     assert_true(query_has(&f->reqs[0], "labelSelector=app=web"));
     assert_true(query_has(&f->reqs[0], "limit=500"));
@@ -690,16 +687,15 @@ static void test_list_logs_patch_delete(void **state)
     assert_true(query_has(&f->reqs[2], "tailLines=50"));
     assert_true(query_has(&f->reqs[2], "container=app"));
 
-    assert_int_equal(rf_kube_merge_patch(k, "/apis/apps/v1/namespaces/shop/deployments/web",
-                                         patch, NULL, err, sizeof(err)),
+    assert_int_equal(rf_kube_merge_patch(k, "/apis/apps/v1/namespaces/shop/deployments/web", patch,
+                                         NULL, err, sizeof(err)),
                      RF_OK);
     assert_string_equal(f->reqs[3].method, "PATCH");
     assert_string_equal(f->reqs[3].content_type, "application/merge-patch+json");
     assert_string_equal(f->reqs[3].body, "{\"spec\":{\"replicas\":0}}");
 
-    assert_int_equal(rf_kube_delete(k, "/api/v1/namespaces/shop/services/web", NULL, err,
-                                    sizeof(err)),
-                     RF_OK);
+    assert_int_equal(
+        rf_kube_delete(k, "/api/v1/namespaces/shop/services/web", NULL, err, sizeof(err)), RF_OK);
     assert_string_equal(f->reqs[4].method, "DELETE");
     assert_true(query_has(&f->reqs[4], "propagationPolicy=Background"));
 
@@ -839,8 +835,8 @@ static void test_tls(void **state)
     free(cfg_path);
 
     /* Explicitly insecure, with a token. */
-    cfg_path = write_kubeconfig(dir, f->url, "    insecure-skip-tls-verify: true\n",
-                                "    token: abc\n");
+    cfg_path =
+        write_kubeconfig(dir, f->url, "    insecure-skip-tls-verify: true\n", "    token: abc\n");
     cfg = rf_kubeconfig_load(cfg_path, NULL, err, sizeof(err));
     assert_non_null(cfg);
     k = rf_kube_new(cfg, err, sizeof(err));
@@ -892,7 +888,9 @@ static void record_cb(rf_kube_watch_t *w, const rf_watch_event_t *ev, void *opaq
 }
 
 #define ITEM(name, rv) "{\"metadata\":{\"name\":\"" name "\",\"resourceVersion\":\"" rv "\"}}"
-#define WEV(type, name, rv) "{\"type\":\"" type "\",\"object\":{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"" name "\",\"resourceVersion\":\"" rv "\"}}}\n"
+#define WEV(type, name, rv)                                                                        \
+    "{\"type\":\"" type "\",\"object\":{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"" name    \
+    "\",\"resourceVersion\":\"" rv "\"}}}\n"
 
 static void watch_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *resp)
 {
@@ -901,8 +899,8 @@ static void watch_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *
     switch (n) {
     case 0: /* list */
         resp->body = xstrdup("{\"kind\":\"DeploymentList\",\"apiVersion\":\"apps/v1\","
-                             "\"metadata\":{\"resourceVersion\":\"100\"},\"items\":["
-                             ITEM("a", "90") "," ITEM("b", "95") "]}");
+                             "\"metadata\":{\"resourceVersion\":\"100\"},\"items\":[" ITEM(
+                                 "a", "90") "," ITEM("b", "95") "]}");
         break;
     case 1: /* watch from 100: an event split in two chunks, then two in one chunk */
         resp->stream[0] = "{\"type\":\"ADDED\",\"object\":{\"kind\":\"Deployment\",\"meta";
@@ -915,9 +913,9 @@ static void watch_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *
                           "resource version: 103 (150)\",\"reason\":\"Expired\",\"code\":410}}\n";
         break;
     case 3: /* relist */
-        resp->body = xstrdup("{\"kind\":\"DeploymentList\",\"apiVersion\":\"apps/v1\","
-                             "\"metadata\":{\"resourceVersion\":\"200\"},\"items\":["
-                             ITEM("a", "160") "]}");
+        resp->body =
+            xstrdup("{\"kind\":\"DeploymentList\",\"apiVersion\":\"apps/v1\","
+                    "\"metadata\":{\"resourceVersion\":\"200\"},\"items\":[" ITEM("a", "160") "]}");
         break;
     default: /* quiet watches */
         resp->stream[0] = "\n";
@@ -931,9 +929,9 @@ static void test_watch_reconnect_and_relist(void **state)
         rf_watch_type_t type;
         const char *name;
     } want[] = {
-        {RF_WATCH_SYNC, "a"},     {RF_WATCH_SYNC, "b"},     {RF_WATCH_SYNCED, ""},
-        {RF_WATCH_ADDED, "c"},    {RF_WATCH_MODIFIED, "a"}, {RF_WATCH_BOOKMARK, ""},
-        {RF_WATCH_EXPIRED, ""},   {RF_WATCH_SYNC, "a"},     {RF_WATCH_SYNCED, ""},
+        {RF_WATCH_SYNC, "a"},   {RF_WATCH_SYNC, "b"},     {RF_WATCH_SYNCED, ""},
+        {RF_WATCH_ADDED, "c"},  {RF_WATCH_MODIFIED, "a"}, {RF_WATCH_BOOKMARK, ""},
+        {RF_WATCH_EXPIRED, ""}, {RF_WATCH_SYNC, "a"},     {RF_WATCH_SYNCED, ""},
     };
     fake_t *f = fake_start(watch_handler, NULL, 0);
     rf_kube_t *k = client_for(f->url);
@@ -1029,11 +1027,10 @@ static void test_watch_list_error_and_pages(void **state)
     (void)state;
     memset(&seen, 0, sizeof(seen));
     seen.destroy_after_synced = 1;
-    assert_null(rf_kube_watch_new(m, k, "/apis/apps/v1/deployments?watch=1", record_cb, &seen,
-                                  err, sizeof(err)));
+    assert_null(rf_kube_watch_new(m, k, "/apis/apps/v1/deployments?watch=1", record_cb, &seen, err,
+                                  sizeof(err)));
     assert_non_null(strstr(err, "not a collection path"));
-    w = rf_kube_watch_new(m, k, "/api/v1/namespaces/shop/pods", record_cb, &seen, err,
-                          sizeof(err));
+    w = rf_kube_watch_new(m, k, "/api/v1/namespaces/shop/pods", record_cb, &seen, err, sizeof(err));
     assert_non_null(w);
     rf_kube_watch_set_page_size(w, 1);
     while (!seen.destroyed && now_ms() < deadline)
@@ -1062,6 +1059,78 @@ static void test_watch_list_error_and_pages(void **state)
     fake_stop(f);
 }
 
+static void mixed_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *resp)
+{
+    (void)f;
+    (void)n;
+    if (query_has(req, "watch=1"))
+        resp->stream[0] = WEV("MODIFIED", "d", "7");
+    else if (strcmp(req->path, "/apis/apps/v1/deployments") == 0)
+        resp->body = xstrdup("{\"kind\":\"DeploymentList\",\"apiVersion\":\"apps/v1\","
+                             "\"metadata\":{\"resourceVersion\":\"5\"},\"items\":[]}");
+    else
+        resp->body = xstrdup("{\"kind\":\"APIVersions\"}");
+}
+
+typedef struct getter {
+    rf_kube_t *k;
+    int failures;
+} getter_t;
+
+static void *getter_main(void *arg)
+{
+    getter_t *g = arg;
+    json_t *out;
+    char err[256];
+    int i;
+
+    for (i = 0; i < 25; i++) {
+        out = NULL;
+        if (rf_kube_get(g->k, "/api", &out, err, sizeof(err)) != RF_OK)
+            g->failures++;
+        json_decref(out);
+    }
+    return NULL;
+}
+
+/* One client serves a running watch and requests from several threads at once: the share
+ * handle's connection cache, DNS and TLS sessions are locked. */
+static void test_watch_and_threads_share_client(void **state)
+{
+    fake_t *f = fake_start(mixed_handler, NULL, 0);
+    rf_kube_t *k = client_for(f->url);
+    rf_kube_multi_t *m = rf_kube_multi_new();
+    seen_t seen;
+    pthread_t threads[4];
+    getter_t getters[4];
+    char err[256];
+    int64_t deadline = now_ms() + 10000;
+    int i;
+
+    (void)state;
+    memset(&seen, 0, sizeof(seen));
+    assert_non_null(
+        rf_kube_watch_new(m, k, "/apis/apps/v1/deployments", record_cb, &seen, err, sizeof(err)));
+    for (i = 0; i < 4; i++) {
+        getters[i].k = k;
+        getters[i].failures = 0;
+        assert_int_equal(pthread_create(&threads[i], NULL, getter_main, &getters[i]), 0);
+    }
+    while (seen.n < 4 && now_ms() < deadline)
+        rf_kube_multi_poll(m, 100);
+    for (i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(getters[i].failures, 0);
+    }
+    assert_true(seen.n >= 4);
+    assert_int_equal(seen.type[0], RF_WATCH_SYNCED);
+    assert_int_equal(seen.type[1], RF_WATCH_MODIFIED);
+    assert_string_equal(seen.name[1], "d");
+    rf_kube_multi_destroy(m);
+    rf_kube_destroy(k);
+    fake_stop(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1075,6 +1144,7 @@ int main(void)
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_watch_reconnect_and_relist),
         cmocka_unit_test(test_watch_list_error_and_pages),
+        cmocka_unit_test(test_watch_and_threads_share_client),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

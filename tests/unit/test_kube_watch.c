@@ -11,9 +11,16 @@
 
 #include "rf_watch.h"
 
-#define EV(type, name) "{\"type\":\"" type "\",\"object\":{\"kind\":\"Pod\",\"metadata\":{\"name\":\"" name "\",\"resourceVersion\":\"7\"}}}\n"
-#define GONE "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"too old resource version: 5 (9)\",\"reason\":\"Expired\",\"code\":410}}\n"
-#define FAIL500 "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"status\":\"Failure\",\"message\":\"etcd is down\",\"code\":500}}\n"
+#define EV(type, name)                                                                             \
+    "{\"type\":\"" type "\",\"object\":{\"kind\":\"Pod\",\"metadata\":{\"name\":\"" name           \
+    "\",\"resourceVersion\":\"7\"}}}\n"
+#define GONE                                                                                       \
+    "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":"        \
+    "\"Failure\",\"message\":\"too old resource version: 5 "                                       \
+    "(9)\",\"reason\":\"Expired\",\"code\":410}}\n"
+#define FAIL500                                                                                    \
+    "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"status\":\"Failure\",\"message\":"      \
+    "\"etcd is down\",\"code\":500}}\n"
 
 /* What one call of rf_watch_parser_next must give: ret 1 with a type and either the object's
  * metadata.name or the error message; ret -1 with a piece of errstr. */
@@ -71,7 +78,9 @@ static const parser_case_t parser_cases[] = {
      0,
      {"{\"type\":\"ADDED\"}\n[1,2]\n", EV("ADDED", "a"), NULL},
      0,
-     {{-1, 0, "'type' and 'object'", 0}, {-1, 0, "'type' and 'object'", 0}, {1, RF_WATCH_ADDED, "a", 0}}},
+     {{-1, 0, "'type' and 'object'", 0},
+      {-1, 0, "'type' and 'object'", 0},
+      {1, RF_WATCH_ADDED, "a", 0}}},
     {"unknown type",
      0,
      {"{\"type\":\"EXPLODED\",\"object\":{}}\n", NULL},
@@ -79,7 +88,9 @@ static const parser_case_t parser_cases[] = {
      {{-1, 0, "unknown type 'EXPLODED'", 0}}},
     {"oversize line in one chunk, neighbours kept",
      100,
-     {EV("ADDED", "a") "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}}\n" EV("ADDED", "c"),
+     {EV("ADDED", "a") "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":"
+                       "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                       "xxxxxx\"}}}\n" EV("ADDED", "c"),
       NULL},
      0,
      {{1, RF_WATCH_ADDED, "a", 0}, {-1, 0, "longer than 100", 0}, {1, RF_WATCH_ADDED, "c", 0}}},
@@ -229,9 +240,9 @@ static void test_parser_memory_bounded(void **state)
 /* Random bytes in random splits: no crash, no leak (under ASan/valgrind), bounded memory. */
 static void test_parser_random_input(void **state)
 {
-    static const char *const pieces[] = {"{", "}", "\"type\"", ":", "\"ADDED\"", ",",
-                                         "\"object\"", "\n", "\x01", "\"ERROR\"", "410",
-                                         "{\"code\":410}", "\r", "[", "\\", "\"", "\x00"};
+    static const char *const pieces[] = {
+        "{",         "}",   "\"type\"",       ":",  "\"ADDED\"", ",",  "\"object\"", "\n",  "\x01",
+        "\"ERROR\"", "410", "{\"code\":410}", "\r", "[",         "\\", "\"",         "\x00"};
     uint64_t x = 0x1234567887654321ULL;
     rf_watch_parser_t *p;
     rf_watch_event_t ev;
