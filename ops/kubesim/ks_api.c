@@ -1,0 +1,1495 @@
+/* The Kubernetes REST API of kubesim: discovery, get, list, watch, create, update, patch, apply, delete. */
+#include "ks_api.h"
+#include "ks_patch.h"
+#include "ks_print.h"
+#include "ks_sel.h"
+#include "rf_log.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define API_BODY_MAX (3 * 1024 * 1024)
+#define WATCH_BOOKMARK_MS 10000
+#define WATCH_PENDING_MAX (4 * 1024 * 1024)
+
+struct ks_api {
+    ks_store_t *st;
+    ks_ctrl_t *ctrl;
+    char address[64];
+    pthread_mutex_t applies_lock;
+    json_t *applies;
+    unsigned next_cluster_ip;
+};
+
+struct ks_watch {
+    ks_api_t *api;
+    ks_kind_t kind;
+    char *ns;
+    ks_sel_t *labels, *fields;
+    uint64_t last_rv;
+    int table, bookmarks, ended, sent_columns;
+    int64_t deadline_ms, next_bookmark_ms;
+    char *include_object;
+    rf_buf_t pending;
+    size_t pending_off;
+};
+
+typedef struct route {
+    int group_ok;
+    ks_kind_t kind;
+    const char *ns; /* NULL: every namespace */
+    char *name;
+    char *sub;
+    char nsbuf[256];
+} route_t;
+
+/* ---- statuses ---- */
+
+void ks_api_status(ks_resp_t *resp, int code, const char *reason, const char *message,
+                   json_t *details)
+{
+    json_t *s = json_pack("{s:s, s:s, s:{}, s:s, s:s, s:s, s:i}", "kind", "Status", "apiVersion",
+                          "v1", "metadata", "status", "Failure", "message", message, "reason",
+                          reason, "code", code);
+    char *txt;
+
+    if (details)
+        json_object_set_new(s, "details", details);
+    txt = json_dumps(s, JSON_COMPACT);
+    rf_buf_reset(&resp->body);
+    rf_buf_adds(&resp->body, txt ? txt : "{}");
+    free(txt);
+    json_decref(s);
+    resp->status = code;
+    resp->content_type = "application/json";
+}
+
+static json_t *details_for(ks_kind_t kind, const char *name)
+{
+    json_t *d = json_pack("{s:s, s:s}", "name", name ? name : "", "kind", ks_kinds[kind].resource);
+
+    if (*ks_kinds[kind].group)
+        json_object_set_new(d, "group", json_string(ks_kinds[kind].group));
+    return d;
+}
+
+/* "deployments.apps" or "pods" */
+static void qualified(ks_kind_t kind, char *out, size_t n)
+{
+    if (*ks_kinds[kind].group)
+        snprintf(out, n, "%s.%s", ks_kinds[kind].resource, ks_kinds[kind].group);
+    else
+        snprintf(out, n, "%s", ks_kinds[kind].resource);
+}
+
+static void status_not_found(ks_resp_t *resp, ks_kind_t kind, const char *name)
+{
+    char q[64], msg[512];
+
+    qualified(kind, q, sizeof(q));
+    snprintf(msg, sizeof(msg), "%s \"%s\" not found", q, name);
+    ks_api_status(resp, 404, "NotFound", msg, details_for(kind, name));
+}
+
+static void respond_json(ks_resp_t *resp, int code, const json_t *j)
+{
+    char *txt = json_dumps(j, JSON_COMPACT);
+
+    rf_buf_reset(&resp->body);
+    rf_buf_adds(&resp->body, txt ? txt : "{}");
+    free(txt);
+    resp->status = code;
+    resp->content_type = "application/json";
+}
+
+/* ---- discovery ---- */
+
+static json_t *resource_entry(const char *name, const char *singular, int namespaced,
+                              const char *kind, const char *verbs, const char *shortname,
+                              int all_category)
+{
+    json_t *r = json_pack("{s:s, s:s, s:b, s:s}", "name", name, "singularName", singular,
+                          "namespaced", namespaced, "kind", kind);
+    json_t *v = json_array();
+    char buf[128], *tok, *save;
+
+    snprintf(buf, sizeof(buf), "%s", verbs);
+    for (tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+        json_array_append_new(v, json_string(tok));
+    json_object_set_new(r, "verbs", v);
+    if (shortname)
+        json_object_set_new(r, "shortNames", json_pack("[s]", shortname));
+    if (all_category)
+        json_object_set_new(r, "categories", json_pack("[s]", "all"));
+    return r;
+}
+
+#define VERBS_ALL "create delete deletecollection get list patch update watch"
+
+static json_t *discovery_core(void)
+{
+    json_t *res = json_array();
+
+    json_array_append_new(res, resource_entry("namespaces", "namespace", 0, "Namespace", "create delete get list patch update watch", "ns", 0));
+    json_array_append_new(res, resource_entry("namespaces/status", "", 0, "Namespace", "get patch update", NULL, 0));
+    json_array_append_new(res, resource_entry("pods", "pod", 1, "Pod", VERBS_ALL, "po", 1));
+    json_array_append_new(res, resource_entry("pods/log", "", 1, "Pod", "get", NULL, 0));
+    json_array_append_new(res, resource_entry("pods/status", "", 1, "Pod", "get patch update", NULL, 0));
+    json_array_append_new(res, resource_entry("services", "service", 1, "Service", "create delete get list patch update watch", "svc", 1));
+    json_array_append_new(res, resource_entry("services/status", "", 1, "Service", "get patch update", NULL, 0));
+    json_array_append_new(res, resource_entry("events", "event", 1, "Event", VERBS_ALL, "ev", 0));
+    return json_pack("{s:s, s:s, s:o}", "kind", "APIResourceList", "groupVersion", "v1",
+                     "resources", res);
+}
+
+static json_t *discovery_apps(void)
+{
+    json_t *res = json_array(), *scale;
+
+    json_array_append_new(res, resource_entry("deployments", "deployment", 1, "Deployment", VERBS_ALL, "deploy", 1));
+    scale = resource_entry("deployments/scale", "", 1, "Scale", "get patch update", NULL, 0);
+    json_object_set_new(scale, "group", json_string("autoscaling"));
+    json_object_set_new(scale, "version", json_string("v1"));
+    json_array_append_new(res, scale);
+    json_array_append_new(res, resource_entry("deployments/status", "", 1, "Deployment", "get patch update", NULL, 0));
+    json_array_append_new(res, resource_entry("replicasets", "replicaset", 1, "ReplicaSet", VERBS_ALL, "rs", 1));
+    scale = resource_entry("replicasets/scale", "", 1, "Scale", "get patch update", NULL, 0);
+    json_object_set_new(scale, "group", json_string("autoscaling"));
+    json_object_set_new(scale, "version", json_string("v1"));
+    json_array_append_new(res, scale);
+    json_array_append_new(res, resource_entry("replicasets/status", "", 1, "ReplicaSet", "get patch update", NULL, 0));
+    return json_pack("{s:s, s:s, s:s, s:o}", "kind", "APIResourceList", "apiVersion", "v1",
+                     "groupVersion", "apps/v1", "resources", res);
+}
+
+static json_t *apps_group(void)
+{
+    return json_pack("{s:s, s:[{s:s, s:s}], s:{s:s, s:s}}", "name", "apps", "versions",
+                     "groupVersion", "apps/v1", "version", "v1", "preferredVersion",
+                     "groupVersion", "apps/v1", "version", "v1");
+}
+
+/* Returns 1 when path was a discovery path and resp is filled. */
+static int api_discovery(ks_api_t *api, const char *path, ks_resp_t *resp)
+{
+    json_t *j = NULL;
+
+    if (strcmp(path, "/version") == 0) {
+        j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "major", "1", "minor",
+                      "32", "gitVersion", "v1.32.0", "gitCommit", "kubesim", "gitTreeState",
+                      "clean", "buildDate", "2025-01-01T00:00:00Z", "goVersion", "go1.23.4",
+                      "compiler", "gc", "platform", "linux/amd64");
+    } else if (strcmp(path, "/api") == 0 || strcmp(path, "/api/") == 0) {
+        j = json_pack("{s:s, s:[s], s:[{s:s, s:s}]}", "kind", "APIVersions", "versions", "v1",
+                      "serverAddressByClientCIDRs", "clientCIDR", "0.0.0.0/0", "serverAddress",
+                      api->address);
+    } else if (strcmp(path, "/api/v1") == 0 || strcmp(path, "/api/v1/") == 0) {
+        j = discovery_core();
+    } else if (strcmp(path, "/apis") == 0 || strcmp(path, "/apis/") == 0) {
+        j = json_pack("{s:s, s:s, s:[o]}", "kind", "APIGroupList", "apiVersion", "v1", "groups",
+                      apps_group());
+    } else if (strcmp(path, "/apis/apps") == 0 || strcmp(path, "/apis/apps/") == 0) {
+        j = apps_group();
+        json_object_set_new(j, "kind", json_string("APIGroup"));
+        json_object_set_new(j, "apiVersion", json_string("v1"));
+    } else if (strcmp(path, "/apis/apps/v1") == 0 || strcmp(path, "/apis/apps/v1/") == 0) {
+        j = discovery_apps();
+    } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/livez") == 0 ||
+               strcmp(path, "/readyz") == 0) {
+        rf_buf_adds(&resp->body, "ok");
+        resp->status = 200;
+        resp->content_type = "text/plain; charset=utf-8";
+        return 1;
+    } else {
+        return 0;
+    }
+    respond_json(resp, 200, j);
+    json_decref(j);
+    return 1;
+}
+
+/* ---- routing ---- */
+
+static int kind_by_resource(const char *group, const char *res, ks_kind_t *kind)
+{
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        if (strcmp(ks_kinds[k].resource, res) == 0 && strcmp(ks_kinds[k].group, group) == 0) {
+            *kind = (ks_kind_t)k;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Splits /api/v1/... or /apis/apps/v1/...; 0 on success. */
+static int api_route(const char *path, route_t *r)
+{
+    char *copy = strdup(path), *seg[16], *save, *tok;
+    int n = 0, i, result = -1;
+    const char *group;
+
+    memset(r, 0, sizeof(*r));
+    for (tok = strtok_r(copy, "/", &save); tok && n < 16; tok = strtok_r(NULL, "/", &save))
+        seg[n++] = tok;
+    if (n >= 3 && strcmp(seg[0], "api") == 0 && strcmp(seg[1], "v1") == 0) {
+        group = "";
+        i = 2;
+    } else if (n >= 4 && strcmp(seg[0], "apis") == 0 && strcmp(seg[1], "apps") == 0 &&
+               strcmp(seg[2], "v1") == 0) {
+        group = "apps";
+        i = 3;
+    } else {
+        goto cleanup;
+    }
+    if (strcmp(seg[i], "namespaces") == 0 && n - i >= 3) {
+        snprintf(r->nsbuf, sizeof(r->nsbuf), "%s", seg[i + 1]);
+        r->ns = r->nsbuf;
+        i += 2;
+        if (kind_by_resource(group, seg[i], &r->kind) != 0 || !ks_kinds[r->kind].namespaced)
+            goto cleanup;
+    } else if (kind_by_resource(group, seg[i], &r->kind) != 0) {
+        goto cleanup;
+    }
+    if (n - i > 3)
+        goto cleanup;
+    if (n - i >= 2)
+        r->name = strdup(seg[i + 1]);
+    if (n - i == 3)
+        r->sub = strdup(seg[i + 2]);
+    if (!ks_kinds[r->kind].namespaced && r->ns)
+        goto cleanup;
+    result = 0;
+cleanup:
+    free(copy);
+    return result;
+}
+
+/* ---- request helpers ---- */
+
+static const char *q(const ks_req_t *req, const char *key)
+{
+    return req->query ? req->query(req->query_cls, key) : NULL;
+}
+
+static int q_true(const ks_req_t *req, const char *key)
+{
+    const char *v = q(req, key);
+
+    return v && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+}
+
+static int wants_table(const ks_req_t *req)
+{
+    return req->accept && strstr(req->accept, "as=Table") != NULL;
+}
+
+/* The field manager: the query parameter, else the user agent up to '/'. */
+static void manager_of(const ks_req_t *req, char *out, size_t n)
+{
+    const char *fm = q(req, "fieldManager");
+    size_t len;
+
+    if (fm && *fm) {
+        snprintf(out, n, "%s", fm);
+        return;
+    }
+    fm = req->user_agent ? req->user_agent : "unknown";
+    len = strcspn(fm, "/");
+    snprintf(out, n, "%.*s", (int)len, fm);
+}
+
+static json_t *parse_body(const ks_req_t *req, int yaml, char *errstr, size_t n)
+{
+    json_error_t jerr;
+    json_t *j;
+
+    if (!req->body || req->body_len == 0) {
+        snprintf(errstr, n, "the body of the request was empty");
+        return NULL;
+    }
+    if (yaml)
+        return ks_yaml_parse(req->body, req->body_len, errstr, n);
+    j = json_loadb(req->body, req->body_len, 0, &jerr);
+    if (!j)
+        snprintf(errstr, n, "couldn't get version/kind; json parse error: %s", jerr.text);
+    return j;
+}
+
+/* ---- defaulting and validation ---- */
+
+static void default_podspec(json_t *spec)
+{
+    json_t *ct;
+    size_t i;
+
+    if (!json_is_object(spec))
+        return;
+#define DEF(obj, key, val)                                                                         \
+    do {                                                                                           \
+        if (!json_object_get(obj, key))                                                            \
+            json_object_set_new(obj, key, val);                                                    \
+    } while (0)
+    DEF(spec, "restartPolicy", json_string("Always"));
+    DEF(spec, "terminationGracePeriodSeconds", json_integer(30));
+    DEF(spec, "dnsPolicy", json_string("ClusterFirst"));
+    DEF(spec, "securityContext", json_object());
+    DEF(spec, "schedulerName", json_string("default-scheduler"));
+    json_array_foreach(json_object_get(spec, "containers"), i, ct) {
+        const char *img = ks_jstr(ct, "image");
+        json_t *p;
+        size_t k;
+        if (!json_is_object(ct))
+            continue;
+        DEF(ct, "terminationMessagePath", json_string("/dev/termination-log"));
+        DEF(ct, "terminationMessagePolicy", json_string("File"));
+        DEF(ct, "resources", json_object());
+        if (img) {
+            const char *slash = strrchr(img, '/');
+            const char *colon = strrchr(slash ? slash : img, ':');
+            int latest = !strchr(img, '@') && (!colon || strcmp(colon, ":latest") == 0);
+            DEF(ct, "imagePullPolicy", json_string(latest ? "Always" : "IfNotPresent"));
+        }
+        json_array_foreach(json_object_get(ct, "ports"), k, p) {
+            if (json_is_object(p))
+                DEF(p, "protocol", json_string("TCP"));
+        }
+    }
+}
+
+static void api_default(ks_api_t *api, ks_kind_t kind, json_t *o)
+{
+    json_t *spec = json_object_get(o, "spec");
+
+    switch (kind) {
+    case KS_DEPLOYMENT: {
+        json_t *strategy;
+        if (!json_is_object(spec))
+            return;
+        DEF(spec, "replicas", json_integer(1));
+        DEF(spec, "strategy", json_object());
+        strategy = json_object_get(spec, "strategy");
+        DEF(strategy, "type", json_string("RollingUpdate"));
+        if (strcmp(ks_jstr(strategy, "type") ?: "", "RollingUpdate") == 0) {
+            DEF(strategy, "rollingUpdate", json_object());
+            DEF(json_object_get(strategy, "rollingUpdate"), "maxSurge", json_string("25%"));
+            DEF(json_object_get(strategy, "rollingUpdate"), "maxUnavailable", json_string("25%"));
+        }
+        DEF(spec, "revisionHistoryLimit", json_integer(10));
+        DEF(spec, "progressDeadlineSeconds", json_integer(600));
+        default_podspec(ks_jget(spec, "template.spec"));
+        break;
+    }
+    case KS_REPLICASET:
+        if (json_is_object(spec)) {
+            DEF(spec, "replicas", json_integer(1));
+            default_podspec(ks_jget(spec, "template.spec"));
+        }
+        break;
+    case KS_POD:
+        default_podspec(spec);
+        break;
+    case KS_SERVICE: {
+        json_t *p;
+        size_t i;
+        char ip[32];
+        if (!json_is_object(spec))
+            return;
+        DEF(spec, "type", json_string("ClusterIP"));
+        DEF(spec, "sessionAffinity", json_string("None"));
+        if (!json_object_get(spec, "clusterIP")) {
+            api->next_cluster_ip++;
+            snprintf(ip, sizeof(ip), "10.96.%u.%u", (api->next_cluster_ip / 250) % 250,
+                     api->next_cluster_ip % 250 + 2);
+            json_object_set_new(spec, "clusterIP", json_string(ip));
+        }
+        DEF(spec, "clusterIPs", json_pack("[O]", json_object_get(spec, "clusterIP")));
+        DEF(spec, "ipFamilies", json_pack("[s]", "IPv4"));
+        DEF(spec, "ipFamilyPolicy", json_string("SingleStack"));
+        DEF(spec, "internalTrafficPolicy", json_string("Cluster"));
+        json_array_foreach(json_object_get(spec, "ports"), i, p) {
+            if (!json_is_object(p))
+                continue;
+            DEF(p, "protocol", json_string("TCP"));
+            if (json_object_get(p, "port"))
+                DEF(p, "targetPort", json_deep_copy(json_object_get(p, "port")));
+        }
+        DEF(o, "status", json_pack("{s:{}}", "loadBalancer"));
+        break;
+    }
+    case KS_NAMESPACE:
+        DEF(o, "spec", json_pack("{s:[s]}", "finalizers", "kubernetes"));
+        DEF(o, "status", json_pack("{s:s}", "phase", "Active"));
+        ks_jset(o, "metadata.labels.kubernetes.io/metadata.name",
+                json_string(ks_jstr(o, "metadata.name") ?: ""));
+        break;
+    default:
+        break;
+    }
+#undef DEF
+}
+
+typedef struct verr {
+    json_t *causes;
+    rf_buf_t msg;
+} verr_t;
+
+static void verr_add(verr_t *v, const char *field, const char *reason, const char *detail)
+{
+    json_array_append_new(v->causes, json_pack("{s:s, s:s, s:s}", "reason", reason, "message",
+                                               detail, "field", field));
+    rf_buf_addf(&v->msg, "%s%s: %s", v->msg.len ? ", " : "", field, detail);
+}
+
+static int dns_label_ok(const char *s, int subdomain)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0 || n > (subdomain ? 253u : 63u))
+        return 0;
+    if (!isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-' ||
+              (subdomain && s[i] == '.')))
+            return 0;
+    return 1;
+}
+
+static void validate_podspec(verr_t *v, const json_t *spec, const char *prefix)
+{
+    json_t *cts = json_object_get(spec, "containers"), *ct;
+    char field[256];
+    size_t i;
+
+    if (!json_is_array(cts) || json_array_size(cts) == 0) {
+        snprintf(field, sizeof(field), "%s.containers", prefix);
+        verr_add(v, field, "FieldValueRequired", "Required value");
+        return;
+    }
+    json_array_foreach(cts, i, ct) {
+        if (!ks_jstr(ct, "name") || !*ks_jstr(ct, "name")) {
+            snprintf(field, sizeof(field), "%s.containers[%zu].name", prefix, i);
+            verr_add(v, field, "FieldValueRequired", "Required value");
+        }
+        if (!ks_jstr(ct, "image") || !*ks_jstr(ct, "image")) {
+            snprintf(field, sizeof(field), "%s.containers[%zu].image", prefix, i);
+            verr_add(v, field, "FieldValueRequired", "Required value");
+        }
+    }
+}
+
+/* Returns 0, or fills resp with 422 Invalid. */
+static int api_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_resp_t *resp)
+{
+    verr_t v;
+    const char *name = ks_jstr(o, "metadata.name");
+    int result = 0;
+
+    v.causes = json_array();
+    rf_buf_init(&v.msg, 0);
+    if (!dns_label_ok(name, kind != KS_SERVICE && kind != KS_NAMESPACE)) {
+        char d[600];
+        snprintf(d, sizeof(d),
+                 "Invalid value: \"%s\": a lowercase RFC 1123 %s must consist of lower case "
+                 "alphanumeric characters%s, and must start and end with an alphanumeric "
+                 "character",
+                 name ? name : "", kind == KS_SERVICE || kind == KS_NAMESPACE ? "label" : "subdomain",
+                 kind == KS_SERVICE || kind == KS_NAMESPACE ? " or '-'" : ", '-' or '.'");
+        verr_add(&v, "metadata.name", "FieldValueInvalid", d);
+    }
+    if (kind == KS_DEPLOYMENT || kind == KS_REPLICASET) {
+        json_t *sel = ks_jget(o, "spec.selector");
+        json_t *labels = ks_jget(o, "spec.template.metadata.labels");
+        int64_t replicas = ks_jint(o, "spec.replicas", 1);
+        if (!json_is_object(sel) ||
+            (json_object_size(json_object_get(sel, "matchLabels")) == 0 &&
+             json_array_size(json_object_get(sel, "matchExpressions")) == 0)) {
+            verr_add(&v, "spec.selector", "FieldValueRequired", "Required value");
+        } else {
+            ks_sel_t *s = ks_sel_from_json(sel, 1);
+            if (!ks_sel_match(s, labels)) {
+                char *lbl = json_dumps(labels ? labels : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+                char d[1024];
+                snprintf(d, sizeof(d), "Invalid value: %s: `selector` does not match template `labels`",
+                         lbl ? lbl : "{}");
+                verr_add(&v, "spec.template.metadata.labels", "FieldValueInvalid", d);
+                free(lbl);
+            }
+            ks_sel_destroy(s);
+            if (old && !json_equal(sel, ks_jget(old, "spec.selector")))
+                verr_add(&v, "spec.selector", "FieldValueInvalid", "Invalid value: field is immutable");
+        }
+        if (replicas < 0)
+            verr_add(&v, "spec.replicas", "FieldValueInvalid",
+                     "Invalid value: must be greater than or equal to 0");
+        validate_podspec(&v, ks_jget(o, "spec.template.spec"), "spec.template.spec");
+        if (kind == KS_DEPLOYMENT) {
+            json_t *ru = ks_jget(o, "spec.strategy.rollingUpdate");
+            const char *type = ks_jstr(o, "spec.strategy.type");
+            if (type && strcmp(type, "RollingUpdate") != 0 && strcmp(type, "Recreate") != 0)
+                verr_add(&v, "spec.strategy.type", "FieldValueNotSupported",
+                         "Unsupported value: supported values: \"Recreate\", \"RollingUpdate\"");
+            if (ru && ks_ctrl_scaled(json_object_get(ru, "maxSurge"), 100, 1, 0) == 0 &&
+                ks_ctrl_scaled(json_object_get(ru, "maxUnavailable"), 100, 0, 0) == 0)
+                verr_add(&v, "spec.strategy.rollingUpdate.maxUnavailable", "FieldValueInvalid",
+                         "Invalid value: may not be 0 when `maxSurge` is 0");
+            if (ks_jint(o, "spec.progressDeadlineSeconds", 600) <= ks_jint(o, "spec.minReadySeconds", 0))
+                verr_add(&v, "spec.progressDeadlineSeconds", "FieldValueInvalid",
+                         "Invalid value: must be greater than minReadySeconds");
+        }
+    } else if (kind == KS_POD) {
+        validate_podspec(&v, ks_jget(o, "spec"), "spec");
+    } else if (kind == KS_SERVICE) {
+        const char *type = ks_jstr(o, "spec.type");
+        if (json_array_size(ks_jget(o, "spec.ports")) == 0 &&
+            !(type && strcmp(type, "ExternalName") == 0) &&
+            !(ks_jstr(o, "spec.clusterIP") && strcmp(ks_jstr(o, "spec.clusterIP"), "None") == 0))
+            verr_add(&v, "spec.ports", "FieldValueRequired", "Required value");
+    }
+    if (json_array_size(v.causes) > 0) {
+        char msg[4096], group_kind[64];
+        if (*ks_kinds[kind].group)
+            snprintf(group_kind, sizeof(group_kind), "%s.%s", ks_kinds[kind].kind, ks_kinds[kind].group);
+        else
+            snprintf(group_kind, sizeof(group_kind), "%s", ks_kinds[kind].kind);
+        if (json_array_size(v.causes) == 1)
+            snprintf(msg, sizeof(msg), "%s \"%s\" is invalid: %s", group_kind, name ? name : "",
+                     rf_buf_str(&v.msg));
+        else
+            snprintf(msg, sizeof(msg), "%s \"%s\" is invalid: [%s]", group_kind, name ? name : "",
+                     rf_buf_str(&v.msg));
+        json_t *det = json_pack("{s:s, s:s, s:O}", "name", name ? name : "", "kind",
+                                ks_kinds[kind].kind, "causes", v.causes);
+        if (*ks_kinds[kind].group)
+            json_object_set_new(det, "group", json_string(ks_kinds[kind].group));
+        ks_api_status(resp, 422, "Invalid", msg, det);
+        result = -1;
+    }
+    json_decref(v.causes);
+    rf_buf_release(&v.msg);
+    return result;
+}
+
+/* ---- applies log ---- */
+
+static void applies_record(ks_api_t *api, const char *op, const char *manager, const json_t *o)
+{
+    char ts[64];
+    int64_t now = ks_now_ms();
+    json_t *images = json_array(), *ct;
+    size_t i;
+
+    ks_time_format(now, ts, sizeof(ts));
+    snprintf(ts + 19, sizeof(ts) - 19, ".%03dZ", (int)(now % 1000));
+    json_array_foreach(ks_jget(o, "spec.template.spec.containers"), i, ct) {
+        if (ks_jstr(ct, "image"))
+            json_array_append_new(images, json_string(ks_jstr(ct, "image")));
+    }
+    pthread_mutex_lock(&api->applies_lock);
+    json_array_append_new(
+        api->applies,
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "time", ts, "namespace",
+                  ks_jstr(o, "metadata.namespace") ?: "", "name", ks_jstr(o, "metadata.name") ?: "",
+                  "fieldManager", manager, "operation", op, "images", images, "generation",
+                  (json_int_t)ks_jint(o, "metadata.generation", 0), "resourceVersion",
+                  ks_jstr(o, "metadata.resourceVersion") ?: ""));
+    pthread_mutex_unlock(&api->applies_lock);
+}
+
+json_t *ks_api_applies(ks_api_t *api)
+{
+    json_t *out;
+
+    pthread_mutex_lock(&api->applies_lock);
+    out = json_deep_copy(api->applies);
+    pthread_mutex_unlock(&api->applies_lock);
+    return out;
+}
+
+/* ---- writes ---- */
+
+/* Equal but for the timestamps of managedFields entries, which alone make no write. */
+static int same_ignoring_times(const json_t *a, const json_t *b)
+{
+    json_t *x = json_deep_copy(a), *y = json_deep_copy(b), *e;
+    size_t i;
+    int eq;
+
+    json_array_foreach(ks_jget(x, "metadata.managedFields"), i, e) {
+        json_object_del(e, "time");
+    }
+    json_array_foreach(ks_jget(y, "metadata.managedFields"), i, e) {
+        json_object_del(e, "time");
+    }
+    json_object_del(json_object_get(x, "metadata"), "resourceVersion");
+    json_object_del(json_object_get(y, "metadata"), "resourceVersion");
+    eq = json_equal(x, y);
+    json_decref(x);
+    json_decref(y);
+    return eq;
+}
+
+/* Store lock held. Finishes a write of o (stolen) over old (NULL: create): defaults,
+ * validates, keeps what the server owns, stores. Returns the stored object (borrowed)
+ * or NULL with resp filled. */
+static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj_t *old,
+                                int status_write, const char *op, const char *manager,
+                                int dry_run, ks_resp_t *resp)
+{
+    json_t *meta;
+    const json_t *oldj = old ? old->json : NULL;
+    ks_obj_t *stored;
+
+    if (!json_is_object(o)) {
+        ks_api_status(resp, 400, "BadRequest", "the object is not a JSON object", NULL);
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "apiVersion", json_string(ks_kinds[kind].api_version));
+    json_object_set_new(o, "kind", json_string(ks_kinds[kind].kind));
+    meta = json_object_get(o, "metadata");
+    if (!json_is_object(meta)) {
+        meta = json_object();
+        json_object_set_new(o, "metadata", meta);
+    }
+    if (oldj) {
+        const char *want_rv = json_string_value(json_object_get(meta, "resourceVersion"));
+        char q_[64], msg[512];
+        if (want_rv && *want_rv && strcmp(want_rv, ks_jstr(oldj, "metadata.resourceVersion") ?: "") != 0) {
+            qualified(kind, q_, sizeof(q_));
+            snprintf(msg, sizeof(msg),
+                     "Operation cannot be fulfilled on %s \"%s\": the object has been modified; "
+                     "please apply your changes to the latest version and try again",
+                     q_, old->name);
+            ks_api_status(resp, 409, "Conflict", msg, details_for(kind, old->name));
+            json_decref(o);
+            return NULL;
+        }
+        json_object_set(meta, "uid", ks_jget(oldj, "metadata.uid"));
+        json_object_set(meta, "creationTimestamp", ks_jget(oldj, "metadata.creationTimestamp"));
+        if (ks_jget(oldj, "metadata.ownerReferences") && !json_object_get(meta, "ownerReferences"))
+            json_object_set(meta, "ownerReferences", ks_jget(oldj, "metadata.ownerReferences"));
+        if (status_write) {
+            json_t *st = json_incref(json_object_get(o, "status"));
+            json_t *copy = json_deep_copy(oldj);
+            if (st)
+                json_object_set_new(copy, "status", st);
+            json_decref(o);
+            o = copy;
+            meta = json_object_get(o, "metadata");
+        } else if (json_object_get(oldj, "status") && kind != KS_NAMESPACE) {
+            json_object_set(o, "status", json_object_get(oldj, "status"));
+        }
+    } else {
+        json_object_del(meta, "uid");
+        json_object_del(meta, "creationTimestamp");
+        json_object_del(meta, "resourceVersion");
+        json_object_del(o, "status");
+    }
+    json_object_del(meta, "resourceVersion");
+    json_object_del(meta, "selfLink");
+    if (ks_kinds[kind].namespaced && !json_object_get(meta, "namespace"))
+        json_object_set_new(meta, "namespace", json_string("default"));
+    api_default(api, kind, o);
+    if (api_validate(kind, o, oldj, resp) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    if (ks_kinds[kind].has_generation) {
+        int64_t gen = oldj ? ks_jint(oldj, "metadata.generation", 1) : 1;
+        if (oldj && !json_equal(json_object_get(o, "spec"), json_object_get(oldj, "spec")))
+            gen++;
+        json_object_set_new(meta, "generation", json_integer(gen));
+    }
+    if (!status_write && strcmp(op, "apply") != 0)
+        ks_apply_record_update(o, oldj, manager, ks_kinds[kind].api_version);
+    if (oldj && same_ignoring_times(o, oldj)) {
+        /* a no-op write keeps the resourceVersion, as the real server does */
+        json_decref(o);
+        return oldj;
+    }
+    if (dry_run) {
+        json_object_set(meta, "resourceVersion", ks_jget(oldj, "metadata.resourceVersion"));
+        respond_json(resp, oldj ? 200 : 201, o);
+        json_decref(o);
+        resp->status = oldj ? 200 : 201;
+        return NULL;
+    }
+    stored = ks_store_put(api->st, kind, o);
+    if (kind == KS_DEPLOYMENT && !status_write)
+        applies_record(api, op, manager, stored->json);
+    return stored->json;
+}
+
+static int namespace_exists(ks_api_t *api, const char *ns, ks_resp_t *resp)
+{
+    char msg[400];
+
+    if (!ns || ks_store_get(api->st, KS_NAMESPACE, "", ns))
+        return 1;
+    snprintf(msg, sizeof(msg), "namespaces \"%s\" not found", ns);
+    ks_api_status(resp, 404, "NotFound", msg,
+                  json_pack("{s:s, s:s}", "name", ns, "kind", "namespaces"));
+    return 0;
+}
+
+static void api_create(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
+{
+    char err[512], manager[128], name[300];
+    json_t *o = parse_body(req, req->content_type && strstr(req->content_type, "yaml"), err, sizeof(err));
+    const json_t *out;
+    const char *gen;
+
+    if (!o) {
+        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        return;
+    }
+    manager_of(req, manager, sizeof(manager));
+    if (!json_is_object(json_object_get(o, "metadata")))
+        json_object_set_new(o, "metadata", json_object());
+    if (r->ns)
+        ks_jset(o, "metadata.namespace", json_string(r->ns));
+    ks_store_lock(api->st);
+    if (!namespace_exists(api, r->ns, resp))
+        goto cleanup;
+    gen = ks_jstr(o, "metadata.generateName");
+    if (!ks_jstr(o, "metadata.name") && gen) {
+        static const char alphabet[] = "bcdfghjklmnpqrstvwxz2456789";
+        do {
+            unsigned v = (unsigned)(ks_now_ms() ^ (api->st->rv * 2654435761u));
+            snprintf(name, sizeof(name), "%s", gen);
+            size_t l = strlen(name);
+            for (int i = 0; i < 5 && l + 1 < sizeof(name); i++, l++) {
+                name[l] = alphabet[v % 27];
+                v = v / 27 + 7919u * (unsigned)i;
+                name[l + 1] = '\0';
+            }
+            api->st->rv++;
+        } while (ks_store_get(api->st, r->kind, r->ns ? r->ns : "", name));
+        ks_jset(o, "metadata.name", json_string(name));
+    }
+    if (ks_jstr(o, "metadata.name") &&
+        ks_store_get(api->st, r->kind, r->ns ? r->ns : "", ks_jstr(o, "metadata.name"))) {
+        char q_[64], msg[512];
+        qualified(r->kind, q_, sizeof(q_));
+        snprintf(msg, sizeof(msg), "%s \"%s\" already exists", q_, ks_jstr(o, "metadata.name"));
+        ks_api_status(resp, 409, "AlreadyExists", msg, details_for(r->kind, ks_jstr(o, "metadata.name")));
+        goto cleanup;
+    }
+    out = api_commit(api, r->kind, o, NULL, 0, "create", manager, q(req, "dryRun") != NULL, resp);
+    o = NULL;
+    if (out)
+        respond_json(resp, 201, out);
+cleanup:
+    ks_store_unlock(api->st);
+    json_decref(o);
+}
+
+static json_t *scale_of(ks_kind_t kind, const json_t *o)
+{
+    char *sel = ks_sel_string(ks_jget(o, "spec.selector"));
+    json_t *s = json_pack("{s:s, s:s, s:{s:O, s:O, s:O, s:O, s:O}, s:{s:I}, s:{s:I, s:s}}", "kind",
+                          "Scale", "apiVersion", "autoscaling/v1", "metadata", "name",
+                          ks_jget(o, "metadata.name"), "namespace", ks_jget(o, "metadata.namespace"),
+                          "uid", ks_jget(o, "metadata.uid"), "resourceVersion",
+                          ks_jget(o, "metadata.resourceVersion"), "creationTimestamp",
+                          ks_jget(o, "metadata.creationTimestamp"), "spec", "replicas",
+                          (json_int_t)ks_jint(o, "spec.replicas", 1), "status", "replicas",
+                          (json_int_t)ks_jint(o, "status.replicas", 0), "selector", sel ? sel : "");
+    (void)kind;
+    free(sel);
+    return s;
+}
+
+/* PUT and PATCH of an object or its status / scale subresource; PATCH with
+ * application/apply-patch+yaml may create. */
+static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
+{
+    const char *ct = req->content_type ? req->content_type : "application/json";
+    int is_patch = strcmp(req->method, "PATCH") == 0;
+    int is_apply = is_patch && strstr(ct, "apply-patch") != NULL;
+    int status_write = r->sub && strcmp(r->sub, "status") == 0;
+    int scale = r->sub && strcmp(r->sub, "scale") == 0;
+    char err[4096], manager[128];
+    json_t *body, *o = NULL, *base = NULL, *conflicts = NULL;
+    ks_obj_t *old;
+    const json_t *out;
+
+    if (r->sub && !status_write && !(scale && (r->kind == KS_DEPLOYMENT || r->kind == KS_REPLICASET))) {
+        ks_api_status(resp, 404, "NotFound", "the server could not find the requested resource", NULL);
+        return;
+    }
+    if (is_patch && !is_apply && !strstr(ct, "merge-patch") && !strstr(ct, "json-patch")) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml");
+        ks_api_status(resp, 415, "UnsupportedMediaType", msg, NULL);
+        return;
+    }
+    body = parse_body(req, is_apply || strstr(ct, "yaml") != NULL, err, sizeof(err));
+    if (!body) {
+        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        return;
+    }
+    if (is_apply && !(q(req, "fieldManager") && *q(req, "fieldManager"))) {
+        ks_api_status(resp, 422, "Invalid",
+                      "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is "
+                      "required for apply patch",
+                      json_pack("{s:s, s:s, s:[{s:s, s:s, s:s}]}", "group", "meta.k8s.io", "kind",
+                                "PatchOptions", "causes", "reason", "FieldValueRequired",
+                                "message", "Required value: is required for apply patch", "field",
+                                "fieldManager"));
+        json_decref(body);
+        return;
+    }
+    manager_of(req, manager, sizeof(manager));
+    ks_store_lock(api->st);
+    if (!namespace_exists(api, r->ns, resp))
+        goto cleanup;
+    old = ks_store_get(api->st, r->kind, r->ns ? r->ns : "", r->name);
+    if (!old && !(is_apply && !r->sub)) {
+        status_not_found(resp, r->kind, r->name);
+        goto cleanup;
+    }
+    if (scale) {
+        json_t *cur = scale_of(r->kind, old->json), *ns;
+        if (!is_patch)
+            ns = json_incref(body);
+        else if (strstr(ct, "json-patch"))
+            ns = ks_json_patch(cur, body, err, sizeof(err));
+        else
+            ns = ks_merge_patch(cur, body, 0);
+        json_decref(cur);
+        if (!ns || !json_is_integer(ks_jget(ns, "spec.replicas"))) {
+            json_decref(ns);
+            ks_api_status(resp, 422, "Invalid", "Scale.autoscaling \"\" is invalid: spec.replicas: Required value", NULL);
+            goto cleanup;
+        }
+        o = json_deep_copy(old->json);
+        ks_jset(o, "spec.replicas", json_incref(ks_jget(ns, "spec.replicas")));
+        json_decref(ns);
+        out = api_commit(api, r->kind, o, old, 0, "scale", manager, q(req, "dryRun") != NULL, resp);
+        o = NULL;
+        if (out) {
+            json_t *s = scale_of(r->kind, out);
+            respond_json(resp, 200, s);
+            json_decref(s);
+        }
+        goto cleanup;
+    }
+    if (is_apply) {
+        const char *bn = ks_jstr(body, "metadata.name");
+        const char *bk = ks_jstr(body, "kind");
+        if (!bn || strcmp(bn, r->name) != 0 || (bk && strcmp(bk, ks_kinds[r->kind].kind) != 0)) {
+            char msg[600];
+            snprintf(msg, sizeof(msg), "the name of the object (%s) does not match the name on the URL (%s)",
+                     bn ? bn : "", r->name);
+            ks_api_status(resp, 400, "BadRequest", msg, NULL);
+            goto cleanup;
+        }
+        if (r->ns)
+            ks_jset(body, "metadata.namespace", json_string(r->ns));
+        o = ks_apply(old ? old->json : NULL, body, manager, ks_kinds[r->kind].api_version,
+                     q_true(req, "force"), &conflicts, err, sizeof(err));
+        if (!o) {
+            json_t *causes = json_array(), *c;
+            size_t i;
+            json_array_foreach(conflicts, i, c) {
+                char m[300];
+                snprintf(m, sizeof(m), "conflict with \"%s\"", ks_jstr(c, "manager") ?: "");
+                json_array_append_new(causes, json_pack("{s:s, s:s, s:O}", "reason", "FieldManagerConflict",
+                                                        "message", m, "field", json_object_get(c, "field")));
+            }
+            json_t *det = details_for(r->kind, r->name);
+            json_object_set_new(det, "causes", causes);
+            ks_api_status(resp, 409, "Conflict", err, det);
+            goto cleanup;
+        }
+        json_object_del(json_object_get(o, "metadata"), "resourceVersion");
+    } else if (!is_patch) {
+        o = json_incref(body);
+    } else {
+        base = json_deep_copy(old->json);
+        if (strstr(ct, "json-patch"))
+            o = ks_json_patch(base, body, err, sizeof(err));
+        else
+            o = ks_merge_patch(base, body, strstr(ct, "strategic") != NULL);
+        if (!o) {
+            ks_api_status(resp, 422, "Invalid", err, NULL);
+            goto cleanup;
+        }
+        /* a patch carries a resourceVersion only as a precondition */
+        if (!json_object_get(json_object_get(body, "metadata"), "resourceVersion"))
+            json_object_del(json_object_get(o, "metadata"), "resourceVersion");
+    }
+    if (r->ns)
+        ks_jset(o, "metadata.namespace", json_string(r->ns));
+    ks_jset(o, "metadata.name", json_string(r->name));
+    out = api_commit(api, r->kind, o, old, status_write, is_apply ? "apply" : (is_patch ? "patch" : "update"),
+                     manager, q(req, "dryRun") != NULL, resp);
+    o = NULL;
+    if (out)
+        respond_json(resp, old ? 200 : 201, out);
+cleanup:
+    ks_store_unlock(api->st);
+    json_decref(body);
+    json_decref(o);
+    json_decref(base);
+    json_decref(conflicts);
+}
+
+static void delete_tree(ks_api_t *api, ks_obj_t *o, int orphan)
+{
+    if (orphan) {
+        while (o->nkids > 0) {
+            ks_obj_t *k = o->kids[0];
+            json_t *copy = json_deep_copy(k->json);
+            json_object_del(json_object_get(copy, "metadata"), "ownerReferences");
+            ks_store_put(api->st, k->kind, copy);
+            o->kids[0] = o->kids[--o->nkids];
+            k->owner = NULL;
+        }
+    }
+    ks_store_delete(api->st, o);
+}
+
+static void delete_cascade(ks_api_t *api, ks_obj_t *o)
+{
+    ks_obj_t **kids = malloc((o->nkids + 1) * sizeof(*kids));
+    size_t n = o->nkids;
+
+    memcpy(kids, o->kids, n * sizeof(*kids));
+    ks_store_delete(api->st, o);
+    for (size_t i = 0; i < n; i++)
+        delete_cascade(api, kids[i]);
+    free(kids);
+}
+
+static void api_delete(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
+{
+    ks_obj_t *o;
+    char manager[128];
+    const char *policy = q(req, "propagationPolicy");
+    json_t *body_opts = NULL;
+
+    if (req->body_len)
+        body_opts = json_loadb(req->body, req->body_len, 0, NULL);
+    if (!policy)
+        policy = json_string_value(json_object_get(body_opts, "propagationPolicy"));
+    manager_of(req, manager, sizeof(manager));
+    ks_store_lock(api->st);
+    o = ks_store_get(api->st, r->kind, r->ns ? r->ns : "", r->name);
+    if (!o) {
+        status_not_found(resp, r->kind, r->name);
+        goto cleanup;
+    }
+    if (r->kind == KS_POD) {
+        json_t *copy = json_deep_copy(o->json);
+        char ts[32];
+        ks_time_format(ks_now_ms(), ts, sizeof(ts));
+        ks_jset(copy, "metadata.deletionTimestamp", json_string(ts));
+        ks_jset(copy, "metadata.deletionGracePeriodSeconds", json_integer(0));
+        respond_json(resp, 200, copy);
+        json_decref(copy);
+    } else {
+        json_t *st = json_pack("{s:s, s:s, s:{}, s:s, s:o}", "kind", "Status", "apiVersion", "v1",
+                               "metadata", "status", "Success", "details",
+                               details_for(r->kind, r->name));
+        json_object_set(json_object_get(st, "details"), "uid", ks_jget(o->json, "metadata.uid"));
+        respond_json(resp, 200, st);
+        json_decref(st);
+    }
+    if (q(req, "dryRun"))
+        goto cleanup;
+    if (r->kind == KS_DEPLOYMENT)
+        applies_record(api, "delete", manager, o->json);
+    if (r->kind == KS_NAMESPACE) {
+        for (int k = 0; k < KS_KIND_COUNT; k++) {
+            size_t n;
+            ks_obj_t **all;
+            if (!ks_kinds[k].namespaced)
+                continue;
+            all = ks_store_list(api->st, (ks_kind_t)k, o->name, &n);
+            for (size_t i = 0; i < n; i++) {
+                if (all[i]->owner)
+                    all[i]->owner = NULL;
+            }
+            for (size_t i = 0; i < n; i++) {
+                all[i]->nkids = 0;
+                ks_store_delete(api->st, all[i]);
+            }
+            free(all);
+        }
+        ks_store_delete(api->st, o);
+    } else if (policy && strcmp(policy, "Orphan") == 0) {
+        delete_tree(api, o, 1);
+    } else {
+        delete_cascade(api, o);
+    }
+cleanup:
+    ks_store_unlock(api->st);
+    json_decref(body_opts);
+}
+
+/* ---- reads ---- */
+
+static void api_get(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
+{
+    ks_obj_t *o;
+    json_t *j;
+
+    ks_store_lock(api->st);
+    o = ks_store_get(api->st, r->kind, r->ns ? r->ns : "", r->name);
+    if (!o) {
+        status_not_found(resp, r->kind, r->name);
+        ks_store_unlock(api->st);
+        return;
+    }
+    j = json_incref(o->json);
+    ks_store_unlock(api->st);
+    if (r->sub && strcmp(r->sub, "scale") == 0) {
+        json_t *s = scale_of(r->kind, j);
+        respond_json(resp, 200, s);
+        json_decref(s);
+    } else if (wants_table(req)) {
+        json_t *t = json_pack("{s:s, s:s, s:{s:O}, s:o, s:[o]}", "kind", "Table", "apiVersion",
+                              "meta.k8s.io/v1", "metadata", "resourceVersion",
+                              ks_jget(j, "metadata.resourceVersion"), "columnDefinitions",
+                              ks_print_columns(r->kind), "rows",
+                              ks_print_row(r->kind, j, q(req, "includeObject"), ks_now_ms()));
+        respond_json(resp, 200, t);
+        json_decref(t);
+    } else {
+        respond_json(resp, 200, j);
+    }
+    json_decref(j);
+}
+
+static void api_logs(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
+{
+    ks_obj_t *o;
+    json_t *lines, *cts;
+    const char *container = q(req, "container"), *tail = q(req, "tailLines");
+    char err[512];
+    size_t n, start = 0;
+
+    ks_store_lock(api->st);
+    o = ks_store_get(api->st, KS_POD, r->ns, r->name);
+    if (!o) {
+        status_not_found(resp, KS_POD, r->name);
+        ks_store_unlock(api->st);
+        return;
+    }
+    cts = ks_jget(o->json, "spec.containers");
+    if (!container && json_array_size(cts) > 1) {
+        rf_buf_t names = RF_BUF_INIT;
+        json_t *ct;
+        size_t i;
+        json_array_foreach(cts, i, ct) {
+            rf_buf_addf(&names, "%s%s", i ? " " : "", ks_jstr(ct, "name") ?: "");
+        }
+        snprintf(err, sizeof(err), "a container name must be specified for pod %s, choose one of: [%s]",
+                 r->name, rf_buf_str(&names));
+        rf_buf_release(&names);
+        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        ks_store_unlock(api->st);
+        return;
+    }
+    lines = ks_ctrl_pod_logs(api->ctrl, o, container, q_true(req, "previous"), err, sizeof(err));
+    ks_store_unlock(api->st);
+    if (!lines) {
+        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        return;
+    }
+    n = json_array_size(lines);
+    if (tail) {
+        long t = strtol(tail, NULL, 10);
+        if (t >= 0 && (size_t)t < n)
+            start = n - (size_t)t;
+    }
+    for (size_t i = start; i < n; i++)
+        rf_buf_addf(&resp->body, "%s\n", json_string_value(json_array_get(lines, i)));
+    json_decref(lines);
+    resp->status = 200;
+    resp->content_type = "text/plain";
+}
+
+static int obj_matches(const ks_watch_t *w, const json_t *o)
+{
+    if (w->ns && *w->ns && strcmp(ks_jstr(o, "metadata.namespace") ?: "", w->ns) != 0)
+        return 0;
+    return ks_sel_match(w->labels, ks_jget(o, "metadata.labels")) &&
+           ks_sel_match_fields(w->fields, o);
+}
+
+static int selectors_parse(const ks_req_t *req, ks_sel_t **labels, ks_sel_t **fields,
+                           ks_resp_t *resp)
+{
+    char err[512];
+
+    *labels = ks_sel_parse(q(req, "labelSelector"), err, sizeof(err));
+    if (!*labels) {
+        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        return -1;
+    }
+    *fields = ks_sel_parse_fields(q(req, "fieldSelector"), err, sizeof(err));
+    if (!*fields) {
+        ks_sel_destroy(*labels);
+        *labels = NULL;
+        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static void api_list(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
+{
+    ks_watch_t filter;
+    ks_obj_t **all;
+    json_t **objs, *out, *items;
+    size_t n, k = 0;
+    char rv[32];
+    int table = wants_table(req);
+
+    memset(&filter, 0, sizeof(filter));
+    filter.ns = (char *)r->ns;
+    if (selectors_parse(req, &filter.labels, &filter.fields, resp) != 0)
+        return;
+    ks_store_lock(api->st);
+    all = ks_store_list(api->st, r->kind, r->ns, &n);
+    objs = malloc((n + 1) * sizeof(*objs));
+    for (size_t i = 0; i < n; i++)
+        if (obj_matches(&filter, all[i]->json))
+            objs[k++] = json_incref(all[i]->json);
+    snprintf(rv, sizeof(rv), "%llu", (unsigned long long)api->st->rv);
+    ks_store_unlock(api->st);
+    free(all);
+    if (table) {
+        int64_t now = ks_now_ms();
+        items = json_array();
+        for (size_t i = 0; i < k; i++)
+            json_array_append_new(items, ks_print_row(r->kind, objs[i], q(req, "includeObject"), now));
+        out = json_pack("{s:s, s:s, s:{s:s}, s:o, s:o}", "kind", "Table", "apiVersion",
+                        "meta.k8s.io/v1", "metadata", "resourceVersion", rv, "columnDefinitions",
+                        ks_print_columns(r->kind), "rows", items);
+    } else {
+        items = json_array();
+        for (size_t i = 0; i < k; i++)
+            json_array_append(items, objs[i]);
+        out = json_pack("{s:s, s:s, s:{s:s}, s:o}", "kind", ks_kinds[r->kind].list_kind,
+                        "apiVersion", ks_kinds[r->kind].api_version, "metadata", "resourceVersion",
+                        rv, "items", items);
+    }
+    for (size_t i = 0; i < k; i++)
+        json_decref(objs[i]);
+    free(objs);
+    respond_json(resp, 200, out);
+    json_decref(out);
+    ks_sel_destroy(filter.labels);
+    ks_sel_destroy(filter.fields);
+}
+
+/* ---- watch ---- */
+
+static void watch_emit(ks_watch_t *w, const char *type, const json_t *obj)
+{
+    json_t *ev, *o;
+    char *txt;
+
+    if (w->table) {
+        char rv[32];
+        snprintf(rv, sizeof(rv), "%s", ks_jstr(obj, "metadata.resourceVersion") ?: "");
+        o = json_pack("{s:s, s:s, s:{s:s}, s:o, s:[o]}", "kind", "Table", "apiVersion",
+                      "meta.k8s.io/v1", "metadata", "resourceVersion", rv, "columnDefinitions",
+                      w->sent_columns ? json_array() : ks_print_columns(w->kind), "rows",
+                      ks_print_row(w->kind, obj, w->include_object, ks_now_ms()));
+        w->sent_columns = 1;
+        ev = json_pack("{s:s, s:o}", "type", type, "object", o);
+    } else {
+        ev = json_pack("{s:s, s:O}", "type", type, "object", obj);
+    }
+    txt = json_dumps(ev, JSON_COMPACT);
+    rf_buf_adds(&w->pending, txt ? txt : "{}");
+    rf_buf_addc(&w->pending, '\n');
+    free(txt);
+    json_decref(ev);
+}
+
+static void watch_expired(ks_watch_t *w, uint64_t rv, uint64_t oldest)
+{
+    char msg[128];
+    json_t *st;
+
+    snprintf(msg, sizeof(msg), "too old resource version: %llu (%llu)", (unsigned long long)rv,
+             (unsigned long long)oldest);
+    st = json_pack("{s:s, s:s, s:{}, s:s, s:s, s:s, s:i}", "kind", "Status", "apiVersion", "v1",
+                   "metadata", "status", "Failure", "message", msg, "reason", "Expired", "code",
+                   410);
+    watch_emit(w, "ERROR", st);
+    json_decref(st);
+    w->ended = 1;
+}
+
+/* Store lock held: moves the ring's events after last_rv into pending. */
+static void watch_collect(ks_watch_t *w)
+{
+    ks_store_t *st = w->api->st;
+    int expired;
+    size_t i = ks_store_ring_seek(st, w->kind, w->last_rv, &expired);
+    const ks_event_t *e;
+
+    if (expired) {
+        const ks_event_t *first = ks_store_ring_at(st, w->kind, 0);
+        watch_expired(w, w->last_rv, first ? first->rv - 1 : st->rv);
+        return;
+    }
+    while ((e = ks_store_ring_at(st, w->kind, i++)) != NULL && w->pending.len < WATCH_PENDING_MAX) {
+        int now_in = obj_matches(w, e->obj);
+        int was_in = e->prev ? obj_matches(w, e->prev) : 0;
+        w->last_rv = e->rv;
+        if (e->type == KS_EV_DELETED) {
+            if (was_in || now_in) {
+                if (w->table)
+                    watch_emit(w, "DELETED", e->obj);
+                else
+                    rf_buf_add(&w->pending, e->line, e->line_len);
+            }
+        } else if (now_in) {
+            const char *type = e->type == KS_EV_ADDED || !was_in ? "ADDED" : "MODIFIED";
+            if (!w->table && ((e->type == KS_EV_ADDED) == (type[0] == 'A')))
+                rf_buf_add(&w->pending, e->line, e->line_len);
+            else
+                watch_emit(w, type, e->obj);
+        } else if (was_in) {
+            watch_emit(w, "DELETED", e->obj);
+        }
+    }
+}
+
+static void watch_bookmark(ks_watch_t *w, int initial_end)
+{
+    char rv[32];
+    json_t *o;
+
+    snprintf(rv, sizeof(rv), "%llu", (unsigned long long)w->last_rv);
+    o = json_pack("{s:s, s:s, s:{s:s, s:n}}", "kind", ks_kinds[w->kind].kind, "apiVersion",
+                  ks_kinds[w->kind].api_version, "metadata", "resourceVersion", rv,
+                  "creationTimestamp");
+    if (initial_end)
+        ks_jset(o, "metadata.annotations", json_pack("{s:s}", "k8s.io/initial-events-end", "true"));
+    {
+        int table = w->table;
+        w->table = 0;
+        watch_emit(w, "BOOKMARK", o);
+        w->table = table;
+    }
+    json_decref(o);
+}
+
+static void api_watch(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
+{
+    ks_watch_t *w = calloc(1, sizeof(*w));
+    const char *rv = q(req, "resourceVersion"), *timeout = q(req, "timeoutSeconds");
+    int initial = !rv || !*rv || strcmp(rv, "0") == 0 || q_true(req, "sendInitialEvents");
+    int64_t tmo = timeout ? strtoll(timeout, NULL, 10) : 1800 + (ks_now_ms() % 1800);
+
+    w->api = api;
+    w->kind = r->kind;
+    w->ns = r->ns ? strdup(r->ns) : NULL;
+    w->table = wants_table(req);
+    w->bookmarks = q_true(req, "allowWatchBookmarks");
+    w->include_object = q(req, "includeObject") ? strdup(q(req, "includeObject")) : NULL;
+    w->deadline_ms = ks_now_ms() + (tmo > 0 ? tmo : 1800) * 1000;
+    w->next_bookmark_ms = ks_now_ms() + WATCH_BOOKMARK_MS;
+    rf_buf_init(&w->pending, 0);
+    if (selectors_parse(req, &w->labels, &w->fields, resp) != 0) {
+        ks_watch_destroy(w);
+        return;
+    }
+    ks_store_lock(api->st);
+    if (initial) {
+        size_t n;
+        ks_obj_t **all = ks_store_list(api->st, r->kind, r->ns, &n);
+        for (size_t i = 0; i < n; i++)
+            if (obj_matches(w, all[i]->json))
+                watch_emit(w, "ADDED", all[i]->json);
+        free(all);
+        w->last_rv = api->st->rv;
+        if (q_true(req, "sendInitialEvents") && w->bookmarks)
+            watch_bookmark(w, 1);
+    } else {
+        char *end;
+        w->last_rv = strtoull(rv, &end, 10);
+        if (*end) {
+            ks_store_unlock(api->st);
+            ks_api_status(resp, 400, "BadRequest", "invalid resource version", NULL);
+            ks_watch_destroy(w);
+            return;
+        }
+        watch_collect(w);
+    }
+    ks_store_unlock(api->st);
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->watch = w;
+}
+
+ssize_t ks_watch_read(ks_watch_t *w, char *buf, size_t max)
+{
+    ks_store_t *st = w->api->st;
+
+    for (;;) {
+        if (w->pending_off < w->pending.len) {
+            size_t n = w->pending.len - w->pending_off;
+            if (n > max)
+                n = max;
+            memcpy(buf, w->pending.data + w->pending_off, n);
+            w->pending_off += n;
+            if (w->pending_off == w->pending.len) {
+                rf_buf_reset(&w->pending);
+                w->pending_off = 0;
+            }
+            return (ssize_t)n;
+        }
+        if (w->ended)
+            return -1;
+        ks_store_lock(st);
+        for (;;) {
+            int64_t now = ks_now_ms(), until;
+            if (st->stopping || now >= w->deadline_ms) {
+                w->ended = 1;
+                break;
+            }
+            watch_collect(w);
+            if (w->pending.len || w->ended)
+                break;
+            if (w->bookmarks && now >= w->next_bookmark_ms) {
+                watch_bookmark(w, 0);
+                w->next_bookmark_ms = now + WATCH_BOOKMARK_MS;
+                break;
+            }
+            until = w->deadline_ms;
+            if (w->bookmarks && w->next_bookmark_ms < until)
+                until = w->next_bookmark_ms;
+            ks_store_wait(st, until);
+        }
+        ks_store_unlock(st);
+    }
+}
+
+void ks_watch_destroy(ks_watch_t *w)
+{
+    if (!w)
+        return;
+    free(w->ns);
+    free(w->include_object);
+    ks_sel_destroy(w->labels);
+    ks_sel_destroy(w->fields);
+    rf_buf_release(&w->pending);
+    free(w);
+}
+
+/* ---- entry ---- */
+
+void ks_api_handle(ks_api_t *api, const ks_req_t *req, ks_resp_t *resp)
+{
+    route_t r;
+    const char *m = req->method;
+
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->watch = NULL;
+    if (req->body_len > API_BODY_MAX) {
+        ks_api_status(resp, 413, "RequestEntityTooLarge", "the request body is too large", NULL);
+        return;
+    }
+    if (strcmp(m, "GET") == 0 && api_discovery(api, req->path, resp))
+        return;
+    if (api_route(req->path, &r) != 0) {
+        if (strncmp(req->path, "/api", 4) == 0 && strncmp(req->path, "/apis/", 6) != 0)
+            ks_api_status(resp, 404, "NotFound", "the server could not find the requested resource",
+                          json_object());
+        else {
+            rf_buf_adds(&resp->body, "404 page not found\n");
+            resp->status = 404;
+            resp->content_type = "text/plain; charset=utf-8";
+        }
+        return;
+    }
+    if (!r.name && strcmp(m, "GET") == 0) {
+        if (q_true(req, "watch"))
+            api_watch(api, req, &r, resp);
+        else
+            api_list(api, req, &r, resp);
+    } else if (!r.name && strcmp(m, "POST") == 0) {
+        api_create(api, req, &r, resp);
+    } else if (r.name && strcmp(m, "GET") == 0 && r.sub && strcmp(r.sub, "log") == 0 &&
+               r.kind == KS_POD) {
+        api_logs(api, req, &r, resp);
+    } else if (r.name && strcmp(m, "GET") == 0 &&
+               (!r.sub || strcmp(r.sub, "status") == 0 ||
+                (strcmp(r.sub, "scale") == 0 && (r.kind == KS_DEPLOYMENT || r.kind == KS_REPLICASET)))) {
+        api_get(api, req, &r, resp);
+    } else if (r.name && (strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0)) {
+        api_update(api, req, &r, resp);
+    } else if (r.name && !r.sub && strcmp(m, "DELETE") == 0) {
+        api_delete(api, req, &r, resp);
+    } else {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the server does not allow this method on the requested resource");
+        ks_api_status(resp, r.sub ? 404 : 405, r.sub ? "NotFound" : "MethodNotAllowed", msg, NULL);
+    }
+    free(r.name);
+    free(r.sub);
+}
+
+/* ---- lifecycle ---- */
+
+ks_api_t *ks_api_new(ks_store_t *st, ks_ctrl_t *ctrl)
+{
+    ks_api_t *api = calloc(1, sizeof(*api));
+    static const char *const namespaces[] = {"default", "kube-system", "kube-public",
+                                             "kube-node-lease", NULL};
+
+    if (!api)
+        return NULL;
+    api->st = st;
+    api->ctrl = ctrl;
+    api->applies = json_array();
+    pthread_mutex_init(&api->applies_lock, NULL);
+    snprintf(api->address, sizeof(api->address), "127.0.0.1:0");
+    ks_store_lock(st);
+    for (int i = 0; namespaces[i]; i++) {
+        json_t *ns = json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind", "Namespace",
+                               "metadata", "name", namespaces[i]);
+        api_default(api, KS_NAMESPACE, ns);
+        ks_store_put(st, KS_NAMESPACE, ns);
+    }
+    {
+        json_t *svc = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}}, s:{s:s, s:[{s:s, s:i, s:s, s:i}]}}",
+                                "apiVersion", "v1", "kind", "Service", "metadata", "name",
+                                "kubernetes", "namespace", "default", "labels", "component",
+                                "apiserver", "provider", "kubernetes", "spec", "clusterIP",
+                                "10.96.0.1", "ports", "name", "https", "port", 443, "protocol",
+                                "TCP", "targetPort", 6443);
+        api_default(api, KS_SERVICE, svc);
+        ks_store_put(st, KS_SERVICE, svc);
+    }
+    ks_store_unlock(st);
+    return api;
+}
+
+void ks_api_set_address(ks_api_t *api, const char *host_port)
+{
+    snprintf(api->address, sizeof(api->address), "%s", host_port);
+}
+
+void ks_api_destroy(ks_api_t *api)
+{
+    if (!api)
+        return;
+    json_decref(api->applies);
+    pthread_mutex_destroy(&api->applies_lock);
+    free(api);
+}

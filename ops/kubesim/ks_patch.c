@@ -1,0 +1,785 @@
+/* Request bodies and patches: YAML to JSON, merge patch, JSON patch, and server-side apply with field ownership. */
+#include "ks_patch.h"
+#include "ks_store.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+/* ---- YAML ---- */
+
+static int yaml_word(const char *s, const char *const *words)
+{
+    for (int i = 0; words[i]; i++)
+        if (strcmp(s, words[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static json_t *yaml_scalar(const yaml_node_t *node)
+{
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
+    static const char *const trues[] = {"true", "True", "TRUE", "y", "Y", "yes", "Yes", "YES",
+                                        "on", "On", "ON", NULL};
+    static const char *const falses[] = {"false", "False", "FALSE", "n", "N", "no", "No", "NO",
+                                         "off", "Off", "OFF", NULL};
+    const char *s = (const char *)node->data.scalar.value;
+    char *end;
+
+    if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return json_stringn(s, node->data.scalar.length);
+    if (yaml_word(s, nulls))
+        return json_null();
+    if (yaml_word(s, trues))
+        return json_true();
+    if (yaml_word(s, falses))
+        return json_false();
+    if (*s) {
+        errno = 0;
+        long long v = strtoll(s, &end, 0);
+        if (*end == '\0' && errno == 0 && (s[0] != '0' || s[1] == '\0' || s[1] == 'x'))
+            return json_integer(v);
+        if (strcmp(s, ".inf") != 0 && strcmp(s, ".nan") != 0 && strspn(s, "+-0123456789.eE") ==
+                                                                     strlen(s)) {
+            double d = strtod(s, &end);
+            if (*end == '\0' && isfinite(d))
+                return json_real(d);
+        }
+    }
+    return json_stringn(s, node->data.scalar.length);
+}
+
+static json_t *yaml_node_json(yaml_document_t *doc, yaml_node_t *node, int depth)
+{
+    json_t *out = NULL;
+
+    if (!node || depth > 64)
+        return NULL;
+    switch (node->type) {
+    case YAML_SCALAR_NODE:
+        out = yaml_scalar(node);
+        break;
+    case YAML_SEQUENCE_NODE:
+        out = json_array();
+        for (yaml_node_item_t *it = node->data.sequence.items.start;
+             it < node->data.sequence.items.top; it++) {
+            json_t *v = yaml_node_json(doc, yaml_document_get_node(doc, *it), depth + 1);
+            if (!v) {
+                json_decref(out);
+                return NULL;
+            }
+            json_array_append_new(out, v);
+        }
+        break;
+    case YAML_MAPPING_NODE:
+        out = json_object();
+        for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
+             p < node->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key);
+            json_t *v;
+            if (!k || k->type != YAML_SCALAR_NODE) {
+                json_decref(out);
+                return NULL;
+            }
+            v = yaml_node_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
+            if (!v) {
+                json_decref(out);
+                return NULL;
+            }
+            json_object_setn_new(out, (const char *)k->data.scalar.value, k->data.scalar.length,
+                                 v);
+        }
+        break;
+    default:
+        break;
+    }
+    return out;
+}
+
+json_t *ks_yaml_parse(const char *data, size_t len, char *errstr, size_t errstr_size)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    json_t *out = NULL;
+
+    if (!yaml_parser_initialize(&parser)) {
+        snprintf(errstr, errstr_size, "cannot initialise the yaml parser");
+        return NULL;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        snprintf(errstr, errstr_size, "error converting YAML to JSON: yaml: line %zu: %s",
+                 parser.problem_mark.line + 1, parser.problem ? parser.problem : "syntax error");
+        goto cleanup;
+    }
+    out = yaml_node_json(&doc, yaml_document_get_root_node(&doc), 0);
+    if (!out)
+        snprintf(errstr, errstr_size, "error converting YAML to JSON: empty or invalid document");
+    yaml_document_delete(&doc);
+cleanup:
+    yaml_parser_delete(&parser);
+    return out;
+}
+
+/* ---- merging ---- */
+
+/* The key that identifies the elements of a list of objects, NULL when it is atomic. */
+static const char *assoc_key(const json_t *arr)
+{
+    static const char *const keys[] = {"name", "containerPort", "port", "mountPath", NULL};
+    size_t i;
+    json_t *el;
+
+    if (!json_is_array(arr) || json_array_size(arr) == 0)
+        return NULL;
+    for (int k = 0; keys[k]; k++) {
+        int all = 1;
+        json_array_foreach(arr, i, el) {
+            json_t *kv = json_object_get(el, keys[k]);
+            if (!json_is_object(el) || !kv || json_is_object(kv) || json_is_array(kv)) {
+                all = 0;
+                break;
+            }
+        }
+        if (all)
+            return keys[k];
+    }
+    return NULL;
+}
+
+static json_t *assoc_find(const json_t *arr, const char *key, const json_t *val)
+{
+    size_t i;
+    json_t *el;
+
+    json_array_foreach(arr, i, el) {
+        if (json_equal(json_object_get(el, key), val))
+            return el;
+    }
+    return NULL;
+}
+
+static json_t *merge(const json_t *target, const json_t *patch, int keyed)
+{
+    const char *key;
+    json_t *v, *out;
+
+    if (json_is_object(patch)) {
+        out = json_is_object(target) ? json_deep_copy(target) : json_object();
+        json_object_foreach((json_t *)patch, key, v) {
+            if (json_is_null(v)) {
+                json_object_del(out, key);
+                continue;
+            }
+            json_object_set_new(out, key, merge(json_object_get(out, key), v, keyed));
+        }
+        return out;
+    }
+    if (keyed && json_is_array(patch) && json_is_array(target)) {
+        const char *ak = assoc_key(patch);
+        size_t i;
+        json_t *el;
+        if (ak && (json_array_size(target) == 0 || assoc_key(target) == ak)) {
+            out = json_array();
+            json_array_foreach(patch, i, el) {
+                json_t *old = assoc_find(target, ak, json_object_get(el, ak));
+                json_array_append_new(out, merge(old, el, keyed));
+            }
+            json_array_foreach(target, i, el) {
+                if (!assoc_find(patch, ak, json_object_get(el, ak)))
+                    json_array_append(out, el);
+            }
+            return out;
+        }
+    }
+    return json_deep_copy(patch);
+}
+
+json_t *ks_merge_patch(const json_t *target, const json_t *patch, int strategic)
+{
+    return merge(target, patch, strategic);
+}
+
+/* ---- JSON patch ---- */
+
+static int pointer_split(const char *ptr, json_t **parts)
+{
+    const char *p = ptr;
+
+    *parts = json_array();
+    if (*p == '\0')
+        return 0;
+    if (*p != '/')
+        return -1;
+    while (*p == '/') {
+        const char *end = strchr(p + 1, '/');
+        size_t n = end ? (size_t)(end - p - 1) : strlen(p + 1);
+        char *seg = malloc(n + 1), *w = seg;
+        if (!seg)
+            abort();
+        for (size_t i = 0; i < n; i++) {
+            if (p[1 + i] == '~' && i + 1 < n && p[2 + i] == '1') {
+                *w++ = '/';
+                i++;
+            } else if (p[1 + i] == '~' && i + 1 < n && p[2 + i] == '0') {
+                *w++ = '~';
+                i++;
+            } else {
+                *w++ = p[1 + i];
+            }
+        }
+        *w = '\0';
+        json_array_append_new(*parts, json_string(seg));
+        free(seg);
+        p += n + 1;
+    }
+    return 0;
+}
+
+/* Resolves all but the last segment; returns the container and sets *last. */
+static json_t *pointer_parent(json_t *doc, json_t *parts, const char **last)
+{
+    json_t *cur = doc;
+    size_t n = json_array_size(parts);
+
+    if (n == 0)
+        return NULL;
+    for (size_t i = 0; i + 1 < n; i++) {
+        const char *seg = json_string_value(json_array_get(parts, i));
+        if (json_is_object(cur))
+            cur = json_object_get(cur, seg);
+        else if (json_is_array(cur))
+            cur = json_array_get(cur, strtoul(seg, NULL, 10));
+        else
+            return NULL;
+        if (!cur)
+            return NULL;
+    }
+    *last = json_string_value(json_array_get(parts, n - 1));
+    return cur;
+}
+
+static json_t *pointer_get(json_t *doc, const char *ptr)
+{
+    json_t *parts, *parent, *out = NULL;
+    const char *last;
+
+    if (pointer_split(ptr, &parts) != 0)
+        goto cleanup;
+    if (json_array_size(parts) == 0) {
+        out = doc;
+        goto cleanup;
+    }
+    parent = pointer_parent(doc, parts, &last);
+    if (json_is_object(parent))
+        out = json_object_get(parent, last);
+    else if (json_is_array(parent))
+        out = json_array_get(parent, strtoul(last, NULL, 10));
+cleanup:
+    json_decref(parts);
+    return out;
+}
+
+static int pointer_remove(json_t *doc, const char *ptr)
+{
+    json_t *parts, *parent;
+    const char *last;
+    int result = -1;
+
+    if (pointer_split(ptr, &parts) != 0)
+        goto cleanup;
+    parent = pointer_parent(doc, parts, &last);
+    if (json_is_object(parent) && json_object_get(parent, last))
+        result = json_object_del(parent, last);
+    else if (json_is_array(parent) && strtoul(last, NULL, 10) < json_array_size(parent))
+        result = json_array_remove(parent, strtoul(last, NULL, 10));
+cleanup:
+    json_decref(parts);
+    return result;
+}
+
+static int pointer_add(json_t *doc, const char *ptr, json_t *value, int replace)
+{
+    json_t *parts, *parent;
+    const char *last;
+    int result = -1;
+
+    if (pointer_split(ptr, &parts) != 0)
+        goto cleanup;
+    parent = pointer_parent(doc, parts, &last);
+    if (json_is_object(parent)) {
+        if (replace && !json_object_get(parent, last))
+            goto cleanup;
+        result = json_object_set(parent, last, value);
+    } else if (json_is_array(parent)) {
+        size_t idx = strcmp(last, "-") == 0 ? json_array_size(parent) : strtoul(last, NULL, 10);
+        if (replace)
+            result = json_array_set(parent, idx, value);
+        else
+            result = json_array_insert(parent, idx, value);
+    }
+cleanup:
+    json_decref(parts);
+    return result;
+}
+
+json_t *ks_json_patch(const json_t *target, const json_t *ops, char *errstr, size_t errstr_size)
+{
+    json_t *doc = json_deep_copy(target), *op;
+    size_t i;
+
+    if (!json_is_array(ops)) {
+        snprintf(errstr, errstr_size, "json patch must be an array of operations");
+        goto fail;
+    }
+    json_array_foreach(ops, i, op) {
+        const char *name = json_string_value(json_object_get(op, "op"));
+        const char *path = json_string_value(json_object_get(op, "path"));
+        const char *from = json_string_value(json_object_get(op, "from"));
+        json_t *value = json_object_get(op, "value");
+        int rc = -1;
+        if (!name || !path) {
+            snprintf(errstr, errstr_size, "json patch operation %zu lacks 'op' or 'path'", i);
+            goto fail;
+        }
+        if (strcmp(name, "add") == 0 && value) {
+            rc = pointer_add(doc, path, value, 0);
+        } else if (strcmp(name, "replace") == 0 && value) {
+            rc = pointer_add(doc, path, value, 1);
+        } else if (strcmp(name, "remove") == 0) {
+            rc = pointer_remove(doc, path);
+        } else if (strcmp(name, "test") == 0 && value) {
+            rc = json_equal(pointer_get(doc, path), value) ? 0 : -1;
+        } else if ((strcmp(name, "move") == 0 || strcmp(name, "copy") == 0) && from) {
+            json_t *v = json_deep_copy(pointer_get(doc, from));
+            if (v && (name[0] == 'c' || pointer_remove(doc, from) == 0))
+                rc = pointer_add(doc, path, v, 0);
+            json_decref(v);
+        }
+        if (rc != 0) {
+            snprintf(errstr, errstr_size, "json patch operation '%s' failed on path '%s'", name,
+                     path);
+            goto fail;
+        }
+    }
+    return doc;
+fail:
+    json_decref(doc);
+    return NULL;
+}
+
+/* ---- server-side apply: field sets ---- */
+
+/* A field path is its fieldsV1 keys joined by '\n'; a set is a JSON object of paths. */
+
+static int meta_skipped(const char *key)
+{
+    static const char *const skip[] = {"name", "namespace", "uid", "resourceVersion",
+                                       "generation", "creationTimestamp", "managedFields",
+                                       "deletionTimestamp", "selfLink", NULL};
+    return yaml_word(key, skip);
+}
+
+static void fields_collect(const json_t *v, const char *prefix, json_t *set, int depth)
+{
+    const char *key;
+    json_t *sub;
+    char *path;
+    size_t plen = strlen(prefix);
+
+    json_object_foreach((json_t *)v, key, sub) {
+        if (depth == 0 && (strcmp(key, "apiVersion") == 0 || strcmp(key, "kind") == 0 ||
+                           strcmp(key, "status") == 0))
+            continue;
+        if (depth == 1 && strncmp(prefix, "f:metadata", 10) == 0 && plen == 10 &&
+            meta_skipped(key))
+            continue;
+        if (asprintf(&path, "%s%sf:%s", prefix, plen ? "\n" : "", key) < 0)
+            abort();
+        if (json_is_object(sub) && json_object_size(sub) > 0) {
+            fields_collect(sub, path, set, depth + 1);
+        } else if (json_is_array(sub) && assoc_key(sub)) {
+            const char *ak = assoc_key(sub);
+            size_t i;
+            json_t *el;
+            json_array_foreach(sub, i, el) {
+                json_t *k = json_pack("{s:O}", ak, json_object_get(el, ak));
+                char *ks = json_dumps(k, JSON_COMPACT), *epath, *dot;
+                if (asprintf(&epath, "%s\nk:%s", path, ks) < 0 ||
+                    asprintf(&dot, "%s\n.", epath) < 0)
+                    abort();
+                json_object_set_new(set, dot, json_true());
+                fields_collect(el, epath, set, depth + 2);
+                free(dot);
+                free(epath);
+                free(ks);
+                json_decref(k);
+            }
+        } else {
+            json_object_set_new(set, path, json_true());
+        }
+        free(path);
+    }
+}
+
+static json_t *fields_to_v1(const json_t *set)
+{
+    json_t *root = json_object(), *unused;
+    const char *path;
+
+    json_object_foreach((json_t *)set, path, unused) {
+        json_t *cur = root;
+        const char *p = path;
+        while (*p) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            char *seg = strndup(p, n);
+            json_t *next = json_object_get(cur, seg);
+            if (!next) {
+                next = json_object();
+                json_object_set_new(cur, seg, next);
+            }
+            free(seg);
+            cur = next;
+            p += n;
+            if (*p == '\n')
+                p++;
+        }
+    }
+    return root;
+}
+
+static void fields_from_v1(const json_t *tree, const char *prefix, json_t *set)
+{
+    const char *key;
+    json_t *sub;
+
+    json_object_foreach((json_t *)tree, key, sub) {
+        char *path;
+        if (asprintf(&path, "%s%s%s", prefix, *prefix ? "\n" : "", key) < 0)
+            abort();
+        if (json_object_size(sub) == 0)
+            json_object_set_new(set, path, json_true());
+        else
+            fields_from_v1(sub, path, set);
+        free(path);
+    }
+}
+
+/* The value at a field path, NULL when absent. */
+static json_t *field_get(const json_t *obj, const char *path, json_t **parent, size_t *index)
+{
+    json_t *cur = (json_t *)obj;
+    const char *p = path;
+
+    if (parent)
+        *parent = NULL;
+    while (*p && cur) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        char *seg = strndup(p, n);
+        if (strncmp(seg, "f:", 2) == 0) {
+            if (parent)
+                *parent = cur;
+            cur = json_object_get(cur, seg + 2);
+        } else if (strncmp(seg, "k:", 2) == 0) {
+            json_t *k = json_loads(seg + 2, 0, NULL), *el, *found = NULL;
+            const char *kk;
+            json_t *kv;
+            size_t i;
+            json_array_foreach(cur, i, el) {
+                int all = 1;
+                json_object_foreach(k, kk, kv) {
+                    if (!json_equal(json_object_get(el, kk), kv))
+                        all = 0;
+                }
+                if (all && k) {
+                    found = el;
+                    if (index)
+                        *index = i;
+                    break;
+                }
+            }
+            json_decref(k);
+            if (parent)
+                *parent = cur;
+            cur = found;
+        }
+        free(seg);
+        p += n;
+        if (*p == '\n')
+            p++;
+    }
+    return cur;
+}
+
+static void field_remove(json_t *obj, const char *path)
+{
+    json_t *parent;
+    size_t index = 0;
+    const char *last = strrchr(path, '\n');
+    json_t *v;
+
+    last = last ? last + 1 : path;
+    if (strcmp(last, ".") == 0) {
+        v = field_get(obj, path, &parent, &index);
+        if (v && json_is_array(parent))
+            json_array_remove(parent, index);
+        return;
+    }
+    v = field_get(obj, path, &parent, NULL);
+    if (v && json_is_object(parent) && strncmp(last, "f:", 2) == 0)
+        json_object_del(parent, last + 2);
+}
+
+/* ".spec.template.spec.containers[name=\"web\"].image" for messages. */
+static void field_pretty(const char *path, char *out, size_t out_size)
+{
+    size_t w = 0;
+    const char *p = path;
+
+    out[0] = '\0';
+    while (*p && w + 1 < out_size) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (strncmp(p, "f:", 2) == 0) {
+            w += (size_t)snprintf(out + w, out_size - w, ".%.*s", (int)(n - 2), p + 2);
+        } else if (strncmp(p, "k:", 2) == 0) {
+            char *seg = strndup(p + 2, n - 2);
+            json_t *k = json_loads(seg, 0, NULL);
+            const char *kk;
+            json_t *kv;
+            json_object_foreach(k, kk, kv) {
+                char *vs = json_dumps(kv, JSON_ENCODE_ANY | JSON_COMPACT);
+                w += (size_t)snprintf(out + w, out_size - w, "[%s=%s]", kk, vs ? vs : "");
+                free(vs);
+            }
+            json_decref(k);
+            free(seg);
+        }
+        if (w >= out_size)
+            w = out_size - 1;
+        p += n;
+        if (*p == '\n')
+            p++;
+    }
+}
+
+static json_t *entry_set(const json_t *entry)
+{
+    json_t *set = json_object();
+
+    fields_from_v1(json_object_get(entry, "fieldsV1"), "", set);
+    return set;
+}
+
+static json_t *entry_new(const char *manager, const char *op, const char *api_version,
+                         const json_t *set)
+{
+    char ts[32];
+
+    ks_time_format(ks_now_ms(), ts, sizeof(ts));
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "manager", manager, "operation", op,
+                     "apiVersion", api_version, "time", ts, "fieldsType", "FieldsV1", "fieldsV1",
+                     fields_to_v1(set));
+}
+
+static int entry_is(const json_t *entry, const char *manager, const char *op)
+{
+    return strcmp(json_string_value(json_object_get(entry, "manager")) ?: "", manager) == 0 &&
+           strcmp(json_string_value(json_object_get(entry, "operation")) ?: "", op) == 0 &&
+           !json_object_get(entry, "subresource");
+}
+
+/* Puts the managed fields back, dropping empty entries; steals sets. */
+static void managed_store(json_t *obj, json_t *entries)
+{
+    json_t *out = json_array(), *e;
+    size_t i;
+
+    json_array_foreach(entries, i, e) {
+        json_t *tree = json_object_get(e, "fieldsV1");
+        if (json_object_size(tree) > 0)
+            json_array_append(out, e);
+    }
+    json_object_set_new(json_object_get(obj, "metadata"), "managedFields", out);
+}
+
+json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
+                 const char *api_version, int force, json_t **conflicts, char *errstr,
+                 size_t errstr_size)
+{
+    json_t *s_new = json_object(), *merged = NULL, *entries = NULL, *e, *unused;
+    json_t *s_old = NULL, *found = NULL;
+    const char *path;
+    size_t i;
+    int nconf = 0;
+    char first_mgr[128] = "";
+    char list[2048] = "";
+    size_t lw = 0;
+
+    *conflicts = json_array();
+    fields_collect(cfg, "", s_new, 0);
+    if (!live) {
+        merged = json_deep_copy(cfg);
+        if (!json_is_object(json_object_get(merged, "metadata")))
+            json_object_set_new(merged, "metadata", json_object());
+        entries = json_array();
+        json_array_append_new(entries, entry_new(manager, "Apply", api_version, s_new));
+        managed_store(merged, entries);
+        goto cleanup;
+    }
+    entries = json_deep_copy(json_object_get(json_object_get(live, "metadata"), "managedFields"));
+    if (!json_is_array(entries)) {
+        json_decref(entries);
+        entries = json_array();
+    }
+    /* conflicts: a field this apply sets to another value, owned by someone else */
+    json_object_foreach(s_new, path, unused) {
+        size_t plen = strlen(path);
+        json_t *lv, *cv;
+        if (plen >= 2 && strcmp(path + plen - 2, "\n.") == 0)
+            continue;
+        lv = field_get(live, path, NULL, NULL);
+        cv = field_get(cfg, path, NULL, NULL);
+        if (!lv || json_equal(lv, cv))
+            continue;
+        json_array_foreach(entries, i, e) {
+            json_t *set;
+            if (entry_is(e, manager, "Apply"))
+                continue;
+            set = entry_set(e);
+            if (json_object_get(set, path)) {
+                char pretty[512];
+                const char *m = json_string_value(json_object_get(e, "manager")) ?: "";
+                field_pretty(path, pretty, sizeof(pretty));
+                json_array_append_new(*conflicts,
+                                      json_pack("{s:s, s:s}", "manager", m, "field", pretty));
+                if (!nconf)
+                    snprintf(first_mgr, sizeof(first_mgr), "%s", m);
+                if (lw < sizeof(list))
+                    lw += (size_t)snprintf(list + lw, sizeof(list) - lw, "\n- %s", pretty);
+                nconf++;
+                if (force) {
+                    json_object_del(set, path);
+                    json_object_set_new(e, "fieldsV1", fields_to_v1(set));
+                }
+            }
+            json_decref(set);
+        }
+    }
+    if (nconf && !force) {
+        if (nconf == 1)
+            snprintf(errstr, errstr_size,
+                     "Apply failed with 1 conflict: conflict with \"%s\" using %s: %s", first_mgr,
+                     api_version, list + 3);
+        else
+            snprintf(errstr, errstr_size, "Apply failed with %d conflicts: conflicts with \"%s\":%s",
+                     nconf, first_mgr, list);
+        goto cleanup;
+    }
+    merged = merge(live, cfg, 1);
+    json_array_foreach(entries, i, e) {
+        if (entry_is(e, manager, "Apply")) {
+            found = e;
+            s_old = entry_set(e);
+        }
+    }
+    /* fields this manager applied before and no longer does, owned by nobody else */
+    if (s_old) {
+        json_object_foreach(s_old, path, unused) {
+            int owned = 0;
+            if (json_object_get(s_new, path))
+                continue;
+            json_array_foreach(entries, i, e) {
+                json_t *set;
+                if (e == found)
+                    continue;
+                set = entry_set(e);
+                owned = owned || json_object_get(set, path) != NULL;
+                json_decref(set);
+            }
+            if (!owned)
+                field_remove(merged, path);
+        }
+    }
+    if (found)
+        json_object_set_new(found, "fieldsV1", fields_to_v1(s_new));
+    else
+        json_array_append_new(entries, entry_new(manager, "Apply", api_version, s_new));
+    managed_store(merged, entries);
+cleanup:
+    json_decref(entries);
+    json_decref(s_new);
+    json_decref(s_old);
+    if (merged) {
+        json_decref(*conflicts);
+        *conflicts = NULL;
+    }
+    return merged;
+}
+
+void ks_apply_record_update(json_t *merged, const json_t *old, const char *manager,
+                            const char *api_version)
+{
+    json_t *all = json_object(), *changed = json_object(), *entries, *e, *unused, *mine = NULL;
+    const char *path;
+    size_t i;
+
+    fields_collect(merged, "", all, 0);
+    json_object_foreach(all, path, unused) {
+        json_t *nv = field_get(merged, path, NULL, NULL);
+        json_t *ov = old ? field_get(old, path, NULL, NULL) : NULL;
+        if (!ov || !json_equal(nv, ov))
+            json_object_set_new(changed, path, json_true());
+    }
+    entries = json_deep_copy(json_object_get(json_object_get(merged, "metadata"), "managedFields"));
+    if (!json_is_array(entries)) {
+        json_decref(entries);
+        entries = json_array();
+    }
+    json_array_foreach(entries, i, e) {
+        json_t *set = entry_set(e);
+        void *iter = json_object_iter(set);
+        while (iter) {
+            const char *p = json_object_iter_key(iter);
+            iter = json_object_iter_next(set, iter);
+            if (json_object_get(changed, p) || !field_get(merged, p, NULL, NULL))
+                json_object_del(set, p);
+        }
+        if (entry_is(e, manager, "Update")) {
+            mine = e;
+            json_object_update(set, changed);
+        }
+        json_object_set_new(e, "fieldsV1", fields_to_v1(set));
+        json_decref(set);
+    }
+    if (!mine && json_object_size(changed) > 0)
+        json_array_append_new(entries, entry_new(manager, "Update", api_version, changed));
+    managed_store(merged, entries);
+    json_decref(entries);
+    json_decref(all);
+    json_decref(changed);
+}
+
+int ks_glob_match(const char *pattern, const char *s)
+{
+    if (*pattern == '\0')
+        return *s == '\0';
+    if (*pattern == '*') {
+        for (const char *p = s;; p++) {
+            if (ks_glob_match(pattern + 1, p))
+                return 1;
+            if (*p == '\0')
+                return 0;
+        }
+    }
+    if (*s == '\0')
+        return 0;
+    if (*pattern == '?' || *pattern == *s)
+        return ks_glob_match(pattern + 1, s + 1);
+    return 0;
+}

@@ -1,0 +1,36 @@
+/* Request bodies and patches: YAML to JSON, merge patch, JSON patch, and server-side apply with field ownership. */
+#ifndef KS_PATCH_H
+#define KS_PATCH_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* Parses a YAML (or JSON) document into JSON, resolving plain scalars as
+ * sigs.k8s.io/yaml does. NULL on error with the reason in errstr. New reference. */
+json_t *ks_yaml_parse(const char *data, size_t len, char *errstr, size_t errstr_size);
+
+/* RFC 7386 merge patch: returns the patched copy of target (new reference). With
+ * strategic set, arrays of objects that carry a "name" key merge element by element,
+ * as strategic merge patch does for containers, env, ports and volumes. */
+json_t *ks_merge_patch(const json_t *target, const json_t *patch, int strategic);
+
+/* RFC 6902 JSON patch (add, remove, replace, test, move, copy). NULL on error. */
+json_t *ks_json_patch(const json_t *target, const json_t *ops, char *errstr, size_t errstr_size);
+
+/* Server-side apply of the applied configuration cfg onto live (NULL on creation) by
+ * manager. Returns the merged object with metadata.managedFields updated (new reference),
+ * or NULL on a conflict: then errstr holds the Kubernetes conflict message and *conflicts
+ * (new reference) an array of {"manager","field"}. */
+json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
+                 const char *api_version, int force, json_t **conflicts, char *errstr,
+                 size_t errstr_size);
+
+/* Records in merged's managedFields that manager (operation Update) now owns every field
+ * whose value differs from old (NULL on creation). Changes merged in place. */
+void ks_apply_record_update(json_t *merged, const json_t *old, const char *manager,
+                            const char *api_version);
+
+/* Shell-style glob (*, ?) on the whole string; nonzero on a match. */
+int ks_glob_match(const char *pattern, const char *s);
+
+#endif

@@ -1,0 +1,454 @@
+/* The object store of kubesim: objects per kind, resourceVersions, and the watch event rings. */
+#include "ks_store.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const ks_kind_info_t ks_kinds[KS_KIND_COUNT] = {
+    [KS_NAMESPACE] = {"Namespace", "namespaces", "", "v1", "NamespaceList", 0, 0},
+    [KS_DEPLOYMENT] = {"Deployment", "deployments", "apps", "apps/v1", "DeploymentList", 1, 1},
+    [KS_REPLICASET] = {"ReplicaSet", "replicasets", "apps", "apps/v1", "ReplicaSetList", 1, 1},
+    [KS_POD] = {"Pod", "pods", "", "v1", "PodList", 1, 0},
+    [KS_SERVICE] = {"Service", "services", "", "v1", "ServiceList", 1, 0},
+    [KS_EVENT] = {"Event", "events", "", "v1", "EventList", 1, 0},
+};
+
+int64_t ks_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void ks_time_format(int64_t ms, char *out, size_t out_size)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int64_t ks_time_parse(const char *s)
+{
+    struct tm tm;
+    const char *end;
+
+    memset(&tm, 0, sizeof(tm));
+    if (!s)
+        return -1;
+    end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end)
+        return -1;
+    return (int64_t)timegm(&tm) * 1000;
+}
+
+static uint64_t store_hash(const char *ns, const char *name)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (const char *p = ns; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h = (h ^ '/') * 1099511628211ULL;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+static void table_grow(ks_table_t *t)
+{
+    size_t n = t->nslots ? t->nslots * 2 : 1024;
+    ks_obj_t **slots = calloc(n, sizeof(*slots));
+
+    if (!slots)
+        abort();
+    for (size_t i = 0; i < t->nslots; i++) {
+        ks_obj_t *o = t->slots[i];
+        while (o) {
+            ks_obj_t *next = o->hnext;
+            size_t j = store_hash(o->ns, o->name) & (n - 1);
+            o->hnext = slots[j];
+            slots[j] = o;
+            o = next;
+        }
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = n;
+}
+
+ks_store_t *ks_store_new(size_t ring_size)
+{
+    ks_store_t *st = calloc(1, sizeof(*st));
+
+    if (!st)
+        return NULL;
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_cond_init(&st->changed, NULL);
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        table_grow(&st->tables[k]);
+        st->rings[k].cap = ring_size ? ring_size : 1;
+        st->rings[k].ev = calloc(st->rings[k].cap, sizeof(ks_event_t));
+        if (!st->rings[k].ev)
+            abort();
+    }
+    return st;
+}
+
+static void event_release(ks_event_t *e)
+{
+    json_decref(e->obj);
+    json_decref(e->prev);
+    free(e->line);
+    memset(e, 0, sizeof(*e));
+}
+
+static void obj_free(ks_obj_t *o)
+{
+    json_decref(o->json);
+    free(o->ns);
+    free(o->name);
+    free(o->kids);
+    free(o->sim);
+    free(o);
+}
+
+void ks_store_destroy(ks_store_t *st)
+{
+    if (!st)
+        return;
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        ks_table_t *t = &st->tables[k];
+        for (size_t i = 0; i < t->nslots; i++) {
+            ks_obj_t *o = t->slots[i];
+            while (o) {
+                ks_obj_t *next = o->hnext;
+                obj_free(o);
+                o = next;
+            }
+        }
+        free(t->slots);
+        ks_ring_t *r = &st->rings[k];
+        for (size_t i = 0; i < r->len; i++)
+            event_release(&r->ev[(r->start + i) % r->cap]);
+        free(r->ev);
+    }
+    pthread_mutex_destroy(&st->lock);
+    pthread_cond_destroy(&st->changed);
+    free(st);
+}
+
+void ks_store_lock(ks_store_t *st)
+{
+    pthread_mutex_lock(&st->lock);
+}
+
+void ks_store_unlock(ks_store_t *st)
+{
+    pthread_mutex_unlock(&st->lock);
+}
+
+ks_obj_t *ks_store_get(ks_store_t *st, ks_kind_t kind, const char *ns, const char *name)
+{
+    ks_table_t *t = &st->tables[kind];
+    ks_obj_t *o;
+
+    if (!ks_kinds[kind].namespaced)
+        ns = "";
+    o = t->slots[store_hash(ns, name) & (t->nslots - 1)];
+    while (o && (strcmp(o->name, name) != 0 || strcmp(o->ns, ns) != 0))
+        o = o->hnext;
+    return o;
+}
+
+static void store_uid(ks_store_t *st, char *out, size_t out_size)
+{
+    unsigned char b[16];
+
+    if (RAND_bytes(b, sizeof(b)) != 1) {
+        memset(b, 0, sizeof(b));
+        memcpy(b, &st->uid_counter, sizeof(st->uid_counter));
+    }
+    st->uid_counter++;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, out_size,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+static const char *const event_names[] = {"ADDED", "MODIFIED", "DELETED"};
+
+static void store_record(ks_store_t *st, ks_kind_t kind, ks_event_type_t type, json_t *obj,
+                         json_t *prev)
+{
+    ks_ring_t *r = &st->rings[kind];
+    ks_event_t *e;
+    json_t *wrap;
+
+    if (r->len == r->cap) {
+        e = &r->ev[r->start];
+        r->evicted_rv = e->rv;
+        event_release(e);
+        r->start = (r->start + 1) % r->cap;
+        r->len--;
+    }
+    e = &r->ev[(r->start + r->len) % r->cap];
+    r->len++;
+    e->rv = st->rv;
+    e->type = type;
+    e->obj = json_incref(obj);
+    e->prev = json_incref(prev);
+    wrap = json_pack("{s:s, s:O}", "type", event_names[type], "object", obj);
+    e->line = json_dumps(wrap, JSON_COMPACT);
+    json_decref(wrap);
+    if (!e->line)
+        abort();
+    e->line_len = strlen(e->line);
+    e->line = realloc(e->line, e->line_len + 2);
+    if (!e->line)
+        abort();
+    e->line[e->line_len++] = '\n';
+    e->line[e->line_len] = '\0';
+}
+
+ks_obj_t *ks_store_put(ks_store_t *st, ks_kind_t kind, json_t *obj)
+{
+    json_t *meta = json_object_get(obj, "metadata");
+    const char *name = json_string_value(json_object_get(meta, "name"));
+    const char *ns = ks_kinds[kind].namespaced
+                         ? json_string_value(json_object_get(meta, "namespace"))
+                         : "";
+    ks_obj_t *o = ks_store_get(st, kind, ns ? ns : "", name ? name : "");
+    ks_table_t *t = &st->tables[kind];
+    char rvs[32];
+    json_t *prev = NULL;
+
+    st->rv++;
+    snprintf(rvs, sizeof(rvs), "%llu", (unsigned long long)st->rv);
+    json_object_set_new(meta, "resourceVersion", json_string(rvs));
+    if (!o) {
+        char uid[40], ts[32];
+        if (!json_object_get(meta, "uid")) {
+            store_uid(st, uid, sizeof(uid));
+            json_object_set_new(meta, "uid", json_string(uid));
+        }
+        if (!json_object_get(meta, "creationTimestamp") ||
+            json_is_null(json_object_get(meta, "creationTimestamp"))) {
+            ks_time_format(ks_now_ms(), ts, sizeof(ts));
+            json_object_set_new(meta, "creationTimestamp", json_string(ts));
+        }
+        o = calloc(1, sizeof(*o));
+        if (!o)
+            abort();
+        o->kind = kind;
+        o->ns = strdup(ns ? ns : "");
+        o->name = strdup(name ? name : "");
+        o->seq = ++st->seq;
+        if (t->count + 1 > t->nslots)
+            table_grow(t);
+        size_t j = store_hash(o->ns, o->name) & (t->nslots - 1);
+        o->hnext = t->slots[j];
+        t->slots[j] = o;
+        t->count++;
+    } else {
+        prev = o->json;
+    }
+    o->json = obj;
+    o->rv = st->rv;
+    store_record(st, kind, prev ? KS_EV_MODIFIED : KS_EV_ADDED, obj, prev);
+    json_decref(prev);
+    if (st->on_change)
+        st->on_change(st->on_change_cls, o, prev ? KS_EV_MODIFIED : KS_EV_ADDED);
+    pthread_cond_broadcast(&st->changed);
+    return o;
+}
+
+static void kid_remove(ks_obj_t *owner, ks_obj_t *kid)
+{
+    for (size_t i = 0; i < owner->nkids; i++) {
+        if (owner->kids[i] == kid) {
+            owner->kids[i] = owner->kids[--owner->nkids];
+            return;
+        }
+    }
+}
+
+void ks_store_link(ks_obj_t *owner, ks_obj_t *kid)
+{
+    if (kid->owner == owner)
+        return;
+    if (kid->owner)
+        kid_remove(kid->owner, kid);
+    kid->owner = owner;
+    if (owner->nkids == owner->kids_cap) {
+        owner->kids_cap = owner->kids_cap ? owner->kids_cap * 2 : 4;
+        owner->kids = realloc(owner->kids, owner->kids_cap * sizeof(*owner->kids));
+        if (!owner->kids)
+            abort();
+    }
+    owner->kids[owner->nkids++] = kid;
+}
+
+void ks_store_delete(ks_store_t *st, ks_obj_t *o)
+{
+    ks_table_t *t = &st->tables[o->kind];
+    size_t j = store_hash(o->ns, o->name) & (t->nslots - 1);
+    ks_obj_t **pp = &t->slots[j];
+    json_t *gone;
+    char rvs[32];
+
+    while (*pp && *pp != o)
+        pp = &(*pp)->hnext;
+    if (!*pp)
+        return;
+    *pp = o->hnext;
+    t->count--;
+    st->rv++;
+    snprintf(rvs, sizeof(rvs), "%llu", (unsigned long long)st->rv);
+    gone = json_deep_copy(o->json);
+    json_object_set_new(json_object_get(gone, "metadata"), "resourceVersion", json_string(rvs));
+    store_record(st, o->kind, KS_EV_DELETED, gone, o->json);
+    json_decref(gone);
+    if (st->on_change)
+        st->on_change(st->on_change_cls, o, KS_EV_DELETED);
+    if (o->owner)
+        kid_remove(o->owner, o);
+    for (size_t i = 0; i < o->nkids; i++)
+        o->kids[i]->owner = NULL;
+    obj_free(o);
+    pthread_cond_broadcast(&st->changed);
+}
+
+static int obj_cmp(const void *a, const void *b)
+{
+    const ks_obj_t *x = *(ks_obj_t *const *)a, *y = *(ks_obj_t *const *)b;
+    int c = strcmp(x->ns, y->ns);
+
+    return c ? c : strcmp(x->name, y->name);
+}
+
+ks_obj_t **ks_store_list(ks_store_t *st, ks_kind_t kind, const char *ns, size_t *n)
+{
+    ks_table_t *t = &st->tables[kind];
+    ks_obj_t **out = malloc((t->count + 1) * sizeof(*out));
+    size_t k = 0;
+
+    if (!out)
+        abort();
+    for (size_t i = 0; i < t->nslots; i++)
+        for (ks_obj_t *o = t->slots[i]; o; o = o->hnext)
+            if (!ns || !*ns || strcmp(o->ns, ns) == 0)
+                out[k++] = o;
+    qsort(out, k, sizeof(*out), obj_cmp);
+    *n = k;
+    return out;
+}
+
+size_t ks_store_ring_seek(ks_store_t *st, ks_kind_t kind, uint64_t rv, int *expired)
+{
+    ks_ring_t *r = &st->rings[kind];
+    size_t lo = 0, hi = r->len;
+
+    *expired = r->evicted_rv > rv;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (r->ev[(r->start + mid) % r->cap].rv <= rv)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+const ks_event_t *ks_store_ring_at(ks_store_t *st, ks_kind_t kind, size_t i)
+{
+    ks_ring_t *r = &st->rings[kind];
+
+    if (i >= r->len)
+        return NULL;
+    return &r->ev[(r->start + i) % r->cap];
+}
+
+void ks_store_wait(ks_store_t *st, int64_t deadline_ms)
+{
+    struct timespec ts;
+
+    ts.tv_sec = deadline_ms / 1000;
+    ts.tv_nsec = (deadline_ms % 1000) * 1000000;
+    pthread_cond_timedwait(&st->changed, &st->lock, &ts);
+}
+
+void ks_store_stop(ks_store_t *st)
+{
+    pthread_mutex_lock(&st->lock);
+    st->stopping = 1;
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+}
+
+json_t *ks_jget(const json_t *obj, const char *dotted)
+{
+    const json_t *cur = obj;
+    const char *p = dotted;
+    char seg[128];
+
+    while (*p && cur) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof(seg))
+            return NULL;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        cur = json_object_get(cur, seg);
+        p += n;
+        if (*p == '.')
+            p++;
+    }
+    return (json_t *)cur;
+}
+
+int64_t ks_jint(const json_t *obj, const char *dotted, int64_t def)
+{
+    json_t *v = ks_jget(obj, dotted);
+
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : def;
+}
+
+const char *ks_jstr(const json_t *obj, const char *dotted)
+{
+    return json_string_value(ks_jget(obj, dotted));
+}
+
+void ks_jset(json_t *obj, const char *dotted, json_t *value)
+{
+    json_t *cur = obj;
+    const char *p = dotted;
+    char seg[128];
+
+    for (;;) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof(seg))
+            n = sizeof(seg) - 1;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        if (!dot) {
+            json_object_set_new(cur, seg, value);
+            return;
+        }
+        json_t *next = json_object_get(cur, seg);
+        if (!json_is_object(next)) {
+            next = json_object();
+            json_object_set_new(cur, seg, next);
+        }
+        cur = next;
+        p = dot + 1;
+    }
+}
