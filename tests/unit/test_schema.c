@@ -352,13 +352,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The brief: thousands of messages a second. Measured at about 0.2 M/s natively, so
- * 2,000/s leaves room for sanitizers and valgrind. */
+/* Thousands of messages a second: measured at about 130,000/s natively and 3,500/s under
+ * valgrind, so the bar is 2,000/s, and 500/s under valgrind. */
 static void validation_is_fast(void **state)
 {
     rf_schema_registry_t *reg = load_project_schemas();
     json_t *doc = parse(request_text);
     char errstr[256];
+    const char *preload;
     const int n = 5000;
     double t0, secs;
     int i;
@@ -371,7 +372,8 @@ static void validation_is_fast(void **state)
                          RF_OK);
     secs = now_s() - t0;
     print_message("validated %d request messages in %.3f s (%.0f/s)\n", n, secs, n / secs);
-    assert_true(n / secs > 2000);
+    preload = getenv("LD_PRELOAD");
+    assert_true(n / secs > (preload && strstr(preload, "vgpreload") ? 500 : 2000));
     json_decref(doc);
     rf_schema_registry_destroy(reg);
 }
