@@ -151,8 +151,8 @@ static rf_err_t check_key(const json_t *body, const void *key, size_t key_len, c
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "missing key (expected '%s')", want);
     if (key_len != (size_t)n || memcmp(key, want, key_len) != 0) {
         quote_bytes(quoted, sizeof(quoted), key, key_len);
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                       "key '%s' does not match the body ('%s')", quoted, want);
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "key '%s' does not match the body ('%s')",
+                       quoted, want);
     }
     return RF_OK;
 }
@@ -173,8 +173,8 @@ rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size
     if (!payload || len == 0)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "empty payload");
     if (len > RF_MSG_MAX_BYTES)
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload too large (%zu > %d bytes)",
-                       len, RF_MSG_MAX_BYTES);
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload too large (%zu > %d bytes)", len,
+                       RF_MSG_MAX_BYTES);
     bad = utf8_check(payload, len);
     if (bad < len)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload is not valid UTF-8 (byte %zu)",
@@ -203,9 +203,9 @@ rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size
     name = json_string_value(schema);
     if (expect_prefix && strncmp(name, expect_prefix, strlen(expect_prefix)) != 0) {
         quote_bytes(reason, sizeof(reason), name, json_string_length(schema));
-        result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                         "schema '%s' does not belong here (expected '%s*')", reason,
-                         expect_prefix);
+        result =
+            rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                    "schema '%s' does not belong here (expected '%s*')", reason, expect_prefix);
         goto cleanup;
     }
     result = rf_schema_validate(reg, name, body, reason, sizeof(reason));
@@ -228,9 +228,9 @@ cleanup:
     return result;
 }
 
-char *rf_msg_dlq_build(const char *stage, const char *reason, const char *topic,
-                       int32_t partition, int64_t offset, const void *key, size_t key_len,
-                       const void *payload, size_t len)
+char *rf_msg_dlq_build(const char *stage, const char *reason, const char *topic, int32_t partition,
+                       int64_t offset, const void *key, size_t key_len, const void *payload,
+                       size_t len)
 {
     char now[RF_MSG_TIME_SIZE];
     char *why = NULL, *safe_key = NULL, *b64 = NULL, *text = NULL;
@@ -251,12 +251,11 @@ char *rf_msg_dlq_build(const char *stage, const char *reason, const char *topic,
     if (keep > 0)
         EVP_EncodeBlock((unsigned char *)b64, payload, (int)keep);
     rf_msg_now_iso(now, sizeof(now));
-    msg = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:o, s:s, s:I, s:b, s:s}", "schema",
-                    "relfleet.dlq.v1", "stage", stage, "reason", why, "source_topic", topic,
-                    "partition", (int)partition, "offset", (json_int_t)offset, "key",
-                    safe_key ? json_string(safe_key) : json_null(), "payload_base64", b64,
-                    "payload_size", (json_int_t)len, "payload_truncated", keep < len,
-                    "rejected_at", now);
+    msg = json_pack(
+        "{s:s, s:s, s:s, s:s, s:i, s:I, s:o, s:s, s:I, s:b, s:s}", "schema", "relfleet.dlq.v1",
+        "stage", stage, "reason", why, "source_topic", topic, "partition", (int)partition, "offset",
+        (json_int_t)offset, "key", safe_key ? json_string(safe_key) : json_null(), "payload_base64",
+        b64, "payload_size", (json_int_t)len, "payload_truncated", keep < len, "rejected_at", now);
     if (!msg)
         goto cleanup;
     text = json_dumps(msg, JSON_COMPACT);

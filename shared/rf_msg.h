@@ -54,9 +54,9 @@ rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size
  * relfleet.dlq.v1 whenever stage and topic do. Returns a malloc'd string (free() it), or
  * NULL when stage, reason or topic is NULL or memory runs out.
  */
-char *rf_msg_dlq_build(const char *stage, const char *reason, const char *topic,
-                       int32_t partition, int64_t offset, const void *key, size_t key_len,
-                       const void *payload, size_t len);
+char *rf_msg_dlq_build(const char *stage, const char *reason, const char *topic, int32_t partition,
+                       int64_t offset, const void *key, size_t key_len, const void *payload,
+                       size_t len);
 
 /* Writes unix_ms as "2026-11-23T23:10:05.123Z" (UTC) into buf; returns 0, or -1 when
  * size < RF_MSG_TIME_SIZE (buf is then "" if size > 0). */

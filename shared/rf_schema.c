@@ -36,13 +36,53 @@ static const struct {
 /* Keywords accepted in strict mode (our own schema files): the validated ones and the
  * annotations of draft 7. */
 static const char *const known_keywords[] = {
-    "$schema", "$id", "$ref", "$comment", "title", "description", "default", "examples",
-    "readOnly", "writeOnly", "definitions", "type", "enum", "const", "multipleOf", "maximum",
-    "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength", "pattern",
-    "items", "additionalItems", "maxItems", "minItems", "uniqueItems", "contains",
-    "maxProperties", "minProperties", "required", "properties", "patternProperties",
-    "additionalProperties", "dependencies", "propertyNames", "if", "then", "else", "allOf",
-    "anyOf", "oneOf", "not", "format", "contentMediaType", "contentEncoding", NULL,
+    "$schema",
+    "$id",
+    "$ref",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "readOnly",
+    "writeOnly",
+    "definitions",
+    "type",
+    "enum",
+    "const",
+    "multipleOf",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "items",
+    "additionalItems",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "contains",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "dependencies",
+    "propertyNames",
+    "if",
+    "then",
+    "else",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "format",
+    "contentMediaType",
+    "contentEncoding",
+    NULL,
 };
 
 typedef struct sc_node sc_node_t;
@@ -96,7 +136,7 @@ struct sc_node {
     sc_dep_t *deps;
     size_t ndeps;
 
-    sc_node_t *items;  /* schema form */
+    sc_node_t *items;     /* schema form */
     sc_list_t items_list; /* array form */
     int items_is_list;
     sc_node_t *additional_items;
@@ -573,8 +613,8 @@ static rf_err_t compile_list(cctx_t *c, const json_t *parent, const char *kw, co
     return result;
 }
 
-static rf_err_t compile_count(cctx_t *c, const json_t *parent, const char *kw,
-                              const sc_path_t *loc, json_int_t *out)
+static rf_err_t compile_count(cctx_t *c, const json_t *parent, const char *kw, const sc_path_t *loc,
+                              json_int_t *out)
 {
     sc_path_t here = {loc, kw, 0};
     const json_t *v = json_object_get(parent, kw);
@@ -612,8 +652,7 @@ static rf_err_t check_portable_regex(cctx_t *c, const sc_path_t *loc, const char
     for (p = re; *p; p++) {
         if (p[0] == '\\' && p[1] != '\0') {
             if (isalnum((unsigned char)p[1]))
-                return cerr(c, loc, "regex '%s': escape '\\%c' is ECMA-only, not POSIX", re,
-                            p[1]);
+                return cerr(c, loc, "regex '%s': escape '\\%c' is ECMA-only, not POSIX", re, p[1]);
             p++;
         } else if (p[0] == '(' && p[1] == '?') {
             return cerr(c, loc, "regex '%s': '(?' is ECMA-only, not POSIX", re);
@@ -1253,8 +1292,8 @@ rf_err_t rf_schema_registry_load_dir(rf_schema_registry_t *reg, const char *dir,
         nnames++;
     }
     if (nnames == 0) {
-        result = rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size, "no schema file (*.json) in '%s'",
-                         dir);
+        result =
+            rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size, "no schema file (*.json) in '%s'", dir);
         goto cleanup;
     }
     qsort(names, nnames, sizeof(*names), cmp_str);
@@ -1341,8 +1380,8 @@ static void types_str(unsigned types, char *buf, size_t size)
     }
 }
 
-static int v_node(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c,
-                  int report, unsigned depth);
+static int v_node(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c, int report,
+                  unsigned depth);
 
 static int type_ok(unsigned types, const json_t *x)
 {
@@ -1375,8 +1414,8 @@ static int v_string(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
     if (n->max_length >= 0 && bytes > (size_t)n->max_length) {
         count = utf8_count(json_string_value(x), bytes);
         if (count > (size_t)n->max_length)
-            return vfail(c, report, path, "string too long (%zu > %" JSON_INTEGER_FORMAT ")",
-                         count, n->max_length);
+            return vfail(c, report, path, "string too long (%zu > %" JSON_INTEGER_FORMAT ")", count,
+                         n->max_length);
     }
     if (n->min_length > 0) {
         count = utf8_count(json_string_value(x), bytes);
@@ -1440,8 +1479,8 @@ static int v_array(const sc_node_t *n, const json_t *x, const sc_path_t *path, v
         return vfail(c, report, path, "array too short (%zu < %" JSON_INTEGER_FORMAT " items)",
                      size, n->min_items);
     if (n->max_items >= 0 && size > (size_t)n->max_items)
-        return vfail(c, report, path, "array too long (%zu > %" JSON_INTEGER_FORMAT " items)",
-                     size, n->max_items);
+        return vfail(c, report, path, "array too long (%zu > %" JSON_INTEGER_FORMAT " items)", size,
+                     n->max_items);
     if (n->unique_items) {
         for (i = 0; i < size; i++) {
             for (j = i + 1; j < size; j++) {
@@ -1493,13 +1532,11 @@ static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
     size_t i, k;
 
     if (n->min_props >= 0 && size < (size_t)n->min_props)
-        return vfail(c, report, path,
-                     "object has too few fields (%zu < %" JSON_INTEGER_FORMAT ")", size,
-                     n->min_props);
+        return vfail(c, report, path, "object has too few fields (%zu < %" JSON_INTEGER_FORMAT ")",
+                     size, n->min_props);
     if (n->max_props >= 0 && size > (size_t)n->max_props)
-        return vfail(c, report, path,
-                     "object has too many fields (%zu > %" JSON_INTEGER_FORMAT ")", size,
-                     n->max_props);
+        return vfail(c, report, path, "object has too many fields (%zu > %" JSON_INTEGER_FORMAT ")",
+                     size, n->max_props);
     for (i = 0; n->required && i < json_array_size(n->required); i++) {
         const char *name = json_string_value(json_array_get(n->required, i));
         if (!json_object_get(x, name)) {
@@ -1589,8 +1626,8 @@ static int v_combinators(const sc_node_t *n, const json_t *x, const sc_path_t *p
                 first = i;
                 continue;
             }
-            return vfail(c, report, path,
-                         "value matches more than one oneOf schema (%zu and %zu)", first, i);
+            return vfail(c, report, path, "value matches more than one oneOf schema (%zu and %zu)",
+                         first, i);
         }
         if (matches == 0)
             return vfail(c, report, path, "value matches none of the oneOf schemas");
@@ -1608,8 +1645,8 @@ static int v_combinators(const sc_node_t *n, const json_t *x, const sc_path_t *p
     return 1;
 }
 
-static int v_node(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c,
-                  int report, unsigned depth)
+static int v_node(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c, int report,
+                  unsigned depth)
 {
     char a[256];
     size_t i;

@@ -1,4 +1,5 @@
-/* rf_msg: hostile payloads refused with their reason, good ones accepted; dead letters, times, ids. */
+/* rf_msg: hostile payloads refused with their reason, good ones accepted; dead letters, times, ids.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,15 +37,16 @@ static int teardown(void **state)
     return 0;
 }
 
-#define REQ_HEAD "{\"schema\":\"relfleet.request.v1\",\"release_id\":\"0b7e6a52-3f6c-4d3e-9a51-5f0c2e8d1a10\","
+#define REQ_HEAD                                                                                   \
+    "{\"schema\":\"relfleet.request.v1\",\"release_id\":\"0b7e6a52-3f6c-4d3e-9a51-5f0c2e8d1a10\","
 #define REQ_TAIL                                                                                   \
     "\"kind\":\"deploy\",\"operator\":\"alice\",\"requested_at\":\"2026-11-23T23:10:05.123Z\"}"
 #define REQ REQ_HEAD "\"service\":\"web\",\"env\":\"prod\",\"version\":\"v1.4.2\"," REQ_TAIL
 #define RES                                                                                        \
     "{\"schema\":\"relfleet.result.v1\",\"event_id\":\"0b7e6a52-3f6c-4d3e-9a51-5f0c2e8d1a10\","    \
-    "\"release_id\":\"0b7e6a52-3f6c-4d3e-9a51-5f0c2e8d1a10\",\"service\":\"web\",\"env\":"        \
-    "\"prod\",\"version\":\"v1\",\"kind\":\"deploy\",\"status\":\"succeeded\",\"operator\":"      \
-    "\"alice\",\"created_at\":\"2026-11-23T23:10:05.123Z\",\"finished_at\":"                      \
+    "\"release_id\":\"0b7e6a52-3f6c-4d3e-9a51-5f0c2e8d1a10\",\"service\":\"web\",\"env\":"         \
+    "\"prod\",\"version\":\"v1\",\"kind\":\"deploy\",\"status\":\"succeeded\",\"operator\":"       \
+    "\"alice\",\"created_at\":\"2026-11-23T23:10:05.123Z\",\"finished_at\":"                       \
     "\"2026-11-23T23:10:07.123Z\",\"duration_ms\":2000}"
 
 static const struct mcase {
@@ -63,10 +65,12 @@ static const struct mcase {
               "\"\xe9\x87\x8d\xe6\x96\xb0\xe5\x8f\x91\xe5\xb8\x83 \\u2603\"," REQ_TAIL,
      0, "prod/web", "relfleet.request.", NULL},
     {"empty payload", "", 0, "prod/web", "relfleet.request.", "empty payload"},
-    {"not JSON", "deploy web please", 0, "prod/web", NULL, "payload is not JSON: '[' or '{' expected near 'deploy' (line 1, column 6)"},
+    {"not JSON", "deploy web please", 0, "prod/web", NULL,
+     "payload is not JSON: '[' or '{' expected near 'deploy' (line 1, column 6)"},
     {"truncated JSON", "{\"schema\":\"relfleet.request.v1\"", 0, "prod/web", NULL,
      "payload is not JSON: "},
-    {"JSON with trailing garbage", REQ " x", 0, "prod/web", NULL, "payload is not JSON: end of file expected"},
+    {"JSON with trailing garbage", REQ " x", 0, "prod/web", NULL,
+     "payload is not JSON: end of file expected"},
     {"error position reported", "{\n  \"schema\": tru\n}", 0, NULL, NULL, "(line 2, column"},
     {"invalid UTF-8", "{\"schema\":\"relfleet.request.v1\",\"operator\":\"\xff\xfe\"}", 0,
      "prod/web", NULL, "payload is not valid UTF-8 (byte 44)"},
@@ -77,8 +81,9 @@ static const struct mcase {
      "payload is not JSON: \\u0000 is not allowed"},
     {"duplicate key", "{\"schema\":\"relfleet.request.v1\",\"schema\":\"relfleet.request.v1\"}", 0,
      NULL, NULL, "payload is not JSON: duplicate object key"},
-    {"huge integer", "{\"schema\":\"relfleet.rendered.v1\",\"fence\":123456789012345678901234567890}",
-     0, NULL, NULL, "payload is not JSON: too big integer"},
+    {"huge integer",
+     "{\"schema\":\"relfleet.rendered.v1\",\"fence\":123456789012345678901234567890}", 0, NULL,
+     NULL, "payload is not JSON: too big integer"},
     {"top-level array", "[" REQ "]", 0, "prod/web", NULL, "payload is not a JSON object"},
     {"top-level string", "\"relfleet.request.v1\"", 0, NULL, NULL, "payload is not JSON"},
     {"missing schema", "{\"release_id\":\"x\"}", 0, NULL, NULL, "missing field 'schema'"},
@@ -88,9 +93,10 @@ static const struct mcase {
     {"result on the requests topic", RES, 0, "prod/web", "relfleet.request.",
      "schema 'relfleet.result.v1' does not belong here (expected 'relfleet.request.*')"},
     {"wrong type", REQ_HEAD "\"service\":\"web\",\"env\":\"prod\",\"version\":142," REQ_TAIL, 0,
-     "prod/web", NULL, "invalid relfleet.request.v1: field 'version': expected string, got integer"},
-    {"missing field", REQ_HEAD "\"service\":\"web\",\"env\":\"prod\"," REQ_TAIL, 0, "prod/web", NULL,
-     "invalid relfleet.request.v1: field 'version': required field missing"},
+     "prod/web", NULL,
+     "invalid relfleet.request.v1: field 'version': expected string, got integer"},
+    {"missing field", REQ_HEAD "\"service\":\"web\",\"env\":\"prod\"," REQ_TAIL, 0, "prod/web",
+     NULL, "invalid relfleet.request.v1: field 'version': required field missing"},
     {"extra field",
      REQ_HEAD "\"service\":\"web\",\"env\":\"prod\",\"version\":\"v1\",\"sudo\":true," REQ_TAIL, 0,
      "prod/web", NULL, "invalid relfleet.request.v1: field 'sudo': unexpected field"},
@@ -122,9 +128,10 @@ static void hostile_and_good_inputs(void **state)
         if (!c->reason && (got != RF_OK || !json_is_object(body))) {
             print_message("WRONG '%s': refused: %s\n", c->name, errstr);
             wrong++;
-        } else if (c->reason && (got != RF_ERR_PERM || body != NULL || !strstr(errstr, c->reason))) {
-            print_message("WRONG '%s': got %s '%s', want '%s'\n", c->name, rf_err_name(got),
-                          errstr, c->reason);
+        } else if (c->reason &&
+                   (got != RF_ERR_PERM || body != NULL || !strstr(errstr, c->reason))) {
+            print_message("WRONG '%s': got %s '%s', want '%s'\n", c->name, rf_err_name(got), errstr,
+                          c->reason);
             wrong++;
         }
         if (got == RF_OK)
@@ -150,9 +157,9 @@ static void expect_refused(const char *payload, size_t len, const char *reason)
     char errstr[1024];
     json_t *body = NULL;
 
-    assert_int_equal(rf_msg_parse(reg, payload, len, "prod/web", 8, NULL, &body, errstr,
-                                  sizeof(errstr)),
-                     RF_ERR_PERM);
+    assert_int_equal(
+        rf_msg_parse(reg, payload, len, "prod/web", 8, NULL, &body, errstr, sizeof(errstr)),
+        RF_ERR_PERM);
     assert_null(body);
     if (!strstr(errstr, reason))
         fail_msg("got '%s', want '%s'", errstr, reason);
@@ -192,8 +199,9 @@ static void deep_nesting(void **state)
     assert_null(j);
     assert_non_null(strstr(jerr.text, "maximum parsing depth reached"));
     /* brackets inside strings do not count; 64 levels are fine */
-    string_brackets = repeat(REQ_HEAD "\"description\":\"", '[', 3000,
-                             "\",\"service\":\"web\",\"env\":\"prod\",\"version\":\"v1\"," REQ_TAIL);
+    string_brackets =
+        repeat(REQ_HEAD "\"description\":\"", '[', 3000,
+               "\",\"service\":\"web\",\"env\":\"prod\",\"version\":\"v1\"," REQ_TAIL);
     j = NULL;
     {
         char errstr[512];
@@ -284,9 +292,8 @@ static void dlq_round_trip(void **state)
 
     text = rf_msg_dlq_build("track", "x", "relfleet.applied", 0, 0, "a\xff\0b", 4, "x", 1);
     j = parse_dlq(text);
-    assert_string_equal(json_string_value(json_object_get(j, "key")),
-                        "a\xef\xbf\xbd\xef\xbf\xbd"
-                        "b");
+    assert_string_equal(json_string_value(json_object_get(j, "key")), "a\xef\xbf\xbd\xef\xbf\xbd"
+                                                                      "b");
     json_decref(j);
     free(text);
 
@@ -370,9 +377,8 @@ static void uuids(void **state)
         assert_int_equal(a[14], '4');
         assert_non_null(strchr("89ab", a[19]));
         doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "schema", "relfleet.command.v1",
-                        "command_id", a, "release_id", b, "service", "web", "env", "prod",
-                        "action", "cancel", "operator", "alice", "issued_at",
-                        "2026-11-23T23:10:05.123Z");
+                        "command_id", a, "release_id", b, "service", "web", "env", "prod", "action",
+                        "cancel", "operator", "alice", "issued_at", "2026-11-23T23:10:05.123Z");
         if (rf_schema_validate(reg, "relfleet.command.v1", doc, errstr, sizeof(errstr)) != RF_OK)
             fail_msg("%s", errstr);
         json_decref(doc);

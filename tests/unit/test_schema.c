@@ -41,17 +41,20 @@ static const struct vcase {
     {"{\"maxLength\":3}", "\"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\"", RF_OK, NULL},
     {"{\"maxLength\":3}", "\"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9ex\"", RF_ERR_PERM,
      "document: string too long (4 > 3)"},
-    {"{\"minLength\":2}", "\"\xf0\x9f\x92\xa9\"", RF_ERR_PERM, "document: string too short (1 < 2)"},
+    {"{\"minLength\":2}", "\"\xf0\x9f\x92\xa9\"", RF_ERR_PERM,
+     "document: string too short (1 < 2)"},
     {"{\"const\":1}", "1.0", RF_OK, NULL},
     {"{\"const\":{\"a\":[1,2]}}", "{\"a\":[1,2.0]}", RF_OK, NULL},
     {"{\"const\":\"v1\"}", "\"v2\"", RF_ERR_PERM, "document: value must be \"v1\""},
     {"{\"enum\":[\"a\",{\"b\":null}]}", "{\"b\":null}", RF_OK, NULL},
-    {"{\"enum\":[\"a\",\"b\"]}", "\"c\"", RF_ERR_PERM, "document: value must be one of [\"a\",\"b\"]"},
+    {"{\"enum\":[\"a\",\"b\"]}", "\"c\"", RF_ERR_PERM,
+     "document: value must be one of [\"a\",\"b\"]"},
     {"{\"enum\":[false]}", "0", RF_ERR_PERM, "document: value must be one of [false]"},
     {"{\"uniqueItems\":true}", "[1,\"1\",[1]]", RF_OK, NULL},
     {"{\"uniqueItems\":true}", "[1,2,1.0]", RF_ERR_PERM, "document: array items 0 and 2 are equal"},
     {"{\"properties\":{\"a\":{\"items\":{\"properties\":{\"b\":{\"type\":\"string\"}}}}}}",
-     "{\"a\":[{\"b\":\"x\"},{\"b\":1}]}", RF_ERR_PERM, "field 'a[1].b': expected string, got integer"},
+     "{\"a\":[{\"b\":\"x\"},{\"b\":1}]}", RF_ERR_PERM,
+     "field 'a[1].b': expected string, got integer"},
     {"{\"required\":[\"x\"],\"properties\":{\"o\":{\"required\":[\"y\"]}}}", "{\"x\":1,\"o\":{}}",
      RF_ERR_PERM, "field 'o.y': required field missing"},
     {"{\"properties\":{\"a\":{}},\"additionalProperties\":false}", "{\"a\":1,\"zz\":2}",
@@ -193,12 +196,10 @@ static void refs_across_schemas(void **state)
     /* the target is not there yet: the ref is pending and validation through it fails */
     assert_int_equal(rf_schema_validate(reg, "relfleet.m.v1", good, errstr, sizeof(errstr)),
                      RF_ERR_PERM);
-    assert_string_equal(errstr,
-                        "field 'id': unresolved $ref 'relfleet.common.v1#/definitions/id'");
+    assert_string_equal(errstr, "field 'id': unresolved $ref 'relfleet.common.v1#/definitions/id'");
     assert_int_equal(
         rf_schema_registry_add(reg, "relfleet.common.v1", common, errstr, sizeof(errstr)), RF_OK);
-    assert_int_equal(rf_schema_validate(reg, "relfleet.m.v1", good, errstr, sizeof(errstr)),
-                     RF_OK);
+    assert_int_equal(rf_schema_validate(reg, "relfleet.m.v1", good, errstr, sizeof(errstr)), RF_OK);
     assert_int_equal(rf_schema_validate(reg, "relfleet.m.v1", bad, errstr, sizeof(errstr)),
                      RF_ERR_PERM);
     assert_string_equal(errstr, "field 'id': string too long (4 > 3)");
@@ -286,8 +287,8 @@ static void load_dir_strict(void **state)
 
     write_file("c.json", "{\"pattern\":\"^\\\\d+$\"}");
     assert_int_equal(load_tmp(errstr, sizeof(errstr)), RF_ERR_PERM);
-    assert_string_equal(errstr,
-                        "schema 'c' at '/pattern': regex '^\\d+$': escape '\\d' is ECMA-only, not POSIX");
+    assert_string_equal(
+        errstr, "schema 'c' at '/pattern': regex '^\\d+$': escape '\\d' is ECMA-only, not POSIX");
 
     write_file("c.json", "{\"pattern\":\"^(?!x)\"}");
     assert_int_equal(load_tmp(errstr, sizeof(errstr)), RF_ERR_PERM);
@@ -317,9 +318,9 @@ static void load_dir_strict(void **state)
     assert_int_equal(rmdir(tmpdir), 0);
 
     reg = rf_schema_registry_new();
-    assert_int_equal(rf_schema_registry_load_dir(reg, "/nonexistent/schemas", errstr,
-                                                 sizeof(errstr)),
-                     RF_ERR_NOTFOUND);
+    assert_int_equal(
+        rf_schema_registry_load_dir(reg, "/nonexistent/schemas", errstr, sizeof(errstr)),
+        RF_ERR_NOTFOUND);
     assert_string_equal(errstr, "cannot open schema directory '/nonexistent/schemas'");
     rf_schema_registry_destroy(reg);
 }
@@ -367,9 +368,8 @@ static void validation_is_fast(void **state)
     (void)state;
     t0 = now_s();
     for (i = 0; i < n; i++)
-        assert_int_equal(rf_schema_validate(reg, "relfleet.request.v1", doc, errstr,
-                                            sizeof(errstr)),
-                         RF_OK);
+        assert_int_equal(
+            rf_schema_validate(reg, "relfleet.request.v1", doc, errstr, sizeof(errstr)), RF_OK);
     secs = now_s() - t0;
     print_message("validated %d request messages in %.3f s (%.0f/s)\n", n, secs, n / secs);
     preload = getenv("LD_PRELOAD");

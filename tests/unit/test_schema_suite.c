@@ -18,23 +18,54 @@
 
 /* Every draft 7 keyword file of the suite: each must exist. */
 static const char *const suite_files[] = {
-    "additionalItems.json", "additionalProperties.json", "allOf.json", "anyOf.json",
-    "boolean_schema.json", "const.json", "contains.json", "default.json", "definitions.json",
-    "dependencies.json", "enum.json", "exclusiveMaximum.json", "exclusiveMinimum.json",
-    "if-then-else.json", "items.json", "maxItems.json", "maxLength.json", "maxProperties.json",
-    "maximum.json", "minItems.json", "minLength.json", "minProperties.json", "minimum.json",
-    "multipleOf.json", "not.json", "oneOf.json", "pattern.json", "patternProperties.json",
-    "properties.json", "propertyNames.json", "ref.json", "refRemote.json", "required.json",
-    "type.json", "uniqueItems.json",
+    "additionalItems.json",
+    "additionalProperties.json",
+    "allOf.json",
+    "anyOf.json",
+    "boolean_schema.json",
+    "const.json",
+    "contains.json",
+    "default.json",
+    "definitions.json",
+    "dependencies.json",
+    "enum.json",
+    "exclusiveMaximum.json",
+    "exclusiveMinimum.json",
+    "if-then-else.json",
+    "items.json",
+    "maxItems.json",
+    "maxLength.json",
+    "maxProperties.json",
+    "maximum.json",
+    "minItems.json",
+    "minLength.json",
+    "minProperties.json",
+    "minimum.json",
+    "multipleOf.json",
+    "not.json",
+    "oneOf.json",
+    "pattern.json",
+    "patternProperties.json",
+    "properties.json",
+    "propertyNames.json",
+    "ref.json",
+    "refRemote.json",
+    "required.json",
+    "type.json",
+    "uniqueItems.json",
     /* optional cases that apply to us; optional/bignum.json is not run: jansson (and so
      * rf_msg) refuses integers beyond 64 bits as not JSON, before any schema sees them */
-    "optional/zeroTerminatedFloats.json", "optional/ecmascript-regex.json",
+    "optional/zeroTerminatedFloats.json",
+    "optional/ecmascript-regex.json",
     "optional/content.json",
 };
 
 /* The remote documents the suite's refRemote cases expect at http://localhost:1234/. */
 static const char *const remotes[] = {
-    "integer.json", "subSchemas.json", "name.json", "folder/folderInteger.json",
+    "integer.json",
+    "subSchemas.json",
+    "name.json",
+    "folder/folderInteger.json",
 };
 
 /* Cases we skip on purpose, each with its reason (file, group, test; NULL test = the
@@ -129,9 +160,9 @@ static void run_file(void **state)
     {
         const char *gdesc = json_string_value(json_object_get(group, "description"));
         rf_schema_registry_t *reg = registry_with_remotes();
-        rf_err_t added = rf_schema_registry_add(reg, "urn:relfleet:suite-case",
-                                                json_object_get(group, "schema"), errstr,
-                                                sizeof(errstr));
+        rf_err_t added =
+            rf_schema_registry_add(reg, "urn:relfleet:suite-case", json_object_get(group, "schema"),
+                                   errstr, sizeof(errstr));
         if (added != RF_OK && !find_skip(file, gdesc, "")) {
             print_message("FAIL %s: '%s': schema refused: %s\n", file, gdesc, errstr);
             failed++;
@@ -201,8 +232,8 @@ static void summary(void **state)
     const struct skip *s;
 
     (void)state;
-    print_message("json-schema-test-suite draft7: %u cases run, %u passed, %u skipped\n",
-                  total_run, total_passed, total_skipped);
+    print_message("json-schema-test-suite draft7: %u cases run, %u passed, %u skipped\n", total_run,
+                  total_passed, total_skipped);
     for (s = skips; s->file; s++) {
         if (!s->used)
             fail_msg("skip entry matches no case: %s '%s'", s->file, s->group);
