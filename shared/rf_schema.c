@@ -1622,7 +1622,8 @@ static int v_combinators(const sc_node_t *n, const json_t *x, const sc_path_t *p
         for (i = 0; i < n->one_of.n; i++) {
             if (!v_node(n->one_of.v[i], x, path, c, 0, depth + 1))
                 continue;
-            if (matches++ == 0) {
+            matches++;
+            if (matches == 1) {
                 first = i;
                 continue;
             }
