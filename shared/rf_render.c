@@ -27,7 +27,7 @@
  * A render walks that table and builds jansson values; nothing is parsed again.
  */
 
-#define MAX_VARS 256    /* distinct placeholder names in one template */
+#define MAX_VARS 256     /* distinct placeholder names in one template */
 #define MAX_ANCHORS 1000 /* anchors in one document */
 #define NO_VAR UINT32_MAX
 
@@ -56,10 +56,10 @@ typedef struct node {
     uint32_t line;       /* 1-based template line */
     uint32_t first;
     uint32_t count;
-    uint32_t height;  /* levels of nesting below and including this node, through aliases */
-    uint64_t size;    /* nodes built when rendered, aliases expanded */
-    json_int_t ival;  /* NODE_INT; NODE_BOOL: 0 or 1 */
-    double rval;      /* NODE_REAL */
+    uint32_t height; /* levels of nesting below and including this node, through aliases */
+    uint64_t size;   /* nodes built when rendered, aliases expanded */
+    json_int_t ival; /* NODE_INT; NODE_BOOL: 0 or 1 */
+    double rval;     /* NODE_REAL */
 } node_t;
 
 typedef struct seg {
@@ -119,8 +119,8 @@ typedef struct exec {
 } exec_t;
 
 const char *const rf_render_standard_values[] = {
-    "service", "env",   "namespace", "version",    "image",    "replicas",
-    "health_path", "group", "port", "release_id", "operator", NULL,
+    "service",     "env",   "namespace", "version",    "image",    "replicas",
+    "health_path", "group", "port",      "release_id", "operator", NULL,
 };
 
 #define NODES(t) ((node_t *)(t)->nodes.data)
@@ -189,8 +189,8 @@ static rf_err_t fail(compiler_t *c, uint32_t line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size, "cannot render template '%s' line %u: %s",
-                   c->id, line, what);
+    return rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
+                   "cannot render template '%s' line %u: %s", c->id, line, what);
 }
 
 /* ---- pre-pass: placeholders to sentinels ---- */
@@ -275,7 +275,8 @@ static rf_err_t prepass(compiler_t *c, const char *in, size_t len, rf_buf_t *out
         } else if (in[i] == '_' && i + 1 < len && in[i + 1] == '_') {
             m = match_legacy(in, len, i, &name, &name_len);
             legacy = 1;
-        } else if ((unsigned char)in[i] == 0xee && i + 2 < len && (unsigned char)in[i + 1] == 0x80 &&
+        } else if ((unsigned char)in[i] == 0xee && i + 2 < len &&
+                   (unsigned char)in[i + 1] == 0x80 &&
                    ((unsigned char)in[i + 2] == 0x80 || (unsigned char)in[i + 2] == 0x81)) {
             return fail(c, line_at(in, i), "reserved character U+E00%c in the template",
                         (unsigned char)in[i + 2] == 0x80 ? '0' : '1');
@@ -338,7 +339,8 @@ static int at_key(compiler_t *c)
 {
     frame_t *f = top_frame(c);
 
-    return f && NODES(c->t)[f->node].kind == NODE_MAP && (pending_count(c) - f->kids_start) % 2 == 0;
+    return f && NODES(c->t)[f->node].kind == NODE_MAP &&
+           (pending_count(c) - f->kids_start) % 2 == 0;
 }
 
 static const node_t *deref(const rf_render_template_t *t, const node_t *n)
@@ -464,7 +466,8 @@ static int is_digits(const char *s, size_t n, int base)
             continue;
         if (base == 10 && ch >= '0' && ch <= '9')
             continue;
-        if (base == 16 && ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+        if (base == 16 &&
+            ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
             continue;
         return 0;
     }
@@ -545,8 +548,8 @@ static int parse_int(const char *s, json_int_t *out)
 }
 
 static const char *const non_finite[] = {
-    ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF",
-    ".nan", ".NaN", ".NAN", NULL,
+    ".inf",  ".Inf",  ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
+    "-.Inf", "-.INF", ".nan", ".NaN",  ".NAN",  NULL,
 };
 
 /* Types a plain scalar without placeholders into node n (see rf_render.h). */
@@ -612,7 +615,8 @@ static rf_err_t resolve_plain(compiler_t *c, const char *s, size_t len, uint32_t
     return RF_OK;
 }
 
-static uint32_t intern_var(compiler_t *c, const char *name, size_t len, uint32_t line, rf_err_t *err)
+static uint32_t intern_var(compiler_t *c, const char *name, size_t len, uint32_t line,
+                           rf_err_t *err)
 {
     var_t *v = VARS(c->t);
     size_t n = NVARS(c->t);
@@ -646,7 +650,8 @@ static void add_seg(compiler_t *c, uint32_t var, const char *text, size_t len)
 }
 
 /* Splits a scalar with sentinels into segments; returns their count (0 when none). */
-static rf_err_t split_scalar(compiler_t *c, const char *s, size_t len, uint32_t line, uint32_t *nsegs)
+static rf_err_t split_scalar(compiler_t *c, const char *s, size_t len, uint32_t line,
+                             uint32_t *nsegs)
 {
     size_t i = 0;
     size_t lit = 0;
@@ -1012,8 +1017,8 @@ static rf_err_t xfail(exec_t *x, uint32_t line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return rf_errf(RF_ERR_PERM, x->errstr, x->errstr_size, "cannot render template '%s' line %u: %s",
-                   x->t->id, line, what);
+    return rf_errf(RF_ERR_PERM, x->errstr, x->errstr_size,
+                   "cannot render template '%s' line %u: %s", x->t->id, line, what);
 }
 
 static rf_err_t bind_values(exec_t *x, const json_t *values)
@@ -1037,8 +1042,9 @@ static rf_err_t bind_values(exec_t *x, const json_t *values)
         if (json_is_null(val))
             return xfail(x, v[i].line, "missing value for placeholder '%s' (null)", name);
         if (json_is_object(val) || json_is_array(val))
-            return xfail(x, v[i].line, "value of placeholder '%s' is %s, not a string, number or boolean",
-                         name, json_is_object(val) ? "an object" : "an array");
+            return xfail(x, v[i].line,
+                         "value of placeholder '%s' is %s, not a string, number or boolean", name,
+                         json_is_object(val) ? "an object" : "an array");
         if (json_is_string(val) && memchr(json_string_value(val), '\0', json_string_length(val)))
             return xfail(x, v[i].line, "value of placeholder '%s' contains a NUL character", name);
         x->vals[i] = val;
@@ -1092,7 +1098,8 @@ static rf_err_t expand_text(exec_t *x, const node_t *n)
     for (i = 0; i < n->count; i++) {
         if (s[i].var == NO_VAR) {
             if (rf_buf_add(&x->scratch, POOL(x->t) + s[i].off, s[i].len) != 0)
-                return xfail(x, n->line, "rendered output is larger than %d bytes", RF_RENDER_MAX_OUTPUT);
+                return xfail(x, n->line, "rendered output is larger than %d bytes",
+                             RF_RENDER_MAX_OUTPUT);
         } else {
             err = append_value(x, x->vals[s[i].var], n->line);
             if (err != RF_OK)
@@ -1174,7 +1181,8 @@ static rf_err_t exec_map_into(exec_t *x, const node_t *n, json_t *obj, int mergi
         result = exec_node(x, kids[2 * i + 1], &val);
         if (result == RF_OK) {
             before = json_object_size(obj);
-            json_object_setn_new_nocheck(obj, k, klen, val);
+            if (json_object_setn_new_nocheck(obj, k, klen, val) != 0)
+                abort(); /* out of memory */
             val = NULL;
             if (json_object_size(obj) == before)
                 result = xfail(x, key->line, "duplicate key '%.*s'", (int)klen, k);
@@ -1299,7 +1307,8 @@ rf_err_t rf_render_exec(const rf_render_template_t *tpl, const json_t *values,
             json_decref(doc);
             goto cleanup;
         }
-        json_array_append_new(docs, doc);
+        if (json_array_append_new(docs, doc) != 0)
+            abort(); /* out of memory */
         doc = NULL;
     }
     *manifests_out = docs;

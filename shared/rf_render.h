@@ -28,6 +28,7 @@
  *   `on`, `off`, `y`, `n` and dates stay strings (YAML 1.2 core schema). go-yaml v2 would
  *   turn them into booleans and timestamps; a template that means a boolean writes true.
  *   `.inf` and `.nan` are refused: JSON cannot hold them.
+ * Tags other than !!str and ! on scalars (and !!map, !!seq on collections) are refused.
  *
  * Values: a JSON object name -> string, integer, real or boolean. A placeholder whose name
  * is not among the values is an error ("unknown placeholder", or "missing value" when the

@@ -117,11 +117,11 @@ int main(int argc, char **argv)
     if (values_path)
         values = json_load_file(values_path, 0, &jerr);
     else
-        values = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:s}", "service", "web",
-                           "env", "prod", "namespace", "shop", "version", "1.4.2", "image",
-                           "registry.example/shop/web:1.4.2", "replicas", 3, "health_path",
-                           "/healthz", "group", "shop", "port", 8080, "release_id", "r-000123",
-                           "operator", "alice");
+        values =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:s}", "service", "web",
+                      "env", "prod", "namespace", "shop", "version", "1.4.2", "image",
+                      "registry.example/shop/web:1.4.2", "replicas", 3, "health_path", "/healthz",
+                      "group", "shop", "port", 8080, "release_id", "r-000123", "operator", "alice");
     if (!values) {
         fprintf(stderr, "render-bench: cannot read values '%s': %s\n", values_path, jerr.text);
         goto cleanup;

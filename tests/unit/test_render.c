@@ -1,5 +1,6 @@
 /* Unit tests of the renderer: fixture folders, digests, budgets, hostile values, demo templates. */
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -66,8 +67,8 @@ static size_t count_nodes(const json_t *v)
 
 static json_t *standard_values(void)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:s}", "service", "web", "env",
-                     "prod", "namespace", "shop", "version", "1.4.2", "image",
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:s, s:s}", "service", "web",
+                     "env", "prod", "namespace", "shop", "version", "1.4.2", "image",
                      "registry.example/shop/web:1.4.2", "replicas", 3, "health_path", "/healthz",
                      "group", "shop", "port", 8080, "release_id", "r-000123", "operator", "alice");
 }
@@ -390,9 +391,9 @@ static void test_hostile_values_stay_in_their_scalar(void **state)
     (void)state;
     for (i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
         values = json_pack("{s:s, s:s}", "service", "web", "version", hostile[i]);
-        assert_int_equal(rf_render("hostile", tpl_text, strlen(tpl_text), values, &out, errstr,
-                                   sizeof errstr),
-                         RF_OK);
+        assert_int_equal(
+            rf_render("hostile", tpl_text, strlen(tpl_text), values, &out, errstr, sizeof errstr),
+            RF_OK);
         assert_int_equal(json_array_size(out), 1);
         assert_int_equal(json_object_size(json_array_get(out, 0)), 4);
         data = json_object_get(json_array_get(out, 0), "data");
@@ -425,8 +426,8 @@ static void test_placeholders(void **state)
     char *dump;
 
     (void)state;
-    assert_int_equal(rf_render_placeholders("svc", text, strlen(text), &names, errstr, sizeof errstr),
-                     RF_OK);
+    assert_int_equal(
+        rf_render_placeholders("svc", text, strlen(text), &names, errstr, sizeof errstr), RF_OK);
     dump = json_dumps(names, JSON_COMPACT);
     assert_string_equal(dump, "[\"group\",\"port\",\"release_id\",\"service\"]");
     free(dump);
@@ -458,7 +459,8 @@ static void test_limits(void **state)
     rf_buf_adds(&b, "\"\n");
     assert_int_equal(rf_render("big", b.data, b.len, values, &out, errstr, sizeof errstr),
                      RF_ERR_PERM);
-    assert_string_equal(errstr, "cannot render template 'big': template is larger than 1048576 bytes");
+    assert_string_equal(errstr,
+                        "cannot render template 'big': template is larger than 1048576 bytes");
     assert_null(out);
 
     rf_buf_reset(&b);
@@ -470,7 +472,8 @@ static void test_limits(void **state)
     rf_buf_adds(&b, "\n");
     assert_int_equal(rf_render("deep", b.data, b.len, values, &out, errstr, sizeof errstr),
                      RF_ERR_PERM);
-    assert_string_equal(errstr, "cannot render template 'deep' line 4: nesting deeper than 64 levels");
+    assert_string_equal(errstr,
+                        "cannot render template 'deep' line 4: nesting deeper than 64 levels");
 
     /* depth through aliases: 40 levels aliased inside 40 levels */
     rf_buf_reset(&b);
@@ -488,8 +491,9 @@ static void test_limits(void **state)
     rf_buf_adds(&b, "\n");
     assert_int_equal(rf_render("deep-alias", b.data, b.len, values, &out, errstr, sizeof errstr),
                      RF_ERR_PERM);
-    assert_string_equal(errstr, "cannot render template 'deep-alias' line 5: nesting deeper than 64 "
-                                "levels (aliases expanded)");
+    assert_string_equal(errstr,
+                        "cannot render template 'deep-alias' line 5: nesting deeper than 64 "
+                        "levels (aliases expanded)");
     rf_buf_release(&b);
     json_decref(values);
 }
@@ -521,8 +525,9 @@ static void test_compile_once_render_many(void **state)
     values = json_pack("{s:s}", "service", "web");
     assert_int_equal(rf_render_exec(tpl, values, &out, errstr, sizeof errstr), RF_ERR_PERM);
     assert_null(out);
-    assert_string_equal(errstr, "cannot render template 'many' line 6: missing value for placeholder "
-                                "'replicas'");
+    assert_string_equal(errstr,
+                        "cannot render template 'many' line 6: missing value for placeholder "
+                        "'replicas'");
     json_decref(values);
     values = json_pack("[]");
     assert_int_equal(rf_render_exec(tpl, values, &out, errstr, sizeof errstr), RF_ERR_PERM);
@@ -530,6 +535,72 @@ static void test_compile_once_render_many(void **state)
     json_decref(values);
     rf_render_template_destroy(tpl);
     rf_render_template_destroy(NULL);
+}
+
+/* ---- one compiled template, several threads at once ---- */
+
+typedef struct thread_arg {
+    const rf_render_template_t *tpl;
+    const json_t *values;
+    const json_t *want;
+    int failures;
+} thread_arg_t;
+
+static void *render_thread(void *p)
+{
+    thread_arg_t *a = p;
+    char errstr[256];
+    json_t *out = NULL;
+    int i;
+
+    for (i = 0; i < 300; i++) {
+        if (rf_render_exec(a->tpl, a->values, &out, errstr, sizeof errstr) != RF_OK ||
+            !json_equal(out, a->want))
+            a->failures++;
+        json_decref(out);
+        out = NULL;
+    }
+    return NULL;
+}
+
+static void test_exec_from_threads(void **state)
+{
+    char path[4096];
+    char errstr[256];
+    char *body;
+    size_t len = 0;
+    rf_render_template_t *tpl;
+    json_t *values[4];
+    json_t *want[4];
+    thread_arg_t args[4];
+    pthread_t th[4];
+    int i;
+
+    (void)state;
+    snprintf(path, sizeof path, "%s/ops/demo/templates/web.yaml", source_dir());
+    body = slurp(path, &len);
+    assert_non_null(body);
+    tpl = rf_render_compile("web", body, len, errstr, sizeof errstr);
+    assert_non_null(tpl);
+    for (i = 0; i < 4; i++) {
+        values[i] = standard_values();
+        json_object_set_new(values[i], "replicas", json_integer(i + 1));
+        assert_int_equal(rf_render_exec(tpl, values[i], &want[i], errstr, sizeof errstr), RF_OK);
+        args[i].tpl = tpl;
+        args[i].values = values[i];
+        args[i].want = want[i];
+        args[i].failures = 0;
+    }
+    for (i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, render_thread, &args[i]), 0);
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+        json_decref(values[i]);
+        json_decref(want[i]);
+    }
+    rf_render_template_destroy(tpl);
+    free(body);
 }
 
 /* ---- the demo templates render with the standard values ---- */
@@ -568,19 +639,23 @@ static void test_demo_templates(void **state)
     svc = json_array_get(web, 1);
     assert_string_equal(json_string_value(json_object_get(dep, "kind")), "Deployment");
     assert_string_equal(json_string_value(json_object_get(svc, "kind")), "Service");
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(dep, "spec"), "replicas")), 3);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(dep, "spec"), "replicas")),
+                     3);
     ctr = json_array_get(
-        json_object_get(json_object_get(json_object_get(json_object_get(dep, "spec"), "template"), "spec"),
-                        "containers"),
+        json_object_get(
+            json_object_get(json_object_get(json_object_get(dep, "spec"), "template"), "spec"),
+            "containers"),
         0);
     assert_string_equal(json_string_value(json_object_get(ctr, "image")),
                         "registry.example/shop/web:1.4.2");
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_object_get(ctr, "readinessProbe"), "httpGet"), "path")),
-                        "/healthz");
-    assert_int_equal(json_integer_value(json_object_get(
-                         json_object_get(json_object_get(ctr, "livenessProbe"), "httpGet"), "port")),
-                     8080);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(ctr, "readinessProbe"), "httpGet"), "path")),
+        "/healthz");
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_object_get(json_object_get(ctr, "livenessProbe"), "httpGet"), "port")),
+        8080);
     assert_int_equal(json_array_size(legacy), 2);
     assert_string_equal(json_string_value(json_object_get(
                             json_object_get(json_array_get(legacy, 0), "metadata"), "name")),
@@ -600,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_compile_once_render_many),
         cmocka_unit_test(test_demo_templates),
+        cmocka_unit_test(test_exec_from_threads),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
