@@ -171,6 +171,51 @@ static json_t *apps_group(void)
                      "groupVersion", "apps/v1", "version", "v1");
 }
 
+/* The OpenAPI v3 document of one group version: the item paths with their PATCH
+ * operations and parameters, enough for clients that check for fieldValidation. */
+static json_t *openapi_gv(const char *group)
+{
+    json_t *paths = json_object(), *schemas = json_object();
+
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        const ks_kind_info_t *ki = &ks_kinds[k];
+        char path[256], schema[128];
+        json_t *gvk, *params;
+        if (strcmp(ki->group, group) != 0)
+            continue;
+        if (*group)
+            snprintf(path, sizeof(path), "/apis/%s/v1/%s%s/{name}", group,
+                     ki->namespaced ? "namespaces/{namespace}/" : "", ki->resource);
+        else
+            snprintf(path, sizeof(path), "/api/v1/%s%s/{name}",
+                     ki->namespaced ? "namespaces/{namespace}/" : "", ki->resource);
+        gvk = json_pack("{s:s, s:s, s:s}", "group", group, "version", "v1", "kind", ki->kind);
+        params = json_pack("[{s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}, {s:s, s:s, s:{s:s}}]",
+                           "name", "dryRun", "in", "query", "schema", "type", "string",
+                           "name", "fieldManager", "in", "query", "schema", "type", "string",
+                           "name", "fieldValidation", "in", "query", "schema", "type", "string",
+                           "name", "force", "in", "query", "schema", "type", "boolean");
+        json_object_set_new(paths, path,
+                            json_pack("{s:{s:s, s:O, s:s, s:o}, s:{s:s, s:O, s:s}, s:{s:s, s:O, s:s}, s:{s:s, s:O, s:s}}",
+                                      "patch", "operationId", "patch", "x-kubernetes-group-version-kind", gvk,
+                                      "x-kubernetes-action", "patch", "parameters", params,
+                                      "get", "operationId", "read", "x-kubernetes-group-version-kind", gvk,
+                                      "x-kubernetes-action", "get",
+                                      "put", "operationId", "replace", "x-kubernetes-group-version-kind", gvk,
+                                      "x-kubernetes-action", "put",
+                                      "delete", "operationId", "delete", "x-kubernetes-group-version-kind", gvk,
+                                      "x-kubernetes-action", "delete"));
+        snprintf(schema, sizeof(schema), "io.k8s.api.%s.v1.%s", *group ? group : "core", ki->kind);
+        json_object_set_new(schemas, schema,
+                            json_pack("{s:s, s:s, s:[O]}", "type", "object", "description", ki->kind,
+                                      "x-kubernetes-group-version-kind", gvk));
+        json_decref(gvk);
+    }
+    return json_pack("{s:s, s:{s:s, s:s}, s:o, s:{s:o}}", "openapi", "3.0.0", "info", "title",
+                     "Kubernetes", "version", "v1.32.0", "paths", paths, "components", "schemas",
+                     schemas);
+}
+
 /* Returns 1 when path was a discovery path and resp is filled. */
 static int api_discovery(ks_api_t *api, const char *path, ks_resp_t *resp)
 {
@@ -196,6 +241,14 @@ static int api_discovery(ks_api_t *api, const char *path, ks_resp_t *resp)
         json_object_set_new(j, "apiVersion", json_string("v1"));
     } else if (strcmp(path, "/apis/apps/v1") == 0 || strcmp(path, "/apis/apps/v1/") == 0) {
         j = discovery_apps();
+    } else if (strcmp(path, "/openapi/v3") == 0 || strcmp(path, "/openapi/v3/") == 0) {
+        j = json_pack("{s:{s:{s:s}, s:{s:s}}}", "paths", "api/v1", "serverRelativeURL",
+                      "/openapi/v3/api/v1?hash=4B1A1E2C8F0D3A21", "apis/apps/v1",
+                      "serverRelativeURL", "/openapi/v3/apis/apps/v1?hash=9C4D2B7E5A3F1E08");
+    } else if (strcmp(path, "/openapi/v3/api/v1") == 0) {
+        j = openapi_gv("");
+    } else if (strcmp(path, "/openapi/v3/apis/apps/v1") == 0) {
+        j = openapi_gv("apps");
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/livez") == 0 ||
                strcmp(path, "/readyz") == 0) {
         rf_buf_adds(&resp->body, "ok");
@@ -421,8 +474,10 @@ static void api_default(ks_api_t *api, ks_kind_t kind, json_t *o)
     case KS_NAMESPACE:
         DEF(o, "spec", json_pack("{s:[s]}", "finalizers", "kubernetes"));
         DEF(o, "status", json_pack("{s:s}", "phase", "Active"));
-        ks_jset(o, "metadata.labels.kubernetes.io/metadata.name",
-                json_string(ks_jstr(o, "metadata.name") ?: ""));
+        if (!json_is_object(ks_jget(o, "metadata.labels")))
+            ks_jset(o, "metadata.labels", json_object());
+        json_object_set_new(ks_jget(o, "metadata.labels"), "kubernetes.io/metadata.name",
+                            json_string(ks_jstr(o, "metadata.name") ?: ""));
         break;
     default:
         break;

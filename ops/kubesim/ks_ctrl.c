@@ -191,9 +191,15 @@ static int status_int(const json_t *o, const char *field)
     return (int)ks_jint(o, path, 0);
 }
 
+/* Annotation keys hold dots, so they are looked up directly. */
+static const char *annotation(const json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(ks_jget(o, "metadata.annotations"), key));
+}
+
 static int64_t revision_of(const json_t *rs)
 {
-    const char *r = ks_jstr(rs, "metadata.annotations." REVISION_ANN);
+    const char *r = annotation(rs, REVISION_ANN);
 
     return r ? strtoll(r, NULL, 10) : 0;
 }
@@ -478,9 +484,9 @@ static void create_pod(ks_ctrl_t *c, ks_obj_t *rs)
         random_suffix(suffix, 5);
         snprintf(name, sizeof(name), "%s-%s", rs->name, suffix);
     } while (ks_store_get(c->st, KS_POD, rs->ns, name));
-    pod = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:O}", "apiVersion", "v1", "kind", "Pod",
+    pod = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:o}", "apiVersion", "v1", "kind", "Pod",
                     "metadata", "name", name, "generateName", "", "namespace", rs->ns, "spec",
-                    ks_jget(tmpl, "spec") ? ks_jget(tmpl, "spec") : json_object());
+                    ks_jget(tmpl, "spec") ? json_deep_copy(ks_jget(tmpl, "spec")) : json_object());
     {
         char gen[300];
         snprintf(gen, sizeof(gen), "%s-", rs->name);
@@ -754,7 +760,7 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
         json_t *copy = json_deep_copy(x->new_rs->json);
         if (cur < new_rev) {
             if (cur > 0) {
-                const char *hist = ks_jstr(copy, "metadata.annotations." REVISION_HISTORY_ANN);
+                const char *hist = annotation(copy, REVISION_HISTORY_ANN);
                 char h[512];
                 snprintf(h, sizeof(h), "%s%s%lld", hist ? hist : "", hist ? "," : "", (long long)cur);
                 set_annotation(copy, REVISION_HISTORY_ANN, h);
@@ -766,7 +772,7 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
             ks_jset(copy, "spec.minReadySeconds",
                     json_integer(ks_jint(x->dj, "spec.minReadySeconds", 0)));
         ctrl_commit(x->c, x->new_rs, copy);
-        set_annotation(x->dj, REVISION_ANN, ks_jstr(x->new_rs->json, "metadata.annotations." REVISION_ANN) ?: rev);
+        set_annotation(x->dj, REVISION_ANN, annotation(x->new_rs->json, REVISION_ANN) ?: rev);
         if (json_is_integer(ks_jget(x->dj, "spec.progressDeadlineSeconds")) &&
             !dep_condition(status, "Progressing")) {
             char msg[400];
@@ -1025,7 +1031,7 @@ static int rs_desired_differs(dep_ctx_t *x)
         const char *ann;
         if (!rs || spec_replicas(rs->json) == 0)
             continue;
-        ann = ks_jstr(rs->json, "metadata.annotations." DESIRED_ANN);
+        ann = annotation(rs->json, DESIRED_ANN);
         if (ann && atoi(ann) != x->replicas)
             return 1;
     }
