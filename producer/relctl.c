@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pwd.h>
 
 #include "relctl.h"
 #include "rf_log.h"
@@ -175,8 +176,10 @@ int main(int argc, char **argv)
         return RELCTL_USAGE;
     }
     ctl.operator_name = ctl.conf.operator_name ? ctl.conf.operator_name : getenv("USER");
-    if (!ctl.operator_name || !*ctl.operator_name)
-        ctl.operator_name = "unknown";
+    if (!ctl.operator_name || !*ctl.operator_name) {
+        struct passwd *pw = getpwuid(getuid());
+        ctl.operator_name = pw ? pw->pw_name : "unknown";
+    }
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
         if (strcmp(verbs[i].name, argv[argi]) == 0) {
             result = verbs[i].fn(&ctl, argc - argi, argv + argi);

@@ -89,7 +89,9 @@ CREATE TABLE releases (
     manifests_sha256  text,
     fence             bigint,
     error             text,
-    track             jsonb,
+    track             jsonb,       -- tracking state: objects, deadline, progress, canary step
+    track_owner       text,        -- the track worker following it now
+    track_until       timestamptz, -- its claim lapses then; another worker takes over
     pods              jsonb,
     CHECK ((status IN ('succeeded', 'failed', 'cancelled', 'superseded', 'rejected'))
            = (finished_at IS NOT NULL))
@@ -100,6 +102,8 @@ CREATE UNIQUE INDEX releases_one_active ON releases (service, env)
 CREATE INDEX releases_by_service ON releases (service, env, created_at DESC);
 CREATE INDEX releases_by_time ON releases (created_at DESC);
 CREATE INDEX releases_queued ON releases (service, env, created_at) WHERE status = 'queued';
+CREATE INDEX releases_tracked ON releases (track_until)
+    WHERE status IN ('progressing', 'paused');
 
 -- The timeline: one row per event of a release (every state change is one).
 CREATE TABLE timeline (

@@ -12,7 +12,18 @@
 #include "rf_store.h"
 #include "worker.h"
 
-static const rf_stage_t *const stages[] = {&rf_stage_render, NULL};
+static const rf_stage_t *const stages[] = {&rf_stage_render, &rf_stage_apply, &rf_stage_track,
+                                           NULL};
+
+/* The schema family each topic carries: a message of another family is refused. */
+static const struct {
+    const char *topic;
+    const char *schema_prefix;
+} topic_schemas[] = {
+    {"requests", "relfleet.request."}, {"rendered", "relfleet.rendered."},
+    {"applied", "relfleet.applied."},  {"commands", "relfleet.command."},
+    {"results", "relfleet.result."},   {"dlq", "relfleet.dlq."},
+};
 
 static volatile int run = 1;
 
@@ -31,14 +42,6 @@ static void usage(FILE *out)
     for (int i = 0; stages[i]; i++)
         fprintf(out, " %s", stages[i]->name);
     fprintf(out, "\nsettings come from the environment (RELFLEET_*) or the YAML file\n");
-}
-
-static long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 /* Sleeps up to ms, waking early on shutdown. */
@@ -67,6 +70,8 @@ static rf_err_t worker_dead_letter(rf_worker_t *w, const rd_kafka_message_t *m,
         return result;
     dlq = rf_msg_dlq_build(w->stage, reason, topic, m->partition, m->offset, m->key, m->key_len,
                            m->payload, m->len);
+    if (!dlq)
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot build the dead letter");
     snprintf(key, sizeof(key), "%.*s", (int)(m->key_len < 255 ? m->key_len : 255),
              m->key ? (const char *)m->key : "");
     result = rf_producer_send(w->producer, "dlq", m->key_len ? key : NULL, dlq, strlen(dlq),
@@ -100,13 +105,17 @@ static rf_err_t worker_process(rf_worker_t *w, const rf_stage_t *stage, void *st
     char dlq_err[512];
     rf_input_t in = {m, NULL, NULL};
     const char *topic = rd_kafka_topic_name(m->rkt);
+    const char *prefix = "relfleet.?";
     size_t plen = strlen(w->conf->topic_prefix);
     rf_err_t result;
 
     worker_log_ctx(m, NULL);
     in.topic_suffix = strncmp(topic, w->conf->topic_prefix, plen) == 0 ? topic + plen : topic;
-    result = rf_msg_parse(w->schemas, m->payload, m->len, m->key, m->key_len,
-                          stage->schema_prefix, &in.body, errstr, sizeof(errstr));
+    for (size_t i = 0; i < sizeof(topic_schemas) / sizeof(topic_schemas[0]); i++)
+        if (strcmp(topic_schemas[i].topic, in.topic_suffix) == 0)
+            prefix = topic_schemas[i].schema_prefix;
+    result = rf_msg_parse(w->schemas, m->payload, m->len, m->key, m->key_len, prefix, &in.body,
+                          errstr, sizeof(errstr));
     if (result == RF_OK) {
         worker_log_ctx(m, in.body);
         result = stage->handle(state, &in, errstr, sizeof(errstr));
@@ -146,7 +155,7 @@ int main(int argc, char **argv)
     char errstr[1024];
     char group[256];
     char schema_dir[1024];
-    long backoff = 0, last_tick = 0;
+    long backoff = 0;
     int exit_code = 1;
     int c;
 
@@ -238,7 +247,7 @@ int main(int argc, char **argv)
     rf_log_info("started, consumer group '%s'", group);
 
     while (run) {
-        rd_kafka_message_t *m = rf_consumer_poll(consumer, 100);
+        rd_kafka_message_t *m = rf_consumer_poll(consumer, stage->poll_ms);
         if (m) {
             if (worker_process(&w, stage, state, consumer, m) == RF_OK) {
                 backoff = 0;
@@ -254,8 +263,7 @@ int main(int argc, char **argv)
             rd_kafka_message_destroy(m);
             rf_log_ctx_clear();
         }
-        if (stage->tick && now_ms() - last_tick >= 100) {
-            last_tick = now_ms();
+        if (stage->tick) {
             stage->tick(state);
             rf_log_ctx_clear();
         }

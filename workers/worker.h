@@ -33,7 +33,7 @@ typedef struct rf_input {
 typedef struct rf_stage {
     const char *name;
     const char *const *topics;  /* suffixes consumed, NULL-terminated */
-    const char *schema_prefix;  /* every consumed schema name starts with this, e.g. "relfleet.request." */
+    int poll_ms;                /* longest wait for a message before the next tick */
     int needs_lock;             /* connect to Redis */
     /* Sets up the stage's own state. */
     rf_err_t (*init)(rf_worker_t *w, void **state, char *errstr, size_t errstr_size);
@@ -47,5 +47,7 @@ typedef struct rf_stage {
 } rf_stage_t;
 
 extern const rf_stage_t rf_stage_render;
+extern const rf_stage_t rf_stage_apply;
+extern const rf_stage_t rf_stage_track;
 
 #endif

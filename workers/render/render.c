@@ -8,6 +8,7 @@
 #include "rf_release.h"
 #include "rf_render.h"
 #include "rf_store.h"
+#include "common.h"
 #include "worker.h"
 
 typedef struct render_stage {
@@ -34,23 +35,6 @@ static rf_err_t render_reject(render_stage_t *rs, const char *id, const char *re
                              errstr_size);
     if (result == RF_ERR_NOTFOUND || result == RF_ERR_FENCED)
         return RF_OK; /* ended (or started) meanwhile: whoever did that publishes */
-    return result;
-}
-
-/* Publishes the result of a terminal release (same bytes on every redelivery). */
-static rf_err_t render_publish_result(render_stage_t *rs, const char *id, const char *key,
-                                      char *errstr, size_t errstr_size)
-{
-    char *text = NULL;
-    rf_err_t result = rf_store_result(rs->w->db, id, &text, errstr, errstr_size);
-
-    if (result == RF_ERR_NOTFOUND)
-        return RF_OK;
-    if (result != RF_OK)
-        return result;
-    result = rf_producer_send(rs->w->producer, "results", key, text, strlen(text), errstr,
-                              errstr_size);
-    free(text);
     return result;
 }
 
@@ -305,7 +289,7 @@ fail_release:
     rf_log_info("render failed: %s", reason);
     rf_lock_release(w->lock, env, service, id, msg, sizeof(msg));
     if (result == RF_OK)
-        result = render_publish_result(rs, id, key, errstr, errstr_size);
+        result = rf_worker_publish_result(rs->w, id, key, errstr, errstr_size);
     else if (result == RF_ERR_FENCED)
         result = RF_OK;
     goto out;
@@ -320,7 +304,7 @@ unlock:
 reject:
     result = render_reject(rs, id, reason, errstr, errstr_size);
     if (result == RF_OK)
-        result = render_publish_result(rs, id, key, errstr, errstr_size);
+        result = rf_worker_publish_result(rs->w, id, key, errstr, errstr_size);
 out:
     free(manifests_text);
     free(values_text);
@@ -427,7 +411,7 @@ static rf_err_t render_handle(void *state, const rf_input_t *in, char *errstr,
     else if (strcmp(status, "applying") == 0)
         result = render_publish_rendered(rs, id, key, errstr, errstr_size);
     else if (strcmp(status, "rejected") == 0 || strcmp(status, "failed") == 0)
-        result = render_publish_result(rs, id, key, errstr, errstr_size);
+        result = rf_worker_publish_result(rs->w, id, key, errstr, errstr_size);
     goto out;
 fail:
     rf_db_rollback(w->db);
@@ -464,6 +448,32 @@ static void render_tick(void *state)
         rf_log_ctx_clear();
     }
     PQclear(res);
+    res = NULL;
+    /* A release still applying long after it was rendered lost its `rendered` message (a
+     * broker that lost data): publish it again; the apply stage is idempotent. */
+    {
+        char lease[24];
+        const char *params[1] = {lease};
+        snprintf(lease, sizeof(lease), "%d", rs->w->conf->lock_lease_ms);
+        if (rf_db_exec(rs->w->db,
+                       "SELECT id, env || '/' || service FROM releases WHERE status = 'applying'"
+                       " AND started_at < clock_timestamp() - make_interval(secs => $1::int /"
+                       " 1000.0) AND NOT EXISTS (SELECT 1 FROM timeline t WHERE t.release_id ="
+                       " releases.id AND t.at > clock_timestamp() - make_interval(secs =>"
+                       " $1::int / 1000.0)) LIMIT 100",
+                       1, params, &res, errstr, sizeof(errstr)) != RF_OK) {
+            rf_log_warn("sweep: %s", errstr);
+            return;
+        }
+        for (int i = 0; i < PQntuples(res) && *rs->w->run; i++) {
+            rf_log_warn("release %s is still applying; publishing `rendered` again",
+                        PQgetvalue(res, i, 0));
+            if (render_publish_rendered(rs, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), errstr,
+                                        sizeof(errstr)) != RF_OK)
+                rf_log_warn("sweep: %s", errstr);
+        }
+        PQclear(res);
+    }
 }
 
 static rf_err_t render_init(rf_worker_t *w, void **state, char *errstr, size_t errstr_size)
@@ -489,7 +499,7 @@ static const char *const render_topics[] = {"requests", NULL};
 const rf_stage_t rf_stage_render = {
     .name = "render",
     .topics = render_topics,
-    .schema_prefix = "relfleet.request.",
+    .poll_ms = 100,
     .needs_lock = 1,
     .init = render_init,
     .handle = render_handle,

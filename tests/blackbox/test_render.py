@@ -1,0 +1,111 @@
+"""The foundation slice: relctl deploy -> requests -> render -> PostgreSQL and `rendered`."""
+import base64
+import json
+import time
+
+from releases import ACTIVE, deploy, kcat_read, record, setup_service, wait_status
+
+
+def test_deploy_renders_manifests_and_publishes_rendered(harness):
+    h = harness
+    svc = setup_service(h, replicas=3)
+    rid = deploy(h, svc, "1.0.0", "prod", "-m", "first release of " + svc)
+    rec = wait_status(h, rid, ACTIVE | {"succeeded"})
+    assert rec["service"] == svc and rec["version"] == "1.0.0" and rec["kind"] == "deploy"
+    assert rec["template_id"] == "web" and len(rec["manifests_sha256"]) == 64
+    events = [e["event"] for e in rec["timeline"]]
+    assert events[:3] == ["queued", "rendering", "applying"], events
+
+    rows = h.psql(f"SELECT jsonb_array_length(manifests), manifests_sha256,"
+                  f" manifests->0->>'kind', manifests->0->'spec'->>'replicas'"
+                  f" FROM releases WHERE id = '{rid}'")
+    count, sha, kind, replicas = rows[0]
+    assert int(count) == 2 and kind == "Deployment" and replicas == "3"
+    assert sha == rec["manifests_sha256"]
+
+    msgs = kcat_read(h, "rendered",
+                     lambda ms: any(json.loads(m["payload"])["release_id"] == rid for m in ms))
+    mine = [json.loads(m["payload"]) for m in msgs
+            if json.loads(m["payload"])["release_id"] == rid]
+    assert mine[0]["schema"] == "relfleet.rendered.v1"
+    assert mine[0]["manifests_sha256"] == sha
+    assert [m["key"] for m in msgs if rid in m["payload"]][0] == f"prod/{svc}"
+    image = mine[0]["manifests"][0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{svc}:1.0.0"
+
+
+def test_busy_service_keeps_second_release_queued(harness):
+    h = harness
+    # A version whose pods never become ready holds the service for a while.
+    svc = setup_service(h, versions=("bad-1", "1.0.1"))
+    first = deploy(h, svc, "bad-1")
+    wait_status(h, first, ACTIVE)
+    second = deploy(h, svc, "1.0.1")
+    rec = h.wait_for(lambda: (r := record(h, second)) and r["timeline"] and r, 30,
+                     "the second release to be recorded")
+    assert rec["status"] == "queued"
+    time.sleep(0)  # nothing to wait for: the render stage already handled it
+    assert record(h, first)["status"] in ACTIVE
+    assert record(h, second)["status"] == "queued"
+    # Ending the first hands the service to the second.
+    h.relctl("cancel", first)
+    wait_status(h, first, "cancelled")
+    done = wait_status(h, second, ACTIVE | {"succeeded", "failed"}, timeout=60)
+    first_end = record(h, first)["finished_at"]
+    started = [e["at"] for e in done["timeline"] if e["event"] == "rendering"][0]
+    assert started >= first_end, (started, first_end)
+
+
+def test_malformed_message_goes_to_dlq_and_worker_keeps_serving(harness):
+    h = harness
+    bad = b'{"schema": "relfleet.request.v1", "release_id": 42'
+    part, off = h.produce("requests", b"prod/broken", bad)
+    msgs = h.consume("dlq", timeout=30, until=lambda ms: any(
+        m.json()["source_topic"] == h.topic("requests") and m.json()["offset"] == off
+        and m.json()["partition"] == part for m in ms))
+    dl = [m.json() for m in msgs if m.json()["offset"] == off and m.json()["partition"] == part][0]
+    assert dl["schema"] == "relfleet.dlq.v1" and dl["stage"] == "render"
+    assert base64.b64decode(dl["payload_base64"]) == bad
+    assert "json" in dl["reason"].lower(), dl["reason"]
+    rows = h.psql(f"SELECT reason FROM rejected_messages WHERE topic = '{h.topic('requests')}'"
+                  f" AND partition = {part} AND \"offset\" = {off}")
+    assert rows and rows[0][0] == dl["reason"]
+    # The worker is still serving.
+    svc = setup_service(h)
+    rid = deploy(h, svc, "1.0.0")
+    wait_status(h, rid, ACTIVE | {"succeeded"})
+
+
+def test_unknown_service_and_version_are_rejected_with_reason(harness):
+    h = harness
+    ghost = h.unique_service("ghost")
+    rid = deploy(h, ghost, "1.0.0")
+    rec = wait_status(h, rid, "rejected")
+    assert rec["error"] == f"unknown service '{ghost}' in env 'prod'"
+    svc = setup_service(h, versions=("1.0.0",))
+    rid2 = deploy(h, svc, "9.9.9")
+    rec2 = wait_status(h, rid2, "rejected")
+    assert "unknown version '9.9.9'" in rec2["error"]
+    results = h.consume("results", timeout=30, until=lambda ms: {rid, rid2} <= {
+        m.json()["release_id"] for m in ms})
+    mine = [m.json() for m in results if m.json()["release_id"] in (rid, rid2)]
+    assert sorted(m["status"] for m in mine) == ["rejected", "rejected"]
+    assert all(m["event_id"] == m["release_id"] for m in mine)
+
+
+def test_render_error_fails_release_naming_placeholder(harness, tmp_path):
+    h = harness
+    tpl = tmp_path / "broken-tpl.yaml"
+    tpl.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n"
+                   "data:\n  a: \"{{ mode }}\"\n")
+    svc = h.unique_service()
+    # `mode` is a per-service value: known to sync, but this service does not set it.
+    other = h.unique_service()
+    h.relctl("template", "sync", str(tmp_path), check=False)
+    h.relctl("service", "set", other, "--env", "prod", "template=web", "mode=fast")
+    h.relctl("template", "sync", str(tmp_path))
+    h.relctl("service", "set", svc, "--env", "prod", "template=broken-tpl")
+    rid = deploy(h, svc, "1.0.0")
+    rec = wait_status(h, rid, "failed")
+    assert "'mode'" in rec["error"] and "broken-tpl" in rec["error"], rec["error"]
+    assert rec["started_at"] and rec["finished_at"]

@@ -1,0 +1,90 @@
+/* Shared stage steps: the end of a release and the hand-over to the next queued one. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "rf_log.h"
+#include "rf_release.h"
+#include "rf_store.h"
+
+rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const char *key,
+                                  char *errstr, size_t errstr_size)
+{
+    char *text = NULL;
+    rf_err_t result = rf_store_result(w->db, release_id, &text, errstr, errstr_size);
+
+    if (result == RF_ERR_NOTFOUND)
+        return RF_OK;
+    if (result != RF_OK)
+        return result;
+    result = rf_producer_send(w->producer, "results", key, text, strlen(text), errstr,
+                              errstr_size);
+    free(text);
+    return result;
+}
+
+rf_err_t rf_worker_kick_next(rf_worker_t *w, const char *service, const char *env,
+                             char *errstr, size_t errstr_size)
+{
+    const char *params[2] = {service, env};
+    PGresult *res = NULL;
+    char key[300];
+    rf_err_t result;
+
+    result = rf_db_exec(w->db,
+                        "SELECT request::text FROM releases WHERE service = $1 AND env = $2"
+                        " AND status = 'queued' ORDER BY created_at, id LIMIT 1",
+                        2, params, &res, errstr, errstr_size);
+    if (result != RF_OK || PQntuples(res) == 0) {
+        PQclear(res);
+        return result;
+    }
+    snprintf(key, sizeof(key), "%s/%s", env, service);
+    result = rf_producer_send(w->producer, "requests", key, PQgetvalue(res, 0, 0),
+                              (size_t)PQgetlength(res, 0, 0), errstr, errstr_size);
+    PQclear(res);
+    return result;
+}
+
+rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const char *service,
+                               const char *env, int64_t fence, const char *status,
+                               const char *error, const json_t *pods, char *errstr,
+                               size_t errstr_size)
+{
+    char key[300], msg[1200], unlock_err[256];
+    rf_err_t result;
+
+    snprintf(key, sizeof(key), "%s/%s", env, service);
+    if (pods && json_array_size(pods) > 0) {
+        char *text = json_dumps(pods, JSON_COMPACT);
+        char fence_s[24];
+        const char *params[3] = {release_id, text, fence_s};
+        snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
+        result = rf_db_exec(w->db,
+                            "UPDATE releases SET pods = $2::jsonb WHERE id = $1 AND fence = $3"
+                            " AND status NOT IN (" RF_RELEASE_TERMINAL_SQL ")",
+                            3, params, NULL, errstr, errstr_size);
+        free(text);
+        if (result != RF_OK)
+            return result;
+    }
+    if (error)
+        snprintf(msg, sizeof(msg), "%s: %s", status, error);
+    else
+        snprintf(msg, sizeof(msg), "release %s", status);
+    result = rf_store_finish(w->db, release_id, fence, status, error, w->stage, msg, errstr,
+                             errstr_size);
+    if (result == RF_ERR_FENCED)
+        return result;
+    if (result != RF_OK && result != RF_ERR_NOTFOUND)
+        return result;
+    if (result == RF_OK)
+        rf_log_info("release ended %s%s%s", status, error ? ": " : "", error ? error : "");
+    if (w->lock)
+        rf_lock_release(w->lock, env, service, release_id, unlock_err, sizeof(unlock_err));
+    result = rf_worker_publish_result(w, release_id, key, errstr, errstr_size);
+    if (result == RF_OK)
+        result = rf_worker_kick_next(w, service, env, errstr, errstr_size);
+    return result;
+}

@@ -1,0 +1,634 @@
+/* The track stage: follows every active rollout through one informer per cluster, ends each release once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "common.h"
+#include "rf_buf.h"
+#include "rf_kube.h"
+#include "rf_log.h"
+#include "rf_msg.h"
+#include "rf_release.h"
+#include "rf_store.h"
+#include "worker.h"
+
+#define TRACK_CLAIM_MS 1000      /* look for releases nobody follows */
+#define TRACK_RENEW_MS 5000      /* renew our claims and service locks */
+#define TRACK_LEASE_S 15         /* a claim lapses this long after its last renewal */
+#define TRACK_LOG_LINES 100
+#define TRACK_MAX_PODS 10
+#define TRACK_SELECTOR "app.kubernetes.io%2Fmanaged-by%3Drelfleet"
+
+typedef struct track_cluster {
+    char *name; /* "" for the current context */
+    rf_kube_t *kube;
+    rf_kube_watch_t *watch;
+} track_cluster_t;
+
+typedef struct track_stage {
+    rf_worker_t *w;
+    char owner[128];
+    rf_kube_multi_t *multi;
+    track_cluster_t clusters[16];
+    int nclusters;
+    json_t *cache;    /* "cluster|ns/name" -> summary of the Deployment */
+    json_t *tracked;  /* release id -> {service, env, fence, cluster, deadline_ms, deploys, message} */
+    json_t *by_deploy; /* "cluster|ns/name" -> release id */
+    long last_claim, last_renew, last_timeouts;
+} track_stage_t;
+
+static long track_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static long long track_epoch_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
+static json_int_t jint(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+/* The fields of a Deployment that decide its rollout, kept per object. */
+static json_t *track_summarize(const json_t *d)
+{
+    const json_t *meta = json_object_get(d, "metadata");
+    const json_t *spec = json_object_get(d, "spec");
+    const json_t *st = json_object_get(d, "status");
+    const json_t *labels = json_object_get(json_object_get(spec, "selector"), "matchLabels");
+    json_t *sum = json_object();
+    rf_buf_t sel = RF_BUF_INIT;
+    const char *k;
+    json_t *v, *c;
+    size_t i;
+
+    json_object_set_new(sum, "generation", json_integer(jint(meta, "generation")));
+    json_object_set_new(sum, "observed", json_integer(jint(st, "observedGeneration")));
+    json_object_set_new(sum, "desired", json_integer(json_is_integer(json_object_get(spec, "replicas"))
+                                                         ? jint(spec, "replicas")
+                                                         : 1));
+    json_object_set_new(sum, "replicas", json_integer(jint(st, "replicas")));
+    json_object_set_new(sum, "updated", json_integer(jint(st, "updatedReplicas")));
+    json_object_set_new(sum, "ready", json_integer(jint(st, "readyReplicas")));
+    json_object_set_new(sum, "available", json_integer(jint(st, "availableReplicas")));
+    json_array_foreach(json_object_get(st, "conditions"), i, c) {
+        if (strcmp(jstr(c, "type"), "Progressing") == 0) {
+            json_object_set_new(sum, "reason", json_string(jstr(c, "reason")));
+            json_object_set_new(sum, "cond_message", json_string(jstr(c, "message")));
+        }
+    }
+    json_object_foreach((json_t *)labels, k, v) {
+        rf_buf_addf(&sel, "%s%s=%s", sel.len ? "," : "", k, json_string_value(v));
+    }
+    json_object_set_new(sum, "selector", json_string(rf_buf_str(&sel)));
+    rf_buf_release(&sel);
+    return sum;
+}
+
+/* kubectl's rollout status for one Deployment: 1 done, -1 failed, 0 going on; msg says how. */
+static int track_rollout_status(const json_t *sum, json_int_t min_generation, const char *name,
+                                char *msg, size_t size)
+{
+    json_int_t desired, updated, replicas, available;
+
+    if (!sum || jint(sum, "generation") < min_generation ||
+        jint(sum, "generation") > jint(sum, "observed")) {
+        snprintf(msg, size, "deployment %s: waiting for the spec update to be observed", name);
+        return 0;
+    }
+    if (strcmp(jstr(sum, "reason"), "ProgressDeadlineExceeded") == 0) {
+        snprintf(msg, size, "deployment \"%s\" exceeded its progress deadline", name);
+        return -1;
+    }
+    desired = jint(sum, "desired");
+    updated = jint(sum, "updated");
+    replicas = jint(sum, "replicas");
+    available = jint(sum, "available");
+    if (updated < desired) {
+        snprintf(msg, size, "deployment %s: %lld of %lld new replicas have been updated", name,
+                 (long long)updated, (long long)desired);
+        return 0;
+    }
+    if (replicas > updated) {
+        snprintf(msg, size, "deployment %s: %lld old replicas are pending termination", name,
+                 (long long)(replicas - updated));
+        return 0;
+    }
+    if (available < updated) {
+        snprintf(msg, size, "deployment %s: %lld of %lld updated replicas are available", name,
+                 (long long)available, (long long)updated);
+        return 0;
+    }
+    snprintf(msg, size, "deployment %s successfully rolled out (%lld of %lld available)", name,
+             (long long)available, (long long)desired);
+    return 1;
+}
+
+static track_cluster_t *track_cluster(track_stage_t *ts, const char *name, char *errstr,
+                                      size_t errstr_size);
+
+/* The pods of a failed Deployment that are not running well, with their last log lines. */
+static json_t *track_failing_pods(track_stage_t *ts, const char *cluster, const char *ns,
+                                  const json_t *sum)
+{
+    track_cluster_t *tc = track_cluster(ts, cluster, NULL, 0);
+    json_t *pods = json_array(), *list = NULL, *pod;
+    char path[2048], errstr[512];
+    char *sel;
+    size_t i;
+
+    if (!tc || !*jstr(sum, "selector"))
+        return pods;
+    sel = curl_easy_escape(NULL, jstr(sum, "selector"), 0);
+    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods?labelSelector=%s", ns,
+             sel ? sel : "");
+    curl_free(sel);
+    if (rf_kube_list(tc->kube, path, &list, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_warn("cannot list pods: %s", errstr);
+        return pods;
+    }
+    json_array_foreach(json_object_get(list, "items"), i, pod) {
+        const json_t *meta = json_object_get(pod, "metadata");
+        const json_t *st = json_object_get(pod, "status");
+        const json_t *cs = json_array_get(json_object_get(st, "containerStatuses"), 0);
+        const json_t *waiting = json_object_get(json_object_get(cs, "state"), "waiting");
+        const char *phase = jstr(st, "phase");
+        char *log = NULL;
+        json_t *p;
+        if (json_object_get(meta, "deletionTimestamp"))
+            continue; /* terminating */
+        if (strcmp(phase, "Running") == 0 && json_is_true(json_object_get(cs, "ready")))
+            continue;
+        if (json_array_size(pods) >= TRACK_MAX_PODS)
+            break;
+        p = json_pack("{s:s, s:s, s:I}", "name", jstr(meta, "name"), "phase", phase, "restarts",
+                      jint(cs, "restartCount"));
+        if (waiting)
+            json_object_set_new(p, "reason", json_string(jstr(waiting, "reason")));
+        if (rf_kube_pod_logs(tc->kube, ns, jstr(meta, "name"), NULL, TRACK_LOG_LINES, &log, errstr,
+                             sizeof(errstr)) == RF_OK)
+            json_object_set_new(p, "log_tail", json_string(log));
+        free(log);
+        json_array_append_new(pods, p);
+    }
+    json_decref(list);
+    return pods;
+}
+
+/* Stops following a release (ended here or elsewhere). */
+static void track_forget(track_stage_t *ts, const char *id)
+{
+    json_t *t = json_object_get(ts->tracked, id);
+    json_t *d;
+    size_t i;
+
+    if (!t)
+        return;
+    json_array_foreach(json_object_get(t, "deploys"), i, d) {
+        const char *k = jstr(d, "key");
+        const char *owner = json_string_value(json_object_get(ts->by_deploy, k));
+        if (owner && strcmp(owner, id) == 0)
+            json_object_del(ts->by_deploy, k);
+    }
+    json_object_del(ts->tracked, id);
+}
+
+static void track_end(track_stage_t *ts, const char *id, const char *status, const char *error,
+                      const json_t *pods)
+{
+    json_t *t = json_incref(json_object_get(ts->tracked, id));
+    char errstr[1024];
+    rf_err_t result;
+
+    rf_log_ctx_set("release", id);
+    rf_log_ctx_set("service", jstr(t, "service"));
+    result = rf_worker_end_release(ts->w, id, jstr(t, "service"), jstr(t, "env"),
+                                   jint(t, "fence"), status, error, pods, errstr, sizeof(errstr));
+    if (result == RF_OK || result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND)
+        track_forget(ts, id);
+    else
+        rf_log_warn("cannot end release yet: %s", errstr); /* retried at the next change or tick */
+    json_decref(t);
+}
+
+/* Looks at every Deployment of a release and records what changed. */
+static void track_evaluate(track_stage_t *ts, const char *id)
+{
+    json_t *t = json_object_get(ts->tracked, id);
+    json_t *d, *progress;
+    char msg[512], all[2048] = "", errstr[512];
+    int done = 1, failed = 0;
+    json_int_t desired = 0, updated = 0, available = 0;
+    size_t i;
+
+    if (!t)
+        return;
+    json_array_foreach(json_object_get(t, "deploys"), i, d) {
+        json_t *sum = json_object_get(ts->cache, jstr(d, "key"));
+        int st = track_rollout_status(sum, jint(d, "generation"), jstr(d, "name"), msg,
+                                      sizeof(msg));
+        if (st < 0) {
+            json_t *pods;
+            failed = 1;
+            pods = track_failing_pods(ts, jstr(t, "cluster"), jstr(d, "namespace"), sum);
+            rf_store_event(ts->w->db, id, "track", "progress", NULL, msg, NULL, errstr,
+                           sizeof(errstr));
+            track_end(ts, id, "failed", msg, pods);
+            json_decref(pods);
+            return;
+        }
+        if (st == 0)
+            done = 0;
+        desired += jint(sum, "desired");
+        updated += jint(sum, "updated");
+        available += jint(sum, "available");
+        snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%s", *all ? "; " : "", msg);
+    }
+    (void)failed;
+    if (strcmp(all, jstr(t, "message")) != 0) {
+        char fence_s[24];
+        char *ptext;
+        progress = json_pack("{s:I, s:I, s:I}", "desired", desired, "updated", updated,
+                             "available", available);
+        ptext = json_dumps(progress, JSON_COMPACT);
+        snprintf(fence_s, sizeof(fence_s), "%lld", (long long)jint(t, "fence"));
+        {
+            const char *params[4] = {id, fence_s, ptext, all};
+            if (rf_db_exec(ts->w->db,
+                           "WITH u AS (UPDATE releases SET track = jsonb_set(track, '{progress}',"
+                           " $3::jsonb) WHERE id = $1 AND fence = $2::bigint AND status IN"
+                           " ('progressing', 'paused') RETURNING id) INSERT INTO timeline"
+                           " (release_id, stage, event, message, data) SELECT id, 'track',"
+                           " 'progress', $4, $3::jsonb FROM u",
+                           4, params, NULL, errstr, sizeof(errstr)) == RF_OK)
+                json_object_set_new(t, "message", json_string(all));
+            else
+                rf_log_warn("cannot record progress: %s", errstr);
+        }
+        free(ptext);
+        json_decref(progress);
+    }
+    if (done && json_array_size(json_object_get(t, "deploys")) > 0)
+        track_end(ts, id, "succeeded", NULL, NULL);
+    else if (json_array_size(json_object_get(t, "deploys")) == 0)
+        track_end(ts, id, "succeeded", NULL, NULL); /* nothing to roll out (Services only) */
+}
+
+static void track_on_event(rf_kube_watch_t *wch, const rf_watch_event_t *ev, void *opaque)
+{
+    track_cluster_t *tc = NULL;
+    track_stage_t *ts = opaque;
+    const json_t *meta;
+    char key[600];
+    const char *id;
+
+    for (int i = 0; i < ts->nclusters; i++)
+        if (ts->clusters[i].watch == wch)
+            tc = &ts->clusters[i];
+    if (!tc)
+        return;
+    if (ev->type == RF_WATCH_ERROR || ev->type == RF_WATCH_EXPIRED) {
+        rf_log_info("deployment watch: %s (%d)", ev->message ? ev->message : "", ev->code);
+        return;
+    }
+    if (!ev->object || ev->type == RF_WATCH_BOOKMARK)
+        return;
+    meta = json_object_get(ev->object, "metadata");
+    snprintf(key, sizeof(key), "%s|%s/%s", tc->name, jstr(meta, "namespace"), jstr(meta, "name"));
+    if (ev->type == RF_WATCH_DELETED)
+        json_object_del(ts->cache, key);
+    else
+        json_object_set_new(ts->cache, key, track_summarize(ev->object));
+    id = json_string_value(json_object_get(ts->by_deploy, key));
+    if (id) {
+        char idbuf[64];
+        snprintf(idbuf, sizeof(idbuf), "%s", id);
+        rf_log_ctx_set("release", idbuf);
+        track_evaluate(ts, idbuf);
+        rf_log_ctx_clear();
+    }
+}
+
+static track_cluster_t *track_cluster(track_stage_t *ts, const char *name, char *errstr,
+                                      size_t errstr_size)
+{
+    char err[512];
+    track_cluster_t *tc;
+    rf_kubeconfig_t *cfg;
+
+    if (!errstr) {
+        errstr = err;
+        errstr_size = sizeof(err);
+    }
+    name = name ? name : "";
+    for (int i = 0; i < ts->nclusters; i++)
+        if (strcmp(ts->clusters[i].name, name) == 0)
+            return &ts->clusters[i];
+    if (ts->nclusters == (int)(sizeof(ts->clusters) / sizeof(ts->clusters[0])) ||
+        !ts->w->conf->kubeconfig) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "no kubeconfig for cluster '%s'", name);
+        return NULL;
+    }
+    cfg = rf_kubeconfig_load(ts->w->conf->kubeconfig, *name ? name : ts->w->conf->kube_context,
+                             errstr, errstr_size);
+    if (!cfg)
+        return NULL;
+    tc = &ts->clusters[ts->nclusters];
+    tc->kube = rf_kube_new(cfg, errstr, errstr_size);
+    rf_kubeconfig_destroy(cfg);
+    if (!tc->kube)
+        return NULL;
+    tc->watch = rf_kube_watch_new(ts->multi, tc->kube,
+                                  "/apis/apps/v1/deployments?labelSelector=" TRACK_SELECTOR,
+                                  track_on_event, ts, errstr, errstr_size);
+    if (!tc->watch) {
+        rf_kube_destroy(tc->kube);
+        return NULL;
+    }
+    tc->name = strdup(name);
+    ts->nclusters++;
+    return tc;
+}
+
+/* Starts following a release claimed from PostgreSQL. */
+static void track_adopt(track_stage_t *ts, PGresult *res, int row)
+{
+    const char *id = PQgetvalue(res, row, 0);
+    const char *cluster = rf_db_value(res, row, 5) ? rf_db_value(res, row, 5) : "";
+    json_t *track = json_loads(rf_db_value(res, row, 4) ? rf_db_value(res, row, 4) : "{}", 0, NULL);
+    json_t *deploys = json_array(), *t, *o;
+    char errstr[512], key[600];
+    size_t i;
+
+    if (json_object_get(ts->tracked, id)) {
+        json_decref(track);
+        json_decref(deploys);
+        return;
+    }
+    if (!track_cluster(ts, cluster, errstr, sizeof(errstr)))
+        rf_log_warn("cannot watch cluster '%s': %s", cluster, errstr);
+    json_array_foreach(json_object_get(track, "objects"), i, o) {
+        if (strcmp(jstr(o, "kind"), "Deployment") != 0)
+            continue;
+        snprintf(key, sizeof(key), "%s|%s/%s", cluster, jstr(o, "namespace"), jstr(o, "name"));
+        json_array_append_new(deploys,
+                              json_pack("{s:s, s:s, s:s, s:I}", "key", key, "namespace",
+                                        jstr(o, "namespace"), "name", jstr(o, "name"),
+                                        "generation", jint(o, "generation")));
+        json_object_set_new(ts->by_deploy, key, json_string(id));
+    }
+    t = json_pack("{s:s, s:s, s:I, s:s, s:I, s:o, s:s}", "service", PQgetvalue(res, row, 1), "env",
+                  PQgetvalue(res, row, 2), "fence",
+                  (json_int_t)strtoll(PQgetvalue(res, row, 3), NULL, 10), "cluster", cluster,
+                  "deadline_ms", jint(track, "deadline_ms"), "deploys", deploys, "message", "");
+    json_object_set_new(ts->tracked, id, t);
+    rf_log_info("following release %s of %s/%s", id, jstr(t, "env"), jstr(t, "service"));
+    json_decref(track);
+    track_evaluate(ts, id);
+}
+
+static const char track_claim_sql[] =
+    "UPDATE releases r SET track_owner = $1, track_until = clock_timestamp() + make_interval("
+    "secs => $2::int) FROM services s WHERE s.service = r.service AND s.env = r.env AND r.id IN ("
+    " SELECT id FROM releases WHERE status IN ('progressing', 'paused') AND (track_owner IS NULL"
+    " OR track_owner = $1 OR track_until < clock_timestamp()) AND ($3::uuid IS NULL OR id = $3)"
+    " ORDER BY track_until NULLS FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"
+    " RETURNING r.id, r.service, r.env, r.fence, r.track::text, s.cluster";
+
+/* Claims releases nobody follows (or one release: only_id), and follows them. */
+static void track_claim(track_stage_t *ts, const char *only_id)
+{
+    char lease[16], errstr[1024];
+    const char *params[3] = {ts->owner, lease, only_id};
+    PGresult *res = NULL;
+
+    snprintf(lease, sizeof(lease), "%d", TRACK_LEASE_S);
+    if (rf_db_exec(ts->w->db, track_claim_sql, 3, params, &res, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_warn("cannot claim releases: %s", errstr);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        track_adopt(ts, res, i);
+    PQclear(res);
+}
+
+/* Renews our claims and locks; forgets releases that ended elsewhere (cancel, supersede). */
+static void track_renew(track_stage_t *ts)
+{
+    char lease[16], errstr[1024];
+    const char *params[2] = {ts->owner, lease};
+    PGresult *res = NULL;
+    json_t *alive = json_object();
+    const char *id;
+    json_t *t, *tmp;
+
+    snprintf(lease, sizeof(lease), "%d", TRACK_LEASE_S);
+    if (rf_db_exec(ts->w->db,
+                   "UPDATE releases SET track_until = clock_timestamp() + make_interval(secs =>"
+                   " $2::int) WHERE track_owner = $1 AND status IN ('progressing', 'paused')"
+                   " RETURNING id",
+                   2, params, &res, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_warn("cannot renew claims: %s", errstr);
+        json_decref(alive);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        json_object_set_new(alive, PQgetvalue(res, i, 0), json_true());
+    PQclear(res);
+    json_object_foreach_safe(ts->tracked, tmp, id, t) {
+        int held = 0;
+        if (!json_object_get(alive, id)) {
+            rf_log_info("release %s is no longer ours to follow", id);
+            track_forget(ts, id);
+            continue;
+        }
+        rf_lock_renew(ts->w->lock, jstr(t, "env"), jstr(t, "service"), id,
+                      ts->w->conf->lock_lease_ms, &held, errstr, sizeof(errstr));
+    }
+    json_decref(alive);
+}
+
+static void track_timeouts(track_stage_t *ts)
+{
+    long long now = track_epoch_ms();
+    const char *id;
+    json_t *t, *tmp;
+    char reason[1024], idbuf[64];
+
+    json_object_foreach_safe(ts->tracked, tmp, id, t) {
+        if (jint(t, "deadline_ms") > 0 && now > jint(t, "deadline_ms")) {
+            json_t *pods = json_array(), *d;
+            size_t i;
+            snprintf(idbuf, sizeof(idbuf), "%s", id);
+            snprintf(reason, sizeof(reason), "timed out: %s",
+                     *jstr(t, "message") ? jstr(t, "message") : "the rollout did not finish");
+            json_array_foreach(json_object_get(t, "deploys"), i, d) {
+                json_t *more = track_failing_pods(ts, jstr(t, "cluster"), jstr(d, "namespace"),
+                                                  json_object_get(ts->cache, jstr(d, "key")));
+                json_array_extend(pods, more);
+                json_decref(more);
+            }
+            track_end(ts, idbuf, "failed", reason, pods);
+            json_decref(pods);
+        }
+    }
+}
+
+static void track_tick(void *state)
+{
+    track_stage_t *ts = state;
+    long now;
+
+    rf_kube_multi_poll(ts->multi, 0);
+    now = track_now_ms();
+    if (now - ts->last_claim >= TRACK_CLAIM_MS) {
+        ts->last_claim = now;
+        track_claim(ts, NULL);
+    }
+    if (now - ts->last_renew >= TRACK_RENEW_MS) {
+        ts->last_renew = now;
+        track_renew(ts);
+    }
+    if (now - ts->last_timeouts >= 250) {
+        ts->last_timeouts = now;
+        track_timeouts(ts);
+    }
+}
+
+/* cancel ends a queued or running release; promote and abort belong to gray releases. */
+static rf_err_t track_command(track_stage_t *ts, const json_t *b, char *errstr,
+                              size_t errstr_size)
+{
+    const char *id = jstr(b, "release_id");
+    const char *action = jstr(b, "action");
+    const char *params[1] = {id};
+    PGresult *res = NULL;
+    char reason[512], service[128], env[128];
+    rf_err_t result;
+    int64_t fence;
+    const char *status;
+
+    result = rf_db_exec(ts->w->db, "SELECT status, coalesce(fence, 0), service, env FROM releases"
+                                   " WHERE id = $1",
+                        1, params, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "%s of unknown release '%s'", action, id);
+    }
+    status = PQgetvalue(res, 0, 0);
+    fence = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    snprintf(service, sizeof(service), "%s", PQgetvalue(res, 0, 2));
+    snprintf(env, sizeof(env), "%s", PQgetvalue(res, 0, 3));
+    if (rf_release_status_terminal(rf_release_status_parse(status))) {
+        PQclear(res);
+        return RF_OK; /* already ended: a repeated or late command changes nothing */
+    }
+    if (strcmp(action, "cancel") == 0) {
+        snprintf(reason, sizeof(reason), "cancelled by %s", jstr(b, "operator"));
+        if (strcmp(status, "queued") == 0)
+            fence = 0;
+        PQclear(res);
+        result = rf_worker_end_release(ts->w, id, service, env, fence, "cancelled", reason, NULL,
+                                       errstr, errstr_size);
+        if (result == RF_OK || result == RF_ERR_FENCED)
+            track_forget(ts, id);
+        return result == RF_ERR_FENCED ? RF_OK : result;
+    }
+    PQclear(res);
+    snprintf(reason, sizeof(reason), "%s by %s ignored: the release has no gray steps", action,
+             jstr(b, "operator"));
+    return rf_store_event(ts->w->db, id, "track", action, NULL, reason, NULL, errstr,
+                          errstr_size);
+}
+
+static rf_err_t track_handle(void *state, const rf_input_t *in, char *errstr, size_t errstr_size)
+{
+    track_stage_t *ts = state;
+
+    if (strcmp(in->topic_suffix, "commands") == 0)
+        return track_command(ts, in->body, errstr, errstr_size);
+    /* applied: the tracking state is already in PostgreSQL; follow it now if nobody does. */
+    track_claim(ts, jstr(in->body, "release_id"));
+    return RF_OK;
+}
+
+static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t errstr_size)
+{
+    track_stage_t *ts = calloc(1, sizeof(*ts));
+    char host[64] = "host", id[37];
+
+    if (!ts)
+        abort();
+    ts->w = w;
+    gethostname(host, sizeof(host) - 1);
+    rf_msg_uuid4(id);
+    snprintf(ts->owner, sizeof(ts->owner), "%s/%d/%.8s", host, (int)getpid(), id);
+    ts->multi = rf_kube_multi_new();
+    ts->cache = json_object();
+    ts->tracked = json_object();
+    ts->by_deploy = json_object();
+    if (!track_cluster(ts, NULL, errstr, errstr_size)) {
+        rf_kube_multi_destroy(ts->multi);
+        json_decref(ts->cache);
+        json_decref(ts->tracked);
+        json_decref(ts->by_deploy);
+        free(ts);
+        return RF_ERR_PERM;
+    }
+    *state = ts;
+    return RF_OK;
+}
+
+static void track_destroy(void *state)
+{
+    track_stage_t *ts = state;
+    char lease[16] = "0", errstr[256];
+    const char *params[2] = {ts->owner, lease};
+
+    /* Hand our releases back at once, so another worker takes them without waiting. */
+    rf_db_exec(ts->w->db, "UPDATE releases SET track_owner = NULL WHERE track_owner = $1", 1,
+               params, NULL, errstr, sizeof(errstr));
+    rf_kube_multi_destroy(ts->multi);
+    for (int i = 0; i < ts->nclusters; i++) {
+        rf_kube_destroy(ts->clusters[i].kube);
+        free(ts->clusters[i].name);
+    }
+    json_decref(ts->cache);
+    json_decref(ts->tracked);
+    json_decref(ts->by_deploy);
+    free(ts);
+}
+
+static const char *const track_topics[] = {"applied", "commands", NULL};
+
+const rf_stage_t rf_stage_track = {
+    .name = "track",
+    .topics = track_topics,
+    .poll_ms = 20,
+    .needs_lock = 1,
+    .init = track_init,
+    .handle = track_handle,
+    .tick = track_tick,
+    .destroy = track_destroy,
+};
