@@ -1,0 +1,412 @@
+"""Black-box tests of kubesim driven by the real kubectl and plain HTTP (issue 3)."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from kubesim_fixture import SERVICE_YAML, deployment_yaml, kubesim, wait_for
+
+SCALE = "50"
+RULES = """rules:
+  - image: "*:bad*"
+    waiting: ImagePullBackOff
+  - image: "*:crash*"
+    readyAfterMs: 1000
+    crashAfterMs: 3000
+    logs: ["starting", "panic: boom"]
+  - image: "*:slow*"
+    readyAfterMs: 8000
+    logs: ["warming up", "listening on :8080"]
+  - image: "*"
+    readyAfterMs: 500
+    logs: ["starting", "config loaded", "listening on :8080"]
+"""
+
+
+@pytest.fixture
+def sim(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    with kubesim(tmp_path / "state", "--time-scale", SCALE, "--rules", str(rules)) as k:
+        yield k
+
+
+def apply(k, yaml_text, tmp_path, name="m.yaml", check=True):
+    f = tmp_path / name
+    f.write_text(yaml_text)
+    return k.kubectl("apply", "--server-side", "-f", str(f), check=check)
+
+
+def test_apply_get_and_rollout_status_succeeds(sim, tmp_path):
+    out = apply(sim, deployment_yaml("web", "example/web:1.0") + "---\n" + SERVICE_YAML.format(name="web"), tmp_path)
+    assert "deployment.apps/web serverside-applied" in out.stdout
+    assert "service/web serverside-applied" in out.stdout
+    res = sim.kubectl("rollout", "status", "deploy/web", "--timeout=30s")
+    assert 'deployment "web" successfully rolled out' in res.stdout
+    got = sim.kubectl("get", "deploy,rs,pods").stdout
+    assert "deployment.apps/web   3/3     3            3" in got
+    d = sim.get_json("deploy", "web")
+    st = d["status"]
+    assert st["observedGeneration"] == d["metadata"]["generation"] == 1
+    assert (st["replicas"], st["updatedReplicas"], st["readyReplicas"], st["availableReplicas"]) == (3, 3, 3, 3)
+    assert "unavailableReplicas" not in st
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Available"]["reason"] == "MinimumReplicasAvailable"
+    assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    rs = sim.get_json("rs", "-l", "app=web")["items"]
+    assert len(rs) == 1
+    hash_ = rs[0]["metadata"]["labels"]["pod-template-hash"]
+    assert rs[0]["metadata"]["name"] == f"web-{hash_}"
+    assert rs[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    owner = rs[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("Deployment", "web", d["metadata"]["uid"], True)
+    pods = sim.get_json("pods", "-l", "app=web")["items"]
+    assert len(pods) == 3 and all(p["metadata"]["name"].startswith(f"web-{hash_}-") for p in pods)
+    assert all(p["status"]["phase"] == "Running" for p in pods)
+    svc = sim.get_json("svc", "web")
+    assert svc["spec"]["clusterIP"].startswith("10.96.")
+    # the Service selects the pods by its label selector
+    sel = ",".join(f"{k}={v}" for k, v in svc["spec"]["selector"].items())
+    assert len(sim.get_json("pods", "-l", sel)["items"]) == 3
+
+
+def test_rollout_status_fails_on_progress_deadline(sim, tmp_path):
+    apply(sim, deployment_yaml("api", "example/api:1.0", replicas=2), tmp_path)
+    sim.kubectl("rollout", "status", "deploy/api", "--timeout=30s")
+    # progressDeadlineSeconds 150 at time scale 50 is 3 s of real time
+    bad = deployment_yaml("api", "example/api:bad", replicas=2, extra_spec="  progressDeadlineSeconds: 150\n")
+    apply(sim, bad, tmp_path)
+    t0 = time.monotonic()
+    res = sim.kubectl("rollout", "status", "deploy/api", "--timeout=60s", check=False)
+    took = time.monotonic() - t0
+    assert res.returncode != 0
+    assert 'deployment "api" exceeded its progress deadline' in res.stderr
+    assert 2.5 <= took <= 20, took
+    d = sim.get_json("deploy", "api")
+    prog = [c for c in d["status"]["conditions"] if c["type"] == "Progressing"][0]
+    assert (prog["status"], prog["reason"]) == ("False", "ProgressDeadlineExceeded")
+    # the old ReplicaSet keeps serving: maxUnavailable 25% of 2 rounds down to 0
+    assert d["status"]["availableReplicas"] == 2
+    pods = sim.get_json("pods", "-l", "app=api")["items"]
+    waiting = [p for p in pods if p["spec"]["containers"][0]["image"] == "example/api:bad"]
+    assert waiting and all(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff" for p in waiting)
+    assert "ImagePullBackOff" in sim.kubectl("get", "pods").stdout
+
+
+def test_rollout_history_and_logs(sim, tmp_path):
+    for v in ("1.0", "2.0"):
+        apply(sim, deployment_yaml("hist", f"example/hist:{v}", replicas=1,
+                                   annotations={"kubernetes.io/change-cause": f"release {v}"}), tmp_path)
+        sim.kubectl("rollout", "status", "deploy/hist", "--timeout=30s")
+    hist = sim.kubectl("rollout", "history", "deploy/hist").stdout
+    assert "1         release 1.0" in hist and "2         release 2.0" in hist
+    rev1 = sim.kubectl("rollout", "history", "deploy/hist", "--revision=1").stdout
+    assert "example/hist:1.0" in rev1
+    assert sim.kubectl("logs", "deploy/hist", "--tail=1").stdout == "listening on :8080\n"
+    assert sim.kubectl("logs", "deploy/hist", "--tail=2", "-c", "app").stdout == "config loaded\nlistening on :8080\n"
+    full = sim.kubectl("logs", "deploy/hist").stdout
+    assert full.splitlines() == ["starting", "config loaded", "listening on :8080"]
+    # a pod that never started has no logs, as on a real cluster
+    apply(sim, deployment_yaml("nolog", "example/nolog:bad", replicas=1), tmp_path, name="n.yaml")
+    pod = wait_for(lambda: sim.get_json("pods", "-l", "app=nolog")["items"], 10, what="pod")[0]
+    res = sim.kubectl("logs", pod["metadata"]["name"], check=False)
+    assert res.returncode != 0 and "is waiting to start" in res.stderr
+
+
+def test_crashing_pod_restart_count_grows(sim, tmp_path):
+    apply(sim, deployment_yaml("crash", "example/app:crash1", replicas=1), tmp_path)
+
+    def restarts():
+        pods = sim.get_json("pods", "-l", "app=crash")["items"]
+        return pods and pods[0]["status"]["containerStatuses"][0]["restartCount"] >= 2 and pods[0]
+
+    pod = wait_for(restarts, 30, 0.2, what="two restarts")
+    cs = pod["status"]["containerStatuses"][0]
+    assert cs["lastState"]["terminated"]["reason"] == "Error"
+    assert "CrashLoopBackOff" in sim.kubectl("get", "pods", "-l", "app=crash").stdout or cs["state"].get("running")
+    assert sim.kubectl("logs", pod["metadata"]["name"], "--tail=1").stdout == "panic: boom\n"
+
+
+class PodWatch(threading.Thread):
+    """Follows the pods of a label through the watch API and checks rollout limits."""
+
+    def __init__(self, sim, label, rv):
+        super().__init__(daemon=True)
+        self.sim, self.label, self.rv = sim, label, rv
+        self.pods, self.max_total, self.min_ready_after, self.errors = {}, 0, None, []
+        self.events = 0
+        self.stop = False
+
+    def run(self):
+        s = self.sim.session()
+        url = f"{self.sim.url}/api/v1/namespaces/default/pods"
+        params = {"watch": "1", "labelSelector": self.label, "resourceVersion": self.rv, "timeoutSeconds": "60"}
+        with s.get(url, params=params, stream=True, timeout=70) as r:
+            for line in r.iter_lines():
+                if self.stop:
+                    break
+                ev = json.loads(line)
+                self.events += 1
+                name = ev["object"]["metadata"]["name"]
+                if ev["type"] == "DELETED":
+                    self.pods.pop(name, None)
+                else:
+                    conds = ev["object"].get("status", {}).get("conditions", [])
+                    self.pods[name] = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+                total, ready = len(self.pods), sum(self.pods.values())
+                self.max_total = max(self.max_total, total)
+                self.min_ready_after = ready if self.min_ready_after is None else min(self.min_ready_after, ready)
+
+
+@pytest.mark.parametrize("replicas,surge,unavail,want_surge,want_unavail", [
+    (4, 1, 1, 1, 1),
+    (10, "25%", "25%", 3, 2),   # surge rounds up (2.5 -> 3), unavailable rounds down (2.5 -> 2)
+    (4, "0", "50%", 0, 2),
+])
+def test_rolling_update_respects_surge_and_unavailable(sim, tmp_path, replicas, surge, unavail, want_surge, want_unavail):
+    name = f"roll{replicas}"
+    strat = (f"  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n"
+             f"      maxSurge: {json.dumps(surge)}\n      maxUnavailable: {json.dumps(unavail)}\n")
+    apply(sim, deployment_yaml(name, "example/r:slow-1", replicas=replicas, extra_spec=strat), tmp_path)
+    sim.kubectl("rollout", "status", f"deploy/{name}", "--timeout=60s")
+    rv = sim.get_json("pods", "-l", f"app={name}")["metadata"]["resourceVersion"]
+    w = PodWatch(sim, f"app={name}", rv)
+    # seed the watcher's view with the current pods, then follow changes from rv
+    for p in sim.get_json("pods", "-l", f"app={name}")["items"]:
+        w.pods[p["metadata"]["name"]] = True
+    w.start()
+    apply(sim, deployment_yaml(name, "example/r:slow-2", replicas=replicas, extra_spec=strat), tmp_path)
+    sim.kubectl("rollout", "status", f"deploy/{name}", "--timeout=60s")
+    wait_for(lambda: len(w.pods) == replicas and all(w.pods.values()), 10, what="watch to catch up")
+    w.stop = True
+    assert w.events > 0
+    assert w.max_total == replicas + want_surge, (w.max_total, w.pods)
+    assert w.min_ready_after == replicas - want_unavail, w.min_ready_after
+    d = sim.get_json("deploy", name)
+    assert d["status"]["updatedReplicas"] == replicas
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+
+
+def test_recreate_strategy_stops_old_pods_first(sim, tmp_path):
+    strat = "  strategy:\n    type: Recreate\n"
+    apply(sim, deployment_yaml("rec", "example/rec:1", replicas=2, extra_spec=strat), tmp_path)
+    sim.kubectl("rollout", "status", "deploy/rec", "--timeout=30s")
+    apply(sim, deployment_yaml("rec", "example/rec:2", replicas=2, extra_spec=strat), tmp_path)
+    sim.kubectl("rollout", "status", "deploy/rec", "--timeout=30s")
+    images = {p["spec"]["containers"][0]["image"] for p in sim.get_json("pods", "-l", "app=rec")["items"]}
+    assert images == {"example/rec:2"}
+
+
+def test_watch_resumes_from_resource_version(sim, tmp_path):
+    s = sim.session()
+    base = f"{sim.url}/apis/apps/v1/namespaces/default/deployments"
+    apply(sim, deployment_yaml("w1", "example/w:1", replicas=1), tmp_path)
+    rv = s.get(base).json()["metadata"]["resourceVersion"]
+    patch = {"metadata": {"labels": {"touched": "yes"}}}
+    r = s.patch(f"{base}/w1", json=patch, headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200
+    new_rv = r.json()["metadata"]["resourceVersion"]
+    assert int(new_rv) > int(rv)
+    with s.get(base, params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "2"}, stream=True, timeout=10) as w:
+        events = [json.loads(l) for l in w.iter_lines()]
+    mine = [e for e in events if e["object"]["metadata"]["resourceVersion"] == new_rv]
+    assert mine and mine[0]["type"] == "MODIFIED" and mine[0]["object"]["metadata"]["labels"]["touched"] == "yes"
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert rvs == sorted(rvs) and rvs[0] > int(rv)
+    # a fieldSelector watch, as kubectl rollout status uses, sees only its object
+    apply(sim, deployment_yaml("w2", "example/w:1", replicas=1), tmp_path, name="w2.yaml")
+    with s.get(base, params={"watch": "1", "resourceVersion": rv, "fieldSelector": "metadata.name=w2",
+                             "timeoutSeconds": "1"}, stream=True, timeout=10) as w:
+        names = {json.loads(l)["object"]["metadata"]["name"] for l in w.iter_lines()}
+    assert names == {"w2"}
+
+
+def test_watch_too_old_resource_version_is_410(tmp_path):
+    with kubesim(tmp_path / "s", "--time-scale", SCALE, "--watch-cache-size", "8") as k:
+        s = k.session()
+        base = f"{k.url}/apis/apps/v1/namespaces/default/deployments"
+        apply(k, deployment_yaml("old", "example/o:1", replicas=1), tmp_path)
+        rv = s.get(base).json()["metadata"]["resourceVersion"]
+        for i in range(12):
+            r = s.patch(f"{base}/old", json={"metadata": {"labels": {"n": str(i)}}},
+                        headers={"Content-Type": "application/merge-patch+json"})
+            assert r.status_code == 200
+        with s.get(base, params={"watch": "1", "resourceVersion": rv}, stream=True, timeout=10) as w:
+            assert w.status_code == 200
+            events = [json.loads(l) for l in w.iter_lines()]
+        assert len(events) == 1, events
+        ev = events[0]
+        assert ev["type"] == "ERROR"
+        assert (ev["object"]["kind"], ev["object"]["code"], ev["object"]["reason"]) == ("Status", 410, "Expired")
+        assert ev["object"]["message"].startswith(f"too old resource version: {rv} (")
+        # a fresh list gives a resourceVersion that resumes fine
+        rv2 = s.get(base).json()["metadata"]["resourceVersion"]
+        with s.get(base, params={"watch": "1", "resourceVersion": rv2, "timeoutSeconds": "1"}, stream=True, timeout=10) as w:
+            assert all(json.loads(l)["type"] != "ERROR" for l in w.iter_lines())
+
+
+def test_bookmarks_only_when_asked(sim):
+    s = sim.session()
+    base = f"{sim.url}/api/v1/namespaces/default/pods"
+    rv = s.get(base).json()["metadata"]["resourceVersion"]
+    with s.get(base, params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "1"}, stream=True, timeout=10) as w:
+        assert [l for l in w.iter_lines()] == []
+    with s.get(base, params={"watch": "1", "sendInitialEvents": "true", "allowWatchBookmarks": "true",
+                             "resourceVersionMatch": "NotOlderThan", "timeoutSeconds": "1"}, stream=True, timeout=10) as w:
+        evs = [json.loads(l) for l in w.iter_lines()]
+    assert evs[-1]["type"] == "BOOKMARK"
+    assert evs[-1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true"
+
+
+def test_token_required(tmp_path):
+    with kubesim(tmp_path / "s", "--time-scale", SCALE, token="s3cret-token") as k:
+        r = requests.get(f"{k.url}/api/v1/namespaces")
+        assert r.status_code == 401
+        body = r.json()
+        assert (body["kind"], body["reason"], body["code"]) == ("Status", "Unauthorized", 401)
+        assert requests.get(f"{k.url}/kubesim/applies").status_code == 401
+        assert requests.get(f"{k.url}/version", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert k.session().get(f"{k.url}/api/v1/namespaces").status_code == 200
+        assert "default" in k.kubectl("get", "ns").stdout
+        bad = tmp_path / "bad-kubeconfig"
+        bad.write_text(open(k.kubeconfig).read().replace("s3cret-token", "nope"))
+        res = k.kubectl("get", "pods", kubeconfig=str(bad), check=False)
+        assert res.returncode != 0 and ("Unauthorized" in res.stderr or "must be logged in" in res.stderr)
+        log = open(os.path.join(k.dir, "kubesim.log")).read()
+        assert "s3cret-token" not in log
+
+
+def test_tls_verification(tmp_path):
+    with kubesim(tmp_path / "a", "--tls", "--time-scale", SCALE) as k, \
+            kubesim(tmp_path / "b", "--tls", "--time-scale", SCALE) as other:
+        assert k.url.startswith("https://127.0.0.1:")
+        assert "certificate-authority-data:" in open(k.kubeconfig).read()
+        assert "default" in k.kubectl("get", "ns").stdout
+        assert requests.get(f"{k.url}/version", verify=k.ca).json()["major"] == "1"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{k.url}/version", verify=other.ca)
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{k.url}/version")
+        wrong = tmp_path / "wrong-ca-kubeconfig"
+        cfg = open(k.kubeconfig).read()
+        other_ca = [l for l in open(other.kubeconfig).read().splitlines() if "certificate-authority-data" in l][0]
+        mine = [l for l in cfg.splitlines() if "certificate-authority-data" in l][0]
+        wrong.write_text(cfg.replace(mine, other_ca))
+        res = k.kubectl("get", "ns", kubeconfig=str(wrong), check=False)
+        assert res.returncode != 0 and "certificate signed by unknown authority" in res.stderr
+
+
+def test_invalid_deployment_is_422(sim, tmp_path):
+    no_containers = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: broken}
+spec:
+  selector: {matchLabels: {app: broken}}
+  template:
+    metadata: {labels: {app: broken}}
+    spec: {containers: []}
+"""
+    res = apply(sim, no_containers, tmp_path, check=False)
+    assert res.returncode != 0
+    assert 'Deployment.apps "broken" is invalid: spec.template.spec.containers: Required value' in res.stderr
+    s = sim.session()
+    url = f"{sim.url}/apis/apps/v1/namespaces/default/deployments/broken?fieldManager=test"
+    no_selector = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "broken"},
+                   "spec": {"template": {"metadata": {"labels": {"app": "x"}},
+                                         "spec": {"containers": [{"name": "a", "image": "i:1"}]}}}}
+    r = s.patch(url, data=json.dumps(no_selector), headers={"Content-Type": "application/apply-patch+yaml"})
+    assert r.status_code == 422
+    body = r.json()
+    assert (body["kind"], body["reason"], body["code"]) == ("Status", "Invalid", 422)
+    assert body["details"]["causes"][0]["field"] == "spec.selector"
+    r = s.patch(url.split("?")[0], data="{}", headers={"Content-Type": "application/apply-patch+yaml"})
+    assert r.status_code == 422 and "fieldManager" in r.json()["message"]
+    assert s.get(url.split("?")[0]).status_code == 404
+
+
+def test_merge_patch_generation_and_resource_version(sim, tmp_path):
+    apply(sim, deployment_yaml("mp", "example/mp:1", replicas=1), tmp_path)
+    d0 = sim.get_json("deploy", "mp")
+    sim.kubectl("patch", "deploy", "mp", "--type", "merge", "-p", '{"metadata":{"labels":{"team":"a"}}}')
+    d1 = sim.get_json("deploy", "mp")
+    assert d1["metadata"]["generation"] == d0["metadata"]["generation"]
+    assert int(d1["metadata"]["resourceVersion"]) > int(d0["metadata"]["resourceVersion"])
+    sim.kubectl("patch", "deploy", "mp", "--type", "merge", "-p", '{"spec":{"replicas":2}}')
+    d2 = sim.get_json("deploy", "mp")
+    assert d2["metadata"]["generation"] == d0["metadata"]["generation"] + 1
+    assert d2["spec"]["replicas"] == 2
+    sim.kubectl("rollout", "status", "deploy/mp", "--timeout=30s")
+    assert sim.get_json("deploy", "mp")["status"]["availableReplicas"] == 2
+    # the same apply again changes nothing: no new resourceVersion
+    before = sim.get_json("deploy", "mp")["metadata"]["resourceVersion"]
+    s = sim.session()
+    url = f"{sim.url}/apis/apps/v1/namespaces/default/deployments/mp"
+    r = s.patch(url, data=json.dumps({"metadata": {"labels": {"team": "a"}}}),
+                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.json()["metadata"]["resourceVersion"] == before
+
+
+def test_errors_not_found_and_conflicts(sim, tmp_path):
+    s = sim.session()
+    r = s.get(f"{sim.url}/apis/apps/v1/namespaces/default/deployments/nope")
+    assert r.status_code == 404
+    assert r.json()["message"] == 'deployments.apps "nope" not found' and r.json()["reason"] == "NotFound"
+    res = sim.kubectl("get", "deploy", "nope", check=False)
+    assert 'deployments.apps "nope" not found' in res.stderr
+    apply(sim, deployment_yaml("cf", "example/cf:1", replicas=1), tmp_path)
+    r = s.post(f"{sim.url}/apis/apps/v1/namespaces/default/deployments",
+               json=sim.get_json("deploy", "cf") | {"status": {}})
+    assert r.status_code == 409 and r.json()["reason"] == "AlreadyExists"
+    # another manager takes spec.replicas; applying a different value conflicts until forced
+    sim.kubectl("scale", "deploy/cf", "--replicas=2")
+    res = apply(sim, deployment_yaml("cf", "example/cf:1", replicas=3), tmp_path, check=False)
+    assert res.returncode != 0 and "conflict with" in res.stderr and ".spec.replicas" in res.stderr
+    apply_forced = sim.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(tmp_path / "m.yaml"))
+    assert "serverside-applied" in apply_forced.stdout
+    assert sim.get_json("deploy", "cf")["spec"]["replicas"] == 3
+    # a stale resourceVersion on update is a 409 Conflict
+    d = sim.get_json("deploy", "cf")
+    d["metadata"]["resourceVersion"] = "1"
+    r = s.put(f"{sim.url}/apis/apps/v1/namespaces/default/deployments/cf", json=d)
+    assert r.status_code == 409 and r.json()["reason"] == "Conflict"
+
+
+def test_applies_log_and_fault_injection(sim, tmp_path):
+    s = sim.session()
+    apply(sim, deployment_yaml("ap", "example/ap:1", replicas=1), tmp_path)
+    apply(sim, deployment_yaml("ap", "example/ap:2", replicas=1), tmp_path)
+    log = s.get(f"{sim.url}/kubesim/applies").json()
+    mine = [e for e in log if e["name"] == "ap"]
+    assert [e["images"] for e in mine] == [["example/ap:1"], ["example/ap:2"]]
+    assert [e["generation"] for e in mine] == [1, 2]
+    assert all(e["fieldManager"] == "kubectl" and e["namespace"] == "default" for e in mine)
+    assert int(mine[0]["resourceVersion"]) < int(mine[1]["resourceVersion"])
+    assert mine[0]["time"] <= mine[1]["time"]
+    r = s.post(f"{sim.url}/kubesim/faults", json={"status": 503, "count": 2})
+    assert r.status_code == 200
+    codes = [s.get(f"{sim.url}/api/v1/namespaces").status_code for _ in range(3)]
+    assert codes == [503, 503, 200]
+    s.post(f"{sim.url}/kubesim/faults", json={"status": 503, "count": 1})
+    body = s.get(f"{sim.url}/api/v1/namespaces").json()
+    assert (body["kind"], body["code"], body["reason"]) == ("Status", 503, "ServiceUnavailable")
+    s.post(f"{sim.url}/kubesim/faults", json={"down": True})
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{sim.url}/api/v1/namespaces", timeout=5)
+    assert s.get(f"{sim.url}/kubesim/applies").status_code == 200
+    s.post(f"{sim.url}/kubesim/faults", json={"down": False})
+    assert requests.get(f"{sim.url}/api/v1/namespaces", timeout=5).status_code == 200
+
+
+def test_delete_cascades_to_replicasets_and_pods(sim, tmp_path):
+    apply(sim, deployment_yaml("gone", "example/g:1", replicas=2), tmp_path)
+    sim.kubectl("rollout", "status", "deploy/gone", "--timeout=30s")
+    sim.kubectl("delete", "deploy", "gone")
+    wait_for(lambda: not sim.get_json("rs,pods", "-l", "app=gone")["items"], 10, what="cascade")
+    res = sim.kubectl("get", "deploy", "gone", check=False)
+    assert res.returncode != 0 and "not found" in res.stderr
