@@ -16,13 +16,27 @@ static const struct {
     const char *name;
     int key;
 } ctl_api_keys[] = {
-    {"Produce", 0},          {"Fetch", 1},           {"ListOffsets", 2},
-    {"Metadata", 3},         {"OffsetCommit", 8},    {"OffsetFetch", 9},
-    {"FindCoordinator", 10}, {"JoinGroup", 11},      {"Heartbeat", 12},
-    {"LeaveGroup", 13},      {"SyncGroup", 14},      {"DescribeGroups", 15},
-    {"ListGroups", 16},      {"ApiVersions", 18},    {"CreateTopics", 19},
-    {"InitProducerId", 22},  {"OffsetForLeaderEpoch", 23}, {"AddPartitionsToTxn", 24},
-    {"AddOffsetsToTxn", 25}, {"EndTxn", 26},         {"TxnOffsetCommit", 28},
+    {"Produce", 0},
+    {"Fetch", 1},
+    {"ListOffsets", 2},
+    {"Metadata", 3},
+    {"OffsetCommit", 8},
+    {"OffsetFetch", 9},
+    {"FindCoordinator", 10},
+    {"JoinGroup", 11},
+    {"Heartbeat", 12},
+    {"LeaveGroup", 13},
+    {"SyncGroup", 14},
+    {"DescribeGroups", 15},
+    {"ListGroups", 16},
+    {"ApiVersions", 18},
+    {"CreateTopics", 19},
+    {"InitProducerId", 22},
+    {"OffsetForLeaderEpoch", 23},
+    {"AddPartitionsToTxn", 24},
+    {"AddOffsetsToTxn", 25},
+    {"EndTxn", 26},
+    {"TxnOffsetCommit", 28},
 };
 
 /* Parses a whole decimal number within [min, max]; 0 on success. */
@@ -175,8 +189,8 @@ static int ctl_broker_cmd(rd_kafka_mock_cluster_t *mcluster, char **argv, int ar
     return ctl_reply_kafka(reply, reply_size, err);
 }
 
-static int ctl_create_topic(rd_kafka_mock_cluster_t *mcluster, int replication_factor,
-                            char **argv, char *reply, size_t reply_size)
+static int ctl_create_topic(rd_kafka_mock_cluster_t *mcluster, int replication_factor, char **argv,
+                            char *reply, size_t reply_size)
 {
     long partitions;
 
@@ -190,8 +204,8 @@ static int ctl_create_topic(rd_kafka_mock_cluster_t *mcluster, int replication_f
         rd_kafka_mock_topic_create(mcluster, argv[1], (int)partitions, replication_factor));
 }
 
-int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int replication_factor,
-                       const char *line, char *reply, size_t reply_size)
+int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int replication_factor, const char *line,
+                       char *reply, size_t reply_size)
 {
     char copy[CTL_LINE_MAX];
     char *argv[CTL_MAX_ARGS];

@@ -19,7 +19,7 @@
  *   broker-down ID | broker-up ID      ID a broker id (1..N) or -1 for all
  *   rtt ID MS
  *   create-topic NAME PARTITIONS */
-int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int replication_factor,
-                       const char *line, char *reply, size_t reply_size);
+int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int replication_factor, const char *line,
+                       char *reply, size_t reply_size);
 
 #endif

@@ -1,4 +1,5 @@
-/* relfleet-devbroker: a Kafka-protocol broker for development and tests, on librdkafka's mock cluster. */
+/* relfleet-devbroker: a Kafka-protocol broker for development and tests, on librdkafka's mock
+ * cluster. */
 #include "devbroker_ctl.h"
 #include "rf_log.h"
 
@@ -49,16 +50,15 @@ static void db_on_signal(int sig)
 
 static void db_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: relfleet-devbroker --state-dir DIR [--partitions 6] [--brokers 1]\n"
-            "                          [--topic-prefix relfleet.] [--log-level info]\n"
-            "       relfleet-devbroker ctl (--state-dir DIR | --addr HOST:PORT) COMMAND...\n"
-            "\n"
-            "Runs a Kafka-protocol broker (librdkafka's mock cluster) in memory, writes its\n"
-            "bootstrap address to DIR/broker.addr and the control channel's address to\n"
-            "DIR/broker.ctl. Control commands: ping, push-errors APIKEY ERRCODE COUNT,\n"
-            "clear-errors APIKEY, broker-down ID, broker-up ID, rtt ID MS,\n"
-            "create-topic NAME PARTITIONS.\n");
+    fprintf(out, "usage: relfleet-devbroker --state-dir DIR [--partitions 6] [--brokers 1]\n"
+                 "                          [--topic-prefix relfleet.] [--log-level info]\n"
+                 "       relfleet-devbroker ctl (--state-dir DIR | --addr HOST:PORT) COMMAND...\n"
+                 "\n"
+                 "Runs a Kafka-protocol broker (librdkafka's mock cluster) in memory, writes its\n"
+                 "bootstrap address to DIR/broker.addr and the control channel's address to\n"
+                 "DIR/broker.ctl. Control commands: ping, push-errors APIKEY ERRCODE COUNT,\n"
+                 "clear-errors APIKEY, broker-down ID, broker-up ID, rtt ID MS,\n"
+                 "create-topic NAME PARTITIONS.\n");
 }
 
 /* Routes librdkafka's own log lines through ours. */
@@ -273,10 +273,14 @@ static int db_parse_int(const char *s, int min, int max, int *out)
 static int db_parse_opts(int argc, char **argv, db_opts_t *o, int ctl_mode)
 {
     static const struct option longopts[] = {
-        {"state-dir", required_argument, NULL, 'd'}, {"partitions", required_argument, NULL, 'p'},
-        {"brokers", required_argument, NULL, 'b'},   {"topic-prefix", required_argument, NULL, 't'},
-        {"log-level", required_argument, NULL, 'l'}, {"addr", required_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+        {"state-dir", required_argument, NULL, 'd'},
+        {"partitions", required_argument, NULL, 'p'},
+        {"brokers", required_argument, NULL, 'b'},
+        {"topic-prefix", required_argument, NULL, 't'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"addr", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
 
@@ -506,8 +510,7 @@ static int db_broker_main(int argc, char **argv)
             0)
         goto cleanup;
     rf_log_info("ready bootstrap=%s control=%s brokers=%d partitions=%d prefix=%s",
-                rd_kafka_mock_cluster_bootstraps(mcluster), ctl, o.brokers, o.partitions,
-                o.prefix);
+                rd_kafka_mock_cluster_bootstraps(mcluster), ctl, o.brokers, o.partitions, o.prefix);
 
     db_serve(lfd, rk, mcluster, replication);
     rf_log_info("stopping");
