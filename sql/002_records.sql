@@ -36,14 +36,14 @@ $$;
 -- The one message on `results` of a release in a terminal state (schema relfleet.result.v1).
 CREATE OR REPLACE FUNCTION relfleet_result(rid uuid) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object(
+    SELECT jsonb_build_object(
         'schema', 'relfleet.result.v1', 'event_id', r.id, 'release_id', r.id,
         'service', r.service, 'env', r.env, 'version', r.version, 'kind', r.kind,
         'parent', r.parent, 'status', r.status, 'operator', r.operator,
         'description', r.description, 'created_at', relfleet_iso(r.created_at),
         'started_at', relfleet_iso(r.started_at), 'finished_at', relfleet_iso(r.finished_at),
         'duration_ms', r.duration_ms, 'error', r.error,
-        'pods', r.pods))
+        'pods', coalesce(r.pods, '[]'::jsonb))
     FROM releases r
     WHERE r.id = rid AND r.status IN ('succeeded', 'failed', 'cancelled', 'superseded', 'rejected')
 $$;

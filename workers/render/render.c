@@ -11,10 +11,72 @@
 #include "common.h"
 #include "worker.h"
 
+#define RENDER_CACHE 64
+
+/* A compiled template, keyed by id and content version. */
+typedef struct render_cached {
+    char key[256];
+    rf_render_template_t *tpl;
+} render_cached_t;
+
 typedef struct render_stage {
     rf_worker_t *w;
     long last_sweep_ms;
+    render_cached_t cache[RENDER_CACHE];
+    int cache_next;
 } render_stage_t;
+
+/* The compiled form of a template version, compiled once per worker. */
+static const rf_render_template_t *render_template(render_stage_t *rs, const char *id,
+                                                   const char *version, const char *body,
+                                                   size_t len, char *errstr, size_t errstr_size)
+{
+    char key[256];
+    render_cached_t *slot;
+    rf_render_template_t *tpl;
+
+    snprintf(key, sizeof(key), "%s@%s", id, version);
+    for (int i = 0; i < RENDER_CACHE; i++)
+        if (rs->cache[i].tpl && strcmp(rs->cache[i].key, key) == 0)
+            return rs->cache[i].tpl;
+    tpl = rf_render_compile(id, body, len, errstr, errstr_size);
+    if (!tpl)
+        return NULL;
+    slot = &rs->cache[rs->cache_next];
+    rs->cache_next = (rs->cache_next + 1) % RENDER_CACHE;
+    rf_render_template_destroy(slot->tpl);
+    snprintf(slot->key, sizeof(slot->key), "%s", key);
+    slot->tpl = tpl;
+    return tpl;
+}
+
+/* Policy supersede: ends the running release of the service so that id can start. */
+static rf_err_t render_supersede(render_stage_t *rs, const char *id, const char *service,
+                                 const char *env, char *errstr, size_t errstr_size)
+{
+    const char *params[2] = {service, env};
+    PGresult *res = NULL;
+    char reason[200], active[64];
+    int64_t fence;
+    rf_err_t result;
+
+    result = rf_db_exec(rs->w->db,
+                        "SELECT id, fence FROM releases WHERE service = $1 AND env = $2"
+                        " AND status IN (" RF_RELEASE_ACTIVE_SQL ")",
+                        2, params, &res, errstr, errstr_size);
+    if (result != RF_OK || PQntuples(res) == 0) {
+        PQclear(res);
+        return result; /* nothing active: the lock is stale and lapses by itself */
+    }
+    snprintf(active, sizeof(active), "%s", PQgetvalue(res, 0, 0));
+    fence = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+    snprintf(reason, sizeof(reason), "superseded by release %s", id);
+    rf_log_info("superseding release %s", active);
+    result = rf_worker_end_release(rs->w, active, service, env, fence, "superseded", reason, NULL,
+                                   errstr, errstr_size);
+    return result == RF_ERR_FENCED ? RF_OK : result;
+}
 
 static long render_now_ms(void)
 {
@@ -142,7 +204,7 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
     rf_worker_t *w = rs->w;
     const char *params[2] = {id, NULL};
     PGresult *res = NULL, *tres = NULL;
-    rf_render_template_t *tpl = NULL;
+    const rf_render_template_t *tpl = NULL;
     json_t *values = NULL, *manifests = NULL;
     char reason[1024], key[300], holder[64], digest[65], fence_s[24], msg[512];
     char *manifests_text = NULL, *values_text = NULL;
@@ -194,6 +256,14 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
                              &fence, holder, errstr, errstr_size);
     if (result != RF_OK)
         goto out;
+    if (!acquired && strcmp(rf_db_value(res, 0, 16), "supersede") == 0) {
+        result = render_supersede(rs, id, service, env, errstr, errstr_size);
+        if (result == RF_OK)
+            result = rf_lock_acquire(w->lock, env, service, id, w->conf->lock_lease_ms, floor,
+                                     &acquired, &fence, holder, errstr, errstr_size);
+        if (result != RF_OK)
+            goto out;
+    }
     if (!acquired) {
         rf_log_info("service busy with release %s; staying queued", holder);
         goto out;
@@ -201,16 +271,18 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
     snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
 
     values = render_values(res, id);
-    tpl = rf_render_compile(tpl_id, PQgetvalue(tres, 0, 0), (size_t)PQgetlength(tres, 0, 0),
-                            reason, sizeof(reason));
+    tpl = render_template(rs, tpl_id, tpl_version, PQgetvalue(tres, 0, 0),
+                          (size_t)PQgetlength(tres, 0, 0), reason, sizeof(reason));
     if (tpl)
         result = rf_render_exec(tpl, values, &manifests, reason, sizeof(reason));
     if (!tpl || result != RF_OK) {
         result = RF_OK;
         goto fail_release;
     }
-    rf_render_digest(manifests, digest);
-    manifests_text = json_dumps(manifests, JSON_COMPACT);
+    if (rf_render_canonical(manifests, &manifests_text, digest) != RF_OK) {
+        snprintf(reason, sizeof(reason), "cannot serialise the manifests");
+        goto fail_release;
+    }
     values_text = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
 
     result = rf_db_begin(w->db, errstr, errstr_size);
@@ -310,7 +382,6 @@ out:
     free(values_text);
     json_decref(values);
     json_decref(manifests);
-    rf_render_template_destroy(tpl);
     PQclear(tres);
     PQclear(res);
     return result;
@@ -491,7 +562,11 @@ static rf_err_t render_init(rf_worker_t *w, void **state, char *errstr, size_t e
 
 static void render_destroy(void *state)
 {
-    free(state);
+    render_stage_t *rs = state;
+
+    for (int i = 0; i < RENDER_CACHE; i++)
+        rf_render_template_destroy(rs->cache[i].tpl);
+    free(rs);
 }
 
 static const char *const render_topics[] = {"requests", NULL};

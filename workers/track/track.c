@@ -21,6 +21,7 @@
 #define TRACK_LEASE_S 15         /* a claim lapses this long after its last renewal */
 #define TRACK_LOG_LINES 100
 #define TRACK_MAX_PODS 10
+#define TRACK_LOG_BYTES 8000 /* the result schema's log_tail limit, with room to spare */
 #define TRACK_SELECTOR "app.kubernetes.io%2Fmanaged-by%3Drelfleet"
 
 typedef struct track_cluster {
@@ -180,13 +181,23 @@ static json_t *track_failing_pods(track_stage_t *ts, const char *cluster, const 
             continue;
         if (json_array_size(pods) >= TRACK_MAX_PODS)
             break;
-        p = json_pack("{s:s, s:s, s:I}", "name", jstr(meta, "name"), "phase", phase, "restarts",
-                      jint(cs, "restartCount"));
+        p = json_pack("{s:s, s:s, s:I, s:n, s:n}", "name", jstr(meta, "name"), "phase",
+                      *phase ? phase : "Unknown", "restarts", jint(cs, "restartCount"), "reason",
+                      "log_tail");
         if (waiting)
             json_object_set_new(p, "reason", json_string(jstr(waiting, "reason")));
         if (rf_kube_pod_logs(tc->kube, ns, jstr(meta, "name"), NULL, TRACK_LOG_LINES, &log, errstr,
-                             sizeof(errstr)) == RF_OK)
-            json_object_set_new(p, "log_tail", json_string(log));
+                             sizeof(errstr)) == RF_OK) {
+            /* Keep the end of the log, cut at a line start, within the size limit. */
+            const char *tail = log;
+            size_t len = strlen(log);
+            if (len > TRACK_LOG_BYTES) {
+                tail = log + len - TRACK_LOG_BYTES;
+                if (strchr(tail, '\n'))
+                    tail = strchr(tail, '\n') + 1;
+            }
+            json_object_set_new(p, "log_tail", json_string(tail));
+        }
         free(log);
         json_array_append_new(pods, p);
     }
