@@ -79,6 +79,7 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
     return 0;
 }
 
+/* ca: 1 for the CA, 0 for the server, 2 for a client certificate. */
 static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, int ca)
 {
     X509 *x = X509_new();
@@ -98,7 +99,14 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
                                (const unsigned char *)cn, -1, -1, 0);
     X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : X509_get_subject_name(x));
-    if (ca) {
+    if (ca == 2) {
+        X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "O", MBSTRING_ASC,
+                                   (const unsigned char *)"system:masters", -1, -1, 0);
+        ok = add_ext(x, issuer, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
+             add_ext(x, issuer, NID_key_usage, "critical,digitalSignature,keyEncipherment") == 0 &&
+             add_ext(x, issuer, NID_ext_key_usage, "clientAuth") == 0 &&
+             add_ext(x, issuer, NID_authority_key_identifier, "keyid:always") == 0;
+    } else if (ca) {
         ok = add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") == 0 &&
              add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature") == 0 &&
              add_ext(x, x, NID_subject_key_identifier, "hash") == 0;
@@ -119,17 +127,19 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
 static int tls_generate(const char *dir, char *errstr, size_t errstr_size)
 {
     EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
-    X509 *ca = NULL, *cert = NULL;
+    EVP_PKEY *ckey = EVP_EC_gen("P-256");
+    X509 *ca = NULL, *cert = NULL, *client = NULL;
     char path[4096], *pem;
     int result = -1;
 
-    if (!ca_key || !key) {
+    if (!ca_key || !key || !ckey) {
         snprintf(errstr, errstr_size, "cannot generate the tls keys");
         goto cleanup;
     }
     ca = make_cert(ca_key, "kubesim-ca", NULL, ca_key, 1);
     cert = ca ? make_cert(key, "kubesim", ca, ca_key, 0) : NULL;
-    if (!cert) {
+    client = ca ? make_cert(ckey, "kubesim", ca, ca_key, 2) : NULL;
+    if (!cert || !client) {
         snprintf(errstr, errstr_size, "cannot create the tls certificates");
         goto cleanup;
     }
@@ -146,6 +156,14 @@ static int tls_generate(const char *dir, char *errstr, size_t errstr_size)
     pem = pem_of(cert, NULL);
     result |= tls_write(path, pem, 0644);
     free(pem);
+    snprintf(path, sizeof(path), "%s/client.key", dir);
+    pem = pem_of(NULL, ckey);
+    result |= tls_write(path, pem, 0600);
+    free(pem);
+    snprintf(path, sizeof(path), "%s/client.crt", dir);
+    pem = pem_of(client, NULL);
+    result |= tls_write(path, pem, 0644);
+    free(pem);
     snprintf(path, sizeof(path), "%s/ca.crt", dir);
     pem = pem_of(ca, NULL);
     result |= tls_write(path, pem, 0644);
@@ -155,6 +173,8 @@ static int tls_generate(const char *dir, char *errstr, size_t errstr_size)
 cleanup:
     X509_free(ca);
     X509_free(cert);
+    X509_free(client);
+    EVP_PKEY_free(ckey);
     EVP_PKEY_free(ca_key);
     EVP_PKEY_free(key);
     return result;
@@ -162,19 +182,25 @@ cleanup:
 
 int ks_tls_load(ks_tls_t *tls, const char *dir, char *errstr, size_t errstr_size)
 {
-    char ca[4096], crt[4096], key[4096];
+    char ca[4096], crt[4096], key[4096], ccrt[4096], ckey[4096];
 
     memset(tls, 0, sizeof(*tls));
     snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
     snprintf(crt, sizeof(crt), "%s/server.crt", dir);
     snprintf(key, sizeof(key), "%s/server.key", dir);
-    if ((access(ca, R_OK) != 0 || access(crt, R_OK) != 0 || access(key, R_OK) != 0) &&
+    snprintf(ccrt, sizeof(ccrt), "%s/client.crt", dir);
+    snprintf(ckey, sizeof(ckey), "%s/client.key", dir);
+    if ((access(ca, R_OK) != 0 || access(crt, R_OK) != 0 || access(key, R_OK) != 0 ||
+         access(ccrt, R_OK) != 0 || access(ckey, R_OK) != 0) &&
         tls_generate(dir, errstr, errstr_size) != 0)
         return -1;
     tls->ca_pem = tls_read(ca);
     tls->cert_pem = tls_read(crt);
     tls->key_pem = tls_read(key);
-    if (!tls->ca_pem || !tls->cert_pem || !tls->key_pem) {
+    tls->client_cert_pem = tls_read(ccrt);
+    tls->client_key_pem = tls_read(ckey);
+    if (!tls->ca_pem || !tls->cert_pem || !tls->key_pem || !tls->client_cert_pem ||
+        !tls->client_key_pem) {
         snprintf(errstr, errstr_size, "cannot read the tls files in '%s'", dir);
         ks_tls_release(tls);
         return -1;
@@ -189,5 +215,9 @@ void ks_tls_release(ks_tls_t *tls)
     if (tls->key_pem)
         OPENSSL_cleanse(tls->key_pem, strlen(tls->key_pem));
     free(tls->key_pem);
+    free(tls->client_cert_pem);
+    if (tls->client_key_pem)
+        OPENSSL_cleanse(tls->client_key_pem, strlen(tls->client_key_pem));
+    free(tls->client_key_pem);
     memset(tls, 0, sizeof(*tls));
 }

@@ -169,8 +169,22 @@ static int write_atomic(const char *path, const char *data, mode_t mode)
     return result;
 }
 
+static void add_base64(rf_buf_t *b, const char *key, const char *pem)
+{
+    size_t n = strlen(pem);
+    char *b64 = malloc(4 * ((n + 2) / 3) + 1);
+
+    if (!b64)
+        abort();
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)pem, (int)n);
+    rf_buf_addf(b, "    %s: %s\n", key, b64);
+    free(b64);
+}
+
+/* The kubeconfig: the bearer token when one is configured; with TLS the CA and a client
+ * certificate (which the server does not require) so that clients never prompt. */
 static int write_kubeconfig(const ks_conf_t *c, const char *url, const char *token,
-                            const char *ca_pem)
+                            const ks_tls_t *tls)
 {
     rf_buf_t b = RF_BUF_INIT;
     char path[4096];
@@ -178,20 +192,21 @@ static int write_kubeconfig(const ks_conf_t *c, const char *url, const char *tok
 
     rf_buf_adds(&b, "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n");
     rf_buf_addf(&b, "    server: %s\n", url);
-    if (ca_pem) {
-        size_t n = strlen(ca_pem);
-        char *b64 = malloc(4 * ((n + 2) / 3) + 1);
-        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)ca_pem, (int)n);
-        rf_buf_addf(&b, "    certificate-authority-data: %s\n", b64);
-        free(b64);
-    }
+    if (tls)
+        add_base64(&b, "certificate-authority-data", tls->ca_pem);
     rf_buf_adds(&b, "contexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n"
                     "    user: kubesim\n    namespace: default\ncurrent-context: kubesim\n"
                     "preferences: {}\nusers:\n- name: kubesim\n  user:");
-    if (token)
-        rf_buf_addf(&b, "\n    token: %s\n", token);
-    else
+    if (!token && !tls)
         rf_buf_adds(&b, " {}\n");
+    else
+        rf_buf_adds(&b, "\n");
+    if (token)
+        rf_buf_addf(&b, "    token: %s\n", token);
+    if (tls) {
+        add_base64(&b, "client-certificate-data", tls->client_cert_pem);
+        add_base64(&b, "client-key-data", tls->client_key_pem);
+    }
     snprintf(path, sizeof(path), "%s/kubeconfig", c->state_dir);
     result = write_atomic(path, rf_buf_str(&b), 0600);
     if (b.data)
@@ -283,7 +298,7 @@ int main(int argc, char **argv)
         snprintf(hp, sizeof(hp), "%s:%d", host, ks_http_port(http));
         ks_api_set_address(api, hp);
     }
-    if (write_kubeconfig(&conf, url, token, conf.tls ? tls.ca_pem : NULL) != 0) {
+    if (write_kubeconfig(&conf, url, token, conf.tls ? &tls : NULL) != 0) {
         rf_log_error("cannot write '%s/kubeconfig': %s", conf.state_dir, strerror(errno));
         goto cleanup;
     }
