@@ -27,6 +27,12 @@ const rf_config_prop_t rf_config_props[] = {
          "SMTP server for email notifications, smtp://host:port or smtps://host:port"),
     PROP("smtp_from", RF_CONF_STRING, smtp_from, "relfleet@localhost", 0, 0, NULL,
          "Sender address of notification emails"),
+    PROP("smtp_user", RF_CONF_STRING, smtp_user, NULL, 0, 0, NULL,
+         "SMTP AUTH login; the password is the secret a subscription names (--secret)"
+         " or else the secret 'smtp_password'"),
+    PROP("smtp_starttls", RF_CONF_ENUM, smtp_starttls, "try", 0, 0, "off|try|required",
+         "STARTTLS on smtp:// (required: fail rather than send in clear; smtps:// is TLS"
+         " from the start)"),
     PROP("secrets_file", RF_CONF_STRING, secrets_file, NULL, 0, 0, NULL,
          "File of name=value lines holding secrets (tokens, passwords, webhook keys)"),
     PROP("schema_dir", RF_CONF_STRING, schema_dir, NULL, 0, 0, NULL,
@@ -53,6 +59,18 @@ const rf_config_prop_t rf_config_props[] = {
          "How long a worker may take to finish in-flight work after SIGTERM"),
     PROP("linger_ms", RF_CONF_INT, linger_ms, "1", 0, 1000, NULL,
          "Producer linger (batching delay)"),
+    PROP("notify_max_attempts", RF_CONF_INT, notify_max_attempts, "8", 1, 100, NULL,
+         "Attempts to send one notification before it is recorded as failed"),
+    PROP("notify_backoff_ms", RF_CONF_INT, notify_backoff_ms, "2000", 10, 3600000, NULL,
+         "Back-off before the first retry of a notification; doubles each retry, with jitter"),
+    PROP("notify_backoff_max_ms", RF_CONF_INT, notify_backoff_max_ms, "600000", 10, 86400000,
+         NULL, "Longest back-off between two attempts of a notification"),
+    PROP("notify_timeout_ms", RF_CONF_INT, notify_timeout_ms, "15000", 100, 600000, NULL,
+         "Longest time one notification request (SMTP, DingTalk, webhook) may take"),
+    PROP("notify_concurrency", RF_CONF_INT, notify_concurrency, "64", 1, 4096, NULL,
+         "Notifications one notify worker sends at the same time"),
+    PROP("dingtalk_rate_per_min", RF_CONF_INT, dingtalk_rate_per_min, "20", 0, 1000, NULL,
+         "Messages per minute sent to one DingTalk robot, across all workers (0: no limit)"),
     {NULL, RF_CONF_STRING, 0, NULL, 0, 0, NULL, NULL},
 };
 

@@ -16,6 +16,8 @@ typedef struct rf_config {
     char *kube_context;
     char *smtp_url;
     char *smtp_from;
+    char *smtp_user;
+    char *smtp_starttls;
     char *secrets_file;
     char *schema_dir;
     char *log_level;
@@ -29,6 +31,12 @@ typedef struct rf_config {
     int retry_max_ms;
     int shutdown_timeout_ms;
     int linger_ms;
+    int notify_max_attempts;
+    int notify_backoff_ms;
+    int notify_backoff_max_ms;
+    int notify_timeout_ms;
+    int notify_concurrency;
+    int dingtalk_rate_per_min;
 } rf_config_t;
 
 typedef enum rf_config_type {
