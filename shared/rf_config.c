@@ -59,6 +59,18 @@ const rf_config_prop_t rf_config_props[] = {
          "How long a worker may take to finish in-flight work after SIGTERM"),
     PROP("linger_ms", RF_CONF_INT, linger_ms, "1", 0, 1000, NULL,
          "Producer linger (batching delay)"),
+    PROP("metrics_addr", RF_CONF_STRING, metrics_addr, "127.0.0.1:9464", 0, 0, NULL,
+         "Address (host:port) of the worker's /metrics, /healthz and /readyz; `off` to "
+         "disable; 0.0.0.0:9464 in a container"),
+    PROP("kafka_options", RF_CONF_SECRET, kafka_options, NULL, 0, 0, NULL,
+         "librdkafka properties for every Kafka client, `key=value;key=value` (e.g. "
+         "security.protocol=SASL_SSL;sasl.mechanism=SCRAM-SHA-512;sasl.username=relfleet;"
+         "sasl.password=@kafka_password); a value `@name` is read from the secret `name`"),
+    PROP("kafka_stats_interval_ms", RF_CONF_INT, kafka_stats_interval_ms, "5000", 100, 600000,
+         NULL, "How often the consumer's librdkafka statistics (lag per partition, broker "
+                "state for /readyz) are taken"),
+    PROP("health_interval_ms", RF_CONF_INT, health_interval_ms, "3000", 200, 600000, NULL,
+         "How often /readyz's checks (PostgreSQL SELECT 1, Redis, the stage's own) run"),
     PROP("notify_max_attempts", RF_CONF_INT, notify_max_attempts, "8", 1, 100, NULL,
          "Attempts to send one notification before it is recorded as failed"),
     PROP("notify_backoff_ms", RF_CONF_INT, notify_backoff_ms, "2000", 10, 3600000, NULL,
@@ -79,7 +91,7 @@ static const char *const config_foreign_prefixes[] = {
     "RELFLEET_STATE_DIR", "RELFLEET_BUILD_DIR", "RELFLEET_STACK_", "RELFLEET_KUBESIM_",
     "RELFLEET_BROKER_",   "RELFLEET_API_",      "RELFLEET_SOURCE_DIR", "RELFLEET_TEST_",
     "RELFLEET_BENCH_",    "RELFLEET_SECRET_",   "RELFLEET_CONFIG",     "RELFLEET_DEMO_",
-    "RELFLEET_CHAOS_",    "RELFLEET_WORKER_",   "RELFLEET_METRICS_",   NULL,
+    "RELFLEET_CHAOS_",    "RELFLEET_WORKER_",   NULL,
 };
 
 static char **config_field(rf_config_t *conf, const rf_config_prop_t *p)

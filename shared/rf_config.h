@@ -24,6 +24,8 @@ typedef struct rf_config {
     char *log_format;
     char *operator_name;
     char *token;
+    char *metrics_addr;
+    char *kafka_options;
     int lock_lease_ms;
     int sweep_interval_ms;
     int kafka_timeout_ms;
@@ -31,6 +33,8 @@ typedef struct rf_config {
     int retry_max_ms;
     int shutdown_timeout_ms;
     int linger_ms;
+    int kafka_stats_interval_ms;
+    int health_interval_ms;
     int notify_max_attempts;
     int notify_backoff_ms;
     int notify_backoff_max_ms;
