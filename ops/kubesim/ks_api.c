@@ -1014,7 +1014,8 @@ static void delete_cascade(ks_api_t *api, ks_obj_t *o)
     ks_obj_t **kids = malloc((o->nkids + 1) * sizeof(*kids));
     size_t n = o->nkids;
 
-    memcpy(kids, o->kids, n * sizeof(*kids));
+    if (n)
+        memcpy(kids, o->kids, n * sizeof(*kids));
     ks_store_delete(api->st, o);
     for (size_t i = 0; i < n; i++)
         delete_cascade(api, kids[i]);
