@@ -409,8 +409,17 @@ int relctl_cmd_command(relctl_t *ctl, int argc, char **argv)
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
-    if (rf_store_record(db, id, &rec, errstr, sizeof(errstr)) != RF_OK)
-        return relctl_fail("%s", errstr);
+    /* A release published a moment ago may not be recorded yet: give the render stage a
+     * few seconds before calling the id unknown. */
+    for (int waited = 0;; waited++) {
+        rf_err_t err = rf_store_record(db, id, &rec, errstr, sizeof(errstr));
+        struct timespec pause = {0, 100 * 1000000L};
+        if (err == RF_OK)
+            break;
+        if (err != RF_ERR_NOTFOUND || waited >= 100)
+            return relctl_fail("%s", errstr);
+        nanosleep(&pause, NULL);
+    }
     if (rf_release_status_terminal(rf_release_status_parse(str_or(rec, "status", "")))) {
         result = relctl_fail("release %s has already ended as %s", id, str_or(rec, "status", ""));
         json_decref(rec);

@@ -1,0 +1,149 @@
+"""Apply and track: releases go all the way, fail for the right reasons, never overlap."""
+import json
+import subprocess
+from pathlib import Path
+
+import jsonschema
+
+from harness import REPO
+from releases import ACTIVE, TERMINAL, deploy, record, setup_service, wait_status
+
+
+def kubectl(h, *args):
+    proc = subprocess.run(["kubectl", "--kubeconfig", h.env["RELFLEET_KUBECONFIG"], *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+def namespace_of(h, svc):
+    return h.relctl_json("service", "show", svc, "--env", "prod")["namespace"]
+
+
+def results_of(h, ids, timeout=60):
+    msgs = h.consume("results", timeout=timeout,
+                     until=lambda ms: set(ids) <= {m.json()["release_id"] for m in ms})
+    return [m for m in msgs if m.json()["release_id"] in ids]
+
+
+def test_good_release_succeeds_and_runs_new_image(harness):
+    h = harness
+    svc = setup_service(h, versions=("1.0.0", "1.1.0"), replicas=3)
+    first = deploy(h, svc, "1.0.0")
+    wait_status(h, first, "succeeded")
+    # `deploy --wait` follows the second to the end and exits 0 on success.
+    proc = h.relctl("deploy", "--service", svc, "--env", "prod", "--version", "1.1.0", "--wait",
+                    timeout=120)
+    assert "successfully rolled out" in proc.stdout and "succeeded" in proc.stdout, proc.stdout
+    ns = namespace_of(h, svc)
+    image = kubectl(h, "get", "deploy", svc, "-n", ns, "-o",
+                    "jsonpath={.spec.template.spec.containers[0].image}")
+    assert image == f"{svc}:1.1.0"
+    ready = kubectl(h, "get", "deploy", svc, "-n", ns, "-o", "jsonpath={.status.readyReplicas}")
+    assert ready == "3"
+    rec = h.relctl_json("history", "--service", svc, "--limit", "1")[0]
+    assert rec["status"] == "succeeded" and rec["duration_ms"] >= 0 and rec["version"] == "1.1.0"
+    full = record(h, rec["id"])
+    messages = [e["message"] for e in full["timeline"]]
+    progress = [e["message"] for e in full["timeline"] if e["event"] == "progress"]
+    assert progress and progress[-1].startswith(f"deployment {svc} successfully rolled out"), \
+        messages
+    assert any(m.startswith("applied Deployment") for m in messages), messages
+
+
+def test_bad_image_fails_by_progress_deadline_with_pod_logs(harness):
+    h = harness
+    svc = setup_service(h, versions=("fail-1",))
+    rid = deploy(h, svc, "fail-1")
+    rec = wait_status(h, rid, TERMINAL, timeout=120)
+    assert rec["status"] == "failed"
+    assert "exceeded its progress deadline" in rec["error"], rec["error"]
+    assert rec["pods"], rec
+    pod = rec["pods"][0]
+    assert pod["reason"] == "CrashLoopBackOff" and pod["phase"] in ("Pending", "Running")
+    assert "cannot connect to database" in pod["log_tail"]
+    shown = h.relctl("show", rid).stdout
+    assert "cannot connect to database" in shown and "CrashLoopBackOff" in shown, shown
+    # watch of an ended release prints its end and exits 1 for a failure.
+    assert h.relctl("watch", rid, check=False).returncode == 1
+
+
+def test_release_timeout_fails_before_the_deadline(harness):
+    h = harness
+    svc = setup_service(h, versions=("bad-7",), timeout="2s")
+    rid = deploy(h, svc, "bad-7")
+    rec = wait_status(h, rid, TERMINAL, timeout=60)
+    assert rec["status"] == "failed" and rec["error"].startswith("timed out"), rec["error"]
+    assert any(p["reason"] == "ImagePullBackOff" for p in rec["pods"]), rec["pods"]
+    assert rec["duration_ms"] < 20000
+
+
+def kubesim_applies(h):
+    return json.loads(kubectl(h, "get", "--raw", "/kubesim/applies"))
+
+
+def test_two_releases_of_one_service_never_overlap(harness):
+    h = harness
+    svc = setup_service(h, versions=("slow-1", "2.0.0"), replicas=2)
+    first = deploy(h, svc, "slow-1")
+    wait_status(h, first, ACTIVE)
+    second = deploy(h, svc, "2.0.0")
+    r1 = wait_status(h, first, "succeeded", timeout=120)
+    r2 = wait_status(h, second, "succeeded", timeout=120)
+    start2 = [e["at"] for e in r2["timeline"] if e["event"] == "rendering"][0]
+    assert start2 >= r1["finished_at"], (start2, r1["finished_at"])
+    # kubesim's own record: every write of the second came after the first's last write.
+    writes = [a for a in kubesim_applies(h) if a.get("name") == svc]
+    images = [a.get("images") or a.get("image") for a in writes]
+    flat = [json.dumps(i) for i in images]
+    first_idx = [i for i, im in enumerate(flat) if "slow-1" in im]
+    second_idx = [i for i, im in enumerate(flat) if "2.0.0" in im]
+    assert first_idx and second_idx and max(first_idx) < min(second_idx), flat
+
+
+def test_supersede_ends_the_running_release(harness):
+    h = harness
+    svc = setup_service(h, versions=("bad-3", "3.0.0"), policy="supersede")
+    first = deploy(h, svc, "bad-3")
+    wait_status(h, first, "progressing")
+    second = deploy(h, svc, "3.0.0")
+    r1 = wait_status(h, first, "superseded", timeout=60)
+    assert second in r1["error"]
+    wait_status(h, second, "succeeded", timeout=120)
+    statuses = sorted(m.json()["status"] for m in results_of(h, [first, second]))
+    assert statuses == ["succeeded", "superseded"]
+
+
+def test_track_worker_killed_mid_rollout_release_still_ends_once(harness):
+    h = harness
+    svc = setup_service(h, versions=("slow-9",), replicas=4)
+    rid = deploy(h, svc, "slow-9")
+    wait_status(h, rid, "progressing")
+    h.stack.run("worker", "kill", "track")
+    h.stack.run("worker", "start", "track")
+    rec = wait_status(h, rid, TERMINAL, timeout=120)
+    assert rec["status"] == "succeeded", rec
+    assert [e["event"] for e in rec["timeline"]].count("succeeded") == 1
+    assert len(results_of(h, [rid])) == 1
+
+
+def test_results_one_valid_message_per_release(harness):
+    h = harness
+    svc = setup_service(h, versions=("4.0.0", "bad-4"))
+    ok = deploy(h, svc, "4.0.0")
+    wait_status(h, ok, "succeeded")
+    bad = deploy(h, svc, "bad-4")
+    h.relctl("cancel", bad)
+    wait_status(h, bad, "cancelled")
+    schema = json.loads(Path(REPO, "schemas", "relfleet.result.v1.json").read_text())
+    msgs = results_of(h, [ok, bad])
+    by_id = {}
+    for m in msgs:
+        body = m.json()
+        jsonschema.Draft7Validator(schema).validate(body)
+        assert m.key.decode() == f"prod/{svc}"
+        by_id.setdefault(body["release_id"], []).append(m.value)
+    assert set(by_id) == {ok, bad}
+    # Duplicates could only be byte-identical copies after a crash; none happened here.
+    assert all(len(v) == 1 for v in by_id.values()), by_id
+    assert json.loads(by_id[bad][0])["status"] == "cancelled"
