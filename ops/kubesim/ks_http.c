@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,7 +296,9 @@ ks_http_t *ks_http_start(ks_api_t *api, const ks_http_conf_t *conf, char *errstr
         goto fail;
     }
     h->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* accepted sockets inherit TCP_NODELAY: watch events leave at once, not after an ACK */
     if (h->fd < 0 || setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(h->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         bind(h->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(h->fd, 512) != 0 ||
         getsockname(h->fd, (struct sockaddr *)&sa, &slen) != 0) {
         snprintf(errstr, errstr_size, "cannot listen on '%s:%d': %s", conf->host, conf->port,
