@@ -1,7 +1,9 @@
 /* Kafka producer and consumer set up the way every Relfleet stage needs them. */
 #include "rf_kafka.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,11 +12,16 @@
 struct rf_producer {
     rd_kafka_t *rk;
     const rf_config_t *conf;
+    rf_metric_t *produced;
+    rf_metric_t *produce_failed;
 };
 
 struct rf_consumer {
     rd_kafka_t *rk;
     const rf_config_t *conf;
+    int brokers_up; /* per the last statistics; -1 before the first */
+    rf_metric_t *lag;
+    rf_metric_t *up;
 };
 
 typedef struct produce_wait {
@@ -59,12 +66,79 @@ static int kafka_set(rd_kafka_conf_t *kc, const char *name, const char *value, c
     return 0;
 }
 
+/* Applies kafka_options ("key=value;key=value", a value "@name" read from the secret
+ * name) to kc. */
+static int kafka_apply_options(rd_kafka_conf_t *kc, const rf_config_t *conf, char *errstr,
+                               size_t errstr_size)
+{
+    char *copy, *item, *next, *eq, *key, *value, *secret;
+    char sub[512];
+    int result = 0;
+
+    if (!conf->kafka_options)
+        return 0;
+    copy = strdup(conf->kafka_options);
+    if (!copy)
+        abort();
+    for (item = copy; item && result == 0; item = next) {
+        next = strchr(item, ';');
+        if (next)
+            *next++ = '\0';
+        item += strspn(item, " \t\r\n");
+        if (!*item)
+            continue;
+        eq = strchr(item, '=');
+        if (!eq) {
+            rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                    "setting 'kafka_options': '%s' is not key=value", item);
+            result = -1;
+            break;
+        }
+        *eq = '\0';
+        key = item;
+        value = eq + 1;
+        for (char *end = eq; end > key && strchr(" \t", end[-1]); end--)
+            end[-1] = '\0';
+        value += strspn(value, " \t");
+        for (size_t n = strlen(value); n > 0 && strchr(" \t\r\n", value[n - 1]); n--)
+            value[n - 1] = '\0';
+        secret = NULL;
+        if (value[0] == '@') {
+            secret = rf_config_secret(conf, value + 1);
+            if (!secret) {
+                rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                        "setting 'kafka_options': secret '%s' for '%s' not found (secrets_file "
+                        "or RELFLEET_SECRET_*)",
+                        value + 1, key);
+                result = -1;
+                break;
+            }
+            value = secret;
+        }
+        if (rd_kafka_conf_set(kc, key, value, sub, sizeof(sub)) != RD_KAFKA_CONF_OK) {
+            rf_errf(RF_ERR_PERM, errstr, errstr_size, "setting 'kafka_options': '%s': %s", key,
+                    sub);
+            result = -1;
+        }
+        if (secret) {
+            memset(secret, 0, strlen(secret));
+            free(secret);
+        }
+    }
+    memset(copy, 0, strlen(conf->kafka_options));
+    free(copy);
+    return result;
+}
+
 static rd_kafka_conf_t *kafka_conf_new(const rf_config_t *conf, char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     char buf[32];
 
     rd_kafka_conf_set_log_cb(kc, kafka_log_cb);
+    /* The user's options first: the settings below carry Relfleet's delivery rules. */
+    if (kafka_apply_options(kc, conf, errstr, errstr_size) != 0)
+        goto fail;
     if (kafka_set(kc, "bootstrap.servers", conf->kafka_brokers, errstr, errstr_size) != 0)
         goto fail;
     if (kafka_set(kc, "client.id", "relfleet", errstr, errstr_size) != 0)
@@ -103,6 +177,12 @@ rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t err
     if (!p)
         abort();
     p->conf = conf;
+    p->produced = rf_metrics_counter("relfleet_messages_produced_total",
+                                     "Messages produced and delivered, by topic", "topic");
+    p->produce_failed = rf_metrics_counter("relfleet_produce_failures_total",
+                                           "Messages that could not be produced or were not "
+                                           "delivered in time, by topic",
+                                           "topic");
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size);
     if (!p->rk) {
         rd_kafka_conf_destroy(kc);
@@ -136,9 +216,11 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                             RD_KAFKA_V_VALUE((void *)payload, len),
                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&w),
                             RD_KAFKA_V_END);
-    if (err)
+    if (err) {
+        rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
         return rf_errf(err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? RF_ERR_RETRY : RF_ERR_PERM, errstr,
                        errstr_size, "cannot produce to '%s': %s", topic, rd_kafka_err2str(err));
+    }
     clock_gettime(CLOCK_MONOTONIC, &start);
     /* The delivery report arrives within message.timeout.ms; the margin covers the rest. */
     while (!w.done) {
@@ -152,10 +234,58 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                 rd_kafka_poll(p->rk, 50);
         }
     }
-    if (w.err)
+    if (w.err) {
+        rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
                        "message to '%s' not delivered: %s", topic, rd_kafka_err2str(w.err));
+    }
+    rf_metrics_add(p->produced, RF_LABELS(topic), 1);
     return RF_OK;
+}
+
+/* The consumer's statistics: lag of each partition it is assigned, and how many brokers it
+ * is connected to (/readyz). Runs inside rd_kafka_consumer_poll(), on the polling thread. */
+static int kafka_stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    rf_consumer_t *c = opaque;
+    json_t *root, *brokers, *topics, *b, *t, *parts, *part;
+    const char *name, *pname;
+    json_error_t jerr;
+    int up = 0;
+
+    (void)rk;
+    root = json_loadb(json, json_len, 0, &jerr);
+    if (!root) {
+        rf_log_warn("cannot parse kafka statistics: %s", jerr.text);
+        return 0;
+    }
+    brokers = json_object_get(root, "brokers");
+    json_object_foreach(brokers, name, b)
+    {
+        const char *state = json_string_value(json_object_get(b, "state"));
+        if (json_integer_value(json_object_get(b, "nodeid")) >= 0 && state &&
+            strcmp(state, "UP") == 0)
+            up++;
+    }
+    c->brokers_up = up;
+    rf_metrics_set(c->up, NULL, up);
+    rf_metrics_clear(c->lag);
+    topics = json_object_get(root, "topics");
+    json_object_foreach(topics, name, t)
+    {
+        parts = json_object_get(t, "partitions");
+        json_object_foreach(parts, pname, part)
+        {
+            json_t *lag = json_object_get(part, "consumer_lag");
+            if (json_integer_value(json_object_get(part, "partition")) < 0 ||
+                !json_is_true(json_object_get(part, "desired")) || !json_is_integer(lag) ||
+                json_integer_value(lag) < 0)
+                continue;
+            rf_metrics_set(c->lag, RF_LABELS(name, pname), (double)json_integer_value(lag));
+        }
+    }
+    json_decref(root);
+    return 0;
 }
 
 rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
@@ -183,10 +313,24 @@ rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
         rd_kafka_conf_destroy(kc);
         return NULL;
     }
+    snprintf(buf, sizeof(buf), "%d", conf->kafka_stats_interval_ms);
+    if (kafka_set(kc, "statistics.interval.ms", buf, errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
     c = calloc(1, sizeof(*c));
     if (!c)
         abort();
     c->conf = conf;
+    c->brokers_up = -1;
+    c->lag = rf_metrics_gauge("relfleet_kafka_consumer_lag",
+                              "Messages behind the end of each assigned partition (librdkafka "
+                              "statistics)",
+                              "topic,partition");
+    c->up = rf_metrics_gauge("relfleet_kafka_brokers_up",
+                             "Kafka brokers the consumer is connected to", NULL);
+    rd_kafka_conf_set_stats_cb(kc, kafka_stats_cb);
+    rd_kafka_conf_set_opaque(kc, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
     if (!c->rk) {
         rd_kafka_conf_destroy(kc);
@@ -260,4 +404,9 @@ void rf_consumer_rewind(rf_consumer_t *c, const rd_kafka_message_t *m)
 rd_kafka_t *rf_consumer_handle(rf_consumer_t *c)
 {
     return c->rk;
+}
+
+int rf_consumer_brokers_up(const rf_consumer_t *c)
+{
+    return c->brokers_up;
 }

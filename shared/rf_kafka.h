@@ -14,12 +14,15 @@ typedef struct rf_consumer rf_consumer_t;
 /* The full topic name for a suffix ("requests" -> "relfleet.requests"). */
 const char *rf_kafka_topic(const rf_config_t *conf, const char *suffix, char *buf, size_t size);
 
+/* Every client takes kafka_options (librdkafka properties, `@name` values from secrets)
+ * before Relfleet's own settings; a bad option fails the creation, errstr naming it. */
 rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t errstr_size);
 /* Flushes what is in flight (bounded by kafka_timeout_ms) and frees; accepts NULL. */
 void rf_producer_destroy(rf_producer_t *p);
 
 /* Produces one message to the topic of suffix and waits for its delivery report, at
- * most kafka_timeout_ms. RF_ERR_RETRY when it was not delivered in time. */
+ * most kafka_timeout_ms. RF_ERR_RETRY when it was not delivered in time. Counted in
+ * relfleet_messages_produced_total / relfleet_produce_failures_total by topic. */
 rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                           const void *payload, size_t len, char *errstr, size_t errstr_size);
 
@@ -41,5 +44,10 @@ rf_err_t rf_consumer_store(rf_consumer_t *c, const rd_kafka_message_t *m);
 void rf_consumer_rewind(rf_consumer_t *c, const rd_kafka_message_t *m);
 
 rd_kafka_t *rf_consumer_handle(rf_consumer_t *c);
+
+/* How many brokers the consumer was connected to at its last statistics
+ * (kafka_stats_interval_ms), -1 before the first. The statistics also set the gauges
+ * relfleet_kafka_consumer_lag{topic,partition} and relfleet_kafka_brokers_up. */
+int rf_consumer_brokers_up(const rf_consumer_t *c);
 
 #endif
