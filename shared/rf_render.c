@@ -789,8 +789,9 @@ static rf_err_t on_start(compiler_t *c, const yaml_event_t *ev, unsigned char ki
 static rf_err_t on_end(compiler_t *c)
 {
     frame_t f = *top_frame(c);
-    const uint32_t *pend = (const uint32_t *)c->pending.data + f.kids_start;
     uint32_t n = pending_count(c) - f.kids_start;
+    /* pending.data is NULL while nothing was ever pending: no offset on it then (UB). */
+    const uint32_t *pend = n ? (const uint32_t *)c->pending.data + f.kids_start : NULL;
     uint32_t first = (uint32_t)(c->t->kids.len / sizeof(uint32_t));
     uint64_t size = 1;
     uint32_t height = 0;
@@ -1148,7 +1149,8 @@ static rf_err_t exec_merge(exec_t *x, uint32_t idx, json_t *obj)
 
 static rf_err_t exec_map_into(exec_t *x, const node_t *n, json_t *obj, int merging)
 {
-    const uint32_t *kids = KIDS(x->t) + n->first;
+    /* kids.data is NULL in a template without any mapping entry: no offset on it then. */
+    const uint32_t *kids = n->count ? KIDS(x->t) + n->first : NULL;
     const node_t *key;
     const char *k;
     size_t klen;
