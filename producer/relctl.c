@@ -29,6 +29,7 @@ static const struct {
     {"service", relctl_cmd_service, "service set|show|history S --env E [KEY=VALUE ...]"},
     {"template", relctl_cmd_template, "template sync DIR | template list"},
     {"image", relctl_cmd_image, "image add S TAG [--digest D] | image list S"},
+    {"notify", relctl_cmd_notify, "notify add|list|remove S --env E ...  subscriptions to outcomes"},
     {"db", relctl_cmd_db, "db migrate | db status"},
 };
 

@@ -47,6 +47,7 @@ int relctl_cmd_service(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_template(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_image(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_db(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_notify(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_command(relctl_t *ctl, int argc, char **argv); /* cancel, promote, abort */
 
 #endif

@@ -13,7 +13,7 @@
 #include "worker.h"
 
 static const rf_stage_t *const stages[] = {&rf_stage_render, &rf_stage_apply, &rf_stage_track,
-                                           NULL};
+                                           &rf_stage_notify, NULL};
 
 /* The schema family each topic carries: a message of another family is refused. */
 static const struct {

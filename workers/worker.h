@@ -49,5 +49,6 @@ typedef struct rf_stage {
 extern const rf_stage_t rf_stage_render;
 extern const rf_stage_t rf_stage_apply;
 extern const rf_stage_t rf_stage_track;
+extern const rf_stage_t rf_stage_notify;
 
 #endif
