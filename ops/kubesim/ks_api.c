@@ -432,12 +432,17 @@ static void api_default(ks_api_t *api, ks_kind_t kind, json_t *o)
         DEF(spec, "revisionHistoryLimit", json_integer(10));
         DEF(spec, "progressDeadlineSeconds", json_integer(600));
         default_podspec(ks_jget(spec, "template.spec"));
+        /* a template's metadata carries a null creationTimestamp, as the Go types write it */
+        if (json_is_object(ks_jget(spec, "template.metadata")))
+            json_object_set_new(ks_jget(spec, "template.metadata"), "creationTimestamp", json_null());
         break;
     }
     case KS_REPLICASET:
         if (json_is_object(spec)) {
             DEF(spec, "replicas", json_integer(1));
             default_podspec(ks_jget(spec, "template.spec"));
+            if (json_is_object(ks_jget(spec, "template.metadata")))
+                json_object_set_new(ks_jget(spec, "template.metadata"), "creationTimestamp", json_null());
         }
         break;
     case KS_POD:

@@ -170,6 +170,8 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
     if (json_is_object(patch)) {
         out = json_is_object(target) ? json_deep_copy(target) : json_object();
         json_object_foreach((json_t *)patch, key, v) {
+            if (keyed && key[0] == '$')
+                continue; /* strategic merge directives ($setElementOrder, $patch, ...) */
             if (json_is_null(v)) {
                 json_object_del(out, key);
                 continue;
@@ -186,6 +188,8 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
             out = json_array();
             json_array_foreach(patch, i, el) {
                 json_t *old = assoc_find(target, ak, json_object_get(el, ak));
+                if (strcmp(json_string_value(json_object_get(el, "$patch")) ?: "", "delete") == 0)
+                    continue;
                 json_array_append_new(out, merge(old, el, keyed));
             }
             json_array_foreach(target, i, el) {

@@ -425,3 +425,21 @@ def test_delete_cascades_to_replicasets_and_pods(sim, tmp_path):
     wait_for(lambda: not sim.get_json("rs,pods", "-l", "app=gone")["items"], 10, what="cascade")
     res = sim.kubectl("get", "deploy", "gone", check=False)
     assert res.returncode != 0 and "not found" in res.stderr
+
+
+def test_set_image_and_undo_reuse_the_old_replicaset(sim, tmp_path):
+    apply(sim, deployment_yaml("undo", "example/u:1", replicas=2), tmp_path)
+    sim.kubectl("rollout", "status", "deploy/undo", "--timeout=30s")
+    first = sim.get_json("rs", "-l", "app=undo")["items"][0]["metadata"]["name"]
+    sim.kubectl("set", "image", "deploy/undo", "app=example/u:2")
+    sim.kubectl("rollout", "status", "deploy/undo", "--timeout=30s")
+    d = sim.get_json("deploy", "undo")
+    assert "$setElementOrder/containers" not in d["spec"]["template"]["spec"]
+    sim.kubectl("rollout", "undo", "deploy/undo")
+    sim.kubectl("rollout", "status", "deploy/undo", "--timeout=30s")
+    rss = {r["metadata"]["name"]: r for r in sim.get_json("rs", "-l", "app=undo")["items"]}
+    assert len(rss) == 2
+    ann = rss[first]["metadata"]["annotations"]
+    assert ann["deployment.kubernetes.io/revision"] == "3"
+    assert ann["deployment.kubernetes.io/revision-history"] == "1"
+    assert rss[first]["spec"]["replicas"] == 2
