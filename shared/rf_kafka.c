@@ -276,12 +276,17 @@ static int kafka_stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opa
         parts = json_object_get(t, "partitions");
         json_object_foreach(parts, pname, part)
         {
-            json_t *lag = json_object_get(part, "consumer_lag");
+            json_int_t lag = json_integer_value(json_object_get(part, "consumer_lag"));
+            json_int_t hi = json_integer_value(json_object_get(part, "hi_offset"));
+            json_int_t lo = json_integer_value(json_object_get(part, "lo_offset"));
             if (json_integer_value(json_object_get(part, "partition")) < 0 ||
-                !json_is_true(json_object_get(part, "desired")) || !json_is_integer(lag) ||
-                json_integer_value(lag) < 0)
+                !json_is_true(json_object_get(part, "desired")))
                 continue;
-            rf_metrics_set(c->lag, RF_LABELS(name, pname), (double)json_integer_value(lag));
+            /* Nothing committed yet: everything retained is behind (as for KEDA). */
+            if (lag < 0 && hi >= 0)
+                lag = hi - (lo > 0 ? lo : 0);
+            if (lag >= 0)
+                rf_metrics_set(c->lag, RF_LABELS(name, pname), (double)lag);
         }
     }
     json_decref(root);
