@@ -7,7 +7,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "health/health.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 #include "rf_msg.h"
 #include "rf_store.h"
 #include "worker.h"
@@ -26,6 +28,74 @@ static const struct {
 };
 
 static volatile int run = 1;
+
+/* What the poll loop counts; the stage label is on every series (rf_metrics_const_label). */
+static struct {
+    rf_metric_t *consumed;
+    rf_metric_t *failed;
+    rf_metric_t *dead_lettered;
+    rf_metric_t *seconds;
+} worker_metrics;
+
+static void worker_metrics_init(const char *stage)
+{
+    static const double bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                    0.5,   1,     2.5,  5,     10,   30,  60};
+
+    rf_metrics_const_label("stage", stage);
+    worker_metrics.consumed = rf_metrics_counter(
+        "relfleet_messages_consumed_total", "Messages consumed (each delivery, retries too)",
+        "topic");
+    worker_metrics.failed = rf_metrics_counter(
+        "relfleet_messages_failed_total",
+        "Messages whose handling failed, by reason: retriable (retried with back-off), "
+        "fenced (lock lost, stopped), not_found, dead_letter (could not be dead-lettered)",
+        "topic,reason");
+    worker_metrics.dead_lettered = rf_metrics_counter(
+        "relfleet_messages_dead_lettered_total",
+        "Messages sent to the dlq topic, by reason: invalid (parse or schema), refused "
+        "(the stage refused it for good)",
+        "topic,reason");
+    worker_metrics.seconds = rf_metrics_histogram(
+        "relfleet_stage_processing_seconds",
+        "Time from a message's delivery to the worker until its offset is stored or it is "
+        "rewound",
+        "topic", bounds, sizeof(bounds) / sizeof(bounds[0]));
+}
+
+static double worker_seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static long worker_ms_since(const struct timespec *start)
+{
+    return (long)(worker_seconds_since(start) * 1000);
+}
+
+/* Readiness the main thread knows: Kafka per the consumer's statistics, and every
+ * health_interval_ms the stage's own hook (the API server for apply and track). */
+static void worker_check_ready(rf_health_t *health, const rf_stage_t *stage, void *state,
+                               rf_consumer_t *consumer, int interval_ms,
+                               struct timespec *last_hook)
+{
+    int up = rf_consumer_brokers_up(consumer);
+
+    if (up < 0)
+        rf_health_set(health, "kafka", 0, "no statistics from the consumer yet");
+    else if (up == 0)
+        rf_health_set(health, "kafka", 0, "not connected to any broker");
+    else
+        rf_health_set(health, "kafka", 1, NULL);
+    if (stage->ready && worker_ms_since(last_hook) >= interval_ms) {
+        int ok = stage->ready(state);
+        rf_health_set(health, "stage", ok, ok ? NULL : "the stage's own check failed");
+        clock_gettime(CLOCK_MONOTONIC, last_hook);
+    }
+}
 
 static void on_signal(int sig)
 {
@@ -55,7 +125,8 @@ static void nap(long ms)
 
 /* Records the refused message (database row and dlq topic). */
 static rf_err_t worker_dead_letter(rf_worker_t *w, const rd_kafka_message_t *m,
-                                   const char *reason, char *errstr, size_t errstr_size)
+                                   const char *reason, const char *reason_class, char *errstr,
+                                   size_t errstr_size)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
     char key[256];
@@ -77,6 +148,8 @@ static rf_err_t worker_dead_letter(rf_worker_t *w, const rd_kafka_message_t *m,
     result = rf_producer_send(w->producer, "dlq", m->key_len ? key : NULL, dlq, strlen(dlq),
                               errstr, errstr_size);
     free(dlq);
+    if (result == RF_OK)
+        rf_metrics_add(worker_metrics.dead_lettered, RF_LABELS(topic, reason_class), 1);
     return result;
 }
 
@@ -107,8 +180,12 @@ static rf_err_t worker_process(rf_worker_t *w, const rf_stage_t *stage, void *st
     const char *topic = rd_kafka_topic_name(m->rkt);
     const char *prefix = "relfleet.?";
     size_t plen = strlen(w->conf->topic_prefix);
+    const char *reason_class = "invalid";
+    struct timespec start;
     rf_err_t result;
 
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    rf_metrics_add(worker_metrics.consumed, RF_LABELS(topic), 1);
     worker_log_ctx(m, NULL);
     in.topic_suffix = strncmp(topic, w->conf->topic_prefix, plen) == 0 ? topic + plen : topic;
     for (size_t i = 0; i < sizeof(topic_schemas) / sizeof(topic_schemas[0]); i++)
@@ -118,22 +195,33 @@ static rf_err_t worker_process(rf_worker_t *w, const rf_stage_t *stage, void *st
                           errstr, sizeof(errstr));
     if (result == RF_OK) {
         worker_log_ctx(m, in.body);
+        reason_class = "refused";
         result = stage->handle(state, &in, errstr, sizeof(errstr));
     }
     json_decref(in.body);
     if (result == RF_ERR_PERM) {
-        result = worker_dead_letter(w, m, errstr, dlq_err, sizeof(dlq_err));
-        if (result != RF_OK)
+        result = worker_dead_letter(w, m, errstr, reason_class, dlq_err, sizeof(dlq_err));
+        if (result != RF_OK) {
             snprintf(errstr, sizeof(errstr), "%s", dlq_err);
+            rf_metrics_add(worker_metrics.failed, RF_LABELS(topic, "dead_letter"), 1);
+        }
+    } else if (result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND || result == RF_ERR_RETRY) {
+        rf_metrics_add(worker_metrics.failed,
+                       RF_LABELS(topic, result == RF_ERR_FENCED     ? "fenced"
+                                        : result == RF_ERR_NOTFOUND ? "not_found"
+                                                                    : "retriable"),
+                       1);
     }
     if (result == RF_OK || result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND) {
         if (result == RF_ERR_FENCED)
             rf_log_warn("stopped: %s", errstr);
         rf_consumer_store(consumer, m);
+        rf_metrics_observe(worker_metrics.seconds, RF_LABELS(topic), worker_seconds_since(&start));
         return RF_OK;
     }
     rf_log_warn("will retry: %s", errstr);
     rf_consumer_rewind(consumer, m);
+    rf_metrics_observe(worker_metrics.seconds, RF_LABELS(topic), worker_seconds_since(&start));
     return RF_ERR_RETRY;
 }
 
@@ -150,6 +238,8 @@ int main(int argc, char **argv)
     rf_config_t conf;
     rf_worker_t w;
     rf_consumer_t *consumer = NULL;
+    rf_health_t *health = NULL;
+    struct timespec last_hook = {0, 0};
     rf_log_level_t level = RF_LOG_INFO;
     void *state = NULL;
     char errstr[1024];
@@ -217,6 +307,16 @@ int main(int argc, char **argv)
         rf_log_error("cannot load schemas from '%s': %s", schema_dir, errstr);
         goto out;
     }
+    /* /healthz answers from here on; /readyz once every connection is up. */
+    worker_metrics_init(stage->name);
+    health = rf_health_new(&conf, stage->needs_lock, errstr, sizeof(errstr));
+    if (!health) {
+        rf_log_error("%s", errstr);
+        goto out;
+    }
+    rf_health_set(health, "kafka", 0, "not connected yet");
+    if (stage->ready)
+        rf_health_set(health, "stage", 0, "not checked yet");
     /* The servers may still be starting: wait for them rather than exit. */
     while (run && !(w.db = rf_db_new(conf.pg_dsn, errstr, sizeof(errstr)))) {
         rf_log_warn("%s; retrying", errstr);
@@ -267,6 +367,7 @@ int main(int argc, char **argv)
             stage->tick(state);
             rf_log_ctx_clear();
         }
+        worker_check_ready(health, stage, state, consumer, conf.health_interval_ms, &last_hook);
     }
     rf_log_info("shutting down");
     exit_code = 0;
@@ -278,6 +379,8 @@ out:
     rf_lock_destroy(w.lock);
     rf_db_destroy(w.db);
     rf_schema_registry_destroy(w.schemas);
+    rf_health_destroy(health);
+    rf_metrics_reset();
     rf_config_release(&conf);
     return exit_code;
 }

@@ -44,6 +44,10 @@ typedef struct rf_stage {
     /* Periodic work between polls (sweeps, watches); may be NULL. */
     void (*tick)(void *state);
     void (*destroy)(void *state);
+    /* Readiness of what only the stage knows (apply, track: the API server), asked on the
+     * main thread between polls every health_interval_ms: 1 ready, 0 not (/readyz).
+     * Must be cheap (e.g. the state of its watch). NULL = always ready. */
+    int (*ready)(void *state);
 } rf_stage_t;
 
 extern const rf_stage_t rf_stage_render;
