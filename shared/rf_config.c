@@ -311,6 +311,16 @@ rf_err_t rf_config_require(const rf_config_t *conf, const char *const *names, ch
     return RF_OK;
 }
 
+/* Writes text into a Markdown table cell: '|' would end the cell. */
+static void config_write_cell(FILE *out, const char *text)
+{
+    for (; *text; text++) {
+        if (*text == '|')
+            fputc('\\', out);
+        fputc(*text, out);
+    }
+}
+
 void rf_config_write_reference(FILE *out)
 {
     fputs("| setting | environment | type | default | description |\n", out);
@@ -328,10 +338,15 @@ void rf_config_write_reference(FILE *out)
             type = p->values;
         else if (p->type == RF_CONF_SECRET)
             type = "secret";
-        fprintf(out, "| `%s` | `RELFLEET_%s` | %s", p->name, env, type);
+        fprintf(out, "| `%s` | `RELFLEET_%s` | ", p->name, env);
+        config_write_cell(out, type);
         if (p->type == RF_CONF_INT)
             fprintf(out, " (%ld..%ld)", p->min, p->max);
-        fprintf(out, " | %s | %s |\n", p->def ? p->def : "", p->desc);
+        fputs(" | ", out);
+        config_write_cell(out, p->def ? p->def : "");
+        fputs(" | ", out);
+        config_write_cell(out, p->desc);
+        fputs(" |\n", out);
     }
 }
 
