@@ -90,7 +90,7 @@ static void notify_pg_array(const char *list, rf_buf_t *out)
 static int notify_add(relctl_t *ctl, const notify_args_t *a)
 {
     rf_db_t *db;
-    rf_buf_t on = RF_BUF_INIT;
+    rf_buf_t on = RF_BUF_INIT, target = RF_BUF_INIT;
     PGresult *res = NULL;
     char errstr[1024];
     int channel, result = RELCTL_FAIL;
@@ -112,8 +112,12 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
     if (!db)
         return RELCTL_FAIL;
     notify_pg_array(a->on ? a->on : NOTIFY_ALL_OUTCOMES, &on);
+    /* Addresses are stored as "a@x,b@y": one spelling per target, no spaces. */
+    for (const char *t = a->target; *t; t++)
+        if (*t != ' ')
+            rf_buf_addc(&target, *t);
     {
-        const char *p[7] = {a->service, a->env, a->channel, a->target, rf_buf_str(&on),
+        const char *p[7] = {a->service, a->env, a->channel, rf_buf_str(&target), rf_buf_str(&on),
                             a->secret, ctl->operator_name};
         if (rf_db_exec(db, "SELECT 1 FROM services WHERE service = $1 AND env = $2", 2, p, &res,
                        errstr, sizeof(errstr)) != RF_OK) {
@@ -145,12 +149,13 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
     else
         printf("%s subscription %s: %s %s of %s in %s on %s\n",
                strcmp(PQgetvalue(res, 0, 1), "true") == 0 ? "added" : "updated",
-               PQgetvalue(res, 0, 0), a->channel, a->target, a->service, a->env,
+               PQgetvalue(res, 0, 0), a->channel, rf_buf_str(&target), a->service, a->env,
                PQgetvalue(res, 0, 2));
     result = RELCTL_OK;
 out:
     PQclear(res);
     rf_buf_release(&on);
+    rf_buf_release(&target);
     return result;
 }
 
