@@ -10,9 +10,9 @@
 
 #define NOTIFY_ALL_OUTCOMES "succeeded,failed,cancelled,superseded,rejected"
 #define NOTIFY_HELP                                                                                \
-    "notify add S --env E --channel email|dingtalk|webhook --target T [--secret NAME]"            \
-    " [--on succeeded,failed,...]\n"                                                              \
-    "       relctl notify list [S] [--env E] [--output json]\n"                                   \
+    "notify add S --env E --channel email|dingtalk|webhook --target T [--secret NAME]"             \
+    " [--on succeeded,failed,...]\n"                                                               \
+    "       relctl notify list [S] [--env E] [--output json]\n"                                    \
     "       relctl notify remove ID | remove S --env E --channel C --target T"
 
 typedef struct notify_args {
@@ -27,11 +27,13 @@ static int notify_usage(void)
 /* Options after the verb; positional words are left in argv[optind..]. */
 static int notify_parse(relctl_t *ctl, int argc, char **argv, notify_args_t *a)
 {
-    static const struct option opts[] = {
-        {"env", required_argument, NULL, 'e'},    {"channel", required_argument, NULL, 'c'},
-        {"target", required_argument, NULL, 't'}, {"secret", required_argument, NULL, 's'},
-        {"on", required_argument, NULL, 'n'},     {"output", required_argument, NULL, 'o'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"env", required_argument, NULL, 'e'},
+                                         {"channel", required_argument, NULL, 'c'},
+                                         {"target", required_argument, NULL, 't'},
+                                         {"secret", required_argument, NULL, 's'},
+                                         {"on", required_argument, NULL, 'n'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {NULL, 0, NULL, 0}};
     int c;
 
     memset(a, 0, sizeof(*a));
@@ -117,16 +119,16 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
         if (*t != ' ')
             rf_buf_addc(&target, *t);
     {
-        const char *p[7] = {a->service, a->env, a->channel, rf_buf_str(&target), rf_buf_str(&on),
-                            a->secret, ctl->operator_name};
+        const char *p[7] = {a->service,      a->env,    a->channel,        rf_buf_str(&target),
+                            rf_buf_str(&on), a->secret, ctl->operator_name};
         if (rf_db_exec(db, "SELECT 1 FROM services WHERE service = $1 AND env = $2", 2, p, &res,
                        errstr, sizeof(errstr)) != RF_OK) {
             relctl_fail("%s", errstr);
             goto out;
         }
         if (PQntuples(res) == 0) {
-            result = relctl_fail("no service '%s' in env '%s' (relctl service set)", a->service,
-                                 a->env);
+            result =
+                relctl_fail("no service '%s' in env '%s' (relctl service set)", a->service, a->env);
             goto out;
         }
         PQclear(res);
@@ -144,8 +146,8 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
     }
     if (ctl->json)
         relctl_print_json(json_pack("{s:I, s:b}", "id",
-                                    (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10),
-                                    "created", strcmp(PQgetvalue(res, 0, 1), "true") == 0));
+                                    (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10), "created",
+                                    strcmp(PQgetvalue(res, 0, 1), "true") == 0));
     else
         printf("%s subscription %s: %s %s of %s in %s on %s\n",
                strcmp(PQgetvalue(res, 0, 1), "true") == 0 ? "added" : "updated",
@@ -184,9 +186,9 @@ static int notify_list(relctl_t *ctl, const notify_args_t *a)
                               PQgetvalue(res, i, 3), "target", PQgetvalue(res, i, 4), "on",
                               PQgetvalue(res, i, 5), "created_at", PQgetvalue(res, i, 7),
                               "created_by", PQgetvalue(res, i, 8));
-        json_object_set_new(o, "secret", rf_db_value(res, i, 6)
-                                             ? json_string(rf_db_value(res, i, 6))
-                                             : json_null());
+        json_object_set_new(o, "secret",
+                            rf_db_value(res, i, 6) ? json_string(rf_db_value(res, i, 6))
+                                                   : json_null());
         json_array_append_new(list, o);
     }
     if (ctl->json) {

@@ -20,9 +20,9 @@ struct rf_notify_send {
     CURL *easy;
     struct curl_slist *headers;
     struct curl_slist *rcpt;
-    rf_buf_t body;    /* what is sent: the email, or the POST body */
-    size_t sent;      /* bytes of the email handed to curl */
-    rf_buf_t answer;  /* what came back (HTTP), capped */
+    rf_buf_t body;   /* what is sent: the email, or the POST body */
+    size_t sent;     /* bytes of the email handed to curl */
+    rf_buf_t answer; /* what came back (HTTP), capped */
     char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -30,8 +30,7 @@ static const char *const channel_names[] = {"email", "dingtalk", "webhook"};
 
 const char *rf_notify_channel_name(rf_notify_channel_t c)
 {
-    return (unsigned)c < sizeof(channel_names) / sizeof(channel_names[0]) ? channel_names[c]
-                                                                           : NULL;
+    return (unsigned)c < sizeof(channel_names) / sizeof(channel_names[0]) ? channel_names[c] : NULL;
 }
 
 int rf_notify_channel_parse(const char *s)
@@ -156,8 +155,7 @@ rf_err_t rf_notify_outcomes_check(const char *list, char *errstr, size_t errstr_
         snprintf(item, sizeof(item), "%.*s", (int)strcspn(p, ", "), p);
         s = rf_release_status_parse(item);
         if (s >= 0 && seen[s]++)
-            return rf_errf(RF_ERR_PERM, errstr, errstr_size, "outcome '%s' is listed twice",
-                           item);
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size, "outcome '%s' is listed twice", item);
         p += len;
         if (*p == ',')
             p++;
@@ -319,8 +317,7 @@ static rf_err_t notify_setup_http(rf_notify_send_t *s, const rf_notify_request_t
         notify_add_header(s, "X-Relfleet-Timestamp: %s", num);
         if (req->secret) {
             char sig[RF_NOTIFY_WEBHOOK_SIGN_SIZE];
-            rf_notify_webhook_sign(req->secret, req->now_ms / 1000, s->body.data, s->body.len,
-                                   sig);
+            rf_notify_webhook_sign(req->secret, req->now_ms / 1000, s->body.data, s->body.len, sig);
             notify_add_header(s, "X-Relfleet-Signature: %s", sig);
         }
     }
@@ -361,9 +358,9 @@ rf_notify_send_t *rf_notify_send_new(const rf_notify_request_t *req, char *errst
     curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->curl_err);
     curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
-    curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, req->timeout_ms < NOTIFY_CONNECT_TIMEOUT_MS
-                                                             ? req->timeout_ms
-                                                             : NOTIFY_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     req->timeout_ms < NOTIFY_CONNECT_TIMEOUT_MS ? req->timeout_ms
+                                                                 : NOTIFY_CONNECT_TIMEOUT_MS);
     if (req->channel == RF_NOTIFY_EMAIL)
         err = notify_setup_email(s, req, result, errstr, errstr_size);
     else if (req->channel == RF_NOTIFY_DINGTALK || req->channel == RF_NOTIFY_WEBHOOK)
@@ -419,15 +416,14 @@ rf_err_t rf_notify_dingtalk_verdict(long http_status, const char *body, char *er
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "dingtalk answered HTTP %ld",
                        http_status);
     if (http_status != 200)
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "dingtalk answered HTTP %ld",
-                       http_status);
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "dingtalk answered HTTP %ld", http_status);
     answer = json_loads(body ? body : "", 0, NULL);
     code = json_object_get(answer, "errcode");
     if (!json_is_integer(code)) {
         notify_quote(body, msg, sizeof(msg));
         json_decref(answer);
-        return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
-                       "dingtalk answer has no errcode: '%s'", msg);
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "dingtalk answer has no errcode: '%s'",
+                       msg);
     }
     errcode = (long long)json_integer_value(code);
     notify_quote(json_string_value(json_object_get(answer, "errmsg")), msg, sizeof(msg));
@@ -438,12 +434,12 @@ rf_err_t rf_notify_dingtalk_verdict(long http_status, const char *body, char *er
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
                        "dingtalk robot throttled the message (errcode 130101: %s)", msg);
     if (errcode == -1)
-        return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
-                       "dingtalk is busy (errcode -1: %s)", msg);
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "dingtalk is busy (errcode -1: %s)", msg);
     if (errcode == 310000)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size,
                        "dingtalk refused the message: keyword, signature or timestamp"
-                       " (errcode 310000: %s)", msg);
+                       " (errcode 310000: %s)",
+                       msg);
     return rf_errf(RF_ERR_PERM, errstr, errstr_size,
                    "dingtalk refused the message (errcode %lld: %s)", errcode, msg);
 }
@@ -453,8 +449,7 @@ rf_err_t rf_notify_webhook_verdict(long http_status, char *errstr, size_t errstr
     if (http_status >= 200 && http_status < 300)
         return RF_OK;
     if (http_status == 408 || http_status == 425 || http_status == 429 || http_status >= 500)
-        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "webhook answered HTTP %ld",
-                       http_status);
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "webhook answered HTTP %ld", http_status);
     return rf_errf(RF_ERR_PERM, errstr, errstr_size, "webhook answered HTTP %ld", http_status);
 }
 

@@ -1,4 +1,5 @@
-/* Notification requests: one email, DingTalk or webhook send on a curl easy handle, and its verdict. */
+/* Notification requests: one email, DingTalk or webhook send on a curl easy handle, and its
+ * verdict. */
 #ifndef RF_NOTIFY_H
 #define RF_NOTIFY_H
 
@@ -46,10 +47,10 @@ typedef struct rf_notify_request {
     const char *message_id;  /* email Message-ID, without brackets */
     const char *smtp_url;    /* smtp://host:port or smtps://host:port */
     const char *smtp_from;
-    const char *smtp_user;   /* AUTH login, with secret as its password; NULL: no AUTH */
+    const char *smtp_user;     /* AUTH login, with secret as its password; NULL: no AUTH */
     const char *smtp_starttls; /* "off", "try" or "required" */
-    long timeout_ms;         /* of the whole request */
-    long long now_ms;        /* signing timestamps and the email's Date */
+    long timeout_ms;           /* of the whole request */
+    long long now_ms;          /* signing timestamps and the email's Date */
 } rf_notify_request_t;
 
 typedef struct rf_notify_send rf_notify_send_t;

@@ -9,7 +9,10 @@
 #include "rf_notify_sign.h"
 
 #define FORMAT_SUBJECT_DESC_MAX 80
-#define FORMAT_WORD_BYTES 45 /* 60 base64 characters + 12 of "=?UTF-8?B?" "?=": 72 <= 75 */
+/* An encoded word carries 39 bytes: 52 base64 characters + 12 of "=?UTF-8?B?" "?=" is 64,
+ * so even the first one after "Subject: " keeps its line within 78 characters. */
+#define FORMAT_WORD_BYTES 39
+#define FORMAT_PLAIN_MAX 68 /* longer values are encoded (and so folded) */
 
 static const char *jstr(const json_t *o, const char *k)
 {
@@ -60,8 +63,8 @@ void rf_notify_format_subject(const json_t *result, rf_buf_t *out)
 {
     const char *desc = jstr(result, "description");
 
-    rf_buf_addf(out, "[relfleet] %s %s %s in %s", jstr(result, "service"),
-                jstr(result, "version"), jstr(result, "status"), jstr(result, "env"));
+    rf_buf_addf(out, "[relfleet] %s %s %s in %s", jstr(result, "service"), jstr(result, "version"),
+                jstr(result, "status"), jstr(result, "env"));
     if (*desc) {
         rf_buf_adds(out, ": ");
         format_add_line(out, desc, FORMAT_SUBJECT_DESC_MAX);
@@ -111,8 +114,8 @@ void rf_notify_format_text(const json_t *result, rf_buf_t *out)
 
     format_duration((long long)json_integer_value(json_object_get(result, "duration_ms")), dur,
                     sizeof(dur));
-    rf_buf_addf(out, "Release %s: %s %s in %s\n\n", jstr(result, "status"),
-                jstr(result, "service"), jstr(result, "version"), jstr(result, "env"));
+    rf_buf_addf(out, "Release %s: %s %s in %s\n\n", jstr(result, "status"), jstr(result, "service"),
+                jstr(result, "version"), jstr(result, "env"));
     rf_buf_addf(out, "Service:     %s\n", jstr(result, "service"));
     rf_buf_addf(out, "Env:         %s\n", jstr(result, "env"));
     rf_buf_addf(out, "Version:     %s\n", jstr(result, "version"));
@@ -132,7 +135,8 @@ void rf_notify_format_text(const json_t *result, rf_buf_t *out)
     }
     if (json_array_size(pods) > 0) {
         rf_buf_adds(out, "\nFailing pods:\n");
-        json_array_foreach(pods, i, pod) {
+        json_array_foreach(pods, i, pod)
+        {
             rf_buf_adds(out, "  ");
             format_pod_line(out, pod);
             rf_buf_adds(out, "\n");
@@ -149,7 +153,7 @@ void rf_notify_format_text(const json_t *result, rf_buf_t *out)
 void rf_notify_format_header_value(const char *utf8, rf_buf_t *out)
 {
     size_t len = strlen(utf8), pos = 0;
-    int plain = len < 900 && !strstr(utf8, "=?");
+    int plain = len <= FORMAT_PLAIN_MAX && !strstr(utf8, "=?");
 
     for (size_t i = 0; plain && i < len; i++)
         if ((unsigned char)utf8[i] < 0x20 || (unsigned char)utf8[i] > 0x7e)
@@ -243,8 +247,7 @@ void rf_notify_format_email(const json_t *result, const char *from, const char *
     rf_buf_adds(out, "\r\nSubject: ");
     rf_notify_format_header_value(rf_buf_str(&subject), out);
     rf_buf_addf(out, "\r\nDate: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday],
-                tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                tm.tm_sec);
+                tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     rf_buf_adds(out, "Message-ID: <");
     format_add_header_text(out, message_id);
     rf_buf_adds(out, ">\r\nMIME-Version: 1.0\r\n"
@@ -288,7 +291,8 @@ char *rf_notify_format_dingtalk(const json_t *result)
     }
     if (json_array_size(pods) > 0) {
         rf_buf_adds(&md, "\n**Failing pods**\n\n");
-        json_array_foreach(pods, i, pod) {
+        json_array_foreach(pods, i, pod)
+        {
             if (i >= 5)
                 break;
             rf_buf_adds(&md, "- ");

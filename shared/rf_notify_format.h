@@ -1,4 +1,5 @@
-/* Notification content: the email (RFC 5322, RFC 2047 subject) and the DingTalk markdown of a result. */
+/* Notification content: the email (RFC 5322, RFC 2047 subject) and the DingTalk markdown of a
+ * result. */
 #ifndef RF_NOTIFY_FORMAT_H
 #define RF_NOTIFY_FORMAT_H
 
@@ -19,9 +20,10 @@ void rf_notify_format_subject(const json_t *result, rf_buf_t *out);
  * the command that shows the release. */
 void rf_notify_format_text(const json_t *result, rf_buf_t *out);
 
-/* Appends a header value: as is when it is printable ASCII, otherwise as RFC 2047
- * encoded words (=?UTF-8?B?...?=, whole characters, at most 75 bytes each) folded with
- * CRLF + space. Never emits a bare CR or LF. */
+/* Appends a header value: as is when it is short printable ASCII, otherwise as RFC 2047
+ * encoded words (=?UTF-8?B?...?=, whole characters, 64 bytes at most each) folded with
+ * CRLF + space, so that a "Subject: " line stays within 78 characters. Never emits a bare
+ * CR or LF. */
 void rf_notify_format_header_value(const char *utf8, rf_buf_t *out);
 
 /* The address inside "Name <addr>" (or the whole string), written into out; returns 0,

@@ -27,8 +27,7 @@ int rf_notify_url_encode(const char *s, char *out, size_t size)
 
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         int plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                    (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '_' ||
-                    *p == '*';
+                    (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '_' || *p == '*';
         size_t need = plain || *p == ' ' ? 1 : 3;
         if (n + need >= size) {
             if (size > 0)
@@ -66,8 +65,8 @@ void rf_notify_dingtalk_sign(const char *secret, long long timestamp_ms,
     rf_notify_url_encode(b64, out, RF_NOTIFY_DINGTALK_SIGN_SIZE);
 }
 
-void rf_notify_webhook_sign(const char *key, long long timestamp_s, const void *body,
-                            size_t len, char out[RF_NOTIFY_WEBHOOK_SIGN_SIZE])
+void rf_notify_webhook_sign(const char *key, long long timestamp_s, const void *body, size_t len,
+                            char out[RF_NOTIFY_WEBHOOK_SIGN_SIZE])
 {
     unsigned char mac[32];
     char ts[32];

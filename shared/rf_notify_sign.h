@@ -29,7 +29,7 @@ void rf_notify_dingtalk_sign(const char *secret, long long timestamp_ms,
 
 /* The webhook signature: "sha256=" + lowercase hex HMAC-SHA256 keyed by key over
  * `timestamp + "." + body` (timestamp in unix seconds, as sent in X-Relfleet-Timestamp). */
-void rf_notify_webhook_sign(const char *key, long long timestamp_s, const void *body,
-                            size_t len, char out[RF_NOTIFY_WEBHOOK_SIGN_SIZE]);
+void rf_notify_webhook_sign(const char *key, long long timestamp_s, const void *body, size_t len,
+                            char out[RF_NOTIFY_WEBHOOK_SIGN_SIZE]);
 
 #endif

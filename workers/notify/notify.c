@@ -1,4 +1,5 @@
-/* The notify stage: records one notification per matching subscription of each result, and a sender thread delivers them concurrently from PostgreSQL state. */
+/* The notify stage: records one notification per matching subscription of each result, and a sender
+ * thread delivers them concurrently from PostgreSQL state. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,7 +17,7 @@
 #include "rf_store.h"
 #include "worker.h"
 
-#define NOTIFY_CLAIM_MS 200       /* look for due notifications this often */
+#define NOTIFY_CLAIM_MS 200         /* look for due notifications this often */
 #define NOTIFY_LEASE_EXTRA_MS 10000 /* a claim outlives the request timeout by this much */
 
 typedef struct notify_job {
@@ -90,7 +91,8 @@ static int notify_store_verdict(notify_stage_t *ns, notify_job_t *job)
     } else if (job->verdict == RF_ERR_RETRY && job->attempts < ns->conf->notify_max_attempts) {
         snprintf(delay, sizeof(delay), "%ld",
                  rf_notify_backoff_ms(job->attempts, ns->conf->notify_backoff_ms,
-                                      ns->conf->notify_backoff_max_ms, (unsigned)rand_r(&ns->seed)));
+                                      ns->conf->notify_backoff_max_ms,
+                                      (unsigned)rand_r(&ns->seed)));
         sql = "UPDATE notifications SET state = 'pending', lease_until = NULL, owner = NULL,"
               " last_error = $3, next_attempt_at = clock_timestamp() + make_interval(secs =>"
               " $4::bigint / 1000.0), updated_at = clock_timestamp()"
@@ -110,14 +112,13 @@ static int notify_store_verdict(notify_stage_t *ns, notify_job_t *job)
         return -1;
     }
     if (PQntuples(res) == 0)
-        rf_log_warn("notification %s was taken over by another worker (its lease lapsed)",
-                    job->id);
+        rf_log_warn("notification %s was taken over by another worker (its lease lapsed)", job->id);
     else if (job->verdict == RF_OK)
         rf_log_info("notification sent: %s to %s (attempt %d)", job->channel, job->target,
                     job->attempts);
     else if (strstr(sql, "'pending'"))
-        rf_log_warn("notification %s to %s failed, retried in %s ms: %s", job->channel,
-                    job->target, delay, job->reason);
+        rf_log_warn("notification %s to %s failed, retried in %s ms: %s", job->channel, job->target,
+                    delay, job->reason);
     else
         rf_log_warn("notification %s to %s failed for good: %s", job->channel, job->target,
                     job->reason);
@@ -188,8 +189,8 @@ static void notify_start(notify_stage_t *ns, PGresult *res, int row)
     ns->jobs = job;
     notify_job_ctx(job);
 
-    secret = notify_secret(ns, rf_db_value(res, row, 6), channel, job->reason,
-                           sizeof(job->reason), &missing);
+    secret = notify_secret(ns, rf_db_value(res, row, 6), channel, job->reason, sizeof(job->reason),
+                           &missing);
     if (missing) {
         job->done = 1;
         job->verdict = RF_ERR_PERM;
@@ -228,8 +229,7 @@ static void notify_start(notify_stage_t *ns, PGresult *res, int row)
     if (!job->send) {
         job->done = 1;
         job->verdict = RF_ERR_PERM;
-        snprintf(job->reason, sizeof(job->reason), "%s",
-                 channel < 0 ? "unknown channel" : errstr);
+        snprintf(job->reason, sizeof(job->reason), "%s", channel < 0 ? "unknown channel" : errstr);
         return;
     }
     curl_easy_setopt(rf_notify_send_easy(job->send), CURLOPT_PRIVATE, job);
@@ -246,7 +246,8 @@ static void notify_claim(notify_stage_t *ns)
     PGresult *res = NULL;
 
     snprintf(limit, sizeof(limit), "%d", ns->conf->notify_concurrency - ns->in_flight);
-    snprintf(lease, sizeof(lease), "%ld", (long)ns->conf->notify_timeout_ms + NOTIFY_LEASE_EXTRA_MS);
+    snprintf(lease, sizeof(lease), "%ld",
+             (long)ns->conf->notify_timeout_ms + NOTIFY_LEASE_EXTRA_MS);
     snprintf(rate, sizeof(rate), "%d", ns->conf->dingtalk_rate_per_min);
     snprintf(max, sizeof(max), "%d", ns->conf->notify_max_attempts);
     if (rf_db_exec(ns->db,
@@ -276,8 +277,8 @@ static void notify_reap(notify_stage_t *ns)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
         if (!job)
             continue;
-        job->verdict = rf_notify_send_verdict(job->send, msg->data.result, job->reason,
-                                              sizeof(job->reason));
+        job->verdict =
+            rf_notify_send_verdict(job->send, msg->data.result, job->reason, sizeof(job->reason));
         curl_multi_remove_handle(ns->multi, msg->easy_handle);
         rf_notify_send_destroy(job->send);
         job->send = NULL;
@@ -357,8 +358,7 @@ static void *notify_sender_main(void *arg)
 /* A result: one pending notification per subscription that wants this outcome and existed
  * when the release ended. A redelivered result inserts nothing (unique per release,
  * channel and target); a release nobody subscribed to is just acknowledged. */
-static rf_err_t notify_handle(void *state, const rf_input_t *in, char *errstr,
-                              size_t errstr_size)
+static rf_err_t notify_handle(void *state, const rf_input_t *in, char *errstr, size_t errstr_size)
 {
     notify_stage_t *ns = state;
     const char *params[2] = {json_string_value(json_object_get(in->body, "release_id")),
