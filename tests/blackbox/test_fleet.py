@@ -234,10 +234,11 @@ def test_bad_kafka_options_stop_the_worker_naming_them(stack, harness):
                               stdin=subprocess.DEVNULL)
         assert proc.returncode == 1, (options, proc.stderr)
         assert expected in proc.stderr, (options, proc.stderr)
-        # A secret's name may show, never a value.
     env["RELFLEET_SECRET_RELFLEET_TEST_CID"] = "cid-from-secret"
     env["RELFLEET_KAFKA_OPTIONS"] = " client.id = @relfleet_test_cid ; socket.keepalive.enable=true;"
     env["RELFLEET_METRICS_ADDR"] = "off"
+    # Topics of its own: joining the stack's notify group would take its partitions.
+    env["RELFLEET_TOPIC_PREFIX"] = "fleettest."
     proc = subprocess.Popen([str(bin_path("relfleet-worker")), "notify"], env=env,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
