@@ -22,14 +22,14 @@ int relctl_cmd_deploy(relctl_t *ctl, int argc, char **argv)
         {"service", required_argument, NULL, 's'}, {"env", required_argument, NULL, 'e'},
         {"version", required_argument, NULL, 'v'}, {"message", required_argument, NULL, 'm'},
         {"wait", no_argument, NULL, 'w'},          {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+        {NULL, 0, NULL, 0}};
     const char *service = NULL, *env = NULL, *version = NULL, *desc = NULL;
     char id[37], now[40];
     int wait = 0, c, result;
     json_t *msg;
 
     optind = 0;
-    while ((c = getopt_long(argc, argv, "s:e:v:m:wo:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:e:v:m:wo:", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             service = optarg;
@@ -49,10 +49,6 @@ int relctl_cmd_deploy(relctl_t *ctl, int argc, char **argv)
         case 'o':
             ctl->json = output_json(optarg);
             break;
-        case 'h':
-            printf("usage: relctl deploy --service S --env E --version V [-m DESC] [--wait]"
-                   " [--output json]\n");
-            return RELCTL_OK;
         default:
             return RELCTL_USAGE;
         }

@@ -182,10 +182,17 @@ int main(int argc, char **argv)
         ctl.operator_name = pw ? pw->pw_name : "unknown";
     }
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
-        if (strcmp(verbs[i].name, argv[argi]) == 0) {
-            result = verbs[i].fn(&ctl, argc - argi, argv + argi);
-            goto out;
+        if (strcmp(verbs[i].name, argv[argi]) != 0)
+            continue;
+        for (int j = argi + 1; j < argc; j++) {
+            if (strcmp(argv[j], "--help") == 0 || strcmp(argv[j], "-h") == 0) {
+                printf("usage: relctl %s\n", verbs[i].help);
+                result = RELCTL_OK;
+                goto out;
+            }
         }
+        result = verbs[i].fn(&ctl, argc - argi, argv + argi);
+        goto out;
     }
     result = relctl_usage("unknown verb '%s'", argv[argi]);
 out:

@@ -1,0 +1,104 @@
+"""relctl as people and scripts use it: usage, output formats, configuration, failures."""
+import json
+import os
+import subprocess
+import time
+
+from harness import bin_path
+from releases import TEMPLATES, setup_service
+
+
+def run(env, *args, timeout=60):
+    return subprocess.run([str(bin_path("relctl")), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_usage_and_help(harness):
+    env = harness.env
+    for verb in ["deploy", "show", "watch", "history", "cancel", "promote", "abort", "service",
+                 "template", "image", "db"]:
+        p = run(env, verb, "--help")
+        assert p.returncode == 0 and p.stdout.startswith(f"usage: relctl {verb}"), (verb, p)
+    assert run(env, "frobnicate").returncode == 2
+    assert run(env, "deploy", "--service", "x").returncode == 2
+    assert run(env, "history", "--limit", "zero").returncode == 2
+    p = run(env, "deploy", "--service", "Bad_Name", "--env", "prod", "--version", "1")
+    assert p.returncode == 2 and "service" in p.stderr, p.stderr
+
+
+def test_unknown_setting_is_refused_by_name(harness):
+    env = dict(harness.env, RELFLEET_PG_DNS="x")
+    p = run(env, "history")
+    assert p.returncode == 2 and "RELFLEET_PG_DNS" in p.stderr, p.stderr
+    env = dict(harness.env, RELFLEET_KAFKA_TIMEOUT_MS="soon")
+    p = run(env, "history")
+    assert p.returncode == 2 and "'soon' is not an integer" in p.stderr, p.stderr
+
+
+def test_deploy_fails_clearly_and_in_bounded_time_without_broker(harness):
+    env = dict(harness.env, RELFLEET_KAFKA_BROKERS="127.0.0.1:1", RELFLEET_KAFKA_TIMEOUT_MS="2000")
+    start = time.monotonic()
+    p = run(env, "deploy", "--service", "web", "--env", "prod", "--version", "1.0.0")
+    took = time.monotonic() - start
+    assert p.returncode == 1, p
+    assert "cannot publish to 'relfleet.requests'" in p.stderr, p.stderr
+    assert took < 20, took
+
+
+def test_service_configuration_and_history(harness):
+    h = harness
+    svc = setup_service(h, replicas=2)
+    p = h.relctl("service", "set", svc, "--env", "prod", "replicas=abc", check=False)
+    assert p.returncode == 1 and "replicas" in p.stderr, p.stderr
+    p = h.relctl("service", "set", svc, "--env", "prod", "policy=sometimes", check=False)
+    assert p.returncode == 1 and "policy" in p.stderr, p.stderr
+    h.relctl("service", "set", svc, "--env", "prod", "replicas=5", "feature_flag=on",
+             "timeout=15m")
+    show = h.relctl_json("service", "show", svc, "--env", "prod")
+    assert show["replicas"] == 5 and show["values"]["feature_flag"] == "on"
+    assert show["timeout"] == 900
+    hist = h.relctl_json("service", "history", svc, "--env", "prod")
+    changes = [(c["key"], c["old"], c["new"]) for c in hist]
+    assert ("replicas", "2", "5") in changes and ("feature_flag", None, "on") in changes
+    p = h.relctl("service", "set", h.unique_service(), "--env", "prod", "replicas=1", check=False)
+    assert p.returncode == 2 and "needs template=ID" in p.stderr
+
+
+def test_template_sync_reports_new_changed_unchanged_broken(harness, tmp_path):
+    h = harness
+    name = h.unique_service("tpl")
+    good = tmp_path / f"{name}.yaml"
+    good.write_text((TEMPLATES / "web.yaml").read_text())
+    out = h.relctl("template", "sync", str(tmp_path)).stdout
+    assert out.startswith(f"new       {name} "), out
+    out = h.relctl("template", "sync", str(tmp_path)).stdout
+    assert out.startswith(f"unchanged {name} "), out
+    good.write_text(good.read_text() + "\n# changed\n")
+    out = h.relctl("template", "sync", str(tmp_path)).stdout
+    assert out.startswith(f"changed   {name} "), out
+    (tmp_path / f"{name}-broken.yml").write_text("kind: Deployment\nmetadata: [\n")
+    (tmp_path / f"{name}-typo.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: '{{ replcas }}'\n")
+    p = h.relctl("template", "sync", str(tmp_path), check=False)
+    assert p.returncode == 1
+    assert f"broken    {name}-broken" in p.stdout and "line" in p.stdout, p.stdout
+    assert f"broken    {name}-typo: placeholder 'replcas' is not a known value" in p.stdout
+    assert f"unchanged {name} " in p.stdout
+    versions = h.psql(f"SELECT count(*) FROM templates WHERE id = '{name}'")
+    assert versions == [["2"]]  # the old version is kept: releases point at it
+
+
+def test_history_filters_and_json(harness):
+    h = harness
+    svc = setup_service(h)
+    ids = [h.relctl_json("deploy", "--service", svc, "--env", "prod", "--version", "1.0.0")
+           ["release_id"] for _ in range(3)]
+    h.wait_for(lambda: len(h.relctl_json("history", "--service", svc)) == 3, 60,
+               "three releases in history")
+    hist = h.relctl_json("history", "--service", svc, "--env", "prod", "--limit", "2")
+    assert len(hist) == 2 and {r["id"] for r in hist} <= set(ids)
+    assert all(r["service"] == svc for r in hist)
+    assert "timeline" not in hist[0]
+    assert h.relctl_json("history", "--service", svc, "--env", "test") == []
+    assert run(h.env, "show", "00000000-0000-0000-0000-000000000000").returncode == 1
+    assert run(h.env, "show", "not-an-id").returncode == 1
