@@ -421,11 +421,12 @@ static const char track_claim_sql[] =
     "UPDATE releases r SET track_owner = $1, track_until = clock_timestamp() + make_interval("
     "secs => $2::int) FROM services s WHERE s.service = r.service AND s.env = r.env AND r.id IN ("
     " SELECT id FROM releases WHERE status IN ('progressing', 'paused') AND (track_owner IS NULL"
-    " OR track_owner = $1 OR track_until < clock_timestamp()) AND ($3::uuid IS NULL OR id = $3)"
+    " OR track_until < clock_timestamp()) AND ($3::uuid IS NULL OR id = $3)"
     " ORDER BY track_until NULLS FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"
     " RETURNING r.id, r.service, r.env, r.fence, r.track::text, s.cluster";
 
-/* Claims releases nobody follows (or one release: only_id), and follows them. */
+/* Claims releases nobody follows (or one release: only_id), and follows them. Our own
+ * claims are extended by track_renew, not here. */
 static void track_claim(track_stage_t *ts, const char *only_id)
 {
     char lease[16], errstr[1024];
