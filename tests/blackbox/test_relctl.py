@@ -102,3 +102,26 @@ def test_history_filters_and_json(harness):
     assert h.relctl_json("history", "--service", svc, "--env", "test") == []
     assert run(h.env, "show", "00000000-0000-0000-0000-000000000000").returncode == 1
     assert run(h.env, "show", "not-an-id").returncode == 1
+
+
+def test_status_shows_active_queued_and_failures(harness):
+    from releases import ACTIVE, wait_status
+
+    h = harness
+    svc = setup_service(h, versions=("bad-5", "1.0.0"), timeout="60s")
+    first = h.relctl_json("deploy", "--service", svc, "--env", "prod", "--version", "bad-5")[
+        "release_id"]
+    wait_status(h, first, ACTIVE)
+    second = h.relctl_json("deploy", "--service", svc, "--env", "prod", "--version", "1.0.0")[
+        "release_id"]
+    h.wait_for(lambda: any(q["id"] == second for q in h.relctl_json("status")["queued"]), 30,
+               "the second release to show as queued")
+    st = h.relctl_json("status")
+    assert any(a["id"] == first and a["service"] == svc for a in st["active"]), st["active"]
+    text = h.relctl("status").stdout
+    assert first in text and second in text and "queued releases:" in text
+    h.relctl("cancel", first)
+    wait_status(h, first, "cancelled")
+    wait_status(h, second, "succeeded", timeout=90)
+    st = h.relctl_json("status")
+    assert not any(a["id"] in (first, second) for a in st["active"] + st["queued"])
