@@ -21,6 +21,9 @@ const rf_config_prop_t rf_config_props[] = {
          "Redis URL, redis://[:password@]host:port[/db]"),
     PROP("kubeconfig", RF_CONF_STRING, kubeconfig, NULL, 0, 0, NULL,
          "Path of the kubeconfig file used by the apply and track stages"),
+    PROP("clusters", RF_CONF_STRING, clusters, NULL, 0, 0, NULL,
+         "Cluster (kubeconfig context) of each environment, env=context[,env=context...]; a"
+         " service's own `cluster` setting wins, kube_context is the fallback"),
     PROP("kube_context", RF_CONF_STRING, kube_context, NULL, 0, 0, NULL,
          "kubeconfig context to use (default: its current-context)"),
     PROP("smtp_url", RF_CONF_STRING, smtp_url, NULL, 0, 0, NULL,

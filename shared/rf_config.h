@@ -14,6 +14,7 @@ typedef struct rf_config {
     char *redis_url;
     char *kubeconfig;
     char *kube_context;
+    char *clusters;
     char *smtp_url;
     char *smtp_from;
     char *smtp_user;

@@ -17,6 +17,12 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
                                const char *error, const json_t *pods, char *errstr,
                                size_t errstr_size);
 
+/* The kubeconfig context of a release: the service's own cluster setting, else the
+ * `clusters` map entry of its env, else "" (the kube_context setting or the kubeconfig's
+ * current context). Writes into buf and returns it. */
+const char *rf_worker_cluster(const rf_worker_t *w, const char *env, const char *service_cluster,
+                              char *buf, size_t size);
+
 /* Publishes the result of a terminal release (same bytes every time). */
 rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const char *key,
                                   char *errstr, size_t errstr_size);

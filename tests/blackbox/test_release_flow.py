@@ -147,3 +147,18 @@ def test_results_one_valid_message_per_release(harness):
     # Duplicates could only be byte-identical copies after a crash; none happened here.
     assert all(len(v) == 1 for v in by_id.values()), by_id
     assert json.loads(by_id[bad][0])["status"] == "cancelled"
+
+
+def test_each_env_maps_to_its_cluster(stack_factory):
+    from harness import Harness
+
+    # `staging` maps to a context the kubeconfig does not have; `prod` to the current one.
+    s = stack_factory.start(extra_env={"RELFLEET_CLUSTERS": "staging=no-such-context,prod=kubesim"})
+    h = Harness(s)
+    svc = setup_service(h, env="staging")
+    setup_service(h, service=svc, env="prod")
+    bad = deploy(h, svc, "1.0.0", "staging")
+    rec = wait_status(h, bad, TERMINAL)
+    assert rec["status"] == "failed" and "no-such-context" in rec["error"], rec["error"]
+    good = deploy(h, svc, "1.0.0", "prod")
+    assert wait_status(h, good, TERMINAL, timeout=90)["status"] == "succeeded"

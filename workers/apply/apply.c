@@ -209,7 +209,7 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
     const char *params[1] = {id};
     PGresult *res = NULL;
     json_t *objects = json_array(), *applied = NULL, *track = NULL, *manifest;
-    char key[300], fence_s[24], now[40], msg[1024];
+    char key[300], fence_s[24], now[40], msg[1024], cluster[256];
     const char *status;
     char *track_text = NULL, *applied_text = NULL;
     rf_kube_t *kube;
@@ -236,7 +236,9 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
     }
     if (strcmp(status, "applying") != 0)
         goto out; /* ended meanwhile (cancelled, superseded): nothing to apply */
-    kube = apply_kube(as, rf_db_value(res, 0, 2), errstr, errstr_size);
+    kube = apply_kube(as, rf_worker_cluster(w, env, rf_db_value(res, 0, 2), cluster,
+                                            sizeof(cluster)),
+                      errstr, errstr_size);
     if (!kube) {
         char reason[1100];
         snprintf(reason, sizeof(reason), "cannot reach the cluster: %s", errstr);

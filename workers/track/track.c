@@ -384,7 +384,10 @@ static track_cluster_t *track_cluster(track_stage_t *ts, const char *name, char 
 static void track_adopt(track_stage_t *ts, PGresult *res, int row)
 {
     const char *id = PQgetvalue(res, row, 0);
-    const char *cluster = rf_db_value(res, row, 5) ? rf_db_value(res, row, 5) : "";
+    char cluster_buf[256];
+    const char *cluster = rf_worker_cluster(ts->w, PQgetvalue(res, row, 2),
+                                            rf_db_value(res, row, 5), cluster_buf,
+                                            sizeof(cluster_buf));
     json_t *track = json_loads(rf_db_value(res, row, 4) ? rf_db_value(res, row, 4) : "{}", 0, NULL);
     json_t *deploys = json_array(), *t, *o;
     char errstr[512], key[600];
