@@ -48,6 +48,17 @@ const rf_config_prop_t rf_config_props[] = {
          "Name recorded as the operator of what relctl does (default: $USER)"),
     PROP("token", RF_CONF_SECRET, token, NULL, 0, 0, NULL,
          "API token of the operator (relctl, API clients)"),
+    PROP("auth_required", RF_CONF_ENUM, auth_required, "off", 0, 0, "off|on",
+         "on: the render and track stages reject unsigned requests and commands (signed ones"
+         " are always verified); see docs/permissions.md"),
+    PROP("signing_key_id", RF_CONF_STRING, signing_key_id, NULL, 0, 0, NULL,
+         "Key relctl signs with (secret `signing_key.<id>`; default: the token's user, when"
+         " that secret exists)"),
+    PROP("signature_window_s", RF_CONF_INT, signature_window_s, "300", 1, 86400, NULL,
+         "How far a signature's timestamp may be from the moment the message arrived"),
+    PROP("bootstrap_admin", RF_CONF_STRING, bootstrap_admin, "admin", 0, 0, NULL,
+         "User that `relctl db migrate` creates on a database without users, owning the"
+         " token setting and the secret `signing_key.<name>`, with admin on everything"),
     PROP("lock_lease_ms", RF_CONF_INT, lock_lease_ms, "30000", 1000, 3600000, NULL,
          "Lease of a service lock in Redis; the holding stage renews it"),
     PROP("sweep_interval_ms", RF_CONF_INT, sweep_interval_ms, "2000", 100, 600000, NULL,

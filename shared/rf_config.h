@@ -25,6 +25,9 @@ typedef struct rf_config {
     char *log_format;
     char *operator_name;
     char *token;
+    char *auth_required;
+    char *signing_key_id;
+    char *bootstrap_admin;
     char *metrics_addr;
     char *kafka_options;
     int lock_lease_ms;
@@ -42,6 +45,7 @@ typedef struct rf_config {
     int notify_timeout_ms;
     int notify_concurrency;
     int dingtalk_rate_per_min;
+    int signature_window_s;
 } rf_config_t;
 
 typedef enum rf_config_type {
