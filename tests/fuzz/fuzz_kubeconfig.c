@@ -18,12 +18,12 @@
  * fills errstr naming the file.
  */
 
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz_kubeconfig: check failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                                           \
-        }                                                                                      \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_kubeconfig: check failed: %s (line %d)\n", #cond, __LINE__);     \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static const char *const fuzz_contexts[] = {
@@ -57,8 +57,8 @@ static void fuzz_copy(const char *from, const char *to)
 
 static void fuzz_cleanup(void)
 {
-    static const char *const files[] = {"pki/ca.crt", "pki/client.crt", "pki/client.key",
-                                        "token", "config"};
+    static const char *const files[] = {"pki/ca.crt", "pki/client.crt", "pki/client.key", "token",
+                                        "config"};
     char path[400];
 
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
@@ -72,8 +72,7 @@ static void fuzz_cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    static const char *const files[] = {"pki/ca.crt", "pki/client.crt", "pki/client.key",
-                                        "token"};
+    static const char *const files[] = {"pki/ca.crt", "pki/client.crt", "pki/client.key", "token"};
     const char *tmp = getenv("TMPDIR");
     char from[600], to[400];
 

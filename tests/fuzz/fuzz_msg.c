@@ -19,17 +19,23 @@
  *   payload's size.
  */
 
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz_msg: check failed: %s (line %d)\n", #cond, __LINE__);        \
-            abort();                                                                           \
-        }                                                                                      \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_msg: check failed: %s (line %d)\n", #cond, __LINE__);            \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static const char *const fuzz_prefixes[] = {
-    NULL,          "relfleet.request.", "relfleet.rendered.", "relfleet.applied.",
-    "relfleet.command.", "relfleet.result.", "relfleet.dlq.",      "relfleet.?",
+    NULL,
+    "relfleet.request.",
+    "relfleet.rendered.",
+    "relfleet.applied.",
+    "relfleet.command.",
+    "relfleet.result.",
+    "relfleet.dlq.",
+    "relfleet.?",
 };
 
 static rf_schema_registry_t *fuzz_reg;
@@ -102,8 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         len -= key_len;
     }
     errstr[0] = '\0';
-    result = rf_msg_parse(fuzz_reg, payload, len, key, key_len, prefix, &body, errstr,
-                          sizeof(errstr));
+    result =
+        rf_msg_parse(fuzz_reg, payload, len, key, key_len, prefix, &body, errstr, sizeof(errstr));
     FUZZ_CHECK(result == RF_OK || result == RF_ERR_PERM);
     if (result == RF_OK) {
         FUZZ_CHECK(json_is_object(body));

@@ -17,12 +17,12 @@
  * - a compiled template renders the same twice, and its canonical digest is stable.
  */
 
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz_render: check failed: %s (line %d)\n", #cond, __LINE__);     \
-            abort();                                                                           \
-        }                                                                                      \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_render: check failed: %s (line %d)\n", #cond, __LINE__);         \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* The standard values, a few service extras of every type, and hostile strings. */
@@ -64,7 +64,8 @@ static void fuzz_check_manifests(const json_t *manifests)
     size_t i;
 
     FUZZ_CHECK(json_is_array(manifests));
-    json_array_foreach(manifests, i, m) {
+    json_array_foreach(manifests, i, m)
+    {
         FUZZ_CHECK(json_is_object(m));
         s = json_string_value(json_object_get(m, "apiVersion"));
         FUZZ_CHECK(s && *s);
@@ -82,7 +83,8 @@ static void fuzz_check_names(const json_t *names)
     size_t i;
 
     FUZZ_CHECK(json_is_array(names));
-    json_array_foreach(names, i, v) {
+    json_array_foreach(names, i, v)
+    {
         FUZZ_CHECK(json_is_string(v));
         FUZZ_CHECK(json_string_length(v) > 0 && json_string_length(v) <= RF_RENDER_MAX_NAME);
         FUZZ_CHECK(!prev || strcmp(prev, json_string_value(v)) < 0);

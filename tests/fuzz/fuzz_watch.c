@@ -17,12 +17,12 @@
  * mid-line is as new, and that what it holds between chunks stays under max_line.
  */
 
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz_watch: check failed: %s (line %d)\n", #cond, __LINE__);      \
-            abort();                                                                           \
-        }                                                                                      \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_watch: check failed: %s (line %d)\n", #cond, __LINE__);          \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 typedef struct fuzz_event {
@@ -79,7 +79,8 @@ static void fuzz_drain(rf_watch_parser_t *p, fuzz_events_t *e)
         }
         FUZZ_CHECK(ev.type <= RF_WATCH_EXPIRED);
         FUZZ_CHECK(json_is_object(ev.object));
-        FUZZ_CHECK((ev.message != NULL) == (ev.type == RF_WATCH_ERROR || ev.type == RF_WATCH_EXPIRED));
+        FUZZ_CHECK((ev.message != NULL) ==
+                   (ev.type == RF_WATCH_ERROR || ev.type == RF_WATCH_EXPIRED));
         out->type = ev.type;
         out->object = json_dumps(ev.object, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         FUZZ_CHECK(out->object != NULL);
