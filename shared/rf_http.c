@@ -21,8 +21,8 @@ struct rf_http {
     void *arg;
 };
 
-static enum MHD_Result http_send(struct MHD_Connection *conn, unsigned status,
-                                 const char *type, char *body)
+static enum MHD_Result http_send(struct MHD_Connection *conn, unsigned status, const char *type,
+                                 char *body)
 {
     struct MHD_Response *resp;
     enum MHD_Result ret;
@@ -49,9 +49,8 @@ static char *http_strdup(const char *s)
 }
 
 static enum MHD_Result http_answer(void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **con_cls)
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
 {
     static const char text[] = "text/plain; charset=utf-8";
     rf_http_t *h = cls;
@@ -106,8 +105,8 @@ static int http_listen(const char *addr, int *v6, char *errstr, size_t errstr_si
     size_t hlen;
 
     if (!colon || !colon[1]) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                "bad metrics address '%s': expected host:port", addr);
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad metrics address '%s': expected host:port",
+                addr);
         return -1;
     }
     port = colon + 1;
@@ -152,7 +151,8 @@ rf_http_t *rf_http_new(const char *addr, rf_http_ready_fn ready, void *arg, char
     rf_http_t *h = calloc(1, sizeof(*h));
     struct sockaddr_storage ss;
     socklen_t sslen = sizeof(ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     int v6 = 0;
 
     if (!h)
@@ -169,10 +169,10 @@ rf_http_t *rf_http_new(const char *addr, rf_http_ready_fn ready, void *arg, char
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
     if (v6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_answer, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 http_log, h, MHD_OPTION_LISTEN_SOCKET, h->fd,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
+    h->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, http_answer, h, MHD_OPTION_EXTERNAL_LOGGER, http_log,
+                         h, MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
     if (!h->daemon) {
         rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot start the metrics endpoint on '%s'",
                 addr);

@@ -22,8 +22,8 @@ typedef enum metrics_type {
 
 typedef struct metrics_series {
     struct metrics_series *next;
-    char **values; /* nlabels strings */
-    double value;  /* counter, gauge */
+    char **values;     /* nlabels strings */
+    double value;      /* counter, gauge */
     uint64_t *buckets; /* histogram: per bound, not cumulative */
     uint64_t count;
     double sum;
@@ -74,8 +74,8 @@ static int metrics_name_ok(const char *s, int colon)
     if (!*s || (*s >= '0' && *s <= '9'))
         return 0;
     for (; *s; s++) {
-        int ok = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                 (*s >= '0' && *s <= '9') || *s == '_' || (colon && *s == ':');
+        int ok = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                 *s == '_' || (colon && *s == ':');
         if (!ok)
             return 0;
     }
@@ -119,8 +119,7 @@ static int metrics_parse_labels(rf_metric_t *m, const char *labels)
         memcpy(name, s, len);
         name[len] = '\0';
         m->labels[m->nlabels++] = name;
-        if (!metrics_name_ok(name, 0) || strncmp(name, "__", 2) == 0 ||
-            strcmp(name, "le") == 0)
+        if (!metrics_name_ok(name, 0) || strncmp(name, "__", 2) == 0 || strcmp(name, "le") == 0)
             return 0;
         s += len;
         if (*s == ',')
@@ -239,8 +238,7 @@ rf_metric_t *rf_metrics_histogram(const char *name, const char *help, const char
 
 /* The series of values under the lock, created when create is set; NULL when the values
  * do not match the labels or the family is full. */
-static metrics_series_t *metrics_series_get(rf_metric_t *m, const char *const *values,
-                                            int create)
+static metrics_series_t *metrics_series_get(rf_metric_t *m, const char *const *values, int create)
 {
     size_t n = 0;
 
@@ -249,8 +247,7 @@ static metrics_series_t *metrics_series_get(rf_metric_t *m, const char *const *v
             n++;
     if (n != m->nlabels) {
         if (!m->overflow_logged)
-            rf_log_error("metric '%s': %zu label values for %zu labels", m->name, n,
-                         m->nlabels);
+            rf_log_error("metric '%s': %zu label values for %zu labels", m->name, n, m->nlabels);
         m->overflow_logged = 1;
         return NULL;
     }

@@ -128,9 +128,15 @@ static void test_registration_rules(void **state)
         const char *labels;
         int ok;
     } cases[] = {
-        {"rf_ok_total", "a,b_c", 1},   {"rf:colon_total", NULL, 1}, {"9starts_with_digit", NULL, 0},
-        {"has-dash", NULL, 0},         {"", NULL, 0},               {"rf_bad_label", "a-b", 0},
-        {"rf_reserved", "__x", 0},     {"rf_le", "le", 0},          {"rf_empty_label", "a,,b", 0},
+        {"rf_ok_total", "a,b_c", 1},
+        {"rf:colon_total", NULL, 1},
+        {"9starts_with_digit", NULL, 0},
+        {"has-dash", NULL, 0},
+        {"", NULL, 0},
+        {"rf_bad_label", "a-b", 0},
+        {"rf_reserved", "__x", 0},
+        {"rf_le", "le", 0},
+        {"rf_empty_label", "a,,b", 0},
         {"rf_many", "a,b,c,d,e,f,g,h,i", 0},
     };
     static const double down[] = {1, 0.5};
@@ -198,9 +204,14 @@ static void test_numbers(void **state)
         double v;
         const char *text;
     } cases[] = {
-        {0, "rf_num 0"},           {42, "rf_num 42"},           {0.1, "rf_num 0.1"},
-        {1e21, "rf_num 1e+21"},    {-3.25, "rf_num -3.25"},     {1.0 / 0.0, "rf_num +Inf"},
-        {-1.0 / 0.0, "rf_num -Inf"}, {9007199254740993.0, "rf_num 9007199254740992"},
+        {0, "rf_num 0"},
+        {42, "rf_num 42"},
+        {0.1, "rf_num 0.1"},
+        {1e21, "rf_num 1e+21"},
+        {-3.25, "rf_num -3.25"},
+        {1.0 / 0.0, "rf_num +Inf"},
+        {-1.0 / 0.0, "rf_num -Inf"},
+        {9007199254740993.0, "rf_num 9007199254740992"},
     };
     rf_metric_t *g = rf_metrics_gauge("rf_num", "x", NULL);
 
@@ -359,8 +370,8 @@ static void test_http_addresses(void **state)
             fail_msg("case %zu '%s' refused: %s", i, cases[i].addr, err);
         }
         if (cases[i].err_part && (h || !strstr(err, cases[i].err_part)))
-            fail_msg("case %zu '%s': expected '%s', got '%s'", i, cases[i].addr,
-                     cases[i].err_part, h ? "accepted" : err);
+            fail_msg("case %zu '%s': expected '%s', got '%s'", i, cases[i].addr, cases[i].err_part,
+                     h ? "accepted" : err);
         rf_http_destroy(h);
     }
 }

@@ -86,9 +86,9 @@ static void health_pg_error(char *out, size_t size, const char *what, const char
 
 static void health_check_postgres(rf_health_t *h)
 {
-    static const char *const keys[] = {"dbname",           "connect_timeout", "options",
+    static const char *const keys[] = {"dbname",           "connect_timeout",  "options",
                                        "tcp_user_timeout", "application_name", NULL};
-    const char *values[] = {h->conf->pg_dsn, "2", "-c statement_timeout=2000", "2000",
+    const char *values[] = {h->conf->pg_dsn,      "2", "-c statement_timeout=2000", "2000",
                             "relfleet-readiness", NULL};
     char detail[256];
     PGresult *res;

@@ -1,4 +1,5 @@
-/* The worker's readiness: checks of its connections behind /readyz, next to /metrics and /healthz. */
+/* The worker's readiness: checks of its connections behind /readyz, next to /metrics and /healthz.
+ */
 #ifndef RF_HEALTH_H
 #define RF_HEALTH_H
 
