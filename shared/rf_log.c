@@ -107,12 +107,31 @@ static void log_add_value(rf_buf_t *b, const char *s)
     rf_buf_addc(b, '"');
 }
 
+/* partition and offset are numbers in JSON lines. */
+static int log_is_number(const char *key, const char *value)
+{
+    if (strcmp(key, "partition") != 0 && strcmp(key, "offset") != 0)
+        return 0;
+    if (*value == '-')
+        value++;
+    if (!*value)
+        return 0;
+    for (; *value; value++)
+        if (*value < '0' || *value > '9')
+            return 0;
+    return 1;
+}
+
 static void log_add_field(rf_buf_t *b, const char *key, const char *value, int first)
 {
     if (log_format == RF_LOG_JSON) {
         rf_buf_adds(b, first ? "{" : ",");
         log_add_value(b, key);
         rf_buf_addc(b, ':');
+        if (log_is_number(key, value)) {
+            rf_buf_adds(b, value);
+            return;
+        }
     } else {
         if (!first)
             rf_buf_addc(b, ' ');
@@ -144,7 +163,7 @@ void rf_log_write(rf_log_level_t level, const char *fmt, ...)
     rf_buf_init(&line, 0);
     log_add_field(&line, "ts", ts, 1);
     log_add_field(&line, "level", level_names[level], 0);
-    log_add_field(&line, "prog", log_program, 0);
+    log_add_field(&line, "stage", log_program, 0);
     for (int i = 0; i < log_ctx_len; i++)
         log_add_field(&line, log_ctx[i].key, log_ctx[i].value, 0);
     log_add_field(&line, "msg", msg, 0);
