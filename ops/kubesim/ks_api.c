@@ -638,7 +638,10 @@ static void applies_record(ks_api_t *api, const char *op, const char *manager, c
 {
     char ts[64];
     int64_t now = ks_now_ms();
-    json_t *images = json_array(), *ct;
+    json_t *images = json_array(), *ct, *rec;
+    const json_t *ann = ks_jget(o, "metadata.annotations");
+    const char *fence = json_string_value(json_object_get(ann, "relfleet.io/fence"));
+    const char *release = json_string_value(json_object_get(ann, "relfleet.io/release"));
     size_t i;
 
     ks_time_format(now, ts, sizeof(ts));
@@ -647,14 +650,19 @@ static void applies_record(ks_api_t *api, const char *op, const char *manager, c
         if (ks_jstr(ct, "image"))
             json_array_append_new(images, json_string(ks_jstr(ct, "image")));
     }
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "time", ts, "namespace",
+                    ks_jstr(o, "metadata.namespace") ?: "", "name",
+                    ks_jstr(o, "metadata.name") ?: "", "fieldManager", manager, "operation", op,
+                    "images", images, "generation",
+                    (json_int_t)ks_jint(o, "metadata.generation", 0), "resourceVersion",
+                    ks_jstr(o, "metadata.resourceVersion") ?: "");
+    /* Who wrote it, as Relfleet marks its objects: the overlap checks read these. */
+    if (fence)
+        json_object_set_new(rec, "fence", json_string(fence));
+    if (release)
+        json_object_set_new(rec, "release", json_string(release));
     pthread_mutex_lock(&api->applies_lock);
-    json_array_append_new(
-        api->applies,
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "time", ts, "namespace",
-                  ks_jstr(o, "metadata.namespace") ?: "", "name", ks_jstr(o, "metadata.name") ?: "",
-                  "fieldManager", manager, "operation", op, "images", images, "generation",
-                  (json_int_t)ks_jint(o, "metadata.generation", 0), "resourceVersion",
-                  ks_jstr(o, "metadata.resourceVersion") ?: ""));
+    json_array_append_new(api->applies, rec);
     pthread_mutex_unlock(&api->applies_lock);
 }
 
