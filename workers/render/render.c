@@ -4,7 +4,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "rf_auth.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
+#include "rf_msg.h"
 #include "rf_release.h"
 #include "rf_render.h"
 #include "rf_store.h"
@@ -97,6 +100,10 @@ static rf_err_t render_reject(render_stage_t *rs, const char *id, const char *re
                              errstr_size);
     if (result == RF_ERR_NOTFOUND || result == RF_ERR_FENCED)
         return RF_OK; /* ended (or started) meanwhile: whoever did that publishes */
+    if (result == RF_OK)
+        rf_metrics_add(rf_metrics_counter("relfleet_releases_finished_total",
+                                          "Releases that reached a terminal state", "status"),
+                       RF_LABELS("rejected"), 1);
     return result;
 }
 
@@ -188,13 +195,66 @@ static rf_err_t render_take_fence(rf_worker_t *w, const char *service, const cha
 static const char render_load_sql[] =
     "SELECT r.service, r.env, r.version, r.operator, s.namespace, s.replicas, s.health_path,"
     " s.group_name, s.port, s.image_repo, s.extra, r.request -> 'params',"
-    " s.template_id, coalesce(r.request ->> 'template_version', h.version), s.fence, r.status,"
+    " CASE WHEN r.kind = 'rollback' AND r.request ? 'template_version'"
+    " AND p.template_id IS NOT NULL THEN p.template_id ELSE s.template_id END,"
+    " coalesce(r.request ->> 'template_version', h.version), s.fence, r.status,"
     " s.policy, (SELECT count(*) FROM images i WHERE i.service = r.service),"
     " (SELECT count(*) FROM images i WHERE i.service = r.service AND i.tag = r.version),"
-    " (s.service IS NOT NULL), (r.request ->> 'restart')::boolean"
+    " (s.service IS NOT NULL), (r.request ->> 'restart')::boolean, r.kind, r.request::text,"
+    " (extract(epoch FROM r.created_at) * 1000)::bigint"
     " FROM releases r LEFT JOIN services s USING (service, env)"
     " LEFT JOIN template_heads h ON h.id = s.template_id"
+    " LEFT JOIN releases p ON p.id = r.parent"
     " WHERE r.id = $1";
+
+/* Signature and role (docs/permissions.md): RF_OK with *allowed, reason filled when not. */
+static rf_err_t render_authorize(render_stage_t *rs, PGresult *res, const char *id, int *allowed,
+                                 char *reason, size_t reason_size, char *errstr,
+                                 size_t errstr_size)
+{
+    json_t *request = json_loads(rf_db_value(res, 0, 22), 0, NULL);
+    rf_err_t result;
+
+    if (!request)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "stored request of '%s' is not JSON", id);
+    result = rf_auth_check(rs->w->db, rs->w->conf, request, id,
+                           strtoll(rf_db_value(res, 0, 23), NULL, 10), RF_ROLE_RELEASER,
+                           rf_db_value(res, 0, 0), rf_db_value(res, 0, 1), allowed, reason,
+                           reason_size, errstr, errstr_size);
+    json_decref(request);
+    return result;
+}
+
+/* Restarts the pods of every Deployment even when nothing else changed, as
+ * `kubectl rollout restart` does: an annotation on the pod template. */
+static void render_add_restart(json_t *manifests)
+{
+    char now[40];
+    size_t i;
+    json_t *m;
+
+    rf_msg_now_iso(now, sizeof(now));
+    json_array_foreach(manifests, i, m) {
+        json_t *tpl, *meta, *ann;
+        if (!json_is_string(json_object_get(m, "kind")) ||
+            strcmp(json_string_value(json_object_get(m, "kind")), "Deployment") != 0)
+            continue;
+        tpl = json_object_get(json_object_get(m, "spec"), "template");
+        if (!json_is_object(tpl))
+            continue;
+        meta = json_object_get(tpl, "metadata");
+        if (!json_is_object(meta)) {
+            meta = json_object();
+            json_object_set_new(tpl, "metadata", meta);
+        }
+        ann = json_object_get(meta, "annotations");
+        if (!json_is_object(ann)) {
+            ann = json_object();
+            json_object_set_new(meta, "annotations", ann);
+        }
+        json_object_set_new(ann, "kubectl.kubernetes.io/restartedAt", json_string(now));
+    }
+}
 
 /* Tries to start the release: lock, render, record, hand on. RF_OK also when it stays
  * queued behind a busy service. */
@@ -225,11 +285,22 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
     rf_log_ctx_set("service", service);
     rf_log_ctx_set("env", env);
 
+    {
+        int allowed = 0;
+        result = render_authorize(rs, res, id, &allowed, reason, sizeof(reason), errstr,
+                                  errstr_size);
+        if (result != RF_OK)
+            goto out;
+        if (!allowed)
+            goto reject;
+    }
     if (strcmp(rf_db_value(res, 0, 19), "t") != 0) {
         snprintf(reason, sizeof(reason), "unknown service '%s' in env '%s'", service, env);
         goto reject;
     }
-    if (atoi(rf_db_value(res, 0, 17)) > 0 && atoi(rf_db_value(res, 0, 18)) == 0) {
+    /* A rollback goes back to what ran then, even a version since dropped from the list. */
+    if (atoi(rf_db_value(res, 0, 17)) > 0 && atoi(rf_db_value(res, 0, 18)) == 0 &&
+        strcmp(rf_db_value(res, 0, 21), "rollback") != 0) {
         snprintf(reason, sizeof(reason), "unknown version '%s' of service '%s'",
                  rf_db_value(res, 0, 2), service);
         goto reject;
@@ -264,6 +335,9 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
         if (result != RF_OK)
             goto out;
     }
+    rf_metrics_add(rf_metrics_counter("relfleet_lock_waits_total",
+                                      "Attempts to take a service lock, by outcome", "outcome"),
+                   RF_LABELS(acquired ? "acquired" : "busy"), 1);
     if (!acquired) {
         rf_log_info("service busy with release %s; staying queued", holder);
         goto out;
@@ -279,6 +353,8 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
         result = RF_OK;
         goto fail_release;
     }
+    if (rf_db_value(res, 0, 20) && strcmp(rf_db_value(res, 0, 20), "t") == 0)
+        render_add_restart(manifests);
     if (rf_render_canonical(manifests, &manifests_text, digest) != RF_OK) {
         snprintf(reason, sizeof(reason), "cannot serialise the manifests");
         goto fail_release;
@@ -503,6 +579,13 @@ static void render_tick(void *state)
     if (now - rs->last_sweep_ms < rs->w->conf->sweep_interval_ms)
         return;
     rs->last_sweep_ms = now;
+    if (rf_db_exec(rs->w->db, "SELECT count(*) FROM releases WHERE status = 'queued'", 0, NULL,
+                   &res, errstr, sizeof(errstr)) == RF_OK)
+        rf_metrics_set(rf_metrics_gauge("relfleet_releases_queued",
+                                        "Releases waiting for their service", NULL),
+                       NULL, atof(PQgetvalue(res, 0, 0)));
+    PQclear(res);
+    res = NULL;
     if (rf_db_exec(rs->w->db,
                    "SELECT DISTINCT q.service, q.env FROM releases q WHERE q.status = 'queued'"
                    " AND NOT EXISTS (SELECT 1 FROM releases a WHERE a.service = q.service"
