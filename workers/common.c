@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 #include "rf_release.h"
 #include "rf_store.h"
 
@@ -102,8 +103,12 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
         return result;
     if (result != RF_OK && result != RF_ERR_NOTFOUND)
         return result;
-    if (result == RF_OK)
+    if (result == RF_OK) {
         rf_log_info("release ended %s%s%s", status, error ? ": " : "", error ? error : "");
+        rf_metrics_add(rf_metrics_counter("relfleet_releases_finished_total",
+                                          "Releases that reached a terminal state", "status"),
+                       RF_LABELS(status), 1);
+    }
     if (w->lock)
         rf_lock_release(w->lock, env, service, release_id, unlock_err, sizeof(unlock_err));
     result = rf_worker_publish_result(w, release_id, key, errstr, errstr_size);

@@ -11,6 +11,7 @@
 #include "rf_buf.h"
 #include "rf_kube.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 #include "rf_msg.h"
 #include "rf_release.h"
 #include "rf_store.h"
@@ -318,6 +319,11 @@ static void track_on_event(rf_kube_watch_t *wch, const rf_watch_event_t *ev, voi
     if (!tc)
         return;
     if (ev->type == RF_WATCH_ERROR || ev->type == RF_WATCH_EXPIRED) {
+        rf_metrics_add(rf_metrics_counter("relfleet_watch_reconnects_total",
+                                          "Watch errors and expiries that made a watch reconnect"
+                                          " or relist",
+                                          "reason"),
+                       RF_LABELS(ev->type == RF_WATCH_EXPIRED ? "expired" : "error"), 1);
         rf_log_info("deployment watch: %s (%d)", ev->message ? ev->message : "", ev->code);
         return;
     }
@@ -522,6 +528,9 @@ static void track_tick(void *state)
     if (now - ts->last_renew >= TRACK_RENEW_MS) {
         ts->last_renew = now;
         track_renew(ts);
+        rf_metrics_set(rf_metrics_gauge("relfleet_rollouts_tracked",
+                                        "Active releases this track worker follows", NULL),
+                       NULL, (double)json_object_size(ts->tracked));
     }
     if (now - ts->last_timeouts >= 250) {
         ts->last_timeouts = now;
