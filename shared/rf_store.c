@@ -180,7 +180,8 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
                                  size_t len, char *errstr, size_t errstr_size)
 {
     char part_s[16], off_s[24];
-    const char *params[7] = {stage, topic, part_s, off_s, key, reason, payload};
+    /* A tombstone (no payload) is stored as empty bytes: the column is NOT NULL. */
+    const char *params[7] = {stage, topic, part_s, off_s, key, reason, payload ? payload : ""};
     int lengths[7] = {0, 0, 0, 0, (int)key_len, 0, (int)len};
     int formats[7] = {0, 0, 0, 0, 1, 0, 1};
     PGresult *res;

@@ -347,10 +347,6 @@ def test_unknown_service_request_ends_rejected_not_dead_lettered(harness):
 HOSTILE_NAMES = {"dotdot": "../x", "upper": "UPPER-Case", "long": "a" * 300}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reported to the render/apply owners): render publishes manifests whose "
-    "metadata.name is not a DNS subdomain; apply dead-letters the `rendered` message as "
-    "invalid and the release stays `applying` forever instead of failing with a reason"))
 def test_hostile_values_in_kubernetes_names_fail_release_before_any_apply(harness):
     h = harness
     releases = {}
@@ -438,10 +434,6 @@ def own_render_worker(harness, tmp_path):
             proc.wait()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reported to the shared/rf_store.c owner): a null payload is stored as a NULL "
-    "rejected_messages.payload (NOT NULL), the insert fails as retriable and the worker "
-    "retries the same offset forever: one tombstone blocks its partition"))
 def test_null_payload_is_dead_lettered_and_does_not_block_the_partition(harness,
                                                                        own_render_worker):
     h = harness

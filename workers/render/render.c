@@ -359,6 +359,24 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
         snprintf(reason, sizeof(reason), "cannot serialise the manifests");
         goto fail_release;
     }
+    /* What the apply stage will receive must be valid (Kubernetes names above all): a
+     * release whose template produced a bad name fails here, with the reason. */
+    {
+        char why[768];
+        json_t *rendered = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:s}", "schema",
+                                     "relfleet.rendered.v1", "release_id", id, "service",
+                                     service, "env", env, "version", rf_db_value(res, 0, 2),
+                                     "fence", (json_int_t)fence, "namespace",
+                                     rf_db_value(res, 0, 4), "manifests", manifests,
+                                     "manifests_sha256", digest);
+        rf_err_t valid = rf_schema_validate(w->schemas, "relfleet.rendered.v1", rendered, why,
+                                            sizeof(why));
+        json_decref(rendered);
+        if (valid != RF_OK) {
+            snprintf(reason, sizeof(reason), "cannot render template '%s': %s", tpl_id, why);
+            goto fail_release;
+        }
+    }
     values_text = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
 
     result = rf_db_begin(w->db, errstr, errstr_size);
