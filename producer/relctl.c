@@ -27,10 +27,16 @@ static const struct {
     {"cancel", relctl_cmd_command, "cancel ID            end a queued or running release"},
     {"promote", relctl_cmd_command, "promote ID [--full]  next step of a gray release"},
     {"abort", relctl_cmd_command, "abort ID             abort a gray release"},
+    {"rollback", relctl_cmd_rollback,
+     "rollback ID | rollback --service S --env E [-m DESC] [--wait]  back to an earlier release"},
+    {"redo", relctl_cmd_redo,
+     "redo --service S --env E [-m DESC] [--wait]  the latest release again, restarting pods"},
     {"service", relctl_cmd_service, "service set|show|history S --env E [KEY=VALUE ...]"},
     {"template", relctl_cmd_template, "template sync DIR | template list"},
     {"image", relctl_cmd_image, "image add S TAG [--digest D] | image list S"},
     {"notify", relctl_cmd_notify, "notify add|list|remove S --env E ...  subscriptions to outcomes"},
+    {"user", relctl_cmd_user,
+     "user add|list|disable|enable|grant|revoke|token|key ...  users, roles, tokens, keys"},
     {"db", relctl_cmd_db, "db migrate | db status"},
 };
 
@@ -129,6 +135,8 @@ int relctl_publish(relctl_t *ctl, const char *suffix, json_t *msg)
         result = relctl_usage("invalid %s: %s", suffix, errstr);
         goto out;
     }
+    if (relctl_sign(ctl, msg) != RELCTL_OK)
+        goto out;
     p = relctl_producer(ctl);
     if (!p)
         goto out;
@@ -199,6 +207,7 @@ int main(int argc, char **argv)
 out:
     rf_producer_destroy(ctl.producer);
     rf_db_destroy(ctl.db);
+    free(ctl.user);
     rf_config_release(&ctl.conf);
     return result;
 }

@@ -18,6 +18,7 @@ typedef struct relctl {
     const char *operator_name;
     rf_db_t *db;           /* opened on first use */
     rf_producer_t *producer;
+    char *user;            /* the token's user, once relctl_whoami looked it up */
 } relctl_t;
 
 /* Lazily opened connections; on failure they print the reason and return NULL. */
@@ -50,5 +51,25 @@ int relctl_cmd_image(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_db(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_notify(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_command(relctl_t *ctl, int argc, char **argv); /* cancel, promote, abort */
+int relctl_cmd_rollback(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_redo(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_user(relctl_t *ctl, int argc, char **argv);
+
+/* Who runs relctl (cmd_ops.c): with the setting `token`, the user it belongs to, who
+ * becomes the operator; *user is NULL without a token. Prints the reason on failure. */
+int relctl_whoami(relctl_t *ctl, const char **user);
+
+/* Requires the role ("viewer", "releaser", "admin") for service/env (env NULL: in some
+ * env; "*", "*": on everything) when relctl runs with a token, or always when
+ * auth_required is on. RELCTL_OK or RELCTL_FAIL with the reason printed. */
+int relctl_require(relctl_t *ctl, const char *role, const char *service, const char *env);
+
+/* Signs msg (a request or command) with the key of setting signing_key_id or else of
+ * the token's user, when that key is in the secrets; a user's key makes its user the
+ * operator. Unsigned and RELCTL_OK when there is no key to sign with. */
+int relctl_sign(relctl_t *ctl, json_t *msg);
+
+/* Creates the bootstrap admin on a database without users (after `db migrate`). */
+int relctl_bootstrap_admin(relctl_t *ctl);
 
 #endif
