@@ -67,6 +67,8 @@ static int service_set(relctl_t *ctl, const char *service, const char *env, int 
         return RELCTL_FAIL;
     if (argc == 0)
         return relctl_usage("service set needs KEY=VALUE pairs");
+    if (relctl_require(ctl, "admin", service, env) != RELCTL_OK)
+        return RELCTL_FAIL;
     for (int i = 0; i < argc; i++) {
         if (!strchr(argv[i], '=') || argv[i][0] == '=')
             return relctl_usage("expected KEY=VALUE, got '%s'", argv[i]);
@@ -213,6 +215,8 @@ int relctl_cmd_service(relctl_t *ctl, int argc, char **argv)
         return service_set(ctl, service, env, argc - argi, argv + argi);
     if (argi != argc)
         return relctl_usage("unexpected argument '%s'", argv[argi]);
+    if (relctl_require(ctl, "viewer", service, env) != RELCTL_OK)
+        return RELCTL_FAIL;
     if (strcmp(sub, "show") == 0) {
         result = service_query(
             ctl,
@@ -388,6 +392,8 @@ int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
+    if (relctl_require(ctl, "admin", "*", "*") != RELCTL_OK)
+        return RELCTL_FAIL;
     d = opendir(argv[2]);
     if (!d)
         return relctl_fail("cannot open template folder '%s': %s", argv[2], strerror(errno));
@@ -434,6 +440,8 @@ int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
         db = relctl_db(ctl);
         if (!db)
             return RELCTL_FAIL;
+        if (relctl_require(ctl, "releaser", argv[2], NULL) != RELCTL_OK)
+            return RELCTL_FAIL;
         {
             const char *p[4] = {argv[2], argv[3], digest, ctl->operator_name};
             if (rf_db_exec(db,
@@ -454,6 +462,8 @@ int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
             return relctl_usage("image list: unexpected argument '%s'", argv[argi]);
         db = relctl_db(ctl);
         if (!db)
+            return RELCTL_FAIL;
+        if (relctl_require(ctl, "viewer", argv[2], NULL) != RELCTL_OK)
             return RELCTL_FAIL;
         {
             const char *p[1] = {argv[2]};
@@ -500,6 +510,8 @@ int relctl_cmd_db(relctl_t *ctl, int argc, char **argv)
         if (rf_db_migrate(db, &applied, errstr, sizeof(errstr)) != RF_OK)
             return relctl_fail("%s", errstr);
         printf("applied %d migration%s\n", applied, applied == 1 ? "" : "s");
+        if (relctl_bootstrap_admin(ctl) != RELCTL_OK)
+            return RELCTL_FAIL;
     }
     if (rf_db_schema_version(db, &version, errstr, sizeof(errstr)) != RF_OK)
         return relctl_fail("%s", errstr);

@@ -110,6 +110,8 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
     if (a->secret && !notify_secret_name_ok(a->secret))
         return relctl_usage("--secret takes the name of a secret (letters, digits, '_', '.',"
                             " '-'), not its value");
+    if (relctl_require(ctl, "admin", a->service, a->env) != RELCTL_OK)
+        return RELCTL_FAIL;
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
@@ -218,6 +220,9 @@ static int notify_remove(relctl_t *ctl, const notify_args_t *a, const char *id)
         return relctl_usage("notify remove needs ID, or S with --env, --channel and --target");
     if (id && strspn(id, "0123456789") != strlen(id))
         return relctl_usage("'%s' is not a subscription id", id);
+    /* By id the service is not known yet: that takes an admin of everything. */
+    if (relctl_require(ctl, "admin", id ? "*" : a->service, id ? "*" : a->env) != RELCTL_OK)
+        return RELCTL_FAIL;
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;

@@ -187,6 +187,11 @@ int relctl_cmd_show(relctl_t *ctl, int argc, char **argv)
     err = rf_store_record(db, argv[optind], &rec, errstr, sizeof(errstr));
     if (err != RF_OK)
         return relctl_fail("%s", errstr);
+    if (relctl_require(ctl, "viewer", str_or(rec, "service", ""), str_or(rec, "env", "")) !=
+        RELCTL_OK) {
+        json_decref(rec);
+        return RELCTL_FAIL;
+    }
     if (ctl->json) {
         relctl_print_json(rec);
     } else {
@@ -220,7 +225,7 @@ int relctl_follow(relctl_t *ctl, const char *id, int json)
     struct timespec pause = {0, 200 * 1000000L};
     size_t shown = 0;
     int tty = isatty(STDOUT_FILENO);
-    int waited = 0, bar = 0;
+    int waited = 0, bar = 0, viewer = 0;
     char errstr[1024];
 
     if (!db)
@@ -246,6 +251,12 @@ int relctl_follow(relctl_t *ctl, const char *id, int json)
             }
             return relctl_fail("%s", errstr);
         }
+        if (!viewer && relctl_require(ctl, "viewer", str_or(rec, "service", ""),
+                                      str_or(rec, "env", "")) != RELCTL_OK) {
+            json_decref(rec);
+            return RELCTL_FAIL;
+        }
+        viewer = 1;
         status = str_or(rec, "status", "");
         tl = json_object_get(rec, "timeline");
         if (!json) {
@@ -313,7 +324,7 @@ int relctl_cmd_history(relctl_t *ctl, int argc, char **argv)
         {"service", required_argument, NULL, 's'}, {"env", required_argument, NULL, 'e'},
         {"limit", required_argument, NULL, 'n'},   {"output", required_argument, NULL, 'o'},
         {NULL, 0, NULL, 0}};
-    const char *params[3] = {NULL, NULL, "20"};
+    const char *params[4] = {NULL, NULL, "20", NULL};
     PGresult *res = NULL;
     rf_db_t *db;
     char errstr[1024];
@@ -345,13 +356,21 @@ int relctl_cmd_history(relctl_t *ctl, int argc, char **argv)
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
+    /* With a token: the releases its user may view (and a refusal when asked for one
+     * service in one env it may not view). */
+    if (params[0] && params[1] &&
+        relctl_require(ctl, "viewer", params[0], params[1]) != RELCTL_OK)
+        return RELCTL_FAIL;
+    if (relctl_whoami(ctl, &params[3]) != RELCTL_OK)
+        return RELCTL_FAIL;
     if (rf_db_exec(db,
                    "SELECT coalesce(jsonb_agg(x ORDER BY x->>'created_at' DESC), '[]') FROM ("
                    " SELECT relfleet_release_record(id) - 'timeline' - 'pods' - 'notifications'"
                    " AS x FROM releases WHERE ($1::text IS NULL OR service = $1)"
-                   " AND ($2::text IS NULL OR env = $2) ORDER BY created_at DESC, id"
+                   " AND ($2::text IS NULL OR env = $2) AND ($4::text IS NULL OR"
+                   " relfleet_has_role($4, 'viewer', service, env)) ORDER BY created_at DESC, id"
                    " LIMIT $3::int) t",
-                   3, params, &res, errstr, sizeof(errstr)) != RF_OK)
+                   4, params, &res, errstr, sizeof(errstr)) != RF_OK)
         return relctl_fail("%s", errstr);
     {
         json_t *list = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
@@ -369,10 +388,13 @@ int relctl_cmd_history(relctl_t *ctl, int argc, char **argv)
             if (json_is_integer(json_object_get(r, "duration_ms")))
                 snprintf(dur, sizeof(dur), "%.1fs",
                          (double)json_integer_value(json_object_get(r, "duration_ms")) / 1000.0);
-            printf("%-36s  %-16s %-6s %-14s %-8s %-11s %-10s %-19.19s %9s  %s%s%s\n",
+            printf("%-36s  %-16s %-6s %-14s %-8s %-11s %-10s %-19.19s %9s  %s%.8s%s%s%s%s\n",
                    str_or(r, "id", ""), str_or(r, "service", ""), str_or(r, "env", ""),
                    str_or(r, "version", ""), str_or(r, "kind", ""), str_or(r, "status", ""),
                    str_or(r, "operator", ""), str_or(r, "created_at", ""), dur,
+                   json_string_value(json_object_get(r, "parent")) ? "[of " : "",
+                   json_string_value(json_object_get(r, "parent")) ? str_or(r, "parent", "") : "",
+                   json_string_value(json_object_get(r, "parent")) ? "] " : "",
                    str_or(r, "description", ""),
                    json_string_value(json_object_get(r, "error")) ? " | " : "",
                    str_or(r, "error", ""));
