@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include "common.h"
+#include "rf_auth.h"
 #include "rf_buf.h"
 #include "rf_kube.h"
 #include "rf_log.h"
@@ -567,6 +568,28 @@ static rf_err_t track_command(track_stage_t *ts, const json_t *b, char *errstr,
     if (rf_release_status_terminal(rf_release_status_parse(status))) {
         PQclear(res);
         return RF_OK; /* already ended: a repeated or late command changes nothing */
+    }
+    /* Only a releaser of the service may end or steer its release (docs/permissions.md);
+     * a refusal is on the release's record. */
+    {
+        char refusal[384];
+        struct timespec now;
+        int allowed = 0;
+        clock_gettime(CLOCK_REALTIME, &now);
+        result = rf_auth_check(ts->w->db, ts->w->conf, b, jstr(b, "command_id"),
+                               (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+                               RF_ROLE_RELEASER, service, env, &allowed, refusal,
+                               sizeof(refusal), errstr, errstr_size);
+        if (result != RF_OK || !allowed) {
+            PQclear(res);
+            if (result != RF_OK)
+                return result;
+            snprintf(reason, sizeof(reason), "%s by %s refused: %s", action, jstr(b, "operator"),
+                     refusal);
+            rf_log_warn("%s", reason);
+            return rf_store_event(ts->w->db, id, "track", "refused", NULL, reason, NULL, errstr,
+                                  errstr_size);
+        }
     }
     if (strcmp(action, "cancel") == 0) {
         snprintf(reason, sizeof(reason), "cancelled by %s", jstr(b, "operator"));
