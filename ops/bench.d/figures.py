@@ -1,0 +1,530 @@
+"""The five figures of ops/bench and the table that prints them."""
+import os
+import re
+import subprocess
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import benchlib as bl
+from benchlib import pct, say, spread
+
+TERMINAL = ("succeeded", "failed", "cancelled", "superseded", "rejected")
+
+
+# -- 4. render -------------------------------------------------------------------------
+def render(build_dir, runs, quick):
+    renders, sed_runs = (20000, 50) if quick else (100000, 1000)
+    cmd = ["ops/bench-render", "ops/demo/templates/web.yaml", str(renders), str(sed_runs)]
+    rel, sed, start = [], [], []
+    lines = ""
+    for i in range(runs):
+        say(f"render: run {i + 1}/{runs}: {' '.join(cmd)}")
+        p = subprocess.run(cmd, cwd=bl.ROOT, env=dict(os.environ, RELFLEET_BUILD_DIR=build_dir),
+                           capture_output=True, text=True, timeout=300)
+        if p.returncode:
+            raise RuntimeError(f"ops/bench-render: {p.stderr.strip()}")
+        out = p.stdout
+        lines = next((l for l in out.splitlines() if l.startswith("template ")), lines)
+        rel.append(float(re.search(r"rf_render_exec:\s+(\d+) renders/s", out).group(1)))
+        sed.append(float(re.search(r"^sed:\s+(\d+) renders/s", out, re.M).group(1)))
+        start.append(float(re.search(r"^process start alone.*?:\s+(\d+) renders/s", out, re.M).group(1)))
+    return {"command": " ".join(cmd) + "  (taskset -c 0: one core)", "template": lines,
+            "relfleet_renders_per_s": spread(rel), "sed_renders_per_s": spread(sed),
+            "process_start_per_s": spread(start)}
+
+
+# -- releases through the pipeline -----------------------------------------------------
+def publish(ctx, services, version, rate=None):
+    """Publishes one request per service (at rate per second, or as fast as possible);
+    returns {release id: (service, publish time)}."""
+    prod = ctx.producer()
+    topic = ctx.topic("requests")
+    sent = {}
+    t0 = time.time()
+    for i, svc in enumerate(services):
+        if rate:
+            delay = t0 + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        rid, body = ctx.request(svc, version)
+        sent[rid] = (svc, time.time())
+        prod.produce(topic, key=f"{bl.ENV}/{svc}", value=body)
+        prod.poll(0)
+    prod.flush(30)
+    return sent
+
+
+def timeline(ctx, ids):
+    """release id -> {event point: epoch seconds}, plus the Deployment's generation."""
+    out = {i: {} for i in ids}
+    for chunk in range(0, len(ids), 2000):
+        part = ids[chunk:chunk + 2000]
+        rows = ctx.psql(
+            "SELECT release_id, event, coalesce(status, ''), extract(epoch FROM at),"
+            " coalesce(data ->> 'kind', ''), coalesce(data ->> 'generation', '') FROM timeline"
+            " WHERE release_id IN (%s) ORDER BY id" % ",".join(f"'{i}'" for i in part))
+        for rid, event, status, at, kind, gen in rows:
+            at = float(at)
+            p = out.setdefault(rid, {})
+            if event == "queued":
+                p.setdefault("queued", at)
+            elif status == "applying":
+                p.setdefault("rendered", at)
+            elif event == "applied":
+                p.setdefault("first_applied", at)
+                if kind == "Deployment" and gen:
+                    p["generation"] = int(gen)
+            elif status == "progressing":
+                p.setdefault("applied", at)
+            elif status in TERMINAL:
+                p.setdefault("terminal", at)
+                p["status"] = status
+    return out
+
+
+def stage_breakdown(sent, points, results):
+    """Per-stage durations in ms: p50/p99 (Kafka hops and waiting in a partition count
+    towards the stage that consumes)."""
+    spans = {"render (publish -> rendered)": [], "apply (rendered -> applied)": [],
+             "track (applied -> terminal)": [], "result (terminal -> results produced)": []}
+    for rid, (_, t_pub) in sent.items():
+        p = points.get(rid, {})
+        r = results.get(rid)
+        if not all(k in p for k in ("rendered", "applied", "terminal")) or not r:
+            continue
+        vals = [p["rendered"] - t_pub, p["applied"] - p["rendered"], p["terminal"] - p["applied"],
+                r[0] - p["terminal"]]
+        for k, v in zip(spans, vals):
+            spans[k].append(v * 1000)
+    return {k: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99), "n": len(v)} for k, v in spans.items()}
+
+
+def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None):
+    """Releases every service once; waits for every `results` message."""
+    reader = ctx.results_reader()
+    watch = None
+    timeout = timeout or (60 + len(services) / 10)
+    try:
+        watch = bl.DeployWatch(ctx, watch_ns) if watch_ns else None
+        if watch:
+            watch.ready.wait(10)
+        sent = publish(ctx, services, version, rate)
+        bl.wait_for(lambda: all(r in reader.got for r in sent), timeout,
+                    f"{len(sent)} results ({version})", 0.05)
+    finally:
+        reader.stop()
+        if watch:
+            watch.stop()
+    points = timeline(ctx, list(sent))
+    bad = [r for r in sent if reader.got[r][2] != "succeeded"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} releases did not succeed, e.g. {bad[0]}: "
+                           f"{reader.got[bad[0]][2]}")
+    first = min(t for _, t in sent.values())
+    last = max(reader.got[r][0] for r in sent)
+    return {"sent": sent, "results": dict(reader.got), "points": points, "watch": watch,
+            "span_s": last - first, "rate": len(sent) / (last - first)}
+
+
+# -- 1. end-to-end throughput ----------------------------------------------------------
+def _throughput_runs(ctx, runs, quick, workers, tag):
+    n = 200 if quick else 1000
+    services = ctx.services("tp", n)
+    rates, breakdowns = [], []
+    for i in range(runs):
+        say(f"throughput, {workers} worker(s) per stage: run {i + 1}/{runs}, {n} releases")
+        b = batch(ctx, services, f"now-{tag}{i}")
+        rates.append(b["rate"])
+        breakdowns.append(stage_breakdown(b["sent"], b["points"], b["results"]))
+        say(f"  {b['rate']:.0f} releases/s ({n} in {b['span_s']:.1f}s)")
+    # the breakdown of the median run
+    mid = sorted(range(len(rates)), key=lambda k: rates[k])[len(rates) // 2]
+    return {"releases": n, "releases_per_s": spread(rates), "stages": breakdowns[mid]}
+
+
+def throughput(ctx, runs, quick):
+    # warm-up: the first release of a service creates its namespace and objects
+    ctx.services("tp", 200 if quick else 1000)
+    say("throughput: warm-up (objects and namespace created once)")
+    batch(ctx, ctx.services("tp", 200 if quick else 1000), "now-warm")
+    return {"one_worker": _throughput_runs(ctx, runs, quick, 1, "a"),
+            "setup": "distinct services (template benchweb: Deployment + Service, 1 replica, "
+                     "pods ready at once), requests published as fast as possible to "
+                     "`requests`; rate = releases / (first publish -> last `results` CreateTime)"}
+
+
+def throughput_two(ctx, runs, quick, fig):
+    for stage in ("render", "apply", "track"):
+        ctx.stack.run("worker", "start", stage)
+    say("throughput: a second worker per stage started; waiting for the rebalance")
+    time.sleep(8)
+    batch(ctx, ctx.services("tp", 200 if quick else 1000), "now-warm2")
+    fig["two_workers"] = _throughput_runs(ctx, runs, quick, 2, "b")
+    # back to one worker per stage for what follows
+    for stage in ("render", "apply", "track"):
+        ctx.stack.run("worker", "kill", stage, "TERM")
+    time.sleep(3)
+
+
+# -- 2. added latency at a steady rate -------------------------------------------------
+def latency(ctx, quick):
+    rate = 50
+    seconds = 6 if quick else 20
+    services = ctx.services("lat", rate * seconds)
+    say("latency: warm-up")
+    batch(ctx, services, "now-warm", rate=200)
+    say(f"latency: {rate} releases/s for {seconds}s")
+    b = batch(ctx, services, "now-steady", rate=rate, watch_ns="lat")
+    to_apply, to_result, missing = [], [], 0
+    for rid, (svc, t_pub) in b["sent"].items():
+        p = b["points"][rid]
+        to_apply.append((p["first_applied"] - t_pub) * 1000)
+        done = b["watch"].done.get((svc, p.get("generation", -1)))
+        if done is None:
+            missing += 1
+            continue
+        to_result.append((b["results"][rid][0] - done) * 1000)
+    return {"rate": rate, "seconds": seconds, "releases": len(b["sent"]),
+            "achieved_rate": len(b["sent"]) / (max(t for _, t in b["sent"].values()) -
+                                               min(t for _, t in b["sent"].values()) + 1 / rate),
+            "publish_to_first_applied_ms": {"p50": pct(to_apply, 50), "p99": pct(to_apply, 99)},
+            "complete_to_result_ms": {"p50": pct(to_result, 50), "p99": pct(to_result, 99),
+                                      "n": len(to_result), "unseen": missing},
+            "stages": stage_breakdown(b["sent"], b["points"], b["results"])}
+
+
+# -- 5. apply --------------------------------------------------------------------------
+def _metric(addr, name, topic):
+    text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'topic="{topic}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _sed_manifest(path, service, ns, version):
+    values = {"service": service, "env": bl.ENV, "namespace": ns, "version": version,
+              "image": f"registry.local/bench:{version}", "replicas": "1",
+              "health_path": "/healthz", "group": "bench", "port": "8080",
+              "release_id": "r-" + service, "operator": "bench"}
+    args = []
+    for k, v in values.items():
+        args += ["-e", f"s/{{{{ *{k} *}}}}/{v.replace('/', chr(92) + '/')}/g"]
+    src = os.path.join(bl.ROOT, "ops", "demo", "templates", "web.yaml")
+    with open(path, "w") as f:
+        subprocess.run(["sed", *args, src], stdout=f, check=True)
+
+
+def apply(ctx, runs, quick):
+    n = 100 if quick else 500
+    services = ctx.services("ap", n)
+    (_, _, _, addr), = ctx.stack.workers("apply")[:1]
+    topic = ctx.topic("rendered")
+    batch(ctx, services, "now-warm")
+    rel_busy, rel_wall = [], []
+    for i in range(runs):
+        s0 = _metric(addr, "relfleet_stage_processing_seconds_sum", topic)
+        c0 = _metric(addr, "relfleet_stage_processing_seconds_count", topic)
+        say(f"apply: relfleet run {i + 1}/{runs}, {n} releases of 2 objects")
+        b = batch(ctx, services, f"now-ap{i}")
+        s1 = _metric(addr, "relfleet_stage_processing_seconds_sum", topic)
+        c1 = _metric(addr, "relfleet_stage_processing_seconds_count", topic)
+        rel_busy.append(2 * (c1 - c0) / (s1 - s0))
+        pts = b["points"].values()
+        rel_wall.append(2 * n / (max(p["applied"] for p in pts) - min(p["rendered"] for p in pts)))
+    m = 20 if quick else 100
+    tmp = tempfile.mkdtemp(prefix="bench-kubectl-", dir=ctx.stack.state)
+    _namespace(ctx, "kapply")
+    kc = []
+    cmd = None
+    for i in range(runs):
+        files = []
+        for j in range(m):
+            path = os.path.join(tmp, f"k{j:05d}-{i}.yaml")
+            _sed_manifest(path, f"k{j:05d}", "kapply", f"now-k{i}")
+            files.append(path)
+        say(f"apply: kubectl run {i + 1}/{runs}, {m} releases, one process each")
+        t0 = time.time()
+        for path in files:
+            cmd = ["kubectl", "--kubeconfig", ctx.kubeconfig, "apply", "--server-side",
+                   "--force-conflicts", "-f", path]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            if p.returncode:
+                raise RuntimeError(f"kubectl apply: {p.stderr.strip()[:400]}")
+        kc.append(2 * m / (time.time() - t0))
+    return {"relfleet_releases": n, "kubectl_releases": m,
+            "relfleet_busy_objects_per_s": spread(rel_busy),
+            "relfleet_wall_objects_per_s": spread(rel_wall),
+            "kubectl_objects_per_s": spread(kc),
+            "kubectl_command": " ".join(cmd[:1] + ["--kubeconfig", "KUBECONFIG"] + cmd[3:-1] + ["RELEASE.yaml"]),
+            "relfleet_how": "apply worker: 2 objects per release, each fenced (PostgreSQL check, "
+                            "GET, PATCH apply) + namespace GET + 1 transaction; busy = "
+                            "objects / processing seconds of the `rendered` messages (/metrics), "
+                            "wall = objects / (first rendered -> last applied)"}
+
+
+# -- 3. tracking scale -----------------------------------------------------------------
+def _hold(n, quick):
+    if quick:
+        return "hold5s"
+    return "hold20s" if n <= 1000 else "hold120s" if n <= 10000 else "hold240s"
+
+
+def _one_track_worker(ctx):
+    while len(ctx.stack.workers("track")) > 1:
+        ctx.stack.run("worker", "kill", "track", "TERM")
+        time.sleep(1)
+    (_, _, pid, _), = ctx.stack.workers("track")
+    return pid
+
+
+def _namespace(ctx, ns):
+    r = ctx.kube().post(f"{ctx.kube_url}/api/v1/namespaces", timeout=30,
+                        json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    if r.status_code not in (200, 201, 409):
+        raise RuntimeError(f"namespace {ns}: {r.status_code} {r.text[:200]}")
+
+
+def _create_deployments(ctx, ns, names, image, threads=8):
+    _namespace(ctx, ns)
+    base = f"{ctx.kube_url}/apis/apps/v1/namespaces/{ns}/deployments"
+
+    def one(name):
+        body = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns,
+                             "labels": {"app.kubernetes.io/managed-by": "relfleet"}},
+                "spec": {"replicas": 1, "progressDeadlineSeconds": 3600,
+                         "selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"containers": [{"name": "app", "image": image}]}}}}
+        r = ctx.kube().patch(f"{base}/{name}?fieldManager=bench&force=true", json=body, timeout=60,
+                             headers={"Content-Type": "application/apply-patch+yaml"})
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"apply {name}: {r.status_code} {r.text[:200]}")
+
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(one, names))
+
+
+def _track_size(ctx, n, quick):
+    pid = _one_track_worker(ctx)
+    prefix = f"t{n}x"
+    hold = _hold(n, quick)
+    names = ctx.services(prefix, n, namespace=prefix)
+    ctx.psql(f"UPDATE services SET fence = 1 WHERE env = '{bl.ENV}' AND service LIKE '{prefix}%'")
+    time.sleep(2)
+    rss0, cpu0 = bl.proc_rss_kib(pid), bl.proc_cpu_s(pid)
+    say(f"tracking {n}: track worker pid {pid}, RSS {rss0 / 1024:.1f} MiB before; "
+        f"inserting {n} progressing releases")
+    ctx.psql(
+        "INSERT INTO releases (id, service, env, version, kind, operator, status, request,"
+        " started_at, fence, track) SELECT gen_random_uuid(), s.service, s.env, '%s', 'deploy',"
+        " 'bench', 'progressing', '{}'::jsonb, clock_timestamp(), 1, jsonb_build_object("
+        "'objects', jsonb_build_array(jsonb_build_object('apiVersion', 'apps/v1', 'kind',"
+        " 'Deployment', 'namespace', s.namespace, 'name', s.service, 'generation', 1,"
+        " 'resourceVersion', '1')), 'timeout_s', 3600, 'deadline_ms', (extract(epoch FROM"
+        " clock_timestamp()) * 1000)::bigint + 3600000) FROM services s WHERE s.env = '%s' AND"
+        " s.service LIKE '%s%%'" % (hold, bl.ENV, prefix))
+    t_claim = time.time()
+    count_sql = (f"SELECT count(*) FILTER (WHERE track_owner IS NOT NULL), count(*) FILTER "
+                 f"(WHERE finished_at IS NOT NULL) FROM releases WHERE env = '{bl.ENV}' AND "
+                 f"service LIKE '{prefix}%'")
+    bl.wait_for(lambda: int(ctx.psql(count_sql)[0][0]) >= n, 60 + n / 100, f"{n} claims", 0.5)
+    t_claim = time.time() - t_claim
+    rss_claimed = bl.proc_rss_kib(pid)
+    watch = bl.DeployWatch(ctx, prefix)
+    watch.ready.wait(10)
+    sampler = bl.Sampler(pid, ctx.kube_port)
+    sampler.start()
+    cpu1 = bl.proc_cpu_s(pid)
+    say(f"tracking {n}: all claimed in {t_claim:.1f}s; creating {n} Deployments ({hold})")
+    t0 = time.time()
+    _create_deployments(ctx, prefix, names, f"registry.local/bench:{hold}")
+    t_created = time.time()
+    rss_all = bl.proc_rss_kib(pid)
+    say(f"tracking {n}: created in {t_created - t0:.1f}s; waiting for every terminal state")
+    hold_s = int(hold[4:-1])
+    bl.wait_for(lambda: int(ctx.psql(count_sql)[0][1]) >= n, hold_s + (t_created - t0) + 120,
+                f"{n} terminal states", 1.0)
+    sampler.stop()
+    watch.stop()
+    cpu2 = bl.proc_cpu_s(pid)
+    hwm = bl.proc_rss_kib(pid, "VmHWM")
+    rows = ctx.psql(f"SELECT service, status, extract(epoch FROM finished_at) FROM releases WHERE"
+                    f" env = '{bl.ENV}' AND service LIKE '{prefix}%'")
+    delays, unseen, first_done = [], 0, None
+    statuses = {}
+    for svc, status, fin in rows:
+        statuses[status] = statuses.get(status, 0) + 1
+        seen = watch.done.get((svc, 1))
+        if seen is None:
+            unseen += 1
+            continue
+        first_done = seen if first_done is None else min(first_done, seen)
+        delays.append((float(fin) - seen) * 1000)
+    overlap = sum(1 for t in watch.done.values() if t < t_created)
+    return {"rollouts": n, "hold": hold, "claim_s": t_claim, "create_s": t_created - t0,
+            "completed_before_last_created": overlap, "statuses": statuses,
+            "rss_before_mib": rss0 / 1024, "rss_claimed_mib": rss_claimed / 1024,
+            "rss_all_created_mib": rss_all / 1024,
+            "rss_peak_mib": max(sampler.rss_max, rss_all) / 1024, "vmhwm_mib": hwm / 1024,
+            "rss_per_rollout_kib": (max(sampler.rss_max, rss_all) - rss0) / n,
+            "cpu_s": cpu2 - cpu1, "cpu_claim_s": cpu1 - cpu0,
+            "connections_to_apiserver_max": sampler.conns_max,
+            "detect_delay_ms": {"p50": pct(delays, 50), "p99": pct(delays, 99),
+                                "max": max(delays) if delays else float("nan"),
+                                "n": len(delays), "unseen": unseen},
+            "watch_error": watch.error}
+
+
+def _kubectl_track(ctx, k, quick):
+    hold = "hold5s" if quick else "hold20s"
+    ns = "kctl"
+    names = [f"kc{i:05d}" for i in range(k)]
+    say(f"tracking: {k} x kubectl rollout status ({hold})")
+    _create_deployments(ctx, ns, names, f"registry.local/bench:{hold}")
+    cmd = ["kubectl", "--kubeconfig", ctx.kubeconfig, "-n", ns, "rollout", "status",
+           "--timeout=600s"]
+    t0 = time.time()
+    procs = [subprocess.Popen(cmd + [f"deployment/{n}"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for n in names]
+    pids = [p.pid for p in procs]
+    conns_max, rss_sum_max = 0, 0
+    usage = {}
+    deadline = time.time() + 300
+    while len(usage) < len(procs) and time.time() < deadline:
+        table = bl._tcp_table()
+        live = [p for p in pids if p not in usage]
+        conns_max = max(conns_max, bl.tcp_conns(live, ctx.kube_port, table))
+        rss = 0
+        for p in live:
+            try:
+                rss += bl.proc_rss_kib(p)
+            except (OSError, StopIteration):
+                pass
+        rss_sum_max = max(rss_sum_max, rss)
+        for p in live:
+            got, status, ru = os.wait4(p, os.WNOHANG)
+            if got:
+                usage[p] = (status, ru)
+        time.sleep(0.2)
+    for p in procs:
+        if p.pid not in usage:
+            p.kill()
+            _, status, ru = os.wait4(p.pid, 0)
+            usage[p.pid] = (status, ru)
+    ok = sum(1 for st, _ in usage.values() if os.waitstatus_to_exitcode(st) == 0)
+    maxrss = sum(ru.ru_maxrss for _, ru in usage.values())
+    cpu = sum(ru.ru_utime + ru.ru_stime for _, ru in usage.values())
+    return {"rollouts": k, "succeeded": ok, "seconds": time.time() - t0,
+            "command": " ".join(cmd[:1] + ["--kubeconfig", "KUBECONFIG"] + cmd[3:]) + " deployment/NAME",
+            "rss_sum_peak_mib": rss_sum_max / 1024, "maxrss_sum_mib": maxrss / 1024,
+            "rss_per_rollout_kib": maxrss / k, "cpu_s": cpu, "connections_max": conns_max}
+
+
+def tracking(ctx, sizes, quick):
+    out = {"sizes": [], "setup": "releases inserted into PostgreSQL as `progressing` (one "
+                                 "Deployment each), claimed by one track worker, then the "
+                                 "Deployments created in kubesim; pods ready after the hold time"}
+    for n in sizes:
+        out["sizes"].append(_track_size(ctx, n, quick))
+        r = out["sizes"][-1]
+        say(f"tracking {n}: RSS peak {r['rss_peak_mib']:.1f} MiB, p99 delay "
+            f"{r['detect_delay_ms']['p99']:.0f} ms")
+    out["kubectl"] = _kubectl_track(ctx, 20 if quick else 100, quick)
+    return out
+
+
+# -- the table -------------------------------------------------------------------------
+def _s(sp, fmt="{:.0f}"):
+    if not sp or sp.get("runs", 0) == 0:
+        return "-"
+    if sp["runs"] == 1:
+        return fmt.format(sp["median"]) + " (1 run)"
+    return (fmt.format(sp["median"]) + " (" + fmt.format(sp["min"]) + "-" + fmt.format(sp["max"])
+            + f", {sp['runs']} runs)")
+
+
+def table(rep):
+    m = rep["machine"]
+    f = rep["figures"]
+    L = [f"Relfleet benchmark ({rep['mode']}): {rep['command']}",
+         f"machine: {m['cpus']} x {m['cpu']}, {m['memory_mib']} MiB, Linux {m['kernel']}, "
+         f"PostgreSQL {m['postgresql']}, Redis {m['redis']}; {m['note']}",
+         f"load average (1/5/15 min) at start {' '.join(m['loadavg_at_start'])}, at end "
+         f"{' '.join(m.get('loadavg_at_end', []))}: other work on the machine shows here",
+         "figures: median (min-max, runs)", ""]
+    row = "{:<58} {:>24} {:>30}"
+    L.append(row.format("figure", "relfleet", "today's way / goal"))
+    L.append("-" * 114)
+    if "throughput" in f:
+        t = f["throughput"]
+        for key, label in (("one_worker", "1 worker/stage"), ("two_workers", "2 workers/stage")):
+            if key in t:
+                L.append(row.format(f"1. end to end, {label}, releases/s ({t[key]['releases']})",
+                                    _s(t[key]["releases_per_s"]), "goal >= 500"))
+        for key in ("one_worker", "two_workers"):
+            if key in t:
+                for st, v in t[key]["stages"].items():
+                    L.append(row.format(f"   {key.replace('_', ' ')}: {st}",
+                                        f"p50 {v['p50_ms']:.0f} / p99 {v['p99_ms']:.0f} ms", ""))
+    if "latency" in f:
+        x = f["latency"]
+        L.append(row.format(f"2. at {x['rate']}/s ({x['releases']} releases): publish -> 1st applied",
+                            f"p50 {x['publish_to_first_applied_ms']['p50']:.0f} / p99 "
+                            f"{x['publish_to_first_applied_ms']['p99']:.0f} ms", "goal p99 < 20 ms/stage"))
+        c = x["complete_to_result_ms"]
+        L.append(row.format("   rollout complete (kubesim) -> results produced",
+                            f"p50 {c['p50']:.0f} / p99 {c['p99']:.0f} ms", "goal p99 < 20 ms"))
+        for st, v in x["stages"].items():
+            L.append(row.format(f"   {st}", f"p50 {v['p50_ms']:.0f} / p99 {v['p99_ms']:.0f} ms", ""))
+    if "tracking" in f:
+        x = f["tracking"]
+        for r in x["sizes"]:
+            n = r["rollouts"]
+            L.append(row.format(f"3. track {n} rollouts, 1 worker: RSS peak (before)",
+                                f"{r['rss_peak_mib']:.1f} MiB ({r['rss_before_mib']:.1f})",
+                                "goal <= 100 MiB at 10,000"))
+            L.append(row.format("   RSS per rollout (peak - before) / n",
+                                f"{r['rss_per_rollout_kib']:.1f} KiB", ""))
+            L.append(row.format("   CPU while they rolled out; API connections",
+                                f"{r['cpu_s']:.1f} s; {r['connections_to_apiserver_max']}", ""))
+            d = r["detect_delay_ms"]
+            L.append(row.format("   last status change -> terminal state",
+                                f"p50 {d['p50']:.0f} / p99 {d['p99']:.0f} ms", "goal p99 < 1000 ms"))
+            L.append(row.format("   (creation took; completed before the last was created)",
+                                f"{r['create_s']:.0f} s; {r['completed_before_last_created']}", ""))
+        k = x.get("kubectl")
+        if k:
+            L.append(row.format(f"   kubectl rollout status x {k['rollouts']}: summed max RSS",
+                                "", f"{k['maxrss_sum_mib']:.0f} MiB"))
+            L.append(row.format("   kubectl: RSS per rollout; CPU; API connections", "",
+                                f"{k['rss_per_rollout_kib']:.0f} KiB; {k['cpu_s']:.1f} s; "
+                                f"{k['connections_max']}"))
+            big = max(x["sizes"], key=lambda r: r["rollouts"]) if x["sizes"] else None
+            if big and big["rss_per_rollout_kib"] > 0:
+                L.append(row.format("   memory per rollout, kubectl / relfleet",
+                                    f"{k['rss_per_rollout_kib'] / big['rss_per_rollout_kib']:.0f} x",
+                                    "goal >= 1000 x"))
+    if "render" in f:
+        x = f["render"]
+        L.append(row.format("4. render, renders/s on one core", _s(x["relfleet_renders_per_s"]),
+                            "sed " + _s(x["sed_renders_per_s"]) + "; goal >= 20000"))
+    if "apply" in f:
+        x = f["apply"]
+        L.append(row.format("5. apply, objects/s (busy / wall)",
+                            _s(x["relfleet_busy_objects_per_s"]) + " / " +
+                            _s(x["relfleet_wall_objects_per_s"]),
+                            "kubectl " + _s(x["kubectl_objects_per_s"])))
+    L.append("")
+    L.append("commands:")
+    if "render" in f:
+        L.append(f"  4: {f['render']['command']}; {f['render']['template']}")
+    if "apply" in f:
+        L.append(f"  5: {f['apply']['kubectl_command']}  (one process per release, sequential)")
+    if "tracking" in f and f["tracking"].get("kubectl"):
+        L.append(f"  3: {f['tracking']['kubectl']['command']}  (all concurrent)")
+    L.append(f"  whole run: {rep['seconds']} s" + (f"; ERROR: {rep['error']}" if rep.get("error") else ""))
+    return "\n".join(L)
