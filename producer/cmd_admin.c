@@ -9,6 +9,7 @@
 #include "rf_buf.h"
 #include "rf_hash.h"
 #include "rf_render.h"
+#include "rf_strategy.h"
 
 /* Keys of `service set` that are columns; any other key is a template value in `extra`. */
 static const struct {
@@ -121,6 +122,17 @@ static int service_set(relctl_t *ctl, const char *service, const char *env, int 
             }
             snprintf(num, sizeof(num), "%ld", secs);
             value = num;
+        }
+        if (column && strcmp(key, "strategy") == 0 && *value) {
+            char why[512];
+            json_t *norm = rf_strategy_parse_text(value, why, sizeof(why));
+            if (!norm) {
+                rf_db_rollback(db);
+                relctl_usage("strategy: %s", why);
+                free(key);
+                return RELCTL_USAGE;
+            }
+            json_decref(norm);
         }
         if (column) {
             /* Read the old value and write the new one; a bad value fails on the cast or

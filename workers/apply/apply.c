@@ -5,10 +5,12 @@
 #include <time.h>
 
 #include "common.h"
+#include "track/gray.h"
 #include "rf_kube.h"
 #include "rf_log.h"
 #include "rf_msg.h"
 #include "rf_store.h"
+#include "rf_strategy.h"
 #include "worker.h"
 
 #define APPLY_MAX_CONFLICTS 8
@@ -209,6 +211,7 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
     const char *params[1] = {id};
     PGresult *res = NULL;
     json_t *objects = json_array(), *applied = NULL, *track = NULL, *manifest;
+    json_t *strategy = NULL, *to_apply = NULL, *gray = NULL, *notes = json_array();
     char key[300], fence_s[24], now[40], msg[1024], cluster[256];
     const char *status;
     char *track_text = NULL, *applied_text = NULL;
@@ -220,7 +223,8 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
     snprintf(key, sizeof(key), "%s/%s", env, service);
     snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
     result = rf_db_exec(w->db,
-                        "SELECT r.status, r.track::text, s.cluster, s.timeout_s FROM releases r"
+                        "SELECT r.status, r.track::text, s.cluster, s.timeout_s, s.strategy::text"
+                        " FROM releases r"
                         " JOIN services s USING (service, env) WHERE r.id = $1",
                         1, params, &res, errstr, errstr_size);
     if (result != RF_OK)
@@ -258,7 +262,32 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
     if (result != RF_OK)
         goto out;
 
-    json_array_foreach(json_object_get(b, "manifests"), i, manifest) {
+    /* A canary or blue-green release applies a canary or preview beside the stable
+     * Deployment instead of the Deployment itself (gray.c). */
+    strategy = rf_strategy_parse_text(rf_db_value(res, 0, 4), msg, sizeof(msg));
+    if (!strategy) {
+        char reason[1100];
+        snprintf(reason, sizeof(reason), "invalid strategy of the service: %s", msg);
+        result = rf_worker_end_release(w, id, service, env, fence, "failed", reason, NULL, errstr,
+                                       errstr_size);
+        goto out;
+    }
+    result = apply_check_fence(w, id, fence_s, errstr, errstr_size);
+    if (result == RF_OK)
+        result = gray_prepare(kube, strategy, json_object_get(b, "manifests"), ns,
+                              atoll(PQgetvalue(res, 0, 3)), &to_apply, &gray, notes, errstr,
+                              errstr_size);
+    if (result != RF_OK)
+        goto out;
+    if (gray)
+        apply_mark(json_object_get(gray, "stable_manifest"), ns, id, fence_s);
+    json_array_foreach(notes, i, manifest) {
+        result = rf_store_event(w->db, id, "apply", "gray", NULL, json_string_value(manifest),
+                                NULL, errstr, errstr_size);
+        if (result != RF_OK)
+            goto out;
+    }
+    json_array_foreach(to_apply, i, manifest) {
         json_t *m = json_deep_copy(manifest);
         json_t *stored = NULL, *meta, *obj;
         apply_mark(m, ns, id, fence_s);
@@ -304,6 +333,8 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
                         "applied_at", now);
     track = json_pack("{s:O, s:I, s:O}", "objects", objects, "timeout_s",
                       (json_int_t)atoi(PQgetvalue(res, 0, 3)), "applied", applied);
+    if (gray)
+        json_object_set(track, "gray", gray);
     track_text = json_dumps(track, JSON_COMPACT);
     {
         const char *up[3] = {id, fence_s, track_text};
@@ -313,7 +344,8 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
         if (result != RF_OK)
             goto out;
         result = rf_db_exec(w->db,
-                            "UPDATE releases r SET status = 'progressing', track = $3::jsonb ||"
+                            "UPDATE releases r SET status = 'progressing', track = coalesce(r.track,"
+                            " '{}'::jsonb) || $3::jsonb ||"
                             " jsonb_build_object('deadline_ms', (extract(epoch FROM"
                             " clock_timestamp()) * 1000)::bigint + 1000 *"
                             " ($3::jsonb ->> 'timeout_s')::bigint)"
@@ -349,6 +381,10 @@ out:
     json_decref(track);
     json_decref(applied);
     json_decref(objects);
+    json_decref(strategy);
+    json_decref(to_apply);
+    json_decref(gray);
+    json_decref(notes);
     PQclear(res);
     return result;
 }

@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include "common.h"
+#include "gray.h"
 #include "rf_auth.h"
 #include "rf_buf.h"
 #include "rf_kube.h"
@@ -243,6 +244,160 @@ static void track_end(track_stage_t *ts, const char *id, const char *status, con
     json_decref(t);
 }
 
+/* The step engine's view of a release (kube NULL when its cluster is unreachable). */
+static void track_gray_ctx(track_stage_t *ts, const char *id, json_t *t, gray_ctx_t *g)
+{
+    track_cluster_t *tc = track_cluster(ts, jstr(t, "cluster"), NULL, 0);
+
+    memset(g, 0, sizeof(*g));
+    g->w = ts->w;
+    g->kube = tc ? tc->kube : NULL;
+    g->id = id;
+    g->t = t;
+    g->now_ms = track_epoch_ms();
+}
+
+/* Follows the Deployments that the current gray step waits for. */
+static void track_gray_follow(track_stage_t *ts, const char *id)
+{
+    json_t *t = json_object_get(ts->tracked, id);
+    json_t *gs = json_object_get(t, "gray");
+    json_t *deploys = json_array(), *d, *f;
+    char key[600];
+    size_t i;
+
+    json_array_foreach(json_object_get(t, "deploys"), i, d) {
+        const char *owner = json_string_value(json_object_get(ts->by_deploy, jstr(d, "key")));
+        if (owner && strcmp(owner, id) == 0)
+            json_object_del(ts->by_deploy, jstr(d, "key"));
+    }
+    json_array_foreach(json_object_get(gs, "follow"), i, f) {
+        snprintf(key, sizeof(key), "%s|%s/%s", jstr(t, "cluster"), jstr(gs, "namespace"),
+                 jstr(f, "name"));
+        json_array_append_new(deploys, json_pack("{s:s, s:s, s:s, s:I}", "key", key, "namespace",
+                                                 jstr(gs, "namespace"), "name", jstr(f, "name"),
+                                                 "generation", jint(f, "generation")));
+        json_object_set_new(ts->by_deploy, key, json_string(id));
+    }
+    json_object_set_new(t, "deploys", deploys);
+    json_object_set_new(t, "message", json_string(""));
+}
+
+/* Acts on what the step engine decided about a release. */
+static void track_gray_outcome(track_stage_t *ts, const char *id, gray_outcome_t outcome,
+                               gray_ctx_t *g)
+{
+    char errstr[1024];
+    const char *params[2] = {id, ts->owner};
+
+    switch (outcome) {
+    case GRAY_GOING:
+        track_gray_follow(ts, id);
+        json_object_set_new(json_object_get(ts->tracked, id), "reeval", json_true());
+        break;
+    case GRAY_SUCCEEDED:
+        track_end(ts, id, "succeeded", NULL, NULL);
+        break;
+    case GRAY_FAILED:
+        if (gray_undo(g, errstr, sizeof(errstr)) != RF_OK) {
+            rf_log_warn("cannot undo the gray release yet: %s", errstr); /* next tick */
+            break;
+        }
+        track_end(ts, id, "failed", g->reason, NULL);
+        break;
+    case GRAY_LOST:
+        /* Let whoever claims it next (maybe us) read the state PostgreSQL has. */
+        track_forget(ts, id);
+        rf_db_exec(ts->w->db,
+                   "UPDATE releases SET track_owner = NULL WHERE id = $1 AND track_owner = $2",
+                   2, params, NULL, errstr, sizeof(errstr));
+        break;
+    }
+}
+
+/* Undoes a gray release before it ends failed; 0 when that has to be tried again. */
+static int track_gray_undo(track_stage_t *ts, const char *id)
+{
+    json_t *t = json_object_get(ts->tracked, id);
+    char errstr[1024];
+    gray_ctx_t g;
+
+    if (!json_object_get(t, "gray"))
+        return 1;
+    track_gray_ctx(ts, id, t, &g);
+    if (!g.kube || gray_undo(&g, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_warn("cannot undo the gray release yet: %s", g.kube ? errstr : "no cluster");
+        return 0;
+    }
+    return 1;
+}
+
+static void track_evaluate(track_stage_t *ts, const char *id);
+
+/* Gray releases: pending commands, timed pauses, analysis, re-evaluations. */
+static void track_gray_tick(track_stage_t *ts)
+{
+    const char *params[1] = {ts->owner};
+    json_t *commands = json_object(), *t, *tmp;
+    PGresult *res = NULL;
+    char errstr[1024], idbuf[64];
+    const char *id;
+
+    if (rf_db_exec(ts->w->db,
+                   "SELECT id, track -> 'commands' -> 0 FROM releases WHERE track_owner = $1"
+                   " AND status IN ('progressing', 'paused') AND"
+                   " jsonb_array_length(coalesce(track -> 'commands', '[]'::jsonb)) > 0",
+                   1, params, &res, errstr, sizeof(errstr)) == RF_OK) {
+        for (int i = 0; i < PQntuples(res); i++)
+            json_object_set_new(commands, PQgetvalue(res, i, 0),
+                                json_loads(PQgetvalue(res, i, 1), 0, NULL));
+        PQclear(res);
+    }
+    json_object_foreach_safe(ts->tracked, tmp, id, t) {
+        json_t *cmd = json_object_get(commands, id);
+        json_int_t rev;
+        gray_outcome_t outcome;
+        gray_ctx_t g;
+
+        snprintf(idbuf, sizeof(idbuf), "%s", id);
+        rf_log_ctx_set("release", idbuf);
+        if (!json_object_get(t, "gray")) {
+            if (cmd) { /* queued while applying, but it rolled out as usual */
+                const char *p[2] = {idbuf, jstr(cmd, "action")};
+                rf_db_exec(ts->w->db,
+                           "WITH u AS (UPDATE releases SET track = jsonb_set(track, '{commands}',"
+                           " (track -> 'commands') - 0) WHERE id = $1 RETURNING id)"
+                           " INSERT INTO timeline (release_id, stage, event, message) SELECT id,"
+                           " 'track', $2, $2 || ' ignored: this release rolls out without gray"
+                           " steps' FROM u",
+                           2, p, NULL, errstr, sizeof(errstr));
+            }
+            rf_log_ctx_clear();
+            continue;
+        }
+        if (json_object_get(t, "reeval")) {
+            json_object_del(t, "reeval");
+            track_evaluate(ts, idbuf);
+            t = json_object_get(ts->tracked, idbuf);
+            if (!t) {
+                rf_log_ctx_clear();
+                continue;
+            }
+        }
+        track_gray_ctx(ts, idbuf, t, &g);
+        if (!g.kube) {
+            rf_log_ctx_clear();
+            continue;
+        }
+        rev = jint(json_object_get(t, "gray"), "rev");
+        outcome = gray_tick(&g, cmd);
+        if (outcome != GRAY_GOING || rev != jint(json_object_get(t, "gray"), "rev"))
+            track_gray_outcome(ts, idbuf, outcome, &g);
+        rf_log_ctx_clear();
+    }
+    json_decref(commands);
+}
+
 /* Looks at every Deployment of a release and records what changed. */
 static void track_evaluate(track_stage_t *ts, const char *id)
 {
@@ -265,7 +420,8 @@ static void track_evaluate(track_stage_t *ts, const char *id)
             pods = track_failing_pods(ts, jstr(t, "cluster"), jstr(d, "namespace"), sum);
             rf_store_event(ts->w->db, id, "track", "progress", NULL, msg, NULL, errstr,
                            sizeof(errstr));
-            track_end(ts, id, "failed", msg, pods);
+            if (track_gray_undo(ts, id))
+                track_end(ts, id, "failed", msg, pods);
             json_decref(pods);
             return;
         }
@@ -288,7 +444,7 @@ static void track_evaluate(track_stage_t *ts, const char *id)
             const char *params[4] = {id, fence_s, ptext, all};
             if (rf_db_exec(ts->w->db,
                            "WITH u AS (UPDATE releases SET track = jsonb_set(track, '{progress}',"
-                           " $3::jsonb) WHERE id = $1 AND fence = $2::bigint AND status IN"
+                           " coalesce(track -> 'progress', '{}'::jsonb) || $3::jsonb) WHERE id = $1 AND fence = $2::bigint AND status IN"
                            " ('progressing', 'paused') RETURNING id) INSERT INTO timeline"
                            " (release_id, stage, event, message, data) SELECT id, 'track',"
                            " 'progress', $4, $3::jsonb FROM u",
@@ -299,6 +455,21 @@ static void track_evaluate(track_stage_t *ts, const char *id)
         }
         free(ptext);
         json_decref(progress);
+    }
+    if (json_object_get(t, "gray")) {
+        /* The step engine decides what a finished rollout means. */
+        if (done && json_array_size(json_object_get(t, "deploys")) > 0) {
+            json_int_t rev = jint(json_object_get(t, "gray"), "rev");
+            gray_outcome_t outcome;
+            gray_ctx_t g;
+            track_gray_ctx(ts, id, t, &g);
+            if (!g.kube)
+                return;
+            outcome = gray_rolled_out(&g);
+            if (outcome != GRAY_GOING || rev != jint(json_object_get(t, "gray"), "rev"))
+                track_gray_outcome(ts, id, outcome, &g);
+        }
+        return;
     }
     if (done && json_array_size(json_object_get(t, "deploys")) > 0)
         track_end(ts, id, "succeeded", NULL, NULL);
@@ -422,6 +593,12 @@ static void track_adopt(track_stage_t *ts, PGresult *res, int row)
                   (json_int_t)strtoll(PQgetvalue(res, row, 3), NULL, 10), "cluster", cluster,
                   "deadline_ms", jint(track, "deadline_ms"), "deploys", deploys, "message", "");
     json_object_set_new(ts->tracked, id, t);
+    if (json_is_object(json_object_get(track, "gray"))) {
+        /* A gray release: its steps say which Deployments to follow; a timed pause resumes
+         * at the time PostgreSQL keeps, whoever claimed it before. */
+        json_object_set(t, "gray", json_object_get(track, "gray"));
+        track_gray_follow(ts, id);
+    }
     rf_log_info("following release %s of %s/%s", id, jstr(t, "env"), jstr(t, "service"));
     json_decref(track);
     track_evaluate(ts, id);
@@ -509,7 +686,8 @@ static void track_timeouts(track_stage_t *ts)
                 json_array_extend(pods, more);
                 json_decref(more);
             }
-            track_end(ts, idbuf, "failed", reason, pods);
+            if (track_gray_undo(ts, idbuf))
+                track_end(ts, idbuf, "failed", reason, pods);
             json_decref(pods);
         }
     }
@@ -526,7 +704,9 @@ static void track_tick(void *state)
         ts->last_claim = now;
         track_claim(ts, NULL);
     }
-    if (now - ts->last_renew >= TRACK_RENEW_MS) {
+    /* Renew the service locks well inside their lease, however short it is configured. */
+    if (now - ts->last_renew >= TRACK_RENEW_MS ||
+        now - ts->last_renew >= ts->w->conf->lock_lease_ms / 3) {
         ts->last_renew = now;
         track_renew(ts);
         rf_metrics_set(rf_metrics_gauge("relfleet_rollouts_tracked",
@@ -536,6 +716,7 @@ static void track_tick(void *state)
     if (now - ts->last_timeouts >= 250) {
         ts->last_timeouts = now;
         track_timeouts(ts);
+        track_gray_tick(ts);
     }
 }
 
@@ -603,6 +784,13 @@ static rf_err_t track_command(track_stage_t *ts, const json_t *b, char *errstr,
         return result == RF_ERR_FENCED ? RF_OK : result;
     }
     PQclear(res);
+    if (strcmp(action, "promote") == 0 || strcmp(action, "abort") == 0) {
+        int queued = 0;
+        /* The worker that follows the release acts on it (gray.c). */
+        result = gray_queue_command(ts->w->db, b, &queued, errstr, errstr_size);
+        if (result != RF_OK || queued)
+            return result;
+    }
     snprintf(reason, sizeof(reason), "%s by %s ignored: the release has no gray steps", action,
              jstr(b, "operator"));
     return rf_store_event(ts->w->db, id, "track", action, NULL, reason, NULL, errstr,
