@@ -352,8 +352,9 @@ void ks_http_stop(ks_http_t *h)
 {
     if (!h)
         return;
+    /* MHD_stop_daemon closes the listen socket it was given: closing it again could close
+     * a descriptor another thread has opened since. */
     MHD_stop_daemon(h->daemon);
-    close(h->fd);
     if (h->token)
         OPENSSL_cleanse(h->token, strlen(h->token));
     free(h->token);
