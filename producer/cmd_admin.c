@@ -8,6 +8,7 @@
 #include "relctl.h"
 #include "rf_buf.h"
 #include "rf_hash.h"
+#include "rf_registry.h"
 #include "rf_render.h"
 #include "rf_strategy.h"
 
@@ -434,6 +435,67 @@ int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
     return broken ? RELCTL_FAIL : RELCTL_OK;
 }
 
+#define IMAGE_REGISTRY_TIMEOUT_MS 30000
+
+/* Adds to list the tags that the service's registries hold (service values `registry`,
+ * the API's URL, and `registry_secret`, naming the secret `user:password`): a recorded
+ * tag found there gets "registry", a tag only there is added with it. */
+static int image_registry_merge(relctl_t *ctl, rf_db_t *db, const char *service, json_t *list)
+{
+    const char *p[1] = {service};
+    PGresult *res = NULL;
+    char errstr[1024], repo[512];
+    int result = RELCTL_OK;
+
+    if (rf_db_exec(db,
+                   "SELECT DISTINCT extra ->> 'registry', extra ->> 'registry_secret',"
+                   " coalesce(image_repo, service) FROM services WHERE service = $1"
+                   " AND extra ? 'registry' ORDER BY 1",
+                   1, p, &res, errstr, sizeof(errstr)) != RF_OK)
+        return relctl_fail("%s", errstr);
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *url = PQgetvalue(res, r, 0);
+        char *cred = PQgetisnull(res, r, 1) ? NULL
+                                            : rf_config_secret(&ctl->conf, PQgetvalue(res, r, 1));
+        char *pass = cred ? strchr(cred, ':') : NULL;
+        json_t *tags = NULL, *t, *im;
+        size_t i, j;
+
+        if (pass)
+            *pass++ = '\0';
+        if (!PQgetisnull(res, r, 1) && !pass) {
+            result = relctl_fail("registry '%s': secret '%s' is missing or not user:password",
+                                 url, PQgetvalue(res, r, 1));
+            free(cred);
+            continue;
+        }
+        rf_registry_repository(PQgetvalue(res, r, 2), repo, sizeof(repo));
+        if (rf_registry_tags(url, repo, cred, pass, IMAGE_REGISTRY_TIMEOUT_MS, &tags, errstr,
+                             sizeof(errstr)) != RF_OK) {
+            result = relctl_fail("cannot list the tags of '%s': %s", repo, errstr);
+            free(cred);
+            continue;
+        }
+        free(cred);
+        json_array_foreach(tags, i, t) {
+            json_t *found = NULL;
+            json_array_foreach(list, j, im) {
+                if (json_equal(json_object_get(im, "tag"), t))
+                    found = im;
+            }
+            if (!found) {
+                found = json_pack("{s:O, s:n, s:n, s:n}", "tag", t, "digest", "added_at",
+                                  "added_by");
+                json_array_append_new(list, found);
+            }
+            json_object_set_new(found, "registry", json_string(url));
+        }
+        json_decref(tags);
+    }
+    PQclear(res);
+    return result;
+}
+
 int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
 {
     rf_db_t *db;
@@ -490,19 +552,25 @@ int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
             json_t *list = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
             size_t i;
             json_t *im;
+            int result;
             PQclear(res);
+            result = image_registry_merge(ctl, db, argv[2], list);
             if (json || ctl->json) {
                 relctl_print_json(list);
-                return RELCTL_OK;
+                return result;
             }
-            json_array_foreach(list, i, im) printf(
-                "%-20s %-24s %s %s\n", json_string_value(json_object_get(im, "tag")),
-                json_string_value(json_object_get(im, "added_at")),
-                json_string_value(json_object_get(im, "added_by")),
-                json_string_value(json_object_get(im, "digest")) ? json_string_value(json_object_get(im, "digest")) : "");
+            json_array_foreach(list, i, im) {
+                const char *at = json_string_value(json_object_get(im, "added_at"));
+                const char *by = json_string_value(json_object_get(im, "added_by"));
+                const char *digest = json_string_value(json_object_get(im, "digest"));
+                const char *reg = json_string_value(json_object_get(im, "registry"));
+                printf("%-20s %-24s %s %s%s%s\n", json_string_value(json_object_get(im, "tag")),
+                       at ? at : "-", by ? by : "-", digest ? digest : "",
+                       reg ? (digest ? " in " : "in ") : "", reg ? reg : "");
+            }
             json_decref(list);
+            return result;
         }
-        return RELCTL_OK;
     }
     return relctl_usage("usage: relctl image add SERVICE TAG [--digest D] | image list SERVICE");
 }
