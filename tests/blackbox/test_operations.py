@@ -291,3 +291,113 @@ def test_user_list_and_token_stored_hashed(h):
     h.relctl("user", "disable", name)
     p = as_user(h, token)("history")
     assert p.returncode == 1 and "no enabled user" in p.stderr, p
+
+
+# -- registry tags --------------------------------------------------------------------------
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """Debian's docker-registry on a free loopback port, htpasswd (bcrypt) Basic auth."""
+    import requests
+
+    exe = "/usr/bin/docker-registry"
+    if not os.path.exists(exe):
+        pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
+    user, password = "ci", secrets.token_hex(12)
+    subprocess.run(["htpasswd", "-iBc", str(tmp_path / "htpasswd"), user], input=password,
+                   text=True, check=True, capture_output=True)
+    port = free_port()
+    (tmp_path / "config.yml").write_text(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {tmp_path / "data"}
+http:
+  addr: 127.0.0.1:{port}
+auth:
+  htpasswd:
+    realm: relfleet-test
+    path: {tmp_path / "htpasswd"}
+""")
+    log = open(tmp_path / "registry.log", "w")
+    proc = subprocess.Popen([exe, "serve", str(tmp_path / "config.yml")], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        assert proc.poll() is None, (tmp_path / "registry.log").read_text()
+        try:
+            return requests.get(url + "/v2/", timeout=2).status_code == 401
+        except requests.ConnectionError:
+            return False
+    try:
+        wait_for_up = Harness.wait_for
+        wait_for_up(up, 30, "docker-registry to listen")
+        yield url, (user, password)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def push_image(url, auth, repo, tag):
+    """Uploads a config and a layer blob and a schema2 manifest through the v2 API."""
+    import requests
+
+    def blob(data):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = requests.post(f"{url}/v2/{repo}/blobs/uploads/", auth=auth, timeout=10)
+        assert r.status_code == 202, r.text
+        loc = r.headers["Location"]
+        loc = loc if loc.startswith("http") else url + loc
+        r = requests.put(loc, params={"digest": digest}, data=data, auth=auth, timeout=10,
+                         headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        return {"digest": digest, "size": len(data)}
+
+    config = blob(json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode())
+    layer = blob(os.urandom(64))
+    manifest = {"schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": dict(config, mediaType="application/vnd.docker.container.image.v1+json"),
+                "layers": [dict(layer, mediaType="application/vnd.docker.image.rootfs.diff.tar.gzip")]}
+    r = requests.put(f"{url}/v2/{repo}/manifests/{tag}", data=json.dumps(manifest), auth=auth,
+                     timeout=10,
+                     headers={"Content-Type": manifest["mediaType"]})
+    assert r.status_code == 201, r.text
+
+
+def test_image_list_reads_registry_tags(h, registry):
+    url, auth = registry
+    svc = setup_service(h, versions=("1.0.0", "2.0.0"))
+    repo = f"team/{svc}"
+    for tag in ("2.0.0", "2.1.0"):
+        push_image(url, auth, repo, tag)
+    secret = "registry_" + svc.replace("-", "_")
+    with open(h.env["RELFLEET_SECRETS_FILE"], "a") as f:
+        f.write(f"{secret}={auth[0]}:{auth[1]}\n")
+    host = url.split("://")[1]
+    h.relctl("service", "set", svc, "--env", "prod", f"image_repo={host}/{repo}",
+             f"registry={url}", f"registry_secret={secret}")
+    tags = {t["tag"]: t for t in h.relctl_json("image", "list", svc)}
+    assert set(tags) == {"1.0.0", "2.0.0", "2.1.0"}, tags
+    assert "registry" not in tags["1.0.0"] and tags["1.0.0"]["added_by"] == "admin"
+    assert tags["2.0.0"]["registry"] == url and tags["2.0.0"]["added_at"]
+    assert tags["2.1.0"]["registry"] == url and tags["2.1.0"]["added_at"] is None
+    out = h.relctl("image", "list", svc).stdout
+    assert f"2.1.0" in out and f"in {url}" in out, out
+    # Refused credentials and no credentials: a failure that says so.
+    with open(h.env["RELFLEET_SECRETS_FILE"], "a") as f:
+        f.write(f"{secret}_bad={auth[0]}:wrong\n")
+    h.relctl("service", "set", svc, "--env", "prod", f"registry_secret={secret}_bad")
+    p = h.relctl("image", "list", svc, check=False)
+    assert p.returncode == 1 and "credentials refused" in p.stderr, p
+    assert "1.0.0" in p.stdout  # what is recorded is still shown
+    assert auth[1] not in p.stderr + p.stdout
