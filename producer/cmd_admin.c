@@ -1,4 +1,5 @@
 /* relctl verbs about configuration: service, template, image, db. */
+#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -302,11 +303,58 @@ static int read_file(const char *path, rf_buf_t *buf)
 }
 
 /* Loads one template file; prints what happened; returns 0, or 1 for a broken file. */
+static size_t template_fetch_write(char *buf, size_t size, size_t n, void *userdata)
+{
+    return rf_buf_add(userdata, buf, size * n) == 0 ? size * n : 0;
+}
+
+/* Downloads a template (http or https, at most 1 MiB) into body; 0 or -1 with errstr. */
+static int template_fetch(const char *url, rf_buf_t *body, char *errstr, size_t errstr_size)
+{
+    CURL *curl = curl_easy_init();
+    char curl_err[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    CURLcode rc;
+
+    if (!curl) {
+        snprintf(errstr, errstr_size, "cannot create a curl handle");
+        return -1;
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, template_fetch_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, body);
+    rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(curl);
+    if (rc != CURLE_OK) {
+        snprintf(errstr, errstr_size, "cannot download '%s': %s", url,
+                 rc == CURLE_WRITE_ERROR ? "larger than 1 MiB"
+                                         : (*curl_err ? curl_err : curl_easy_strerror(rc)));
+        return -1;
+    }
+    if (status != 200) {
+        snprintf(errstr, errstr_size, "cannot download '%s': HTTP status %ld", url, status);
+        return -1;
+    }
+    return 0;
+}
+
+/* One template: from dir/name (id = name without .yaml), or with url from there (id =
+ * name). Prints what happened; returns 0, or 1 for a broken one. */
 static int template_sync_file(relctl_t *ctl, rf_db_t *db, const char *dir, const char *name,
-                              const json_t *known)
+                              const char *url, const json_t *known)
 {
     char path[4096], id[256], version[65], errstr[1024];
     const char *dot = strrchr(name, '.');
+    const char *what = url ? "url" : "file";
     rf_buf_t body;
     json_t *names = NULL;
     PGresult *res = NULL;
@@ -314,23 +362,32 @@ static int template_sync_file(relctl_t *ctl, rf_db_t *db, const char *dir, const
     size_t i;
     json_t *n;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    snprintf(id, sizeof(id), "%.*s", (int)(dot - name), name);
+    if (url) {
+        snprintf(path, sizeof(path), "%s", url);
+        snprintf(id, sizeof(id), "%s", name);
+    } else {
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        snprintf(id, sizeof(id), "%.*s", (int)(dot - name), name);
+    }
     rf_buf_init(&body, 1 << 20);
-    if (read_file(path, &body) != 0) {
+    if (url && template_fetch(url, &body, errstr, sizeof(errstr)) != 0) {
+        printf("broken    %s: %s\n", id, errstr);
+        goto out;
+    }
+    if (!url && read_file(path, &body) != 0) {
         printf("broken    %s: cannot read '%s' (or larger than 1 MiB)\n", id, path);
         goto out;
     }
     if (rf_render_placeholders(id, rf_buf_str(&body), body.len, &names, errstr,
                                sizeof(errstr)) != RF_OK) {
-        printf("broken    %s: %s (file %s)\n", id, errstr, path);
+        printf("broken    %s: %s (%s %s)\n", id, errstr, what, path);
         goto out;
     }
     json_array_foreach(names, i, n) {
         const char *pn = json_string_value(n);
         if (!rf_render_is_standard_value(pn) && !json_object_get(known, pn)) {
-            printf("broken    %s: placeholder '%s' is not a known value (file %s)\n", id, pn,
-                   path);
+            printf("broken    %s: placeholder '%s' is not a known value (%s %s)\n", id, pn,
+                   what, path);
             goto out;
         }
     }
@@ -379,7 +436,9 @@ int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
     DIR *d;
     struct dirent *e;
     char *names[4096];
+    const char *urls[4096];
     size_t count = 0;
+    int url_form;
     int broken = 0;
     json_t *known = NULL;
     PGresult *res = NULL;
@@ -400,24 +459,42 @@ int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
         PQclear(res);
         return RELCTL_OK;
     }
-    if (argc != 3 || strcmp(argv[1], "sync") != 0)
-        return relctl_usage("usage: relctl template sync DIR | relctl template list");
+    /* template sync DIR, or template sync ID=URL [ID=URL ...] */
+    url_form = argc >= 3 && strchr(argv[2], '=') != NULL;
+    if (argc < 3 || strcmp(argv[1], "sync") != 0 || (!url_form && argc != 3) ||
+        argc - 2 > (int)(sizeof(names) / sizeof(names[0])))
+        return relctl_usage("usage: relctl template sync DIR | relctl template sync ID=URL ..."
+                            " | relctl template list");
+    for (int a = 2; url_form && a < argc; a++) {
+        const char *eq = strchr(argv[a], '=');
+        if (!eq || eq == argv[a] || (strncmp(eq + 1, "http://", 7) != 0 &&
+                                     strncmp(eq + 1, "https://", 8) != 0))
+            return relctl_usage("expected ID=URL (http or https), got '%s'", argv[a]);
+    }
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
     if (relctl_require(ctl, "admin", "*", "*") != RELCTL_OK)
         return RELCTL_FAIL;
-    d = opendir(argv[2]);
-    if (!d)
-        return relctl_fail("cannot open template folder '%s': %s", argv[2], strerror(errno));
-    while ((e = readdir(d)) != NULL && count < sizeof(names) / sizeof(names[0])) {
-        const char *dot = strrchr(e->d_name, '.');
-        if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".yaml") != 0 && strcmp(dot, ".yml") != 0))
-            continue;
-        names[count++] = strdup(e->d_name);
+    if (url_form) {
+        for (int a = 2; a < argc; a++) {
+            names[count] = strndup(argv[a], (size_t)(strchr(argv[a], '=') - argv[a]));
+            urls[count++] = strchr(argv[a], '=') + 1;
+        }
+    } else {
+        d = opendir(argv[2]);
+        if (!d)
+            return relctl_fail("cannot open template folder '%s': %s", argv[2], strerror(errno));
+        while ((e = readdir(d)) != NULL && count < sizeof(names) / sizeof(names[0])) {
+            const char *dot = strrchr(e->d_name, '.');
+            if (e->d_name[0] == '.' || !dot ||
+                (strcmp(dot, ".yaml") != 0 && strcmp(dot, ".yml") != 0))
+                continue;
+            names[count++] = strdup(e->d_name);
+        }
+        closedir(d);
+        qsort(names, count, sizeof(names[0]), name_cmp);
     }
-    closedir(d);
-    qsort(names, count, sizeof(names[0]), name_cmp);
     /* Values a template may use beyond the standard ones: the services' own keys. */
     if (rf_db_exec(db,
                    "SELECT coalesce(jsonb_object_agg(k, true), '{}') FROM (SELECT DISTINCT"
@@ -426,7 +503,8 @@ int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
         known = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
     PQclear(res);
     for (size_t i = 0; i < count; i++) {
-        broken += template_sync_file(ctl, db, argv[2], names[i], known);
+        broken += template_sync_file(ctl, db, argv[2], names[i], url_form ? urls[i] : NULL,
+                                     known);
         free(names[i]);
     }
     json_decref(known);
