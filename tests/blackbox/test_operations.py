@@ -401,3 +401,61 @@ def test_image_list_reads_registry_tags(h, registry):
     assert p.returncode == 1 and "credentials refused" in p.stderr, p
     assert "1.0.0" in p.stdout  # what is recorded is still shown
     assert auth[1] not in p.stderr + p.stdout
+
+
+# -- template sync from URLs ----------------------------------------------------------------
+@pytest.fixture
+def http_dir(tmp_path):
+    """A folder served over HTTP on loopback (as a git host serves raw files)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_template_sync_from_urls(h, http_dir):
+    root, base = http_dir
+    a, b = h.unique_service("tpla"), h.unique_service("tplb")
+    web = (TEMPLATES / "web.yaml").read_text()
+    (root / "a.yaml").write_text(web)
+    out = h.relctl("template", "sync", f"{a}={base}/a.yaml").stdout
+    assert out.startswith(f"new       {a} "), out
+    rows = h.psql(f"SELECT source, version FROM templates WHERE id = '{a}'")
+    assert rows == [[f"{base}/a.yaml", hashlib.sha256(web.encode()).hexdigest()]], rows
+
+    (root / "b.yaml").write_text(web)
+    (root / "broken.yaml").write_text("kind: Deployment\nmetadata: [\n")
+    (root / "typo.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: '{{ replcas }}'\n")
+    (root / "a.yaml").write_text(web + "\n# changed\n")
+    p = h.relctl("template", "sync", f"{a}={base}/a.yaml", f"{b}={base}/b.yaml",
+                 f"{b}-broken={base}/broken.yaml", f"{b}-typo={base}/typo.yaml",
+                 f"{b}-gone={base}/missing.yaml", check=False)
+    assert p.returncode == 1, p
+    lines = p.stdout.splitlines()
+    assert any(l.startswith(f"changed   {a} ") for l in lines), p.stdout
+    assert any(l.startswith(f"new       {b} ") for l in lines), p.stdout
+    broken = [l for l in lines if l.startswith(f"broken    {b}-broken:")]
+    assert broken and "line" in broken[0] and f"url {base}/broken.yaml" in broken[0], p.stdout
+    assert f"broken    {b}-typo: placeholder 'replcas' is not a known value (url {base}/typo.yaml)" \
+        in p.stdout
+    assert f"broken    {b}-gone: cannot download '{base}/missing.yaml': HTTP status 404" \
+        in p.stdout
+    out = h.relctl("template", "sync", f"{a}={base}/a.yaml").stdout
+    assert out.startswith(f"unchanged {a} "), out
+    assert h.psql(f"SELECT count(*) FROM templates WHERE id = '{a}'") == [["2"]]
+    assert h.psql(f"SELECT count(*) FROM templates WHERE id LIKE '{b}-%'") == [["0"]]
+    p = h.relctl("template", "sync", f"{a}=file:///etc/passwd", check=False)
+    assert p.returncode == 2, p
