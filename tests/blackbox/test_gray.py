@@ -69,7 +69,7 @@ def wait_progress(h, rid, status, **want):
         if r and r["status"] in TERMINAL:
             raise AssertionError(f"release ended {r['status']}: {r.get('error')}")
         p = (r or {}).get("progress") or {}
-        return r if r["status"] == status and all(p.get(k) == v for k, v in want.items()) \
+        return r if r and r["status"] == status and all(p.get(k) == v for k, v in want.items()) \
             else None
     return h.wait_for(check, 90, f"release {rid} {status} with {want}")
 
