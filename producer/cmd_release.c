@@ -216,6 +216,12 @@ static void draw_progress(const json_t *progress, int tty)
     printf("\r  [%.*s%.*s] %lld/%lld available, %lld updated ", filled,
            "##############################", width - filled, "..............................",
            (long long)available, (long long)desired, (long long)updated);
+    if (json_object_get(progress, "steps")) /* a gray release: where its steps are */
+        printf("| step %lld/%lld, weight %lld%% (%s) ",
+               (long long)json_integer_value(json_object_get(progress, "step")),
+               (long long)json_integer_value(json_object_get(progress, "steps")),
+               (long long)json_integer_value(json_object_get(progress, "weight")),
+               str_or(progress, "phase", ""));
     fflush(stdout);
 }
 
