@@ -1,6 +1,7 @@
 /* Request signatures (HMAC-SHA256 over the canonical message), roles and tokens. */
 #include "rf_auth.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
@@ -42,6 +43,19 @@ char *rf_auth_canonical(const json_t *msg)
     json_object_del(copy, "auth");
     text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
     json_decref(copy);
+    /* jansson writes \u00E9, Python \u00e9: the canonical form has lowercase hex. */
+    for (char *c = text; c && *c; c++) {
+        if (*c != '\\')
+            continue;
+        c++;
+        if (!*c)
+            break;
+        if (*c == 'u') {
+            for (int i = 1; i <= 4 && c[i]; i++)
+                c[i] = (char)tolower((unsigned char)c[i]);
+            c += 4;
+        }
+    }
     return text;
 }
 
