@@ -97,10 +97,30 @@ static void worker_check_ready(rf_health_t *health, const rf_stage_t *stage, voi
     }
 }
 
+/* Whole seconds a worker has after SIGTERM (shutdown_timeout_ms, rounded up). */
+static unsigned int shutdown_s = 10;
+
+/* The first SIGTERM or SIGINT stops the poll loop, and arms the bound of the shutdown:
+ * in-flight work, offsets and leaving the group get shutdown_s seconds, then SIGALRM ends
+ * the process (what it did not commit is redelivered, as after a crash). */
 static void on_signal(int sig)
 {
     (void)sig;
+    if (run)
+        alarm(shutdown_s);
     run = 0;
+}
+
+static void on_shutdown_timeout(int sig)
+{
+    static const char msg[] = "relfleet-worker: shutdown timed out (shutdown_timeout_ms); "
+                              "exiting now\n";
+    ssize_t n;
+
+    (void)sig;
+    n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(1);
 }
 
 static void usage(FILE *out)
@@ -293,6 +313,8 @@ int main(int argc, char **argv)
     rf_log_level_parse(conf.log_level, &level);
     rf_log_setup(stage->name, level, strcmp(conf.log_format, "json") == 0 ? RF_LOG_JSON
                                                                            : RF_LOG_LOGFMT);
+    shutdown_s = (unsigned int)((conf.shutdown_timeout_ms + 999) / 1000);
+    signal(SIGALRM, on_shutdown_timeout);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
