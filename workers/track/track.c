@@ -237,10 +237,14 @@ static void track_end(track_stage_t *ts, const char *id, const char *status, con
     rf_log_ctx_set("service", jstr(t, "service"));
     result = rf_worker_end_release(ts->w, id, jstr(t, "service"), jstr(t, "env"),
                                    jint(t, "fence"), status, error, pods, errstr, sizeof(errstr));
-    if (result == RF_OK || result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND)
+    if (result == RF_OK || result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND) {
         track_forget(ts, id);
-    else
-        rf_log_warn("cannot end release yet: %s", errstr); /* retried at the next change or tick */
+    } else {
+        /* Evaluated again every TRACK_CLAIM_MS (track_retry_ends): a rollout that is over
+         * sends no more watch events to do it. */
+        rf_log_warn("cannot end release yet: %s", errstr);
+        json_object_set_new(t, "ending", json_true());
+    }
     json_decref(t);
 }
 
@@ -693,6 +697,24 @@ static void track_timeouts(track_stage_t *ts)
     }
 }
 
+/* Releases whose end could not be stored (PostgreSQL away): evaluated again until it is. */
+static void track_retry_ends(track_stage_t *ts)
+{
+    const char *id;
+    json_t *t, *tmp;
+    char idbuf[64];
+
+    json_object_foreach_safe(ts->tracked, tmp, id, t) {
+        if (!json_is_true(json_object_get(t, "ending")))
+            continue;
+        snprintf(idbuf, sizeof(idbuf), "%s", id);
+        json_object_del(t, "ending");
+        rf_log_ctx_set("release", idbuf);
+        track_evaluate(ts, idbuf);
+        rf_log_ctx_clear();
+    }
+}
+
 static void track_tick(void *state)
 {
     track_stage_t *ts = state;
@@ -703,6 +725,7 @@ static void track_tick(void *state)
     if (now - ts->last_claim >= TRACK_CLAIM_MS) {
         ts->last_claim = now;
         track_claim(ts, NULL);
+        track_retry_ends(ts);
     }
     /* Renew the service locks well inside their lease, however short it is configured. */
     if (now - ts->last_renew >= TRACK_RENEW_MS ||
