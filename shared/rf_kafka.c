@@ -11,6 +11,7 @@
 
 struct rf_producer {
     rd_kafka_t *rk;
+    rd_kafka_conf_t *kc; /* a copy of rk's configuration, to create it again */
     const rf_config_t *conf;
     rf_metric_t *produced;
     rf_metric_t *produce_failed;
@@ -183,13 +184,40 @@ rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t err
                                            "Messages that could not be produced or were not "
                                            "delivered in time, by topic",
                                            "topic");
+    p->kc = rd_kafka_conf_dup(kc);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size);
     if (!p->rk) {
         rd_kafka_conf_destroy(kc);
+        rd_kafka_conf_destroy(p->kc);
         free(p);
         return NULL;
     }
     return p;
+}
+
+/* After a fatal error (the idempotent producer's state is lost for good, e.g. its
+ * sequence numbers after a broker came back) the handle produces nothing any more: a new
+ * one replaces it. Every earlier send waited for its report, so nothing of ours is lost;
+ * the caller retries its message. */
+static void producer_check_fatal(rf_producer_t *p)
+{
+    char reason[512];
+    char errstr[512];
+    rd_kafka_resp_err_t err = rd_kafka_fatal_error(p->rk, reason, sizeof(reason));
+    rd_kafka_t *rk;
+
+    if (!err)
+        return;
+    rf_log_error("kafka producer: fatal error %s: %s; creating a new producer",
+                 rd_kafka_err2name(err), reason);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, rd_kafka_conf_dup(p->kc), errstr, sizeof(errstr));
+    if (!rk) {
+        rf_log_error("cannot create a new kafka producer: %s", errstr);
+        return;
+    }
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_destroy(p->rk);
+    p->rk = rk;
 }
 
 void rf_producer_destroy(rf_producer_t *p)
@@ -198,6 +226,7 @@ void rf_producer_destroy(rf_producer_t *p)
         return;
     rd_kafka_flush(p->rk, p->conf->kafka_timeout_ms);
     rd_kafka_destroy(p->rk);
+    rd_kafka_conf_destroy(p->kc);
     free(p);
 }
 
@@ -218,8 +247,12 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                             RD_KAFKA_V_END);
     if (err) {
         rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
-        return rf_errf(err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? RF_ERR_RETRY : RF_ERR_PERM, errstr,
-                       errstr_size, "cannot produce to '%s': %s", topic, rd_kafka_err2str(err));
+        producer_check_fatal(p);
+        return rf_errf(err == RD_KAFKA_RESP_ERR__QUEUE_FULL || err == RD_KAFKA_RESP_ERR__FATAL
+                           ? RF_ERR_RETRY
+                           : RF_ERR_PERM,
+                       errstr, errstr_size, "cannot produce to '%s': %s", topic,
+                       rd_kafka_err2str(err));
     }
     clock_gettime(CLOCK_MONOTONIC, &start);
     /* The delivery report arrives within message.timeout.ms; the margin covers the rest. */
@@ -236,6 +269,7 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
     }
     if (w.err) {
         rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
+        producer_check_fatal(p);
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
                        "message to '%s' not delivered: %s", topic, rd_kafka_err2str(w.err));
     }
