@@ -459,3 +459,15 @@ def test_template_sync_from_urls(h, http_dir):
     assert h.psql(f"SELECT count(*) FROM templates WHERE id LIKE '{b}-%'") == [["0"]]
     p = h.relctl("template", "sync", f"{a}=file:///etc/passwd", check=False)
     assert p.returncode == 2, p
+
+
+def test_usage_of_rollback_redo_user(h):
+    for args in (["rollback"], ["rollback", "--service", "x"], ["redo", "--service", "x"],
+                 ["redo", "some-id"], ["user"], ["user", "grant", "a", "viewer"],
+                 ["user", "grant", "a", "root", "--service", "*", "--env", "*"]):
+        p = h.relctl(*args, check=False)
+        assert p.returncode == 2, (args, p.stderr)
+    for verb in ("rollback", "redo", "user"):
+        p = h.relctl(verb, "--help", check=False)
+        assert p.returncode == 0 and p.stdout.startswith(f"usage: relctl {verb}"), p
+    assert h.relctl("rollback", str(uuid.uuid4()), check=False).returncode == 1
