@@ -32,6 +32,43 @@ const char *rf_worker_cluster(const rf_worker_t *w, const char *env, const char 
     return buf;
 }
 
+rf_kube_t *rf_worker_kube_probe_new(const rf_worker_t *w, char *errstr, size_t errstr_size)
+{
+    rf_kubeconfig_t *cfg;
+    rf_kube_t *k;
+
+    if (!w->conf->kubeconfig) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "no kubeconfig configured (RELFLEET_KUBECONFIG)");
+        return NULL;
+    }
+    cfg = rf_kubeconfig_load(w->conf->kubeconfig, w->conf->kube_context, errstr, errstr_size);
+    if (!cfg)
+        return NULL;
+    k = rf_kube_new(cfg, errstr, errstr_size);
+    rf_kubeconfig_destroy(cfg);
+    if (k) {
+        rf_kube_set_retry(k, 1, 10, 10);
+        rf_kube_set_timeouts(k, 1000, 2000);
+    }
+    return k;
+}
+
+int rf_worker_kube_ready(rf_kube_t *probe)
+{
+    static int last = -1;
+    json_t *version = NULL;
+    char errstr[512];
+    int ok;
+
+    ok = probe && rf_kube_get(probe, "/version", &version, errstr, sizeof(errstr)) == RF_OK;
+    json_decref(version);
+    if (ok != last)
+        rf_log_info("kubernetes api server %s%s%s", ok ? "reachable" : "not reachable",
+                    ok ? "" : ": ", ok ? "" : errstr);
+    last = ok;
+    return ok;
+}
+
 rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const char *key,
                                   char *errstr, size_t errstr_size)
 {

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "rf_kube.h"
 #include "worker.h"
 
 /* Ends a release in a terminal status (fence 0: one that never started), stores its
@@ -22,6 +23,13 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
  * current context). Writes into buf and returns it. */
 const char *rf_worker_cluster(const rf_worker_t *w, const char *env, const char *service_cluster,
                               char *buf, size_t size);
+
+/* A client of the default cluster for the readiness hook: one try, short timeouts, so a
+ * /readyz check never blocks the poll loop for long. NULL with errstr when unconfigured. */
+rf_kube_t *rf_worker_kube_probe_new(const rf_worker_t *w, char *errstr, size_t errstr_size);
+
+/* 1 when the API server answers GET /version, else 0 (logged once per change). */
+int rf_worker_kube_ready(rf_kube_t *probe);
 
 /* Publishes the result of a terminal release (same bytes every time). */
 rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const char *key,

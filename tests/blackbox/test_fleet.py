@@ -425,3 +425,27 @@ def test_dockerfile_is_multistage_slim_and_non_root():
         assert binary in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert "build*" in ignored and ".run" in ignored and ".git" in ignored
+
+
+def test_readyz_of_apply_and_track_follows_the_api_server(stack_factory):
+    from harness import Harness
+    from test_outages import kube_fault
+
+    s = stack_factory.start({"RELFLEET_STACK_STAGES": "apply track",
+                             "RELFLEET_HEALTH_INTERVAL_MS": "500"})
+    h = Harness(s)
+    live = workers(s)
+    assert set(live) == {"apply-1", "track-1"}, live
+    for name, addr in live.items():
+        wait_for(lambda: http_get(addr, "/readyz")[0] == 200, 30, f"{name} ready")
+    kube_fault(h, {"down": True})
+    try:
+        for name, addr in live.items():
+            status, body = wait_for(lambda: (r := http_get(addr, "/readyz"))[0] == 503 and r,
+                                    30, f"{name} to report not ready")
+            assert body.startswith("stage: "), body
+            assert http_get(addr, "/healthz")[0] == 200
+    finally:
+        kube_fault(h, {"down": False})
+    for name, addr in live.items():
+        wait_for(lambda: http_get(addr, "/readyz") == (200, "ready\n"), 30, f"{name} ready again")

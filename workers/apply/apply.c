@@ -23,6 +23,7 @@ typedef struct apply_cluster {
 typedef struct apply_stage {
     rf_worker_t *w;
     apply_cluster_t clusters[16];
+    rf_kube_t *probe; /* readiness: the default cluster answers */
     int nclusters;
     json_t *namespaces; /* "<client>|<namespace>" seen to exist: not asked again */
 } apply_stage_t;
@@ -421,7 +422,9 @@ static rf_err_t apply_init(rf_worker_t *w, void **state, char *errstr, size_t er
     as->w = w;
     as->namespaces = json_object();
     /* Fail at start, not at the first release, when the cluster is not configured. */
-    if (!apply_kube(as, NULL, errstr, errstr_size)) {
+    as->probe = rf_worker_kube_probe_new(w, errstr, errstr_size);
+    if (!as->probe || !apply_kube(as, NULL, errstr, errstr_size)) {
+        rf_kube_destroy(as->probe);
         json_decref(as->namespaces);
         free(as);
         return RF_ERR_PERM;
@@ -438,8 +441,14 @@ static void apply_destroy(void *state)
         rf_kube_destroy(as->clusters[i].kube);
         free(as->clusters[i].name);
     }
+    rf_kube_destroy(as->probe);
     json_decref(as->namespaces);
     free(as);
+}
+
+static int apply_ready(void *state)
+{
+    return rf_worker_kube_ready(((apply_stage_t *)state)->probe);
 }
 
 static const char *const apply_topics[] = {"rendered", NULL};
@@ -453,4 +462,5 @@ const rf_stage_t rf_stage_apply = {
     .handle = apply_handle,
     .tick = NULL,
     .destroy = apply_destroy,
+    .ready = apply_ready,
 };

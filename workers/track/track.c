@@ -42,6 +42,7 @@ typedef struct track_stage {
     json_t *cache;    /* "cluster|ns/name" -> summary of the Deployment */
     json_t *tracked;  /* release id -> {service, env, fence, cluster, deadline_ms, deploys, message} */
     json_t *by_deploy; /* "cluster|ns/name" -> release id */
+    rf_kube_t *probe;  /* readiness: the default cluster answers */
     long last_claim, last_renew, last_timeouts;
 } track_stage_t;
 
@@ -846,7 +847,9 @@ static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t er
     ts->cache = json_object();
     ts->tracked = json_object();
     ts->by_deploy = json_object();
-    if (!track_cluster(ts, NULL, errstr, errstr_size)) {
+    ts->probe = rf_worker_kube_probe_new(w, errstr, errstr_size);
+    if (!ts->probe || !track_cluster(ts, NULL, errstr, errstr_size)) {
+        rf_kube_destroy(ts->probe);
         rf_kube_multi_destroy(ts->multi);
         json_decref(ts->cache);
         json_decref(ts->tracked);
@@ -875,7 +878,13 @@ static void track_destroy(void *state)
     json_decref(ts->cache);
     json_decref(ts->tracked);
     json_decref(ts->by_deploy);
+    rf_kube_destroy(ts->probe);
     free(ts);
+}
+
+static int track_ready(void *state)
+{
+    return rf_worker_kube_ready(((track_stage_t *)state)->probe);
 }
 
 static const char *const track_topics[] = {"applied", "commands", NULL};
@@ -889,4 +898,5 @@ const rf_stage_t rf_stage_track = {
     .handle = track_handle,
     .tick = track_tick,
     .destroy = track_destroy,
+    .ready = track_ready,
 };
