@@ -36,6 +36,9 @@ const rf_config_prop_t rf_config_props[] = {
     PROP("smtp_starttls", RF_CONF_ENUM, smtp_starttls, "try", 0, 0, "off|try|required",
          "STARTTLS on smtp:// (required: fail rather than send in clear; smtps:// is TLS"
          " from the start)"),
+    PROP("smtp_ca_file", RF_CONF_STRING, smtp_ca_file, NULL, 0, 0, NULL,
+         "PEM file of the CA certificates that verify the SMTP server's certificate (smtps://,"
+         " STARTTLS; default: the system's CA store); the certificate is always verified"),
     PROP("secrets_file", RF_CONF_STRING, secrets_file, NULL, 0, 0, NULL,
          "File of name=value lines holding secrets (tokens, passwords, webhook keys)"),
     PROP("schema_dir", RF_CONF_STRING, schema_dir, NULL, 0, 0, NULL,

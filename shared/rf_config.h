@@ -19,6 +19,7 @@ typedef struct rf_config {
     char *smtp_from;
     char *smtp_user;
     char *smtp_starttls;
+    char *smtp_ca_file;
     char *secrets_file;
     char *schema_dir;
     char *log_level;

@@ -263,6 +263,8 @@ static rf_err_t notify_setup_email(rf_notify_send_t *s, const rf_notify_request_
     curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     curl_easy_setopt(s->easy, CURLOPT_MAIL_RCPT, s->rcpt);
     curl_easy_setopt(s->easy, CURLOPT_USE_SSL, ssl);
+    if (req->smtp_ca_file && *req->smtp_ca_file)
+        curl_easy_setopt(s->easy, CURLOPT_CAINFO, req->smtp_ca_file);
     curl_easy_setopt(s->easy, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(s->easy, CURLOPT_READFUNCTION, notify_on_read);
     curl_easy_setopt(s->easy, CURLOPT_READDATA, s);

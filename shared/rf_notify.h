@@ -49,6 +49,7 @@ typedef struct rf_notify_request {
     const char *smtp_from;
     const char *smtp_user;     /* AUTH login, with secret as its password; NULL: no AUTH */
     const char *smtp_starttls; /* "off", "try" or "required" */
+    const char *smtp_ca_file;  /* PEM CA file verifying the server; NULL: the system's */
     long timeout_ms;           /* of the whole request */
     long long now_ms;          /* signing timestamps and the email's Date */
 } rf_notify_request_t;

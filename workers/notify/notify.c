@@ -221,6 +221,7 @@ static void notify_start(notify_stage_t *ns, PGresult *res, int row)
     req.smtp_from = ns->conf->smtp_from;
     req.smtp_user = ns->conf->smtp_user;
     req.smtp_starttls = ns->conf->smtp_starttls;
+    req.smtp_ca_file = ns->conf->smtp_ca_file;
     req.timeout_ms = ns->conf->notify_timeout_ms;
     req.now_ms = notify_epoch_ms();
     job->send = channel < 0 ? NULL : rf_notify_send_new(&req, errstr, sizeof(errstr));
