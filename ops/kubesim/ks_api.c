@@ -164,6 +164,23 @@ static json_t *discovery_apps(void)
                      "groupVersion", "apps/v1", "resources", res);
 }
 
+static json_t *discovery_networking(void)
+{
+    json_t *res = json_array();
+
+    json_array_append_new(res, resource_entry("ingresses", "ingress", 1, "Ingress", VERBS_ALL, "ing", 0));
+    json_array_append_new(res, resource_entry("ingresses/status", "", 1, "Ingress", "get patch update", NULL, 0));
+    return json_pack("{s:s, s:s, s:s, s:o}", "kind", "APIResourceList", "apiVersion", "v1",
+                     "groupVersion", "networking.k8s.io/v1", "resources", res);
+}
+
+static json_t *networking_group(void)
+{
+    return json_pack("{s:s, s:[{s:s, s:s}], s:{s:s, s:s}}", "name", "networking.k8s.io",
+                     "versions", "groupVersion", "networking.k8s.io/v1", "version", "v1",
+                     "preferredVersion", "groupVersion", "networking.k8s.io/v1", "version", "v1");
+}
+
 static json_t *apps_group(void)
 {
     return json_pack("{s:s, s:[{s:s, s:s}], s:{s:s, s:s}}", "name", "apps", "versions",
@@ -233,22 +250,34 @@ static int api_discovery(ks_api_t *api, const char *path, ks_resp_t *resp)
     } else if (strcmp(path, "/api/v1") == 0 || strcmp(path, "/api/v1/") == 0) {
         j = discovery_core();
     } else if (strcmp(path, "/apis") == 0 || strcmp(path, "/apis/") == 0) {
-        j = json_pack("{s:s, s:s, s:[o]}", "kind", "APIGroupList", "apiVersion", "v1", "groups",
-                      apps_group());
+        j = json_pack("{s:s, s:s, s:[o, o]}", "kind", "APIGroupList", "apiVersion", "v1",
+                      "groups", apps_group(), networking_group());
     } else if (strcmp(path, "/apis/apps") == 0 || strcmp(path, "/apis/apps/") == 0) {
         j = apps_group();
         json_object_set_new(j, "kind", json_string("APIGroup"));
         json_object_set_new(j, "apiVersion", json_string("v1"));
     } else if (strcmp(path, "/apis/apps/v1") == 0 || strcmp(path, "/apis/apps/v1/") == 0) {
         j = discovery_apps();
+    } else if (strcmp(path, "/apis/networking.k8s.io") == 0 ||
+               strcmp(path, "/apis/networking.k8s.io/") == 0) {
+        j = networking_group();
+        json_object_set_new(j, "kind", json_string("APIGroup"));
+        json_object_set_new(j, "apiVersion", json_string("v1"));
+    } else if (strcmp(path, "/apis/networking.k8s.io/v1") == 0 ||
+               strcmp(path, "/apis/networking.k8s.io/v1/") == 0) {
+        j = discovery_networking();
     } else if (strcmp(path, "/openapi/v3") == 0 || strcmp(path, "/openapi/v3/") == 0) {
-        j = json_pack("{s:{s:{s:s}, s:{s:s}}}", "paths", "api/v1", "serverRelativeURL",
+        j = json_pack("{s:{s:{s:s}, s:{s:s}, s:{s:s}}}", "paths", "api/v1", "serverRelativeURL",
                       "/openapi/v3/api/v1?hash=4B1A1E2C8F0D3A21", "apis/apps/v1",
-                      "serverRelativeURL", "/openapi/v3/apis/apps/v1?hash=9C4D2B7E5A3F1E08");
+                      "serverRelativeURL", "/openapi/v3/apis/apps/v1?hash=9C4D2B7E5A3F1E08",
+                      "apis/networking.k8s.io/v1", "serverRelativeURL",
+                      "/openapi/v3/apis/networking.k8s.io/v1?hash=5E2A9C1D7B3F4A60");
     } else if (strcmp(path, "/openapi/v3/api/v1") == 0) {
         j = openapi_gv("");
     } else if (strcmp(path, "/openapi/v3/apis/apps/v1") == 0) {
         j = openapi_gv("apps");
+    } else if (strcmp(path, "/openapi/v3/apis/networking.k8s.io/v1") == 0) {
+        j = openapi_gv("networking.k8s.io");
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/livez") == 0 ||
                strcmp(path, "/readyz") == 0) {
         rf_buf_adds(&resp->body, "ok");
@@ -276,7 +305,7 @@ static int kind_by_resource(const char *group, const char *res, ks_kind_t *kind)
     return -1;
 }
 
-/* Splits /api/v1/... or /apis/apps/v1/...; 0 on success. */
+/* Splits /api/v1/..., /apis/apps/v1/... or /apis/networking.k8s.io/v1/...; 0 on success. */
 static int api_route(const char *path, route_t *r)
 {
     char *copy = strdup(path), *seg[16], *save, *tok;
@@ -289,9 +318,10 @@ static int api_route(const char *path, route_t *r)
     if (n >= 3 && strcmp(seg[0], "api") == 0 && strcmp(seg[1], "v1") == 0) {
         group = "";
         i = 2;
-    } else if (n >= 4 && strcmp(seg[0], "apis") == 0 && strcmp(seg[1], "apps") == 0 &&
+    } else if (n >= 4 && strcmp(seg[0], "apis") == 0 &&
+               (strcmp(seg[1], "apps") == 0 || strcmp(seg[1], "networking.k8s.io") == 0) &&
                strcmp(seg[2], "v1") == 0) {
-        group = "apps";
+        group = strcmp(seg[1], "apps") == 0 ? "apps" : "networking.k8s.io";
         i = 3;
     } else {
         goto cleanup;
@@ -448,6 +478,9 @@ static void api_default(ks_api_t *api, ks_kind_t kind, json_t *o)
     case KS_POD:
         default_podspec(spec);
         break;
+    case KS_INGRESS:
+        DEF(o, "status", json_pack("{s:{}}", "loadBalancer"));
+        break;
     case KS_SERVICE: {
         json_t *p;
         size_t i;
@@ -601,6 +634,28 @@ static int api_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_r
         }
     } else if (kind == KS_POD) {
         validate_podspec(&v, ks_jget(o, "spec"), "spec");
+    } else if (kind == KS_INGRESS) {
+        json_t *rule;
+        size_t i;
+        if (!json_object_get(json_object_get(o, "spec"), "defaultBackend") &&
+            json_array_size(ks_jget(o, "spec.rules")) == 0)
+            verr_add(&v, "spec", "FieldValueRequired",
+                     "Required value: either `defaultBackend` or `rules` must be specified");
+        json_array_foreach(ks_jget(o, "spec.rules"), i, rule) {
+            json_t *p;
+            size_t k;
+            json_array_foreach(ks_jget(rule, "http.paths"), k, p) {
+                char field[128];
+                if (!ks_jstr(p, "pathType")) {
+                    snprintf(field, sizeof(field), "spec.rules[%zu].http.paths[%zu].pathType", i, k);
+                    verr_add(&v, field, "FieldValueRequired", "Required value: pathType must be specified");
+                }
+                if (!ks_jstr(p, "backend.service.name") && !ks_jget(p, "backend.resource")) {
+                    snprintf(field, sizeof(field), "spec.rules[%zu].http.paths[%zu].backend", i, k);
+                    verr_add(&v, field, "FieldValueRequired", "Required value: one backend (service or resource) must be specified");
+                }
+            }
+        }
     } else if (kind == KS_SERVICE) {
         const char *type = ks_jstr(o, "spec.type");
         if (json_array_size(ks_jget(o, "spec.ports")) == 0 &&

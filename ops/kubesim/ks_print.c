@@ -17,6 +17,7 @@ static const col_t cols_deploy[] = {{"Name", "string", "name", 0}, {"Ready", "st
 static const col_t cols_rs[] = {{"Name", "string", "name", 0}, {"Desired", "integer", "", 0}, {"Current", "integer", "", 0}, {"Ready", "integer", "", 0}, {"Age", "string", "", 0}, {"Containers", "string", "", 1}, {"Images", "string", "", 1}, {"Selector", "string", "", 1}, {NULL, NULL, NULL, 0}};
 static const col_t cols_pod[] = {{"Name", "string", "name", 0}, {"Ready", "string", "", 0}, {"Status", "string", "", 0}, {"Restarts", "string", "", 0}, {"Age", "string", "", 0}, {"IP", "string", "", 1}, {"Node", "string", "", 1}, {"Nominated Node", "string", "", 1}, {"Readiness Gates", "string", "", 1}, {NULL, NULL, NULL, 0}};
 static const col_t cols_svc[] = {{"Name", "string", "name", 0}, {"Type", "string", "", 0}, {"Cluster-IP", "string", "", 0}, {"External-IP", "string", "", 0}, {"Port(s)", "string", "", 0}, {"Age", "string", "", 0}, {"Selector", "string", "", 1}, {NULL, NULL, NULL, 0}};
+static const col_t cols_ing[] = {{"Name", "string", "name", 0}, {"Class", "string", "", 0}, {"Hosts", "string", "", 0}, {"Address", "string", "", 0}, {"Ports", "string", "", 0}, {"Age", "string", "", 0}, {NULL, NULL, NULL, 0}};
 static const col_t cols_ev[] = {{"Last Seen", "string", "", 0}, {"Type", "string", "", 0}, {"Reason", "string", "", 0}, {"Object", "string", "", 0}, {"Subobject", "string", "", 1}, {"Source", "string", "", 1}, {"Message", "string", "", 0}, {"First Seen", "string", "", 1}, {"Count", "string", "", 1}, {"Name", "string", "name", 1}, {NULL, NULL, NULL, 0}};
 
 static const col_t *kind_cols(ks_kind_t kind)
@@ -32,6 +33,8 @@ static const col_t *kind_cols(ks_kind_t kind)
         return cols_pod;
     case KS_SERVICE:
         return cols_svc;
+    case KS_INGRESS:
+        return cols_ing;
     default:
         return cols_ev;
     }
@@ -187,6 +190,26 @@ static json_t *svc_cells(const json_t *o, int64_t now)
     return cells;
 }
 
+static json_t *ingress_cells(const json_t *o, int64_t now)
+{
+    json_t *cells = json_array(), *r;
+    rf_buf_t hosts = RF_BUF_INIT;
+    const char *cls = ks_jstr(o, "spec.ingressClassName");
+    size_t i;
+
+    json_array_append_new(cells, json_string(ks_jstr(o, "metadata.name")));
+    json_array_append_new(cells, json_string(cls ? cls : "<none>"));
+    json_array_foreach(ks_jget(o, "spec.rules"), i, r) {
+        rf_buf_addf(&hosts, "%s%s", hosts.len ? "," : "", ks_jstr(r, "host") ? ks_jstr(r, "host") : "*");
+    }
+    json_array_append_new(cells, json_string(hosts.len ? rf_buf_str(&hosts) : "*"));
+    json_array_append_new(cells, json_string(""));
+    json_array_append_new(cells, json_string(json_array_size(ks_jget(o, "spec.tls")) ? "80, 443" : "80"));
+    json_array_append_new(cells, age_cell(o, "metadata.creationTimestamp", now));
+    rf_buf_release(&hosts);
+    return cells;
+}
+
 static json_t *event_cells(const json_t *o, int64_t now)
 {
     json_t *cells = json_array();
@@ -254,6 +277,9 @@ json_t *ks_print_row(ks_kind_t kind, const json_t *o, const char *include_object
         break;
     case KS_SERVICE:
         cells = svc_cells(o, now);
+        break;
+    case KS_INGRESS:
+        cells = ingress_cells(o, now);
         break;
     default:
         cells = event_cells(o, now);

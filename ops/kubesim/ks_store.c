@@ -15,6 +15,8 @@ const ks_kind_info_t ks_kinds[KS_KIND_COUNT] = {
     [KS_POD] = {"Pod", "pods", "", "v1", "PodList", 1, 0},
     [KS_SERVICE] = {"Service", "services", "", "v1", "ServiceList", 1, 0},
     [KS_EVENT] = {"Event", "events", "", "v1", "EventList", 1, 0},
+    [KS_INGRESS] = {"Ingress", "ingresses", "networking.k8s.io", "networking.k8s.io/v1",
+                    "IngressList", 1, 1},
 };
 
 int64_t ks_now_ms(void)

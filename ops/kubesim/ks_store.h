@@ -14,13 +14,14 @@ typedef enum ks_kind {
     KS_POD,
     KS_SERVICE,
     KS_EVENT,
+    KS_INGRESS,
     KS_KIND_COUNT,
 } ks_kind_t;
 
 typedef struct ks_kind_info {
     const char *kind;       /* "Deployment" */
     const char *resource;   /* "deployments" */
-    const char *group;      /* "" for core, "apps" */
+    const char *group;      /* "" for core, "apps", "networking.k8s.io" */
     const char *api_version; /* "v1", "apps/v1" */
     const char *list_kind;  /* "DeploymentList" */
     int namespaced;
