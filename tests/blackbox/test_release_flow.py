@@ -162,3 +162,19 @@ def test_each_env_maps_to_its_cluster(stack_factory):
     assert rec["status"] == "failed" and "no-such-context" in rec["error"], rec["error"]
     good = deploy(h, svc, "1.0.0", "prod")
     assert wait_status(h, good, TERMINAL, timeout=90)["status"] == "succeeded"
+
+
+def test_supersede_when_redis_lost_the_lock(harness):
+    h = harness
+    svc = setup_service(h, versions=("bad-8", "8.0.0"), policy="supersede")
+    first = deploy(h, svc, "bad-8")
+    wait_status(h, first, "progressing")
+    # Redis loses the key (restart, eviction): PostgreSQL still holds the active release.
+    url = h.env["RELFLEET_REDIS_URL"].split("//")[1].split("/")[0]
+    host, port = url.rsplit(":", 1)
+    subprocess.run(["redis-cli", "-h", host, "-p", port, "DEL", f"relfleet:lock:prod/{svc}"],
+                   check=True, capture_output=True, timeout=30)
+    second = deploy(h, svc, "8.0.0")
+    r1 = wait_status(h, first, "superseded", timeout=60)
+    assert second in r1["error"]
+    assert wait_status(h, second, TERMINAL, timeout=120)["status"] == "succeeded"

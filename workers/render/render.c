@@ -269,7 +269,7 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
     char reason[1024], key[300], holder[64], digest[65], fence_s[24], msg[512];
     char *manifests_text = NULL, *values_text = NULL;
     const char *service, *env, *tpl_id, *tpl_version;
-    int acquired = 0;
+    int acquired = 0, supersede_active = 0;
     int64_t fence = 0, floor;
     rf_err_t result;
 
@@ -397,9 +397,13 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
         if (result == RF_OK && PQntuples(u) == 0)
             result = rf_errf(RF_ERR_FENCED, errstr, errstr_size, "release left 'queued' meanwhile");
         PQclear(u);
-        if (result == RF_ERR_PERM && strcmp(rf_db_sqlstate(w->db), "23505") == 0)
+        if (result == RF_ERR_PERM && strcmp(rf_db_sqlstate(w->db), "23505") == 0) {
+            /* Redis let us in but PostgreSQL still has an active release (the lock lapsed
+             * or Redis lost it): under supersede it is ended first, then we retry. */
+            supersede_active = strcmp(rf_db_value(res, 0, 16), "supersede") == 0;
             result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
                              "another release of the service is active in the database");
+        }
     }
     if (result == RF_OK) {
         snprintf(msg, sizeof(msg), "lock acquired (fence %s)", fence_s);
@@ -462,6 +466,13 @@ fail_release:
 unlock:
     /* Not started: free the gate for whoever may start instead. */
     rf_lock_release(w->lock, env, service, id, msg, sizeof(msg));
+    if (supersede_active) {
+        result = render_supersede(rs, id, service, env, errstr, errstr_size);
+        if (result == RF_OK)
+            result = rf_errf(RF_ERR_RETRY, errstr, errstr_size,
+                             "superseded the active release; starting this one next");
+        goto out;
+    }
     if (result == RF_ERR_FENCED) {
         rf_log_warn("not started: %s", errstr);
         result = RF_OK;
