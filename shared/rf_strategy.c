@@ -58,6 +58,21 @@ void rf_strategy_canary_replicas(int total, int weight, int *canary, int *stable
     *stable = total - c;
 }
 
+void rf_strategy_canary_replicas_routed(int total, int weight, int *canary, int *stable)
+{
+    if (weight < 0)
+        weight = 0;
+    if (weight > 100)
+        weight = 100;
+    if (total <= 0) {
+        *canary = 0;
+        *stable = 0;
+        return;
+    }
+    *canary = (int)(((long long)total * weight + 99) / 100); /* rounds up, as Argo does */
+    *stable = total;
+}
+
 /* Only the keys in allowed (NULL-terminated) may appear in o. */
 static int strategy_keys_ok(const json_t *o, const char *const *allowed, const char *where,
                             char *errstr, size_t errstr_size)
@@ -234,11 +249,57 @@ static json_t *strategy_metric(const json_t *a, const char *where, char *errstr,
     return m;
 }
 
+/* A Kubernetes object name (RFC 1123 subdomain) that still is one with "-canary" added. */
+static int strategy_object_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0 || n > 253 - 7 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-' ||
+              s[i] == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* canary.trafficRouting: {"nginx": {"stableIngress": NAME}} -> {"stableIngress": NAME}. */
+static json_t *strategy_traffic(const json_t *tr, char *errstr, size_t errstr_size)
+{
+    static const char *const keys[] = {"nginx", NULL};
+    static const char *const nkeys[] = {"stableIngress", NULL};
+    const json_t *nginx = json_object_get(tr, "nginx");
+    const char *name;
+
+    if (!json_is_object(tr) || !strategy_keys_ok(tr, keys, "canary.trafficRouting", errstr,
+                                                 errstr_size)) {
+        if (!json_is_object(tr))
+            rf_errf(RF_ERR_PERM, errstr, errstr_size, "canary.trafficRouting must be an object");
+        return NULL;
+    }
+    if (!json_is_object(nginx)) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "canary.trafficRouting needs 'nginx': an object with 'stableIngress'");
+        return NULL;
+    }
+    if (!strategy_keys_ok(nginx, nkeys, "canary.trafficRouting.nginx", errstr, errstr_size))
+        return NULL;
+    name = json_string_value(json_object_get(nginx, "stableIngress"));
+    if (!strategy_object_name(name)) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "canary.trafficRouting.nginx: 'stableIngress' must name an Ingress (lowercase "
+                "letters, digits, '-' and '.', at most 246 characters)");
+        return NULL;
+    }
+    return json_pack("{s:s}", "stableIngress", name);
+}
+
 static json_t *strategy_canary(const json_t *c, char *errstr, size_t errstr_size)
 {
-    static const char *const keys[] = {"steps", NULL};
+    static const char *const keys[] = {"steps", "trafficRouting", NULL};
     const json_t *steps = json_object_get(c, "steps");
-    json_t *out, *norm, *step;
+    json_t *out, *norm, *step, *nginx = NULL;
     char where[64];
     size_t i;
 
@@ -252,6 +313,11 @@ static json_t *strategy_canary(const json_t *c, char *errstr, size_t errstr_size
         rf_errf(RF_ERR_PERM, errstr, errstr_size, "canary needs 'steps': a list of 1 to %d",
                 STRATEGY_MAX_STEPS);
         return NULL;
+    }
+    if (json_object_get(c, "trafficRouting")) {
+        nginx = strategy_traffic(json_object_get(c, "trafficRouting"), errstr, errstr_size);
+        if (!nginx)
+            return NULL;
     }
     norm = json_array();
     json_array_foreach(steps, i, step) {
@@ -300,9 +366,12 @@ static json_t *strategy_canary(const json_t *c, char *errstr, size_t errstr_size
         }
     }
     out = json_pack("{s:s, s:o}", "kind", "canary", "steps", norm);
+    if (nginx)
+        json_object_set_new(out, "nginx", nginx);
     return out;
 fail:
     json_decref(norm);
+    json_decref(nginx);
     return NULL;
 }
 

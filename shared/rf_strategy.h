@@ -11,7 +11,10 @@
 /* Parses a service's strategy JSON (the shape Argo Rollouts users know, DESIGN.md) and
  * returns it normalized, or NULL with errstr (RF_ERR_PERM) naming what is wrong:
  *   NULL, null, {}                      -> {"kind": "rolling"}
- *   {"canary": {"steps": [...]}}         -> {"kind": "canary", "steps": [...], "nginx"?}
+ *   {"canary": {"steps": [...]}}         -> {"kind": "canary", "steps": [...]}
+ *   {"canary": {"trafficRouting": {"nginx": {"stableIngress": NAME}}, "steps": [...]}}
+ *                                        -> {"kind": "canary", "steps": [...],
+ *                                            "nginx": {"stableIngress": NAME}}
  *   {"blueGreen": {...}}                 -> {"kind": "bluegreen", "autoPromotionSeconds"?,
  *                                            "scaleDownDelaySeconds"}
  * Normalized steps: {"setWeight": N}, {"pause": {}} (until promoted),
@@ -32,5 +35,10 @@ long long rf_strategy_duration_ms(const json_t *v);
  * does: the canary gets the whole number of pods nearest to weight% of total (halves
  * round up), at least one pod for any weight above 0, and the stable one the rest. */
 void rf_strategy_canary_replicas(int total, int weight, int *canary, int *stable);
+
+/* Replica counts for a weight with a traffic router (the weight is the router's), as Argo
+ * Rollouts does without dynamicStableScale: the canary gets weight% of total rounded up,
+ * the stable one stays at total. */
+void rf_strategy_canary_replicas_routed(int total, int weight, int *canary, int *stable);
 
 #endif

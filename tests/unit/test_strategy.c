@@ -27,6 +27,10 @@ static void test_valid_strategies(void **state)
         {"{\"blueGreen\":{\"autoPromotionSeconds\":60}}",
          "{\"kind\":\"bluegreen\",\"scaleDownDelaySeconds\":30,\"autoPromotionSeconds\":60}"},
         {"{\"blueGreen\":{}}", "{\"kind\":\"bluegreen\",\"scaleDownDelaySeconds\":30}"},
+        {"{\"canary\":{\"trafficRouting\":{\"nginx\":{\"stableIngress\":\"web.v1\"}},"
+         "\"steps\":[{\"setWeight\":20}]}}",
+         "{\"kind\":\"canary\",\"steps\":[{\"setWeight\":20}],\"nginx\":{\"stableIngress\":"
+         "\"web.v1\"}}"},
         {"{\"canary\":{\"steps\":[{\"analysis\":{\"provider\":{\"prometheus\":{\"address\":"
          "\"http://p:9090\",\"query\":\"up\"}},\"successCondition\":\"result[0] < 0.01\"}}]}}",
          "{\"kind\":\"canary\",\"steps\":[{\"analysis\":{\"name\":\"prometheus\",\"provider\":"
@@ -82,6 +86,21 @@ static void test_invalid_strategies(void **state)
         {"{\"blueGreen\":{\"autoPromotionSeconds\":-1}}", "'autoPromotionSeconds' must be"},
         {"{\"blueGreen\":{\"previewService\":\"x\"}}", "blueGreen: unknown key 'previewService'"},
         {"{\"canary\":{\"steps\":[{\"setWeight\":1}]},\"blueGreen\":{}}", "one of 'canary' or"},
+        {"{\"canary\":{\"trafficRouting\":[],\"steps\":[{\"setWeight\":1}]}}",
+         "canary.trafficRouting must be an object"},
+        {"{\"canary\":{\"trafficRouting\":{\"istio\":{}},\"steps\":[{\"setWeight\":1}]}}",
+         "canary.trafficRouting: unknown key 'istio'"},
+        {"{\"canary\":{\"trafficRouting\":{},\"steps\":[{\"setWeight\":1}]}}",
+         "canary.trafficRouting needs 'nginx'"},
+        {"{\"canary\":{\"trafficRouting\":{\"nginx\":{}},\"steps\":[{\"setWeight\":1}]}}",
+         "'stableIngress' must name an Ingress"},
+        {"{\"canary\":{\"trafficRouting\":{\"nginx\":{\"stableIngress\":\"Web\"}},"
+         "\"steps\":[{\"setWeight\":1}]}}", "'stableIngress' must name an Ingress"},
+        {"{\"canary\":{\"trafficRouting\":{\"nginx\":{\"stableIngress\":\"web\","
+         "\"annotationPrefix\":\"x\"}},\"steps\":[{\"setWeight\":1}]}}",
+         "canary.trafficRouting.nginx: unknown key 'annotationPrefix'"},
+        {"{\"canary\":{\"trafficRouting\":{\"nginx\":{\"stableIngress\":\"web\"}},"
+         "\"steps\":[{\"setWeight\":101}]}}", "canary step 1: setWeight must be 0..100"},
     };
     char errstr[512];
 
@@ -110,6 +129,27 @@ static void test_canary_replicas(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int c = -1, s = -1;
         rf_strategy_canary_replicas(cases[i].total, cases[i].weight, &c, &s);
+        if (c != cases[i].canary || s != cases[i].stable)
+            fail_msg("case %zu: %d at %d%% -> %d + %d, want %d + %d", i, cases[i].total,
+                     cases[i].weight, c, s, cases[i].canary, cases[i].stable);
+    }
+}
+
+static void test_canary_replicas_routed(void **state)
+{
+    /* Argo Rollouts' trafficWeightToReplicas rounds up; the stable one stays whole. */
+    static const struct {
+        int total, weight, canary, stable;
+    } cases[] = {
+        {5, 20, 1, 5},  {5, 60, 3, 5},  {5, 100, 5, 5}, {5, 0, 0, 5},  {5, 1, 1, 5},
+        {10, 41, 5, 10}, {10, 45, 5, 10}, {4, 10, 1, 4}, {0, 50, 0, 0}, {5, 150, 5, 5},
+        {5, -3, 0, 5},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int c = -1, s = -1;
+        rf_strategy_canary_replicas_routed(cases[i].total, cases[i].weight, &c, &s);
         if (c != cases[i].canary || s != cases[i].stable)
             fail_msg("case %zu: %d at %d%% -> %d + %d, want %d + %d", i, cases[i].total,
                      cases[i].weight, c, s, cases[i].canary, cases[i].stable);
@@ -169,7 +209,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_strategies), cmocka_unit_test(test_invalid_strategies),
-        cmocka_unit_test(test_canary_replicas),  cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_canary_replicas),  cmocka_unit_test(test_canary_replicas_routed),
+        cmocka_unit_test(test_durations),
         cmocka_unit_test(test_conditions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
