@@ -705,12 +705,12 @@ static void applies_record(ks_api_t *api, const char *op, const char *manager, c
         if (ks_jstr(ct, "image"))
             json_array_append_new(images, json_string(ks_jstr(ct, "image")));
     }
-    rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "time", ts, "namespace",
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "time", ts, "namespace",
                     ks_jstr(o, "metadata.namespace") ?: "", "name",
                     ks_jstr(o, "metadata.name") ?: "", "fieldManager", manager, "operation", op,
-                    "images", images, "generation",
-                    (json_int_t)ks_jint(o, "metadata.generation", 0), "resourceVersion",
-                    ks_jstr(o, "metadata.resourceVersion") ?: "");
+                    "images", images, "replicas", (json_int_t)ks_jint(o, "spec.replicas", 1),
+                    "generation", (json_int_t)ks_jint(o, "metadata.generation", 0),
+                    "resourceVersion", ks_jstr(o, "metadata.resourceVersion") ?: "");
     /* Who wrote it, as Relfleet marks its objects: the overlap checks read these. */
     if (fence)
         json_object_set_new(rec, "fence", json_string(fence));
