@@ -297,6 +297,13 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
         result = gray_prepare(kube, strategy, json_object_get(b, "manifests"), ns,
                               atoll(PQgetvalue(res, 0, 3)), &to_apply, &gray, notes, errstr,
                               errstr_size);
+    if (result == RF_ERR_PERM) { /* a stable ingress missing or without the service's path */
+        char reason[1100];
+        snprintf(reason, sizeof(reason), "%s", errstr);
+        result = rf_worker_end_release(w, id, service, env, fence, "failed", reason, NULL, errstr,
+                                       errstr_size);
+        goto out;
+    }
     if (result != RF_OK)
         goto out;
     if (gray)

@@ -98,6 +98,105 @@ static rf_err_t gray_select(rf_kube_t *kube, const char *ns, const char *svc, co
     return result;
 }
 
+/* Sends weight% of the traffic to the canary: the canary-weight annotation of the canary
+ * Ingress (ingress-nginx reads it). */
+static rf_err_t gray_route(rf_kube_t *kube, const char *ns, const char *ingress, json_int_t weight,
+                           char *errstr, size_t errstr_size)
+{
+    char path[600], value[24];
+    json_t *patch;
+    rf_err_t result;
+
+    snprintf(value, sizeof(value), "%lld", (long long)weight);
+    patch = json_pack("{s:{s:{s:s}}}", "metadata", "annotations", GRAY_NGINX_WEIGHT, value);
+    snprintf(path, sizeof(path), "/apis/networking.k8s.io/v1/namespaces/%s/ingresses/%s", ns,
+             ingress);
+    result = rf_kube_merge_patch(kube, path, patch, NULL, errstr, errstr_size);
+    json_decref(patch);
+    return result;
+}
+
+/* The canary Ingress of a stable one, as Argo Rollouts makes it: the paths whose backend is
+ * service svc, sent to csvc instead, with ingress-nginx's canary annotations (weight 0) and
+ * the stable one's ingress class; NULL (RF_ERR_PERM) when no path uses svc. */
+static json_t *gray_canary_ingress(const json_t *stable, const char *name, const char *ns,
+                                   const char *svc, const char *csvc, char *errstr,
+                                   size_t errstr_size)
+{
+    const json_t *smeta = json_object_get(stable, "metadata");
+    const json_t *sspec = json_object_get(stable, "spec");
+    const char *cls = gstr(json_object_get(smeta, "annotations"), "kubernetes.io/ingress.class");
+    json_t *rules = json_array(), *rule, *p, *ci, *ann;
+    size_t i, k;
+
+    json_array_foreach(json_object_get(sspec, "rules"), i, rule) {
+        json_t *paths = json_array(), *r;
+        json_array_foreach(json_object_get(json_object_get(rule, "http"), "paths"), k, p) {
+            json_t *copy;
+            if (strcmp(gstr(json_object_get(json_object_get(p, "backend"), "service"), "name"),
+                       svc) != 0)
+                continue;
+            copy = json_deep_copy(p);
+            json_object_set_new(json_object_get(json_object_get(copy, "backend"), "service"),
+                                "name", json_string(csvc));
+            json_array_append_new(paths, copy);
+        }
+        if (json_array_size(paths) == 0) {
+            json_decref(paths);
+            continue;
+        }
+        r = json_pack("{s:{s:o}}", "http", "paths", paths);
+        if (json_object_get(rule, "host"))
+            json_object_set(r, "host", json_object_get(rule, "host"));
+        json_array_append_new(rules, r);
+    }
+    if (json_array_size(rules) == 0) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "canary: ingress '%s' has no path with a backend of service '%s'",
+                gstr(smeta, "name"), svc);
+        json_decref(rules);
+        return NULL;
+    }
+    ci = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}, s:{s:s, s:s}}, s:{s:o}}", "apiVersion",
+                   "networking.k8s.io/v1", "kind", "Ingress", "metadata", "name", name,
+                   "namespace", ns, "labels", GRAY_TRACK_LABEL, "canary", "annotations",
+                   GRAY_NGINX_CANARY, "true", GRAY_NGINX_WEIGHT, "0", "spec", "rules", rules);
+    ann = json_object_get(json_object_get(ci, "metadata"), "annotations");
+    if (*cls)
+        json_object_set_new(ann, "kubernetes.io/ingress.class", json_string(cls));
+    if (json_object_get(sspec, "ingressClassName"))
+        json_object_set(json_object_get(ci, "spec"), "ingressClassName",
+                        json_object_get(sspec, "ingressClassName"));
+    return ci;
+}
+
+/* The stable Ingress named name: the template's own, else the one in the cluster. */
+static json_t *gray_stable_ingress(rf_kube_t *kube, const json_t *manifests, const char *ns,
+                                   const char *name, rf_err_t *err, char *errstr,
+                                   size_t errstr_size)
+{
+    char path[600];
+    json_t *m, *live = NULL;
+    size_t i;
+
+    json_array_foreach(manifests, i, m) {
+        if (strcmp(gstr(m, "kind"), "Ingress") == 0 &&
+            strcmp(gstr(json_object_get(m, "metadata"), "name"), name) == 0) {
+            *err = RF_OK;
+            return json_incref(m);
+        }
+    }
+    snprintf(path, sizeof(path), "/apis/networking.k8s.io/v1/namespaces/%s/ingresses/%s", ns,
+             name);
+    *err = rf_kube_get(kube, path, &live, errstr, errstr_size);
+    if (*err == RF_ERR_NOTFOUND)
+        *err = rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                       "canary: stable ingress '%s' not found in namespace '%s' (nor in the "
+                       "template)",
+                       name, ns);
+    return live;
+}
+
 static json_t *gray_get_deploy(rf_kube_t *kube, const char *ns, const char *name, rf_err_t *err,
                                char *errstr, size_t errstr_size)
 {
@@ -109,9 +208,10 @@ static json_t *gray_get_deploy(rf_kube_t *kube, const char *ns, const char *name
     return live;
 }
 
-/* Scales a leftover canary or preview of an earlier release to zero. */
-static rf_err_t gray_cleanup(rf_kube_t *kube, const char *ns, const char *name, json_t *notes,
-                             char *errstr, size_t errstr_size)
+/* Scales a leftover canary or preview of an earlier release to zero; the canary Ingress
+ * ingress (NULL: none) first goes back to weight 0, when it exists. */
+static rf_err_t gray_cleanup(rf_kube_t *kube, const char *ns, const char *name,
+                             const char *ingress, json_t *notes, char *errstr, size_t errstr_size)
 {
     rf_err_t result;
     json_t *live = gray_get_deploy(kube, ns, name, &result, errstr, errstr_size);
@@ -122,6 +222,20 @@ static rf_err_t gray_cleanup(rf_kube_t *kube, const char *ns, const char *name, 
     if (result != RF_OK)
         return result;
     if (gint(json_object_get(live, "spec"), "replicas") > 0) {
+        if (ingress) {
+            result = gray_route(kube, ns, ingress, 0, errstr, errstr_size);
+            if (result == RF_ERR_NOTFOUND)
+                result = RF_OK;
+            snprintf(msg, sizeof(msg), "canary ingress %s back to weight 0, left by an earlier "
+                                       "gray release",
+                     ingress);
+            if (result == RF_OK)
+                json_array_append_new(notes, json_string(msg));
+            if (result != RF_OK) {
+                json_decref(live);
+                return result;
+            }
+        }
         result = gray_scale(kube, ns, name, 0, NULL, errstr, errstr_size);
         snprintf(msg, sizeof(msg), "scaled down %s, left running by an earlier gray release",
                  name);
@@ -132,6 +246,50 @@ static rf_err_t gray_cleanup(rf_kube_t *kube, const char *ns, const char *name, 
     return result;
 }
 
+/* Canary with ingress-nginx: the Service svc selects the stable pods only, <svc>-canary
+ * the canary ones, and the canary Ingress <stableIngress>-canary (weight 0) sends them
+ * traffic; appended to out, named in gray. */
+static rf_err_t gray_prepare_nginx(rf_kube_t *kube, const json_t *nginx, const json_t *manifests,
+                                   const json_t *svc, const char *ns, json_t *gray, json_t *out,
+                                   char *errstr, size_t errstr_size)
+{
+    const char *sname = gstr(json_object_get(svc, "metadata"), "name");
+    const char *iname = gstr(nginx, "stableIngress");
+    json_t *active = json_deep_copy(svc), *canary = json_deep_copy(svc);
+    json_t *stable_ing, *canary_ing = NULL;
+    char cname[300], ciname[300];
+    rf_err_t result;
+
+    snprintf(cname, sizeof(cname), "%s-canary", sname);
+    snprintf(ciname, sizeof(ciname), "%s-canary", iname);
+    stable_ing = gray_stable_ingress(kube, manifests, ns, iname, &result, errstr, errstr_size);
+    if (result == RF_OK)
+        canary_ing = gray_canary_ingress(stable_ing, ciname, ns, sname, cname, errstr,
+                                         errstr_size);
+    if (result == RF_OK && !canary_ing)
+        result = RF_ERR_PERM;
+    if (result != RF_OK)
+        goto out;
+    gray_set_label(json_object_get(active, "spec"), "selector", NULL, NULL, "stable");
+    json_object_set_new(json_object_get(canary, "metadata"), "name", json_string(cname));
+    json_object_del(json_object_get(canary, "spec"), "clusterIP");
+    json_object_del(json_object_get(canary, "spec"), "clusterIPs");
+    gray_set_label(json_object_get(canary, "spec"), "selector", NULL, NULL, "canary");
+    json_array_append(out, active);
+    json_array_append(out, canary);
+    json_array_append(out, canary_ing);
+    json_object_set_new(gray, "service", json_string(sname));
+    json_object_set_new(gray, "canary_service", json_string(cname));
+    json_object_set_new(gray, "canary_ingress", json_string(ciname));
+    json_object_set_new(gray, "routed", json_integer(0));
+out:
+    json_decref(active);
+    json_decref(canary);
+    json_decref(stable_ing);
+    json_decref(canary_ing);
+    return result;
+}
+
 rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *manifests,
                       const char *ns, long long timeout_s, json_t **to_apply, json_t **gray,
                       json_t *notes, char *errstr, size_t errstr_size)
@@ -139,8 +297,9 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
     const char *kind = gstr(strategy, "kind");
     json_t *d = gray_find(manifests, "Deployment");
     json_t *svc = gray_find(manifests, "Service");
+    const json_t *nginx = json_object_get(strategy, "nginx");
     json_t *stable = NULL, *live = NULL, *out = NULL, *m;
-    char name[300], msg[700];
+    char name[300], msg[700], ingress[300];
     const char *dname, *dns, *live_track;
     json_int_t replicas;
     rf_err_t result;
@@ -161,10 +320,11 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
                    : 1;
     /* What a superseded or crashed gray release left behind goes first. */
     snprintf(name, sizeof(name), "%s-canary", dname);
-    result = gray_cleanup(kube, dns, name, notes, errstr, errstr_size);
+    snprintf(ingress, sizeof(ingress), "%s-canary", gstr(nginx, "stableIngress"));
+    result = gray_cleanup(kube, dns, name, nginx ? ingress : NULL, notes, errstr, errstr_size);
     snprintf(name, sizeof(name), "%s-preview", dname);
     if (result == RF_OK)
-        result = gray_cleanup(kube, dns, name, notes, errstr, errstr_size);
+        result = gray_cleanup(kube, dns, name, NULL, notes, errstr, errstr_size);
     if (result != RF_OK)
         return result;
     if (strcmp(kind, "canary") != 0 && strcmp(kind, "bluegreen") != 0) {
@@ -182,7 +342,7 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
                           GRAY_TRACK_LABEL);
     }
     if (result == RF_ERR_NOTFOUND || strcmp(live_track, "stable") != 0 ||
-        (strcmp(kind, "bluegreen") == 0 && !svc)) {
+        ((strcmp(kind, "bluegreen") == 0 || nginx) && !svc)) {
         /* No stable version to compare with: this release rolls out as usual and labels
          * its pods, and the next one goes by the strategy. */
         snprintf(msg, sizeof(msg),
@@ -192,6 +352,9 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
         if (strcmp(kind, "bluegreen") == 0 && !svc)
             snprintf(msg, sizeof(msg), "bluegreen needs a Service in the template: rolling out "
                                        "directly");
+        else if (nginx && !svc && result != RF_ERR_NOTFOUND && strcmp(live_track, "stable") == 0)
+            snprintf(msg, sizeof(msg), "canary with trafficRouting needs a Service in the "
+                                       "template: rolling out directly");
         json_array_append_new(notes, json_string(msg));
         out = json_array();
         json_array_foreach(manifests, i, m)
@@ -221,8 +384,16 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
         json_array_foreach(manifests, i, m) {
             if (m == d)
                 json_array_append_new(out, gray_variant(d, name, "canary", 0));
+            else if (m == svc && nginx)
+                continue; /* below */
             else
                 json_array_append(out, m);
+        }
+        if (nginx) {
+            result = gray_prepare_nginx(kube, nginx, manifests, svc, dns, *gray, out, errstr,
+                                        errstr_size);
+            if (result != RF_OK)
+                goto out;
         }
     } else {
         const char *sname = gstr(json_object_get(svc, "metadata"), "name");
@@ -435,15 +606,29 @@ static gray_outcome_t gray_enter_step(gray_ctx_t *g, json_t *ng, int drop)
         return gray_promote_full(g, ng, "all steps passed", drop);
     if (json_object_get(step, "setWeight")) {
         int weight = (int)gint(step, "setWeight"), canary, stable;
+        const char *ingress = gstr(ng, "canary_ingress");
         json_int_t gen = 0;
-        rf_err_t result;
-        rf_strategy_canary_replicas((int)gint(ng, "replicas"), weight, &canary, &stable);
+        rf_err_t result = RF_OK;
+        if (*ingress)
+            rf_strategy_canary_replicas_routed((int)gint(ng, "replicas"), weight, &canary,
+                                               &stable);
+        else
+            rf_strategy_canary_replicas((int)gint(ng, "replicas"), weight, &canary, &stable);
         if (!gray_still_ours(g)) {
             json_decref(ng);
             return GRAY_LOST;
         }
-        result = gray_scale(g->kube, gstr(ng, "namespace"), gstr(ng, "canary"), canary, &gen,
-                            errstr, sizeof(errstr));
+        /* With a router, less weight goes before fewer pods; more weight waits for them
+         * (gray_rolled_out). */
+        if (*ingress && weight < gint(ng, "routed")) {
+            result = gray_route(g->kube, gstr(ng, "namespace"), ingress, weight, errstr,
+                                sizeof(errstr));
+            if (result == RF_OK)
+                json_object_set_new(ng, "routed", json_integer(weight));
+        }
+        if (result == RF_OK)
+            result = gray_scale(g->kube, gstr(ng, "namespace"), gstr(ng, "canary"), canary, &gen,
+                                errstr, sizeof(errstr));
         if (result == RF_OK)
             result = gray_scale(g->kube, gstr(ng, "namespace"), gstr(ng, "stable"), stable, NULL,
                                 errstr, sizeof(errstr));
@@ -456,8 +641,15 @@ static gray_outcome_t gray_enter_step(gray_ctx_t *g, json_t *ng, int drop)
         json_object_set_new(ng, "weight", json_integer(weight));
         json_object_set_new(ng, "follow", json_pack("[{s:s, s:I}]", "name", gstr(ng, "canary"),
                                                     "generation", gen));
-        snprintf(msg, sizeof(msg), "step %zu/%zu: setWeight %d: %s %d replicas, %s %d", i + 1, n,
-                 weight, gstr(ng, "canary"), canary, gstr(ng, "stable"), stable);
+        if (*ingress)
+            snprintf(msg, sizeof(msg),
+                     "step %zu/%zu: setWeight %d: %s %d replicas, %s %d; ingress %s gets weight "
+                     "%d once the canary pods are available",
+                     i + 1, n, weight, gstr(ng, "canary"), canary, gstr(ng, "stable"), stable,
+                     ingress, weight);
+        else
+            snprintf(msg, sizeof(msg), "step %zu/%zu: setWeight %d: %s %d replicas, %s %d", i + 1,
+                     n, weight, gstr(ng, "canary"), canary, gstr(ng, "stable"), stable);
         return gray_save(g, ng, "progressing", "step", msg,
                          json_pack("{s:I, s:i, s:i, s:i}", "step", (json_int_t)i + 1, "weight",
                                    weight, "canary", canary, "stable", stable),
@@ -646,7 +838,8 @@ static gray_outcome_t gray_command(gray_ctx_t *g, const json_t *command)
     }
     snprintf(why, sizeof(why), "promote%s by %s", full ? " --full" : "",
              gstr(command, "operator"));
-    if (strcmp(state, "promoting") == 0 || strcmp(state, "start") == 0 ||
+    if (strcmp(state, "promoting") == 0 || strcmp(state, "finishing") == 0 ||
+        strcmp(state, "start") == 0 ||
         (!canary && strcmp(state, "switched") == 0 && !full)) {
         snprintf(msg, sizeof(msg), "%s changes nothing now (%s)", why, state);
         return gray_save(g, ng, NULL, "promote", msg, NULL, 1, gint(g->t, "deadline_ms"));
@@ -677,6 +870,84 @@ static gray_outcome_t gray_command(gray_ctx_t *g, const json_t *command)
     }
 }
 
+/* Records that a Kubernetes write of the current state failed, so that gray_tick tries it
+ * again: no watch event would bring the release back otherwise. */
+static gray_outcome_t gray_retry_later(gray_ctx_t *g, const char *state, const char *what)
+{
+    json_t *ng = json_deep_copy(gray_state(g));
+    char msg[1200];
+
+    if (strcmp(gstr(ng, "state"), state) == 0) {
+        json_decref(ng);
+        return GRAY_GOING;
+    }
+    json_object_set_new(ng, "state", json_string(state));
+    snprintf(msg, sizeof(msg), "%s: tried again shortly", what);
+    return gray_save(g, ng, NULL, "step", msg, NULL, 0, gint(g->t, "deadline_ms"));
+}
+
+/* Canary: the pods of a setWeight step are available; with a router the canary Ingress
+ * now gets the step's weight; then the next step. */
+static gray_outcome_t gray_weighted(gray_ctx_t *g)
+{
+    json_t *ng = json_deep_copy(gray_state(g));
+    const char *ingress = gstr(ng, "canary_ingress");
+    char errstr[1024], what[1400];
+
+    if (*ingress) {
+        if (!gray_still_ours(g)) {
+            json_decref(ng);
+            return GRAY_LOST;
+        }
+        if (gray_route(g->kube, gstr(ng, "namespace"), ingress, gint(ng, "weight"), errstr,
+                       sizeof(errstr)) != RF_OK) {
+            snprintf(what, sizeof(what), "cannot set weight %lld on ingress %s: %s",
+                     (long long)gint(ng, "weight"), ingress, errstr);
+            rf_log_warn("%s", what);
+            json_decref(ng);
+            return gray_retry_later(g, "routing", what);
+        }
+        json_object_set_new(ng, "routed", json_integer(gint(ng, "weight")));
+    }
+    json_object_set_new(ng, "step", json_integer(gint(ng, "step") + 1));
+    return gray_enter_step(g, ng, 0);
+}
+
+/* The stable Deployment runs the new version: the traffic and the Service go back to it,
+ * the canary or preview to zero, and the release succeeds. */
+static gray_outcome_t gray_finish(gray_ctx_t *g)
+{
+    json_t *gs = gray_state(g);
+    const char *ns = gstr(gs, "namespace"), *ingress = gstr(gs, "canary_ingress");
+    char errstr[1024], what[1400];
+    rf_err_t result = RF_OK;
+
+    if (!gray_still_ours(g))
+        return GRAY_LOST;
+    if (strcmp(gstr(gs, "kind"), "canary") != 0) {
+        result = gray_select(g->kube, ns, gstr(gs, "service"), "stable", errstr, sizeof(errstr));
+        if (result != RF_OK)
+            snprintf(what, sizeof(what), "cannot switch service %s back to the stable "
+                                         "deployment: %s",
+                     gstr(gs, "service"), errstr);
+    } else if (*ingress) {
+        result = gray_route(g->kube, ns, ingress, 0, errstr, sizeof(errstr));
+        if (result != RF_OK)
+            snprintf(what, sizeof(what), "cannot set weight 0 on ingress %s: %s", ingress,
+                     errstr);
+    }
+    if (result == RF_OK) {
+        result = gray_scale(g->kube, ns, gstr(gs, "canary"), 0, NULL, errstr, sizeof(errstr));
+        if (result != RF_OK)
+            snprintf(what, sizeof(what), "cannot scale %s down: %s", gstr(gs, "canary"), errstr);
+    }
+    if (result != RF_OK) {
+        rf_log_warn("%s", what);
+        return gray_retry_later(g, "finishing", what);
+    }
+    return GRAY_SUCCEEDED;
+}
+
 gray_outcome_t gray_tick(gray_ctx_t *g, const json_t *command)
 {
     json_t *gs = gray_state(g);
@@ -688,6 +959,10 @@ gray_outcome_t gray_tick(gray_ctx_t *g, const json_t *command)
         return gray_command(g, command);
     if (strcmp(state, "start") == 0)
         return gray_start(g);
+    if (strcmp(state, "routing") == 0)
+        return gray_weighted(g);
+    if (strcmp(state, "finishing") == 0)
+        return gray_finish(g);
     if (strcmp(state, "paused") == 0 && gint(gs, "pause_until_ms") > 0 &&
         g->now_ms >= gint(gs, "pause_until_ms")) {
         json_t *ng = json_deep_copy(gs);
@@ -708,13 +983,10 @@ gray_outcome_t gray_rolled_out(gray_ctx_t *g)
 {
     json_t *gs = gray_state(g);
     const char *state = gstr(gs, "state");
-    char errstr[1024], msg[1200];
+    char msg[1200];
 
-    if (strcmp(state, "rollout") == 0) {
-        json_t *ng = json_deep_copy(gs);
-        json_object_set_new(ng, "step", json_integer(gint(ng, "step") + 1));
-        return gray_enter_step(g, ng, 0);
-    }
+    if (strcmp(state, "rollout") == 0)
+        return gray_weighted(g);
     if (strcmp(state, "preview") == 0) {
         json_t *ng = json_deep_copy(gs);
         json_int_t autop = json_is_integer(json_object_get(ng, "autoPromotionSeconds"))
@@ -735,20 +1007,7 @@ gray_outcome_t gray_rolled_out(gray_ctx_t *g)
     }
     if (strcmp(state, "promoting") != 0)
         return GRAY_GOING;
-    if (!gray_still_ours(g))
-        return GRAY_LOST;
-    if (strcmp(gstr(gs, "kind"), "canary") != 0 &&
-        gray_select(g->kube, gstr(gs, "namespace"), gstr(gs, "service"), "stable", errstr,
-                    sizeof(errstr)) != RF_OK) {
-        rf_log_warn("cannot switch service back to the stable deployment: %s", errstr);
-        return GRAY_GOING;
-    }
-    if (gray_scale(g->kube, gstr(gs, "namespace"), gstr(gs, "canary"), 0, NULL, errstr,
-                   sizeof(errstr)) != RF_OK) {
-        rf_log_warn("cannot scale %s down: %s", gstr(gs, "canary"), errstr);
-        return GRAY_GOING;
-    }
-    return GRAY_SUCCEEDED;
+    return gray_finish(g);
 }
 
 rf_err_t gray_undo(gray_ctx_t *g, char *errstr, size_t errstr_size)
@@ -758,8 +1017,11 @@ rf_err_t gray_undo(gray_ctx_t *g, char *errstr, size_t errstr_size)
     rf_err_t result = RF_OK;
 
     if (strcmp(gstr(gs, "kind"), "canary") == 0) {
-        result = gray_scale(g->kube, ns, gstr(gs, "stable"), gint(gs, "replicas"), NULL, errstr,
-                            errstr_size);
+        if (*gstr(gs, "canary_ingress"))
+            result = gray_route(g->kube, ns, gstr(gs, "canary_ingress"), 0, errstr, errstr_size);
+        if (result == RF_OK)
+            result = gray_scale(g->kube, ns, gstr(gs, "stable"), gint(gs, "replicas"), NULL,
+                                errstr, errstr_size);
         if (result == RF_OK)
             result = gray_scale(g->kube, ns, gstr(gs, "canary"), 0, NULL, errstr, errstr_size);
         return result;

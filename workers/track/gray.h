@@ -10,6 +10,10 @@
 /* Pod label that tells the versions apart: stable, canary, preview. */
 #define GRAY_TRACK_LABEL "relfleet.io/track"
 
+/* ingress-nginx's canary annotations (canary.trafficRouting.nginx). */
+#define GRAY_NGINX_CANARY "nginx.ingress.kubernetes.io/canary"
+#define GRAY_NGINX_WEIGHT "nginx.ingress.kubernetes.io/canary-weight"
+
 /* One release being driven. t is the track stage's entry of the release: fence,
  * deadline_ms, and gray, the step state that lives in releases.track -> 'gray':
  * kind, steps, step, weight, state, pause_until_ms, analysis counters, follow (the
