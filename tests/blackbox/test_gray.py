@@ -264,3 +264,170 @@ def test_bluegreen_preview_promote_and_abort(harness):
     assert get(h, "service", svc, ns)["spec"]["selector"]["relfleet.io/track"] == "stable"
     assert deploy_state(h, f"{svc}-preview", ns)[0] == 0
     wait_deploy(h, svc, ns, 3, f"{svc}:1.1.0")
+
+
+def apply_stable_ingress(h, svc, ns, tmp_path, name):
+    """The Ingress in front of the service, as an operator keeps it: a path to the service
+    and one to another service that the canary Ingress must leave alone."""
+    ing = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": name, "namespace": ns,
+                        "annotations": {"kubernetes.io/ingress.class": "nginx"}},
+           "spec": {"rules": [{"host": f"{svc}.example", "http": {"paths": [
+               {"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": svc, "port": {"number": 80}}}},
+               {"path": "/docs", "pathType": "Prefix",
+                "backend": {"service": {"name": "docs", "port": {"number": 80}}}}]}}]}}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(ing))
+    kubectl(h, "apply", "-f", str(path))
+
+
+def canary_weight(h, name, ns):
+    ann = get(h, "ingress", name, ns)["metadata"].get("annotations", {})
+    assert ann.get("nginx.ingress.kubernetes.io/canary") == "true", ann
+    return ann.get("nginx.ingress.kubernetes.io/canary-weight")
+
+
+def test_canary_nginx_weights_the_canary_ingress(harness, tmp_path):
+    h = harness
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}},
+             {"setWeight": 100}, {"pause": {}}]
+    svc = setup_service(h, versions=("1.0.0", "1.1.0", "1.2.0"), replicas=5)
+    ns = h.relctl_json("service", "show", svc, "--env", "prod")["namespace"]
+    ing = f"{svc}-web"
+    strategy = {"canary": {"trafficRouting": {"nginx": {"stableIngress": ing}}, "steps": steps}}
+    h.relctl("service", "set", svc, "--env", "prod", f"strategy={json.dumps(strategy)}")
+    first = deploy(h, svc, "1.0.0")
+    rec = wait_status(h, first, "succeeded", timeout=90)
+    assert any("rolls out directly" in e["message"] for e in rec["timeline"]), rec["timeline"]
+    apply_stable_ingress(h, svc, ns, tmp_path, ing)
+    rid = deploy(h, svc, "1.1.0")
+    # 20%: the canary Ingress carries the weight; the canary gets ceil(20% of 5) = 1 pod and
+    # the stable Deployment keeps all 5 (Argo Rollouts with a traffic router).
+    wait_progress(h, rid, "paused", step=2, steps=6, weight=20)
+    assert canary_weight(h, f"{ing}-canary", ns) == "20"
+    wait_deploy(h, f"{svc}-canary", ns, 1, f"{svc}:1.1.0")
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.0.0")
+    canary_ing = get(h, "ingress", f"{ing}-canary", ns)
+    assert canary_ing["metadata"]["annotations"]["kubernetes.io/ingress.class"] == "nginx"
+    paths = [p for r in canary_ing["spec"]["rules"] for p in r["http"]["paths"]]
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == \
+        [("/", f"{svc}-canary")], paths
+    assert canary_ing["spec"]["rules"][0]["host"] == f"{svc}.example"
+    assert get(h, "service", svc, ns)["spec"]["selector"]["relfleet.io/track"] == "stable"
+    assert get(h, "service", f"{svc}-canary", ns)["spec"]["selector"]["relfleet.io/track"] == \
+        "canary"
+    stable_ing = get(h, "ingress", ing, ns)  # the operator's Ingress is left as it was
+    assert "nginx.ingress.kubernetes.io/canary" not in stable_ing["metadata"]["annotations"]
+    h.relctl("promote", rid)
+    # 60%: 3 canary pods before the weight moves; the stable Deployment still whole.
+    wait_progress(h, rid, "paused", step=4, weight=60)
+    assert canary_weight(h, f"{ing}-canary", ns) == "60"
+    wait_deploy(h, f"{svc}-canary", ns, 3, f"{svc}:1.1.0")
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.0.0")
+    h.relctl("promote", rid)
+    wait_progress(h, rid, "paused", step=6, weight=100)
+    assert canary_weight(h, f"{ing}-canary", ns) == "100"
+    wait_deploy(h, f"{svc}-canary", ns, 5, f"{svc}:1.1.0")
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.0.0")
+    # The weight reached each step only once the canary pods were there.
+    rec = record(h, rid)
+    steps_seen = [e for e in rec["timeline"] if e["event"] == "step" and e.get("data")]
+    assert [e["data"]["canary"] for e in steps_seen] == [1, 3, 5], steps_seen
+    h.relctl("promote", rid)
+    # Full promotion: the stable Deployment rolls the new version, then the weight goes back
+    # to 0 and the canary to 0 pods.
+    rec = wait_status(h, rid, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded", rec
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
+    assert canary_weight(h, f"{ing}-canary", ns) == "0"
+    assert deploy_state(h, f"{svc}-canary", ns)[0] == 0
+    # Abort: the weight goes to 0 and the canary to 0 pods; the stable one untouched.
+    rid = deploy(h, svc, "1.2.0")
+    wait_progress(h, rid, "paused", step=2, weight=20)
+    assert canary_weight(h, f"{ing}-canary", ns) == "20"
+    wait_deploy(h, f"{svc}-canary", ns, 1, f"{svc}:1.2.0")
+    h.relctl("abort", rid)
+    rec = wait_status(h, rid, TERMINAL, timeout=60)
+    assert rec["status"] == "failed" and rec["error"].startswith("aborted by "), rec
+    assert canary_weight(h, f"{ing}-canary", ns) == "0"
+    assert deploy_state(h, f"{svc}-canary", ns)[0] == 0
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
+
+
+def test_canary_nginx_without_its_stable_ingress_fails_the_release(harness):
+    h = harness
+    strategy = {"canary": {"trafficRouting": {"nginx": {"stableIngress": "nowhere"}},
+                           "steps": [{"setWeight": 50}]}}
+    svc, ns = setup_gray(h, strategy, replicas=2)
+    rid = deploy(h, svc, "1.1.0")
+    rec = wait_status(h, rid, TERMINAL, timeout=60)
+    assert rec["status"] == "failed", rec
+    assert "stable ingress 'nowhere' not found" in rec["error"], rec["error"]
+    wait_deploy(h, svc, ns, 2, f"{svc}:1.0.0")
+
+
+def test_supersede_during_canary_restores_stable_before_the_new_rollout(harness):
+    h = harness
+    steps = [{"setWeight": 40}, {"pause": {}}]
+    svc, ns = setup_gray(h, {"canary": {"steps": steps}}, versions=("1.0.0", "1.1.0", "1.2.0"),
+                         policy="supersede")
+    old = deploy(h, svc, "1.1.0")
+    wait_progress(h, old, "paused", weight=40)
+    wait_deploy(h, f"{svc}-canary", ns, 2, f"{svc}:1.1.0")
+    wait_deploy(h, svc, ns, 3, f"{svc}:1.0.0")
+    new = deploy(h, svc, "1.2.0")
+    rec = wait_status(h, old, TERMINAL, timeout=60)
+    assert rec["status"] == "superseded" and new in rec["error"], rec
+    wait_progress(h, new, "paused", weight=40)
+    # Before the new canary was applied, the old one went to 0 and the stable one to 5.
+    applies = json.loads(kubectl(h, "get", "--raw", "/kubesim/applies"))
+    writes = [(a["name"], a["replicas"], a["images"], a.get("release")) for a in applies
+              if a["namespace"] == ns]
+    old_up = writes.index((f"{svc}-canary", 2, [f"{svc}:1.1.0"], old))
+    new_canary = writes.index((f"{svc}-canary", 0, [f"{svc}:1.2.0"], new))
+    between = writes[old_up + 1:new_canary]
+    assert (f"{svc}-canary", 0, [f"{svc}:1.1.0"], old) in between, writes
+    assert (svc, 5, [f"{svc}:1.0.0"], first_release(h, svc)) in between, writes
+    notes = [e["message"] for e in record(h, new)["timeline"] if e["event"] == "gray"]
+    assert any(f"scaled down {svc}-canary" in m for m in notes), notes
+    assert any(f"scaled stable deployment {svc} back to 5" in m for m in notes), notes
+    wait_deploy(h, f"{svc}-canary", ns, 2, f"{svc}:1.2.0")
+    wait_deploy(h, svc, ns, 3, f"{svc}:1.0.0")
+    h.relctl("promote", new)
+    rec = wait_status(h, new, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded", rec
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.2.0")
+    assert deploy_state(h, f"{svc}-canary", ns)[0] == 0
+
+
+def first_release(h, svc):
+    """The id of the service's oldest release (the one that rolled out directly)."""
+    rows = h.psql(f"SELECT id FROM releases WHERE service = '{svc}' ORDER BY created_at LIMIT 1")
+    return rows[0][0]
+
+
+def test_queue_during_canary_waits_for_it_to_end(harness):
+    h = harness
+    steps = [{"setWeight": 40}, {"pause": {}}]
+    svc, ns = setup_gray(h, {"canary": {"steps": steps}}, versions=("1.0.0", "1.1.0", "1.2.0"),
+                         policy="queue")
+    running = deploy(h, svc, "1.1.0")
+    wait_progress(h, running, "paused", weight=40)
+    queued = deploy(h, svc, "1.2.0")
+    h.wait_for(lambda: (r := record(h, queued)) and r["status"] == "queued", 30,
+               "the new release to be queued")
+    # It stays queued while the canary holds the service, whatever happens to the canary.
+    h.relctl("promote", running)
+    rec = wait_status(h, running, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded", rec
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
+    rec = wait_status(h, queued, {"paused"} | TERMINAL, timeout=90)
+    assert rec["status"] == "paused", rec
+    started = [e["at"] for e in rec["timeline"] if e["event"] == "rendering"][0]
+    assert started >= record(h, running)["finished_at"], (started, rec["timeline"])
+    wait_deploy(h, f"{svc}-canary", ns, 2, f"{svc}:1.2.0")
+    h.relctl("promote", queued)
+    rec = wait_status(h, queued, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded", rec
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.2.0")
