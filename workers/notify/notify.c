@@ -10,6 +10,7 @@
 
 #include <curl/curl.h>
 
+#include "rf_clock.h"
 #include "rf_log.h"
 #include "rf_msg.h"
 #include "rf_notify.h"
@@ -47,22 +48,6 @@ typedef struct notify_stage {
     int in_flight;
     unsigned int seed;
 } notify_stage_t;
-
-static long notify_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static long long notify_epoch_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
-}
 
 static void notify_job_ctx(const notify_job_t *job)
 {
@@ -223,7 +208,7 @@ static void notify_start(notify_stage_t *ns, PGresult *res, int row)
     req.smtp_starttls = ns->conf->smtp_starttls;
     req.smtp_ca_file = ns->conf->smtp_ca_file;
     req.timeout_ms = ns->conf->notify_timeout_ms;
-    req.now_ms = notify_epoch_ms();
+    req.now_ms = rf_clock_epoch_ms();
     job->send = channel < 0 ? NULL : rf_notify_send_new(&req, errstr, sizeof(errstr));
     notify_secret_free(secret);
     free(result_text);
@@ -334,7 +319,7 @@ static void *notify_sender_main(void *arg)
 
     rf_log_ctx_clear();
     while (!atomic_load(&ns->stop)) {
-        long now = notify_now_ms();
+        long now = rf_clock_mono_ms();
         if (ns->in_flight < ns->conf->notify_concurrency &&
             (atomic_exchange(&ns->kick, 0) || now - last_claim >= NOTIFY_CLAIM_MS)) {
             last_claim = now;
@@ -345,8 +330,8 @@ static void *notify_sender_main(void *arg)
         curl_multi_poll(ns->multi, NULL, 0, NOTIFY_CLAIM_MS, NULL);
     }
     /* Shutdown: no new claims; let what is in flight finish for a while. */
-    deadline = notify_now_ms() + ns->conf->shutdown_timeout_ms;
-    while (ns->in_flight > 0 && notify_now_ms() < deadline) {
+    deadline = rf_clock_mono_ms() + ns->conf->shutdown_timeout_ms;
+    while (ns->in_flight > 0 && rf_clock_mono_ms() < deadline) {
         curl_multi_perform(ns->multi, &running);
         notify_reap(ns);
         curl_multi_poll(ns->multi, NULL, 0, 100, NULL);
@@ -415,7 +400,7 @@ static rf_err_t notify_init(rf_worker_t *w, void **state, char *errstr, size_t e
     gethostname(host, sizeof(host) - 1);
     rf_msg_uuid4(id);
     snprintf(ns->owner, sizeof(ns->owner), "%s/%d/%.8s", host, (int)getpid(), id);
-    ns->seed = (unsigned int)(notify_epoch_ms() ^ (long long)getpid());
+    ns->seed = (unsigned int)(rf_clock_epoch_ms() ^ (long long)getpid());
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ns->multi = curl_multi_init();
     if (!ns->multi)

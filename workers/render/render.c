@@ -12,6 +12,7 @@
 #include "rf_render.h"
 #include "rf_store.h"
 #include "common.h"
+#include "rf_clock.h"
 #include "worker.h"
 
 #define RENDER_CACHE 64
@@ -79,14 +80,6 @@ static rf_err_t render_supersede(render_stage_t *rs, const char *id, const char 
     result = rf_worker_end_release(rs->w, active, service, env, fence, "superseded", reason, NULL,
                                    errstr, errstr_size);
     return result == RF_ERR_FENCED ? RF_OK : result;
-}
-
-static long render_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 /* Ends a release that never started as rejected, and publishes its result. */
@@ -603,7 +596,7 @@ static void render_tick(void *state)
     render_stage_t *rs = state;
     PGresult *res = NULL;
     char errstr[1024];
-    long now = render_now_ms();
+    long now = rf_clock_mono_ms();
 
     if (now - rs->last_sweep_ms < rs->w->conf->sweep_interval_ms)
         return;

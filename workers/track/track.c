@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include "common.h"
+#include "rf_clock.h"
 #include "gray.h"
 #include "rf_auth.h"
 #include "rf_buf.h"
@@ -45,22 +46,6 @@ typedef struct track_stage {
     rf_kube_t *probe;  /* readiness: the default cluster answers */
     long last_claim, last_renew, last_timeouts;
 } track_stage_t;
-
-static long track_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static long long track_epoch_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
-}
 
 static const char *jstr(const json_t *o, const char *k)
 {
@@ -259,7 +244,7 @@ static void track_gray_ctx(track_stage_t *ts, const char *id, json_t *t, gray_ct
     g->kube = tc ? tc->kube : NULL;
     g->id = id;
     g->t = t;
-    g->now_ms = track_epoch_ms();
+    g->now_ms = rf_clock_epoch_ms();
 }
 
 /* Follows the Deployments that the current gray step waits for. */
@@ -673,7 +658,7 @@ static void track_renew(track_stage_t *ts)
 
 static void track_timeouts(track_stage_t *ts)
 {
-    long long now = track_epoch_ms();
+    long long now = rf_clock_epoch_ms();
     const char *id;
     json_t *t, *tmp;
     char reason[1024], idbuf[64];
@@ -722,7 +707,7 @@ static void track_tick(void *state)
     long now;
 
     rf_kube_multi_poll(ts->multi, 0);
-    now = track_now_ms();
+    now = rf_clock_mono_ms();
     if (now - ts->last_claim >= TRACK_CLAIM_MS) {
         ts->last_claim = now;
         track_claim(ts, NULL);
