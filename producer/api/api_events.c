@@ -225,54 +225,52 @@ static void events_fill(events_stream_t *es)
 {
     const char *p[2] = {es->id, es->last_id};
     rf_db_t *db = api_db_borrow(es->api);
-    PGresult *res = NULL;
+    PGresult *state = NULL, *rows = NULL;
     char errstr[512];
 
     if (!db) {
         rf_buf_adds(&es->out, ": database busy\n\n");
         return;
     }
-    if (rf_db_exec(db,
-                   "SELECT id, jsonb_strip_nulls(jsonb_build_object('id', id, 'at',"
-                   " relfleet_iso(at), 'stage', stage, 'event', event, 'status', status,"
-                   " 'message', message, 'data', data)) FROM timeline WHERE release_id = $1"
-                   " AND id > $2::bigint ORDER BY id",
-                   2, p, &res, errstr, sizeof(errstr)) != RF_OK) {
-        rf_log_warn("events of %s: %s", es->id, errstr);
-        goto out;
-    }
-    for (int i = 0; i < PQntuples(res); i++) {
-        rf_buf_addf(&es->out, "id: %s\nevent: timeline\ndata: %s\n\n", PQgetvalue(res, i, 0),
-                    PQgetvalue(res, i, 1));
-        snprintf(es->last_id, sizeof(es->last_id), "%s", PQgetvalue(res, i, 0));
-    }
-    PQclear(res);
-    res = NULL;
+    /* The state first, the rows after: a release ends in one transaction with its last
+     * timeline row, so rows read later include every row of the state read before. */
     if (rf_db_exec(db,
                    "SELECT status, jsonb_build_object('id', id, 'status', status, 'started_at',"
                    " relfleet_iso(started_at), 'finished_at', relfleet_iso(finished_at),"
                    " 'duration_ms', duration_ms, 'error', error, 'progress', track ->"
                    " 'progress', 'pods', coalesce(pods, '[]'::jsonb), 'notifications',"
                    " relfleet_notifications(id)) FROM releases WHERE id = $1::uuid",
-                   1, p, &res, errstr, sizeof(errstr)) != RF_OK) {
+                   1, p, &state, errstr, sizeof(errstr)) != RF_OK ||
+        rf_db_exec(db,
+                   "SELECT id, jsonb_strip_nulls(jsonb_build_object('id', id, 'at',"
+                   " relfleet_iso(at), 'stage', stage, 'event', event, 'status', status,"
+                   " 'message', message, 'data', data)) FROM timeline WHERE release_id = $1"
+                   " AND id > $2::bigint ORDER BY id",
+                   2, p, &rows, errstr, sizeof(errstr)) != RF_OK) {
         rf_log_warn("events of %s: %s", es->id, errstr);
         goto out;
     }
-    if (PQntuples(res) == 1) {
-        const char *state = PQgetvalue(res, 0, 1);
-        if (!es->last_state || strcmp(es->last_state, state) != 0) {
-            rf_buf_addf(&es->out, "event: release\ndata: %s\n\n", state);
+    for (int i = 0; i < PQntuples(rows); i++) {
+        rf_buf_addf(&es->out, "id: %s\nevent: timeline\ndata: %s\n\n", PQgetvalue(rows, i, 0),
+                    PQgetvalue(rows, i, 1));
+        snprintf(es->last_id, sizeof(es->last_id), "%s", PQgetvalue(rows, i, 0));
+    }
+    if (PQntuples(state) == 1) {
+        const char *text = PQgetvalue(state, 0, 1);
+        if (!es->last_state || strcmp(es->last_state, text) != 0) {
+            rf_buf_addf(&es->out, "event: release\ndata: %s\n\n", text);
             free(es->last_state);
-            es->last_state = strdup(state);
+            es->last_state = strdup(text);
         }
-        if (rf_release_status_terminal(rf_release_status_parse(PQgetvalue(res, 0, 0)))) {
+        if (rf_release_status_terminal(rf_release_status_parse(PQgetvalue(state, 0, 0)))) {
             rf_buf_addf(&es->out, "event: end\ndata: {\"status\":\"%s\"}\n\n",
-                        PQgetvalue(res, 0, 0));
+                        PQgetvalue(state, 0, 0));
             es->done = 1;
         }
     }
 out:
-    PQclear(res);
+    PQclear(state);
+    PQclear(rows);
     api_db_return(es->api, db);
 }
 

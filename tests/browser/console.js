@@ -1,0 +1,188 @@
+// Browser test of the Relfleet web console in Debian's headless Chromium (playwright-core).
+// Run by tests/blackbox/test_console.py, which prepares a stack and passes in the environment:
+//   RELFLEET_API_URL, CONSOLE_ADMIN_TOKEN, CONSOLE_RELEASER_TOKEN, CONSOLE_SERVICE,
+//   CONSOLE_ENV, CONSOLE_VERSIONS (two, comma-separated), CONSOLE_ARTIFACTS (screenshots).
+// Exits 0 when every step passed; prints one line per step.
+"use strict";
+
+const fs = require("fs");
+const os = require("os");
+const path = require("path");
+const { chromium } = require("playwright-core");
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const URL_ = env("RELFLEET_API_URL");
+const SERVICE = env("CONSOLE_SERVICE");
+const ENVNAME = env("CONSOLE_ENV");
+const [V1, V2] = env("CONSOLE_VERSIONS").split(",");
+const ARTIFACTS = env("CONSOLE_ARTIFACTS");
+const TIMEOUT = 20000;
+
+function step(text) {
+  console.log(`step: ${text}`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(ARTIFACTS, name + ".png"), fullPage: true });
+}
+
+async function login(context, token) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  await page.goto(URL_ + "/#/login");
+  await page.fill("#token", token);
+  await page.keyboard.press("Enter"); // keyboard-usable: submit with Enter
+  await page.waitForSelector("#releases");
+  return page;
+}
+
+// Creates a release with the console's form and returns its id (the page then shows it).
+async function newRelease(page, version, description) {
+  await page.click("a[data-nav=new]");
+  await page.waitForSelector("#new-form");
+  await page.selectOption("#n-env", ENVNAME);
+  await page.selectOption("#n-service", SERVICE);
+  await page.waitForSelector(`#n-version option[value="${version}"]`, { state: "attached" });
+  await page.selectOption("#n-version", version);
+  await page.fill("#n-description", description);
+  await page.click("#new-form button[type=submit]");
+  await page.waitForFunction(() => /^#\/releases\/[0-9a-f-]{36}$/.test(location.hash));
+  await page.waitForSelector("#timeline");
+  return page.evaluate(() => location.hash.split("/")[2]);
+}
+
+// Waits for the detail page to show status; with live, it must get there through the
+// event stream: the page was loaded while the release still ran.
+async function watchUntil(page, status, live) {
+  if (live) {
+    const before = await page.getAttribute("#status .badge", "data-status");
+    if (["succeeded", "failed", "cancelled", "superseded", "rejected"].includes(before))
+      throw new Error(`the release had already ended (${before}) when its page opened`);
+    await page.waitForSelector("#live.on", { state: "attached" });
+  }
+  await page.waitForSelector(`#status .badge[data-status="${status}"]`);
+  if (live) {
+    await page.waitForSelector("#live:not(.on)", { state: "attached" });
+    const text = await page.textContent("#live");
+    if (text !== "finished") throw new Error(`live indicator says '${text}' at the end`);
+    await page.waitForSelector(`#timeline-rows tr[data-event="${status}"]`);
+  }
+}
+
+// One Chromium with a fresh profile (--user-data-dir, which playwright passes for a
+// persistent context): each user gets a browser of their own, so no cookie is shared.
+const browsers = [];
+async function launch() {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "relfleet-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1366, height: 800 },
+    bypassCSP: true, // waitForFunction evaluates strings; the console's CSP forbids eval
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  browsers.push([context, profile]);
+  return context;
+}
+
+async function main() {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const errors = [];
+  try {
+    const admin = await launch();
+    step("admin logs in and sees the release list");
+    const page = await login(admin, env("CONSOLE_ADMIN_TOKEN"));
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.waitForSelector("#who-name");
+    const who = await page.textContent("#who-name");
+    if (!who.startsWith("admin")) throw new Error(`logged in as '${who}'`);
+    await shot(page, "01-release-list");
+
+    step(`new release ${V1} through the form, watched live until it succeeds`);
+    const first = await newRelease(page, V1, "first from the console");
+    await watchUntil(page, "succeeded", true);
+    await shot(page, "02-release-succeeded");
+
+    step(`new release ${V2}, watched live`);
+    const second = await newRelease(page, V2, "second from the console");
+    await watchUntil(page, "succeeded", true);
+    const progress = await page.getAttribute("#progress progress", "value");
+    if (progress === null) throw new Error("no progress bar on the finished release");
+
+    step("the list shows both, with status colours, durations and descriptions");
+    await page.click("a[data-nav=releases]");
+    await page.waitForSelector(`tr[data-id="${second}"]`);
+    await page.waitForSelector(`tr[data-id="${first}"] .badge.st-succeeded`);
+    const row = await page.textContent(`tr[data-id="${second}"]`);
+    if (!row.includes("second from the console") || !/\d (ms|s|min)/.test(row))
+      throw new Error(`list row lacks description or duration: ${row}`);
+
+    step(`rollback to ${V1} from its release page, the new release succeeds`);
+    await page.click(`tr[data-id="${first}"] a`);
+    await page.waitForSelector('#actions button[data-action="rollback"]');
+    page.once("dialog", (d) => d.accept());
+    await page.click('#actions button[data-action="rollback"]');
+    await page.waitForFunction((id) => location.hash.startsWith("#/releases/") &&
+      !location.hash.endsWith(id), first);
+    await page.waitForSelector("#timeline");
+    await page.waitForSelector('#status .badge[data-status="succeeded"]');
+    const kind = await page.textContent("#params");
+    if (!kind.includes("rollback of") || !kind.includes(first))
+      throw new Error(`the new release is not a rollback of ${first}: ${kind}`);
+    await shot(page, "03-rollback-succeeded");
+
+    step("admin edits the service configuration; the history shows the change");
+    await page.goto(`${URL_}/#/services/${SERVICE}/${ENVNAME}`);
+    await page.waitForSelector("#svc-form");
+    await page.fill("#s-replicas", "3");
+    await page.click("#svc-form button[type=submit]");
+    await page.waitForSelector('#config dd[data-key="replicas"]:text-is("3")');
+    await page.waitForSelector('#history td:text-is("replicas")');
+    await shot(page, "04-admin-edits-config");
+
+    step("a releaser sees no editor and the API refuses its change (403)");
+    const rel = await launch();
+    const rpage = await login(rel, env("CONSOLE_RELEASER_TOKEN"));
+    await rpage.goto(`${URL_}/#/services/${SERVICE}/${ENVNAME}`);
+    await rpage.waitForSelector("#svc-readonly");
+    if (await rpage.$("#svc-form")) throw new Error("a releaser was shown the editor");
+    const refused = await rpage.evaluate(async ([svc, e]) => {
+      const s = await (await fetch("/api/v1/session")).json();
+      const r = await fetch(`/api/v1/services/${svc}/${e}`, { method: "PATCH",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": s.csrf_token },
+        body: JSON.stringify({ replicas: 5 }) });
+      return [r.status, (await r.json()).error];
+    }, [SERVICE, ENVNAME]);
+    if (refused[0] !== 403) throw new Error(`a releaser's PATCH answered ${refused}`);
+    await rpage.goto(`${URL_}/#/releases/${second}`);
+    await rpage.waitForSelector("#actions");
+    const buttons = await rpage.$$eval("#actions button", (bs) => bs.map((b) => b.dataset.action));
+    if (!buttons.includes("rollback")) throw new Error(`releaser buttons: ${buttons}`);
+    await shot(rpage, "05-releaser-readonly");
+    if (errors.length) throw new Error(`errors in the page: ${errors.join("; ")}`);
+    console.log(`ok: first=${first} second=${second}`);
+  } catch (e) {
+    // What the pages showed when it failed, beside the other screenshots.
+    let n = 0;
+    for (const [context] of browsers)
+      for (const p of context.pages())
+        await p.screenshot({ path: path.join(ARTIFACTS, `failure-${++n}.png`), fullPage: true })
+          .catch(() => {});
+    throw e;
+  } finally {
+    for (const [context, profile] of browsers) {
+      await context.close();
+      fs.rmSync(profile, { recursive: true, force: true });
+    }
+  }
+}
+
+main().catch((e) => {
+  console.error(`FAILED: ${e.stack || e}`);
+  process.exit(1);
+});
