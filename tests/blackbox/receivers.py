@@ -200,3 +200,111 @@ class HttpReceiver:
             req.wfile.write(data)
         except OSError:
             pass  # the sender gave up on a stalled request
+
+
+def make_tls_certs(folder, name, ca=None, host="127.0.0.1"):
+    """Makes with the openssl CLI a CA (when ca is None) and a server certificate for host
+    (IP and DNS subjectAltName) signed by it; returns {"ca", "ca_key", "cert", "key"} paths.
+    Pass the returned dict as ca to sign a second server certificate with the same CA."""
+    import ipaddress
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    if ca is None:
+        ca = {"ca": folder / f"{name}-ca.pem", "ca_key": folder / f"{name}-ca.key"}
+        openssl("req", "-x509", *ec, "-keyout", str(ca["ca_key"]), "-out", str(ca["ca"]),
+                "-days", "2", "-subj", f"/CN=relfleet test CA {name}",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    cert, key, csr = (folder / f"{name}.pem", folder / f"{name}.key", folder / f"{name}.csr")
+    ext = folder / f"{name}.ext"
+    try:
+        ipaddress.ip_address(host)
+        san = f"IP:{host}"
+    except ValueError:
+        san = f"DNS:{host}"
+    ext.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n"
+                   "basicConstraints=critical,CA:FALSE\n")
+    openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={host}")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca["ca"]), "-CAkey", str(ca["ca_key"]),
+            "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return {"ca": ca["ca"], "ca_key": ca["ca_key"], "cert": cert, "key": key}
+
+
+class TlsSmtpReceiver(SmtpReceiver):
+    """aiosmtpd with TLS, recording every line the client sent and whether it came over TLS
+    (`wire`: dicts conn, tls, line). mode:
+    - "starttls": offers STARTTLS (require_starttls=True: nothing but EHLO/HELO/NOOP/QUIT
+      before it) and AUTH only after it (auth_require_tls=True);
+    - "plain": no STARTTLS, AUTH offered in clear (a server a client must not trust);
+    - "implicit": TLS on the listening socket (smtps://).
+    Accepted messages carry "tls" (the TLS version, or None)."""
+
+    def __init__(self, mode, cert, key, login=None, password=None):
+        import ssl
+
+        from aiosmtpd.smtp import SMTP
+
+        self.login, self.password, self.mode = login, password, mode
+        self.messages, self.auth_attempts, self.wire = [], [], []
+        self.lock = threading.Lock()
+        self.port = free_port()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        kwargs = {}
+        if login:
+            kwargs = dict(authenticator=self._authenticate, auth_required=True,
+                          auth_require_tls=mode == "starttls")
+        if mode == "starttls":
+            kwargs.update(tls_context=context, require_starttls=True)
+        elif mode == "implicit":
+            kwargs.update(ssl_context=context)
+        elif mode != "plain":
+            raise ValueError(f"unknown mode {mode!r}")
+        receiver = self
+
+        class RecordingSMTP(SMTP):
+            def data_received(self, data):
+                receiver._record(id(self), _tls_version(self.transport), data)
+                super().data_received(data)
+
+        class RecordingController(Controller):
+            def factory(self):
+                return RecordingSMTP(self.handler, **self.SMTP_kwargs)
+
+        self.controller = RecordingController(self, hostname="127.0.0.1", port=self.port,
+                                              **kwargs)
+
+    @property
+    def url(self):
+        return f"{'smtps' if self.mode == 'implicit' else 'smtp'}://127.0.0.1:{self.port}"
+
+    def _record(self, conn, tls, data):
+        with self.lock:
+            for line in data.splitlines():
+                self.wire.append({"conn": conn, "tls": tls, "line": line})
+
+    async def handle_DATA(self, server, session, envelope):
+        status = await super().handle_DATA(server, session, envelope)
+        with self.lock:
+            self.messages[-1]["tls"] = _tls_version(server.transport)
+        return status
+
+    def commands(self, tls):
+        """The SMTP verbs the client sent in clear (tls=False) or over TLS (tls=True)."""
+        with self.lock:
+            return [w["line"].split(b" ", 1)[0].split(b":", 1)[0].upper().decode("latin-1")
+                    for w in self.wire if bool(w["tls"]) == tls]
+
+
+def _tls_version(transport):
+    ssl_object = transport.get_extra_info("ssl_object") if transport else None
+    return ssl_object.version() if ssl_object else None
