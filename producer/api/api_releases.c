@@ -99,8 +99,10 @@ int api_releases_list(api_req_t *r)
      * bad one is named. */
     for (int i = 4; i <= 5; i++) {
         const char *tp[1] = {p[i]};
-        if (p[i] && rf_db_exec(r->db, "SELECT $1::timestamptz", 1, tp, NULL, errstr,
-                               sizeof(errstr)) != RF_OK)
+        /* ISO 8601 only: PostgreSQL would also take words such as 'yesterday'. */
+        if (p[i] && (strspn(p[i], "0123456789") != 4 || p[i][4] != '-' ||
+                     rf_db_exec(r->db, "SELECT $1::timestamptz", 1, tp, NULL, errstr,
+                                sizeof(errstr)) != RF_OK))
             return api_reply_error(r, MHD_HTTP_BAD_REQUEST, i == 4 ? "since" : "until",
                                    "%s '%.64s' is not a time (ISO 8601, e.g."
                                    " 2026-01-31T12:00:00Z)",
