@@ -185,9 +185,14 @@ static rf_err_t registry_token(const char *challenge, const char *repository, co
     if (result != RF_OK)
         goto out;
     if (a->status != 200) {
+        char why[600] = "";
+        if (a->status == 401)
+            snprintf(why, sizeof(why), " (%s)",
+                     user ? "credentials refused" : "credentials required");
+        else if (a->status == 403)
+            snprintf(why, sizeof(why), " (scope '%s' denied)", scope);
         result = rf_errf(a->status >= 500 ? RF_ERR_RETRY : RF_ERR_PERM, errstr, errstr_size,
-                         "token service '%s' answered %ld%s", realm, a->status,
-                         a->status == 401 ? " (credentials refused)" : "");
+                         "token service '%s' answered %ld%s", realm, a->status, why);
         goto out;
     }
     doc = json_loadb(a->body.data ? a->body.data : "", a->body.len, 0, NULL);
@@ -262,14 +267,32 @@ rf_err_t rf_registry_tags(const char *base_url, const char *repository, const ch
                 result = registry_token(challenge, repository, user, password, timeout_ms, &a,
                                         authorization, sizeof(authorization), errstr,
                                         errstr_size);
-                if (result != RF_OK)
+                if (result != RF_OK) {
+                    /* Name the registry, not only its token service. */
+                    char why[768];
+                    snprintf(why, sizeof(why), "%s", errstr);
+                    rf_errf(result, errstr, errstr_size, "registry '%.*s': %s", (int)blen,
+                            base_url, why);
                     break;
+                }
                 continue;
             }
             if (strncasecmp(a.www_auth, "Basic", 5) == 0 && user && password) {
                 basic = 1;
                 continue;
             }
+        }
+        if (a.status == 401 && authorization[0]) {
+            /* A token from its token service that the registry refuses: say why it says
+             * (error="insufficient_scope" when the token lacks the pull access). */
+            char why[128];
+            if (registry_challenge_param(a.www_auth, "error", why, sizeof(why)) != 0)
+                snprintf(why, sizeof(why), "token refused");
+            result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                             "registry '%.*s' refused access to '%s' with the token of its"
+                             " token service (%s)",
+                             (int)blen, base_url, repository, why);
+            break;
         }
         if (a.status == 401) {
             result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
