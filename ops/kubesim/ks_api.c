@@ -6,11 +6,13 @@
 #include "rf_log.h"
 
 #include <ctype.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define API_BODY_MAX (3 * 1024 * 1024)
+#define RBAC_GROUP "rbac.authorization.k8s.io"
 #define WATCH_BOOKMARK_MS 10000
 #define WATCH_PENDING_MAX (4 * 1024 * 1024)
 
@@ -140,6 +142,9 @@ static json_t *discovery_core(void)
     json_array_append_new(res, resource_entry("services", "service", 1, "Service", "create delete get list patch update watch", "svc", 1));
     json_array_append_new(res, resource_entry("services/status", "", 1, "Service", "get patch update", NULL, 0));
     json_array_append_new(res, resource_entry("events", "event", 1, "Event", VERBS_ALL, "ev", 0));
+    json_array_append_new(res, resource_entry("configmaps", "configmap", 1, "ConfigMap", VERBS_ALL, "cm", 0));
+    json_array_append_new(res, resource_entry("secrets", "secret", 1, "Secret", VERBS_ALL, NULL, 0));
+    json_array_append_new(res, resource_entry("serviceaccounts", "serviceaccount", 1, "ServiceAccount", VERBS_ALL, "sa", 0));
     return json_pack("{s:s, s:s, s:o}", "kind", "APIResourceList", "groupVersion", "v1",
                      "resources", res);
 }
@@ -174,18 +179,60 @@ static json_t *discovery_networking(void)
                      "groupVersion", "networking.k8s.io/v1", "resources", res);
 }
 
-static json_t *networking_group(void)
+static json_t *discovery_policy(void)
 {
-    return json_pack("{s:s, s:[{s:s, s:s}], s:{s:s, s:s}}", "name", "networking.k8s.io",
-                     "versions", "groupVersion", "networking.k8s.io/v1", "version", "v1",
-                     "preferredVersion", "groupVersion", "networking.k8s.io/v1", "version", "v1");
+    json_t *res = json_array();
+
+    json_array_append_new(res, resource_entry("poddisruptionbudgets", "poddisruptionbudget", 1, "PodDisruptionBudget", VERBS_ALL, "pdb", 0));
+    json_array_append_new(res, resource_entry("poddisruptionbudgets/status", "", 1, "PodDisruptionBudget", "get patch update", NULL, 0));
+    return json_pack("{s:s, s:s, s:s, s:o}", "kind", "APIResourceList", "apiVersion", "v1",
+                     "groupVersion", "policy/v1", "resources", res);
 }
 
-static json_t *apps_group(void)
+static json_t *discovery_rbac(void)
 {
-    return json_pack("{s:s, s:[{s:s, s:s}], s:{s:s, s:s}}", "name", "apps", "versions",
-                     "groupVersion", "apps/v1", "version", "v1", "preferredVersion",
-                     "groupVersion", "apps/v1", "version", "v1");
+    json_t *res = json_array();
+
+    json_array_append_new(res, resource_entry("clusterrolebindings", "clusterrolebinding", 0, "ClusterRoleBinding", VERBS_ALL, NULL, 0));
+    json_array_append_new(res, resource_entry("clusterroles", "clusterrole", 0, "ClusterRole", VERBS_ALL, NULL, 0));
+    json_array_append_new(res, resource_entry("rolebindings", "rolebinding", 1, "RoleBinding", VERBS_ALL, NULL, 0));
+    json_array_append_new(res, resource_entry("roles", "role", 1, "Role", VERBS_ALL, NULL, 0));
+    return json_pack("{s:s, s:s, s:s, s:o}", "kind", "APIResourceList", "apiVersion", "v1",
+                     "groupVersion", "rbac.authorization.k8s.io/v1", "resources", res);
+}
+
+/* The named API groups kubesim serves, each at version v1, in the order /apis lists them. */
+typedef struct api_group {
+    const char *name;
+    json_t *(*resources)(void);
+    const char *openapi_hash; /* of /openapi/v3/apis/<name>/v1 */
+} api_group_t;
+
+static const api_group_t api_groups[] = {
+    {"apps", discovery_apps, "9C4D2B7E5A3F1E08"},
+    {"networking.k8s.io", discovery_networking, "5E2A9C1D7B3F4A60"},
+    {"policy", discovery_policy, "2F7C4E9A1B6D3C85"},
+    {"rbac.authorization.k8s.io", discovery_rbac, "7A1E5C3B9D2F6E04"},
+    {NULL, NULL, NULL},
+};
+
+static const api_group_t *api_group_find(const char *name, size_t len)
+{
+    for (const api_group_t *g = api_groups; g->name; g++)
+        if (strlen(g->name) == len && strncmp(g->name, name, len) == 0)
+            return g;
+    return NULL;
+}
+
+/* The APIGroup object of a group served at v1 (new reference). */
+static json_t *group_json(const char *name)
+{
+    char gv[128];
+
+    snprintf(gv, sizeof(gv), "%s/v1", name);
+    return json_pack("{s:s, s:[{s:s, s:s}], s:{s:s, s:s}}", "name", name, "versions",
+                     "groupVersion", gv, "version", "v1", "preferredVersion", "groupVersion", gv,
+                     "version", "v1");
 }
 
 /* The OpenAPI v3 document of one group version: the item paths with their PATCH
@@ -222,7 +269,9 @@ static json_t *openapi_gv(const char *group)
                                       "x-kubernetes-action", "put",
                                       "delete", "operationId", "delete", "x-kubernetes-group-version-kind", gvk,
                                       "x-kubernetes-action", "delete"));
-        snprintf(schema, sizeof(schema), "io.k8s.api.%s.v1.%s", *group ? group : "core", ki->kind);
+        /* io.k8s.api.<group up to its first dot>.v1.<Kind>, as the Go packages are named */
+        snprintf(schema, sizeof(schema), "io.k8s.api.%.*s.v1.%s", *group ? (int)strcspn(group, ".") : 4,
+                 *group ? group : "core", ki->kind);
         json_object_set_new(schemas, schema,
                             json_pack("{s:s, s:s, s:[O]}", "type", "object", "description", ki->kind,
                                       "x-kubernetes-group-version-kind", gvk));
@@ -231,6 +280,45 @@ static json_t *openapi_gv(const char *group)
     return json_pack("{s:s, s:{s:s, s:s}, s:o, s:{s:o}}", "openapi", "3.0.0", "info", "title",
                      "Kubernetes", "version", "v1.32.0", "paths", paths, "components", "schemas",
                      schemas);
+}
+
+/* path is want, with or without a trailing slash */
+static int path_is(const char *path, const char *want)
+{
+    size_t n = strlen(want);
+
+    return strncmp(path, want, n) == 0 && (path[n] == '\0' || strcmp(path + n, "/") == 0);
+}
+
+/* /apis/<group>, /apis/<group>/v1 and /openapi/v3/apis/<group>/v1 of the groups served. */
+static json_t *discovery_group(const char *path)
+{
+    const api_group_t *g;
+    size_t n;
+
+    if (strncmp(path, "/openapi/v3/apis/", 17) == 0) {
+        path += 17;
+        n = strcspn(path, "/");
+        g = api_group_find(path, n);
+        return g && strcmp(path + n, "/v1") == 0 ? openapi_gv(g->name) : NULL;
+    }
+    if (strncmp(path, "/apis/", 6) != 0)
+        return NULL;
+    path += 6;
+    n = strcspn(path, "/");
+    g = api_group_find(path, n);
+    if (!g)
+        return NULL;
+    path += n;
+    if (strcmp(path, "") == 0 || strcmp(path, "/") == 0) {
+        json_t *j = group_json(g->name);
+        json_object_set_new(j, "kind", json_string("APIGroup"));
+        json_object_set_new(j, "apiVersion", json_string("v1"));
+        return j;
+    }
+    if (strcmp(path, "/v1") == 0 || strcmp(path, "/v1/") == 0)
+        return g->resources();
+    return NULL;
 }
 
 /* Returns 1 when path was a discovery path and resp is filled. */
@@ -249,35 +337,26 @@ static int api_discovery(ks_api_t *api, const char *path, ks_resp_t *resp)
                       api->address);
     } else if (strcmp(path, "/api/v1") == 0 || strcmp(path, "/api/v1/") == 0) {
         j = discovery_core();
-    } else if (strcmp(path, "/apis") == 0 || strcmp(path, "/apis/") == 0) {
-        j = json_pack("{s:s, s:s, s:[o, o]}", "kind", "APIGroupList", "apiVersion", "v1",
-                      "groups", apps_group(), networking_group());
-    } else if (strcmp(path, "/apis/apps") == 0 || strcmp(path, "/apis/apps/") == 0) {
-        j = apps_group();
-        json_object_set_new(j, "kind", json_string("APIGroup"));
-        json_object_set_new(j, "apiVersion", json_string("v1"));
-    } else if (strcmp(path, "/apis/apps/v1") == 0 || strcmp(path, "/apis/apps/v1/") == 0) {
-        j = discovery_apps();
-    } else if (strcmp(path, "/apis/networking.k8s.io") == 0 ||
-               strcmp(path, "/apis/networking.k8s.io/") == 0) {
-        j = networking_group();
-        json_object_set_new(j, "kind", json_string("APIGroup"));
-        json_object_set_new(j, "apiVersion", json_string("v1"));
-    } else if (strcmp(path, "/apis/networking.k8s.io/v1") == 0 ||
-               strcmp(path, "/apis/networking.k8s.io/v1/") == 0) {
-        j = discovery_networking();
-    } else if (strcmp(path, "/openapi/v3") == 0 || strcmp(path, "/openapi/v3/") == 0) {
-        j = json_pack("{s:{s:{s:s}, s:{s:s}, s:{s:s}}}", "paths", "api/v1", "serverRelativeURL",
-                      "/openapi/v3/api/v1?hash=4B1A1E2C8F0D3A21", "apis/apps/v1",
-                      "serverRelativeURL", "/openapi/v3/apis/apps/v1?hash=9C4D2B7E5A3F1E08",
-                      "apis/networking.k8s.io/v1", "serverRelativeURL",
-                      "/openapi/v3/apis/networking.k8s.io/v1?hash=5E2A9C1D7B3F4A60");
+    } else if (path_is(path, "/apis")) {
+        json_t *groups = json_array();
+        for (const api_group_t *g = api_groups; g->name; g++)
+            json_array_append_new(groups, group_json(g->name));
+        j = json_pack("{s:s, s:s, s:o}", "kind", "APIGroupList", "apiVersion", "v1", "groups",
+                      groups);
+    } else if ((j = discovery_group(path)) != NULL) {
+        /* a named group, its resources or its OpenAPI document */
+    } else if (path_is(path, "/openapi/v3")) {
+        json_t *paths = json_pack("{s:{s:s}}", "api/v1", "serverRelativeURL",
+                                  "/openapi/v3/api/v1?hash=4B1A1E2C8F0D3A21");
+        for (const api_group_t *g = api_groups; g->name; g++) {
+            char key[128], url[256];
+            snprintf(key, sizeof(key), "apis/%s/v1", g->name);
+            snprintf(url, sizeof(url), "/openapi/v3/apis/%s/v1?hash=%s", g->name, g->openapi_hash);
+            json_object_set_new(paths, key, json_pack("{s:s}", "serverRelativeURL", url));
+        }
+        j = json_pack("{s:o}", "paths", paths);
     } else if (strcmp(path, "/openapi/v3/api/v1") == 0) {
         j = openapi_gv("");
-    } else if (strcmp(path, "/openapi/v3/apis/apps/v1") == 0) {
-        j = openapi_gv("apps");
-    } else if (strcmp(path, "/openapi/v3/apis/networking.k8s.io/v1") == 0) {
-        j = openapi_gv("networking.k8s.io");
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/livez") == 0 ||
                strcmp(path, "/readyz") == 0) {
         rf_buf_adds(&resp->body, "ok");
@@ -305,7 +384,7 @@ static int kind_by_resource(const char *group, const char *res, ks_kind_t *kind)
     return -1;
 }
 
-/* Splits /api/v1/..., /apis/apps/v1/... or /apis/networking.k8s.io/v1/...; 0 on success. */
+/* Splits /api/v1/... or /apis/<group>/v1/... of a group served; 0 on success. */
 static int api_route(const char *path, route_t *r)
 {
     char *copy = strdup(path), *seg[16], *save, *tok;
@@ -318,10 +397,9 @@ static int api_route(const char *path, route_t *r)
     if (n >= 3 && strcmp(seg[0], "api") == 0 && strcmp(seg[1], "v1") == 0) {
         group = "";
         i = 2;
-    } else if (n >= 4 && strcmp(seg[0], "apis") == 0 &&
-               (strcmp(seg[1], "apps") == 0 || strcmp(seg[1], "networking.k8s.io") == 0) &&
+    } else if (n >= 4 && strcmp(seg[0], "apis") == 0 && api_group_find(seg[1], strlen(seg[1])) &&
                strcmp(seg[2], "v1") == 0) {
-        group = strcmp(seg[1], "apps") == 0 ? "apps" : "networking.k8s.io";
+        group = api_group_find(seg[1], strlen(seg[1]))->name;
         i = 3;
     } else {
         goto cleanup;
@@ -481,6 +559,29 @@ static void api_default(ks_api_t *api, ks_kind_t kind, json_t *o)
     case KS_INGRESS:
         DEF(o, "status", json_pack("{s:{}}", "loadBalancer"));
         break;
+    case KS_SECRET:
+        DEF(o, "type", json_string("Opaque"));
+        break;
+    case KS_PDB:
+        /* no disruption controller: the status the API server writes on creation */
+        DEF(o, "status", json_pack("{s:i, s:i, s:i, s:i}", "disruptionsAllowed", 0,
+                                   "currentHealthy", 0, "desiredHealthy", 0, "expectedPods", 0));
+        break;
+    case KS_ROLEBINDING:
+    case KS_CLUSTERROLEBINDING: {
+        json_t *s;
+        size_t i;
+        if (json_is_object(json_object_get(o, "roleRef")) &&
+            !*(ks_jstr(o, "roleRef.apiGroup") ?: ""))
+            ks_jset(o, "roleRef.apiGroup", json_string(RBAC_GROUP));
+        json_array_foreach(json_object_get(o, "subjects"), i, s) {
+            const char *k = ks_jstr(s, "kind") ?: "";
+            if (json_is_object(s) && !*(ks_jstr(s, "apiGroup") ?: "") &&
+                (strcmp(k, "User") == 0 || strcmp(k, "Group") == 0))
+                json_object_set_new(s, "apiGroup", json_string(RBAC_GROUP));
+        }
+        break;
+    }
     case KS_SERVICE: {
         json_t *p;
         size_t i;
@@ -521,6 +622,82 @@ static void api_default(ks_api_t *api, ks_kind_t kind, json_t *o)
         break;
     }
 #undef DEF
+}
+
+/* Where Go's base64.StdEncoding stops decoding s (-1: it decodes): line breaks are skipped. */
+static long base64_bad_at(const char *s)
+{
+    size_t i, n = 0, pad = 0;
+
+    for (i = 0; s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n' || c == '\r')
+            continue;
+        if (c == '=') {
+            pad++;
+        } else if (pad || !(isalnum(c) || c == '+' || c == '/')) {
+            return (long)i;
+        }
+        n++;
+    }
+    if (pad > 2 || n % 4 != 0)
+        return (long)(n - n % 4);
+    return -1;
+}
+
+/* Decodes the wire form into what is stored, as the v1 conversion does: a Secret's data
+ * must be base64 (kept as given) and its stringData is merged into data (base64 of each
+ * value, stringData winning) and dropped. Returns 0, or fills resp with 400. */
+static int api_convert(ks_kind_t kind, json_t *o, ks_resp_t *resp)
+{
+    json_t *data, *sd, *v;
+    const char *key;
+    char msg[256];
+
+    if (kind != KS_SECRET)
+        return 0;
+    data = json_object_get(o, "data");
+    if (data && !json_is_null(data) && !json_is_object(data)) {
+        ks_api_status(resp, 400, "BadRequest",
+                      "Secret in version \"v1\" cannot be handled as a Secret: data must be an object",
+                      NULL);
+        return -1;
+    }
+    json_object_foreach(data, key, v) {
+        long at = json_is_string(v) ? base64_bad_at(json_string_value(v)) : 0;
+        if (at >= 0) {
+            snprintf(msg, sizeof(msg),
+                     "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data "
+                     "at input byte %ld",
+                     at);
+            ks_api_status(resp, 400, "BadRequest", msg, NULL);
+            return -1;
+        }
+    }
+    sd = json_object_get(o, "stringData");
+    if (json_object_size(sd) > 0 && !json_is_object(data)) {
+        data = json_object();
+        json_object_set_new(o, "data", data);
+    }
+    json_object_foreach(sd, key, v) {
+        const char *val = json_string_value(v);
+        size_t len;
+        char *enc;
+        if (!val) {
+            ks_api_status(resp, 400, "BadRequest",
+                          "Secret in version \"v1\" cannot be handled as a Secret: stringData "
+                          "values must be strings",
+                          NULL);
+            return -1;
+        }
+        len = strlen(val);
+        enc = malloc(4 * ((len + 2) / 3) + 1);
+        EVP_EncodeBlock((unsigned char *)enc, (const unsigned char *)val, (int)len);
+        json_object_set_new(data, key, json_string(enc));
+        free(enc);
+    }
+    json_object_del(o, "stringData");
+    return 0;
 }
 
 typedef struct verr {
@@ -573,6 +750,221 @@ static void validate_podspec(verr_t *v, const json_t *spec, const char *prefix)
     }
 }
 
+static int is_rbac(ks_kind_t kind)
+{
+    return kind == KS_ROLE || kind == KS_ROLEBINDING || kind == KS_CLUSTERROLE ||
+           kind == KS_CLUSTERROLEBINDING;
+}
+
+/* RBAC names are path segments: anything but ".", ".." and names with '/' or '%'. */
+static void validate_path_segment_name(verr_t *v, const char *name)
+{
+    char d[600];
+
+    if (!name || !*name) {
+        verr_add(v, "metadata.name", "FieldValueRequired",
+                 "Required value: name or generateName is required");
+        return;
+    }
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        snprintf(d, sizeof(d), "Invalid value: \"%s\": may not be '%s'", name, name);
+    else if (strchr(name, '/') || strchr(name, '%'))
+        snprintf(d, sizeof(d), "Invalid value: \"%s\": may not contain '%c'", name,
+                 strchr(name, '/') ? '/' : '%');
+    else
+        return;
+    verr_add(v, "metadata.name", "FieldValueInvalid", d);
+}
+
+/* The keys of a ConfigMap's data and binaryData, a Secret's data, and immutability. */
+static void validate_config_data(verr_t *v, ks_kind_t kind, const json_t *o, const json_t *old)
+{
+    static const char *const fields[] = {"data", "binaryData", NULL};
+    const char *forbidden = "Forbidden: field is immutable when `immutable` is set";
+    char field[400], d[800];
+
+    for (int f = 0; fields[f] && !(kind == KS_SECRET && f > 0); f++) {
+        const char *key;
+        json_t *val;
+        json_object_foreach(json_object_get(o, fields[f]), key, val) {
+            size_t n = strlen(key), ok = n > 0 && n <= 253 && strcmp(key, ".") != 0 &&
+                                         strcmp(key, "..") != 0;
+            for (size_t i = 0; ok && i < n; i++)
+                ok = isalnum((unsigned char)key[i]) || key[i] == '-' || key[i] == '_' || key[i] == '.';
+            snprintf(field, sizeof(field), "%s[%s]", fields[f], key);
+            if (!ok) {
+                snprintf(d, sizeof(d),
+                         "Invalid value: \"%s\": a valid config key must consist of alphanumeric "
+                         "characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or "
+                         "'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                         key);
+                verr_add(v, field, "FieldValueInvalid", d);
+            } else if (f == 1 && json_object_get(json_object_get(o, "data"), key)) {
+                snprintf(d, sizeof(d), "Invalid value: \"%s\": duplicate of key present in data", key);
+                verr_add(v, field, "FieldValueInvalid", d);
+            } else if (kind == KS_CONFIGMAP && !json_is_string(val)) {
+                verr_add(v, field, "FieldValueInvalid", "Invalid value: must be a string");
+            }
+        }
+    }
+    if (!old)
+        return;
+    if (kind == KS_SECRET && !json_equal(json_object_get(o, "type"), json_object_get(old, "type"))) {
+        snprintf(d, sizeof(d), "Invalid value: \"%s\": field is immutable", ks_jstr(o, "type") ?: "");
+        verr_add(v, "type", "FieldValueInvalid", d);
+    }
+    if (!json_is_true(json_object_get(old, "immutable")))
+        return;
+    if (!json_is_true(json_object_get(o, "immutable")))
+        verr_add(v, "immutable", "FieldValueForbidden", forbidden);
+    for (int f = 0; fields[f] && !(kind == KS_SECRET && f > 0); f++) {
+        json_t *a = json_object_get(o, fields[f]), *b = json_object_get(old, fields[f]);
+        if (json_object_size(a) + json_object_size(b) > 0 && !(a && b && json_equal(a, b)))
+            verr_add(v, fields[f], "FieldValueForbidden", forbidden);
+    }
+}
+
+/* An IntOrString of a PodDisruptionBudget: an integer >= 0 or a percent up to 100%. */
+static void validate_pdb_value(verr_t *v, const json_t *val, const char *field)
+{
+    char d[400];
+
+    if (!val)
+        return;
+    if (json_is_integer(val)) {
+        if (json_integer_value(val) < 0) {
+            snprintf(d, sizeof(d), "Invalid value: %lld: must be greater than or equal to 0",
+                     (long long)json_integer_value(val));
+            verr_add(v, field, "FieldValueInvalid", d);
+        }
+        return;
+    }
+    if (json_is_string(val)) {
+        const char *s = json_string_value(val);
+        size_t n = strlen(s), digits = strspn(s, "0123456789");
+        if (n >= 2 && digits == n - 1 && s[n - 1] == '%') {
+            if (strtol(s, NULL, 10) > 100) {
+                snprintf(d, sizeof(d), "Invalid value: \"%s\": must not be greater than 100%%", s);
+                verr_add(v, field, "FieldValueInvalid", d);
+            }
+            return;
+        }
+        snprintf(d, sizeof(d),
+                 "Invalid value: \"%s\": a valid percent string must be a numeric string followed "
+                 "by an ending '%%' (e.g. '1%%',  or '93%%', regex used for validation is '[0-9]+%%')",
+                 s);
+        verr_add(v, field, "FieldValueInvalid", d);
+        return;
+    }
+    verr_add(v, field, "FieldValueInvalid", "Invalid value: must be an integer or a percent string");
+}
+
+static void validate_pdb(verr_t *v, const json_t *o)
+{
+    json_t *min = ks_jget(o, "spec.minAvailable"), *max = ks_jget(o, "spec.maxUnavailable");
+
+    if (min && max) {
+        char *spec = json_dumps(json_object_get(o, "spec"), JSON_COMPACT | JSON_SORT_KEYS);
+        char d[1200];
+        snprintf(d, sizeof(d), "Invalid value: %s: minAvailable and maxUnavailable cannot be both set",
+                 spec ? spec : "{}");
+        verr_add(v, "spec", "FieldValueInvalid", d);
+        free(spec);
+    }
+    validate_pdb_value(v, min, "spec.minAvailable");
+    validate_pdb_value(v, max, "spec.maxUnavailable");
+}
+
+/* The rules of a Role (namespaced: no nonResourceURLs) or a ClusterRole. */
+static void validate_rbac_rules(verr_t *v, const json_t *o, int namespaced)
+{
+    json_t *rule;
+    size_t i;
+    char field[128];
+
+    json_array_foreach(json_object_get(o, "rules"), i, rule) {
+        size_t urls = json_array_size(json_object_get(rule, "nonResourceURLs"));
+        size_t groups = json_array_size(json_object_get(rule, "apiGroups"));
+        size_t resources = json_array_size(json_object_get(rule, "resources"));
+        if (json_array_size(json_object_get(rule, "verbs")) == 0) {
+            snprintf(field, sizeof(field), "rules[%zu].verbs", i);
+            verr_add(v, field, "FieldValueRequired", "Required value: verbs must contain at least one value");
+        }
+        snprintf(field, sizeof(field), "rules[%zu].nonResourceURLs", i);
+        if (urls && namespaced) {
+            verr_add(v, field, "FieldValueInvalid",
+                     "Invalid value: namespaced rules cannot apply to non-resource URLs");
+        } else if (urls && (groups || resources)) {
+            verr_add(v, field, "FieldValueInvalid",
+                     "Invalid value: rules cannot apply to both regular resources and non-resource URLs");
+        } else if (!urls) {
+            if (!groups) {
+                snprintf(field, sizeof(field), "rules[%zu].apiGroups", i);
+                verr_add(v, field, "FieldValueRequired",
+                         "Required value: resource rules must supply at least one api group");
+            }
+            if (!resources) {
+                snprintf(field, sizeof(field), "rules[%zu].resources", i);
+                verr_add(v, field, "FieldValueRequired",
+                         "Required value: resource rules must supply at least one resource");
+            }
+        }
+    }
+}
+
+/* roleRef (immutable) and subjects of a RoleBinding or ClusterRoleBinding. */
+static void validate_binding(verr_t *v, ks_kind_t kind, const json_t *o, const json_t *old)
+{
+    const char *rk = ks_jstr(o, "roleRef.kind") ?: "", *rg = ks_jstr(o, "roleRef.apiGroup") ?: "";
+    json_t *s;
+    size_t i;
+    char field[128], d[600];
+
+    if (!*(ks_jstr(o, "roleRef.name") ?: ""))
+        verr_add(v, "roleRef.name", "FieldValueRequired", "Required value");
+    if (kind == KS_ROLEBINDING ? strcmp(rk, "Role") != 0 && strcmp(rk, "ClusterRole") != 0
+                               : strcmp(rk, "ClusterRole") != 0) {
+        snprintf(d, sizeof(d), "Unsupported value: \"%s\": supported values: %s", rk,
+                 kind == KS_ROLEBINDING ? "\"ClusterRole\", \"Role\"" : "\"ClusterRole\"");
+        verr_add(v, "roleRef.kind", "FieldValueNotSupported", d);
+    }
+    if (strcmp(rg, RBAC_GROUP) != 0) {
+        snprintf(d, sizeof(d), "Unsupported value: \"%s\": supported values: \"" RBAC_GROUP "\"", rg);
+        verr_add(v, "roleRef.apiGroup", "FieldValueNotSupported", d);
+    }
+    if (old && !json_equal(json_object_get(o, "roleRef"), json_object_get(old, "roleRef"))) {
+        char *ref = json_dumps(json_object_get(o, "roleRef"), JSON_COMPACT | JSON_SORT_KEYS);
+        snprintf(d, sizeof(d), "Invalid value: %s: cannot change roleRef", ref ? ref : "null");
+        verr_add(v, "roleRef", "FieldValueInvalid", d);
+        free(ref);
+    }
+    json_array_foreach(json_object_get(o, "subjects"), i, s) {
+        const char *sk = ks_jstr(s, "kind") ?: "", *sg = ks_jstr(s, "apiGroup") ?: "";
+        int sa = strcmp(sk, "ServiceAccount") == 0;
+        if (!sa && strcmp(sk, "User") != 0 && strcmp(sk, "Group") != 0) {
+            snprintf(field, sizeof(field), "subjects[%zu].kind", i);
+            snprintf(d, sizeof(d),
+                     "Unsupported value: \"%s\": supported values: \"ServiceAccount\", \"User\", \"Group\"", sk);
+            verr_add(v, field, "FieldValueNotSupported", d);
+            continue;
+        }
+        if (!*(ks_jstr(s, "name") ?: "")) {
+            snprintf(field, sizeof(field), "subjects[%zu].name", i);
+            verr_add(v, field, "FieldValueRequired", "Required value");
+        }
+        if (sa ? *sg != '\0' : strcmp(sg, RBAC_GROUP) != 0) {
+            snprintf(field, sizeof(field), "subjects[%zu].apiGroup", i);
+            snprintf(d, sizeof(d), "Unsupported value: \"%s\": supported values: \"%s\"", sg,
+                     sa ? "" : RBAC_GROUP);
+            verr_add(v, field, "FieldValueNotSupported", d);
+        }
+        if (sa && kind == KS_CLUSTERROLEBINDING && !*(ks_jstr(s, "namespace") ?: "")) {
+            snprintf(field, sizeof(field), "subjects[%zu].namespace", i);
+            verr_add(v, field, "FieldValueRequired", "Required value");
+        }
+    }
+}
+
 /* Returns 0, or fills resp with 422 Invalid. */
 static int api_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_resp_t *resp)
 {
@@ -582,7 +974,9 @@ static int api_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_r
 
     v.causes = json_array();
     rf_buf_init(&v.msg, 0);
-    if (!dns_label_ok(name, kind != KS_SERVICE && kind != KS_NAMESPACE)) {
+    if (is_rbac(kind)) {
+        validate_path_segment_name(&v, name);
+    } else if (!dns_label_ok(name, kind != KS_SERVICE && kind != KS_NAMESPACE)) {
         char d[600];
         snprintf(d, sizeof(d),
                  "Invalid value: \"%s\": a lowercase RFC 1123 %s must consist of lower case "
@@ -634,6 +1028,14 @@ static int api_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_r
         }
     } else if (kind == KS_POD) {
         validate_podspec(&v, ks_jget(o, "spec"), "spec");
+    } else if (kind == KS_CONFIGMAP || kind == KS_SECRET) {
+        validate_config_data(&v, kind, o, old);
+    } else if (kind == KS_PDB) {
+        validate_pdb(&v, o);
+    } else if (kind == KS_ROLE || kind == KS_CLUSTERROLE) {
+        validate_rbac_rules(&v, o, kind == KS_ROLE);
+    } else if (kind == KS_ROLEBINDING || kind == KS_CLUSTERROLEBINDING) {
+        validate_binding(&v, kind, o, old);
     } else if (kind == KS_INGRESS) {
         json_t *rule;
         size_t i;
@@ -815,6 +1217,12 @@ static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj
     json_object_del(meta, "selfLink");
     if (ks_kinds[kind].namespaced && !json_object_get(meta, "namespace"))
         json_object_set_new(meta, "namespace", json_string("default"));
+    else if (!ks_kinds[kind].namespaced)
+        json_object_del(meta, "namespace");
+    if (api_convert(kind, o, resp) != 0) {
+        json_decref(o);
+        return NULL;
+    }
     api_default(api, kind, o);
     if (api_validate(kind, o, oldj, resp) != 0) {
         json_decref(o);

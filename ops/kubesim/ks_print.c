@@ -18,6 +18,12 @@ static const col_t cols_rs[] = {{"Name", "string", "name", 0}, {"Desired", "inte
 static const col_t cols_pod[] = {{"Name", "string", "name", 0}, {"Ready", "string", "", 0}, {"Status", "string", "", 0}, {"Restarts", "string", "", 0}, {"Age", "string", "", 0}, {"IP", "string", "", 1}, {"Node", "string", "", 1}, {"Nominated Node", "string", "", 1}, {"Readiness Gates", "string", "", 1}, {NULL, NULL, NULL, 0}};
 static const col_t cols_svc[] = {{"Name", "string", "name", 0}, {"Type", "string", "", 0}, {"Cluster-IP", "string", "", 0}, {"External-IP", "string", "", 0}, {"Port(s)", "string", "", 0}, {"Age", "string", "", 0}, {"Selector", "string", "", 1}, {NULL, NULL, NULL, 0}};
 static const col_t cols_ing[] = {{"Name", "string", "name", 0}, {"Class", "string", "", 0}, {"Hosts", "string", "", 0}, {"Address", "string", "", 0}, {"Ports", "string", "", 0}, {"Age", "string", "", 0}, {NULL, NULL, NULL, 0}};
+static const col_t cols_cm[] = {{"Name", "string", "name", 0}, {"Data", "integer", "", 0}, {"Age", "string", "", 0}, {NULL, NULL, NULL, 0}};
+static const col_t cols_secret[] = {{"Name", "string", "name", 0}, {"Type", "string", "", 0}, {"Data", "integer", "", 0}, {"Age", "string", "", 0}, {NULL, NULL, NULL, 0}};
+static const col_t cols_sa[] = {{"Name", "string", "name", 0}, {"Secrets", "integer", "", 0}, {"Age", "string", "", 0}, {NULL, NULL, NULL, 0}};
+static const col_t cols_pdb[] = {{"Name", "string", "name", 0}, {"Min Available", "string", "", 0}, {"Max Unavailable", "string", "", 0}, {"Allowed Disruptions", "integer", "", 0}, {"Age", "string", "", 0}, {NULL, NULL, NULL, 0}};
+static const col_t cols_role[] = {{"Name", "string", "name", 0}, {"Created At", "string", "", 0}, {NULL, NULL, NULL, 0}};
+static const col_t cols_binding[] = {{"Name", "string", "name", 0}, {"Role", "string", "", 0}, {"Age", "string", "", 0}, {"Users", "string", "", 1}, {"Groups", "string", "", 1}, {"ServiceAccounts", "string", "", 1}, {NULL, NULL, NULL, 0}};
 static const col_t cols_ev[] = {{"Last Seen", "string", "", 0}, {"Type", "string", "", 0}, {"Reason", "string", "", 0}, {"Object", "string", "", 0}, {"Subobject", "string", "", 1}, {"Source", "string", "", 1}, {"Message", "string", "", 0}, {"First Seen", "string", "", 1}, {"Count", "string", "", 1}, {"Name", "string", "name", 1}, {NULL, NULL, NULL, 0}};
 
 static const col_t *kind_cols(ks_kind_t kind)
@@ -35,6 +41,20 @@ static const col_t *kind_cols(ks_kind_t kind)
         return cols_svc;
     case KS_INGRESS:
         return cols_ing;
+    case KS_CONFIGMAP:
+        return cols_cm;
+    case KS_SECRET:
+        return cols_secret;
+    case KS_SERVICEACCOUNT:
+        return cols_sa;
+    case KS_PDB:
+        return cols_pdb;
+    case KS_ROLE:
+    case KS_CLUSTERROLE:
+        return cols_role;
+    case KS_ROLEBINDING:
+    case KS_CLUSTERROLEBINDING:
+        return cols_binding;
     default:
         return cols_ev;
     }
@@ -210,6 +230,62 @@ static json_t *ingress_cells(const json_t *o, int64_t now)
     return cells;
 }
 
+/* An IntOrString as kubectl shows it, "N/A" when unset. */
+static json_t *int_or_string_cell(const json_t *v)
+{
+    char buf[32];
+
+    if (json_is_string(v))
+        return json_string(json_string_value(v));
+    if (!json_is_integer(v))
+        return json_string("N/A");
+    snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+    return json_string(buf);
+}
+
+static json_t *pdb_cells(const json_t *o, int64_t now)
+{
+    json_t *cells = json_array();
+
+    json_array_append_new(cells, json_string(ks_jstr(o, "metadata.name")));
+    json_array_append_new(cells, int_or_string_cell(ks_jget(o, "spec.minAvailable")));
+    json_array_append_new(cells, int_or_string_cell(ks_jget(o, "spec.maxUnavailable")));
+    json_array_append_new(cells, json_integer(ks_jint(o, "status.disruptionsAllowed", 0)));
+    json_array_append_new(cells, age_cell(o, "metadata.creationTimestamp", now));
+    return cells;
+}
+
+/* Users, groups and service accounts ("namespace/name") of a binding, as kubectl lists them. */
+static json_t *binding_cells(const json_t *o, int64_t now)
+{
+    json_t *cells = json_array(), *s;
+    rf_buf_t users = RF_BUF_INIT, groups = RF_BUF_INIT, sas = RF_BUF_INIT;
+    char ref[600];
+    size_t i;
+
+    snprintf(ref, sizeof(ref), "%s/%s", ks_jstr(o, "roleRef.kind") ?: "",
+             ks_jstr(o, "roleRef.name") ?: "");
+    json_array_append_new(cells, json_string(ks_jstr(o, "metadata.name")));
+    json_array_append_new(cells, json_string(ref));
+    json_array_append_new(cells, age_cell(o, "metadata.creationTimestamp", now));
+    json_array_foreach(ks_jget(o, "subjects"), i, s) {
+        const char *kind = ks_jstr(s, "kind") ?: "", *name = ks_jstr(s, "name") ?: "";
+        if (strcmp(kind, "User") == 0)
+            rf_buf_addf(&users, "%s%s", users.len ? ", " : "", name);
+        else if (strcmp(kind, "Group") == 0)
+            rf_buf_addf(&groups, "%s%s", groups.len ? ", " : "", name);
+        else if (strcmp(kind, "ServiceAccount") == 0)
+            rf_buf_addf(&sas, "%s%s/%s", sas.len ? ", " : "", ks_jstr(s, "namespace") ?: "", name);
+    }
+    json_array_append_new(cells, json_string(rf_buf_str(&users)));
+    json_array_append_new(cells, json_string(rf_buf_str(&groups)));
+    json_array_append_new(cells, json_string(rf_buf_str(&sas)));
+    rf_buf_release(&users);
+    rf_buf_release(&groups);
+    rf_buf_release(&sas);
+    return cells;
+}
+
 static json_t *event_cells(const json_t *o, int64_t now)
 {
     json_t *cells = json_array();
@@ -280,6 +356,35 @@ json_t *ks_print_row(ks_kind_t kind, const json_t *o, const char *include_object
         break;
     case KS_INGRESS:
         cells = ingress_cells(o, now);
+        break;
+    case KS_CONFIGMAP:
+        cells = json_pack("[s, I]", ks_jstr(o, "metadata.name"),
+                          (json_int_t)(json_object_size(json_object_get(o, "data")) +
+                                       json_object_size(json_object_get(o, "binaryData"))));
+        json_array_append_new(cells, age_cell(o, "metadata.creationTimestamp", now));
+        break;
+    case KS_SECRET:
+        cells = json_pack("[s, s, I]", ks_jstr(o, "metadata.name"), ks_jstr(o, "type") ?: "",
+                          (json_int_t)json_object_size(json_object_get(o, "data")));
+        json_array_append_new(cells, age_cell(o, "metadata.creationTimestamp", now));
+        break;
+    case KS_SERVICEACCOUNT:
+        cells = json_pack("[s, I]", ks_jstr(o, "metadata.name"),
+                          (json_int_t)json_array_size(json_object_get(o, "secrets")));
+        json_array_append_new(cells, age_cell(o, "metadata.creationTimestamp", now));
+        break;
+    case KS_PDB:
+        cells = pdb_cells(o, now);
+        break;
+    case KS_ROLE:
+    case KS_CLUSTERROLE:
+        /* the creation time itself, as RFC 3339 in UTC */
+        cells = json_pack("[s, s]", ks_jstr(o, "metadata.name"),
+                          ks_jstr(o, "metadata.creationTimestamp") ?: "");
+        break;
+    case KS_ROLEBINDING:
+    case KS_CLUSTERROLEBINDING:
+        cells = binding_cells(o, now);
         break;
     default:
         cells = event_cells(o, now);

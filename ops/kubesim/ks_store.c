@@ -17,6 +17,20 @@ const ks_kind_info_t ks_kinds[KS_KIND_COUNT] = {
     [KS_EVENT] = {"Event", "events", "", "v1", "EventList", 1, 0},
     [KS_INGRESS] = {"Ingress", "ingresses", "networking.k8s.io", "networking.k8s.io/v1",
                     "IngressList", 1, 1},
+    [KS_CONFIGMAP] = {"ConfigMap", "configmaps", "", "v1", "ConfigMapList", 1, 0},
+    [KS_SECRET] = {"Secret", "secrets", "", "v1", "SecretList", 1, 0},
+    [KS_SERVICEACCOUNT] = {"ServiceAccount", "serviceaccounts", "", "v1", "ServiceAccountList", 1, 0},
+    [KS_PDB] = {"PodDisruptionBudget", "poddisruptionbudgets", "policy", "policy/v1",
+                "PodDisruptionBudgetList", 1, 1},
+    [KS_ROLE] = {"Role", "roles", "rbac.authorization.k8s.io", "rbac.authorization.k8s.io/v1",
+                 "RoleList", 1, 0},
+    [KS_ROLEBINDING] = {"RoleBinding", "rolebindings", "rbac.authorization.k8s.io",
+                        "rbac.authorization.k8s.io/v1", "RoleBindingList", 1, 0},
+    [KS_CLUSTERROLE] = {"ClusterRole", "clusterroles", "rbac.authorization.k8s.io",
+                        "rbac.authorization.k8s.io/v1", "ClusterRoleList", 0, 0},
+    [KS_CLUSTERROLEBINDING] = {"ClusterRoleBinding", "clusterrolebindings",
+                               "rbac.authorization.k8s.io", "rbac.authorization.k8s.io/v1",
+                               "ClusterRoleBindingList", 0, 0},
 };
 
 int64_t ks_now_ms(void)

@@ -15,13 +15,21 @@ typedef enum ks_kind {
     KS_SERVICE,
     KS_EVENT,
     KS_INGRESS,
+    KS_CONFIGMAP,
+    KS_SECRET,
+    KS_SERVICEACCOUNT,
+    KS_PDB,
+    KS_ROLE,
+    KS_ROLEBINDING,
+    KS_CLUSTERROLE,
+    KS_CLUSTERROLEBINDING,
     KS_KIND_COUNT,
 } ks_kind_t;
 
 typedef struct ks_kind_info {
     const char *kind;       /* "Deployment" */
     const char *resource;   /* "deployments" */
-    const char *group;      /* "" for core, "apps", "networking.k8s.io" */
+    const char *group;      /* "" for core, "apps", "networking.k8s.io", "policy", ... */
     const char *api_version; /* "v1", "apps/v1" */
     const char *list_kind;  /* "DeploymentList" */
     int namespaced;
