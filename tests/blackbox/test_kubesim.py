@@ -443,3 +443,219 @@ def test_set_image_and_undo_reuse_the_old_replicaset(sim, tmp_path):
     assert ann["deployment.kubernetes.io/revision"] == "3"
     assert ann["deployment.kubernetes.io/revision-history"] == "1"
     assert rss[first]["spec"]["replicas"] == 2
+
+
+# -- config, policy and RBAC kinds (stored and validated, no controller) -----------------
+
+CONFIG_KINDS = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config, labels: {team: a}}
+data: {LOG_LEVEL: info, app.yaml: "port: 8080\\n"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret, labels: {team: a}}
+data: {given: "aGVsbG8="}
+stringData: {password: "s3cr3t", given: "from-stringData"}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app-sa, labels: {team: a}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: app-pdb}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: web}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader}
+rules:
+- {apiGroups: [""], resources: [pods, pods/log], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: pod-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects:
+- {kind: ServiceAccount, name: app-sa, namespace: default}
+- {kind: User, name: alice}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "deployer:apps"}
+rules:
+- {apiGroups: [apps], resources: [deployments], verbs: [get, patch]}
+- {nonResourceURLs: [/healthz], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "deployer:apps"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "deployer:apps"}
+subjects:
+- {kind: ServiceAccount, name: app-sa, namespace: default}
+- {kind: Group, name: ops}
+"""
+
+
+def test_discovery_lists_config_policy_and_rbac_kinds(sim):
+    s = sim.session()
+    core = {r["name"]: r for r in s.get(f"{sim.url}/api/v1").json()["resources"]}
+    for name, kind, short in (("configmaps", "ConfigMap", ["cm"]), ("secrets", "Secret", None),
+                              ("serviceaccounts", "ServiceAccount", ["sa"])):
+        assert (core[name]["kind"], core[name]["namespaced"], core[name].get("shortNames")) == \
+            (kind, True, short)
+        assert "patch" in core[name]["verbs"] and "delete" in core[name]["verbs"]
+    groups = {g["name"]: g for g in s.get(f"{sim.url}/apis").json()["groups"]}
+    assert groups["policy"]["preferredVersion"]["groupVersion"] == "policy/v1"
+    assert groups["rbac.authorization.k8s.io"]["versions"] == [
+        {"groupVersion": "rbac.authorization.k8s.io/v1", "version": "v1"}]
+    assert s.get(f"{sim.url}/apis/policy").json()["kind"] == "APIGroup"
+    policy = {r["name"]: r for r in s.get(f"{sim.url}/apis/policy/v1").json()["resources"]}
+    assert (policy["poddisruptionbudgets"]["kind"], policy["poddisruptionbudgets"]["namespaced"],
+            policy["poddisruptionbudgets"]["shortNames"]) == ("PodDisruptionBudget", True, ["pdb"])
+    rbac = s.get(f"{sim.url}/apis/rbac.authorization.k8s.io/v1").json()
+    assert rbac["groupVersion"] == "rbac.authorization.k8s.io/v1"
+    scoped = {r["kind"]: r["namespaced"] for r in rbac["resources"]}
+    assert scoped == {"Role": True, "RoleBinding": True, "ClusterRole": False,
+                      "ClusterRoleBinding": False}
+    index = s.get(f"{sim.url}/openapi/v3").json()["paths"]
+    assert "apis/policy/v1" in index and "apis/rbac.authorization.k8s.io/v1" in index
+    doc = s.get(f"{sim.url}/openapi/v3/apis/rbac.authorization.k8s.io/v1").json()
+    assert "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}" in doc["paths"]
+    assert "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}" in doc["paths"]
+    assert "io.k8s.api.rbac.v1.ClusterRole" in doc["components"]["schemas"]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in
+            sim.kubectl("api-resources", "--no-headers").stdout.splitlines()}
+    assert rows["poddisruptionbudgets"] == ["pdb", "policy/v1", "true", "PodDisruptionBudget"]
+    assert rows["serviceaccounts"] == ["sa", "v1", "true", "ServiceAccount"]
+    assert rows["clusterroles"] == ["rbac.authorization.k8s.io/v1", "false", "ClusterRole"]
+    assert rows["rolebindings"] == ["rbac.authorization.k8s.io/v1", "true", "RoleBinding"]
+
+
+def test_config_policy_and_rbac_kinds_apply_get_list_delete(sim, tmp_path):
+    import base64
+
+    out = apply(sim, CONFIG_KINDS, tmp_path).stdout
+    for applied in ("configmap/app-config", "secret/app-secret", "serviceaccount/app-sa",
+                    "poddisruptionbudget.policy/app-pdb",
+                    "role.rbac.authorization.k8s.io/pod-reader",
+                    "rolebinding.rbac.authorization.k8s.io/pod-reader",
+                    "clusterrole.rbac.authorization.k8s.io/deployer:apps",
+                    "clusterrolebinding.rbac.authorization.k8s.io/deployer:apps"):
+        assert f"{applied} serverside-applied" in out, out
+    cm = sim.get_json("cm", "app-config")
+    assert cm["data"] == {"LOG_LEVEL": "info", "app.yaml": "port: 8080\n"}
+    assert cm["metadata"]["namespace"] == "default" and "generation" not in cm["metadata"]
+    # stringData is merged into data (winning over the same key) and not stored
+    sec = sim.get_json("secret", "app-secret")
+    assert "stringData" not in sec and sec["type"] == "Opaque"
+    assert {k: base64.b64decode(v).decode() for k, v in sec["data"].items()} == \
+        {"given": "from-stringData", "password": "s3cr3t"}
+    pdb = sim.get_json("pdb", "app-pdb")
+    assert pdb["spec"]["minAvailable"] == 2 and pdb["metadata"]["generation"] == 1
+    assert pdb["status"]["disruptionsAllowed"] == 0
+    role = sim.get_json("role", "pod-reader")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "pods/log"],
+                              "verbs": ["get", "list", "watch"]}]
+    rb = sim.get_json("rolebinding", "pod-reader")
+    # User and Group subjects get the RBAC apiGroup, ServiceAccounts none
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "app-sa", "namespace": "default"},
+                              {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
+    cr = sim.get_json("clusterrole", "deployer:apps")
+    assert "namespace" not in cr["metadata"] and cr["rules"][1]["nonResourceURLs"] == ["/healthz"]
+    crb = sim.get_json("clusterrolebinding", "deployer:apps")
+    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "deployer:apps"}
+    # the tables kubectl prints
+    table = sim.kubectl("get", "cm,secret,sa,pdb,rolebinding").stdout
+    assert "configmap/app-config" in table and "secret/app-secret" in table
+    assert "Opaque" in table and "Role/pod-reader" in table
+    wide = sim.kubectl("get", "clusterrolebinding", "deployer:apps", "-o", "wide").stdout
+    assert "ClusterRole/deployer:apps" in wide and "default/app-sa" in wide and "ops" in wide
+    assert "MIN AVAILABLE" in sim.kubectl("get", "pdb").stdout
+    # lists: by label, across namespaces, and cluster-scoped kinds under their own URL only
+    assert [i["metadata"]["name"] for i in sim.get_json("cm,secret,sa", "-l", "team=a")["items"]] == \
+        ["app-config", "app-secret", "app-sa"]
+    s = sim.session()
+    r = s.get(f"{sim.url}/apis/rbac.authorization.k8s.io/v1/clusterroles")
+    assert r.json()["kind"] == "ClusterRoleList"
+    assert "deployer:apps" in [i["metadata"]["name"] for i in r.json()["items"]]
+    r = s.get(f"{sim.url}/apis/rbac.authorization.k8s.io/v1/namespaces/default/clusterroles")
+    assert r.status_code == 404
+    r = s.get(f"{sim.url}/apis/policy/v1/poddisruptionbudgets")
+    assert [i["metadata"]["name"] for i in r.json()["items"]] == ["app-pdb"]
+    # the same apply again writes nothing: the resourceVersions stay
+    before = {i["metadata"]["name"]: i["metadata"]["resourceVersion"]
+              for i in sim.get_json("cm,secret,pdb,rolebinding")["items"]}
+    apply(sim, CONFIG_KINDS, tmp_path)
+    after = {i["metadata"]["name"]: i["metadata"]["resourceVersion"]
+             for i in sim.get_json("cm,secret,pdb,rolebinding")["items"]}
+    assert after == before
+    # a key dropped from the manifest goes away on the next apply
+    apply(sim, CONFIG_KINDS.replace(", app.yaml: \"port: 8080\\n\"", ""), tmp_path)
+    assert sim.get_json("cm", "app-config")["data"] == {"LOG_LEVEL": "info"}
+    # delete, then 404 as NotFound with the group-qualified resource
+    out = sim.kubectl("delete", "-f", str(tmp_path / "m.yaml")).stdout
+    assert 'clusterrole.rbac.authorization.k8s.io "deployer:apps" deleted' in out, out
+    for args, msg in ((("secret", "app-secret"), 'secrets "app-secret" not found'),
+                      (("pdb", "app-pdb"), 'poddisruptionbudgets.policy "app-pdb" not found'),
+                      (("clusterrolebinding", "deployer:apps"),
+                       'clusterrolebindings.rbac.authorization.k8s.io "deployer:apps" not found')):
+        res = sim.kubectl("get", *args, check=False)
+        assert res.returncode != 0 and msg in res.stderr, res.stderr
+    r = s.get(f"{sim.url}/api/v1/namespaces/default/configmaps/app-config")
+    assert (r.status_code, r.json()["reason"]) == (404, "NotFound")
+    assert r.json()["details"] == {"name": "app-config", "kind": "configmaps"}
+    r = s.delete(f"{sim.url}/apis/rbac.authorization.k8s.io/v1/clusterroles/nope")
+    assert r.status_code == 404 and r.json()["details"]["group"] == "rbac.authorization.k8s.io"
+
+
+def test_config_policy_and_rbac_kinds_are_validated(sim, tmp_path):
+    s = sim.session()
+    base = f"{sim.url}/api/v1/namespaces/default"
+    r = s.post(f"{base}/secrets", json={"metadata": {"name": "bad"}, "data": {"k": "abc!"}})
+    assert r.status_code == 400
+    assert r.json()["message"] == ('Secret in version "v1" cannot be handled as a Secret: '
+                                   'illegal base64 data at input byte 3')
+    r = s.post(f"{base}/configmaps", json={"metadata": {"name": "bad"}, "data": {"a b": "x"}})
+    assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "data[a b]"
+    # immutable ConfigMaps keep their data
+    r = s.post(f"{base}/configmaps", json={"metadata": {"name": "frozen"}, "data": {"a": "1"},
+                                           "immutable": True})
+    assert r.status_code == 201
+    r = s.patch(f"{base}/configmaps/frozen", json={"data": {"a": "2"}},
+                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 422 and "field is immutable when `immutable` is set" in r.json()["message"]
+    pdb = f"{sim.url}/apis/policy/v1/namespaces/default/poddisruptionbudgets"
+    r = s.post(pdb, json={"metadata": {"name": "both"},
+                          "spec": {"minAvailable": 1, "maxUnavailable": "150%"}})
+    assert r.status_code == 422
+    fields = [c["field"] for c in r.json()["details"]["causes"]]
+    assert fields == ["spec", "spec.maxUnavailable"]
+    assert "minAvailable and maxUnavailable cannot be both set" in r.json()["message"]
+    rbac = f"{sim.url}/apis/rbac.authorization.k8s.io/v1"
+    r = s.post(f"{rbac}/namespaces/default/roles", json={
+        "metadata": {"name": "r"}, "rules": [{"nonResourceURLs": ["/metrics"], "verbs": []}]})
+    assert r.status_code == 422
+    assert [c["field"] for c in r.json()["details"]["causes"]] == \
+        ["rules[0].verbs", "rules[0].nonResourceURLs"]
+    r = s.post(f"{rbac}/clusterrolebindings", json={
+        "metadata": {"name": "b"}, "roleRef": {"kind": "Role", "name": "x"},
+        "subjects": [{"kind": "ServiceAccount", "name": "sa"}, {"kind": "Robot", "name": "r2"}]})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith('ClusterRoleBinding.rbac.authorization.k8s.io "b" is invalid')
+    assert [c["field"] for c in r.json()["details"]["causes"]] == \
+        ["roleRef.kind", "subjects[0].namespace", "subjects[1].kind"]
+    # roleRef cannot change once created
+    binding = {"metadata": {"name": "rb"}, "roleRef": {"kind": "ClusterRole", "name": "view"},
+               "subjects": [{"kind": "User", "name": "bob"}]}
+    assert s.post(f"{rbac}/namespaces/default/rolebindings", json=binding).status_code == 201
+    r = s.patch(f"{rbac}/namespaces/default/rolebindings/rb", json={"roleRef": {"name": "edit"}},
+                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 422 and "cannot change roleRef" in r.json()["message"]
+    # a namespace that does not exist
+    r = s.post(f"{sim.url}/api/v1/namespaces/nope/serviceaccounts", json={"metadata": {"name": "x"}})
+    assert r.status_code == 404 and r.json()["message"] == 'namespaces "nope" not found'
