@@ -364,38 +364,132 @@ def test_k8s_manifests_have_the_expected_structure():
         assert (d["apiVersion"].startswith("keda.sh/")) == (f.parent.name == "keda"), (f, d)
 
 
-def _kubectl(harness, *args, input=None):
-    env = dict(harness.env)
-    return subprocess.run(["kubectl", "--kubeconfig", harness.env["RELFLEET_KUBECONFIG"],
-                           *args], env=env, capture_output=True, text=True, timeout=60,
-                          input=input)
+def _kubectl_name(doc):
+    """How kubectl names an object in its output: deployment.apps/relfleet-render."""
+    api = doc["apiVersion"]
+    group = "." + api.split("/")[0] if "/" in api else ""
+    return f"{doc['kind'].lower()}{group}/{doc['metadata']['name']}"
 
 
-def test_k8s_manifests_apply_to_kubesim(stack, harness):
-    if not harness.env.get("RELFLEET_KUBECONFIG"):
-        pytest.skip("kubesim is not built")
-    supported = {"Namespace", "Deployment", "Service"}
-    refused = {}
-    applied = []
-    for f, d in _all_manifests():
-        if d["apiVersion"].startswith("keda.sh/"):
-            continue
-        proc = _kubectl(harness, "apply", "--server-side", "--field-manager=relfleet-test",
-                        "-f", "-", input=yaml.safe_dump(d))
-        if proc.returncode == 0:
-            applied.append(d["kind"])
-        else:
-            refused.setdefault(d["kind"], proc.stderr.strip())
-    assert set(applied) >= {"Namespace", "Deployment"}, (applied, refused)
-    for kind, err in refused.items():
-        # Only kinds kubesim does not know; nothing malformed.
-        assert kind not in supported, (kind, err)
-        assert "no matches for kind" in err or "the server could not find" in err, (kind, err)
-    print("kubesim refused kinds:", sorted(refused))
-    out = _kubectl(harness, "get", "deployments", "-n", "relfleet", "-o", "json")
-    assert out.returncode == 0, out.stderr
-    names = {i["metadata"]["name"] for i in json.loads(out.stdout)["items"]}
-    assert names == {f"relfleet-{s}" for s in STAGES}
+def _contains(want, got, path="."):
+    """Asserts that got holds want: dict keys recursively (the server may add defaults),
+    lists element by element with the same length, scalars equal."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict), (path, got)
+        for k, v in want.items():
+            assert k in got, (f"{path}{k}", sorted(got))
+            _contains(v, got[k], f"{path}{k}.")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (path, want, got)
+        for i, (w, g) in enumerate(zip(want, got)):
+            _contains(w, g, f"{path}[{i}].")
+    else:
+        assert want == got, (path, want, got)
+
+
+@pytest.fixture
+def fleet_kubesim(tmp_path, monkeypatch):
+    """A kubesim of its own (not the stack's): the manifests make cluster-scoped objects."""
+    import kubesim_fixture
+
+    binary = bin_path("kubesim")
+    if not binary.exists():
+        pytest.skip(f"{binary} is not built")
+    monkeypatch.setattr(kubesim_fixture, "KUBESIM", str(binary))
+    with kubesim_fixture.kubesim(tmp_path / "kubesim") as k:
+        yield k
+
+
+def test_k8s_manifests_apply_to_kubesim(fleet_kubesim):
+    """kubectl apply --server-side -f ops/k8s/ (every kind but KEDA's, which live in keda/ and
+    need CRDs), read back with kubectl get, applied again without a write, deleted."""
+    import base64
+
+    k = fleet_kubesim
+    docs = [d for f, d in _all_manifests() if f.parent == K8S]
+    assert {d["kind"] for d in docs} == {"Namespace", "ConfigMap", "Secret", "PodDisruptionBudget",
+                                         "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                         "Deployment"}
+    out = k.kubectl("apply", "--server-side", "--field-manager=relfleet-test", "-f", f"{K8S}/")
+    applied = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    assert sorted(applied) == sorted(f"{_kubectl_name(d)} serverside-applied" for d in docs), \
+        out.stdout
+    # -f DIR does not recurse: keda/ (ScaledObjects need KEDA's CRDs) is checked offline only
+    assert not any("scaledobject" in ln or "triggerauthentication" in ln for ln in applied)
+
+    # Read back: every object with its labels and every field it was applied with.
+    live = {}
+    for args in (("-n", "relfleet", "configmaps,secrets,serviceaccounts,poddisruptionbudgets,"
+                  "deployments"), ("namespaces,clusterroles,clusterrolebindings",)):
+        for item in k.get_json(*args)["items"]:
+            live[(item["kind"], item["metadata"]["name"])] = item
+    for d in docs:
+        got = live.get((d["kind"], d["metadata"]["name"]))
+        assert got, (d["kind"], d["metadata"]["name"], sorted(live))
+        assert got["apiVersion"] == d["apiVersion"]
+        assert got["metadata"].get("namespace") == d["metadata"].get("namespace")
+        assert got["metadata"]["labels"].items() >= d["metadata"]["labels"].items()
+        _contains({key: v for key, v in d.items()
+                   if key not in ("apiVersion", "kind", "metadata", "stringData")}, got)
+        if d["kind"] == "Secret":
+            # stringData is merged into data, base64, as the API server stores it
+            assert "stringData" not in got and got["type"] == "Opaque"
+            assert {key: base64.b64decode(v).decode() for key, v in got["data"].items()} == \
+                d["stringData"]
+    # What the fleet relies on, read with kubectl get as an operator would.
+    cm = k.get_json("configmap", "relfleet-config", "-n", "relfleet")
+    manifest_cm = next(d for d in docs if d["metadata"]["name"] == "relfleet-config")
+    assert sorted(cm["data"]) == sorted(manifest_cm["data"])
+    assert "RELFLEET_KAFKA_BROKERS" in cm["data"]
+    assert "kubeconfig" in k.get_json("configmap", "relfleet-kubeconfig", "-n", "relfleet")["data"]
+    for stage in STAGES:
+        pdb = k.get_json("pdb", f"relfleet-{stage}", "-n", "relfleet")
+        assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+        assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == stage
+    pdbs = k.kubectl("get", "pdb", "-n", "relfleet", "--no-headers").stdout.split("\n")
+    assert [ln.split()[:3] for ln in pdbs if ln] == \
+        [[f"relfleet-{s}", "N/A", "1"] for s in sorted(STAGES)]
+    role = k.get_json("clusterrole", "relfleet-deployer")
+    manifest_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"] == manifest_role["rules"]
+    assert {"apiGroups": ["apps"], "resources": ["deployments"],
+            "verbs": ["get", "list", "watch", "create", "patch"]} in role["rules"]
+    binding = k.get_json("clusterrolebinding", "relfleet-deployer")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "relfleet-deployer"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "relfleet-deployer",
+                                    "namespace": "relfleet"}]
+    wide = k.kubectl("get", "clusterrolebinding", "relfleet-deployer", "-o", "wide").stdout
+    assert "ClusterRole/relfleet-deployer" in wide and "relfleet/relfleet-deployer" in wide
+    assert k.get_json("serviceaccount", "relfleet-deployer", "-n", "relfleet")["metadata"]["name"]
+    deps = k.get_json("deployments", "-n", "relfleet")["items"]
+    assert {i["metadata"]["name"] for i in deps} == {f"relfleet-{s}" for s in STAGES}
+    for dep in deps:
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["containers"][0]["envFrom"], dep["metadata"]["name"]
+
+    # The same apply again changes nothing: no object gets a new resourceVersion (the
+    # Deployments' status moves with their pods, so those are left out).
+    def versions():
+        items = k.get_json("-n", "relfleet", "configmaps,secrets,serviceaccounts,"
+                           "poddisruptionbudgets")["items"]
+        items += k.get_json("clusterroles,clusterrolebindings")["items"]
+        return {(i["kind"], i["metadata"]["name"]): i["metadata"]["resourceVersion"]
+                for i in items}
+
+    before = versions()
+    k.kubectl("apply", "--server-side", "--field-manager=relfleet-test", "-f", f"{K8S}/")
+    assert versions() == before
+
+    # Deleted file by file, the namespace last, as an operator tears the fleet down.
+    files = sorted(K8S.glob("*.yaml"), reverse=True)
+    assert files[-1].name == "00-namespace.yaml"
+    out = k.kubectl("delete", *[a for f in files for a in ("-f", str(f))])
+    assert 'clusterrole.rbac.authorization.k8s.io "relfleet-deployer" deleted' in out.stdout
+    for args in (("clusterrole", "relfleet-deployer"), ("clusterrolebinding", "relfleet-deployer"),
+                 ("namespace", "relfleet")):
+        res = k.kubectl("get", *args, check=False)
+        assert res.returncode != 0 and "not found" in res.stderr, (args, res.stderr)
 
 
 def test_docker_compose_config_passes():
