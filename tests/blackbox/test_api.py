@@ -275,8 +275,11 @@ def test_create_publishes_a_signed_request_like_relctl(h, url, world):
 
 
 def test_list_filters_and_paging(h, url, world):
-    svc, c = world
-    a = c["admin"]
+    _, c = world
+    a = c["admin"]  # the stack's bootstrap admin: every service
+    # A service of its own: a release another test requested on the shared service may be
+    # recorded (created_at) inside this test's time window.
+    svc = setup_service(h, h.unique_service("api-page"), versions=("1.0.0", "1.1.0"))
     start = datetime.now(timezone.utc) - timedelta(seconds=1)
     ids = [create(a, svc, v, description=f"page {i}") for i, v in enumerate(["1.0.0", "1.1.0", "1.0.0"])]
     for rid in ids:
