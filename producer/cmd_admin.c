@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "relctl.h"
+#include "rf_clock.h"
 #include "rf_buf.h"
 #include "rf_hash.h"
 #include "rf_registry.h"
@@ -38,23 +39,6 @@ static int relctl_env_arg(int argc, char **argv, int *argi, const char **env, in
             break;
     }
     return 0;
-}
-
-/* Converts "600", "600s", "10m", "1h" to seconds; -1 when malformed. */
-static long parse_seconds(const char *s)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-
-    if (end == s || v < 0)
-        return -1;
-    if (*end == '\0' || strcmp(end, "s") == 0)
-        return v;
-    if (strcmp(end, "m") == 0)
-        return v * 60;
-    if (strcmp(end, "h") == 0)
-        return v * 3600;
-    return -1;
 }
 
 static int service_set(relctl_t *ctl, const char *service, const char *env, int argc,
@@ -115,7 +99,8 @@ static int service_set(relctl_t *ctl, const char *service, const char *env, int 
             }
         }
         if (column && strcmp(key, "timeout") == 0) {
-            long secs = parse_seconds(value);
+            long long ms = rf_clock_parse_ms(value);
+            long secs = ms < 0 ? -1 : (long)(ms / 1000);
             if (secs < 0) {
                 rf_db_rollback(db);
                 relctl_usage("timeout: '%s' is not a duration (600, 600s, 10m, 1h)", value);

@@ -7,33 +7,15 @@
 #include <string.h>
 
 #include "rf_analysis.h"
+#include "rf_clock.h"
 
 #define STRATEGY_MAX_STEPS 64
 
 long long rf_strategy_duration_ms(const json_t *v)
 {
-    const char *s, *unit;
-    char *end = NULL;
-    long long n;
-
     if (json_is_integer(v))
         return json_integer_value(v) < 0 ? -1 : json_integer_value(v) * 1000LL;
-    s = json_string_value(v);
-    if (!s || !isdigit((unsigned char)*s))
-        return -1;
-    n = strtoll(s, &end, 10);
-    unit = end;
-    if (n < 0 || n > 100LL * 24 * 3600 * 1000)
-        return -1;
-    if (*unit == '\0' || strcmp(unit, "s") == 0)
-        return n * 1000LL;
-    if (strcmp(unit, "ms") == 0)
-        return n;
-    if (strcmp(unit, "m") == 0)
-        return n * 60000LL;
-    if (strcmp(unit, "h") == 0)
-        return n * 3600000LL;
-    return -1;
+    return rf_clock_parse_ms(json_string_value(v));
 }
 
 void rf_strategy_canary_replicas(int total, int weight, int *canary, int *stable)

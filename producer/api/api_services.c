@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "rf_clock.h"
 #include "rf_log.h"
 #include "rf_strategy.h"
 
@@ -126,23 +127,6 @@ int api_services_history(api_req_t *r, const char *service, const char *env)
     return out ? api_reply_json(r, MHD_HTTP_OK, json_pack("{s:o}", "history", out)) : 0;
 }
 
-/* Converts "600", "600s", "10m", "1h" to seconds; -1 when malformed. */
-static long services_seconds(const char *s)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-
-    if (end == s || v < 0)
-        return -1;
-    if (*end == '\0' || strcmp(end, "s") == 0)
-        return v;
-    if (strcmp(end, "m") == 0)
-        return v * 60;
-    if (strcmp(end, "h") == 0)
-        return v * 3600;
-    return -1;
-}
-
 static int services_key_ok(const char *k)
 {
     size_t n = strlen(k);
@@ -261,7 +245,8 @@ int api_services_update(api_req_t *r, const char *service, const char *env)
             }
         }
         if (column && strcmp(key, "timeout") == 0) {
-            long secs = services_seconds(value);
+            long long ms = rf_clock_parse_ms(value);
+            long secs = ms < 0 ? -1 : (long)(ms / 1000);
             if (secs < 0) {
                 rf_db_rollback(r->db);
                 api_reply_error(r, MHD_HTTP_BAD_REQUEST, key,
