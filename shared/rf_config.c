@@ -76,6 +76,11 @@ const rf_config_prop_t rf_config_props[] = {
          "How long a worker may take to finish in-flight work after SIGTERM"),
     PROP("linger_ms", RF_CONF_INT, linger_ms, "1", 0, 1000, NULL,
          "Producer linger (batching delay)"),
+    PROP("kafka_fetch_wait_ms", RF_CONF_INT, kafka_fetch_wait_ms, "500", 1, 60000, NULL,
+         "Consumer fetch.wait.max.ms: how long a fetch may wait at the broker for data. A"
+         " Kafka broker answers as soon as a message arrives, so the default costs no"
+         " latency there; the dev broker (librdkafka's mock cluster) always waits this long"
+         " when a partition is empty, so the local stack sets 5"),
     PROP("metrics_addr", RF_CONF_STRING, metrics_addr, "127.0.0.1:9464", 0, 0, NULL,
          "Address (host:port) of the worker's /metrics, /healthz and /readyz; `off` to "
          "disable; 0.0.0.0:9464 in a container"),

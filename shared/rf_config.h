@@ -38,6 +38,7 @@ typedef struct rf_config {
     int retry_max_ms;
     int shutdown_timeout_ms;
     int linger_ms;
+    int kafka_fetch_wait_ms;
     int kafka_stats_interval_ms;
     int health_interval_ms;
     int notify_max_attempts;

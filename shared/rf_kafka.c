@@ -357,6 +357,11 @@ rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
         rd_kafka_conf_destroy(kc);
         return NULL;
     }
+    snprintf(buf, sizeof(buf), "%d", conf->kafka_fetch_wait_ms);
+    if (kafka_set(kc, "fetch.wait.max.ms", buf, errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
     c = calloc(1, sizeof(*c));
     if (!c)
         abort();

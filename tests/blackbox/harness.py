@@ -220,6 +220,7 @@ class Harness:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5,  # the dev broker waits this long on an empty partition
         })
         messages = []
         try:
