@@ -13,7 +13,11 @@ struct rf_lock {
     int port;
     char *password;
     int db;
+    char renew_sha[48];   /* the scripts as loaded on this connection ("" = send them) */
+    char release_sha[48];
 };
+
+#define LOCK_PIPELINE 512 /* commands per round trip of the *_many calls */
 
 /* KEYS: lock, fence. ARGV: release id, lease ms, floor. */
 static const char lock_acquire_lua[] =
@@ -40,6 +44,17 @@ static const char lock_renew_lua[] =
 static const char lock_release_lua[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
+
+/* Loads a script for EVALSHA; sha stays "" (send the script) if that fails. */
+static void lock_load(rf_lock_t *lock, const char *script, char *sha, size_t size)
+{
+    redisReply *r = redisCommand(lock->rc, "SCRIPT LOAD %s", script);
+
+    sha[0] = '\0';
+    if (r && r->type == REDIS_REPLY_STRING && r->len < size)
+        snprintf(sha, size, "%s", r->str);
+    freeReplyObject(r);
+}
 
 static rf_err_t lock_connect(rf_lock_t *lock, char *errstr, size_t errstr_size)
 {
@@ -75,6 +90,8 @@ static rf_err_t lock_connect(rf_lock_t *lock, char *errstr, size_t errstr_size)
         r = redisCommand(lock->rc, "SELECT %d", lock->db);
         freeReplyObject(r);
     }
+    lock_load(lock, lock_renew_lua, lock->renew_sha, sizeof(lock->renew_sha));
+    lock_load(lock, lock_release_lua, lock->release_sha, sizeof(lock->release_sha));
     return RF_OK;
 }
 
@@ -249,4 +266,87 @@ rf_err_t rf_lock_break(rf_lock_t *lock, const char *env, const char *service, ch
     if (result == RF_OK)
         freeReplyObject(r);
     return result;
+}
+
+/* Renews (renew = 1) or releases n locks, LOCK_PIPELINE commands per round trip. A script
+ * the server lost (NOSCRIPT: SCRIPT FLUSH) is sent whole, now and from then on. */
+static rf_err_t lock_pipeline(rf_lock_t *lock, rf_lock_item_t *items, const rf_lock_item_t *citems,
+                              size_t n, int lease_ms, int renew, char *errstr, size_t errstr_size)
+{
+    const char *script = renew ? lock_renew_lua : lock_release_lua;
+    char lkey[300], lease[24];
+    unsigned char lost[LOCK_PIPELINE];
+    rf_err_t result = RF_OK;
+
+    snprintf(lease, sizeof(lease), "%d", lease_ms);
+    for (size_t start = 0; start < n && result == RF_OK; start += LOCK_PIPELINE) {
+        size_t end = n - start > LOCK_PIPELINE ? start + LOCK_PIPELINE : n;
+        char *sha;
+        int nlost = 0;
+
+        result = lock_connect(lock, errstr, errstr_size);
+        if (result != RF_OK)
+            return result;
+        sha = renew ? lock->renew_sha : lock->release_sha;
+        for (size_t i = start; i < end; i++) {
+            const rf_lock_item_t *it = &citems[i];
+            const char *args[6] = {*sha ? "EVALSHA" : "EVAL", *sha ? sha : script, "1", lkey,
+                                   it->release_id, lease};
+            size_t lens[6];
+            int argc = renew ? 6 : 5;
+
+            lock_key(lkey, sizeof(lkey), "lock", it->env, it->service);
+            for (int a = 0; a < argc; a++)
+                lens[a] = strlen(args[a]);
+            redisAppendCommandArgv(lock->rc, argc, args, lens);
+        }
+        for (size_t i = start; i < end; i++) {
+            redisReply *r = NULL;
+
+            lost[i - start] = 0;
+            if (redisGetReply(lock->rc, (void **)&r) != REDIS_OK || !r) {
+                rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", lock->rc->errstr);
+                redisFree(lock->rc);
+                lock->rc = NULL;
+                return RF_ERR_RETRY;
+            }
+            if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+                lost[i - start] = 1;
+                nlost++;
+            } else if (r->type == REDIS_REPLY_ERROR) {
+                result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", r->str);
+            } else if (renew) {
+                items[i].held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+            }
+            freeReplyObject(r);
+        }
+        if (nlost)
+            sha[0] = '\0';
+        for (size_t i = start; i < end && nlost && result == RF_OK; i++) {
+            const rf_lock_item_t *it = &citems[i];
+            if (!lost[i - start])
+                continue;
+            if (renew)
+                result = rf_lock_renew(lock, it->env, it->service, it->release_id, lease_ms,
+                                       &items[i].held, errstr, errstr_size);
+            else
+                result = rf_lock_release(lock, it->env, it->service, it->release_id, errstr,
+                                         errstr_size);
+        }
+    }
+    return result;
+}
+
+rf_err_t rf_lock_renew_many(rf_lock_t *lock, rf_lock_item_t *items, size_t n, int lease_ms,
+                            char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < n; i++)
+        items[i].held = 0;
+    return lock_pipeline(lock, items, items, n, lease_ms, 1, errstr, errstr_size);
+}
+
+rf_err_t rf_lock_release_many(rf_lock_t *lock, const rf_lock_item_t *items, size_t n,
+                              char *errstr, size_t errstr_size)
+{
+    return lock_pipeline(lock, NULL, items, n, 0, 0, errstr, errstr_size);
 }

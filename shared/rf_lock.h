@@ -29,6 +29,24 @@ rf_err_t rf_lock_renew(rf_lock_t *lock, const char *env, const char *service,
                        const char *release_id, int lease_ms, int *held, char *errstr,
                        size_t errstr_size);
 
+/* One lock of a pipelined call: which one, and (renew) whether its release holds it. */
+typedef struct rf_lock_item {
+    const char *env;
+    const char *service;
+    const char *release_id;
+    int held; /* set by rf_lock_renew_many */
+} rf_lock_item_t;
+
+/* rf_lock_renew for n locks in pipelined round trips (a few hundred commands each):
+ * items[i].held as rf_lock_renew's *held. On an error the items not yet answered keep
+ * held 0 and the call can be repeated as a whole. */
+rf_err_t rf_lock_renew_many(rf_lock_t *lock, rf_lock_item_t *items, size_t n, int lease_ms,
+                            char *errstr, size_t errstr_size);
+
+/* rf_lock_release for n locks in pipelined round trips. */
+rf_err_t rf_lock_release_many(rf_lock_t *lock, const rf_lock_item_t *items, size_t n,
+                              char *errstr, size_t errstr_size);
+
 /* Deletes the lock only if release_id holds it (compare-and-delete). */
 rf_err_t rf_lock_release(rf_lock_t *lock, const char *env, const char *service,
                          const char *release_id, char *errstr, size_t errstr_size);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <hiredis/hiredis.h>
 
 #include "rf_lock.h"
 
@@ -180,12 +181,80 @@ static void test_restart_keeps_fence_growing(void **state)
     rf_lock_destroy(l);
 }
 
+/* The remaining lease of a lock, straight from Redis (-2: no key). */
+static long long lock_pttl(redisContext *rc, const char *env, const char *service)
+{
+    redisReply *r = redisCommand(rc, "PTTL relfleet:lock:%s/%s", env, service);
+    long long ms;
+
+    assert_non_null(r);
+    ms = r->integer;
+    freeReplyObject(r);
+    return ms;
+}
+
+/* More locks than one pipelined round trip holds: renewals extend ours, report the one
+ * another release holds, take back a lost key; a SCRIPT FLUSH on the way is survived;
+ * release_many deletes only ours. */
+static void test_pipelined_renew_and_release(void **state)
+{
+    enum { N = 1300 };
+    static char services[N][16], ids[N][16];
+    rf_lock_item_t items[N];
+    redisContext *rc = redisConnect("127.0.0.1", redis_port);
+    char err[256];
+    int acquired;
+    int64_t fence;
+    rf_lock_t *l = rf_lock_new(redis_url, err, sizeof(err));
+    redisReply *r;
+
+    (void)state;
+    assert_non_null(l);
+    assert_true(rc && !rc->err);
+    for (int i = 0; i < N; i++) {
+        snprintf(services[i], sizeof(services[i]), "svc%d", i);
+        snprintf(ids[i], sizeof(ids[i]), "R%d", i);
+        items[i] = (rf_lock_item_t){"pipe", services[i], ids[i], -1};
+        if (i == 700)
+            continue; /* lost key: renew takes it back */
+        assert_int_equal(rf_lock_acquire(l, "pipe", services[i], i == 5 ? "X" : ids[i], 5000, 0,
+                                         &acquired, &fence, NULL, err, sizeof(err)), RF_OK);
+        assert_int_equal(acquired, 1);
+    }
+    assert_int_equal(rf_lock_renew_many(l, items, N, 600000, err, sizeof(err)), RF_OK);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].held, i != 5);
+        if (i == 5)
+            assert_true(lock_pttl(rc, "pipe", services[i]) <= 5000);
+        else
+            assert_true(lock_pttl(rc, "pipe", services[i]) > 5000);
+    }
+    /* The server forgets its scripts: the calls send them again. */
+    r = redisCommand(rc, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    assert_int_equal(rf_lock_renew_many(l, items, N, 700000, err, sizeof(err)), RF_OK);
+    assert_int_equal(items[1299].held, 1);
+    assert_true(lock_pttl(rc, "pipe", services[1299]) > 600000);
+    assert_int_equal(rf_lock_release_many(l, items, N, err, sizeof(err)), RF_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(lock_pttl(rc, "pipe", services[i]) == -2, i != 5);
+    /* A connection Redis dropped: the next call reconnects. */
+    r = redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes");
+    freeReplyObject(r);
+    assert_int_equal(rf_lock_renew_many(l, items, 3, 1000, err, sizeof(err)), RF_ERR_RETRY);
+    assert_int_equal(rf_lock_renew_many(l, items, 3, 1000, err, sizeof(err)), RF_OK);
+    assert_int_equal(items[0].held, 1);
+    redisFree(rc);
+    rf_lock_destroy(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exclusion_and_fence),
         cmocka_unit_test(test_lease_expiry_and_renew),
         cmocka_unit_test(test_restart_keeps_fence_growing),
+        cmocka_unit_test(test_pipelined_renew_and_release),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
