@@ -76,6 +76,10 @@ const rf_config_prop_t rf_config_props[] = {
          "How long a worker may take to finish in-flight work after SIGTERM"),
     PROP("linger_ms", RF_CONF_INT, linger_ms, "1", 0, 1000, NULL,
          "Producer linger (batching delay)"),
+    PROP("batch_max", RF_CONF_INT, batch_max, "256", 1, 100000, NULL,
+         "Most messages a worker takes from its consumer at once (those already fetched):"
+         " their deliveries are awaited together and their offsets stored after; 1 handles"
+         " one message at a time"),
     PROP("kafka_fetch_wait_ms", RF_CONF_INT, kafka_fetch_wait_ms, "500", 1, 60000, NULL,
          "Consumer fetch.wait.max.ms: how long a fetch may wait at the broker for data. A"
          " Kafka broker answers as soon as a message arrives, so the default costs no"

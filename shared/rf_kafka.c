@@ -9,12 +9,22 @@
 #include <string.h>
 #include <time.h>
 
+/* Delivery reports awaited: `done` counts the reports, `err` keeps the first error. One
+ * send waits for done == 1; a batch scope waits for done == its number of sends. */
+typedef struct produce_wait {
+    int done;
+    rd_kafka_resp_err_t err;
+} produce_wait_t;
+
 struct rf_producer {
     rd_kafka_t *rk;
     rd_kafka_conf_t *kc; /* a copy of rk's configuration, to create it again */
     const rf_config_t *conf;
     rf_metric_t *produced;
     rf_metric_t *produce_failed;
+    int batching;         /* inside rf_producer_batch_begin/end */
+    int batch_sent;       /* messages produced in the batch scope */
+    produce_wait_t batch; /* their delivery reports */
 };
 
 struct rf_consumer {
@@ -24,11 +34,6 @@ struct rf_consumer {
     rf_metric_t *lag;
     rf_metric_t *up;
 };
-
-typedef struct produce_wait {
-    int done;
-    rd_kafka_resp_err_t err;
-} produce_wait_t;
 
 const char *rf_kafka_topic(const rf_config_t *conf, const char *suffix, char *buf, size_t size)
 {
@@ -47,15 +52,21 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
         rf_log_debug("kafka %s: %s", fac, buf);
 }
 
+/* Delivery reports, served by rd_kafka_poll() on the caller's thread; opaque is the
+ * rf_producer_t (the configuration's opaque). */
 static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     produce_wait_t *w = m->_private;
+    rf_producer_t *p = opaque;
+    const char *topic = rd_kafka_topic_name(m->rkt);
 
     (void)rk;
-    (void)opaque;
+    if (p)
+        rf_metrics_add(m->err ? p->produce_failed : p->produced, RF_LABELS(topic), 1);
     if (w) {
-        w->err = m->err;
-        w->done = 1;
+        if (m->err && !w->err)
+            w->err = m->err;
+        w->done++;
     }
 }
 
@@ -177,6 +188,7 @@ rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t err
     p = calloc(1, sizeof(*p));
     if (!p)
         abort();
+    rd_kafka_conf_set_opaque(kc, p);
     p->conf = conf;
     p->produced = rf_metrics_counter("relfleet_messages_produced_total",
                                      "Messages produced and delivered, by topic", "topic");
@@ -216,8 +228,14 @@ static void producer_check_fatal(rf_producer_t *p)
         return;
     }
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(p->rk, 1000); /* serves the purged messages' reports */
     rd_kafka_destroy(p->rk);
     p->rk = rk;
+    /* A report the old handle never gave counts as a failure of the batch. */
+    if (p->batching && p->batch.done < p->batch_sent) {
+        p->batch.err = RD_KAFKA_RESP_ERR__FATAL;
+        p->batch.done = p->batch_sent;
+    }
 }
 
 void rf_producer_destroy(rf_producer_t *p)
@@ -230,21 +248,40 @@ void rf_producer_destroy(rf_producer_t *p)
     free(p);
 }
 
+/* Serves delivery reports until w->done reaches want. The reports arrive within
+ * message.timeout.ms; past it and a margin, what is in flight is purged so that no report
+ * can touch w after the caller returns (purged messages report __PURGE_*). */
+static void producer_wait(rf_producer_t *p, produce_wait_t *w, int want)
+{
+    struct timespec start, now;
+    long waited_ms;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (w->done < want) {
+        rd_kafka_poll(p->rk, 50);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (w->done < want && waited_ms > p->conf->kafka_timeout_ms + 5000) {
+            rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            while (w->done < want)
+                rd_kafka_poll(p->rk, 50);
+        }
+    }
+}
+
 rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                           const void *payload, size_t len, char *errstr, size_t errstr_size)
 {
     produce_wait_t w = {0, RD_KAFKA_RESP_ERR_NO_ERROR};
     char topic[256];
     rd_kafka_resp_err_t err;
-    struct timespec start, now;
-    long waited_ms;
 
     rf_kafka_topic(p->conf, suffix, topic, sizeof(topic));
     err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
                             RD_KAFKA_V_KEY((void *)key, key ? strlen(key) : 0),
                             RD_KAFKA_V_VALUE((void *)payload, len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&w),
-                            RD_KAFKA_V_END);
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_OPAQUE(p->batching ? &p->batch : &w), RD_KAFKA_V_END);
     if (err) {
         rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
         producer_check_fatal(p);
@@ -254,26 +291,41 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                        errstr, errstr_size, "cannot produce to '%s': %s", topic,
                        rd_kafka_err2str(err));
     }
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    /* The delivery report arrives within message.timeout.ms; the margin covers the rest. */
-    while (!w.done) {
-        rd_kafka_poll(p->rk, 50);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (!w.done && waited_ms > p->conf->kafka_timeout_ms + 5000) {
-            /* Purge so that the delivery report cannot touch w after we return. */
-            rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            while (!w.done)
-                rd_kafka_poll(p->rk, 50);
-        }
+    if (p->batching) {
+        p->batch_sent++;
+        rd_kafka_poll(p->rk, 0);
+        return RF_OK;
     }
+    producer_wait(p, &w, 1);
     if (w.err) {
-        rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
         producer_check_fatal(p);
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
                        "message to '%s' not delivered: %s", topic, rd_kafka_err2str(w.err));
     }
-    rf_metrics_add(p->produced, RF_LABELS(topic), 1);
+    return RF_OK;
+}
+
+void rf_producer_batch_begin(rf_producer_t *p)
+{
+    p->batching = 1;
+    p->batch_sent = 0;
+    p->batch.done = 0;
+    p->batch.err = RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+rf_err_t rf_producer_batch_end(rf_producer_t *p, char *errstr, size_t errstr_size)
+{
+    int sent = p->batch_sent;
+
+    p->batching = 0;
+    p->batch_sent = 0;
+    producer_wait(p, &p->batch, sent);
+    if (p->batch.err) {
+        producer_check_fatal(p);
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
+                       "a message of the batch's %d was not delivered: %s", sent,
+                       rd_kafka_err2str(p->batch.err));
+    }
     return RF_OK;
 }
 

@@ -21,10 +21,19 @@ rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t err
 void rf_producer_destroy(rf_producer_t *p);
 
 /* Produces one message to the topic of suffix and waits for its delivery report, at
- * most kafka_timeout_ms. RF_ERR_RETRY when it was not delivered in time. Counted in
- * relfleet_messages_produced_total / relfleet_produce_failures_total by topic. */
+ * most kafka_timeout_ms (in a batch scope it only queues it, see below). RF_ERR_RETRY
+ * when it was not delivered in time. Counted in relfleet_messages_produced_total /
+ * relfleet_produce_failures_total by topic. */
 rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                           const void *payload, size_t len, char *errstr, size_t errstr_size);
+
+/* A batch scope: between begin and end, rf_producer_send() returns once the message is
+ * queued (RF_OK) without waiting for its delivery report; rf_producer_batch_end() waits for
+ * every report of the scope (bounded as one send) and gives RF_ERR_RETRY if any message
+ * was not delivered. The poll loop wraps a poll batch in it and stores the batch's offsets
+ * only after end succeeded. */
+void rf_producer_batch_begin(rf_producer_t *p);
+rf_err_t rf_producer_batch_end(rf_producer_t *p, char *errstr, size_t errstr_size);
 
 /* Joins group and subscribes to the topics of the NULL-terminated suffixes. Offsets are
  * committed automatically, but only those stored with rf_consumer_store(). */

@@ -35,12 +35,14 @@ static struct {
     rf_metric_t *failed;
     rf_metric_t *dead_lettered;
     rf_metric_t *seconds;
+    rf_metric_t *batch;
 } worker_metrics;
 
 static void worker_metrics_init(const char *stage)
 {
     static const double bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                     0.5,   1,     2.5,  5,     10,   30,  60};
+    static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 1024};
 
     rf_metrics_const_label("stage", stage);
     worker_metrics.consumed = rf_metrics_counter(
@@ -61,6 +63,10 @@ static void worker_metrics_init(const char *stage)
         "Time from a message's delivery to the worker until its offset is stored or it is "
         "rewound",
         "topic", bounds, sizeof(bounds) / sizeof(bounds[0]));
+    worker_metrics.batch = rf_metrics_histogram(
+        "relfleet_poll_batch_messages",
+        "Messages taken from the consumer at once (a poll batch, at most batch_max)", NULL,
+        batch_bounds, sizeof(batch_bounds) / sizeof(batch_bounds[0]));
 }
 
 static double worker_seconds_since(const struct timespec *start)
@@ -190,59 +196,193 @@ static void worker_log_ctx(const rd_kafka_message_t *m, const json_t *body)
     }
 }
 
-/* One message: parse and validate, hand to the stage, then store, retry or dead-letter. */
-static rf_err_t worker_process(rf_worker_t *w, const rf_stage_t *stage, void *state,
-                               rf_consumer_t *consumer, const rd_kafka_message_t *m)
-{
+/* One message of a poll batch and what became of it. */
+typedef struct batch_item {
+    rd_kafka_message_t *m;
+    rf_input_t in;
+    rf_err_t result;
+    const char *reason_class; /* of a dead letter: "invalid" or "refused" */
+    struct timespec start;
     char errstr[1024];
-    char dlq_err[512];
-    rf_input_t in = {m, NULL, NULL};
+} batch_item_t;
+
+static int same_partition(const rd_kafka_message_t *a, const rd_kafka_message_t *b)
+{
+    return a->partition == b->partition &&
+           strcmp(rd_kafka_topic_name(a->rkt), rd_kafka_topic_name(b->rkt)) == 0;
+}
+
+/* 1 when an earlier message of its partition in the batch is to be retried: this one is
+ * redelivered after the rewind, so it is not handled (or stored) now. */
+static int worker_blocked(const batch_item_t *items, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (items[j].result == RF_ERR_RETRY && same_partition(items[j].m, items[i].m))
+            return 1;
+    return 0;
+}
+
+/* Parses and validates a message against its topic's schema family. */
+static void worker_parse(rf_worker_t *w, batch_item_t *it)
+{
+    const rd_kafka_message_t *m = it->m;
     const char *topic = rd_kafka_topic_name(m->rkt);
     const char *prefix = "relfleet.?";
     size_t plen = strlen(w->conf->topic_prefix);
-    const char *reason_class = "invalid";
-    struct timespec start;
-    rf_err_t result;
 
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    clock_gettime(CLOCK_MONOTONIC, &it->start);
     rf_metrics_add(worker_metrics.consumed, RF_LABELS(topic), 1);
     worker_log_ctx(m, NULL);
-    in.topic_suffix = strncmp(topic, w->conf->topic_prefix, plen) == 0 ? topic + plen : topic;
+    it->in.m = m;
+    it->in.topic_suffix =
+        strncmp(topic, w->conf->topic_prefix, plen) == 0 ? topic + plen : topic;
     for (size_t i = 0; i < sizeof(topic_schemas) / sizeof(topic_schemas[0]); i++)
-        if (strcmp(topic_schemas[i].topic, in.topic_suffix) == 0)
+        if (strcmp(topic_schemas[i].topic, it->in.topic_suffix) == 0)
             prefix = topic_schemas[i].schema_prefix;
-    result = rf_msg_parse(w->schemas, m->payload, m->len, m->key, m->key_len, prefix, &in.body,
-                          errstr, sizeof(errstr));
-    if (result == RF_OK) {
-        worker_log_ctx(m, in.body);
-        reason_class = "refused";
-        result = stage->handle(state, &in, errstr, sizeof(errstr));
+    it->reason_class = "invalid";
+    it->result = rf_msg_parse(w->schemas, m->payload, m->len, m->key, m->key_len, prefix,
+                              &it->in.body, it->errstr, sizeof(it->errstr));
+    if (it->result == RF_OK)
+        it->reason_class = "refused";
+}
+
+/* Hands the batch's valid messages to the stage: its batch hook, or handle one by one. */
+static void worker_handle(const rf_stage_t *stage, void *state, batch_item_t *items, size_t n)
+{
+    if (stage->handle_batch) {
+        rf_input_t **in = calloc(n, sizeof(*in));
+        rf_err_t *results = calloc(n, sizeof(*results));
+        char **errs = calloc(n, sizeof(*errs));
+        size_t k = 0;
+
+        if (!in || !results || !errs)
+            abort();
+        for (size_t i = 0; i < n; i++)
+            if (items[i].result == RF_OK) {
+                in[k] = &items[i].in;
+                errs[k] = items[i].errstr;
+                k++;
+            }
+        if (k > 0)
+            stage->handle_batch(state, in, k, results, errs, sizeof(items[0].errstr));
+        k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (items[i].result == RF_OK)
+                items[i].result = results[k++];
+        free(in);
+        free(results);
+        free(errs);
+        return;
     }
-    json_decref(in.body);
-    if (result == RF_ERR_PERM) {
-        result = worker_dead_letter(w, m, errstr, reason_class, dlq_err, sizeof(dlq_err));
-        if (result != RF_OK) {
-            snprintf(errstr, sizeof(errstr), "%s", dlq_err);
-            rf_metrics_add(worker_metrics.failed, RF_LABELS(topic, "dead_letter"), 1);
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].result != RF_OK)
+            continue;
+        if (worker_blocked(items, i)) {
+            items[i].result = RF_ERR_RETRY;
+            snprintf(items[i].errstr, sizeof(items[i].errstr),
+                     "an earlier message of its partition is retried");
+            continue;
         }
-    } else if (result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND || result == RF_ERR_RETRY) {
-        rf_metrics_add(worker_metrics.failed,
-                       RF_LABELS(topic, result == RF_ERR_FENCED     ? "fenced"
-                                        : result == RF_ERR_NOTFOUND ? "not_found"
-                                                                    : "retriable"),
-                       1);
+        worker_log_ctx(items[i].m, items[i].in.body);
+        items[i].result = stage->handle(state, &items[i].in, items[i].errstr,
+                                        sizeof(items[i].errstr));
     }
-    if (result == RF_OK || result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND) {
-        if (result == RF_ERR_FENCED)
-            rf_log_warn("stopped: %s", errstr);
-        rf_consumer_store(consumer, m);
-        rf_metrics_observe(worker_metrics.seconds, RF_LABELS(topic), worker_seconds_since(&start));
-        return RF_OK;
+}
+
+/* A poll batch: parse, handle, dead-letter what is refused for good, wait for every
+ * delivery of the batch, then store the offsets of what is done and rewind each partition
+ * to its first message to retry. RF_ERR_RETRY when anything is retried. */
+static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *state,
+                             rf_consumer_t *consumer, batch_item_t *items, size_t n)
+{
+    char errstr[512];
+    rf_err_t delivered;
+    int retried = 0;
+
+    rf_metrics_observe(worker_metrics.batch, NULL, (double)n);
+    rf_producer_batch_begin(w->producer);
+    for (size_t i = 0; i < n; i++)
+        worker_parse(w, &items[i]);
+    worker_handle(stage, state, items, n);
+    for (size_t i = 0; i < n; i++) {
+        batch_item_t *it = &items[i];
+        const char *topic = rd_kafka_topic_name(it->m->rkt);
+        char dlq_err[512];
+
+        json_decref(it->in.body);
+        it->in.body = NULL;
+        if (worker_blocked(items, i)) {
+            it->result = RF_ERR_RETRY;
+            continue;
+        }
+        worker_log_ctx(it->m, NULL);
+        if (it->result == RF_ERR_PERM) {
+            it->result = worker_dead_letter(w, it->m, it->errstr, it->reason_class, dlq_err,
+                                            sizeof(dlq_err));
+            if (it->result != RF_OK) {
+                snprintf(it->errstr, sizeof(it->errstr), "%s", dlq_err);
+                it->result = RF_ERR_RETRY;
+                rf_metrics_add(worker_metrics.failed, RF_LABELS(topic, "dead_letter"), 1);
+            }
+        } else if (it->result == RF_ERR_FENCED || it->result == RF_ERR_NOTFOUND ||
+                   it->result == RF_ERR_RETRY) {
+            rf_metrics_add(worker_metrics.failed,
+                           RF_LABELS(topic, it->result == RF_ERR_FENCED     ? "fenced"
+                                            : it->result == RF_ERR_NOTFOUND ? "not_found"
+                                                                            : "retriable"),
+                           1);
+            if (it->result == RF_ERR_FENCED)
+                rf_log_warn("stopped: %s", it->errstr);
+            if (it->result != RF_ERR_RETRY)
+                it->result = RF_OK;
+        } else if (it->result != RF_OK) {
+            it->result = RF_ERR_RETRY;
+        }
     }
-    rf_log_warn("will retry: %s", errstr);
-    rf_consumer_rewind(consumer, m);
-    rf_metrics_observe(worker_metrics.seconds, RF_LABELS(topic), worker_seconds_since(&start));
-    return RF_ERR_RETRY;
+    /* Offsets only once everything the batch produced is delivered. */
+    delivered = rf_producer_batch_end(w->producer, errstr, sizeof(errstr));
+    for (size_t i = 0; i < n; i++) {
+        batch_item_t *it = &items[i];
+        int first_of_partition = 1;
+
+        for (size_t j = 0; j < i && first_of_partition; j++)
+            if (same_partition(items[j].m, it->m))
+                first_of_partition = 0;
+        worker_log_ctx(it->m, NULL);
+        if (delivered != RF_OK) {
+            if (first_of_partition) {
+                rf_log_warn("will retry: %s", errstr);
+                rf_consumer_rewind(consumer, it->m);
+            }
+            retried = 1;
+        } else if (it->result == RF_OK) {
+            rf_consumer_store(consumer, it->m);
+        } else if (!worker_blocked(items, i)) {
+            rf_log_warn("will retry: %s", it->errstr);
+            rf_consumer_rewind(consumer, it->m);
+            retried = 1;
+        }
+        rf_metrics_observe(worker_metrics.seconds, RF_LABELS(rd_kafka_topic_name(it->m->rkt)),
+                           worker_seconds_since(&it->start));
+    }
+    rf_log_ctx_clear();
+    return retried ? RF_ERR_RETRY : RF_OK;
+}
+
+/* Takes up to max messages: waits up to timeout_ms for the first, then takes only what
+ * the consumer already has. */
+static size_t worker_fill(rf_consumer_t *consumer, batch_item_t *items, size_t max,
+                          int timeout_ms)
+{
+    size_t n = 0;
+    rd_kafka_message_t *m = rf_consumer_poll(consumer, timeout_ms);
+
+    while (m) {
+        memset(&items[n], 0, sizeof(items[n]));
+        items[n++].m = m;
+        m = n < max ? rf_consumer_poll(consumer, 0) : NULL;
+    }
+    return n;
 }
 
 int main(int argc, char **argv)
@@ -262,6 +402,7 @@ int main(int argc, char **argv)
     struct timespec last_hook = {0, 0};
     rf_log_level_t level = RF_LOG_INFO;
     void *state = NULL;
+    batch_item_t *items = NULL;
     char errstr[1024];
     char group[256];
     char schema_dir[1024];
@@ -368,23 +509,24 @@ int main(int argc, char **argv)
     }
     rf_log_info("started, consumer group '%s'", group);
 
+    items = calloc((size_t)conf.batch_max, sizeof(*items));
+    if (!items)
+        abort();
     while (run) {
-        rd_kafka_message_t *m = rf_consumer_poll(consumer, stage->poll_ms);
-        if (m) {
-            if (worker_process(&w, stage, state, consumer, m) == RF_OK) {
-                backoff = 0;
-            } else {
-                backoff = backoff ? backoff * 2 : 100;
-                if (backoff > conf.retry_max_ms)
-                    backoff = conf.retry_max_ms;
-                rd_kafka_message_destroy(m);
-                rf_log_ctx_clear();
-                nap(backoff / 2 + rand() % (backoff / 2 + 1));
-                continue;
-            }
-            rd_kafka_message_destroy(m);
-            rf_log_ctx_clear();
+        size_t n = worker_fill(consumer, items, (size_t)conf.batch_max, stage->poll_ms);
+        rf_err_t result = n ? worker_batch(&w, stage, state, consumer, items, n) : RF_OK;
+
+        for (size_t i = 0; i < n; i++)
+            rd_kafka_message_destroy(items[i].m);
+        if (result != RF_OK) {
+            backoff = backoff ? backoff * 2 : 100;
+            if (backoff > conf.retry_max_ms)
+                backoff = conf.retry_max_ms;
+            nap(backoff / 2 + rand() % (backoff / 2 + 1));
+            continue;
         }
+        if (n)
+            backoff = 0;
         if (stage->tick) {
             stage->tick(state);
             rf_log_ctx_clear();
@@ -395,6 +537,7 @@ int main(int argc, char **argv)
     exit_code = 0;
 out:
     rf_consumer_destroy(consumer);
+    free(items);
     if (state)
         stage->destroy(state);
     rf_producer_destroy(w.producer);

@@ -41,6 +41,14 @@ typedef struct rf_stage {
      * stored. RF_ERR_RETRY: retried later, offset not stored. RF_ERR_PERM: the message
      * is dead-lettered with errstr as the reason. */
     rf_err_t (*handle)(void *state, const rf_input_t *in, char *errstr, size_t errstr_size);
+    /* Optional: handles a poll batch at once instead of calling handle n times. in[i] are
+     * the batch's valid messages in consumption order (messages of one partition stay in
+     * order); the hook sets results[i] (as handle's return) and, when not RF_OK, writes
+     * the reason into errstrs[i] (errstr_size bytes each). Messages of one key must keep
+     * the order of their effects. Within a batch rf_producer_send() only queues (see
+     * rf_producer_batch_begin): the loop waits for the deliveries once, then stores. */
+    void (*handle_batch)(void *state, rf_input_t *const *in, size_t n, rf_err_t *results,
+                         char *const *errstrs, size_t errstr_size);
     /* Periodic work between polls (sweeps, watches); may be NULL. */
     void (*tick)(void *state);
     void (*destroy)(void *state);
