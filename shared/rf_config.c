@@ -17,6 +17,10 @@ const rf_config_prop_t rf_config_props[] = {
          "Prefix of every topic name (requests, rendered, applied, commands, results, dlq)"),
     PROP("pg_dsn", RF_CONF_SECRET, pg_dsn, NULL, 0, 0, NULL,
          "PostgreSQL connection string (libpq URI or key=value form)"),
+    PROP("pg_prepared_statements", RF_CONF_ENUM, pg_prepared_statements, "on", 0, 0, "on|off",
+         "Prepare each SQL statement once per connection and only execute it after (saves"
+         " the server's parse and plan); off behind PgBouncer in transaction or statement"
+         " mode before 1.21, which cannot keep a client's prepared statements"),
     PROP("redis_url", RF_CONF_STRING, redis_url, "redis://127.0.0.1:6379/0", 0, 0, NULL,
          "Redis URL, redis://[:password@]host:port[/db]"),
     PROP("kubeconfig", RF_CONF_STRING, kubeconfig, NULL, 0, 0, NULL,

@@ -11,6 +11,7 @@ typedef struct rf_config {
     char *kafka_brokers;
     char *topic_prefix;
     char *pg_dsn;
+    char *pg_prepared_statements;
     char *redis_url;
     char *kubeconfig;
     char *kube_context;

@@ -22,13 +22,27 @@ extern const rf_db_migration_t rf_db_migrations[];
 rf_db_t *rf_db_new(const char *dsn, char *errstr, size_t errstr_size);
 void rf_db_destroy(rf_db_t *db);
 
+/* Most statements rf_db_exec keeps prepared on one connection; later ones run unnamed. */
+#define RF_DB_PREPARED_MAX 256
+
+/* Whether rf_db_exec prepares its statements (on by default; the setting
+ * pg_prepared_statements). Off for a pooler that hands one client's statements to other
+ * server connections: PgBouncer in transaction or statement mode before 1.21. */
+void rf_db_set_prepared(rf_db_t *db, int on);
+
+/* How many statements are prepared on the current connection. */
+size_t rf_db_prepared_count(const rf_db_t *db);
+
 /* The raw connection, for callers that need libpq directly (LISTEN, COPY). */
 PGconn *rf_db_conn(rf_db_t *db);
 
 /* Runs one statement with text parameters (NULL = SQL NULL). On success *res_out (if
  * not NULL) takes the result, which the caller PQclear()s. A lost connection or a
  * transient server state is RF_ERR_RETRY (the connection is reset on the next call);
- * other errors are RF_ERR_PERM; errstr carries the server's message and SQLSTATE. */
+ * other errors are RF_ERR_PERM; errstr carries the server's message and SQLSTATE.
+ * A query or DML statement is prepared on its first use on a connection, keyed by its
+ * text, and only executed after (see rf_db_set_prepared): one statement per call, and
+ * callers must not DEALLOCATE or DISCARD behind its back. */
 rf_err_t rf_db_exec(rf_db_t *db, const char *sql, int nparams, const char *const *params,
                     PGresult **res_out, char *errstr, size_t errstr_size);
 

@@ -52,6 +52,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.topic_prefix, "relfleet.");
     assert_int_equal(c.lock_lease_ms, 30000);
     assert_null(c.pg_dsn);
+    assert_string_equal(c.pg_prepared_statements, "on");
     rf_config_release(&c);
 }
 
@@ -75,6 +76,7 @@ static void test_table(void **state)
         {NULL, "RELFLEET_PG_DNS", "x", RF_ERR_PERM, "RELFLEET_PG_DNS"},
         {NULL, "RELFLEET_STATE_DIR", "/tmp", RF_OK, "relfleet."},
         {NULL, "RELFLEET_SWEEP_INTERVAL_MS", "-1", RF_ERR_PERM, "out of range"},
+        {NULL, "RELFLEET_PG_PREPARED_STATEMENTS", "yes", RF_ERR_PERM, "'yes' is not one of on|off"},
     };
 
     (void)state;
