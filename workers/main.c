@@ -202,6 +202,7 @@ typedef struct batch_item {
     rf_input_t in;
     rf_err_t result;
     const char *reason_class; /* of a dead letter: "invalid" or "refused" */
+    int settled; /* dead-lettered / counted */
     struct timespec start;
     char errstr[1024];
 } batch_item_t;
@@ -246,8 +247,54 @@ static void worker_parse(rf_worker_t *w, batch_item_t *it)
         it->reason_class = "refused";
 }
 
-/* Hands the batch's valid messages to the stage: its batch hook, or handle one by one. */
-static void worker_handle(const rf_stage_t *stage, void *state, batch_item_t *items, size_t n)
+/* Settles a handled (or refused) message: dead-letters what is refused for good, counts
+ * failures; afterwards result is RF_OK (to store) or RF_ERR_RETRY (to rewind). */
+static void worker_settle(rf_worker_t *w, batch_item_t *items, size_t i)
+{
+    batch_item_t *it = &items[i];
+    const char *topic = rd_kafka_topic_name(it->m->rkt);
+    char dlq_err[512];
+
+    if (it->settled)
+        return;
+    it->settled = 1;
+    if (worker_blocked(items, i)) {
+        it->result = RF_ERR_RETRY;
+        snprintf(it->errstr, sizeof(it->errstr),
+                 "an earlier message of its partition is retried");
+        return;
+    }
+    worker_log_ctx(it->m, it->in.body);
+    if (it->result == RF_ERR_PERM) {
+        it->result = worker_dead_letter(w, it->m, it->errstr, it->reason_class, dlq_err,
+                                        sizeof(dlq_err));
+        if (it->result != RF_OK) {
+            snprintf(it->errstr, sizeof(it->errstr), "%s", dlq_err);
+            it->result = RF_ERR_RETRY;
+            rf_metrics_add(worker_metrics.failed, RF_LABELS(topic, "dead_letter"), 1);
+        }
+    } else if (it->result == RF_ERR_FENCED || it->result == RF_ERR_NOTFOUND ||
+               it->result == RF_ERR_RETRY) {
+        rf_metrics_add(worker_metrics.failed,
+                       RF_LABELS(topic, it->result == RF_ERR_FENCED     ? "fenced"
+                                        : it->result == RF_ERR_NOTFOUND ? "not_found"
+                                                                        : "retriable"),
+                       1);
+        if (it->result == RF_ERR_FENCED)
+            rf_log_warn("stopped: %s", it->errstr);
+        if (it->result != RF_ERR_RETRY)
+            it->result = RF_OK;
+    } else if (it->result != RF_OK) {
+        it->result = RF_ERR_RETRY;
+    }
+}
+
+/* Hands the batch's messages to the stage and settles them. One by one, each message is
+ * handled and settled (dead letter included) before the next, so the effects of a
+ * partition's messages keep their order; a batch hook gets the valid messages at once,
+ * and the invalid ones are dead-lettered after it. */
+static void worker_handle(rf_worker_t *w, const rf_stage_t *stage, void *state,
+                          batch_item_t *items, size_t n)
 {
     if (stage->handle_batch) {
         rf_input_t **in = calloc(n, sizeof(*in));
@@ -272,21 +319,18 @@ static void worker_handle(const rf_stage_t *stage, void *state, batch_item_t *it
         free(in);
         free(results);
         free(errs);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (items[i].result != RF_OK)
-            continue;
-        if (worker_blocked(items, i)) {
-            items[i].result = RF_ERR_RETRY;
-            snprintf(items[i].errstr, sizeof(items[i].errstr),
-                     "an earlier message of its partition is retried");
-            continue;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].result == RF_OK && !worker_blocked(items, i)) {
+                worker_log_ctx(items[i].m, items[i].in.body);
+                items[i].result = stage->handle(state, &items[i].in, items[i].errstr,
+                                                sizeof(items[i].errstr));
+            }
+            worker_settle(w, items, i);
         }
-        worker_log_ctx(items[i].m, items[i].in.body);
-        items[i].result = stage->handle(state, &items[i].in, items[i].errstr,
-                                        sizeof(items[i].errstr));
     }
+    for (size_t i = 0; i < n; i++)
+        worker_settle(w, items, i);
 }
 
 /* A poll batch: parse, handle, dead-letter what is refused for good, wait for every
@@ -303,42 +347,7 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
     rf_producer_batch_begin(w->producer);
     for (size_t i = 0; i < n; i++)
         worker_parse(w, &items[i]);
-    worker_handle(stage, state, items, n);
-    for (size_t i = 0; i < n; i++) {
-        batch_item_t *it = &items[i];
-        const char *topic = rd_kafka_topic_name(it->m->rkt);
-        char dlq_err[512];
-
-        json_decref(it->in.body);
-        it->in.body = NULL;
-        if (worker_blocked(items, i)) {
-            it->result = RF_ERR_RETRY;
-            continue;
-        }
-        worker_log_ctx(it->m, NULL);
-        if (it->result == RF_ERR_PERM) {
-            it->result = worker_dead_letter(w, it->m, it->errstr, it->reason_class, dlq_err,
-                                            sizeof(dlq_err));
-            if (it->result != RF_OK) {
-                snprintf(it->errstr, sizeof(it->errstr), "%s", dlq_err);
-                it->result = RF_ERR_RETRY;
-                rf_metrics_add(worker_metrics.failed, RF_LABELS(topic, "dead_letter"), 1);
-            }
-        } else if (it->result == RF_ERR_FENCED || it->result == RF_ERR_NOTFOUND ||
-                   it->result == RF_ERR_RETRY) {
-            rf_metrics_add(worker_metrics.failed,
-                           RF_LABELS(topic, it->result == RF_ERR_FENCED     ? "fenced"
-                                            : it->result == RF_ERR_NOTFOUND ? "not_found"
-                                                                            : "retriable"),
-                           1);
-            if (it->result == RF_ERR_FENCED)
-                rf_log_warn("stopped: %s", it->errstr);
-            if (it->result != RF_ERR_RETRY)
-                it->result = RF_OK;
-        } else if (it->result != RF_OK) {
-            it->result = RF_ERR_RETRY;
-        }
-    }
+    worker_handle(w, stage, state, items, n);
     /* Offsets only once everything the batch produced is delivered. */
     delivered = rf_producer_batch_end(w->producer, errstr, sizeof(errstr));
     for (size_t i = 0; i < n; i++) {
@@ -348,7 +357,7 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
         for (size_t j = 0; j < i && first_of_partition; j++)
             if (same_partition(items[j].m, it->m))
                 first_of_partition = 0;
-        worker_log_ctx(it->m, NULL);
+        worker_log_ctx(it->m, it->in.body);
         if (delivered != RF_OK) {
             if (first_of_partition) {
                 rf_log_warn("will retry: %s", errstr);
@@ -364,6 +373,8 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
         }
         rf_metrics_observe(worker_metrics.seconds, RF_LABELS(rd_kafka_topic_name(it->m->rkt)),
                            worker_seconds_since(&it->start));
+        json_decref(it->in.body);
+        it->in.body = NULL;
     }
     rf_log_ctx_clear();
     return retried ? RF_ERR_RETRY : RF_OK;

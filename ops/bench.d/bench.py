@@ -54,7 +54,10 @@ def machine():
                                     text=True).stdout.split()[2].replace("v=", ""),
             "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
             "note": "every server (PostgreSQL, Redis, dev broker, kubesim, workers, load "
-                    "generator) on this one machine"}
+                    "generator) on this one machine; the local stack's PostgreSQL runs with "
+                    "fsync, synchronous_commit and full_page_writes off (throwaway data), its "
+                    "consumers with fetch.wait.max.ms 5 (the dev broker holds a fetch that "
+                    "long)"}
 
 
 def main():

@@ -12,7 +12,9 @@ import sys
 import tempfile
 import threading
 import time
+import re
 import urllib.parse
+import urllib.request
 import uuid
 
 import requests
@@ -141,7 +143,10 @@ class Stack:
                     RELFLEET_KUBESIM_TIME_SCALE="1",
                     RELFLEET_KUBESIM_RULES=os.path.join(BENCH_D, "rules.yaml"),
                     RELFLEET_STACK_PARTITIONS=str(partitions),
+                    # the lag gauges (and with them each worker's partitions) every 0.5 s
+                    RELFLEET_KAFKA_STATS_INTERVAL_MS="500",
                     RELFLEET_STACK_STAGES="render apply track")
+        self.partitions = partitions
         self.base_env = base
         self.env = {}
         self.is_up = False
@@ -183,6 +188,42 @@ class Stack:
                     if stage is None or st == stage:
                         rows.append((st, int(n), int(w[1][4:]), w[2]))
         return rows
+
+    STAGE_TOPIC = {"render": "requests", "apply": "rendered", "track": "applied"}
+
+    def assigned(self, addr, stage):
+        """The partitions of the stage's input topic a worker holds, per its lag gauges."""
+        topic = self.env.get("RELFLEET_TOPIC_PREFIX", "relfleet.") + self.STAGE_TOPIC[stage]
+        try:
+            with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return set()
+        return {m.group(1) for m in re.finditer(
+            r'^relfleet_kafka_consumer_lag\{[^}]*partition="(\d+)"[^}]*\}', text, re.M)
+            if f'topic="{topic}"' in m.group(0)}
+
+    def wait_balanced(self, stages=("render", "apply", "track"), timeout=60):
+        """Waits until, in each stage, every live worker holds a share of the input topic's
+        partitions and together they hold all of them, each once (a finished rebalance)."""
+        def balanced():
+            for stage in stages:
+                shares = [self.assigned(addr, stage) for _, _, _, addr in self.workers(stage)]
+                every = [p for share in shares for p in share]
+                if not shares or not all(shares) or len(every) != len(set(every)) or \
+                        len(every) != self.partitions:
+                    return False
+            return True
+        wait_for(balanced, timeout, f"the consumer groups of {', '.join(stages)} to rebalance",
+                 0.2)
+
+    def stop_worker(self, stage):
+        """SIGTERM to the stage's newest worker; waits until it has exited."""
+        out = self.run("worker", "kill", stage, "TERM").stdout.split()
+        pid = int(out[2])
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30,
+                 f"{stage} worker {pid} to exit")
 
     def component_pid(self, name):
         for line in self.run("status", check=False).stdout.splitlines():

@@ -159,13 +159,13 @@ def throughput_two(ctx, runs, quick, fig):
     for stage in ("render", "apply", "track"):
         ctx.stack.run("worker", "start", stage)
     say("throughput: a second worker per stage started; waiting for the rebalance")
-    time.sleep(8)
+    ctx.stack.wait_balanced()
     batch(ctx, ctx.services("tp", 200 if quick else 1000), "now-warm2")
     fig["two_workers"] = _throughput_runs(ctx, runs, quick, 2, "b")
     # back to one worker per stage for what follows
     for stage in ("render", "apply", "track"):
-        ctx.stack.run("worker", "kill", stage, "TERM")
-    time.sleep(3)
+        ctx.stack.stop_worker(stage)
+    ctx.stack.wait_balanced()
 
 
 # -- 2. added latency at a steady rate -------------------------------------------------
@@ -274,8 +274,7 @@ def _hold(n, quick):
 
 def _one_track_worker(ctx):
     while len(ctx.stack.workers("track")) > 1:
-        ctx.stack.run("worker", "kill", "track", "TERM")
-        time.sleep(1)
+        ctx.stack.stop_worker("track")
     (_, _, pid, _), = ctx.stack.workers("track")
     return pid
 
@@ -314,7 +313,6 @@ def _track_size(ctx, n, quick):
     hold = _hold(n, quick)
     names = ctx.services(prefix, n, namespace=prefix)
     ctx.psql(f"UPDATE services SET fence = 1 WHERE env = '{bl.ENV}' AND service LIKE '{prefix}%'")
-    time.sleep(2)
     rss0, cpu0 = bl.proc_rss_kib(pid), bl.proc_cpu_s(pid)
     say(f"tracking {n}: track worker pid {pid}, RSS {rss0 / 1024:.1f} MiB before; "
         f"inserting {n} progressing releases")

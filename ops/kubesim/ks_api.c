@@ -97,11 +97,11 @@ static void status_not_found(ks_resp_t *resp, ks_kind_t kind, const char *name)
 
 static void respond_json(ks_resp_t *resp, int code, const json_t *j)
 {
-    char *txt = json_dumps(j, JSON_COMPACT);
-
     rf_buf_reset(&resp->body);
-    rf_buf_adds(&resp->body, txt ? txt : "{}");
-    free(txt);
+    if (!j || ks_json_append(&resp->body, j) != 0) {
+        rf_buf_reset(&resp->body);
+        rf_buf_adds(&resp->body, "{}");
+    }
     resp->status = code;
     resp->content_type = "application/json";
 }
@@ -1135,22 +1135,31 @@ json_t *ks_api_applies(ks_api_t *api)
 
 /* ---- writes ---- */
 
+/* o as compared for a no-op write: without resourceVersion and the times of its
+ * managedFields entries (copies of the path to them only). */
+static json_t *without_times(const json_t *o)
+{
+    json_t *x = ks_obj_copy(o), *mf, *e;
+    size_t i;
+
+    json_object_del(json_object_get(x, "metadata"), "resourceVersion");
+    mf = ks_jcow(json_object_get(x, "metadata"), "managedFields");
+    json_array_foreach(mf, i, e) {
+        if (json_is_object(e)) {
+            json_t *copy = json_copy(e);
+            json_object_del(copy, "time");
+            json_array_set_new(mf, i, copy);
+        }
+    }
+    return x;
+}
+
 /* Equal but for the timestamps of managedFields entries, which alone make no write. */
 static int same_ignoring_times(const json_t *a, const json_t *b)
 {
-    json_t *x = json_deep_copy(a), *y = json_deep_copy(b), *e;
-    size_t i;
-    int eq;
+    json_t *x = without_times(a), *y = without_times(b);
+    int eq = json_equal(x, y);
 
-    json_array_foreach(ks_jget(x, "metadata.managedFields"), i, e) {
-        json_object_del(e, "time");
-    }
-    json_array_foreach(ks_jget(y, "metadata.managedFields"), i, e) {
-        json_object_del(e, "time");
-    }
-    json_object_del(json_object_get(x, "metadata"), "resourceVersion");
-    json_object_del(json_object_get(y, "metadata"), "resourceVersion");
-    eq = json_equal(x, y);
     json_decref(x);
     json_decref(y);
     return eq;
@@ -1727,7 +1736,6 @@ static void api_list(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *
 static void watch_emit(ks_watch_t *w, const char *type, const json_t *obj)
 {
     json_t *ev, *o;
-    char *txt;
 
     if (w->table) {
         char rv[32];
@@ -1741,10 +1749,9 @@ static void watch_emit(ks_watch_t *w, const char *type, const json_t *obj)
     } else {
         ev = json_pack("{s:s, s:O}", "type", type, "object", obj);
     }
-    txt = json_dumps(ev, JSON_COMPACT);
-    rf_buf_adds(&w->pending, txt ? txt : "{}");
+    if (ks_json_append(&w->pending, ev) != 0)
+        rf_buf_adds(&w->pending, "{}");
     rf_buf_addc(&w->pending, '\n');
-    free(txt);
     json_decref(ev);
 }
 
@@ -1769,7 +1776,9 @@ static void watch_collect(ks_watch_t *w)
     ks_store_t *st = w->api->st;
     int expired;
     size_t i = ks_store_ring_seek(st, w->kind, w->last_rv, &expired);
-    const ks_event_t *e;
+    ks_event_t *e;
+    const char *line;
+    size_t line_len;
 
     if (expired) {
         const ks_event_t *first = ks_store_ring_at(st, w->kind, 0);
@@ -1782,17 +1791,21 @@ static void watch_collect(ks_watch_t *w)
         w->last_rv = e->rv;
         if (e->type == KS_EV_DELETED) {
             if (was_in || now_in) {
-                if (w->table)
+                if (w->table) {
                     watch_emit(w, "DELETED", e->obj);
-                else
-                    rf_buf_add(&w->pending, e->line, e->line_len);
+                } else {
+                    line = ks_store_event_line(e, &line_len);
+                    rf_buf_add(&w->pending, line, line_len);
+                }
             }
         } else if (now_in) {
             const char *type = e->type == KS_EV_ADDED || !was_in ? "ADDED" : "MODIFIED";
-            if (!w->table && ((e->type == KS_EV_ADDED) == (type[0] == 'A')))
-                rf_buf_add(&w->pending, e->line, e->line_len);
-            else
+            if (!w->table && ((e->type == KS_EV_ADDED) == (type[0] == 'A'))) {
+                line = ks_store_event_line(e, &line_len);
+                rf_buf_add(&w->pending, line, line_len);
+            } else {
                 watch_emit(w, type, e->obj);
+            }
         } else if (was_in) {
             watch_emit(w, "DELETED", e->obj);
         }

@@ -42,6 +42,7 @@ struct ks_ctrl {
     ctrl_item_t *heap;
     size_t hlen, hcap;
     unsigned next_ip;
+    int64_t event_ttl_ms; /* simulated ms, 0: events never expire */
 };
 
 /* ---- pure helpers ---- */
@@ -204,10 +205,11 @@ static int64_t revision_of(const json_t *rs)
     return r ? strtoll(r, NULL, 10) : 0;
 }
 
+/* o is a copy of its own metadata (ks_obj_copy); the annotations are copied on write. */
 static void set_annotation(json_t *o, const char *key, const char *value)
 {
     json_t *meta = json_object_get(o, "metadata");
-    json_t *ann = json_object_get(meta, "annotations");
+    json_t *ann = ks_jcow(meta, "annotations");
 
     if (!json_is_object(ann)) {
         ann = json_object();
@@ -420,10 +422,12 @@ static void sync_pod(ks_ctrl_t *c, ks_obj_t *pod)
     status = pod_status(c, pod, now, &next, &ready_since);
     pod->ready_ms = ready_since;
     old_phase = ks_jstr(pod->json, "status.phase");
-    copy = json_deep_copy(pod->json);
+    copy = ks_obj_copy(pod->json);
     json_object_set_new(copy, "status", status);
-    if (!ks_jstr(copy, "spec.nodeName"))
+    if (!ks_jstr(copy, "spec.nodeName")) {
+        ks_jcow(copy, "spec");
         ks_jset(copy, "spec.nodeName", json_string(NODE_NAME));
+    }
     if (!old_phase) {
         char msg[256];
         snprintf(msg, sizeof(msg), "Successfully assigned %s/%s to %s", pod->ns, pod->name, NODE_NAME);
@@ -486,7 +490,7 @@ static void create_pod(ks_ctrl_t *c, ks_obj_t *rs)
     } while (ks_store_get(c->st, KS_POD, rs->ns, name));
     pod = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:o}", "apiVersion", "v1", "kind", "Pod",
                     "metadata", "name", name, "generateName", "", "namespace", rs->ns, "spec",
-                    ks_jget(tmpl, "spec") ? json_deep_copy(ks_jget(tmpl, "spec")) : json_object());
+                    ks_jget(tmpl, "spec") ? json_copy(ks_jget(tmpl, "spec")) : json_object());
     {
         char gen[300];
         snprintf(gen, sizeof(gen), "%s-", rs->name);
@@ -555,7 +559,7 @@ static void sync_replicaset(ks_ctrl_t *c, ks_obj_t *rs)
         else if (next_avail < 0 || avail_at < next_avail)
             next_avail = avail_at;
     }
-    copy = json_deep_copy(rs->json);
+    copy = ks_obj_copy(rs->json);
     status = json_object();
     json_object_set_new(status, "replicas", json_integer(have));
     if (labeled)
@@ -586,9 +590,13 @@ typedef struct dep_ctx {
 
 static int template_matches(const json_t *rs_tmpl, const json_t *d_tmpl)
 {
-    json_t *a = json_deep_copy(rs_tmpl);
-    json_t *labels = ks_jget(a, "metadata.labels");
+    /* the ReplicaSet's template without its hash label: copies of the path to it only */
+    json_t *a = json_copy((json_t *)rs_tmpl);
+    json_t *labels;
     int eq;
+
+    ks_jcow(ks_jcow(a, "metadata"), "labels");
+    labels = ks_jget(a, "metadata.labels");
 
     json_object_del(labels, HASH_LABEL);
     if (labels && json_object_size(labels) == 0 && !ks_jget(d_tmpl, "metadata.labels"))
@@ -700,10 +708,11 @@ static json_t *dep_condition(const json_t *status, const char *type)
 
 static void scale_rs(dep_ctx_t *x, ks_obj_t *rs, int to)
 {
-    json_t *copy = json_deep_copy(rs->json);
+    json_t *copy = ks_obj_copy(rs->json);
     int from = spec_replicas(rs->json);
     char buf[32], msg[512];
 
+    ks_jcow(copy, "spec");
     ks_jset(copy, "spec.replicas", json_integer(to));
     snprintf(buf, sizeof(buf), "%d", x->replicas);
     set_annotation(copy, DESIRED_ANN, buf);
@@ -757,7 +766,7 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
     snprintf(rev, sizeof(rev), "%lld", (long long)new_rev);
     if (x->new_rs) {
         int64_t cur = revision_of(x->new_rs->json);
-        json_t *copy = json_deep_copy(x->new_rs->json);
+        json_t *copy = ks_obj_copy(x->new_rs->json);
         if (cur < new_rev) {
             if (cur > 0) {
                 const char *hist = annotation(copy, REVISION_HISTORY_ANN);
@@ -768,9 +777,11 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
             set_annotation(copy, REVISION_ANN, rev);
         }
         if (json_integer_value(ks_jget(copy, "spec.minReadySeconds")) !=
-            ks_jint(x->dj, "spec.minReadySeconds", 0))
+            ks_jint(x->dj, "spec.minReadySeconds", 0)) {
+            ks_jcow(copy, "spec");
             ks_jset(copy, "spec.minReadySeconds",
                     json_integer(ks_jint(x->dj, "spec.minReadySeconds", 0)));
+        }
         ctrl_commit(x->c, x->new_rs, copy);
         set_annotation(x->dj, REVISION_ANN, annotation(x->new_rs->json, REVISION_ANN) ?: rev);
         if (json_is_integer(ks_jget(x->dj, "spec.progressDeadlineSeconds")) &&
@@ -1207,8 +1218,11 @@ static void sync_deployment(ks_ctrl_t *c, ks_obj_t *d)
     memset(&x, 0, sizeof(x));
     x.c = c;
     x.d = d;
-    x.dj = json_deep_copy(d->json);
-    if (!json_is_object(json_object_get(x.dj, "status")))
+    /* the working copy: status and annotations change, spec is shared with d */
+    x.dj = ks_obj_copy(d->json);
+    if (json_is_object(json_object_get(x.dj, "status")))
+        json_object_set_new(x.dj, "status", json_deep_copy(json_object_get(x.dj, "status")));
+    else
         json_object_set_new(x.dj, "status", json_object());
     x.replicas = spec_replicas(d->json);
     if (strcmp(ks_jstr(d->json, "spec.strategy.type") ?: "RollingUpdate", "RollingUpdate") == 0)
@@ -1283,6 +1297,13 @@ static void ctrl_on_change(void *cls, ks_obj_t *o, ks_event_type_t type)
             ctrl_enqueue(c, o);
         ctrl_enqueue(c, o->owner);
         break;
+    case KS_EVENT:
+        /* every write renews the Event's time to live, as the API server's lease does */
+        if (c->event_ttl_ms > 0) {
+            o->expire_ms = ks_now_ms() + ctrl_real(c, (double)c->event_ttl_ms);
+            ctrl_timer(c, o, o->expire_ms);
+        }
+        break;
     default:
         break;
     }
@@ -1304,6 +1325,11 @@ static void ctrl_sync(ks_ctrl_t *c, ctrl_item_t *it)
         break;
     case KS_POD:
         sync_pod(c, o);
+        break;
+    case KS_EVENT:
+        /* a timer of an older write finds the expiry moved on */
+        if (o->expire_ms > 0 && o->expire_ms <= ks_now_ms())
+            ks_store_delete(c->st, o);
         break;
     default:
         break;
@@ -1363,10 +1389,16 @@ ks_ctrl_t *ks_ctrl_new(ks_store_t *st, const ks_rules_t *rules, double scale)
     c->st = st;
     c->rules = rules;
     c->scale = scale > 0 ? scale : 1;
+    c->event_ttl_ms = KS_EVENT_TTL_DEFAULT_MS;
     pthread_cond_init(&c->wake, NULL);
     st->on_change = ctrl_on_change;
     st->on_change_cls = c;
     return c;
+}
+
+void ks_ctrl_set_event_ttl(ks_ctrl_t *c, int64_t ttl_ms)
+{
+    c->event_ttl_ms = ttl_ms > 0 ? ttl_ms : 0;
 }
 
 int ks_ctrl_start(ks_ctrl_t *c)

@@ -9,9 +9,15 @@
 
 typedef struct ks_ctrl ks_ctrl_t;
 
+/* The API server's default --event-ttl: one hour. */
+#define KS_EVENT_TTL_DEFAULT_MS (3600 * 1000LL)
+
 /* Creates the controller for st (borrowed, as are rules); scale is the time scale
  * (simulated time runs scale times faster). Registers itself as st's change hook. */
 ks_ctrl_t *ks_ctrl_new(ks_store_t *st, const ks_rules_t *rules, double scale);
+/* Events expire ttl_ms of simulated time after their last write, as the API server's
+ * --event-ttl makes them (default one hour); 0 keeps them. Set before ks_ctrl_start. */
+void ks_ctrl_set_event_ttl(ks_ctrl_t *c, int64_t ttl_ms);
 int ks_ctrl_start(ks_ctrl_t *c);
 /* Stops and joins the controller thread. */
 void ks_ctrl_stop(ks_ctrl_t *c);

@@ -104,7 +104,18 @@ json_t *ks_yaml_parse(const char *data, size_t len, char *errstr, size_t errstr_
     yaml_parser_t parser;
     yaml_document_t doc;
     json_t *out = NULL;
+    size_t lead = 0;
 
+    /* JSON is YAML: a JSON object or array reads the same through jansson, at a fraction
+     * of the cost; anything jansson refuses takes the YAML path as before */
+    while (lead < len && (data[lead] == ' ' || data[lead] == '\t' || data[lead] == '\r' ||
+                          data[lead] == '\n'))
+        lead++;
+    if (lead < len && (data[lead] == '{' || data[lead] == '[')) {
+        out = json_loadb(data, len, 0, NULL);
+        if (out)
+            return out;
+    }
     if (!yaml_parser_initialize(&parser)) {
         snprintf(errstr, errstr_size, "cannot initialise the yaml parser");
         return NULL;
@@ -168,15 +179,19 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
     json_t *v, *out;
 
     if (json_is_object(patch)) {
-        out = json_is_object(target) ? json_deep_copy(target) : json_object();
-        json_object_foreach((json_t *)patch, key, v) {
-            if (keyed && key[0] == '$')
-                continue; /* strategic merge directives ($setElementOrder, $patch, ...) */
-            if (json_is_null(v)) {
-                json_object_del(out, key);
+        /* each member of target is copied once: merged where the patch has it, else
+         * deep-copied; then the members only the patch has, in the patch's order */
+        out = json_object();
+        json_object_foreach((json_t *)target, key, v) {
+            json_t *pv = keyed && key[0] == '$' ? NULL : json_object_get(patch, key);
+            if (json_is_null(pv))
                 continue;
-            }
-            json_object_set_new(out, key, merge(json_object_get(out, key), v, keyed));
+            json_object_set_new(out, key, pv ? merge(v, pv, keyed) : json_deep_copy(v));
+        }
+        json_object_foreach((json_t *)patch, key, v) {
+            if ((keyed && key[0] == '$') || json_is_null(v) || json_object_get(target, key))
+                continue;
+            json_object_set_new(out, key, merge(NULL, v, keyed));
         }
         return out;
     }
@@ -194,7 +209,7 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
             }
             json_array_foreach(target, i, el) {
                 if (!assoc_find(patch, ak, json_object_get(el, ak)))
-                    json_array_append(out, el);
+                    json_array_append_new(out, json_deep_copy(el));
             }
             return out;
         }

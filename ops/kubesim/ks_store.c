@@ -206,7 +206,6 @@ static void store_record(ks_store_t *st, ks_kind_t kind, ks_event_type_t type, j
 {
     ks_ring_t *r = &st->rings[kind];
     ks_event_t *e;
-    json_t *wrap;
 
     if (r->len == r->cap) {
         e = &r->ev[r->start];
@@ -221,17 +220,37 @@ static void store_record(ks_store_t *st, ks_kind_t kind, ks_event_type_t type, j
     e->type = type;
     e->obj = json_incref(obj);
     e->prev = json_incref(prev);
-    wrap = json_pack("{s:s, s:O}", "type", event_names[type], "object", obj);
-    e->line = json_dumps(wrap, JSON_COMPACT);
-    json_decref(wrap);
-    if (!e->line)
-        abort();
-    e->line_len = strlen(e->line);
-    e->line = realloc(e->line, e->line_len + 2);
-    if (!e->line)
-        abort();
-    e->line[e->line_len++] = '\n';
-    e->line[e->line_len] = '\0';
+    /* the line is written when a watcher first needs it: most events are never watched */
+    e->line = NULL;
+    e->line_len = 0;
+}
+
+static int store_dump_cb(const char *buf, size_t size, void *data)
+{
+    return rf_buf_add((rf_buf_t *)data, buf, size);
+}
+
+int ks_json_append(rf_buf_t *b, const json_t *j)
+{
+    return json_dump_callback(j, store_dump_cb, b, JSON_COMPACT);
+}
+
+const char *ks_store_event_line(ks_event_t *e, size_t *len)
+{
+    if (!e->line) {
+        rf_buf_t b = RF_BUF_INIT;
+        /* as json_pack("{s:s, s:O}", "type", ..., "object", obj) dumps it */
+        rf_buf_adds(&b, "{\"type\":\"");
+        rf_buf_adds(&b, event_names[e->type]);
+        rf_buf_adds(&b, "\",\"object\":");
+        if (ks_json_append(&b, e->obj) != 0)
+            abort();
+        rf_buf_adds(&b, "}\n");
+        e->line_len = b.len;
+        e->line = rf_buf_detach(&b);
+    }
+    *len = e->line_len;
+    return e->line;
 }
 
 ks_obj_t *ks_store_put(ks_store_t *st, ks_kind_t kind, json_t *obj)
@@ -328,7 +347,7 @@ void ks_store_delete(ks_store_t *st, ks_obj_t *o)
     t->count--;
     st->rv++;
     snprintf(rvs, sizeof(rvs), "%llu", (unsigned long long)st->rv);
-    gone = json_deep_copy(o->json);
+    gone = ks_obj_copy(o->json);
     json_object_set_new(json_object_get(gone, "metadata"), "resourceVersion", json_string(rvs));
     store_record(st, o->kind, KS_EV_DELETED, gone, o->json);
     json_decref(gone);
@@ -383,7 +402,7 @@ size_t ks_store_ring_seek(ks_store_t *st, ks_kind_t kind, uint64_t rv, int *expi
     return lo;
 }
 
-const ks_event_t *ks_store_ring_at(ks_store_t *st, ks_kind_t kind, size_t i)
+ks_event_t *ks_store_ring_at(ks_store_t *st, ks_kind_t kind, size_t i)
 {
     ks_ring_t *r = &st->rings[kind];
 
@@ -407,6 +426,28 @@ void ks_store_stop(ks_store_t *st)
     st->stopping = 1;
     pthread_cond_broadcast(&st->changed);
     pthread_mutex_unlock(&st->lock);
+}
+
+json_t *ks_obj_copy(const json_t *obj)
+{
+    json_t *copy = json_copy((json_t *)obj);
+
+    if (copy)
+        ks_jcow(copy, "metadata");
+    return copy;
+}
+
+json_t *ks_jcow(json_t *parent, const char *key)
+{
+    json_t *v = json_object_get(parent, key), *copy;
+
+    if (!json_is_object(v) && !json_is_array(v))
+        return NULL;
+    copy = json_copy(v);
+    if (!copy)
+        abort();
+    json_object_set_new(parent, key, copy);
+    return copy;
 }
 
 json_t *ks_jget(const json_t *obj, const char *dotted)

@@ -2,6 +2,8 @@
 #ifndef KS_STORE_H
 #define KS_STORE_H
 
+#include "rf_buf.h"
+
 #include <jansson.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -64,6 +66,7 @@ typedef struct ks_obj {
     struct ks_podsim *sim;
     int64_t progress_ms; /* deployments: when the Progressing condition last changed */
     int64_t ready_ms;    /* pods: when the Ready condition became true, 0 when not ready */
+    int64_t expire_ms;   /* events: when the Event expires (--event-ttl), 0 never */
 } ks_obj_t;
 
 /* One event in a kind's ring: shared by every watcher, read under the store lock. */
@@ -72,7 +75,7 @@ typedef struct ks_event {
     ks_event_type_t type;
     json_t *obj;  /* the object after the change (or as deleted) */
     json_t *prev; /* the object before, NULL for ADDED */
-    char *line;   /* {"type":..,"object":..}\n */
+    char *line;   /* {"type":..,"object":..}\n, NULL until ks_store_event_line */
     size_t line_len;
 } ks_event_t;
 
@@ -127,7 +130,13 @@ ks_obj_t **ks_store_list(ks_store_t *st, ks_kind_t kind, const char *ns, size_t 
  * events newer than rv were already dropped. */
 size_t ks_store_ring_seek(ks_store_t *st, ks_kind_t kind, uint64_t rv, int *expired);
 /* Lock held. The i-th event of the ring (0 = oldest kept), NULL past the end. */
-const ks_event_t *ks_store_ring_at(ks_store_t *st, ks_kind_t kind, size_t i);
+ks_event_t *ks_store_ring_at(ks_store_t *st, ks_kind_t kind, size_t i);
+/* Lock held. The watch line of e ({"type":..,"object":..} and a newline), serialised on
+ * first use and kept with the event; *len is its length. */
+const char *ks_store_event_line(ks_event_t *e, size_t *len);
+
+/* Appends the compact JSON of j to b (as json_dumps(j, JSON_COMPACT) writes it); 0 or -1. */
+int ks_json_append(rf_buf_t *b, const json_t *j);
 
 /* Lock held. Waits for a change or until deadline_ms (CLOCK_REALTIME ms). */
 void ks_store_wait(ks_store_t *st, int64_t deadline_ms);
@@ -137,6 +146,15 @@ void ks_store_stop(ks_store_t *st);
 
 /* Lock held. Owner links used by the controller. */
 void ks_store_link(ks_obj_t *owner, ks_obj_t *kid);
+
+/* Stored objects share members between versions: a writer never changes a stored tree
+ * in place. ks_obj_copy is the new version to change and put: a shallow copy of obj with
+ * a metadata object of its own (put sets resourceVersion there); every other member is
+ * shared with obj until replaced, or copied with ks_jcow before it is changed. */
+json_t *ks_obj_copy(const json_t *obj);
+/* Copy on write of one level: replaces parent[key] (an object or array) by a shallow
+ * copy of itself and returns it (borrowed); NULL, and nothing changed, otherwise. */
+json_t *ks_jcow(json_t *parent, const char *key);
 
 /* The value at a dotted path ("spec.template.metadata.labels"), NULL when absent. */
 json_t *ks_jget(const json_t *obj, const char *dotted);

@@ -6,6 +6,7 @@
 #include "ks_store.h"
 #include "ks_tls.h"
 #include "rf_buf.h"
+#include "rf_clock.h"
 #include "rf_log.h"
 
 #include <errno.h>
@@ -28,6 +29,7 @@ typedef struct ks_conf {
     double time_scale;
     const char *log_level;
     long watch_cache;
+    long long event_ttl_ms;
 } ks_conf_t;
 
 /* The command line: one table for parsing and for --help. */
@@ -45,6 +47,7 @@ static const struct ks_opt {
     {"time-scale", 1, "N", "simulated time runs N times faster (default 1, 0.001 to 100000)"},
     {"log-level", 1, "LEVEL", "debug, info, warn or error (default info)"},
     {"watch-cache-size", 1, "N", "watch events kept per kind for resuming (default 4096)"},
+    {"event-ttl", 1, "DURATION", "Events expire this long after their last write, in simulated time (default 1h; 0 keeps them)"},
     {"help", 0, NULL, "show this help"},
     {NULL, 0, NULL, NULL},
 };
@@ -52,7 +55,8 @@ static const struct ks_opt {
 static void usage(FILE *out)
 {
     fprintf(out, "usage: kubesim --state-dir DIR [--listen 127.0.0.1:0] [--tls] [--token-file FILE]\n"
-                 "               [--rules FILE] [--time-scale N] [--log-level info]\n\n");
+                 "               [--rules FILE] [--time-scale N] [--log-level info]\n"
+                 "               [--watch-cache-size 4096] [--event-ttl 1h]\n\n");
     for (const struct ks_opt *o = ks_opts; o->name; o++) {
         char left[64];
         snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
@@ -77,6 +81,7 @@ static int parse_args(int argc, char **argv, ks_conf_t *c)
     c->time_scale = 1;
     c->log_level = "info";
     c->watch_cache = 4096;
+    c->event_ttl_ms = KS_EVENT_TTL_DEFAULT_MS;
     while ((ch = getopt_long(argc, argv, "", lo, &idx)) != -1) {
         if (ch < 1000) {
             usage(stderr);
@@ -101,6 +106,12 @@ static int parse_args(int argc, char **argv, ks_conf_t *c)
             }
         } else if (strcmp(name, "log-level") == 0) {
             c->log_level = optarg;
+        } else if (strcmp(name, "event-ttl") == 0) {
+            c->event_ttl_ms = rf_clock_parse_ms(optarg);
+            if (c->event_ttl_ms < 0) {
+                fprintf(stderr, "kubesim: bad value '%s' for --event-ttl: expected a duration such as 1h, 30m, 90s or 500ms\n", optarg);
+                return -1;
+            }
         } else if (strcmp(name, "watch-cache-size") == 0) {
             c->watch_cache = strtol(optarg, &end, 10);
             if (*end || c->watch_cache < 1 || c->watch_cache > 10000000) {
@@ -276,6 +287,8 @@ int main(int argc, char **argv)
     }
     st = ks_store_new((size_t)conf.watch_cache);
     ctrl = ks_ctrl_new(st, rules, conf.time_scale);
+    if (ctrl)
+        ks_ctrl_set_event_ttl(ctrl, conf.event_ttl_ms);
     api = ks_api_new(st, ctrl);
     if (!st || !ctrl || !api || ks_ctrl_start(ctrl) != 0) {
         rf_log_error("cannot start the simulator");

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from kubesim_fixture import SERVICE_YAML, deployment_yaml, kubesim, wait_for
+from kubesim_fixture import KUBESIM as KUBESIM_BIN, SERVICE_YAML, deployment_yaml, kubesim, wait_for
 
 SCALE = "50"
 RULES = """rules:
@@ -261,6 +261,30 @@ def test_watch_too_old_resource_version_is_410(tmp_path):
         rv2 = s.get(base).json()["metadata"]["resourceVersion"]
         with s.get(base, params={"watch": "1", "resourceVersion": rv2, "timeoutSeconds": "1"}, stream=True, timeout=10) as w:
             assert all(json.loads(l)["type"] != "ERROR" for l in w.iter_lines())
+
+
+def test_events_expire_after_the_event_ttl_in_simulated_time(tmp_path):
+    # --event-ttl 60s at time scale 50: 1.2 s of real time after the last write
+    with kubesim(tmp_path / "s", "--time-scale", SCALE, "--event-ttl", "60s") as k:
+        s = k.session()
+        base = f"{k.url}/api/v1/namespaces/default/events"
+        rv = s.get(base).json()["metadata"]["resourceVersion"]
+        start = time.monotonic()
+        apply(k, deployment_yaml("ttl", "example/t:1", replicas=1), tmp_path)
+        names = wait_for(lambda: {e["metadata"]["name"] for e in s.get(base).json()["items"]}, 10,
+                         what="events")
+        assert any(n.startswith("ttl") for n in names), names
+        wait_for(lambda: not s.get(base).json()["items"], 30, what="events to expire")
+        assert time.monotonic() - start >= 1.2
+        # each one leaves watchers a DELETED event, as an expired etcd lease does
+        with s.get(base, params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "1"},
+                   stream=True, timeout=10) as w:
+            evs = [json.loads(l) for l in w.iter_lines()]
+        assert names <= {e["object"]["metadata"]["name"] for e in evs if e["type"] == "DELETED"}
+        assert k.kubectl("get", "events", "-o", "name").stdout.strip() == ""
+    bad = subprocess.run([KUBESIM_BIN, "--state-dir", str(tmp_path / "b"), "--event-ttl", "soon"],
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 2 and "--event-ttl" in bad.stderr
 
 
 def test_bookmarks_only_when_asked(sim):

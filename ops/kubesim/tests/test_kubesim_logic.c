@@ -1,13 +1,15 @@
-/* Unit tests of kubesim's pure logic: intstr rounding, fenceposts, selectors, patches, pod states. */
+/* Unit tests of kubesim's logic: intstr rounding, fenceposts, selectors, patches, pod states, the store's shared versions and Event expiry. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "ks_api.h"
 #include "ks_ctrl.h"
 #include "ks_patch.h"
 #include "ks_rules.h"
 #include "ks_sel.h"
+#include "ks_store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +232,279 @@ static void test_pod_states(void **state)
     assert_int_equal(cs.backoff_ms, 20000);
 }
 
+/* A JSON body reads the same through jansson as through the YAML path it used to take
+ * (a leading comment forces that path): values, types and member order. */
+static void test_json_bodies_parse_as_yaml_does(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"a\":1,\"b\":-0,\"c\":1.5,\"d\":1e3,\"e\":true,\"f\":null,\"g\":\"x\\u00e9\\n\"}",
+        "  {\"z\":{\"y\":[1,\"2\",{\"k\":false}]},\"a\":\"10\",\"m\":\"on\"}",
+        "[1, 2, {\"a\": []}]",
+        "{\"big\":99999999999999999999}", /* jansson refuses it: the YAML path reads a real */
+        "{\"dup\":1,\"dup\":2}",
+    };
+    char err[256], yaml[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        json_t *fast = ks_yaml_parse(bodies[i], strlen(bodies[i]), err, sizeof(err));
+        json_t *slow;
+        char *a, *b;
+        snprintf(yaml, sizeof(yaml), "# yaml\n%s", bodies[i]);
+        slow = ks_yaml_parse(yaml, strlen(yaml), err, sizeof(err));
+        assert_non_null(fast);
+        assert_non_null(slow);
+        a = json_dumps(fast, JSON_COMPACT | JSON_ENCODE_ANY);
+        b = json_dumps(slow, JSON_COMPACT | JSON_ENCODE_ANY);
+        assert_string_equal(a, b);
+        free(a);
+        free(b);
+        json_decref(fast);
+        json_decref(slow);
+    }
+}
+
+/* The merged object is a tree of its own, members in the target's order then the patch's. */
+static void test_merge_patch_copies_and_keeps_order(void **state)
+{
+    json_t *t = json_loads("{\"a\":{\"x\":1},\"b\":{\"y\":2},\"c\":[{\"name\":\"n\",\"v\":1},"
+                           "{\"name\":\"m\",\"v\":2}],\"d\":3}", 0, NULL);
+    json_t *p = json_loads("{\"e\":5,\"b\":{\"z\":3},\"c\":[{\"name\":\"n\",\"v\":9}],\"d\":null}",
+                           0, NULL);
+    json_t *before = json_deep_copy(t), *got = ks_merge_patch(t, p, 1);
+    char *txt = json_dumps(got, JSON_COMPACT);
+
+    (void)state;
+    assert_string_equal(txt, "{\"a\":{\"x\":1},\"b\":{\"y\":2,\"z\":3},\"c\":[{\"name\":\"n\",\"v\":9},"
+                             "{\"name\":\"m\",\"v\":2}],\"e\":5}");
+    assert_ptr_not_equal(json_object_get(got, "a"), json_object_get(t, "a"));
+    assert_ptr_not_equal(json_array_get(json_object_get(got, "c"), 1),
+                         json_array_get(json_object_get(t, "c"), 1));
+    json_object_set_new(json_object_get(got, "a"), "x", json_integer(7));
+    json_object_set_new(json_array_get(json_object_get(got, "c"), 1), "v", json_integer(7));
+    assert_true(json_equal(t, before));
+    free(txt);
+    json_decref(t);
+    json_decref(p);
+    json_decref(before);
+    json_decref(got);
+}
+
+/* A new version shares the members it does not change; copying on write leaves the old one. */
+static void test_obj_copy_shares_until_copied_on_write(void **state)
+{
+    json_t *o = json_loads("{\"metadata\":{\"name\":\"a\",\"annotations\":{\"k\":\"1\"}},"
+                           "\"spec\":{\"replicas\":1}}", 0, NULL);
+    json_t *before = json_deep_copy(o), *c = ks_obj_copy(o);
+
+    (void)state;
+    assert_ptr_not_equal(json_object_get(c, "metadata"), json_object_get(o, "metadata"));
+    assert_ptr_equal(json_object_get(c, "spec"), json_object_get(o, "spec"));
+    assert_ptr_equal(ks_jget(c, "metadata.annotations"), ks_jget(o, "metadata.annotations"));
+    ks_jcow(c, "spec");
+    ks_jset(c, "spec.replicas", json_integer(3));
+    json_object_set_new(ks_jcow(json_object_get(c, "metadata"), "annotations"), "k", json_string("2"));
+    json_object_set_new(json_object_get(c, "metadata"), "resourceVersion", json_string("9"));
+    assert_true(json_equal(o, before));
+    assert_int_equal(ks_jint(c, "spec.replicas", 0), 3);
+    assert_string_equal(ks_jstr(json_object_get(ks_jget(c, "metadata"), "annotations"), "k"), "2");
+    assert_null(ks_jcow(c, "missing"));
+    json_decref(c);
+    json_decref(o);
+    json_decref(before);
+}
+
+/* Watch lines are written when first read, as json_dumps wrote them for every event. */
+static void test_store_event_line_written_on_first_use(void **state)
+{
+    ks_store_t *st = ks_store_new(4);
+    json_t *o = json_loads("{\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"},\"data\":{\"k\":\"v\"}}",
+                           0, NULL);
+    ks_event_t *e;
+    const char *line;
+    size_t len;
+    char *want;
+
+    (void)state;
+    ks_store_lock(st);
+    ks_store_put(st, KS_CONFIGMAP, o);
+    e = ks_store_ring_at(st, KS_CONFIGMAP, 0);
+    assert_non_null(e);
+    assert_null(e->line);
+    line = ks_store_event_line(e, &len);
+    assert_ptr_equal(ks_store_event_line(e, &len), line);
+    {
+        json_t *wrap = json_pack("{s:s, s:O}", "type", "ADDED", "object", e->obj);
+        char *txt = json_dumps(wrap, JSON_COMPACT);
+        assert_true(asprintf(&want, "%s\n", txt) > 0);
+        free(txt);
+        json_decref(wrap);
+    }
+    assert_string_equal(line, want);
+    assert_int_equal(len, strlen(want));
+    free(want);
+    ks_store_unlock(st);
+    ks_store_destroy(st);
+}
+
+static const char *query_none(void *cls, const char *key)
+{
+    (void)cls;
+    return strcmp(key, "fieldManager") == 0 ? "unit" : NULL;
+}
+
+static int api_apply(ks_api_t *api, const char *path, const char *body)
+{
+    ks_req_t req = {"PATCH", path, query_none, NULL, "application/apply-patch+yaml", NULL,
+                    "unit/1", body, strlen(body)};
+    ks_resp_t resp;
+    int status;
+
+    memset(&resp, 0, sizeof(resp));
+    ks_api_handle(api, &req, &resp);
+    status = resp.status;
+    rf_buf_release(&resp.body);
+    return status;
+}
+
+#define DEPLOY_PATH "/apis/apps/v1/namespaces/default/deployments/web"
+#define DEPLOY_BODY                                                                                \
+    "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\"},"         \
+    "\"spec\":{\"replicas\":1,\"selector\":{\"matchLabels\":{\"app\":\"web\"}},\"template\":{"     \
+    "\"metadata\":{\"labels\":{\"app\":\"web\"}},\"spec\":{\"containers\":[{\"name\":\"c\","      \
+    "\"image\":\"%s\"}]}}}}"
+
+/* Store lock held: the rollout of web to image is complete and the old pods are gone. */
+static int rolled_out(ks_store_t *st, const char *image)
+{
+    ks_obj_t *d = ks_store_get(st, KS_DEPLOYMENT, "default", "web");
+    size_t npods;
+    ks_obj_t **pods = ks_store_list(st, KS_POD, "default", &npods);
+    int ok = d && strcmp(ks_jstr(json_array_get(ks_jget(d->json, "spec.template.spec.containers"), 0),
+                                 "image") ?: "", image) == 0 &&
+             ks_jint(d->json, "status.updatedReplicas", 0) == 1 &&
+             ks_jint(d->json, "status.availableReplicas", 0) == 1 &&
+             ks_jint(d->json, "status.replicas", 0) == 1 &&
+             ks_jint(d->json, "status.observedGeneration", 0) == ks_jint(d->json, "metadata.generation", -1) &&
+             npods == 1;
+
+    free(pods);
+    return ok;
+}
+
+static void wait_rolled_out(ks_store_t *st, const char *image)
+{
+    int64_t deadline = ks_now_ms() + 10000;
+
+    ks_store_lock(st);
+    while (!rolled_out(st, image) && ks_now_ms() < deadline)
+        ks_store_wait(st, deadline);
+    assert_true(rolled_out(st, image));
+    ks_store_unlock(st);
+}
+
+/* The controller and the API write new versions that share members with the old ones; no
+ * version kept for watchers may change after it was stored (a change in place would show
+ * in an older event: its resourceVersion, the first ReplicaSet's replicas, the revision). */
+static void test_stored_versions_never_change(void **state)
+{
+    char err[256], body[1024];
+    ks_rules_t *rules = ks_rules_load(NULL, err, sizeof(err));
+    ks_store_t *st = ks_store_new(4096);
+    ks_ctrl_t *ctrl = ks_ctrl_new(st, rules, 1000);
+    ks_api_t *api = ks_api_new(st, ctrl);
+    const char *first_rs = NULL;
+    size_t rs_events = 0, seen_v2 = 0;
+
+    (void)state;
+    assert_int_equal(ks_ctrl_start(ctrl), 0);
+    snprintf(body, sizeof(body), DEPLOY_BODY, "example/web:1");
+    assert_int_equal(api_apply(api, DEPLOY_PATH, body), 201);
+    wait_rolled_out(st, "example/web:1");
+    snprintf(body, sizeof(body), DEPLOY_BODY, "example/web:2");
+    assert_int_equal(api_apply(api, DEPLOY_PATH, body), 200);
+    wait_rolled_out(st, "example/web:2");
+    ks_ctrl_stop(ctrl);
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        ks_event_t *e;
+        for (size_t i = 0; (e = ks_store_ring_at(st, (ks_kind_t)k, i)) != NULL; i++) {
+            char rv[32];
+            snprintf(rv, sizeof(rv), "%llu", (unsigned long long)e->rv);
+            assert_string_equal(ks_jstr(e->obj, "metadata.resourceVersion") ?: "", rv);
+            if (e->prev)
+                assert_true(strtoull(ks_jstr(e->prev, "metadata.resourceVersion") ?: "0", NULL, 10) < e->rv);
+            if (k == KS_REPLICASET && e->type == KS_EV_ADDED && !first_rs)
+                first_rs = ks_jstr(e->obj, "metadata.name");
+            if (k == KS_REPLICASET && first_rs && strcmp(ks_jstr(e->obj, "metadata.name"), first_rs) == 0 &&
+                rs_events++ == 0)
+                assert_int_equal(ks_jint(e->obj, "spec.replicas", -1), 1);
+            if (k == KS_DEPLOYMENT) {
+                /* revision 1 until the controller sees the new template: also in the API's
+                 * write of example/web:2, which keeps the annotations it had */
+                const char *image = ks_jstr(json_array_get(ks_jget(e->obj, "spec.template.spec.containers"), 0), "image");
+                const char *rev = json_string_value(json_object_get(
+                    ks_jget(e->obj, "metadata.annotations"), "deployment.kubernetes.io/revision"));
+                if (strcmp(image ?: "", "example/web:1") == 0 || !seen_v2++)
+                    assert_true(!rev || strcmp(rev, "1") == 0);
+            }
+        }
+    }
+    assert_non_null(first_rs);
+    assert_true(rs_events > 1);
+    assert_true(seen_v2 > 1);
+    ks_api_destroy(api);
+    ks_ctrl_destroy(ctrl);
+    ks_store_destroy(st);
+    ks_rules_destroy(rules);
+}
+
+/* Events expire ttl of simulated time after their last write, with a DELETED event. */
+static void test_events_expire_after_ttl(void **state)
+{
+    char err[256], body[1024];
+    ks_rules_t *rules = ks_rules_load(NULL, err, sizeof(err));
+    ks_store_t *st = ks_store_new(4096);
+    ks_ctrl_t *ctrl = ks_ctrl_new(st, rules, 1000);
+    ks_api_t *api = ks_api_new(st, ctrl);
+    int64_t start, deadline;
+    size_t n, deleted = 0, added = 0;
+    ks_obj_t **evs;
+
+    (void)state;
+    /* 200 s of simulated time: 200 ms at scale 1000 */
+    ks_ctrl_set_event_ttl(ctrl, 200 * 1000);
+    assert_int_equal(ks_ctrl_start(ctrl), 0);
+    start = ks_now_ms();
+    snprintf(body, sizeof(body), DEPLOY_BODY, "example/web:1");
+    assert_int_equal(api_apply(api, DEPLOY_PATH, body), 201);
+    wait_rolled_out(st, "example/web:1");
+    ks_store_lock(st);
+    evs = ks_store_list(st, KS_EVENT, "default", &n);
+    free(evs);
+    assert_true(n > 0);
+    deadline = ks_now_ms() + 10000;
+    while (n > 0 && ks_now_ms() < deadline) {
+        ks_store_wait(st, deadline);
+        evs = ks_store_list(st, KS_EVENT, "default", &n);
+        free(evs);
+    }
+    assert_int_equal(n, 0);
+    assert_true(ks_now_ms() - start >= 200);
+    for (size_t i = 0; ks_store_ring_at(st, KS_EVENT, i); i++) {
+        ks_event_t *e = ks_store_ring_at(st, KS_EVENT, i);
+        added += e->type == KS_EV_ADDED;
+        deleted += e->type == KS_EV_DELETED;
+    }
+    assert_true(added > 0);
+    assert_int_equal(deleted, added);
+    ks_store_unlock(st);
+    ks_ctrl_stop(ctrl);
+    ks_api_destroy(api);
+    ks_ctrl_destroy(ctrl);
+    ks_store_destroy(st);
+    ks_rules_destroy(rules);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -238,6 +513,12 @@ int main(void)
         cmocka_unit_test(test_merge_patch),       cmocka_unit_test(test_apply_conflict_and_removal),
         cmocka_unit_test(test_yaml_scalars),      cmocka_unit_test(test_glob),
         cmocka_unit_test(test_pod_states),
+        cmocka_unit_test(test_json_bodies_parse_as_yaml_does),
+        cmocka_unit_test(test_merge_patch_copies_and_keeps_order),
+        cmocka_unit_test(test_obj_copy_shares_until_copied_on_write),
+        cmocka_unit_test(test_store_event_line_written_on_first_use),
+        cmocka_unit_test(test_stored_versions_never_change),
+        cmocka_unit_test(test_events_expire_after_ttl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
