@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rf_buf.h"
+
 rf_err_t rf_store_event(rf_db_t *db, const char *release_id, const char *stage,
                         const char *event, const char *status, const char *message,
                         const json_t *data, char *errstr, size_t errstr_size)
@@ -205,4 +207,105 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
     }
     PQclear(res);
     return result;
+}
+
+rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage,
+                              json_t **ended, char *errstr, size_t errstr_size)
+{
+    char *text = json_dumps(ends, JSON_COMPACT);
+    const char *params[2] = {text, stage};
+    PGresult *res = NULL;
+    rf_err_t result;
+
+    *ended = NULL;
+    result = rf_db_exec(
+        db,
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, fence bigint,"
+        "  status text, error text, message text, pods jsonb)),"
+        " u AS (UPDATE releases r SET status = x.status, error = x.error,"
+        "  finished_at = clock_timestamp(), duration_ms = (extract(epoch FROM clock_timestamp() -"
+        "   coalesce(r.started_at, clock_timestamp())) * 1000)::bigint,"
+        "  pods = CASE WHEN jsonb_typeof(x.pods) = 'array' AND jsonb_array_length(x.pods) > 0"
+        "   THEN x.pods ELSE r.pods END"
+        "  FROM x WHERE r.id = x.id AND r.status NOT IN ('succeeded','failed','cancelled',"
+        "   'superseded','rejected') AND ((x.fence = 0 AND r.status = 'queued') OR"
+        "   (r.fence = x.fence AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
+        "    AND s.env = r.env AND s.fence = x.fence)))"
+        "  RETURNING r.id, x.status, x.message),"
+        " t AS (INSERT INTO timeline (release_id, stage, event, status, message)"
+        "  SELECT id, $2, status, status, message FROM u)"
+        " SELECT id FROM u",
+        2, params, &res, errstr, errstr_size);
+    free(text);
+    if (result != RF_OK)
+        return result;
+    *ended = json_object();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_object_set_new(*ended, PQgetvalue(res, i, 0), json_true());
+    PQclear(res);
+    return RF_OK;
+}
+
+rf_err_t rf_store_results_many(rf_db_t *db, const char *const *ids, size_t n, PGresult **res,
+                               char *errstr, size_t errstr_size)
+{
+    rf_buf_t arr = RF_BUF_INIT;
+    const char *params[1];
+    rf_err_t result;
+
+    rf_buf_add(&arr, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        rf_buf_addf(&arr, "%s%s", i ? "," : "", ids[i]);
+    rf_buf_add(&arr, "}", 1);
+    params[0] = rf_buf_str(&arr);
+    result = rf_db_exec(
+        db,
+        "SELECT x.id, relfleet_result(x.id)::text, r.env || '/' || r.service,"
+        " (SELECT q.request::text FROM releases q WHERE q.service = r.service AND q.env = r.env"
+        "  AND q.status = 'queued' ORDER BY q.created_at, q.id LIMIT 1)"
+        " FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, n) JOIN releases r ON r.id = x.id"
+        " ORDER BY x.n",
+        1, params, res, errstr, errstr_size);
+    rf_buf_release(&arr);
+    return result;
+}
+
+rf_err_t rf_store_events(rf_db_t *db, const char *release_id, const char *stage,
+                         const json_t *events, char *errstr, size_t errstr_size)
+{
+    char *text = json_dumps(events, JSON_COMPACT);
+    const char *params[3] = {release_id, stage, text};
+    rf_err_t result;
+
+    result = rf_db_exec(db,
+                        "INSERT INTO timeline (release_id, stage, event, status, message, data)"
+                        " SELECT $1::uuid, $2, e.x ->> 'event', e.x ->> 'status',"
+                        " e.x ->> 'message', e.x -> 'data'"
+                        " FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(x, n)"
+                        " ORDER BY e.n",
+                        3, params, NULL, errstr, errstr_size);
+    free(text);
+    return result;
+}
+
+rf_err_t rf_store_apply_finish(rf_db_t *db, const char *const params[5], PGresult **res,
+                               char *errstr, size_t errstr_size)
+{
+    return rf_db_exec(
+        db,
+        "WITH up AS ("
+        " UPDATE releases r SET status = 'progressing', track = coalesce(r.track, '{}'::jsonb)"
+        " || $3::jsonb || jsonb_build_object('deadline_ms', (extract(epoch FROM"
+        " clock_timestamp()) * 1000)::bigint + 1000 * ($3::jsonb ->> 'timeout_s')::bigint)"
+        " WHERE r.id = $1::uuid AND r.status = 'applying' AND r.fence = $2::bigint"
+        " AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service AND s.env = r.env"
+        " AND s.fence = $2::bigint) RETURNING r.id),"
+        " ev AS (INSERT INTO timeline (release_id, stage, event, status, message, data)"
+        " SELECT $1::uuid, 'apply', t.x ->> 'event', t.x ->> 'status', t.x ->> 'message',"
+        " t.x -> 'data' FROM (SELECT e.x, e.n FROM jsonb_array_elements($4::jsonb)"
+        " WITH ORDINALITY AS e(x, n) UNION ALL SELECT jsonb_build_object('event',"
+        " 'progressing', 'status', 'progressing', 'message', $5::text), 9223372036854775807"
+        " FROM up) AS t ORDER BY t.n RETURNING 1)"
+        " SELECT count(*) FROM up",
+        5, params, res, errstr, errstr_size);
 }

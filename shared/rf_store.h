@@ -44,4 +44,33 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
                                  size_t key_len, const char *reason, const void *payload,
                                  size_t len, char *errstr, size_t errstr_size);
 
+/* rf_store_finish for many releases in one statement. ends is an array of
+ * {"id", "fence", "status", "error" (null), "message", "pods" (null or an array, stored
+ * when not empty)}, at most one per release. *ended gets an object whose keys are the
+ * ids ended now; the others had ended already or lost their fence (nothing changed). */
+rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage,
+                              json_t **ended, char *errstr, size_t errstr_size);
+
+/* For each of n release ids that exists, in order, one row: id, the text of its `results`
+ * message (NULL if it is not terminal: rf_store_result's bytes), its key "env/service",
+ * and the stored request of its service's oldest queued release (NULL if none). The
+ * caller PQclears *res. */
+rf_err_t rf_store_results_many(rf_db_t *db, const char *const *ids, size_t n, PGresult **res,
+                               char *errstr, size_t errstr_size);
+
+/* Appends the timeline rows events (an array of {event, status, message, data}, status
+ * and data optional) in their order, in one statement. */
+rf_err_t rf_store_events(rf_db_t *db, const char *release_id, const char *stage,
+                         const json_t *events, char *errstr, size_t errstr_size);
+
+/* The apply stage's closing statement, one statement (no BEGIN/COMMIT): the release
+ * params[0] goes from applying to progressing with params[2] (jsonb) merged into its
+ * track plus deadline_ms (now + track.timeout_s), if it and its service still hold fence
+ * params[1]; the timeline rows params[3] (as rf_store_events, stage "apply") are appended
+ * either way, then a "progressing" row with the message params[4] if it moved. *res has
+ * one row, one column: "1" when it moved, "0" when the fence or status no longer matched
+ * (the caller PQclear()s it). */
+rf_err_t rf_store_apply_finish(rf_db_t *db, const char *const params[5], PGresult **res,
+                               char *errstr, size_t errstr_size);
+
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "rf_lock.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 #include "rf_release.h"
@@ -108,48 +109,120 @@ rf_err_t rf_worker_kick_next(rf_worker_t *w, const char *service, const char *en
     return result;
 }
 
+/* Ends n releases; scope: wrap the produces in a batch scope of our own (not inside a poll
+ * batch, whose scope the loop owns). */
+static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int scope,
+                           char *errstr, size_t errstr_size)
+{
+    json_t *rows = json_array(), *ended = NULL, *kicked = json_object();
+    const char **ids = calloc(n ? n : 1, sizeof(*ids));
+    rf_lock_item_t *locks = calloc(n ? n : 1, sizeof(*locks));
+    size_t nlocks = 0, k = 0;
+    PGresult *res = NULL;
+    char msg[1200], unlock_err[256];
+    rf_err_t result, delivered;
+
+    if (!rows || !kicked || !ids || !locks)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        rf_worker_end_t *e = &ends[i];
+        if (e->error)
+            snprintf(msg, sizeof(msg), "%s: %s", e->status, e->error);
+        else
+            snprintf(msg, sizeof(msg), "release %s", e->status);
+        json_array_append_new(rows, json_pack("{s:s, s:I, s:s, s:s?, s:s, s:O?}", "id",
+                                              e->release_id, "fence", (json_int_t)e->fence,
+                                              "status", e->status, "error", e->error, "message",
+                                              msg, "pods", (json_t *)e->pods));
+        ids[i] = e->release_id;
+        e->result = RF_ERR_FENCED;
+    }
+    result = rf_store_finish_many(w->db, rows, w->stage, &ended, errstr, errstr_size);
+    if (result != RF_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (!json_object_get(ended, ends[i].release_id))
+            continue;
+        rf_log_ctx_set("release", ends[i].release_id);
+        rf_log_ctx_set("service", ends[i].service);
+        rf_log_info("release ended %s%s%s", ends[i].status, ends[i].error ? ": " : "",
+                    ends[i].error ? ends[i].error : "");
+        rf_metrics_add(rf_metrics_counter("relfleet_releases_finished_total",
+                                          "Releases that reached a terminal state", "status"),
+                       RF_LABELS(ends[i].status), 1);
+    }
+    result = rf_store_results_many(w->db, ids, n, &res, errstr, errstr_size);
+    if (result != RF_OK)
+        goto out;
+    /* Rows come in the order of ids (those that exist): the ended ones are published. */
+    for (int row = 0; row < PQntuples(res); row++) {
+        while (k < n && strcmp(ends[k].release_id, PQgetvalue(res, row, 0)) != 0)
+            k++;
+        if (k == n)
+            break;
+        if (!PQgetisnull(res, row, 1)) {
+            ends[k].result = RF_OK;
+            locks[nlocks++] = (rf_lock_item_t){ends[k].env, ends[k].service, ends[k].release_id, 0};
+        }
+    }
+    if (w->lock && nlocks > 0 &&
+        rf_lock_release_many(w->lock, locks, nlocks, unlock_err, sizeof(unlock_err)) != RF_OK)
+        rf_log_warn("cannot free service locks (they lapse by themselves): %s", unlock_err);
+    if (scope)
+        rf_producer_batch_begin(w->producer);
+    for (int row = 0; row < PQntuples(res) && result == RF_OK; row++) {
+        if (PQgetisnull(res, row, 1))
+            continue;
+        result = rf_producer_send(w->producer, "results", PQgetvalue(res, row, 2),
+                                  PQgetvalue(res, row, 1), (size_t)PQgetlength(res, row, 1),
+                                  errstr, errstr_size);
+    }
+    /* The next queued release of each service starts now (once per service). */
+    for (int row = 0; row < PQntuples(res) && result == RF_OK; row++) {
+        const char *key = PQgetvalue(res, row, 2);
+        if (PQgetisnull(res, row, 1) || PQgetisnull(res, row, 3) || json_object_get(kicked, key))
+            continue;
+        json_object_set_new(kicked, key, json_true());
+        result = rf_producer_send(w->producer, "requests", key, PQgetvalue(res, row, 3),
+                                  (size_t)PQgetlength(res, row, 3), errstr, errstr_size);
+    }
+    if (scope) {
+        delivered = result == RF_OK ? rf_producer_batch_end(w->producer, errstr, errstr_size)
+                                    : rf_producer_batch_end(w->producer, NULL, 0);
+        if (result == RF_OK)
+            result = delivered;
+    }
+out:
+    /* Before the results were read every end is retried; after, only the ended ones. */
+    if (result != RF_OK)
+        for (size_t i = 0; i < n; i++)
+            if (!res || ends[i].result == RF_OK)
+                ends[i].result = result;
+    PQclear(res);
+    json_decref(rows);
+    json_decref(ended);
+    json_decref(kicked);
+    free(ids);
+    free(locks);
+    return result;
+}
+
+rf_err_t rf_worker_end_releases(rf_worker_t *w, rf_worker_end_t *ends, size_t n, char *errstr,
+                                size_t errstr_size)
+{
+    return worker_end(w, ends, n, 1, errstr, errstr_size);
+}
+
 rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const char *service,
                                const char *env, int64_t fence, const char *status,
                                const char *error, const json_t *pods, char *errstr,
                                size_t errstr_size)
 {
-    char key[300], msg[1200], unlock_err[256];
-    rf_err_t result;
+    rf_worker_end_t e = {release_id, service, env, fence, status, error, pods, RF_OK};
+    rf_err_t result = worker_end(w, &e, 1, 0, errstr, errstr_size);
 
-    snprintf(key, sizeof(key), "%s/%s", env, service);
-    if (pods && json_array_size(pods) > 0) {
-        char *text = json_dumps(pods, JSON_COMPACT);
-        char fence_s[24];
-        const char *params[3] = {release_id, text, fence_s};
-        snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
-        result = rf_db_exec(w->db,
-                            "UPDATE releases SET pods = $2::jsonb WHERE id = $1 AND fence = $3"
-                            " AND status NOT IN (" RF_RELEASE_TERMINAL_SQL ")",
-                            3, params, NULL, errstr, errstr_size);
-        free(text);
-        if (result != RF_OK)
-            return result;
-    }
-    if (error)
-        snprintf(msg, sizeof(msg), "%s: %s", status, error);
-    else
-        snprintf(msg, sizeof(msg), "release %s", status);
-    result = rf_store_finish(w->db, release_id, fence, status, error, w->stage, msg, errstr,
-                             errstr_size);
-    if (result == RF_ERR_FENCED)
-        return result;
-    if (result != RF_OK && result != RF_ERR_NOTFOUND)
-        return result;
-    if (result == RF_OK) {
-        rf_log_info("release ended %s%s%s", status, error ? ": " : "", error ? error : "");
-        rf_metrics_add(rf_metrics_counter("relfleet_releases_finished_total",
-                                          "Releases that reached a terminal state", "status"),
-                       RF_LABELS(status), 1);
-    }
-    if (w->lock)
-        rf_lock_release(w->lock, env, service, release_id, unlock_err, sizeof(unlock_err));
-    result = rf_worker_publish_result(w, release_id, key, errstr, errstr_size);
-    if (result == RF_OK)
-        result = rf_worker_kick_next(w, service, env, errstr, errstr_size);
+    if (result == RF_OK && e.result == RF_ERR_FENCED)
+        return rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                       "release '%s' no longer holds fence %lld", release_id, (long long)fence);
     return result;
 }

@@ -18,6 +18,29 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
                                const char *error, const json_t *pods, char *errstr,
                                size_t errstr_size);
 
+/* One release to end with rf_worker_end_releases. */
+typedef struct rf_worker_end {
+    const char *release_id;
+    const char *service;
+    const char *env;
+    int64_t fence;      /* 0: a release that never started (queued) */
+    const char *status; /* the terminal status */
+    const char *error;  /* may be NULL */
+    const json_t *pods; /* failing pods, may be NULL */
+    rf_err_t result;    /* set: RF_OK ended (now or earlier: its result is published),
+                         * RF_ERR_FENCED (fence lost, nothing changed), else the error of
+                         * the batch (to be tried again) */
+} rf_worker_end_t;
+
+/* rf_worker_end_release for n releases (at most one entry per release) at once, outside a
+ * poll batch (from a stage's tick): one statement ends them all, one reads their results
+ * and each service's next queued request, the service locks are freed in pipelined round
+ * trips, and the results (and the requests handed on) are produced with one wait for all
+ * their deliveries. RF_OK, or the error that stopped the batch (then every end whose
+ * result is not RF_ERR_FENCED has that error: end them again, it is idempotent). */
+rf_err_t rf_worker_end_releases(rf_worker_t *w, rf_worker_end_t *ends, size_t n, char *errstr,
+                                size_t errstr_size);
+
 /* The kubeconfig context of a release: the service's own cluster setting, else the
  * `clusters` map entry of its env, else "" (the kube_context setting or the kubeconfig's
  * current context). Writes into buf and returns it. */

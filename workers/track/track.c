@@ -21,6 +21,9 @@
 #include "worker.h"
 
 #define TRACK_CLAIM_MS 1000      /* look for releases nobody follows */
+#define TRACK_PROGRESS_MS 250    /* record progress at most this often (ends: at once) */
+#define TRACK_RETRY_END_MS 1000  /* an end that could not be stored is tried again */
+#define TRACK_BATCH 1000         /* releases per statement of progress or ends */
 #define TRACK_RENEW_MS 5000      /* renew our claims and service locks */
 #define TRACK_LEASE_S 15         /* a claim lapses this long after its last renewal */
 #define TRACK_LOG_LINES 100
@@ -43,8 +46,10 @@ typedef struct track_stage {
     json_t *cache;    /* "cluster|ns/name" -> summary of the Deployment */
     json_t *tracked;  /* release id -> {service, env, fence, cluster, deadline_ms, deploys, message} */
     json_t *by_deploy; /* "cluster|ns/name" -> release id */
+    json_t *dirty;     /* release id -> true: progress not recorded yet ("pmessage") */
+    json_t *ending;    /* release id -> true: decided, to end at the next flush ("end") */
     rf_kube_t *probe;  /* readiness: the default cluster answers */
-    long last_claim, last_renew, last_timeouts;
+    long last_claim, last_renew, last_timeouts, last_progress;
 } track_stage_t;
 
 static const char *jstr(const json_t *o, const char *k)
@@ -209,29 +214,133 @@ static void track_forget(track_stage_t *ts, const char *id)
         if (owner && strcmp(owner, id) == 0)
             json_object_del(ts->by_deploy, k);
     }
+    json_object_del(ts->dirty, id);
+    json_object_del(ts->ending, id);
     json_object_del(ts->tracked, id);
 }
 
+/* Decides the end of a release: stored, published and forgotten at the next flush
+ * (track_flush_ends), together with every other release that ends meanwhile. */
 static void track_end(track_stage_t *ts, const char *id, const char *status, const char *error,
                       const json_t *pods)
 {
-    json_t *t = json_incref(json_object_get(ts->tracked, id));
-    char errstr[1024];
-    rf_err_t result;
+    json_t *t = json_object_get(ts->tracked, id);
 
-    rf_log_ctx_set("release", id);
-    rf_log_ctx_set("service", jstr(t, "service"));
-    result = rf_worker_end_release(ts->w, id, jstr(t, "service"), jstr(t, "env"),
-                                   jint(t, "fence"), status, error, pods, errstr, sizeof(errstr));
-    if (result == RF_OK || result == RF_ERR_FENCED || result == RF_ERR_NOTFOUND) {
-        track_forget(ts, id);
-    } else {
-        /* Evaluated again every TRACK_CLAIM_MS (track_retry_ends): a rollout that is over
-         * sends no more watch events to do it. */
-        rf_log_warn("cannot end release yet: %s", errstr);
-        json_object_set_new(t, "ending", json_true());
+    if (!t || json_object_get(t, "end"))
+        return;
+    json_object_set_new(t, "end", json_pack("{s:s, s:s?, s:O?}", "status", status, "error", error,
+                                            "pods", (json_t *)pods));
+    json_object_set_new(ts->ending, id, json_true());
+}
+
+static const char track_progress_sql[] =
+    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, fence bigint,"
+    "  progress jsonb, message text)),"
+    " u AS (UPDATE releases r SET track = CASE WHEN x.progress IS NULL THEN r.track ELSE"
+    "  jsonb_set(r.track, '{progress}', coalesce(r.track -> 'progress', '{}'::jsonb) ||"
+    "  x.progress) END FROM x WHERE r.id = x.id AND r.fence = x.fence AND r.status IN"
+    "  ('progressing', 'paused') RETURNING r.id, x.progress, x.message)"
+    " INSERT INTO timeline (release_id, stage, event, message, data) SELECT id, 'track',"
+    " 'progress', message, progress FROM u";
+
+/* Records the latest unrecorded progress of every release, TRACK_BATCH per statement
+ * (track.progress and one timeline row each); kept for the next flush on an error. */
+static void track_flush_progress(track_stage_t *ts)
+{
+    json_t *ids = json_array(), *v, *t;
+    const char *id;
+    char errstr[1024];
+    size_t start, end, i;
+
+    ts->last_progress = rf_clock_mono_ms();
+    json_object_foreach(ts->dirty, id, v) json_array_append_new(ids, json_string(id));
+    for (start = 0; start < json_array_size(ids); start = end) {
+        json_t *rows = json_array();
+        char *text;
+        int ok;
+
+        end = start + TRACK_BATCH < json_array_size(ids) ? start + TRACK_BATCH
+                                                           : json_array_size(ids);
+        for (i = start; i < end; i++) {
+            id = json_string_value(json_array_get(ids, i));
+            t = json_object_get(ts->tracked, id);
+            if (t && json_object_get(t, "pmessage"))
+                json_array_append_new(rows, json_pack("{s:s, s:I, s:O?, s:O}", "id", id, "fence",
+                                                      jint(t, "fence"), "progress",
+                                                      json_object_get(t, "progress"), "message",
+                                                      json_object_get(t, "pmessage")));
+        }
+        text = json_dumps(rows, JSON_COMPACT);
+        ok = json_array_size(rows) == 0 ||
+             rf_db_exec(ts->w->db, track_progress_sql, 1, (const char *const *)&text, NULL, errstr,
+                        sizeof(errstr)) == RF_OK;
+        free(text);
+        json_decref(rows);
+        if (!ok) {
+            rf_log_warn("cannot record progress: %s", errstr); /* kept for the next flush */
+            break;
+        }
+        for (i = start; i < end; i++) {
+            id = json_string_value(json_array_get(ids, i));
+            t = json_object_get(ts->tracked, id);
+            json_object_del(t, "pmessage");
+            json_object_del(t, "progress");
+            json_object_del(ts->dirty, id);
+        }
     }
-    json_decref(t);
+    json_decref(ids);
+}
+
+/* Ends every decided release, TRACK_BATCH at a time (rf_worker_end_releases): their
+ * progress first, then one statement for the ends, one for their results, the locks in
+ * pipelined round trips, one wait for all deliveries. An end that fails is tried again
+ * after TRACK_RETRY_END_MS. */
+static void track_flush_ends(track_stage_t *ts)
+{
+    long now = rf_clock_mono_ms();
+    rf_worker_end_t *ends = calloc(TRACK_BATCH, sizeof(*ends));
+    json_t *batch = json_array(), *v, *t;
+    const char *id;
+    char errstr[1024];
+    size_t n = 0, i;
+
+    if (!ends)
+        abort();
+    if (json_object_size(ts->dirty) > 0)
+        track_flush_progress(ts);
+    json_object_foreach(ts->ending, id, v) {
+        t = json_object_get(ts->tracked, id);
+        if (t && json_object_get(t, "end") && jint(t, "retry_at") <= now)
+            json_array_append_new(batch, json_string(id));
+    }
+    for (size_t start = 0; start < json_array_size(batch); start += n) {
+        n = 0;
+        for (i = start; i < json_array_size(batch) && n < TRACK_BATCH; i++) {
+            const json_t *e;
+            v = json_array_get(batch, i);
+            t = json_object_get(ts->tracked, json_string_value(v));
+            e = json_object_get(t, "end");
+            ends[n++] = (rf_worker_end_t){json_string_value(v), jstr(t, "service"), jstr(t, "env"),
+                                          jint(t, "fence"), jstr(e, "status"),
+                                          json_string_value(json_object_get(e, "error")),
+                                          json_object_get(e, "pods"), RF_OK};
+        }
+        if (rf_worker_end_releases(ts->w, ends, n, errstr, sizeof(errstr)) != RF_OK)
+            rf_log_warn("cannot end %zu releases yet: %s", n, errstr);
+        for (i = 0; i < n; i++) {
+            char idbuf[64];
+            snprintf(idbuf, sizeof(idbuf), "%s", ends[i].release_id);
+            if (ends[i].result == RF_OK || ends[i].result == RF_ERR_FENCED) {
+                track_forget(ts, idbuf);
+            } else {
+                t = json_object_get(ts->tracked, idbuf);
+                json_object_set_new(t, "retry_at", json_integer(now + TRACK_RETRY_END_MS));
+            }
+        }
+    }
+    rf_log_ctx_clear();
+    json_decref(batch);
+    free(ends);
 }
 
 /* The step engine's view of a release (kube NULL when its cluster is unreachable). */
@@ -327,49 +436,56 @@ static void track_evaluate(track_stage_t *ts, const char *id);
 /* Gray releases: pending commands, timed pauses, analysis, re-evaluations. */
 static void track_gray_tick(track_stage_t *ts)
 {
-    const char *params[1] = {ts->owner};
-    json_t *commands = json_object(), *t, *tmp;
+    json_t *commands = json_object(), *ids = json_array(), *t, *v;
+    rf_buf_t arr = RF_BUF_INIT;
     PGresult *res = NULL;
     char errstr[1024], idbuf[64];
     const char *id;
+    size_t k;
 
-    if (rf_db_exec(ts->w->db,
-                   "SELECT id, track -> 'commands' -> 0 FROM releases WHERE track_owner = $1"
-                   " AND status IN ('progressing', 'paused') AND"
-                   " jsonb_array_length(coalesce(track -> 'commands', '[]'::jsonb)) > 0",
-                   1, params, &res, errstr, sizeof(errstr)) == RF_OK) {
-        for (int i = 0; i < PQntuples(res); i++)
-            json_object_set_new(commands, PQgetvalue(res, i, 0),
-                                json_loads(PQgetvalue(res, i, 1), 0, NULL));
-        PQclear(res);
+    /* Once followed, only gray releases take commands (gray_queue_command; the others'
+     * were answered when claimed). Nothing to ask about, no query. */
+    json_object_foreach(ts->tracked, id, t) {
+        if (!json_object_get(t, "end") && json_object_get(t, "gray")) {
+            json_array_append_new(ids, json_string(id));
+            rf_buf_addf(&arr, "%s%s", arr.len ? "," : "{", id);
+        }
     }
-    json_object_foreach_safe(ts->tracked, tmp, id, t) {
-        json_t *cmd = json_object_get(commands, id);
+    if (json_array_size(ids) > 0) {
+        const char *params[2] = {ts->owner, NULL};
+        rf_buf_add(&arr, "}", 1);
+        params[1] = rf_buf_str(&arr);
+        if (rf_db_exec(ts->w->db,
+                       "SELECT id, track -> 'commands' -> 0 FROM releases WHERE"
+                       " id = ANY($2::uuid[]) AND track_owner = $1 AND status IN ('progressing', 'paused') AND"
+                       " jsonb_array_length(coalesce(track -> 'commands', '[]'::jsonb)) > 0",
+                       2, params, &res, errstr, sizeof(errstr)) == RF_OK) {
+            for (int i = 0; i < PQntuples(res); i++)
+                json_object_set_new(commands, PQgetvalue(res, i, 0),
+                                    json_loads(PQgetvalue(res, i, 1), 0, NULL));
+            PQclear(res);
+        } else {
+            rf_log_warn("cannot read commands: %s", errstr);
+        }
+    }
+    rf_buf_release(&arr);
+    json_array_foreach(ids, k, v) {
+        json_t *cmd;
         json_int_t rev;
         gray_outcome_t outcome;
         gray_ctx_t g;
 
-        snprintf(idbuf, sizeof(idbuf), "%s", id);
+        snprintf(idbuf, sizeof(idbuf), "%s", json_string_value(v));
+        t = json_object_get(ts->tracked, idbuf);
+        if (!t || json_object_get(t, "end"))
+            continue; /* ended meanwhile */
+        cmd = json_object_get(commands, idbuf);
         rf_log_ctx_set("release", idbuf);
-        if (!json_object_get(t, "gray")) {
-            if (cmd) { /* queued while applying, but it rolled out as usual */
-                const char *p[2] = {idbuf, jstr(cmd, "action")};
-                rf_db_exec(ts->w->db,
-                           "WITH u AS (UPDATE releases SET track = jsonb_set(track, '{commands}',"
-                           " (track -> 'commands') - 0) WHERE id = $1 RETURNING id)"
-                           " INSERT INTO timeline (release_id, stage, event, message) SELECT id,"
-                           " 'track', $2, $2 || ' ignored: this release rolls out without gray"
-                           " steps' FROM u",
-                           2, p, NULL, errstr, sizeof(errstr));
-            }
-            rf_log_ctx_clear();
-            continue;
-        }
         if (json_object_get(t, "reeval")) {
             json_object_del(t, "reeval");
             track_evaluate(ts, idbuf);
             t = json_object_get(ts->tracked, idbuf);
-            if (!t) {
+            if (!t || json_object_get(t, "end")) {
                 rf_log_ctx_clear();
                 continue;
             }
@@ -385,6 +501,7 @@ static void track_gray_tick(track_stage_t *ts)
             track_gray_outcome(ts, idbuf, outcome, &g);
         rf_log_ctx_clear();
     }
+    json_decref(ids);
     json_decref(commands);
 }
 
@@ -392,24 +509,22 @@ static void track_gray_tick(track_stage_t *ts)
 static void track_evaluate(track_stage_t *ts, const char *id)
 {
     json_t *t = json_object_get(ts->tracked, id);
-    json_t *d, *progress;
-    char msg[512], all[2048] = "", errstr[512];
-    int done = 1, failed = 0;
+    json_t *d;
+    char msg[512], all[2048] = "";
+    int done = 1;
     json_int_t desired = 0, updated = 0, available = 0;
     size_t i;
 
-    if (!t)
-        return;
+    if (!t || json_object_get(t, "end"))
+        return; /* decided already */
     json_array_foreach(json_object_get(t, "deploys"), i, d) {
         json_t *sum = json_object_get(ts->cache, jstr(d, "key"));
         int st = track_rollout_status(sum, jint(d, "generation"), jstr(d, "name"), msg,
                                       sizeof(msg));
         if (st < 0) {
-            json_t *pods;
-            failed = 1;
-            pods = track_failing_pods(ts, jstr(t, "cluster"), jstr(d, "namespace"), sum);
-            rf_store_event(ts->w->db, id, "track", "progress", NULL, msg, NULL, errstr,
-                           sizeof(errstr));
+            json_t *pods = track_failing_pods(ts, jstr(t, "cluster"), jstr(d, "namespace"), sum);
+            json_object_set_new(t, "pmessage", json_string(msg));
+            json_object_set_new(ts->dirty, id, json_true());
             if (track_gray_undo(ts, id))
                 track_end(ts, id, "failed", msg, pods);
             json_decref(pods);
@@ -422,29 +537,16 @@ static void track_evaluate(track_stage_t *ts, const char *id)
         available += jint(sum, "available");
         snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%s", *all ? "; " : "", msg);
     }
-    (void)failed;
     if (strcmp(all, jstr(t, "message")) != 0) {
-        char fence_s[24];
-        char *ptext;
-        progress = json_pack("{s:I, s:I, s:I}", "desired", desired, "updated", updated,
-                             "available", available);
-        ptext = json_dumps(progress, JSON_COMPACT);
-        snprintf(fence_s, sizeof(fence_s), "%lld", (long long)jint(t, "fence"));
-        {
-            const char *params[4] = {id, fence_s, ptext, all};
-            if (rf_db_exec(ts->w->db,
-                           "WITH u AS (UPDATE releases SET track = jsonb_set(track, '{progress}',"
-                           " coalesce(track -> 'progress', '{}'::jsonb) || $3::jsonb) WHERE id = $1 AND fence = $2::bigint AND status IN"
-                           " ('progressing', 'paused') RETURNING id) INSERT INTO timeline"
-                           " (release_id, stage, event, message, data) SELECT id, 'track',"
-                           " 'progress', $4, $3::jsonb FROM u",
-                           4, params, NULL, errstr, sizeof(errstr)) == RF_OK)
-                json_object_set_new(t, "message", json_string(all));
-            else
-                rf_log_warn("cannot record progress: %s", errstr);
-        }
-        free(ptext);
-        json_decref(progress);
+        /* Recorded at the next flush: only the latest progress of a release is written. */
+        json_object_set_new(t, "message", json_string(all));
+        json_object_set_new(t, "pmessage", json_string(all));
+        json_object_set_new(t, "progress", json_pack("{s:I, s:I, s:I}", "desired", desired,
+                                                     "updated", updated, "available",
+                                                     available));
+        json_object_set_new(ts->dirty, id, json_true());
+        if (json_object_get(t, "gray"))
+            track_flush_progress(ts); /* before the step engine writes what follows */
     }
     if (json_object_get(t, "gray")) {
         /* The step engine decides what a finished rollout means. */
@@ -548,6 +650,25 @@ static track_cluster_t *track_cluster(track_stage_t *ts, const char *name, char 
     return tc;
 }
 
+/* Answers the commands queued while a release was applying (a service with a strategy)
+ * when it rolls out without gray steps after all: one timeline row each. */
+static void track_ignore_commands(track_stage_t *ts, const char *id, const json_t *commands)
+{
+    char *text = json_dumps(commands, JSON_COMPACT);
+    const char *params[3] = {id, ts->owner, text};
+    char errstr[1024];
+
+    if (rf_db_exec(ts->w->db,
+                   "WITH u AS (UPDATE releases SET track = track - 'commands' WHERE id = $1 AND"
+                   " track_owner = $2 RETURNING id) INSERT INTO timeline (release_id, stage,"
+                   " event, message) SELECT u.id, 'track', c ->> 'action', (c ->> 'action') ||"
+                   " ' ignored: this release rolls out without gray steps' FROM u,"
+                   " jsonb_array_elements($3::jsonb) c",
+                   3, params, NULL, errstr, sizeof(errstr)) != RF_OK)
+        rf_log_warn("cannot answer the commands queued while applying: %s", errstr);
+    free(text);
+}
+
 /* Starts following a release claimed from PostgreSQL. */
 static void track_adopt(track_stage_t *ts, PGresult *res, int row)
 {
@@ -583,6 +704,9 @@ static void track_adopt(track_stage_t *ts, PGresult *res, int row)
                   (json_int_t)strtoll(PQgetvalue(res, row, 3), NULL, 10), "cluster", cluster,
                   "deadline_ms", jint(track, "deadline_ms"), "deploys", deploys, "message", "");
     json_object_set_new(ts->tracked, id, t);
+    if (!json_is_object(json_object_get(track, "gray")) &&
+        json_array_size(json_object_get(track, "commands")) > 0)
+        track_ignore_commands(ts, id, json_object_get(track, "commands"));
     if (json_is_object(json_object_get(track, "gray"))) {
         /* A gray release: its steps say which Deployments to follow; a timed pause resumes
          * at the time PostgreSQL keeps, whoever claimed it before. */
@@ -598,16 +722,16 @@ static const char track_claim_sql[] =
     "UPDATE releases r SET track_owner = $1, track_until = clock_timestamp() + make_interval("
     "secs => $2::int) FROM services s WHERE s.service = r.service AND s.env = r.env AND r.id IN ("
     " SELECT id FROM releases WHERE status IN ('progressing', 'paused') AND (track_owner IS NULL"
-    " OR track_until < clock_timestamp()) AND ($3::uuid IS NULL OR id = $3)"
+    " OR track_until < clock_timestamp()) AND ($3::uuid[] IS NULL OR id = ANY($3::uuid[]))"
     " ORDER BY track_until NULLS FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"
     " RETURNING r.id, r.service, r.env, r.fence, r.track::text, s.cluster";
 
-/* Claims releases nobody follows (or one release: only_id), and follows them. Our own
- * claims are extended by track_renew, not here. */
-static void track_claim(track_stage_t *ts, const char *only_id)
+/* Claims releases nobody follows (or only those of only_ids, a PostgreSQL array literal
+ * of ids), and follows them. Our own claims are extended by track_renew, not here. */
+static void track_claim(track_stage_t *ts, const char *only_ids)
 {
     char lease[16], errstr[1024];
-    const char *params[3] = {ts->owner, lease, only_id};
+    const char *params[3] = {ts->owner, lease, only_ids};
     PGresult *res = NULL;
 
     snprintf(lease, sizeof(lease), "%d", TRACK_LEASE_S);
@@ -627,6 +751,8 @@ static void track_renew(track_stage_t *ts)
     const char *params[2] = {ts->owner, lease};
     PGresult *res = NULL;
     json_t *alive = json_object();
+    rf_lock_item_t *locks;
+    size_t n = 0;
     const char *id;
     json_t *t, *tmp;
 
@@ -644,15 +770,21 @@ static void track_renew(track_stage_t *ts)
         json_object_set_new(alive, PQgetvalue(res, i, 0), json_true());
     PQclear(res);
     json_object_foreach_safe(ts->tracked, tmp, id, t) {
-        int held = 0;
-        if (!json_object_get(alive, id)) {
+        if (!json_object_get(alive, id) && !json_object_get(t, "end")) {
             rf_log_info("release %s is no longer ours to follow", id);
             track_forget(ts, id);
-            continue;
         }
-        rf_lock_renew(ts->w->lock, jstr(t, "env"), jstr(t, "service"), id,
-                      ts->w->conf->lock_lease_ms, &held, errstr, sizeof(errstr));
     }
+    /* The service locks, in pipelined round trips. */
+    locks = calloc(json_object_size(ts->tracked) + 1, sizeof(*locks));
+    if (!locks)
+        abort();
+    json_object_foreach(ts->tracked, id, t)
+        locks[n++] = (rf_lock_item_t){jstr(t, "env"), jstr(t, "service"), id, 0};
+    if (n > 0 && rf_lock_renew_many(ts->w->lock, locks, n, ts->w->conf->lock_lease_ms, errstr,
+                                    sizeof(errstr)) != RF_OK)
+        rf_log_warn("cannot renew service locks: %s", errstr);
+    free(locks);
     json_decref(alive);
 }
 
@@ -664,6 +796,8 @@ static void track_timeouts(track_stage_t *ts)
     char reason[1024], idbuf[64];
 
     json_object_foreach_safe(ts->tracked, tmp, id, t) {
+        if (json_object_get(t, "end"))
+            continue;
         if (jint(t, "deadline_ms") > 0 && now > jint(t, "deadline_ms")) {
             json_t *pods = json_array(), *d;
             size_t i;
@@ -683,24 +817,6 @@ static void track_timeouts(track_stage_t *ts)
     }
 }
 
-/* Releases whose end could not be stored (PostgreSQL away): evaluated again until it is. */
-static void track_retry_ends(track_stage_t *ts)
-{
-    const char *id;
-    json_t *t, *tmp;
-    char idbuf[64];
-
-    json_object_foreach_safe(ts->tracked, tmp, id, t) {
-        if (!json_is_true(json_object_get(t, "ending")))
-            continue;
-        snprintf(idbuf, sizeof(idbuf), "%s", id);
-        json_object_del(t, "ending");
-        rf_log_ctx_set("release", idbuf);
-        track_evaluate(ts, idbuf);
-        rf_log_ctx_clear();
-    }
-}
-
 static void track_tick(void *state)
 {
     track_stage_t *ts = state;
@@ -711,7 +827,6 @@ static void track_tick(void *state)
     if (now - ts->last_claim >= TRACK_CLAIM_MS) {
         ts->last_claim = now;
         track_claim(ts, NULL);
-        track_retry_ends(ts);
     }
     /* Renew the service locks well inside their lease, however short it is configured. */
     if (now - ts->last_renew >= TRACK_RENEW_MS ||
@@ -727,6 +842,11 @@ static void track_tick(void *state)
         track_timeouts(ts);
         track_gray_tick(ts);
     }
+    /* What this tick decided: ends at once, progress every TRACK_PROGRESS_MS. */
+    if (json_object_size(ts->ending) > 0)
+        track_flush_ends(ts);
+    if (json_object_size(ts->dirty) > 0 && now - ts->last_progress >= TRACK_PROGRESS_MS)
+        track_flush_progress(ts);
 }
 
 /* cancel ends a queued or running release; promote and abort belong to gray releases. */
@@ -809,12 +929,55 @@ static rf_err_t track_command(track_stage_t *ts, const json_t *b, char *errstr,
 static rf_err_t track_handle(void *state, const rf_input_t *in, char *errstr, size_t errstr_size)
 {
     track_stage_t *ts = state;
+    char ids[64];
 
     if (strcmp(in->topic_suffix, "commands") == 0)
         return track_command(ts, in->body, errstr, errstr_size);
     /* applied: the tracking state is already in PostgreSQL; follow it now if nobody does. */
-    track_claim(ts, jstr(in->body, "release_id"));
+    snprintf(ids, sizeof(ids), "{%s}", jstr(in->body, "release_id"));
+    track_claim(ts, ids);
     return RF_OK;
+}
+
+/* A poll batch: the releases of its applied messages are claimed in one statement;
+ * commands are handled one by one in their place (the claims before them first). After a
+ * message to retry, the rest of its partition waits for the redelivery (order kept). */
+static void track_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_err_t *results,
+                               char *const *errstrs, size_t errstr_size)
+{
+    track_stage_t *ts = state;
+    rf_buf_t ids = RF_BUF_INIT;
+
+    for (size_t i = 0; i < n; i++) {
+        int blocked = 0;
+
+        for (size_t j = 0; j < i && !blocked; j++)
+            blocked = results[j] == RF_ERR_RETRY && in[j]->m->partition == in[i]->m->partition &&
+                      in[j]->m->rkt == in[i]->m->rkt;
+        if (blocked) {
+            results[i] = rf_errf(RF_ERR_RETRY, errstrs[i], errstr_size,
+                                 "an earlier message of its partition is retried");
+            continue;
+        }
+        if (strcmp(in[i]->topic_suffix, "commands") != 0) {
+            rf_buf_addf(&ids, "%s%s", ids.len ? "," : "{", jstr(in[i]->body, "release_id"));
+            results[i] = RF_OK;
+            continue;
+        }
+        if (ids.len > 0) {
+            rf_buf_add(&ids, "}", 1);
+            track_claim(ts, rf_buf_str(&ids));
+            rf_buf_release(&ids);
+        }
+        rf_log_ctx_set("release", jstr(in[i]->body, "release_id"));
+        results[i] = track_command(ts, in[i]->body, errstrs[i], errstr_size);
+        rf_log_ctx_clear();
+    }
+    if (ids.len > 0) {
+        rf_buf_add(&ids, "}", 1);
+        track_claim(ts, rf_buf_str(&ids));
+    }
+    rf_buf_release(&ids);
 }
 
 static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t errstr_size)
@@ -832,6 +995,8 @@ static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t er
     ts->cache = json_object();
     ts->tracked = json_object();
     ts->by_deploy = json_object();
+    ts->dirty = json_object();
+    ts->ending = json_object();
     ts->probe = rf_worker_kube_probe_new(w, errstr, errstr_size);
     if (!ts->probe || !track_cluster(ts, NULL, errstr, errstr_size)) {
         rf_kube_destroy(ts->probe);
@@ -839,6 +1004,8 @@ static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t er
         json_decref(ts->cache);
         json_decref(ts->tracked);
         json_decref(ts->by_deploy);
+        json_decref(ts->dirty);
+        json_decref(ts->ending);
         free(ts);
         return RF_ERR_PERM;
     }
@@ -852,7 +1019,12 @@ static void track_destroy(void *state)
     char lease[16] = "0", errstr[256];
     const char *params[2] = {ts->owner, lease};
 
-    /* Hand our releases back at once, so another worker takes them without waiting. */
+    /* What was decided is stored (one try), then our releases are handed back at once,
+     * so another worker takes them without waiting. */
+    if (json_object_size(ts->ending) > 0)
+        track_flush_ends(ts);
+    if (json_object_size(ts->dirty) > 0)
+        track_flush_progress(ts);
     rf_db_exec(ts->w->db, "UPDATE releases SET track_owner = NULL WHERE track_owner = $1", 1,
                params, NULL, errstr, sizeof(errstr));
     rf_kube_multi_destroy(ts->multi);
@@ -863,6 +1035,8 @@ static void track_destroy(void *state)
     json_decref(ts->cache);
     json_decref(ts->tracked);
     json_decref(ts->by_deploy);
+    json_decref(ts->dirty);
+    json_decref(ts->ending);
     rf_kube_destroy(ts->probe);
     free(ts);
 }
@@ -881,6 +1055,7 @@ const rf_stage_t rf_stage_track = {
     .needs_lock = 1,
     .init = track_init,
     .handle = track_handle,
+    .handle_batch = track_handle_batch,
     .tick = track_tick,
     .destroy = track_destroy,
     .ready = track_ready,

@@ -1,0 +1,137 @@
+"""The track stage ends releases in batches: rollouts that complete together end in a few
+statements (one transaction for many), each with its progress before its end, one `results`
+message, its service lock freed and the next queued release started; a command queued while
+a release applied is still answered when the release rolls out without gray steps. One
+stack for the module: the track worker is paused (SIGSTOP) while rollouts complete."""
+import base64
+import json
+import os
+import signal
+import ssl
+import subprocess
+import urllib.request
+
+import pytest
+import yaml
+
+from conftest import start_stack, stop_stack
+from harness import Harness
+from releases import TERMINAL, deploy, record, setup_service, wait_status
+
+
+@pytest.fixture(scope="module")
+def tstack(request):
+    s = start_stack()
+    yield s
+    stop_stack(s, save_logs_as="track-batch-logs" if request.session.testsfailed else None)
+
+
+@pytest.fixture
+def h(tstack):
+    return Harness(tstack)
+
+
+def track_pid(h):
+    return next(pid for name, pid in h.stack.pids().items() if name.startswith("track-"))
+
+
+def kube_fault(h, body):
+    """POST /kubesim/faults with the kubeconfig's server, CA and token."""
+    cfg = yaml.safe_load(open(h.env["RELFLEET_KUBECONFIG"]))
+    cluster = cfg["clusters"][0]["cluster"]
+    user = cfg["users"][0]["user"]
+    ctx = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    req = urllib.request.Request(cluster["server"] + "/kubesim/faults",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": "Bearer " + user["token"],
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        assert resp.status == 200
+
+
+def redis_get(h, key):
+    hostport = h.env["RELFLEET_REDIS_URL"].split("//", 1)[1].split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    proc = subprocess.run(["redis-cli", "-h", host, "-p", port, "GET", key],
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def deployment_ready(h, ns, name):
+    out = subprocess.run(["kubectl", "--kubeconfig", h.env["RELFLEET_KUBECONFIG"], "-n", ns,
+                          "get", "deployment", name, "-o", "json"],
+                         capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        return False
+    st = json.loads(out.stdout).get("status", {})
+    return st.get("readyReplicas", 0) >= 1 and st.get("updatedReplicas", 0) >= 1
+
+
+def test_rollouts_completing_together_end_in_one_batch(h):
+    n = 12
+    services = [setup_service(h, versions=("1.0.0", "1.1.0"), replicas=1, policy="queue")
+                for _ in range(n)]
+    pid = track_pid(h)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        rids = [deploy(h, svc, "1.0.0") for svc in services]
+        for rid in rids:
+            wait_status(h, rid, "progressing", timeout=60)
+        queued = deploy(h, services[0], "1.1.0")
+        wait_status(h, queued, "queued", timeout=30)
+        for svc in services:
+            ns = h.relctl_json("service", "show", svc, "--env", "prod")["namespace"]
+            h.wait_for(lambda: deployment_ready(h, ns, svc), 60, f"{svc} to be ready")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    recs = [wait_status(h, rid, TERMINAL, timeout=60) for rid in rids]
+    for svc, rec in zip(services, recs):
+        assert rec["status"] == "succeeded", rec
+        events = [e["event"] for e in rec["timeline"]]
+        assert events.count("succeeded") == 1, events
+        progress = [i for i, e in enumerate(rec["timeline"]) if e["event"] == "progress"]
+        assert progress and progress[-1] < events.index("succeeded"), events
+        assert rec["timeline"][progress[-1]]["message"].startswith(
+            f"deployment {svc} successfully rolled out"), rec["timeline"][progress[-1]]
+    # All of them completed while the worker slept: a few statements ended them all (rows
+    # updated by one statement share its transaction id), not one transaction each.
+    ids = ",".join(f"'{r}'" for r in rids)
+    xids = h.psql(f"SELECT count(DISTINCT xmin::text) FROM releases WHERE id IN ({ids})")
+    assert int(xids[0][0]) <= n // 2, xids
+    # One `results` message each.
+    msgs = h.consume("results", timeout=60,
+                     until=lambda ms: {m.json()["release_id"] for m in ms} >= set(rids))
+    for rid in rids:
+        assert sum(1 for m in msgs if m.json()["release_id"] == rid) == 1, rid
+    # The locks are free and the queued release of the first service started.
+    rec = wait_status(h, queued, TERMINAL, timeout=60)
+    assert rec["status"] == "succeeded", rec
+    for svc in services[1:]:
+        assert redis_get(h, f"relfleet:lock:prod/{svc}") == ""
+
+
+def test_promote_sent_while_applying_is_answered_when_no_gray_steps_follow(h):
+    strategy = {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    svc = setup_service(h, versions=("1.0.0",), replicas=2, strategy=json.dumps(strategy))
+    kube_fault(h, {"down": True})
+    try:
+        rid = deploy(h, svc, "1.0.0")
+        wait_status(h, rid, "applying", timeout=60)
+        h.relctl("promote", rid)
+        h.wait_for(lambda: (r := h.psql(f"SELECT jsonb_array_length(coalesce(track -> "
+                                         f"'commands', '[]')) FROM releases WHERE id = '{rid}'"))
+                   and r[0][0] == "1", 30, "the promote to be queued")
+    finally:
+        kube_fault(h, {"down": False})
+    # The first release of a canary service has no stable version: it rolls out directly,
+    # and the promote queued meanwhile is answered, not left behind.
+    rec = wait_status(h, rid, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded", rec
+    h.wait_for(lambda: any("promote ignored: this release rolls out without gray steps"
+                           in e["message"] for e in record(h, rid)["timeline"]), 30,
+               "the promote to be answered")
+    left = h.psql(f"SELECT jsonb_array_length(coalesce(track -> 'commands', '[]'))"
+                  f" FROM releases WHERE id = '{rid}'")
+    assert left[0][0] == "0", left
