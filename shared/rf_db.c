@@ -24,9 +24,9 @@ struct rf_db {
     char *dsn;
     char sqlstate[6];
     int in_tx;
-    int prepare;       /* setting pg_prepared_statements */
-    int stale;         /* the server's statements no longer match the table: DEALLOCATE ALL */
-    size_t nstmts;     /* prepared on this connection */
+    int prepare;   /* setting pg_prepared_statements */
+    int stale;     /* the server's statements no longer match the table: DEALLOCATE ALL */
+    size_t nstmts; /* prepared on this connection */
     db_stmt_t stmts[DB_STMT_SLOTS];
 };
 

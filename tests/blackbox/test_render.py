@@ -1,8 +1,13 @@
 """The foundation slice: relctl deploy -> requests -> render -> PostgreSQL and `rendered`."""
 import base64
 import json
+import os
+import re
 import time
+import urllib.parse
+import uuid
 
+from harness import Harness
 from releases import ACTIVE, deploy, kcat_read, record, setup_service, wait_status
 
 
@@ -111,3 +116,65 @@ def test_render_error_fails_release_naming_placeholder(harness, tmp_path):
     rec = wait_status(h, rid, "failed")
     assert "'mode'" in rec["error"] and "broken-tpl" in rec["error"], rec["error"]
     assert rec["started_at"] and rec["finished_at"]
+
+
+# Statements of the render worker that are not a release's own: the sweep and readiness.
+PERIODIC = ("SELECT 1", "SELECT count(*) FROM releases WHERE status = 'queued'",
+            "SELECT DISTINCT q.service", "SELECT id, env || '/' || service")
+
+
+def _backends_of(h, pid):
+    """PostgreSQL backend pids of the connections process pid holds to the stack's server."""
+    pg_port = urllib.parse.urlsplit(h.env["RELFLEET_PG_DSN"]).port
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            w = line.split()
+            if int(w[2].split(":")[1], 16) == pg_port and w[9] in inodes:
+                ports.add(int(w[1].split(":")[1], 16))
+    rows = h.psql("SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL"
+                  " AND application_name <> 'relfleet-readiness'")
+    return {int(p) for p, port in rows if int(port) in ports}
+
+
+def test_render_statement_budget(stack_factory):
+    """A release costs the render stage at most 5 SQL statements (request and its queued
+    row, load, BEGIN, start with its timeline rows, COMMIT) plus one read of a template
+    version it has not compiled yet: they were 15 before they were merged."""
+    stack = stack_factory.start()
+    h = Harness(stack)
+    services = [setup_service(h) for _ in range(3)]
+    log = stack.state_dir / "logs" / "postgres.log"
+    h.psql("ALTER SYSTEM SET log_statement = 'all'")
+    h.psql("ALTER SYSTEM SET log_line_prefix = '%p '")
+    h.psql("SELECT pg_reload_conf()")
+    backends = _backends_of(h, stack.pids()["render-1"])
+    assert backends
+    start = log.stat().st_size
+    ids = []
+    for svc in services:
+        rid = str(uuid.uuid4())
+        body = {"schema": "relfleet.request.v1", "release_id": rid, "service": svc,
+                "env": "prod", "version": "1.0.0", "kind": "deploy", "operator": "budget",
+                "requested_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
+        h.produce("requests", f"prod/{svc}".encode(), json.dumps(body).encode())
+        ids.append(rid)
+    for rid in ids:
+        wait_status(h, rid, ACTIVE | {"succeeded"})
+    statements = []
+    with open(log, errors="replace") as f:
+        f.seek(start)
+        for line in f:
+            m = re.match(r"(\d+) LOG:  (?:statement|execute [^:]*): (.*)", line)
+            if m and int(m.group(1)) in backends and not m.group(2).startswith(PERIODIC):
+                statements.append(m.group(2)[:60])
+    assert len(statements) <= 5 * len(ids) + 1, statements

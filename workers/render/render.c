@@ -30,6 +30,20 @@ typedef struct render_stage {
     int cache_next;
 } render_stage_t;
 
+/* The compiled template version id@version if this worker has it. A version is the
+ * SHA-256 of the body (relctl template sync), so it never changes once stored. */
+static rf_render_template_t *render_template_cached(render_stage_t *rs, const char *id,
+                                                    const char *version)
+{
+    char key[256];
+
+    snprintf(key, sizeof(key), "%s@%s", id, version);
+    for (int i = 0; i < RENDER_CACHE; i++)
+        if (rs->cache[i].tpl && strcmp(rs->cache[i].key, key) == 0)
+            return rs->cache[i].tpl;
+    return NULL;
+}
+
 /* The compiled form of a template version, compiled once per worker. */
 static const rf_render_template_t *render_template(render_stage_t *rs, const char *id,
                                                    const char *version, const char *body,
@@ -39,10 +53,10 @@ static const rf_render_template_t *render_template(render_stage_t *rs, const cha
     render_cached_t *slot;
     rf_render_template_t *tpl;
 
+    tpl = render_template_cached(rs, id, version);
+    if (tpl)
+        return tpl;
     snprintf(key, sizeof(key), "%s@%s", id, version);
-    for (int i = 0; i < RENDER_CACHE; i++)
-        if (rs->cache[i].tpl && strcmp(rs->cache[i].key, key) == 0)
-            return rs->cache[i].tpl;
     tpl = rf_render_compile(id, body, len, errstr, errstr_size);
     if (!tpl)
         return NULL;
@@ -163,28 +177,8 @@ static json_t *render_values(PGresult *res, const char *id)
     return v;
 }
 
-/* Inside a transaction: makes fence the service's newest, or RF_ERR_FENCED. */
-static rf_err_t render_take_fence(rf_worker_t *w, const char *service, const char *env,
-                                  const char *fence_s, char *errstr, size_t errstr_size)
-{
-    const char *fp[3] = {service, env, fence_s};
-    PGresult *u = NULL;
-    rf_err_t result;
-    int n;
-
-    result = rf_db_exec(w->db,
-                        "UPDATE services SET fence = $3 WHERE service = $1 AND env = $2"
-                        " AND fence < $3 RETURNING 1",
-                        3, fp, &u, errstr, errstr_size);
-    n = result == RF_OK ? PQntuples(u) : 0;
-    PQclear(u);
-    if (result == RF_OK && n == 0)
-        result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
-                         "fence %s is older than the service's", fence_s);
-    return result;
-}
-
-/* Loads the queued release with its service configuration and template. */
+/* Loads the oldest queued release of env/service with its service configuration and
+ * template (column 24: the release id). */
 static const char render_load_sql[] =
     "SELECT r.service, r.env, r.version, r.operator, s.namespace, s.replicas, s.health_path,"
     " s.group_name, s.port, s.image_repo, s.extra, r.request -> 'params',"
@@ -194,11 +188,68 @@ static const char render_load_sql[] =
     " s.policy, (SELECT count(*) FROM images i WHERE i.service = r.service),"
     " (SELECT count(*) FROM images i WHERE i.service = r.service AND i.tag = r.version),"
     " (s.service IS NOT NULL), (r.request ->> 'restart')::boolean, r.kind, r.request::text,"
-    " (extract(epoch FROM r.created_at) * 1000)::bigint"
+    " (extract(epoch FROM r.created_at) * 1000)::bigint, r.id"
     " FROM releases r LEFT JOIN services s USING (service, env)"
     " LEFT JOIN template_heads h ON h.id = s.template_id"
     " LEFT JOIN releases p ON p.id = r.parent"
-    " WHERE r.id = $1";
+    " WHERE r.id = (SELECT q.id FROM releases q WHERE q.service = $1 AND q.env = $2"
+    " AND q.status = 'queued' ORDER BY q.created_at, q.id LIMIT 1)";
+
+/* The start of a release in one statement: the fence becomes the service's newest ($2),
+ * the queued release $1 becomes `applying` with what was rendered, and gets its two
+ * timeline rows. Rows: how many services and releases it changed (1, 1 or nothing
+ * happened that may stay: see render_record). */
+static const char render_start_sql[] =
+    "WITH f AS (UPDATE services SET fence = $2::bigint WHERE service = $3 AND env = $4"
+    " AND fence < $2::bigint RETURNING 1),"
+    " u AS (UPDATE releases SET status = 'applying', fence = $2::bigint,"
+    " started_at = clock_timestamp(), params = $5::jsonb, template_id = $6,"
+    " template_version = $7, manifests = $8::jsonb, manifests_sha256 = $9"
+    " WHERE id = $1 AND status = 'queued' AND EXISTS (SELECT 1 FROM f) RETURNING id),"
+    " t AS (INSERT INTO timeline (release_id, stage, event, status, message, data)"
+    " SELECT u.id, 'render', e.event, e.event, e.message, e.data FROM u,"
+    " (VALUES (1, 'rendering', $10, NULL::jsonb), (2, 'applying', $11, $12::jsonb))"
+    " AS e (n, event, message, data) ORDER BY e.n)"
+    " SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM u)";
+
+/* The same for a release whose rendering failed after it took the lock: it started and
+ * failed ($5: the reason). */
+static const char render_fail_sql[] =
+    "WITH f AS (UPDATE services SET fence = $2::bigint WHERE service = $3 AND env = $4"
+    " AND fence < $2::bigint RETURNING 1),"
+    " u AS (UPDATE releases SET status = 'failed', fence = $2::bigint, error = $5,"
+    " started_at = clock_timestamp(), finished_at = clock_timestamp(), duration_ms = 0"
+    " WHERE id = $1 AND status = 'queued' AND EXISTS (SELECT 1 FROM f) RETURNING id),"
+    " t AS (INSERT INTO timeline (release_id, stage, event, status, message)"
+    " SELECT u.id, 'render', e.event, e.event, e.message FROM u,"
+    " (VALUES (1, 'rendering', $6), (2, 'failed', $5)) AS e (n, event, message) ORDER BY e.n)"
+    " SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM u)";
+
+/* Runs render_start_sql or render_fail_sql in a transaction of its own: all of it or,
+ * when the fence is older than the service's or the release left 'queued' meanwhile,
+ * nothing (RF_ERR_FENCED). */
+static rf_err_t render_record(rf_worker_t *w, const char *sql, int nparams,
+                              const char *const *params, char *errstr, size_t errstr_size)
+{
+    PGresult *res = NULL;
+    rf_err_t result;
+
+    result = rf_db_begin(w->db, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    result = rf_db_exec(w->db, sql, nparams, params, &res, errstr, errstr_size);
+    if (result == RF_OK && strcmp(PQgetvalue(res, 0, 0), "1") != 0)
+        result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                         "fence %s is older than the service's", params[1]);
+    else if (result == RF_OK && strcmp(PQgetvalue(res, 0, 1), "1") != 0)
+        result = rf_errf(RF_ERR_FENCED, errstr, errstr_size, "release left 'queued' meanwhile");
+    PQclear(res);
+    if (result != RF_OK) {
+        rf_db_rollback(w->db);
+        return result;
+    }
+    return rf_db_commit(w->db, errstr, errstr_size);
+}
 
 /* Signature and role (docs/permissions.md): RF_OK with *allowed, reason filled when not. */
 static rf_err_t render_authorize(render_stage_t *rs, PGresult *res, const char *id, int *allowed,
@@ -249,28 +300,29 @@ static void render_add_restart(json_t *manifests)
     }
 }
 
-/* Tries to start the release: lock, render, record, hand on. RF_OK also when it stays
- * queued behind a busy service. */
-static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
-                             size_t errstr_size)
+/* Tries to start the oldest queued release of env/service: lock, render, record, hand on.
+ * RF_OK also when none is queued or it stays queued behind a busy service. */
+static rf_err_t render_start(render_stage_t *rs, const char *service_of, const char *env_of,
+                             char *errstr, size_t errstr_size)
 {
     rf_worker_t *w = rs->w;
-    const char *params[2] = {id, NULL};
+    const char *params[2] = {service_of, env_of};
     PGresult *res = NULL, *tres = NULL;
     const rf_render_template_t *tpl = NULL;
-    json_t *values = NULL, *manifests = NULL;
-    char reason[1024], key[300], holder[64], digest[65], fence_s[24], msg[512];
-    char *manifests_text = NULL, *values_text = NULL;
+    json_t *values = NULL, *manifests = NULL, *rendered = NULL;
+    char reason[1024], key[300], holder[64], digest[65], fence_s[24], msg[512], id[64];
+    char *manifests_text = NULL, *values_text = NULL, *data_text = NULL, *text = NULL;
     const char *service, *env, *tpl_id, *tpl_version;
     int acquired = 0, supersede_active = 0;
     int64_t fence = 0, floor;
     rf_err_t result;
 
-    result = rf_db_exec(w->db, render_load_sql, 1, params, &res, errstr, errstr_size);
+    result = rf_db_exec(w->db, render_load_sql, 2, params, &res, errstr, errstr_size);
     if (result != RF_OK)
         return result;
-    if (PQntuples(res) != 1 || strcmp(rf_db_value(res, 0, 15), "queued") != 0)
-        goto out; /* started or ended meanwhile */
+    if (PQntuples(res) != 1)
+        goto out; /* none queued */
+    snprintf(id, sizeof(id), "%s", rf_db_value(res, 0, 24));
     service = rf_db_value(res, 0, 0);
     env = rf_db_value(res, 0, 1);
     snprintf(key, sizeof(key), "%s/%s", env, service);
@@ -300,15 +352,16 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
     }
     tpl_id = rf_db_value(res, 0, 12);
     tpl_version = rf_db_value(res, 0, 13);
-    params[0] = tpl_id;
-    params[1] = tpl_version;
     if (tpl_version)
+        tpl = render_template_cached(rs, tpl_id, tpl_version);
+    if (tpl_version && !tpl) {
+        const char *tp[2] = {tpl_id, tpl_version};
         result = rf_db_exec(w->db, "SELECT body FROM templates WHERE id = $1 AND version = $2",
-                            2, params, &tres, errstr, errstr_size);
-    params[0] = id;
-    if (result != RF_OK)
-        goto out;
-    if (!tpl_version || PQntuples(tres) != 1) {
+                            2, tp, &tres, errstr, errstr_size);
+        if (result != RF_OK)
+            goto out;
+    }
+    if (!tpl_version || (!tpl && PQntuples(tres) != 1)) {
         snprintf(reason, sizeof(reason), "template '%s'%s%s is missing", tpl_id,
                  tpl_version ? " version " : "", tpl_version ? tpl_version : "");
         goto reject;
@@ -338,8 +391,9 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
     snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
 
     values = render_values(res, id);
-    tpl = render_template(rs, tpl_id, tpl_version, PQgetvalue(tres, 0, 0),
-                          (size_t)PQgetlength(tres, 0, 0), reason, sizeof(reason));
+    if (!tpl)
+        tpl = render_template(rs, tpl_id, tpl_version, PQgetvalue(tres, 0, 0),
+                              (size_t)PQgetlength(tres, 0, 0), reason, sizeof(reason));
     if (tpl)
         result = rf_render_exec(tpl, values, &manifests, reason, sizeof(reason));
     if (!tpl || result != RF_OK) {
@@ -356,99 +410,58 @@ static rf_err_t render_start(render_stage_t *rs, const char *id, char *errstr,
      * release whose template produced a bad name fails here, with the reason. */
     {
         char why[768];
-        json_t *rendered = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:s}", "schema",
-                                     "relfleet.rendered.v1", "release_id", id, "service",
-                                     service, "env", env, "version", rf_db_value(res, 0, 2),
-                                     "fence", (json_int_t)fence, "namespace",
-                                     rf_db_value(res, 0, 4), "manifests", manifests,
-                                     "manifests_sha256", digest);
-        rf_err_t valid = rf_schema_validate(w->schemas, "relfleet.rendered.v1", rendered, why,
-                                            sizeof(why));
-        json_decref(rendered);
-        if (valid != RF_OK) {
+        rendered = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:s}", "schema",
+                             "relfleet.rendered.v1", "release_id", id, "service", service, "env",
+                             env, "version", rf_db_value(res, 0, 2), "fence", (json_int_t)fence,
+                             "namespace", rf_db_value(res, 0, 4), "manifests", manifests,
+                             "manifests_sha256", digest);
+        if (rf_schema_validate(w->schemas, "relfleet.rendered.v1", rendered, why, sizeof(why)) !=
+            RF_OK) {
             snprintf(reason, sizeof(reason), "cannot render template '%s': %s", tpl_id, why);
             goto fail_release;
         }
     }
     values_text = json_dumps(values, JSON_COMPACT | JSON_SORT_KEYS);
-
-    result = rf_db_begin(w->db, errstr, errstr_size);
-    if (result != RF_OK)
-        goto unlock;
-    result = render_take_fence(w, service, env, fence_s, errstr, errstr_size);
-    if (result == RF_OK) {
-        const char *up[7] = {id, fence_s, values_text, tpl_id, tpl_version, manifests_text,
-                             digest};
-        PGresult *u = NULL;
-        result = rf_db_exec(w->db,
-                            "UPDATE releases SET status = 'applying', fence = $2,"
-                            " started_at = clock_timestamp(), params = $3::jsonb,"
-                            " template_id = $4, template_version = $5, manifests = $6::jsonb,"
-                            " manifests_sha256 = $7 WHERE id = $1 AND status = 'queued'"
-                            " RETURNING 1",
-                            7, up, &u, errstr, errstr_size);
-        if (result == RF_OK && PQntuples(u) == 0)
-            result = rf_errf(RF_ERR_FENCED, errstr, errstr_size, "release left 'queued' meanwhile");
-        PQclear(u);
-        if (result == RF_ERR_PERM && strcmp(rf_db_sqlstate(w->db), "23505") == 0) {
-            /* Redis let us in but PostgreSQL still has an active release (the lock lapsed
-             * or Redis lost it): under supersede it is ended first, then we retry. */
-            supersede_active = strcmp(rf_db_value(res, 0, 16), "supersede") == 0;
-            result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
-                             "another release of the service is active in the database");
-        }
-    }
-    if (result == RF_OK) {
-        snprintf(msg, sizeof(msg), "lock acquired (fence %s)", fence_s);
-        result = rf_store_event(w->db, id, "render", "rendering", "rendering", msg, NULL, errstr,
-                                errstr_size);
-    }
-    if (result == RF_OK) {
+    {
         json_t *data = json_pack("{s:s, s:s, s:s, s:I}", "template", tpl_id, "template_version",
                                  tpl_version, "sha256", digest, "objects",
                                  (json_int_t)json_array_size(manifests));
-        snprintf(msg, sizeof(msg), "rendered %zu objects from template '%s' (sha256 %.12s)",
-                 json_array_size(manifests), tpl_id, digest);
-        result = rf_store_event(w->db, id, "render", "applying", "applying", msg, data, errstr,
-                                errstr_size);
+        data_text = json_dumps(data, JSON_COMPACT);
         json_decref(data);
     }
-    if (result != RF_OK) {
-        rf_db_rollback(w->db);
-        goto unlock;
+    {
+        char started[100];
+        const char *up[12] = {id,     fence_s,     service,        env,    values_text,
+                              tpl_id, tpl_version, manifests_text, digest, started,
+                              msg,    data_text};
+        snprintf(started, sizeof(started), "lock acquired (fence %s)", fence_s);
+        snprintf(msg, sizeof(msg), "rendered %zu objects from template '%s' (sha256 %.12s)",
+                 json_array_size(manifests), tpl_id, digest);
+        result = render_record(w, render_start_sql, 12, up, errstr, errstr_size);
     }
-    result = rf_db_commit(w->db, errstr, errstr_size);
+    if (result == RF_ERR_PERM && strcmp(rf_db_sqlstate(w->db), "23505") == 0) {
+        /* Redis let us in but PostgreSQL still has an active release (the lock lapsed or
+         * Redis lost it): under supersede it is ended first, then we retry. */
+        supersede_active = strcmp(rf_db_value(res, 0, 16), "supersede") == 0;
+        result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                         "another release of the service is active in the database");
+    }
     if (result != RF_OK)
         goto unlock;
     rf_log_info("rendered %zu objects, fence %s", json_array_size(manifests), fence_s);
-    result = render_publish_rendered(rs, id, key, errstr, errstr_size);
+    /* `rendered` is what the row now holds: built here, not read back. */
+    text = json_dumps(rendered, JSON_COMPACT);
+    result = rf_producer_send(w->producer, "rendered", key, text, strlen(text), errstr,
+                              errstr_size);
     goto out;
 
 fail_release:
     /* Rendering failed after the lock was taken: the release started and failed. */
-    result = rf_db_begin(w->db, errstr, errstr_size);
-    if (result == RF_OK)
-        result = render_take_fence(w, service, env, fence_s, errstr, errstr_size);
-    if (result == RF_OK) {
-        const char *up[3] = {id, fence_s, reason};
-        result = rf_db_exec(w->db,
-                            "UPDATE releases SET status = 'failed', fence = $2, error = $3,"
-                            " started_at = clock_timestamp(), finished_at = clock_timestamp(),"
-                            " duration_ms = 0 WHERE id = $1 AND status = 'queued'",
-                            3, up, NULL, errstr, errstr_size);
+    snprintf(msg, sizeof(msg), "lock acquired (fence %s)", fence_s);
+    {
+        const char *up[6] = {id, fence_s, service, env, reason, msg};
+        result = render_record(w, render_fail_sql, 6, up, errstr, errstr_size);
     }
-    if (result == RF_OK) {
-        snprintf(msg, sizeof(msg), "lock acquired (fence %s)", fence_s);
-        result = rf_store_event(w->db, id, "render", "rendering", "rendering", msg, NULL, errstr,
-                                errstr_size);
-    }
-    if (result == RF_OK)
-        result = rf_store_event(w->db, id, "render", "failed", "failed", reason, NULL, errstr,
-                                errstr_size);
-    if (result == RF_OK)
-        result = rf_db_commit(w->db, errstr, errstr_size);
-    else
-        rf_db_rollback(w->db);
     rf_log_info("render failed: %s", reason);
     rf_lock_release(w->lock, env, service, id, msg, sizeof(msg));
     if (result == RF_OK)
@@ -476,8 +489,11 @@ reject:
     if (result == RF_OK)
         result = rf_worker_publish_result(rs->w, id, key, errstr, errstr_size);
 out:
+    free(text);
+    free(data_text);
     free(manifests_text);
     free(values_text);
+    json_decref(rendered);
     json_decref(values);
     json_decref(manifests);
     PQclear(tres);
@@ -485,29 +501,19 @@ out:
     return result;
 }
 
-/* Starts the oldest queued release of env/service, if the service is free. */
-static rf_err_t render_start_next(render_stage_t *rs, const char *service, const char *env,
-                                  char *errstr, size_t errstr_size)
-{
-    const char *params[2] = {service, env};
-    PGresult *res = NULL;
-    rf_err_t result;
-    char id[64];
-
-    result = rf_db_exec(rs->w->db,
-                        "SELECT id FROM releases WHERE service = $1 AND env = $2"
-                        " AND status = 'queued' ORDER BY created_at, id LIMIT 1",
-                        2, params, &res, errstr, errstr_size);
-    if (result != RF_OK)
-        return result;
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        return RF_OK;
-    }
-    snprintf(id, sizeof(id), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return render_start(rs, id, errstr, errstr_size);
-}
+/* Records a request once, with its `queued` timeline row, in one statement; then says
+ * what the row holds: status and whether its request is this one (a redelivery) or
+ * not (another request with the same id). No row: another worker is recording the same
+ * id right now. */
+static const char render_insert_sql[] =
+    "WITH ins AS (INSERT INTO releases (id, service, env, version, kind, parent, operator,"
+    " description, status, request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued',"
+    " $9::jsonb) ON CONFLICT (id) DO NOTHING RETURNING id),"
+    " ev AS (INSERT INTO timeline (release_id, stage, event, status, message)"
+    " SELECT id, 'render', 'queued', 'queued', $10 FROM ins)"
+    " SELECT 'queued', true FROM ins"
+    " UNION ALL SELECT status, request = $9::jsonb FROM releases"
+    " WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM ins)";
 
 /* A request: record it (once), then start it or the service's older queued one. */
 static rf_err_t render_handle(void *state, const rf_input_t *in, char *errstr,
@@ -522,53 +528,33 @@ static rf_err_t render_handle(void *state, const rf_input_t *in, char *errstr,
     const char *parent = json_string_value(json_object_get(b, "parent"));
     const char *desc = json_string_value(json_object_get(b, "description"));
     char *request = json_dumps(b, JSON_COMPACT | JSON_SORT_KEYS);
-    const char *params[9] = {id,
-                             service,
-                             env,
-                             json_string_value(json_object_get(b, "version")),
-                             json_string_value(json_object_get(b, "kind")),
-                             parent,
-                             json_string_value(json_object_get(b, "operator")),
-                             desc ? desc : "",
-                             request};
-    PGresult *res = NULL;
     char key[300], msg[1200];
+    const char *params[10] = {id,
+                              service,
+                              env,
+                              json_string_value(json_object_get(b, "version")),
+                              json_string_value(json_object_get(b, "kind")),
+                              parent,
+                              json_string_value(json_object_get(b, "operator")),
+                              desc ? desc : "",
+                              request,
+                              msg};
+    PGresult *res = NULL;
     rf_err_t result;
-    int inserted;
     const char *status;
 
     snprintf(key, sizeof(key), "%s/%s", env, service);
-    result = rf_db_begin(w->db, errstr, errstr_size);
+    snprintf(msg, sizeof(msg), "%s of version %s requested by %s%s%s", params[4], params[3],
+             params[6], desc && *desc ? ": " : "", desc ? desc : "");
+    result = rf_db_exec(w->db, render_insert_sql, 10, params, &res, errstr, errstr_size);
     if (result != RF_OK)
         goto out;
-    result = rf_db_exec(w->db,
-                        "INSERT INTO releases (id, service, env, version, kind, parent, operator,"
-                        " description, status, request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-                        " 'queued', $9::jsonb) ON CONFLICT (id) DO NOTHING RETURNING id",
-                        9, params, &res, errstr, errstr_size);
-    if (result != RF_OK)
-        goto fail;
-    inserted = PQntuples(res) == 1;
-    PQclear(res);
-    res = NULL;
-    if (inserted) {
-        snprintf(msg, sizeof(msg), "%s of version %s requested by %s%s%s",
-                 params[4], params[3], params[6], desc && *desc ? ": " : "",
-                 desc ? desc : "");
-        result = rf_store_event(w->db, id, "render", "queued", "queued", msg, NULL, errstr,
-                                errstr_size);
-        if (result != RF_OK)
-            goto fail;
+    if (PQntuples(res) != 1) {
+        result = rf_errf(RF_ERR_RETRY, errstr, errstr_size,
+                         "release '%s' is being recorded by another worker", id);
+        goto out;
     }
-    result = rf_db_commit(w->db, errstr, errstr_size);
-    if (result != RF_OK)
-        goto out;
-
     /* Redelivery: same content changes nothing twice and re-emits what comes next. */
-    result = rf_db_exec(w->db, "SELECT status, request = $2::jsonb FROM releases WHERE id = $1",
-                        2, (const char *const[]){id, request}, &res, errstr, errstr_size);
-    if (result != RF_OK)
-        goto out;
     if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
                          "release id '%s' already exists with other content", id);
@@ -576,14 +562,11 @@ static rf_err_t render_handle(void *state, const rf_input_t *in, char *errstr,
     }
     status = PQgetvalue(res, 0, 0);
     if (strcmp(status, "queued") == 0)
-        result = render_start_next(rs, service, env, errstr, errstr_size);
+        result = render_start(rs, service, env, errstr, errstr_size);
     else if (strcmp(status, "applying") == 0)
         result = render_publish_rendered(rs, id, key, errstr, errstr_size);
     else if (strcmp(status, "rejected") == 0 || strcmp(status, "failed") == 0)
         result = rf_worker_publish_result(rs->w, id, key, errstr, errstr_size);
-    goto out;
-fail:
-    rf_db_rollback(w->db);
 out:
     PQclear(res);
     free(request);
@@ -617,7 +600,7 @@ static void render_tick(void *state)
         return;
     }
     for (int i = 0; i < PQntuples(res) && *rs->w->run; i++) {
-        rf_err_t result = render_start_next(rs, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+        rf_err_t result = render_start(rs, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                                             errstr, sizeof(errstr));
         if (result != RF_OK)
             rf_log_warn("sweep: %s", errstr);
