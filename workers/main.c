@@ -496,6 +496,8 @@ int main(int argc, char **argv)
         rf_log_warn("%s; retrying", errstr);
         nap(1000);
     }
+    if (w.db)
+        rf_db_set_prepared(w.db, strcmp(conf.pg_prepared_statements, "on") == 0);
     while (run && stage->needs_lock &&
            !(w.lock = rf_lock_new(conf.redis_url, errstr, sizeof(errstr)))) {
         rf_log_warn("%s; retrying", errstr);

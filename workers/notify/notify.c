@@ -410,6 +410,7 @@ static rf_err_t notify_init(rf_worker_t *w, void **state, char *errstr, size_t e
         notify_destroy(ns);
         return RF_ERR_RETRY;
     }
+    rf_db_set_prepared(ns->db, strcmp(w->conf->pg_prepared_statements, "on") == 0);
     if (pthread_create(&ns->thread, NULL, notify_sender_main, ns) != 0) {
         notify_destroy(ns);
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot start the sender thread");
