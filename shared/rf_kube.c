@@ -25,6 +25,9 @@
 #define WATCH_BACKOFF_BASE_MS 250
 #define WATCH_BACKOFF_MAX_MS 30000
 #define WATCH_MIN_HEALTHY_MS 1000 /* a watch that ends sooner without events is backed off */
+#define KUBE_EASY_POOL 16            /* idle easy handles kept for reuse */
+#define KUBE_FENCE_CACHE_MAX 4096    /* objects whose last apply answer is remembered */
+#define KUBE_FENCED_MAX_CONFLICTS 8
 
 struct rf_kube {
     char *server;
@@ -54,6 +57,17 @@ struct rf_kube {
     int max_ms;
     long connect_ms;
     long request_ms;
+
+    /* Idle easy handles: a new one per request costs an internal multi handle, a
+     * socketpair and their teardown. */
+    pthread_mutex_t pool_lock;
+    CURL *pool[KUBE_EASY_POOL];
+    int npool;
+
+    /* rf_kube_apply_fenced: path -> [resourceVersion, fence, stale] of the last answer. */
+    pthread_mutex_t fence_lock;
+    json_t *fence_cache;
+    unsigned long requests;
 };
 
 /* ---- small helpers ---- */
@@ -205,6 +219,9 @@ rf_kube_t *rf_kube_new(const rf_kubeconfig_t *cfg, char *errstr, size_t errstr_s
     k->token = kube_strdup(cfg->token);
     k->token_file = kube_strdup(cfg->token_file);
     pthread_mutex_init(&k->token_lock, NULL);
+    pthread_mutex_init(&k->pool_lock, NULL);
+    pthread_mutex_init(&k->fence_lock, NULL);
+    k->fence_cache = json_object();
     k->rng = kube_rng_seed(k);
     for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&k->share_locks[i], NULL);
@@ -238,11 +255,16 @@ void rf_kube_destroy(rf_kube_t *k)
 
     if (!k)
         return;
+    for (i = 0; i < k->npool; i++)
+        curl_easy_cleanup(k->pool[i]);
     if (k->share && curl_share_cleanup(k->share) != CURLSHE_OK)
         rf_log_error("kubernetes client for '%s' destroyed while a watch still uses it", k->server);
     for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&k->share_locks[i]);
     pthread_mutex_destroy(&k->token_lock);
+    pthread_mutex_destroy(&k->pool_lock);
+    pthread_mutex_destroy(&k->fence_lock);
+    json_decref(k->fence_cache);
     free(k->server);
     free(k->namespace);
     free(k->ca_pem);
@@ -373,6 +395,9 @@ static void kube_easy_setup(rf_kube_t *k, CURL *easy, const char *url, struct cu
     curl_easy_setopt(easy, CURLOPT_USERAGENT, KUBE_USER_AGENT);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, k->connect_ms);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* Keep a connection per thread of the client in the shared cache: libcurl's default
+     * (5) closed the extra ones after each request, a TLS handshake each time. */
+    curl_easy_setopt(easy, CURLOPT_MAXCONNECTS, (long)KUBE_EASY_POOL);
     curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
     if (k->ca_pem) {
         blob.data = k->ca_pem;
@@ -480,6 +505,49 @@ typedef struct kube_req {
     size_t body_len;
 } kube_req_t;
 
+/* An easy handle for one request: an idle one of the pool (reset), else a new one. */
+static CURL *kube_easy_take(rf_kube_t *k)
+{
+    CURL *easy = NULL;
+
+    pthread_mutex_lock(&k->pool_lock);
+    if (k->npool > 0)
+        easy = k->pool[--k->npool];
+    k->requests++;
+    pthread_mutex_unlock(&k->pool_lock);
+    if (easy)
+        return easy;
+    easy = curl_easy_init();
+    if (!easy)
+        abort();
+    return easy;
+}
+
+/* Gives an easy handle back after its request (its connection stays in the share). */
+static void kube_easy_give(rf_kube_t *k, CURL *easy)
+{
+    if (!easy)
+        return;
+    curl_easy_reset(easy);
+    pthread_mutex_lock(&k->pool_lock);
+    if (k->npool < KUBE_EASY_POOL) {
+        k->pool[k->npool++] = easy;
+        easy = NULL;
+    }
+    pthread_mutex_unlock(&k->pool_lock);
+    curl_easy_cleanup(easy);
+}
+
+unsigned long rf_kube_requests(rf_kube_t *k)
+{
+    unsigned long n;
+
+    pthread_mutex_lock(&k->pool_lock);
+    n = k->requests;
+    pthread_mutex_unlock(&k->pool_lock);
+    return n;
+}
+
 /* Runs req with retries. On RF_OK, body holds the answer. */
 static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body, char *errstr,
                              size_t errstr_size)
@@ -507,10 +575,8 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
         rf_buf_reset(&why);
         curl_slist_free_all(headers);
         headers = NULL;
-        curl_easy_cleanup(easy);
-        easy = curl_easy_init();
-        if (!easy)
-            abort();
+        kube_easy_give(k, easy);
+        easy = kube_easy_take(k);
         kube_easy_setup(k, easy, rf_buf_str(&url), &headers);
         if (req->content_type)
             headers = curl_slist_append(headers, rf_buf_str(&ctype));
@@ -570,7 +636,7 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
                 rf_buf_str(&why));
     }
     curl_slist_free_all(headers);
-    curl_easy_cleanup(easy);
+    kube_easy_give(k, easy);
     rf_buf_release(&url);
     rf_buf_release(&why);
     rf_buf_release(&ctype);
@@ -844,6 +910,130 @@ cleanup:
     free(full);
     free(query);
     free(body);
+    return result;
+}
+
+/* The fence an object carries in its annotation key (-1 when none or not a number). */
+static int64_t kube_object_fence(const json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(
+        json_object_get(json_object_get(obj, "metadata"), "annotations"), key));
+    char *end;
+    long long n;
+
+    if (!v || !*v)
+        return -1;
+    n = strtoll(v, &end, 10);
+    return *end == '\0' && n >= 0 ? (int64_t)n : -1;
+}
+
+/* What the client remembers of path: 1 with *rv (free() it) and *fence when the cached
+ * answer may be used, 0 when it must be read (unknown, or marked stale by a conflict). */
+static int kube_fence_cache_get(rf_kube_t *k, const char *path, char **rv, int64_t *fence)
+{
+    json_t *e;
+    int found = 0;
+
+    pthread_mutex_lock(&k->fence_lock);
+    e = json_object_get(k->fence_cache, path);
+    if (e && !json_is_true(json_array_get(e, 2))) {
+        *rv = kube_strdup(json_string_value(json_array_get(e, 0)));
+        *fence = json_integer_value(json_array_get(e, 1));
+        found = 1;
+    }
+    pthread_mutex_unlock(&k->fence_lock);
+    return found;
+}
+
+/* Remembers the answer of an apply of path (rv NULL: forgets path). A path once marked
+ * stale (someone else writes it) stays stale: it is read before each apply. */
+static void kube_fence_cache_put(rf_kube_t *k, const char *path, const char *rv, int64_t fence,
+                                 int stale)
+{
+    json_t *old;
+    void *it;
+
+    pthread_mutex_lock(&k->fence_lock);
+    old = json_object_get(k->fence_cache, path);
+    stale = stale || (old && json_is_true(json_array_get(old, 2)));
+    json_object_del(k->fence_cache, path); /* re-inserted last: the oldest go first */
+    if (rv && *rv) {
+        while (json_object_size(k->fence_cache) >= KUBE_FENCE_CACHE_MAX) {
+            it = json_object_iter(k->fence_cache);
+            json_object_del(k->fence_cache, json_object_iter_key(it));
+        }
+        json_object_set_new(k->fence_cache, path,
+                            json_pack("[s, I, b]", rv, (json_int_t)fence, stale));
+    }
+    pthread_mutex_unlock(&k->fence_lock);
+}
+
+rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_manager,
+                              const char *fence_key, int64_t fence, json_t **result_out,
+                              char *errstr, size_t errstr_size)
+{
+    json_t *meta = json_object_get(manifest, "metadata");
+    char path[1024];
+    char *rv = NULL;
+    int64_t live_fence = -1;
+    int cached = 0;
+    rf_err_t result;
+    int attempt;
+
+    *result_out = NULL;
+    result = rf_kube_object_path(manifest, k->namespace, path, sizeof(path), errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    for (attempt = 0; attempt < KUBE_FENCED_MAX_CONFLICTS; attempt++) {
+        json_t *live = NULL;
+
+        free(rv);
+        rv = NULL;
+        cached = attempt == 0 && kube_fence_cache_get(k, path, &rv, &live_fence);
+        if (!cached) {
+            result = rf_kube_get(k, path, &live, errstr, errstr_size);
+            if (result != RF_OK && result != RF_ERR_NOTFOUND)
+                goto out;
+            live_fence = kube_object_fence(live, fence_key);
+            rv = kube_strdup(json_string_value(
+                json_object_get(json_object_get(live, "metadata"), "resourceVersion")));
+            json_decref(live);
+        }
+        if (live_fence > fence) {
+            result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                             "'%s' was written by newer fence %lld (ours %lld)", path,
+                             (long long)live_fence, (long long)fence);
+            goto out;
+        }
+        if (rv && *rv)
+            json_object_set_new(meta, "resourceVersion", json_string(rv));
+        else
+            json_object_del(meta, "resourceVersion");
+        result = rf_kube_apply(k, manifest, field_manager, result_out, errstr, errstr_size);
+        json_object_del(meta, "resourceVersion");
+        if (result == RF_OK) {
+            json_t *smeta = json_object_get(*result_out, "metadata");
+            kube_fence_cache_put(k, path,
+                                 json_string_value(json_object_get(smeta, "resourceVersion")),
+                                 kube_object_fence(*result_out, fence_key), 0);
+            goto out;
+        }
+        if (result == RF_ERR_PERM && strstr(errstr, ": 409 ")) {
+            /* Written since our last answer (cached) or our read: read it and decide. */
+            if (cached)
+                kube_fence_cache_put(k, path, rv, live_fence, 1);
+            rf_log_debug("conflict on '%s', reading its fence again", path);
+            continue;
+        }
+        kube_fence_cache_put(k, path, NULL, 0, 0);
+        if (result == RF_ERR_NOTFOUND && attempt == 0)
+            continue; /* e.g. deleted meanwhile with its namespace: one more look */
+        goto out;
+    }
+    result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "'%s' kept changing while applying", path);
+
+out:
+    free(rv);
     return result;
 }
 

@@ -3,6 +3,7 @@
 #define RF_KUBE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -56,6 +57,23 @@ rf_err_t rf_kube_object_path(const json_t *manifest, const char *default_namespa
  * object as stored (json_decref it). */
 rf_err_t rf_kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_manager,
                        json_t **result_out, char *errstr, size_t errstr_size);
+
+/* Fenced server-side apply: writes manifest (which carries the annotation fence_key =
+ * fence) only over an object that carries no newer fence, without ever overwriting a
+ * version it has not judged. Each try applies with metadata.resourceVersion set to the
+ * version judged, a precondition the API server enforces (409 Conflict when the object
+ * changed since); the version is the one of this client's own last answer for the object
+ * when it has one (no GET), else read with a GET (none: the object is created). A 409
+ * reads the object and decides again (a cached version that conflicted is not used again
+ * for that object: someone else writes it); a newer fence is RF_ERR_FENCED. The client
+ * remembers the last answer of up to 4096 objects. *result_out receives the object as
+ * stored. */
+rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_manager,
+                              const char *fence_key, int64_t fence, json_t **result_out,
+                              char *errstr, size_t errstr_size);
+
+/* Requests the client has sent (each try counts). */
+unsigned long rf_kube_requests(rf_kube_t *k);
 
 /* GET path (with its query). *out receives the decoded answer. */
 rf_err_t rf_kube_get(rf_kube_t *k, const char *path, json_t **out, char *errstr,

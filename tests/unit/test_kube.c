@@ -426,6 +426,173 @@ static void test_apply_request(void **state)
     fake_stop(f);
 }
 
+/* One object on the fake, with the API server's rules for an apply: a resourceVersion in
+ * the body is a precondition (409 when it differs), each write bumps the version. */
+typedef struct fenced_obj {
+    int exists;
+    int rv;
+    char fence[24]; /* its relfleet.io/fence annotation */
+} fenced_obj_t;
+
+static char *fenced_body(const fenced_obj_t *o)
+{
+    return xprintf("{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":"
+                   "\"web\",\"namespace\":\"shop\",\"resourceVersion\":\"%d\","
+                   "\"annotations\":{\"relfleet.io/fence\":\"%s\"}}}",
+                   o->rv, o->fence);
+}
+
+static void fenced_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *resp)
+{
+    fenced_obj_t *o = f->data;
+    json_t *body, *meta;
+    const char *want, *fence;
+
+    (void)n;
+    if (strcmp(req->method, "GET") == 0) {
+        if (!o->exists) {
+            resp->status = 404;
+            resp->body = status_body(404, "NotFound", "services \\\"web\\\" not found");
+            return;
+        }
+        resp->body = fenced_body(o);
+        return;
+    }
+    body = json_loads(req->body, 0, NULL);
+    meta = json_object_get(body, "metadata");
+    want = json_string_value(json_object_get(meta, "resourceVersion"));
+    if (o->exists && want && atoi(want) != o->rv) {
+        resp->status = 409;
+        resp->body = status_body(409, "Conflict", "the object has been modified");
+        json_decref(body);
+        return;
+    }
+    fence = json_string_value(json_object_get(json_object_get(meta, "annotations"),
+                                              "relfleet.io/fence"));
+    snprintf(o->fence, sizeof(o->fence), "%s", fence ? fence : "");
+    o->exists = 1;
+    o->rv++;
+    resp->body = fenced_body(o);
+    json_decref(body);
+}
+
+/* Someone else writes the object: fence (NULL: keeps the annotation), a new version. */
+static void fenced_write(fake_t *f, fenced_obj_t *o, const char *fence)
+{
+    pthread_mutex_lock(&f->lock);
+    if (fence)
+        snprintf(o->fence, sizeof(o->fence), "%s", fence);
+    o->exists = 1;
+    o->rv++;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static json_t *fenced_manifest(const char *fence)
+{
+    return json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}}}", "apiVersion", "v1", "kind", "Service",
+                     "metadata", "name", "web", "namespace", "shop", "annotations",
+                     "relfleet.io/fence", fence);
+}
+
+/* What the n-th request was: "GET", "PATCH" or "PATCH@<resourceVersion>". */
+static void fenced_expect(fake_t *f, int n, const char *what)
+{
+    const fake_req_t *r = &f->reqs[n];
+    char got[64];
+    json_t *body = json_loads(r->body, 0, NULL);
+    const char *rv = json_string_value(
+        json_object_get(json_object_get(body, "metadata"), "resourceVersion"));
+
+    snprintf(got, sizeof(got), "%s%s%s", r->method, rv ? "@" : "", rv ? rv : "");
+    json_decref(body);
+    assert_string_equal(got, what);
+}
+
+static void test_apply_fenced(void **state)
+{
+    fenced_obj_t o = {0, 10, ""};
+    fake_t *f = fake_start(fenced_handler, &o, 0);
+    rf_kube_t *k = client_for(f->url);
+    json_t *m5 = fenced_manifest("5"), *m6 = fenced_manifest("6"), *m7 = fenced_manifest("7");
+    json_t *out = NULL;
+    char err[512];
+    rf_err_t rc;
+    int n;
+
+    (void)state;
+    /* Unknown object: read (404), then created without a precondition. */
+    rc = rf_kube_apply_fenced(k, m5, NULL, "relfleet.io/fence", 5, &out, err, sizeof(err));
+    if (rc != RF_OK)
+        fail_msg("%s", err);
+    json_decref(out);
+    assert_int_equal(fake_count(f), 2);
+    fenced_expect(f, 0, "GET");
+    fenced_expect(f, 1, "PATCH");
+    assert_null(json_object_get(json_object_get(m5, "metadata"), "resourceVersion"));
+
+    /* Known from our own last answer (version 11): no GET, the version as precondition. */
+    rc = rf_kube_apply_fenced(k, m6, NULL, "relfleet.io/fence", 6, &out, err, sizeof(err));
+    if (rc != RF_OK)
+        fail_msg("%s", err);
+    json_decref(out);
+    assert_int_equal(fake_count(f), 3);
+    fenced_expect(f, 2, "PATCH@11");
+    assert_string_equal(o.fence, "6");
+
+    /* A newer fence wrote it since: the stale version conflicts, the read shows fence 7,
+     * and the older holder writes nothing. */
+    fenced_write(f, &o, "7");
+    rc = rf_kube_apply_fenced(k, m6, NULL, "relfleet.io/fence", 6, &out, err, sizeof(err));
+    assert_int_equal(rc, RF_ERR_FENCED);
+    assert_null(out);
+    assert_non_null(strstr(err, "newer fence 7 (ours 6)"));
+    assert_int_equal(fake_count(f), 5);
+    fenced_expect(f, 3, "PATCH@12");
+    fenced_expect(f, 4, "GET");
+    assert_string_equal(o.fence, "7");
+
+    /* That object conflicted: it is read before each apply from now on. */
+    rc = rf_kube_apply_fenced(k, m7, NULL, "relfleet.io/fence", 7, &out, err, sizeof(err));
+    if (rc != RF_OK)
+        fail_msg("%s", err);
+    json_decref(out);
+    assert_int_equal(fake_count(f), 7);
+    fenced_expect(f, 5, "GET");
+    fenced_expect(f, 6, "PATCH@13");
+
+    /* A write of another writer between our read and our apply (same fence kept): 409,
+     * read again, apply with the new version. */
+    n = fake_count(f);
+    fenced_write(f, &o, NULL);
+    rc = rf_kube_apply_fenced(k, m7, NULL, "relfleet.io/fence", 7, &out, err, sizeof(err));
+    if (rc != RF_OK)
+        fail_msg("%s", err);
+    json_decref(out);
+    assert_int_equal(fake_count(f), n + 2);
+    fenced_expect(f, n, "GET");
+    fenced_expect(f, n + 1, "PATCH@15");
+
+    /* Our own answer says an object carries a newer fence than ours: fenced, nothing sent. */
+    rf_kube_destroy(k);
+    k = client_for(f->url);
+    o.exists = 0;
+    rc = rf_kube_apply_fenced(k, m7, NULL, "relfleet.io/fence", 7, &out, err, sizeof(err));
+    if (rc != RF_OK)
+        fail_msg("%s", err);
+    json_decref(out);
+    n = fake_count(f);
+    rc = rf_kube_apply_fenced(k, m5, NULL, "relfleet.io/fence", 5, &out, err, sizeof(err));
+    assert_int_equal(rc, RF_ERR_FENCED);
+    assert_int_equal(fake_count(f), n);
+    assert_int_equal(rf_kube_requests(k), 2);
+
+    json_decref(m5);
+    json_decref(m6);
+    json_decref(m7);
+    rf_kube_destroy(k);
+    fake_stop(f);
+}
+
 static void test_object_paths(void **state)
 {
     static const struct {
@@ -1135,6 +1302,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_apply_request),
+        cmocka_unit_test(test_apply_fenced),
         cmocka_unit_test(test_object_paths),
         cmocka_unit_test(test_status_errors),
         cmocka_unit_test(test_retries),

@@ -1,11 +1,14 @@
 /* The apply stage: `rendered` -> server-side apply of each manifest, fenced -> `applied`. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common.h"
 #include "track/gray.h"
+#include "rf_buf.h"
 #include "rf_kube.h"
 #include "rf_log.h"
 #include "rf_msg.h"
@@ -13,7 +16,8 @@
 #include "rf_strategy.h"
 #include "worker.h"
 
-#define APPLY_MAX_CONFLICTS 8
+#define APPLY_THREADS 8 /* messages of a poll batch whose objects are applied at once */
+#define APPLY_FENCE_ANNOTATION "relfleet.io/fence"
 
 typedef struct apply_cluster {
     char *name; /* context; "" for the kubeconfig's current one */
@@ -25,8 +29,32 @@ typedef struct apply_stage {
     apply_cluster_t clusters[16];
     rf_kube_t *probe; /* readiness: the default cluster answers */
     int nclusters;
+    pthread_mutex_t ns_lock;
     json_t *namespaces; /* "<client>|<namespace>" seen to exist: not asked again */
 } apply_stage_t;
+
+/* One `rendered` message on its way: what PostgreSQL said, what the cluster said. */
+typedef struct apply_msg {
+    const rf_input_t *in;
+    const char *id, *service, *env, *ns;
+    int64_t fence;
+    char key[300], fence_s[24];
+    rf_err_t result; /* final */
+    char *errstr;
+    size_t errstr_size;
+    /* apply_load */
+    int found;
+    char *status, *track, *cluster, *strategy_text;
+    long long timeout_s;
+    int64_t release_fence, service_fence;
+    /* apply_start, apply_cluster_work */
+    rf_kube_t *kube;
+    json_t *strategy;
+    int fail;        /* end the release failed, errstr the reason */
+    json_t *objects; /* applied: kind, namespace, name, generation, resourceVersion */
+    json_t *events;  /* timeline rows: event, message, data */
+    json_t *gray;
+} apply_msg_t;
 
 /* The client of a cluster (a kubeconfig context), created on first use. */
 static rf_kube_t *apply_kube(apply_stage_t *as, const char *cluster, char *errstr,
@@ -83,83 +111,7 @@ static void apply_mark(json_t *manifest, const char *ns, const char *release_id,
         json_object_set_new(meta, "annotations", ann);
     }
     json_object_set_new(ann, "relfleet.io/release", json_string(release_id));
-    json_object_set_new(ann, "relfleet.io/fence", json_string(fence_s));
-}
-
-/* The release and its service still hold fence, and the release is still applying. */
-static rf_err_t apply_check_fence(rf_worker_t *w, const char *id, const char *fence_s,
-                                  char *errstr, size_t errstr_size)
-{
-    const char *params[2] = {id, fence_s};
-    PGresult *res = NULL;
-    rf_err_t result;
-    int ok;
-
-    result = rf_db_exec(w->db,
-                        "SELECT 1 FROM releases r JOIN services s USING (service, env)"
-                        " WHERE r.id = $1 AND r.status = 'applying' AND r.fence = $2::bigint"
-                        " AND s.fence = $2::bigint",
-                        2, params, &res, errstr, errstr_size);
-    if (result != RF_OK)
-        return result;
-    ok = PQntuples(res) == 1;
-    PQclear(res);
-    if (!ok)
-        return rf_errf(RF_ERR_FENCED, errstr, errstr_size,
-                       "release '%s' no longer holds fence %s (or left applying)", id, fence_s);
-    return RF_OK;
-}
-
-/* Server-side apply of one object, fenced twice: PostgreSQL says the release still holds
- * the service, and the object in the cluster was last written by no newer fence. The
- * apply carries the resourceVersion just read, so a newer writer in between makes it
- * fail with 409 and the check runs again: a stalled worker never applies late. */
-static rf_err_t apply_object(rf_worker_t *w, rf_kube_t *kube, json_t *manifest, const char *id,
-                             int64_t fence, const char *fence_s, json_t **stored, char *errstr,
-                             size_t errstr_size)
-{
-    char path[1024];
-    rf_err_t result;
-
-    *stored = NULL;
-    result = rf_kube_object_path(manifest, NULL, path, sizeof(path), errstr, errstr_size);
-    if (result != RF_OK)
-        return result;
-    for (int attempt = 0; attempt < APPLY_MAX_CONFLICTS; attempt++) {
-        json_t *live = NULL;
-        json_t *meta = json_object_get(manifest, "metadata");
-        result = apply_check_fence(w, id, fence_s, errstr, errstr_size);
-        if (result != RF_OK)
-            return result;
-        result = rf_kube_get(kube, path, &live, errstr, errstr_size);
-        if (result == RF_ERR_NOTFOUND) {
-            json_object_del(meta, "resourceVersion");
-        } else if (result != RF_OK) {
-            return result;
-        } else {
-            json_t *lmeta = json_object_get(live, "metadata");
-            const char *lf = json_string_value(
-                json_object_get(json_object_get(lmeta, "annotations"), "relfleet.io/fence"));
-            if (lf && strtoll(lf, NULL, 10) > fence) {
-                result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
-                                 "'%s' was written by newer fence %s (ours %s)", path, lf,
-                                 fence_s);
-                json_decref(live);
-                return result;
-            }
-            json_object_set(meta, "resourceVersion", json_object_get(lmeta, "resourceVersion"));
-            json_decref(live);
-        }
-        result = rf_kube_apply(kube, manifest, "relfleet", stored, errstr, errstr_size);
-        json_object_del(meta, "resourceVersion");
-        if (result == RF_OK)
-            return RF_OK;
-        if (!(result == RF_ERR_PERM && strstr(errstr, ": 409 ")) &&
-            !(result == RF_ERR_NOTFOUND && attempt == 0))
-            return result;
-        rf_log_debug("conflict on '%s', checking the fence again", path);
-    }
-    return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "'%s' kept changing while applying", path);
+    json_object_set_new(ann, APPLY_FENCE_ANNOTATION, json_string(fence_s));
 }
 
 /* Drops a namespace from those seen to exist; 1 when it was there (ops/bench: the GET
@@ -167,9 +119,13 @@ static rf_err_t apply_object(rf_worker_t *w, rf_kube_t *kube, json_t *manifest, 
 static int apply_namespace_forget(apply_stage_t *as, rf_kube_t *kube, const char *ns)
 {
     char key[600];
+    int was;
 
     snprintf(key, sizeof(key), "%p|%s", (void *)kube, ns);
-    return json_object_del(as->namespaces, key) == 0;
+    pthread_mutex_lock(&as->ns_lock);
+    was = json_object_del(as->namespaces, key) == 0;
+    pthread_mutex_unlock(&as->ns_lock);
+    return was;
 }
 
 /* Creates the service's namespace when it does not exist yet; asks the API server once
@@ -180,9 +136,13 @@ static rf_err_t apply_namespace(apply_stage_t *as, rf_kube_t *kube, const char *
     char path[512], key[600];
     json_t *live = NULL, *obj;
     rf_err_t result;
+    int known;
 
     snprintf(key, sizeof(key), "%p|%s", (void *)kube, ns);
-    if (json_object_get(as->namespaces, key))
+    pthread_mutex_lock(&as->ns_lock);
+    known = json_object_get(as->namespaces, key) != NULL;
+    pthread_mutex_unlock(&as->ns_lock);
+    if (known)
         return RF_OK;
     snprintf(path, sizeof(path), "/api/v1/namespaces/%s", ns);
     result = rf_kube_get(kube, path, &live, errstr, errstr_size);
@@ -194,8 +154,11 @@ static rf_err_t apply_namespace(apply_stage_t *as, rf_kube_t *kube, const char *
         result = rf_kube_apply(kube, obj, "relfleet", NULL, errstr, errstr_size);
         json_decref(obj);
     }
-    if (result == RF_OK)
+    if (result == RF_OK) {
+        pthread_mutex_lock(&as->ns_lock);
         json_object_set_new(as->namespaces, key, json_true());
+        pthread_mutex_unlock(&as->ns_lock);
+    }
     return result;
 }
 
@@ -203,7 +166,7 @@ static rf_err_t apply_namespace(apply_stage_t *as, rf_kube_t *kube, const char *
 static rf_err_t apply_republish(rf_worker_t *w, const char *track, const char *key, char *errstr,
                                 size_t errstr_size)
 {
-    json_t *t = json_loads(track, 0, NULL);
+    json_t *t = json_loads(track ? track : "{}", 0, NULL);
     json_t *msg = json_object_get(t, "applied");
     char *text;
     rf_err_t result = RF_OK;
@@ -218,117 +181,168 @@ static rf_err_t apply_republish(rf_worker_t *w, const char *track, const char *k
     return result;
 }
 
-static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, size_t errstr_size)
+static void apply_msg_init(apply_msg_t *m, const rf_input_t *in, char *errstr, size_t errstr_size)
 {
-    apply_stage_t *as = state;
-    rf_worker_t *w = as->w;
     json_t *b = in->body;
-    const char *id = json_string_value(json_object_get(b, "release_id"));
-    const char *service = json_string_value(json_object_get(b, "service"));
-    const char *env = json_string_value(json_object_get(b, "env"));
-    const char *ns = json_string_value(json_object_get(b, "namespace"));
-    int64_t fence = json_integer_value(json_object_get(b, "fence"));
-    const char *params[1] = {id};
+
+    memset(m, 0, sizeof(*m));
+    m->in = in;
+    m->id = json_string_value(json_object_get(b, "release_id"));
+    m->service = json_string_value(json_object_get(b, "service"));
+    m->env = json_string_value(json_object_get(b, "env"));
+    m->ns = json_string_value(json_object_get(b, "namespace"));
+    m->fence = json_integer_value(json_object_get(b, "fence"));
+    snprintf(m->key, sizeof(m->key), "%s/%s", m->env, m->service);
+    snprintf(m->fence_s, sizeof(m->fence_s), "%lld", (long long)m->fence);
+    m->errstr = errstr;
+    m->errstr_size = errstr_size;
+    m->errstr[0] = '\0';
+}
+
+/* Log lines of this thread carry the message's context. */
+static void apply_log_ctx(const apply_msg_t *m)
+{
+    char buf[32];
+
+    rf_log_ctx_clear();
+    if (m->in->m) {
+        rf_log_ctx_set("topic", rd_kafka_topic_name(m->in->m->rkt));
+        snprintf(buf, sizeof(buf), "%d", (int)m->in->m->partition);
+        rf_log_ctx_set("partition", buf);
+        snprintf(buf, sizeof(buf), "%lld", (long long)m->in->m->offset);
+        rf_log_ctx_set("offset", buf);
+    }
+    rf_log_ctx_set("release", m->id);
+    rf_log_ctx_set("service", m->service);
+    rf_log_ctx_set("env", m->env);
+}
+
+static void apply_msg_release(apply_msg_t *m)
+{
+    free(m->status);
+    free(m->track);
+    free(m->cluster);
+    free(m->strategy_text);
+    json_decref(m->strategy);
+    json_decref(m->objects);
+    json_decref(m->events);
+    json_decref(m->gray);
+}
+
+static int apply_is_uuid(const char *s)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+
+    if (!s || strlen(s) != sizeof(shape) - 1)
+        return 0;
+    for (size_t i = 0; shape[i]; i++)
+        if (shape[i] == '-' ? s[i] != '-' : !strchr("0123456789abcdefABCDEF", s[i]))
+            return 0;
+    return 1;
+}
+
+static char *apply_dup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+
+    if (!p)
+        abort();
+    return p;
+}
+
+/* Reads the releases of the messages and their services in one statement: status, what
+ * the track stage needs, and both fences (the one PostgreSQL check per message). An
+ * error fails every message with it. */
+static rf_err_t apply_load(rf_worker_t *w, apply_msg_t **msgs, size_t n, char *errstr,
+                           size_t errstr_size)
+{
+    rf_buf_t ids = RF_BUF_INIT;
+    const char *params[1];
     PGresult *res = NULL;
-    json_t *objects = json_array(), *applied = NULL, *track = NULL, *manifest;
-    json_t *strategy = NULL, *to_apply = NULL, *gray = NULL, *notes = json_array();
-    char key[300], fence_s[24], now[40], msg[1024], cluster[256];
-    const char *status;
-    char *track_text = NULL, *applied_text = NULL;
-    rf_kube_t *kube;
     rf_err_t result;
-    int held = 0;
+
+    rf_buf_addc(&ids, '{');
+    for (size_t i = 0; i < n; i++)
+        if (apply_is_uuid(msgs[i]->id))
+            rf_buf_addf(&ids, "%s%s", ids.len > 1 ? "," : "", msgs[i]->id);
+    rf_buf_addc(&ids, '}');
+    params[0] = rf_buf_str(&ids);
+    result = rf_db_exec(w->db,
+                        "SELECT r.id::text, r.status, r.track::text, s.cluster, s.timeout_s,"
+                        " s.strategy::text, r.fence, s.fence FROM releases r"
+                        " JOIN services s USING (service, env) WHERE r.id = ANY($1::uuid[])",
+                        1, params, &res, errstr, errstr_size);
+    rf_buf_release(&ids);
+    if (result != RF_OK)
+        return result;
+    for (int row = 0; row < PQntuples(res); row++)
+        for (size_t i = 0; i < n; i++) {
+            apply_msg_t *m = msgs[i];
+            if (m->found || strcasecmp(m->id, PQgetvalue(res, row, 0)) != 0)
+                continue;
+            m->found = 1;
+            m->status = apply_dup(PQgetvalue(res, row, 1));
+            m->track = rf_db_value(res, row, 2) ? apply_dup(PQgetvalue(res, row, 2)) : NULL;
+            m->cluster = rf_db_value(res, row, 3) ? apply_dup(PQgetvalue(res, row, 3)) : NULL;
+            m->timeout_s = atoll(PQgetvalue(res, row, 4));
+            m->strategy_text =
+                rf_db_value(res, row, 5) ? apply_dup(PQgetvalue(res, row, 5)) : NULL;
+            m->release_fence = rf_db_value(res, row, 6) ? atoll(PQgetvalue(res, row, 6)) : -1;
+            m->service_fence = rf_db_value(res, row, 7) ? atoll(PQgetvalue(res, row, 7)) : -1;
+        }
+    PQclear(res);
+    return RF_OK;
+}
+
+/* Adds a timeline row of the message (data may be NULL). */
+static void apply_event(apply_msg_t *m, const char *event, const char *message, const json_t *data)
+{
+    json_t *row = json_pack("{s:s, s:s}", "event", event, "message", message);
+
+    if (data)
+        json_object_set(row, "data", (json_t *)data);
+    json_array_append_new(m->events, row);
+}
+
+/* The cluster part of a message, on any thread: the namespace, gray_prepare, then each
+ * object through rf_kube_apply_fenced (its fence annotation and resourceVersion
+ * precondition fence every object; PostgreSQL was checked once before). Sets m->result,
+ * m->fail (end the release failed with m->errstr), m->objects, m->events, m->gray. */
+static void apply_cluster_work(apply_stage_t *as, apply_msg_t *m)
+{
+    json_t *to_apply = NULL, *notes = json_array(), *manifest;
+    char msg[1024];
+    rf_err_t result;
     size_t i;
 
-    snprintf(key, sizeof(key), "%s/%s", env, service);
-    snprintf(fence_s, sizeof(fence_s), "%lld", (long long)fence);
-    result = rf_db_exec(w->db,
-                        "SELECT r.status, r.track::text, s.cluster, s.timeout_s, s.strategy::text"
-                        " FROM releases r"
-                        " JOIN services s USING (service, env) WHERE r.id = $1",
-                        1, params, &res, errstr, errstr_size);
+    m->objects = json_array();
+    m->events = json_array();
+    result = apply_namespace(as, m->kube, m->ns, m->errstr, m->errstr_size);
+    if (result == RF_OK) /* a canary or blue-green release applies beside the stable one */
+        result = gray_prepare(m->kube, m->strategy, json_object_get(m->in->body, "manifests"),
+                              m->ns, m->timeout_s, &to_apply, &m->gray, notes, m->errstr,
+                              m->errstr_size);
+    if (result == RF_ERR_PERM) /* a stable ingress missing or without the service's path */
+        m->fail = 1;
     if (result != RF_OK)
         goto out;
-    if (PQntuples(res) != 1) {
-        result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "unknown release '%s'", id);
-        goto out;
-    }
-    status = PQgetvalue(res, 0, 0);
-    if (strcmp(status, "progressing") == 0 || strcmp(status, "paused") == 0) {
-        result = apply_republish(w, PQgetvalue(res, 0, 1), key, errstr, errstr_size);
-        goto out;
-    }
-    if (strcmp(status, "applying") != 0)
-        goto out; /* ended meanwhile (cancelled, superseded): nothing to apply */
-    kube = apply_kube(as, rf_worker_cluster(w, env, rf_db_value(res, 0, 2), cluster,
-                                            sizeof(cluster)),
-                      errstr, errstr_size);
-    if (!kube) {
-        char reason[1100];
-        snprintf(reason, sizeof(reason), "cannot reach the cluster: %s", errstr);
-        result = rf_worker_end_release(w, id, service, env, fence, "failed", reason, NULL, errstr,
-                                       errstr_size);
-        goto out;
-    }
-    rf_lock_renew(w->lock, env, service, id, w->conf->lock_lease_ms, &held, msg, sizeof(msg));
-    result = apply_namespace(as, kube, ns, errstr, errstr_size);
-    if (result == RF_ERR_PERM) {
-        char reason[1100];
-        snprintf(reason, sizeof(reason), "%s", errstr);
-        result = rf_worker_end_release(w, id, service, env, fence, "failed", reason, NULL, errstr,
-                                       errstr_size);
-        goto out;
-    }
-    if (result != RF_OK)
-        goto out;
-
-    /* A canary or blue-green release applies a canary or preview beside the stable
-     * Deployment instead of the Deployment itself (gray.c). */
-    strategy = rf_strategy_parse_text(rf_db_value(res, 0, 4), msg, sizeof(msg));
-    if (!strategy) {
-        char reason[1100];
-        snprintf(reason, sizeof(reason), "invalid strategy of the service: %s", msg);
-        result = rf_worker_end_release(w, id, service, env, fence, "failed", reason, NULL, errstr,
-                                       errstr_size);
-        goto out;
-    }
-    result = apply_check_fence(w, id, fence_s, errstr, errstr_size);
-    if (result == RF_OK)
-        result = gray_prepare(kube, strategy, json_object_get(b, "manifests"), ns,
-                              atoll(PQgetvalue(res, 0, 3)), &to_apply, &gray, notes, errstr,
-                              errstr_size);
-    if (result == RF_ERR_PERM) { /* a stable ingress missing or without the service's path */
-        char reason[1100];
-        snprintf(reason, sizeof(reason), "%s", errstr);
-        result = rf_worker_end_release(w, id, service, env, fence, "failed", reason, NULL, errstr,
-                                       errstr_size);
-        goto out;
-    }
-    if (result != RF_OK)
-        goto out;
-    if (gray)
-        apply_mark(json_object_get(gray, "stable_manifest"), ns, id, fence_s);
-    json_array_foreach(notes, i, manifest) {
-        result = rf_store_event(w->db, id, "apply", "gray", NULL, json_string_value(manifest),
-                                NULL, errstr, errstr_size);
-        if (result != RF_OK)
-            goto out;
-    }
+    if (m->gray)
+        apply_mark(json_object_get(m->gray, "stable_manifest"), m->ns, m->id, m->fence_s);
+    json_array_foreach(notes, i, manifest)
+        apply_event(m, "gray", json_string_value(manifest), NULL);
     json_array_foreach(to_apply, i, manifest) {
-        json_t *m = json_deep_copy(manifest);
+        json_t *mc = json_deep_copy(manifest);
         json_t *stored = NULL, *meta, *obj;
-        apply_mark(m, ns, id, fence_s);
-        result = apply_object(w, kube, m, id, fence, fence_s, &stored, errstr, errstr_size);
-        json_decref(m);
-        if (result == RF_ERR_NOTFOUND && apply_namespace_forget(as, kube, ns)) {
+        apply_mark(mc, m->ns, m->id, m->fence_s);
+        result = rf_kube_apply_fenced(m->kube, mc, "relfleet", APPLY_FENCE_ANNOTATION, m->fence,
+                                      &stored, m->errstr, m->errstr_size);
+        json_decref(mc);
+        if (result == RF_ERR_NOTFOUND && apply_namespace_forget(as, m->kube, m->ns)) {
             result = RF_ERR_RETRY; /* the namespace may be gone since: look again */
             goto out;
         }
         if (result == RF_ERR_PERM || result == RF_ERR_NOTFOUND) {
-            char reason[1100];
-            snprintf(reason, sizeof(reason), "%s", errstr);
-            result = rf_worker_end_release(w, id, service, env, fence, "failed", reason, NULL,
-                                           errstr, errstr_size);
+            m->fail = 1;
             goto out;
         }
         if (result != RF_OK)
@@ -343,7 +357,7 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
                         "name", json_object_get(meta, "name"), "generation",
                         json_integer_value(json_object_get(meta, "generation")),
                         "resourceVersion", json_object_get(meta, "resourceVersion"));
-        json_array_append_new(objects, obj);
+        json_array_append_new(m->objects, obj);
         snprintf(msg, sizeof(msg), "applied %s %s/%s: generation %lld, resourceVersion %s",
                  json_string_value(json_object_get(obj, "kind")),
                  json_string_value(json_object_get(obj, "namespace")),
@@ -351,72 +365,265 @@ static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, si
                  (long long)json_integer_value(json_object_get(obj, "generation")),
                  json_string_value(json_object_get(obj, "resourceVersion")));
         json_decref(stored);
-        result = rf_store_event(w->db, id, "apply", "applied", NULL, msg, obj, errstr,
-                                errstr_size);
-        if (result != RF_OK)
-            goto out;
+        apply_event(m, "applied", msg, obj);
     }
+out:
+    m->result = result;
+    json_decref(to_apply);
+    json_decref(notes);
+}
+
+/* Ends the release of m as failed with m->errstr as the reason. */
+static rf_err_t apply_fail(rf_worker_t *w, apply_msg_t *m, const char *prefix)
+{
+    char reason[1100];
+
+    snprintf(reason, sizeof(reason), "%s%s", prefix, m->errstr);
+    return rf_worker_end_release(w, m->id, m->service, m->env, m->fence, "failed", reason, NULL,
+                                 m->errstr, m->errstr_size);
+}
+
+/* Checks what apply_load read and prepares the cluster part (main thread: PostgreSQL,
+ * Redis, the cluster clients). Returns 1 when the message goes on to the cluster, else
+ * 0 with m->result set. */
+static int apply_start(apply_stage_t *as, apply_msg_t *m)
+{
+    rf_worker_t *w = as->w;
+    char msg[1024], cluster[256];
+    int held = 0;
+
+    if (!m->found) {
+        m->result = rf_errf(RF_ERR_PERM, m->errstr, m->errstr_size, "unknown release '%s'",
+                            m->id ? m->id : "");
+        return 0;
+    }
+    if (strcmp(m->status, "progressing") == 0 || strcmp(m->status, "paused") == 0) {
+        m->result = apply_republish(w, m->track, m->key, m->errstr, m->errstr_size);
+        return 0;
+    }
+    if (strcmp(m->status, "applying") != 0) {
+        m->result = RF_OK; /* ended meanwhile (cancelled, superseded): nothing to apply */
+        return 0;
+    }
+    if (m->release_fence != m->fence || m->service_fence != m->fence) {
+        m->result = rf_errf(RF_ERR_FENCED, m->errstr, m->errstr_size,
+                            "release '%s' no longer holds fence %s", m->id, m->fence_s);
+        return 0;
+    }
+    m->kube = apply_kube(as, rf_worker_cluster(w, m->env, m->cluster, cluster, sizeof(cluster)),
+                         m->errstr, m->errstr_size);
+    if (!m->kube) {
+        m->result = apply_fail(w, m, "cannot reach the cluster: ");
+        return 0;
+    }
+    rf_lock_renew(w->lock, m->env, m->service, m->id, w->conf->lock_lease_ms, &held, msg,
+                  sizeof(msg));
+    m->strategy = rf_strategy_parse_text(m->strategy_text, msg, sizeof(msg));
+    if (!m->strategy) {
+        snprintf(m->errstr, m->errstr_size, "%s", msg);
+        m->result = apply_fail(w, m, "invalid strategy of the service: ");
+        return 0;
+    }
+    return 1;
+}
+
+/* The closing statement: progressing (fenced) and every timeline row of the message,
+ * the objects' and gray notes' rows even when the fence was lost meanwhile. */
+static rf_err_t apply_finish(rf_worker_t *w, apply_msg_t *m)
+{
+    json_t *applied = NULL, *track = NULL;
+    char now[40], msg[200];
+    char *track_text = NULL, *events_text = NULL, *applied_text = NULL;
+    PGresult *res = NULL;
+    rf_err_t result;
 
     rf_msg_now_iso(now, sizeof(now));
     applied = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:s}", "schema",
-                        "relfleet.applied.v1", "release_id", id, "service", service, "env", env,
-                        "fence", (json_int_t)fence, "namespace", ns, "objects", objects,
-                        "applied_at", now);
-    track = json_pack("{s:O, s:I, s:O}", "objects", objects, "timeout_s",
-                      (json_int_t)atoi(PQgetvalue(res, 0, 3)), "applied", applied);
-    if (gray)
-        json_object_set(track, "gray", gray);
+                        "relfleet.applied.v1", "release_id", m->id, "service", m->service, "env",
+                        m->env, "fence", (json_int_t)m->fence, "namespace", m->ns, "objects",
+                        m->objects, "applied_at", now);
+    track = json_pack("{s:O, s:I, s:O}", "objects", m->objects, "timeout_s",
+                      (json_int_t)m->timeout_s, "applied", applied);
+    if (m->gray)
+        json_object_set(track, "gray", m->gray);
     track_text = json_dumps(track, JSON_COMPACT);
+    events_text = json_dumps(m->events, JSON_COMPACT);
+    snprintf(msg, sizeof(msg), "applied %zu objects; following the rollout",
+             json_array_size(m->objects));
     {
-        const char *up[3] = {id, fence_s, track_text};
-        PGresult *u = NULL;
-        int n;
-        result = rf_db_begin(w->db, errstr, errstr_size);
-        if (result != RF_OK)
-            goto out;
-        result = rf_db_exec(w->db,
-                            "UPDATE releases r SET status = 'progressing', track = coalesce(r.track,"
-                            " '{}'::jsonb) || $3::jsonb ||"
-                            " jsonb_build_object('deadline_ms', (extract(epoch FROM"
-                            " clock_timestamp()) * 1000)::bigint + 1000 *"
-                            " ($3::jsonb ->> 'timeout_s')::bigint)"
-                            " WHERE r.id = $1 AND r.status = 'applying' AND r.fence = $2::bigint"
-                            " AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
-                            " AND s.env = r.env AND s.fence = $2::bigint) RETURNING 1",
-                            3, up, &u, errstr, errstr_size);
-        n = result == RF_OK ? PQntuples(u) : 0;
-        PQclear(u);
-        if (result == RF_OK && n == 0)
-            result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
-                             "release '%s' lost fence %s before progressing", id, fence_s);
-        if (result == RF_OK) {
-            snprintf(msg, sizeof(msg), "applied %zu objects; following the rollout",
-                     json_array_size(objects));
-            result = rf_store_event(w->db, id, "apply", "progressing", "progressing", msg, NULL,
-                                    errstr, errstr_size);
-        }
-        if (result != RF_OK) {
-            rf_db_rollback(w->db);
-            goto out;
-        }
-        result = rf_db_commit(w->db, errstr, errstr_size);
-        if (result != RF_OK)
-            goto out;
+        const char *params[5] = {m->id, m->fence_s, track_text, events_text, msg};
+        result = rf_store_apply_finish(w->db, params, &res, m->errstr, m->errstr_size);
+    }
+    if (result != RF_OK)
+        goto out;
+    if (strcmp(PQgetvalue(res, 0, 0), "1") != 0) {
+        result = rf_errf(RF_ERR_FENCED, m->errstr, m->errstr_size,
+                         "release '%s' lost fence %s before progressing", m->id, m->fence_s);
+        goto out;
     }
     applied_text = json_dumps(applied, JSON_COMPACT);
-    result = rf_producer_send(w->producer, "applied", key, applied_text, strlen(applied_text),
-                              errstr, errstr_size);
+    result = rf_producer_send(w->producer, "applied", m->key, applied_text, strlen(applied_text),
+                              m->errstr, m->errstr_size);
 out:
+    PQclear(res);
     free(track_text);
+    free(events_text);
     free(applied_text);
     json_decref(track);
     json_decref(applied);
-    json_decref(objects);
-    json_decref(strategy);
-    json_decref(to_apply);
-    json_decref(gray);
-    json_decref(notes);
-    PQclear(res);
+    return result;
+}
+
+/* After a cluster part that did not complete: its timeline rows, then the outcome. */
+static rf_err_t apply_unfinished(rf_worker_t *w, apply_msg_t *m)
+{
+    char keep[1024];
+
+    if (json_array_size(m->events) > 0) {
+        snprintf(keep, sizeof(keep), "%s", m->errstr);
+        rf_err_t r = rf_store_events(w->db, m->id, "apply", m->events, m->errstr, m->errstr_size);
+        if (r != RF_OK)
+            return r;
+        snprintf(m->errstr, m->errstr_size, "%s", keep);
+    }
+    if (m->fail)
+        return apply_fail(w, m, "");
+    return m->result;
+}
+
+typedef struct apply_pool {
+    apply_stage_t *as;
+    apply_msg_t **todo;
+    size_t n;
+    size_t next;
+    pthread_mutex_t lock;
+} apply_pool_t;
+
+static void *apply_pool_run(void *arg)
+{
+    apply_pool_t *p = arg;
+
+    for (;;) {
+        size_t i;
+        pthread_mutex_lock(&p->lock);
+        i = p->next++;
+        pthread_mutex_unlock(&p->lock);
+        if (i >= p->n)
+            return NULL;
+        apply_log_ctx(p->todo[i]);
+        apply_cluster_work(p->as, p->todo[i]);
+    }
+}
+
+/* The cluster parts of messages of distinct keys, up to APPLY_THREADS at once (the
+ * client shares its connections between threads). */
+static void apply_cluster_all(apply_stage_t *as, apply_msg_t **todo, size_t n)
+{
+    apply_pool_t p = {as, todo, n, 0, PTHREAD_MUTEX_INITIALIZER};
+    pthread_t threads[APPLY_THREADS];
+    size_t started = 0;
+
+    while (n > 1 && started + 1 < n && started + 1 < APPLY_THREADS) {
+        if (pthread_create(&threads[started], NULL, apply_pool_run, &p) != 0)
+            break; /* the ones started and this thread do the rest */
+        started++;
+    }
+    apply_pool_run(&p);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&p.lock);
+}
+
+/* Messages of distinct keys: one read of PostgreSQL, the cluster parts together, then
+ * each message's closing statement and `applied` in order. */
+static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
+{
+    apply_msg_t **todo = calloc(n, sizeof(*todo));
+    char errstr[512];
+    size_t ntodo = 0;
+    rf_err_t result;
+
+    if (!todo)
+        abort();
+    result = apply_load(as->w, msgs, n, errstr, sizeof(errstr));
+    for (size_t i = 0; i < n; i++) {
+        if (result != RF_OK) {
+            msgs[i]->result = result;
+            snprintf(msgs[i]->errstr, msgs[i]->errstr_size, "%s", errstr);
+        } else {
+            apply_log_ctx(msgs[i]);
+            if (apply_start(as, msgs[i]))
+                todo[ntodo++] = msgs[i];
+        }
+    }
+    apply_cluster_all(as, todo, ntodo);
+    for (size_t i = 0; i < ntodo; i++) {
+        apply_msg_t *m = todo[i];
+        apply_log_ctx(m);
+        if (m->result == RF_OK)
+            m->result = apply_finish(as->w, m);
+        else
+            m->result = apply_unfinished(as->w, m);
+    }
+    free(todo);
+}
+
+/* A poll batch: rounds of messages of distinct keys (env/service), each key's messages in
+ * their order; a message after one of its key that is retried is retried too. */
+static void apply_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_err_t *results,
+                               char *const *errstrs, size_t errstr_size)
+{
+    apply_stage_t *as = state;
+    apply_msg_t *msgs = calloc(n, sizeof(*msgs));
+    apply_msg_t **round = calloc(n, sizeof(*round));
+    char *done = calloc(n, 1);
+    json_t *blocked = json_object(), *used = json_object();
+    size_t left = n;
+
+    if (!msgs || !round || !done)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        apply_msg_init(&msgs[i], in[i], errstrs[i], errstr_size);
+    while (left > 0) {
+        size_t k = 0;
+        json_object_clear(used);
+        for (size_t i = 0; i < n; i++) {
+            apply_msg_t *m = &msgs[i];
+            if (done[i] || json_object_get(used, m->key))
+                continue;
+            json_object_set_new(used, m->key, json_true());
+            done[i] = 1;
+            left--;
+            if (json_object_get(blocked, m->key)) {
+                m->result = rf_errf(RF_ERR_RETRY, m->errstr, m->errstr_size,
+                                    "an earlier message of '%s' is retried", m->key);
+                continue;
+            }
+            round[k++] = m;
+        }
+        apply_round(as, round, k);
+        for (size_t i = 0; i < k; i++)
+            if (round[i]->result == RF_ERR_RETRY)
+                json_object_set_new(blocked, round[i]->key, json_true());
+    }
+    for (size_t i = 0; i < n; i++) {
+        results[i] = msgs[i].result;
+        apply_msg_release(&msgs[i]);
+    }
+    json_decref(blocked);
+    json_decref(used);
+    free(done);
+    free(round);
+    free(msgs);
+}
+
+static rf_err_t apply_handle(void *state, const rf_input_t *in, char *errstr, size_t errstr_size)
+{
+    rf_input_t *one[1] = {(rf_input_t *)in};
+    rf_err_t result;
+    char *errs[1] = {errstr};
+
+    apply_handle_batch(state, one, 1, &result, errs, errstr_size);
     return result;
 }
 
@@ -427,12 +634,14 @@ static rf_err_t apply_init(rf_worker_t *w, void **state, char *errstr, size_t er
     if (!as)
         abort();
     as->w = w;
+    pthread_mutex_init(&as->ns_lock, NULL);
     as->namespaces = json_object();
     /* Fail at start, not at the first release, when the cluster is not configured. */
     as->probe = rf_worker_kube_probe_new(w, errstr, errstr_size);
     if (!as->probe || !apply_kube(as, NULL, errstr, errstr_size)) {
         rf_kube_destroy(as->probe);
         json_decref(as->namespaces);
+        pthread_mutex_destroy(&as->ns_lock);
         free(as);
         return RF_ERR_PERM;
     }
@@ -450,6 +659,7 @@ static void apply_destroy(void *state)
     }
     rf_kube_destroy(as->probe);
     json_decref(as->namespaces);
+    pthread_mutex_destroy(&as->ns_lock);
     free(as);
 }
 
@@ -467,6 +677,7 @@ const rf_stage_t rf_stage_apply = {
     .needs_lock = 1,
     .init = apply_init,
     .handle = apply_handle,
+    .handle_batch = apply_handle_batch,
     .tick = NULL,
     .destroy = apply_destroy,
     .ready = apply_ready,
