@@ -1446,7 +1446,13 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
             ks_api_status(resp, 409, "Conflict", err, det);
             goto cleanup;
         }
+        /* An applied configuration carries a resourceVersion only as a precondition
+         * (api_commit answers 409 when it is not the stored one); creating ignores it. */
         json_object_del(json_object_get(o, "metadata"), "resourceVersion");
+        if (old && ks_jstr(body, "metadata.resourceVersion") &&
+            *ks_jstr(body, "metadata.resourceVersion"))
+            ks_jset(o, "metadata.resourceVersion",
+                    json_string(ks_jstr(body, "metadata.resourceVersion")));
     } else if (!is_patch) {
         o = json_incref(body);
     } else {

@@ -418,6 +418,20 @@ def test_errors_not_found_and_conflicts(sim, tmp_path):
     d["metadata"]["resourceVersion"] = "1"
     r = s.put(f"{sim.url}/apis/apps/v1/namespaces/default/deployments/cf", json=d)
     assert r.status_code == 409 and r.json()["reason"] == "Conflict"
+    # ... and on a server-side apply, where it is a precondition (Relfleet's fencing needs it)
+    url = f"{sim.url}/apis/apps/v1/namespaces/default/deployments/cf?fieldManager=fence&force=true"
+    applied = {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "cf", "labels": {"fence": "7"}, "resourceVersion": "1"}}
+    ssa = {"Content-Type": "application/apply-patch+yaml"}
+    current = sim.get_json("deploy", "cf")["metadata"]["resourceVersion"]
+    r = s.patch(url, data=json.dumps(applied), headers=ssa)
+    assert r.status_code == 409 and r.json()["reason"] == "Conflict", r.text
+    assert sim.get_json("deploy", "cf")["metadata"]["resourceVersion"] == current
+    applied["metadata"]["resourceVersion"] = current
+    r = s.patch(url, data=json.dumps(applied), headers=ssa)
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["labels"]["fence"] == "7"
+    assert int(r.json()["metadata"]["resourceVersion"]) > int(current)
 
 
 def test_applies_log_and_fault_injection(sim, tmp_path):
