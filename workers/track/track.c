@@ -24,6 +24,9 @@
 #define TRACK_PROGRESS_MS 250    /* record progress at most this often (ends: at once) */
 #define TRACK_RETRY_END_MS 1000  /* an end that could not be stored is tried again */
 #define TRACK_BATCH 1000         /* releases per statement of progress or ends */
+#define TRACK_POLL_ROUNDS 64     /* watch reads per tick at most */
+#define TRACK_RENEW_PASS_MS 250  /* look for due renewals this often */
+#define TRACK_RENEW_SLICE 500    /* renewals per pass at least (else a tenth of all) */
 #define TRACK_RENEW_MS 5000      /* renew our claims and service locks */
 #define TRACK_LEASE_S 15         /* a claim lapses this long after its last renewal */
 #define TRACK_LOG_LINES 100
@@ -699,10 +702,11 @@ static void track_adopt(track_stage_t *ts, PGresult *res, int row)
                                         "generation", jint(o, "generation")));
         json_object_set_new(ts->by_deploy, key, json_string(id));
     }
-    t = json_pack("{s:s, s:s, s:I, s:s, s:I, s:o, s:s}", "service", PQgetvalue(res, row, 1), "env",
-                  PQgetvalue(res, row, 2), "fence",
+    t = json_pack("{s:s, s:s, s:I, s:s, s:I, s:o, s:s, s:I}", "service", PQgetvalue(res, row, 1),
+                  "env", PQgetvalue(res, row, 2), "fence",
                   (json_int_t)strtoll(PQgetvalue(res, row, 3), NULL, 10), "cluster", cluster,
-                  "deadline_ms", jint(track, "deadline_ms"), "deploys", deploys, "message", "");
+                  "deadline_ms", jint(track, "deadline_ms"), "deploys", deploys, "message", "",
+                  "renewed", (json_int_t)0); /* the lock's lease: renewed at the next pass */
     json_object_set_new(ts->tracked, id, t);
     if (!json_is_object(json_object_get(track, "gray")) &&
         json_array_size(json_object_get(track, "commands")) > 0)
@@ -744,47 +748,72 @@ static void track_claim(track_stage_t *ts, const char *only_ids)
     PQclear(res);
 }
 
-/* Renews our claims and locks; forgets releases that ended elsewhere (cancel, supersede). */
-static void track_renew(track_stage_t *ts)
+/* Renews the claims and service locks that are due (every TRACK_RENEW_MS, or a third of
+ * the lock lease if shorter), at most a tenth of the releases (TRACK_RENEW_SLICE at least)
+ * per call, so that thousands of renewals do not stall the loop all at once; forgets
+ * releases that ended elsewhere (cancel, supersede). */
+static void track_renew(track_stage_t *ts, long now)
 {
+    long period = ts->w->conf->lock_lease_ms / 3 < TRACK_RENEW_MS ? ts->w->conf->lock_lease_ms / 3
+                                                                  : TRACK_RENEW_MS;
+    size_t cap = json_object_size(ts->tracked) / 10 > TRACK_RENEW_SLICE
+                     ? json_object_size(ts->tracked) / 10
+                     : TRACK_RENEW_SLICE;
     char lease[16], errstr[1024];
-    const char *params[2] = {ts->owner, lease};
+    const char *params[3] = {ts->owner, lease, NULL};
+    rf_buf_t arr = RF_BUF_INIT;
     PGresult *res = NULL;
-    json_t *alive = json_object();
-    rf_lock_item_t *locks;
-    size_t n = 0;
+    json_t *alive = json_object(), *due = json_array(), *t, *v;
+    rf_lock_item_t *locks = NULL;
+    size_t n = 0, i;
     const char *id;
-    json_t *t, *tmp;
 
+    json_object_foreach(ts->tracked, id, t) {
+        if (json_array_size(due) == cap)
+            break;
+        if (json_object_get(t, "end") || now - jint(t, "renewed") < period)
+            continue;
+        json_array_append_new(due, json_string(id));
+        rf_buf_addf(&arr, "%s%s", arr.len ? "," : "{", id);
+    }
+    if (json_array_size(due) == 0)
+        goto out;
+    rf_buf_add(&arr, "}", 1);
+    params[2] = rf_buf_str(&arr);
     snprintf(lease, sizeof(lease), "%d", TRACK_LEASE_S);
     if (rf_db_exec(ts->w->db,
                    "UPDATE releases SET track_until = clock_timestamp() + make_interval(secs =>"
-                   " $2::int) WHERE track_owner = $1 AND status IN ('progressing', 'paused')"
-                   " RETURNING id",
-                   2, params, &res, errstr, sizeof(errstr)) != RF_OK) {
-        rf_log_warn("cannot renew claims: %s", errstr);
-        json_decref(alive);
-        return;
+                   " $2::int) WHERE id = ANY($3::uuid[]) AND track_owner = $1 AND status IN"
+                   " ('progressing', 'paused') RETURNING id",
+                   3, params, &res, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_warn("cannot renew claims: %s", errstr); /* due again at the next call */
+        goto out;
     }
-    for (int i = 0; i < PQntuples(res); i++)
-        json_object_set_new(alive, PQgetvalue(res, i, 0), json_true());
+    for (int r = 0; r < PQntuples(res); r++)
+        json_object_set_new(alive, PQgetvalue(res, r, 0), json_true());
     PQclear(res);
-    json_object_foreach_safe(ts->tracked, tmp, id, t) {
-        if (!json_object_get(alive, id) && !json_object_get(t, "end")) {
-            rf_log_info("release %s is no longer ours to follow", id);
-            track_forget(ts, id);
-        }
-    }
-    /* The service locks, in pipelined round trips. */
-    locks = calloc(json_object_size(ts->tracked) + 1, sizeof(*locks));
+    locks = calloc(json_array_size(due), sizeof(*locks));
     if (!locks)
         abort();
-    json_object_foreach(ts->tracked, id, t)
+    json_array_foreach(due, i, v) {
+        id = json_string_value(v);
+        t = json_object_get(ts->tracked, id);
+        if (!json_object_get(alive, id)) {
+            rf_log_info("release %s is no longer ours to follow", id);
+            track_forget(ts, id);
+            continue;
+        }
+        json_object_set_new(t, "renewed", json_integer(now));
         locks[n++] = (rf_lock_item_t){jstr(t, "env"), jstr(t, "service"), id, 0};
+    }
+    /* The service locks, in pipelined round trips. */
     if (n > 0 && rf_lock_renew_many(ts->w->lock, locks, n, ts->w->conf->lock_lease_ms, errstr,
                                     sizeof(errstr)) != RF_OK)
         rf_log_warn("cannot renew service locks: %s", errstr);
+out:
     free(locks);
+    rf_buf_release(&arr);
+    json_decref(due);
     json_decref(alive);
 }
 
@@ -822,17 +851,19 @@ static void track_tick(void *state)
     track_stage_t *ts = state;
     long now;
 
-    rf_kube_multi_poll(ts->multi, 0);
+    /* Every event that is there: one poll takes what one read of each stream brings,
+     * which falls behind when thousands of rollouts move at once. */
+    for (int i = 0; i < TRACK_POLL_ROUNDS && rf_kube_multi_poll(ts->multi, 0) > 0; i++)
+        ;
     now = rf_clock_mono_ms();
     if (now - ts->last_claim >= TRACK_CLAIM_MS) {
         ts->last_claim = now;
         track_claim(ts, NULL);
     }
-    /* Renew the service locks well inside their lease, however short it is configured. */
-    if (now - ts->last_renew >= TRACK_RENEW_MS ||
-        now - ts->last_renew >= ts->w->conf->lock_lease_ms / 3) {
+    /* Renew claims and service locks well inside their lease, however short it is. */
+    if (now - ts->last_renew >= TRACK_RENEW_PASS_MS) {
         ts->last_renew = now;
-        track_renew(ts);
+        track_renew(ts, now);
         rf_metrics_set(rf_metrics_gauge("relfleet_rollouts_tracked",
                                         "Active releases this track worker follows", NULL),
                        NULL, (double)json_object_size(ts->tracked));
