@@ -7,26 +7,11 @@
 #include <string.h>
 
 #include "relctl.h"
-#include "rf_clock.h"
 #include "rf_buf.h"
 #include "rf_hash.h"
 #include "rf_registry.h"
 #include "rf_render.h"
-#include "rf_strategy.h"
-
-/* Keys of `service set` that are columns; any other key is a template value in `extra`. */
-static const struct {
-    const char *key;
-    const char *column;
-    const char *cast;
-} service_columns[] = {
-    {"namespace", "namespace", "text"},  {"replicas", "replicas", "int"},
-    {"health_path", "health_path", "text"}, {"group", "group_name", "text"},
-    {"port", "port", "int"},             {"template", "template_id", "text"},
-    {"strategy", "strategy", "jsonb"},   {"policy", "policy", "text"},
-    {"timeout", "timeout_s", "int"},     {"image_repo", "image_repo", "text"},
-    {"cluster", "cluster", "text"},
-};
+#include "rf_service.h"
 
 static int relctl_env_arg(int argc, char **argv, int *argi, const char **env, int *json)
 {
@@ -45,10 +30,10 @@ static int service_set(relctl_t *ctl, const char *service, const char *env, int 
                        char **argv)
 {
     rf_db_t *db = relctl_db(ctl);
-    char errstr[1024], sql[512], num[32];
+    char errstr[1024];
     const char *template_id = NULL;
-    PGresult *res = NULL;
-    int changed = 0;
+    int changed = 0, created = 0;
+    rf_err_t err;
 
     if (!db)
         return RELCTL_FAIL;
@@ -64,106 +49,47 @@ static int service_set(relctl_t *ctl, const char *service, const char *env, int 
     }
     if (rf_db_begin(db, errstr, sizeof(errstr)) != RF_OK)
         return relctl_fail("%s", errstr);
-    {
-        const char *p[4] = {service, env, template_id, ctl->operator_name};
-        if (rf_db_exec(db, "SELECT 1 FROM services WHERE service = $1 AND env = $2 FOR UPDATE", 2,
-                       p, &res, errstr, sizeof(errstr)) != RF_OK)
-            goto fail;
-        if (PQntuples(res) == 0) {
-            if (!template_id) {
-                rf_db_rollback(db);
-                PQclear(res);
-                return relctl_usage("new service '%s' in env '%s' needs template=ID", service,
-                                    env);
-            }
-            if (rf_db_exec(db,
-                           "INSERT INTO services (service, env, namespace, template_id,"
-                           " updated_by) VALUES ($1, $2, $2, $3, $4)",
-                           4, p, NULL, errstr, sizeof(errstr)) != RF_OK)
-                goto fail;
-            printf("created service %s in env %s\n", service, env);
-        }
-        PQclear(res);
-        res = NULL;
+    err = rf_service_lock(db, service, env, template_id, ctl->operator_name, &created, errstr,
+                          sizeof(errstr));
+    if (err == RF_ERR_NOTFOUND) {
+        rf_db_rollback(db);
+        return relctl_usage("new service '%s' in env '%s' needs template=ID", service, env);
     }
+    if (err != RF_OK)
+        goto fail;
+    if (created)
+        printf("created service %s in env %s\n", service, env);
     for (int i = 0; i < argc; i++) {
         char *key = strdup(argv[i]);
         char *value = strchr(key, '=');
-        const char *column = NULL, *cast = NULL;
-        rf_err_t err;
+        rf_service_value_t v;
+        rf_service_change_t change;
+        int result = RELCTL_OK;
+
         *value++ = '\0';
-        for (size_t k = 0; k < sizeof(service_columns) / sizeof(service_columns[0]); k++) {
-            if (strcmp(service_columns[k].key, key) == 0) {
-                column = service_columns[k].column;
-                cast = service_columns[k].cast;
-            }
+        if (rf_service_check(key, value, -1, &v, errstr, sizeof(errstr)) != RF_OK) {
+            rf_db_rollback(db);
+            relctl_usage("%s", errstr);
+            free(key);
+            return RELCTL_USAGE;
         }
-        if (column && strcmp(key, "timeout") == 0) {
-            long long ms = rf_clock_parse_ms(value);
-            long secs = ms < 0 ? -1 : (long)(ms / 1000);
-            if (secs < 0) {
-                rf_db_rollback(db);
-                relctl_usage("timeout: '%s' is not a duration (600, 600s, 10m, 1h)", value);
-                free(key);
-                return RELCTL_USAGE;
-            }
-            snprintf(num, sizeof(num), "%ld", secs);
-            value = num;
-        }
-        if (column && strcmp(key, "strategy") == 0 && *value) {
-            char why[512];
-            json_t *norm = rf_strategy_parse_text(value, why, sizeof(why));
-            if (!norm) {
-                rf_db_rollback(db);
-                relctl_usage("strategy: %s", why);
-                free(key);
-                return RELCTL_USAGE;
-            }
-            json_decref(norm);
-        }
-        if (column) {
-            /* Read the old value and write the new one; a bad value fails on the cast or
-             * a CHECK constraint, whose message names the column. */
-            snprintf(sql, sizeof(sql),
-                     "UPDATE services s SET %s = nullif($3, '')::%s, updated_at = now(),"
-                     " updated_by = $4 FROM services o WHERE s.service = $1 AND s.env = $2"
-                     " AND o.service = s.service AND o.env = s.env RETURNING o.%s::text,"
-                     " s.%s::text",
-                     column, cast, column, column);
-        } else {
-            snprintf(sql, sizeof(sql),
-                     "UPDATE services s SET extra = s.extra || jsonb_build_object($5::text,"
-                     " $3::text), updated_at = now(), updated_by = $4 FROM services o"
-                     " WHERE s.service = $1 AND s.env = $2 AND o.service = s.service"
-                     " AND o.env = s.env RETURNING o.extra ->> $5, s.extra ->> $5");
-        }
-        {
-            const char *p[5] = {service, env, value, ctl->operator_name, key};
-            err = rf_db_exec(db, sql, column ? 4 : 5, p, &res, errstr, sizeof(errstr));
-        }
+        err = rf_service_set(db, service, env, ctl->operator_name, &v, &change, errstr,
+                             sizeof(errstr));
         if (err != RF_OK) {
             rf_db_rollback(db);
-            relctl_fail("cannot set '%s' to '%s': %s", key, value, errstr);
-            free(key);
-            return RELCTL_FAIL;
-        }
-        if (!rf_db_value(res, 0, 0) || !rf_db_value(res, 0, 1) ||
-            strcmp(rf_db_value(res, 0, 0), rf_db_value(res, 0, 1)) != 0) {
-            const char *p[6] = {service, env, ctl->operator_name, key, rf_db_value(res, 0, 0),
-                                rf_db_value(res, 0, 1)};
-            if (rf_db_exec(db,
-                           "INSERT INTO service_history (service, env, changed_by, key,"
-                           " old_value, new_value) VALUES ($1, $2, $3, $4, $5, $6)",
-                           6, p, NULL, errstr, sizeof(errstr)) != RF_OK) {
-                free(key);
-                goto fail;
-            }
-            printf("%s: %s -> %s\n", key, p[4] ? p[4] : "(unset)", p[5] ? p[5] : "(unset)");
+            if (change.write_failed)
+                result = relctl_fail("cannot set '%s' to '%s': %s", key, v.text, errstr);
+            else
+                result = relctl_fail("%s", errstr);
+        } else if (change.changed) {
+            printf("%s: %s -> %s\n", key, change.old_value ? change.old_value : "(unset)",
+                   change.new_value ? change.new_value : "(unset)");
             changed++;
         }
-        PQclear(res);
-        res = NULL;
+        rf_service_change_release(&change);
         free(key);
+        if (result != RELCTL_OK)
+            return result;
     }
     if (rf_db_commit(db, errstr, sizeof(errstr)) != RF_OK)
         return relctl_fail("%s", errstr);
@@ -171,7 +97,6 @@ static int service_set(relctl_t *ctl, const char *service, const char *env, int 
         printf("nothing changed\n");
     return RELCTL_OK;
 fail:
-    PQclear(res);
     rf_db_rollback(db);
     return relctl_fail("%s", errstr);
 }
@@ -219,12 +144,7 @@ int relctl_cmd_service(relctl_t *ctl, int argc, char **argv)
     if (strcmp(sub, "show") == 0) {
         result = service_query(
             ctl,
-            "SELECT jsonb_build_object('service', service, 'env', env, 'namespace', namespace,"
-            " 'replicas', replicas, 'health_path', health_path, 'group', group_name, 'port', port,"
-            " 'template', template_id, 'strategy', strategy, 'policy', policy, 'timeout',"
-            " timeout_s, 'image_repo', image_repo, 'cluster', cluster, 'values', extra,"
-            " 'updated_at', relfleet_iso(updated_at), 'updated_by', updated_by)"
-            " FROM services WHERE service = $1 AND env = $2",
+            "SELECT " RF_SERVICE_JSON_SQL " FROM services WHERE service = $1 AND env = $2",
             service, env, &out);
         if (result != RELCTL_OK)
             return result;
@@ -562,7 +482,6 @@ static int image_registry_merge(relctl_t *ctl, rf_db_t *db, const char *service,
 int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
 {
     rf_db_t *db;
-    PGresult *res = NULL;
     char errstr[1024];
     const char *digest = NULL;
     int json = 0;
@@ -579,15 +498,9 @@ int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
             return RELCTL_FAIL;
         if (relctl_require(ctl, "releaser", argv[2], NULL) != RELCTL_OK)
             return RELCTL_FAIL;
-        {
-            const char *p[4] = {argv[2], argv[3], digest, ctl->operator_name};
-            if (rf_db_exec(db,
-                           "INSERT INTO images (service, tag, digest, added_by) VALUES ($1, $2,"
-                           " $3, $4) ON CONFLICT (service, tag) DO UPDATE SET digest ="
-                           " coalesce(EXCLUDED.digest, images.digest)",
-                           4, p, NULL, errstr, sizeof(errstr)) != RF_OK)
-                return relctl_fail("cannot add image %s:%s: %s", argv[2], argv[3], errstr);
-        }
+        if (rf_service_image_add(db, argv[2], argv[3], digest, ctl->operator_name, errstr,
+                                 sizeof(errstr)) != RF_OK)
+            return relctl_fail("cannot add image %s:%s: %s", argv[2], argv[3], errstr);
         printf("added %s:%s\n", argv[2], argv[3]);
         return RELCTL_OK;
     }
@@ -603,20 +516,12 @@ int relctl_cmd_image(relctl_t *ctl, int argc, char **argv)
         if (relctl_require(ctl, "viewer", argv[2], NULL) != RELCTL_OK)
             return RELCTL_FAIL;
         {
-            const char *p[1] = {argv[2]};
-            if (rf_db_exec(db,
-                           "SELECT coalesce(jsonb_agg(jsonb_build_object('tag', tag, 'digest',"
-                           " digest, 'added_at', relfleet_iso(added_at), 'added_by', added_by)"
-                           " ORDER BY added_at DESC, tag), '[]') FROM images WHERE service = $1",
-                           1, p, &res, errstr, sizeof(errstr)) != RF_OK)
-                return relctl_fail("%s", errstr);
-        }
-        {
-            json_t *list = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+            json_t *list = NULL;
             size_t i;
             json_t *im;
             int result;
-            PQclear(res);
+            if (rf_service_images(db, argv[2], &list, errstr, sizeof(errstr)) != RF_OK)
+                return relctl_fail("%s", errstr);
             result = image_registry_merge(ctl, db, argv[2], list);
             if (json || ctl->json) {
                 relctl_print_json(list);

@@ -7,7 +7,7 @@
 
 #include "relctl.h"
 #include "rf_auth.h"
-#include "rf_msg.h"
+#include "rf_request.h"
 
 /* ---------------------------------------------------------------------------------------
  * Identity, roles, signing. */
@@ -232,55 +232,14 @@ static int ops_parse(relctl_t *ctl, int argc, char **argv, ops_args_t *a, int al
     return RELCTL_OK;
 }
 
-/* Publishes a request of kind rollback or redo for the release in row 0 of res
- * (id, service, env, version) and prints or follows it. */
-static int ops_request(relctl_t *ctl, const ops_args_t *a, const char *kind, PGresult *res,
-                       json_t *params, const char *template_version)
-{
-    char id[RF_MSG_UUID_SIZE], now[40], desc[512];
-    json_t *msg;
-    int result;
-
-    rf_msg_uuid4(id);
-    rf_msg_now_iso(now, sizeof(now));
-    if (!a->desc)
-        snprintf(desc, sizeof(desc), "%s to version %s of release %s", kind,
-                 PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 0));
-    msg = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema",
-                    "relfleet.request.v1", "release_id", id, "service", PQgetvalue(res, 0, 1),
-                    "env", PQgetvalue(res, 0, 2), "version", PQgetvalue(res, 0, 3), "kind", kind,
-                    "parent", PQgetvalue(res, 0, 0), "operator", ctl->operator_name,
-                    "requested_at", now, "description", a->desc ? a->desc : desc);
-    if (params)
-        json_object_set(msg, "params", params);
-    if (template_version)
-        json_object_set_new(msg, "template_version", json_string(template_version));
-    if (strcmp(kind, "redo") == 0)
-        json_object_set_new(msg, "restart", json_true());
-    result = relctl_publish(ctl, "requests", msg);
-    json_decref(msg);
-    if (result != RELCTL_OK)
-        return result;
-    if (a->wait)
-        return relctl_follow(ctl, id, ctl->json);
-    if (ctl->json)
-        relctl_print_json(json_pack("{s:s, s:s}", "release_id", id, "parent",
-                                    PQgetvalue(res, 0, 0)));
-    else
-        printf("%s\n", id);
-    return RELCTL_OK;
-}
-
-/* The values a release rendered with that belong to it alone, not to what ran. */
-static const char *const ops_own_values[] = {"release_id", "operator", "namespace", NULL};
-
 int relctl_cmd_rollback(relctl_t *ctl, int argc, char **argv)
 {
+    rf_request_origin_t origin;
     ops_args_t a;
-    PGresult *res = NULL;
-    json_t *params = NULL;
+    json_t *msg = NULL;
     char errstr[1024];
     rf_db_t *db;
+    rf_err_t err;
     int result;
 
     result = ops_parse(ctl, argc, argv, &a, 1);
@@ -289,55 +248,22 @@ int relctl_cmd_rollback(relctl_t *ctl, int argc, char **argv)
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
-    if (a.id) {
-        const char *p[1] = {a.id};
-        if (rf_db_exec(db,
-                       "SELECT id, service, env, version, params, template_version, status"
-                       " FROM releases WHERE id::text = $1",
-                       1, p, &res, errstr, sizeof(errstr)) != RF_OK)
-            return relctl_fail("%s", errstr);
-        if (PQntuples(res) != 1) {
-            PQclear(res);
-            return relctl_fail("no release '%s'", a.id);
-        }
-    } else {
-        /* The last success before the current release (the newest one that rendered). */
-        const char *p[2] = {a.service, a.env};
-        if (rf_db_exec(db,
-                       "SELECT r.id, r.service, r.env, r.version, r.params, r.template_version,"
-                       " r.status FROM releases r, (SELECT created_at, id FROM releases WHERE"
-                       " service = $1 AND env = $2 AND manifests IS NOT NULL ORDER BY"
-                       " created_at DESC, id DESC LIMIT 1) cur WHERE r.service = $1"
-                       " AND r.env = $2 AND r.status = 'succeeded' AND r.id <> cur.id"
-                       " AND r.created_at <= cur.created_at ORDER BY r.created_at DESC,"
-                       " r.id DESC LIMIT 1",
-                       2, p, &res, errstr, sizeof(errstr)) != RF_OK)
-            return relctl_fail("%s", errstr);
-        if (PQntuples(res) != 1) {
-            PQclear(res);
-            return relctl_fail("no successful release of '%s' in env '%s' before its current one",
-                               a.service, a.env);
-        }
-    }
-    if (PQgetisnull(res, 0, 4) || PQgetisnull(res, 0, 5)) {
-        result = relctl_fail("release %s never rendered (it ended %s): nothing to go back to",
-                             PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 6));
-        PQclear(res);
-        return result;
-    }
-    params = json_loads(PQgetvalue(res, 0, 4), 0, NULL);
-    for (const char *const *k = ops_own_values; *k; k++)
-        json_object_del(params, *k);
-    result = ops_request(ctl, &a, "rollback", res, params, PQgetvalue(res, 0, 5));
-    json_decref(params);
-    PQclear(res);
+    if (a.id)
+        err = rf_request_find_release(db, a.id, &origin, errstr, sizeof(errstr));
+    else
+        err = rf_request_find_previous(db, a.service, a.env, &origin, errstr, sizeof(errstr));
+    if (err == RF_OK)
+        err = rf_request_rollback(&origin, ctl->operator_name, a.desc, &msg, errstr,
+                                  sizeof(errstr));
+    result = err == RF_OK ? relctl_request(ctl, msg, a.wait) : relctl_fail("%s", errstr);
+    rf_request_origin_release(&origin);
     return result;
 }
 
 int relctl_cmd_redo(relctl_t *ctl, int argc, char **argv)
 {
+    rf_request_origin_t origin;
     ops_args_t a;
-    PGresult *res = NULL;
     char errstr[1024];
     rf_db_t *db;
     int result;
@@ -348,21 +274,10 @@ int relctl_cmd_redo(relctl_t *ctl, int argc, char **argv)
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
-    {
-        const char *p[2] = {a.service, a.env};
-        if (rf_db_exec(db,
-                       "SELECT id, service, env, version FROM releases WHERE service = $1"
-                       " AND env = $2 AND manifests IS NOT NULL ORDER BY created_at DESC,"
-                       " id DESC LIMIT 1",
-                       2, p, &res, errstr, sizeof(errstr)) != RF_OK)
-            return relctl_fail("%s", errstr);
-    }
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return relctl_fail("no release of '%s' in env '%s' to redo", a.service, a.env);
-    }
-    result = ops_request(ctl, &a, "redo", res, NULL, NULL);
-    PQclear(res);
+    if (rf_request_find_latest(db, a.service, a.env, &origin, errstr, sizeof(errstr)) != RF_OK)
+        return relctl_fail("%s", errstr);
+    result = relctl_request(ctl, rf_request_redo(&origin, ctl->operator_name, a.desc), a.wait);
+    rf_request_origin_release(&origin);
     return result;
 }
 

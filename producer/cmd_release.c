@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "relctl.h"
-#include "rf_msg.h"
 #include "rf_release.h"
+#include "rf_request.h"
 #include "rf_store.h"
 
 static int output_json(const char *v)
@@ -24,9 +24,7 @@ int relctl_cmd_deploy(relctl_t *ctl, int argc, char **argv)
         {"wait", no_argument, NULL, 'w'},          {"output", required_argument, NULL, 'o'},
         {NULL, 0, NULL, 0}};
     const char *service = NULL, *env = NULL, *version = NULL, *desc = NULL;
-    char id[37], now[40];
-    int wait = 0, c, result;
-    json_t *msg;
+    int wait = 0, c;
 
     optind = 0;
     while ((c = getopt_long(argc, argv, "s:e:v:m:wo:", opts, NULL)) != -1) {
@@ -55,24 +53,27 @@ int relctl_cmd_deploy(relctl_t *ctl, int argc, char **argv)
     }
     if (!service || !env || !version || optind != argc)
         return relctl_usage("deploy needs --service, --env and --version");
-    rf_msg_uuid4(id);
-    rf_msg_now_iso(now, sizeof(now));
-    msg = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:s, s:s}", "schema",
-                    "relfleet.request.v1", "release_id", id, "service", service, "env", env,
-                    "version", version, "kind", "deploy", "parent", "operator",
-                    ctl->operator_name, "requested_at", now);
-    if (desc)
-        json_object_set_new(msg, "description", json_string(desc));
-    result = relctl_publish(ctl, "requests", msg);
-    json_decref(msg);
-    if (result != RELCTL_OK)
-        return result;
-    if (wait)
-        return relctl_follow(ctl, id, ctl->json);
-    if (ctl->json)
-        relctl_print_json(json_pack("{s:s}", "release_id", id));
-    else
-        printf("%s\n", id);
+    return relctl_request(
+        ctl, rf_request_new("deploy", service, env, version, NULL, ctl->operator_name, desc),
+        wait);
+}
+
+/* The arguments of show and watch: one release id, and --output. */
+static int release_id_arg(relctl_t *ctl, int argc, char **argv, const char **id)
+{
+    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        if (c != 'o')
+            return RELCTL_USAGE;
+        ctl->json = output_json(optarg);
+    }
+    if (optind != argc - 1)
+        return relctl_usage("%s needs one release id", argv[0]);
+    *id = argv[optind];
     return RELCTL_OK;
 }
 
@@ -165,26 +166,20 @@ static void print_record(const json_t *r)
 
 int relctl_cmd_show(relctl_t *ctl, int argc, char **argv)
 {
-    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
-                                         {NULL, 0, NULL, 0}};
+    const char *id;
     rf_db_t *db;
     json_t *rec = NULL;
     char errstr[1024];
     rf_err_t err;
-    int c;
+    int result;
 
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
-        if (c != 'o')
-            return RELCTL_USAGE;
-        ctl->json = output_json(optarg);
-    }
-    if (optind != argc - 1)
-        return relctl_usage("show needs one release id");
+    result = release_id_arg(ctl, argc, argv, &id);
+    if (result != RELCTL_OK)
+        return result;
     db = relctl_db(ctl);
     if (!db)
         return RELCTL_FAIL;
-    err = rf_store_record(db, argv[optind], &rec, errstr, sizeof(errstr));
+    err = rf_store_record(db, id, &rec, errstr, sizeof(errstr));
     if (err != RF_OK)
         return relctl_fail("%s", errstr);
     if (relctl_require(ctl, "viewer", str_or(rec, "service", ""), str_or(rec, "env", "")) !=
@@ -309,19 +304,12 @@ int relctl_follow(relctl_t *ctl, const char *id, int json)
 
 int relctl_cmd_watch(relctl_t *ctl, int argc, char **argv)
 {
-    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
+    const char *id;
+    int result = release_id_arg(ctl, argc, argv, &id);
 
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
-        if (c != 'o')
-            return RELCTL_USAGE;
-        ctl->json = output_json(optarg);
-    }
-    if (optind != argc - 1)
-        return relctl_usage("watch needs one release id");
-    return relctl_follow(ctl, argv[optind], ctl->json);
+    if (result != RELCTL_OK)
+        return result;
+    return relctl_follow(ctl, id, ctl->json);
 }
 
 int relctl_cmd_history(relctl_t *ctl, int argc, char **argv)
@@ -417,7 +405,7 @@ int relctl_cmd_command(relctl_t *ctl, int argc, char **argv)
     int full = 0;
     rf_db_t *db;
     json_t *rec = NULL, *msg;
-    char errstr[1024], cmd_id[37], now[40];
+    char errstr[1024], cmd_id[RF_MSG_UUID_SIZE];
     int result;
 
     for (int i = 1; i < argc; i++) {
@@ -449,15 +437,11 @@ int relctl_cmd_command(relctl_t *ctl, int argc, char **argv)
         json_decref(rec);
         return result;
     }
-    rf_msg_uuid4(cmd_id);
-    rf_msg_now_iso(now, sizeof(now));
-    msg = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema", "relfleet.command.v1",
-                    "command_id", cmd_id, "release_id", id, "service", str_or(rec, "service", ""),
-                    "env", str_or(rec, "env", ""), "action", action, "operator",
-                    ctl->operator_name, "issued_at", now);
-    if (full)
-        json_object_set_new(msg, "full", json_true());
+    msg = rf_request_command(action, id, str_or(rec, "service", ""), str_or(rec, "env", ""),
+                             ctl->operator_name, full, cmd_id);
     json_decref(rec);
+    if (!msg)
+        return relctl_fail("out of memory");
     result = relctl_publish(ctl, "commands", msg);
     json_decref(msg);
     if (result == RELCTL_OK)

@@ -154,6 +154,31 @@ out:
     return result;
 }
 
+int relctl_request(relctl_t *ctl, json_t *msg, int wait)
+{
+    char id[RF_MSG_UUID_SIZE], parent[RF_MSG_UUID_SIZE];
+    const char *p;
+    int result;
+
+    if (!msg)
+        return relctl_fail("out of memory");
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(msg, "release_id")));
+    p = json_string_value(json_object_get(msg, "parent"));
+    snprintf(parent, sizeof(parent), "%s", p ? p : "");
+    result = relctl_publish(ctl, "requests", msg);
+    json_decref(msg);
+    if (result != RELCTL_OK)
+        return result;
+    if (wait)
+        return relctl_follow(ctl, id, ctl->json);
+    if (ctl->json)
+        relctl_print_json(json_pack("{s:s, s:s*}", "release_id", id, "parent",
+                                    *parent ? parent : NULL));
+    else
+        printf("%s\n", id);
+    return RELCTL_OK;
+}
+
 int main(int argc, char **argv)
 {
     relctl_t ctl;

@@ -36,6 +36,11 @@ void relctl_print_json(json_t *j);
 /* Validates and publishes a message on a topic with key env/service. */
 int relctl_publish(relctl_t *ctl, const char *suffix, json_t *msg);
 
+/* Publishes a request (and frees it; NULL: out of memory), then follows its release with
+ * wait, or prints its id (with --output json {release_id, parent} or {release_id} for a
+ * request without a parent). */
+int relctl_request(relctl_t *ctl, json_t *msg, int wait);
+
 /* Follows a release until its end, printing progress; returns 0 only on success.
  * With json, prints the final record instead of progress. */
 int relctl_follow(relctl_t *ctl, const char *id, int json);

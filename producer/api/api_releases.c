@@ -6,8 +6,8 @@
 
 #include "api.h"
 #include "api_events.h"
-#include "rf_msg.h"
 #include "rf_release.h"
+#include "rf_request.h"
 #include "rf_store.h"
 
 /* How long a call that publishes a request waits for the render stage to record it. */
@@ -17,18 +17,6 @@ static const char *str_of(const json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "";
-}
-
-static int releases_is_uuid(const char *s)
-{
-    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-
-    if (strlen(s) != sizeof(shape) - 1)
-        return 0;
-    for (size_t i = 0; shape[i]; i++)
-        if (shape[i] == '-' ? s[i] != '-' : !strchr("0123456789abcdef", s[i]))
-            return 0;
-    return 1;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -77,7 +65,7 @@ int api_releases_list(api_req_t *r)
         const char *dot = strchr(cursor, '.');
         size_t len = dot ? (size_t)(dot - cursor) : 0;
         if (!dot || len == 0 || len >= sizeof(cur_us) || strspn(cursor, "0123456789") != len ||
-            !releases_is_uuid(dot + 1))
+            !rf_request_is_id(dot + 1))
             return api_reply_error(r, MHD_HTTP_BAD_REQUEST, "cursor",
                                    "cursor '%.80s' is not one this API gave out", cursor);
         memcpy(cur_us, cursor, len);
@@ -156,7 +144,7 @@ static json_t *releases_record(api_req_t *r, const char *id)
     json_t *rec = NULL;
     rf_err_t err;
 
-    if (!releases_is_uuid(id)) {
+    if (!rf_request_is_id(id)) {
         api_reply_error(r, MHD_HTTP_NOT_FOUND, "id", "no release '%.64s' (ids are UUIDs)", id);
         return NULL;
     }
@@ -176,30 +164,14 @@ static json_t *releases_record(api_req_t *r, const char *id)
     return rec;
 }
 
-/* The newest release of service/env that rendered (what redo repeats); "" when none. */
-static void releases_current(api_req_t *r, const char *service, const char *env, char out[40])
-{
-    const char *p[2] = {service, env};
-    PGresult *res = NULL;
-    char errstr[512];
-
-    out[0] = '\0';
-    if (rf_db_exec(r->db,
-                   "SELECT id FROM releases WHERE service = $1 AND env = $2 AND manifests IS NOT"
-                   " NULL ORDER BY created_at DESC, id DESC LIMIT 1",
-                   2, p, &res, errstr, sizeof(errstr)) == RF_OK &&
-        PQntuples(res) == 1)
-        snprintf(out, 40, "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-}
-
 /* What the user may do with the release now: the console shows these buttons only. */
 static json_t *releases_actions(api_req_t *r, const json_t *rec)
 {
     const char *service = str_of(rec, "service"), *env = str_of(rec, "env");
     int status = rf_release_status_parse(str_of(rec, "status"));
     json_t *actions = json_array();
-    char current[40];
+    rf_request_origin_t current;
+    char errstr[512];
 
     if (!api_has_role(r, RF_ROLE_RELEASER, service, env))
         return actions;
@@ -213,9 +185,10 @@ static json_t *releases_actions(api_req_t *r, const json_t *rec)
     if (json_string_value(json_object_get(rec, "template_version")) &&
         json_object_get(rec, "params") && !json_is_null(json_object_get(rec, "params")))
         json_array_append_new(actions, json_string("rollback"));
-    releases_current(r, service, env, current);
-    if (strcmp(current, str_of(rec, "id")) == 0)
+    if (rf_request_find_latest(r->db, service, env, &current, errstr, sizeof(errstr)) == RF_OK &&
+        strcmp(current.id, str_of(rec, "id")) == 0)
         json_array_append_new(actions, json_string("redo"));
+    rf_request_origin_release(&current);
     return actions;
 }
 
@@ -262,23 +235,6 @@ static int releases_publish(api_req_t *r, json_t *msg)
                           json_pack("{s:s, s:s, s:s}", "release_id", id, "status", "published",
                                     "message", "published; the render stage has not recorded"
                                                " it yet"));
-}
-
-static json_t *releases_request(const char *service, const char *env, const char *version,
-                                const char *kind, const char *parent, const char *desc)
-{
-    char id[RF_MSG_UUID_SIZE], now[RF_MSG_TIME_SIZE];
-    json_t *msg;
-
-    rf_msg_uuid4(id);
-    rf_msg_now_iso(now, sizeof(now));
-    msg = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema", "relfleet.request.v1",
-                    "release_id", id, "service", service, "env", env, "version", version, "kind",
-                    kind, "requested_at", now);
-    json_object_set_new(msg, "parent", parent ? json_string(parent) : json_null());
-    if (desc && *desc)
-        json_object_set_new(msg, "description", json_string(desc));
-    return msg;
 }
 
 /* The optional description of rollback and redo; 0 after replying 400. */
@@ -380,7 +336,7 @@ int api_releases_create(api_req_t *r)
                                version, service, service);
     }
     PQclear(res);
-    msg = releases_request(service, env, version, "deploy", NULL, desc);
+    msg = rf_request_new("deploy", service, env, version, NULL, NULL, desc && *desc ? desc : NULL);
     result = releases_publish(r, msg);
     json_decref(msg);
     return result;
@@ -389,106 +345,86 @@ int api_releases_create(api_req_t *r)
 /* ---------------------------------------------------------------------------------------
  * Rollback and redo (as relctl rollback / redo, docs/permissions.md) */
 
-/* The values a release rendered with that belong to it alone, not to what ran. */
-static const char *const releases_own_values[] = {"release_id", "operator", "namespace", NULL};
-
-/* Publishes a rollback to the release in row 0 of res (id, service, env, version, params,
- * template_version, status). */
-static int releases_rollback_to(api_req_t *r, PGresult *res)
+/* Publishes msg, built from an earlier release (and frees it). The API leaves an empty
+ * description out, as for a deploy. */
+static int releases_publish_from(api_req_t *r, json_t *msg, const char *desc)
 {
-    const char *desc;
-    char auto_desc[512];
-    json_t *msg, *params;
     int result;
 
-    if (!releases_desc(r, &desc))
-        return 0;
-    if (!api_require(r, RF_ROLE_RELEASER, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2)))
-        return 0;
-    if (PQgetisnull(res, 0, 4) || PQgetisnull(res, 0, 5))
-        return api_reply_error(r, MHD_HTTP_CONFLICT, NULL,
-                               "release %s never rendered (it ended %s): nothing to go back to",
-                               PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 6));
-    snprintf(auto_desc, sizeof(auto_desc), "rollback to version %s of release %s",
-             PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 0));
-    msg = releases_request(PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
-                           "rollback", PQgetvalue(res, 0, 0), desc ? desc : auto_desc);
-    params = json_loads(PQgetvalue(res, 0, 4), 0, NULL);
-    for (const char *const *k = releases_own_values; *k; k++)
-        json_object_del(params, *k);
-    json_object_set_new(msg, "params", params);
-    json_object_set_new(msg, "template_version", json_string(PQgetvalue(res, 0, 5)));
+    if (desc && !*desc)
+        json_object_del(msg, "description");
     result = releases_publish(r, msg);
     json_decref(msg);
     return result;
 }
 
+/* Replies to a failed rf_request_find_*: status missing when there is no such release (404
+ * names the id), 500 or 503 otherwise. */
+static int releases_find_failed(api_req_t *r, rf_err_t err, unsigned missing, const char *what,
+                                const char *errstr)
+{
+    if (err == RF_ERR_NOTFOUND)
+        return api_reply_error(r, missing, missing == MHD_HTTP_NOT_FOUND ? "id" : NULL, "%s",
+                               errstr);
+    return api_reply_failure(r, err, what, errstr);
+}
+
+/* Publishes a rollback to origin, when the body and the user's role allow it. */
+static int releases_rollback_to(api_req_t *r, const rf_request_origin_t *origin)
+{
+    const char *desc;
+    char errstr[1024];
+    json_t *msg;
+
+    if (!releases_desc(r, &desc))
+        return 0;
+    if (!api_require(r, RF_ROLE_RELEASER, origin->service, origin->env))
+        return 0;
+    if (rf_request_rollback(origin, NULL, desc, &msg, errstr, sizeof(errstr)) != RF_OK)
+        return api_reply_error(r, MHD_HTTP_CONFLICT, NULL, "%s", errstr);
+    return releases_publish_from(r, msg, desc);
+}
+
 int api_releases_rollback(api_req_t *r, const char *id)
 {
-    const char *p[1] = {id};
-    PGresult *res = NULL;
+    rf_request_origin_t origin;
     char errstr[1024];
     rf_err_t err;
     int result;
 
-    if (!releases_is_uuid(id))
+    if (!rf_request_is_id(id))
         return api_reply_error(r, MHD_HTTP_NOT_FOUND, "id", "no release '%.64s'", id);
-    err = rf_db_exec(r->db,
-                     "SELECT id, service, env, version, params, template_version, status FROM"
-                     " releases WHERE id = $1::uuid",
-                     1, p, &res, errstr, sizeof(errstr));
-    if (err != RF_OK)
-        return api_reply_failure(r, err, "cannot read the release", errstr);
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return api_reply_error(r, MHD_HTTP_NOT_FOUND, "id", "no release '%s'", id);
-    }
-    result = releases_rollback_to(r, res);
-    PQclear(res);
+    err = rf_request_find_release(r->db, id, &origin, errstr, sizeof(errstr));
+    result = err == RF_OK ? releases_rollback_to(r, &origin)
+                          : releases_find_failed(r, err, MHD_HTTP_NOT_FOUND,
+                                                 "cannot read the release", errstr);
+    rf_request_origin_release(&origin);
     return result;
 }
 
 int api_services_rollback(api_req_t *r, const char *service, const char *env)
 {
-    const char *p[2] = {service, env};
-    PGresult *res = NULL;
+    rf_request_origin_t origin;
     char errstr[1024];
     rf_err_t err;
     int result;
 
     if (!api_require(r, RF_ROLE_RELEASER, service, env))
         return 0;
-    /* The last success before the current release (the newest one that rendered). */
-    err = rf_db_exec(r->db,
-                     "SELECT r.id, r.service, r.env, r.version, r.params, r.template_version,"
-                     " r.status FROM releases r, (SELECT created_at, id FROM releases WHERE"
-                     " service = $1 AND env = $2 AND manifests IS NOT NULL ORDER BY"
-                     " created_at DESC, id DESC LIMIT 1) cur WHERE r.service = $1"
-                     " AND r.env = $2 AND r.status = 'succeeded' AND r.id <> cur.id"
-                     " AND r.created_at <= cur.created_at ORDER BY r.created_at DESC,"
-                     " r.id DESC LIMIT 1",
-                     2, p, &res, errstr, sizeof(errstr));
-    if (err != RF_OK)
-        return api_reply_failure(r, err, "cannot read the releases", errstr);
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return api_reply_error(r, MHD_HTTP_CONFLICT, NULL,
-                               "no successful release of '%s' in env '%s' before its current one",
-                               service, env);
-    }
-    result = releases_rollback_to(r, res);
-    PQclear(res);
+    err = rf_request_find_previous(r->db, service, env, &origin, errstr, sizeof(errstr));
+    result = err == RF_OK ? releases_rollback_to(r, &origin)
+                          : releases_find_failed(r, err, MHD_HTTP_CONFLICT,
+                                                 "cannot read the releases", errstr);
+    rf_request_origin_release(&origin);
     return result;
 }
 
 /* Publishes a redo of the newest release that rendered; parent must be it when given. */
 static int releases_redo(api_req_t *r, const char *service, const char *env, const char *parent)
 {
-    const char *p[2] = {service, env};
+    rf_request_origin_t origin;
     const char *desc;
-    char auto_desc[512], errstr[1024];
-    PGresult *res = NULL;
-    json_t *msg;
+    char errstr[1024];
     rf_err_t err;
     int result;
 
@@ -496,34 +432,18 @@ static int releases_redo(api_req_t *r, const char *service, const char *env, con
         return 0;
     if (!api_require(r, RF_ROLE_RELEASER, service, env))
         return 0;
-    err = rf_db_exec(r->db,
-                     "SELECT id, service, env, version FROM releases WHERE service = $1"
-                     " AND env = $2 AND manifests IS NOT NULL ORDER BY created_at DESC,"
-                     " id DESC LIMIT 1",
-                     2, p, &res, errstr, sizeof(errstr));
+    err = rf_request_find_latest(r->db, service, env, &origin, errstr, sizeof(errstr));
     if (err != RF_OK)
-        return api_reply_failure(r, err, "cannot read the releases", errstr);
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return api_reply_error(r, MHD_HTTP_CONFLICT, NULL,
-                               "no release of '%s' in env '%s' to redo", service, env);
-    }
-    if (parent && strcmp(parent, PQgetvalue(res, 0, 0)) != 0) {
+        result = releases_find_failed(r, err, MHD_HTTP_CONFLICT, "cannot read the releases",
+                                      errstr);
+    else if (parent && strcmp(parent, origin.id) != 0)
         result = api_reply_error(r, MHD_HTTP_CONFLICT, NULL,
                                  "release %s is not the latest release of '%s' in env '%s'"
                                  " (%s is): redo repeats the latest",
-                                 parent, service, env, PQgetvalue(res, 0, 0));
-        PQclear(res);
-        return result;
-    }
-    snprintf(auto_desc, sizeof(auto_desc), "redo to version %s of release %s",
-             PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 0));
-    msg = releases_request(service, env, PQgetvalue(res, 0, 3), "redo", PQgetvalue(res, 0, 0),
-                           desc ? desc : auto_desc);
-    json_object_set_new(msg, "restart", json_true());
-    PQclear(res);
-    result = releases_publish(r, msg);
-    json_decref(msg);
+                                 parent, service, env, origin.id);
+    else
+        result = releases_publish_from(r, rf_request_redo(&origin, NULL, desc), desc);
+    rf_request_origin_release(&origin);
     return result;
 }
 
@@ -550,7 +470,7 @@ int api_releases_redo(api_req_t *r, const char *id)
 int api_releases_command(api_req_t *r, const char *id, const char *action)
 {
     static const char *const fields[] = {"full", NULL};
-    char cmd_id[RF_MSG_UUID_SIZE], now[RF_MSG_TIME_SIZE];
+    char cmd_id[RF_MSG_UUID_SIZE];
     json_t *rec, *msg, *body = NULL;
     int full = 0, result;
 
@@ -574,13 +494,8 @@ int api_releases_command(api_req_t *r, const char *id, const char *action)
                         str_of(rec, "status"));
         goto refused;
     }
-    rf_msg_uuid4(cmd_id);
-    rf_msg_now_iso(now, sizeof(now));
-    msg = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema", "relfleet.command.v1",
-                    "command_id", cmd_id, "release_id", id, "service", str_of(rec, "service"),
-                    "env", str_of(rec, "env"), "action", action, "issued_at", now);
-    if (full)
-        json_object_set_new(msg, "full", json_true());
+    msg = rf_request_command(action, id, str_of(rec, "service"), str_of(rec, "env"), NULL, full,
+                             cmd_id);
     json_decref(rec);
     result = api_publish(r, "commands", msg);
     json_decref(msg);

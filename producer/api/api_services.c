@@ -6,30 +6,8 @@
 #include <string.h>
 
 #include "api.h"
-#include "rf_clock.h"
 #include "rf_log.h"
-#include "rf_strategy.h"
-
-/* Keys that are columns (as relctl service set); any other key is a template value. */
-static const struct {
-    const char *key;
-    const char *column;
-    const char *cast;
-} service_columns[] = {
-    {"namespace", "namespace", "text"},     {"replicas", "replicas", "int"},
-    {"health_path", "health_path", "text"}, {"group", "group_name", "text"},
-    {"port", "port", "int"},                {"template", "template_id", "text"},
-    {"strategy", "strategy", "jsonb"},      {"policy", "policy", "text"},
-    {"timeout", "timeout_s", "int"},        {"image_repo", "image_repo", "text"},
-    {"cluster", "cluster", "text"},
-};
-
-#define SERVICE_JSON                                                                           \
-    "jsonb_build_object('service', service, 'env', env, 'namespace', namespace, 'replicas',"  \
-    " replicas, 'health_path', health_path, 'group', group_name, 'port', port, 'template',"   \
-    " template_id, 'strategy', strategy, 'policy', policy, 'timeout', timeout_s,"             \
-    " 'image_repo', image_repo, 'cluster', cluster, 'values', extra, 'updated_at',"           \
-    " relfleet_iso(updated_at), 'updated_by', updated_by)"
+#include "rf_service.h"
 
 /* Runs a query of $1 service, $2 env (and $3 user) returning one JSON value; NULL (after
  * replying 404) when it has no row. */
@@ -79,7 +57,7 @@ int api_services_list(api_req_t *r)
 
     err = rf_db_exec(
         r->db,
-        "SELECT coalesce(jsonb_agg(" SERVICE_JSON " || jsonb_build_object('last_release',"
+        "SELECT coalesce(jsonb_agg(" RF_SERVICE_JSON_SQL " || jsonb_build_object('last_release',"
         " (SELECT jsonb_build_object('id', l.id, 'version', l.version, 'status', l.status,"
         " 'created_at', relfleet_iso(l.created_at)) FROM releases l WHERE l.service ="
         " s.service AND l.env = s.env ORDER BY l.created_at DESC, l.id DESC LIMIT 1),"
@@ -103,7 +81,7 @@ int api_services_get(api_req_t *r, const char *service, const char *env)
     if (!services_names_ok(r, service, env) || !api_require(r, RF_ROLE_VIEWER, service, env))
         return 0;
     out = services_query(r,
-                         "SELECT " SERVICE_JSON " || jsonb_build_object('may_edit',"
+                         "SELECT " RF_SERVICE_JSON_SQL " || jsonb_build_object('may_edit',"
                          " relfleet_has_role($3, 'admin', service, env), 'may_release',"
                          " relfleet_has_role($3, 'releaser', service, env))"
                          " FROM services WHERE service = $1 AND env = $2",
@@ -163,11 +141,10 @@ static char *services_value_text(api_req_t *r, const char *key, json_t *v)
  * value rolls everything back and names its key. */
 int api_services_update(api_req_t *r, const char *service, const char *env)
 {
-    char errstr[1024], sql[640], num[32];
+    char errstr[1024];
     const char *key;
     json_t *body, *v, *changes = json_array(), *out;
-    PGresult *res = NULL;
-    int created = 0;
+    int created = 0, refused;
     rf_err_t err;
 
     if (!services_names_ok(r, service, env) || !api_require(r, RF_ROLE_ADMIN, service, env))
@@ -206,113 +183,50 @@ int api_services_update(api_req_t *r, const char *service, const char *env)
     }
     {
         const char *tmpl = json_string_value(json_object_get(body, "template"));
-        const char *p[4] = {service, env, tmpl, r->user};
-        err = rf_db_exec(r->db, "SELECT 1 FROM services WHERE service = $1 AND env = $2 FOR UPDATE",
-                         2, p, &res, errstr, sizeof(errstr));
+        err = rf_service_lock(r->db, service, env, tmpl && *tmpl ? tmpl : NULL, r->user,
+                              &created, errstr, sizeof(errstr));
+        if (err == RF_ERR_NOTFOUND) {
+            rf_db_rollback(r->db);
+            api_reply_error(r, MHD_HTTP_BAD_REQUEST, "template",
+                            "new service '%s' in env '%s' needs a template", service, env);
+            goto done;
+        }
         if (err != RF_OK)
             goto fail;
-        if (PQntuples(res) == 0) {
-            if (!tmpl || !*tmpl) {
-                rf_db_rollback(r->db);
-                api_reply_error(r, MHD_HTTP_BAD_REQUEST, "template",
-                                "new service '%s' in env '%s' needs a template", service, env);
-                goto done;
-            }
-            err = rf_db_exec(r->db,
-                             "INSERT INTO services (service, env, namespace, template_id,"
-                             " updated_by) VALUES ($1, $2, $2, $3, $4)",
-                             4, p, NULL, errstr, sizeof(errstr));
-            if (err != RF_OK)
-                goto fail;
-            created = 1;
-        }
-        PQclear(res);
-        res = NULL;
     }
     json_object_foreach(body, key, v) {
-        const char *column = NULL, *cast = NULL;
         char *value = services_value_text(r, key, v);
-        const char *val = value;
+        rf_service_value_t checked;
+        rf_service_change_t change;
 
         if (!value) {
             rf_db_rollback(r->db);
             goto done;
         }
-        for (size_t k = 0; k < sizeof(service_columns) / sizeof(service_columns[0]); k++) {
-            if (strcmp(service_columns[k].key, key) == 0) {
-                column = service_columns[k].column;
-                cast = service_columns[k].cast;
-            }
-        }
-        if (column && strcmp(key, "timeout") == 0) {
-            long long ms = rf_clock_parse_ms(value);
-            long secs = ms < 0 ? -1 : (long)(ms / 1000);
-            if (secs < 0) {
-                rf_db_rollback(r->db);
-                api_reply_error(r, MHD_HTTP_BAD_REQUEST, key,
-                                "timeout: '%.64s' is not a duration (600, 600s, 10m, 1h)", value);
-                free(value);
-                goto done;
-            }
-            snprintf(num, sizeof(num), "%ld", secs);
-            val = num;
-        }
-        if (column && strcmp(key, "strategy") == 0 && *value) {
-            char why[512];
-            json_t *norm = rf_strategy_parse_text(value, why, sizeof(why));
-            if (!norm) {
-                rf_db_rollback(r->db);
-                api_reply_error(r, MHD_HTTP_BAD_REQUEST, key, "strategy: %s", why);
-                free(value);
-                goto done;
-            }
-            json_decref(norm);
-        }
-        if (column)
-            snprintf(sql, sizeof(sql),
-                     "UPDATE services s SET %s = nullif($3, '')::%s, updated_at = now(),"
-                     " updated_by = $4 FROM services o WHERE s.service = $1 AND s.env = $2"
-                     " AND o.service = s.service AND o.env = s.env RETURNING o.%s::text,"
-                     " s.%s::text",
-                     column, cast, column, column);
-        else
-            snprintf(sql, sizeof(sql),
-                     "UPDATE services s SET extra = s.extra || jsonb_build_object($5::text,"
-                     " $3::text), updated_at = now(), updated_by = $4 FROM services o"
-                     " WHERE s.service = $1 AND s.env = $2 AND o.service = s.service"
-                     " AND o.env = s.env RETURNING o.extra ->> $5, s.extra ->> $5");
-        {
-            const char *p[5] = {service, env, val, r->user, key};
-            err = rf_db_exec(r->db, sql, column ? 4 : 5, p, &res, errstr, sizeof(errstr));
-        }
-        if (err != RF_OK) {
+        if (rf_service_check(key, value, 64, &checked, errstr, sizeof(errstr)) != RF_OK) {
             rf_db_rollback(r->db);
-            if (err == RF_ERR_RETRY)
-                api_reply_failure(r, err, "cannot change the service", errstr);
-            else
-                api_reply_error(r, MHD_HTTP_BAD_REQUEST, key, "cannot set '%s' to '%.200s': %s",
-                                key, val, errstr);
+            api_reply_error(r, MHD_HTTP_BAD_REQUEST, key, "%s", errstr);
             free(value);
             goto done;
         }
-        if (!rf_db_value(res, 0, 0) || !rf_db_value(res, 0, 1) ||
-            strcmp(rf_db_value(res, 0, 0), rf_db_value(res, 0, 1)) != 0) {
-            const char *p[6] = {service, env, r->user, key, rf_db_value(res, 0, 0),
-                                rf_db_value(res, 0, 1)};
-            err = rf_db_exec(r->db,
-                             "INSERT INTO service_history (service, env, changed_by, key,"
-                             " old_value, new_value) VALUES ($1, $2, $3, $4, $5, $6)",
-                             6, p, NULL, errstr, sizeof(errstr));
-            if (err != RF_OK) {
-                free(value);
-                goto fail;
-            }
-            json_array_append_new(changes, json_pack("{s:s, s:s?, s:s?}", "key", key, "old", p[4],
-                                                     "new", p[5]));
+        err = rf_service_set(r->db, service, env, r->user, &checked, &change, errstr,
+                             sizeof(errstr));
+        /* A value PostgreSQL refused is the caller's: 400 naming the key. */
+        refused = err != RF_OK && err != RF_ERR_RETRY && change.write_failed;
+        if (refused) {
+            rf_db_rollback(r->db);
+            api_reply_error(r, MHD_HTTP_BAD_REQUEST, key, "cannot set '%s' to '%.200s': %s",
+                            key, checked.text, errstr);
+        } else if (err == RF_OK && change.changed) {
+            json_array_append_new(changes, json_pack("{s:s, s:s?, s:s?}", "key", key, "old",
+                                                     change.old_value, "new", change.new_value));
         }
-        PQclear(res);
-        res = NULL;
+        rf_service_change_release(&change);
         free(value);
+        if (refused)
+            goto done;
+        if (err != RF_OK)
+            goto fail;
     }
     err = rf_db_commit(r->db, errstr, sizeof(errstr));
     if (err != RF_OK) {
@@ -321,8 +235,9 @@ int api_services_update(api_req_t *r, const char *service, const char *env)
     }
     rf_log_info("service %s env %s changed by '%s' (%zu keys)", service, env, r->user,
                 json_array_size(changes));
-    out = services_query(r, "SELECT " SERVICE_JSON " FROM services WHERE service = $1 AND env = $2"
-                            " AND $3::text IS NOT NULL",
+    out = services_query(r,
+                         "SELECT " RF_SERVICE_JSON_SQL " FROM services WHERE service = $1"
+                         " AND env = $2 AND $3::text IS NOT NULL",
                          service, env);
     if (out)
         api_reply_json(r, created ? MHD_HTTP_CREATED : MHD_HTTP_OK,
@@ -330,12 +245,9 @@ int api_services_update(api_req_t *r, const char *service, const char *env)
                                  "service", out));
     goto done;
 fail:
-    PQclear(res);
-    res = NULL;
     rf_db_rollback(r->db);
     api_reply_failure(r, err, "cannot change the service", errstr);
 done:
-    PQclear(res);
     json_decref(changes);
     return 0;
 }
@@ -422,26 +334,17 @@ int api_templates_get(api_req_t *r, const char *id)
 
 int api_images_list(api_req_t *r, const char *service)
 {
-    const char *p[1] = {service};
-    PGresult *res = NULL;
     char errstr[1024];
+    json_t *list = NULL;
     rf_err_t err;
 
     if (!services_names_ok(r, service, NULL) || !api_require(r, RF_ROLE_VIEWER, service, NULL))
         return 0;
-    err = rf_db_exec(r->db,
-                     "SELECT coalesce(jsonb_agg(jsonb_build_object('tag', tag, 'digest', digest,"
-                     " 'added_at', relfleet_iso(added_at), 'added_by', added_by) ORDER BY"
-                     " added_at DESC, tag), '[]') FROM images WHERE service = $1",
-                     1, p, &res, errstr, sizeof(errstr));
+    err = rf_service_images(r->db, service, &list, errstr, sizeof(errstr));
     if (err != RF_OK)
         return api_reply_failure(r, err, "cannot list images", errstr);
-    {
-        json_t *list = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-        PQclear(res);
-        return api_reply_json(r, MHD_HTTP_OK,
-                              json_pack("{s:s, s:o}", "service", service, "images", list));
-    }
+    return api_reply_json(r, MHD_HTTP_OK,
+                          json_pack("{s:s, s:o}", "service", service, "images", list));
 }
 
 int api_images_add(api_req_t *r, const char *service)
@@ -471,14 +374,7 @@ int api_images_add(api_req_t *r, const char *service)
     digest = json_string_value(d);
     if (!api_require(r, RF_ROLE_RELEASER, service, NULL))
         return 0;
-    {
-        const char *p[4] = {service, tag, digest, r->user};
-        err = rf_db_exec(r->db,
-                         "INSERT INTO images (service, tag, digest, added_by) VALUES ($1, $2,"
-                         " $3, $4) ON CONFLICT (service, tag) DO UPDATE SET digest ="
-                         " coalesce(EXCLUDED.digest, images.digest)",
-                         4, p, NULL, errstr, sizeof(errstr));
-    }
+    err = rf_service_image_add(r->db, service, tag, digest, r->user, errstr, sizeof(errstr));
     if (err != RF_OK)
         return api_reply_failure(r, err, "cannot add the image", errstr);
     return api_reply_json(r, MHD_HTTP_CREATED,

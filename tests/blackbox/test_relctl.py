@@ -49,7 +49,7 @@ def test_service_configuration_and_history(harness):
     h = harness
     svc = setup_service(h, replicas=2)
     p = h.relctl("service", "set", svc, "--env", "prod", "replicas=abc", check=False)
-    assert p.returncode == 1 and "replicas" in p.stderr, p.stderr
+    assert p.returncode == 1 and "cannot set 'replicas' to 'abc': " in p.stderr, p.stderr
     p = h.relctl("service", "set", svc, "--env", "prod", "policy=sometimes", check=False)
     assert p.returncode == 1 and "policy" in p.stderr, p.stderr
     h.relctl("service", "set", svc, "--env", "prod", "replicas=5", "feature_flag=on",
@@ -57,6 +57,15 @@ def test_service_configuration_and_history(harness):
     show = h.relctl_json("service", "show", svc, "--env", "prod")
     assert show["replicas"] == 5 and show["values"]["feature_flag"] == "on"
     assert show["timeout"] == 900
+    # A value that is not one the key takes is a usage error, and undoes the keys before it.
+    p = h.relctl("service", "set", svc, "--env", "prod", "replicas=6", "timeout=soon", check=False)
+    assert p.returncode == 2, p.stderr
+    assert "relctl: timeout: 'soon' is not a duration (600, 600s, 10m, 1h)" in p.stderr
+    p = h.relctl("service", "set", svc, "--env", "prod", "replicas=6",
+                 'strategy={"canary": {"steps": "x"}}', check=False)
+    assert p.returncode == 2 and "relctl: strategy: " in p.stderr, p.stderr
+    p = h.relctl("service", "set", svc, "--env", "prod", "replicas=5", "timeout=900s")
+    assert p.stdout == "nothing changed\n", p.stdout
     hist = h.relctl_json("service", "history", svc, "--env", "prod")
     changes = [(c["key"], c["old"], c["new"]) for c in hist]
     assert ("replicas", "2", "5") in changes and ("feature_flag", None, "on") in changes
