@@ -88,6 +88,8 @@ rf_db_t *relctl_db(relctl_t *ctl)
     ctl->db = rf_db_new(ctl->conf.pg_dsn, errstr, sizeof(errstr));
     if (!ctl->db)
         relctl_fail("%s", errstr);
+    else
+        rf_db_set_prepared(ctl->db, strcmp(ctl->conf.pg_prepared_statements, "on") == 0);
     return ctl->db;
 }
 

@@ -168,6 +168,7 @@ int main(int argc, char **argv)
             rf_log_error("cannot connect to PostgreSQL: %s", errstr);
             goto out;
         }
+        rf_db_set_prepared(api->db[i], strcmp(api->conf.pg_prepared_statements, "on") == 0);
     }
     if (rf_db_schema_version(api->db[0], &version, errstr, sizeof(errstr)) != RF_OK ||
         version < 6) {
