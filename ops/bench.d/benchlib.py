@@ -218,7 +218,7 @@ class Stack:
                  0.2)
 
     def stop_worker(self, stage):
-        """SIGTERM to the stage's newest worker; waits until it has exited."""
+        """SIGTERM to the stage's oldest worker; waits until it has exited."""
         out = self.run("worker", "kill", stage, "TERM").stdout.split()
         pid = int(out[2])
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or

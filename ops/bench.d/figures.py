@@ -4,7 +4,6 @@ import re
 import subprocess
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import benchlib as bl
@@ -196,14 +195,6 @@ def latency(ctx, quick):
 
 
 # -- 5. apply --------------------------------------------------------------------------
-def _metric(addr, name, topic):
-    text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=10).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + "{") and f'topic="{topic}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def _sed_manifest(path, service, ns, version):
     values = {"service": service, "env": bl.ENV, "namespace": ns, "version": version,
               "image": f"registry.local/bench:{version}", "replicas": "1",
@@ -220,18 +211,14 @@ def _sed_manifest(path, service, ns, version):
 def apply(ctx, runs, quick):
     n = 100 if quick else 500
     services = ctx.services("ap", n)
-    (_, _, _, addr), = ctx.stack.workers("apply")[:1]
-    topic = ctx.topic("rendered")
+    (_, _, pid, _), = ctx.stack.workers("apply")[:1]
     batch(ctx, services, "now-warm")
-    rel_busy, rel_wall = [], []
+    rel_cpu, rel_wall = [], []
     for i in range(runs):
-        s0 = _metric(addr, "relfleet_stage_processing_seconds_sum", topic)
-        c0 = _metric(addr, "relfleet_stage_processing_seconds_count", topic)
+        cpu0 = bl.proc_cpu_s(pid)
         say(f"apply: relfleet run {i + 1}/{runs}, {n} releases of 2 objects")
         b = batch(ctx, services, f"now-ap{i}")
-        s1 = _metric(addr, "relfleet_stage_processing_seconds_sum", topic)
-        c1 = _metric(addr, "relfleet_stage_processing_seconds_count", topic)
-        rel_busy.append(2 * (c1 - c0) / (s1 - s0))
+        rel_cpu.append(2 * n / max(bl.proc_cpu_s(pid) - cpu0, 1e-9))
         pts = b["points"].values()
         rel_wall.append(2 * n / (max(p["applied"] for p in pts) - min(p["rendered"] for p in pts)))
     m = 20 if quick else 100
@@ -255,14 +242,16 @@ def apply(ctx, runs, quick):
                 raise RuntimeError(f"kubectl apply: {p.stderr.strip()[:400]}")
         kc.append(2 * m / (time.time() - t0))
     return {"relfleet_releases": n, "kubectl_releases": m,
-            "relfleet_busy_objects_per_s": spread(rel_busy),
+            "relfleet_objects_per_cpu_s": spread(rel_cpu),
             "relfleet_wall_objects_per_s": spread(rel_wall),
             "kubectl_objects_per_s": spread(kc),
             "kubectl_command": " ".join(cmd[:1] + ["--kubeconfig", "KUBECONFIG"] + cmd[3:-1] + ["RELEASE.yaml"]),
-            "relfleet_how": "apply worker: 2 objects per release, each fenced (PostgreSQL check, "
-                            "GET, PATCH apply) + namespace GET + 1 transaction; busy = "
-                            "objects / processing seconds of the `rendered` messages (/metrics), "
-                            "wall = objects / (first rendered -> last applied)"}
+            "relfleet_how": "apply worker: 2 objects per release, fenced (one PostgreSQL read "
+                            "per batch round, the object's fence and resourceVersion from a GET "
+                            "or the worker's last answer, PATCH apply with it as precondition), "
+                            "one closing statement; per CPU s = objects / CPU seconds of the "
+                            "apply worker process, wall = objects / (first rendered -> last "
+                            "applied)"}
 
 
 # -- 3. tracking scale -----------------------------------------------------------------
@@ -272,9 +261,17 @@ def _hold(n, quick):
     return "hold20s" if n <= 1000 else "hold120s" if n <= 10000 else "hold240s"
 
 
-def _one_track_worker(ctx):
+def _one_track_worker(ctx, out):
+    """A fresh track worker alone in its group (the figure is about one worker following
+    N rollouts, not about what an older one kept from the figures before); the RSS of the
+    workers it replaces is reported beside."""
+    out.setdefault("replaced_track_workers_rss_mib",
+                   [round(bl.proc_rss_kib(pid) / 1024, 1)
+                    for _, _, pid, _ in ctx.stack.workers("track")])
+    ctx.stack.run("worker", "start", "track")
     while len(ctx.stack.workers("track")) > 1:
-        ctx.stack.stop_worker("track")
+        ctx.stack.stop_worker("track")  # the oldest
+    ctx.stack.wait_balanced(("track",))
     (_, _, pid, _), = ctx.stack.workers("track")
     return pid
 
@@ -307,8 +304,8 @@ def _create_deployments(ctx, ns, names, image, threads=8):
         list(ex.map(one, names))
 
 
-def _track_size(ctx, n, quick):
-    pid = _one_track_worker(ctx)
+def _track_size(ctx, n, quick, out):
+    pid = _one_track_worker(ctx, out)
     prefix = f"t{n}x"
     hold = _hold(n, quick)
     names = ctx.services(prefix, n, namespace=prefix)
@@ -427,7 +424,7 @@ def tracking(ctx, sizes, quick):
                                  "Deployment each), claimed by one track worker, then the "
                                  "Deployments created in kubesim; pods ready after the hold time"}
     for n in sizes:
-        out["sizes"].append(_track_size(ctx, n, quick))
+        out["sizes"].append(_track_size(ctx, n, quick, out))
         r = out["sizes"][-1]
         say(f"tracking {n}: RSS peak {r['rss_peak_mib']:.1f} MiB, p99 delay "
             f"{r['detect_delay_ms']['p99']:.0f} ms")
@@ -480,6 +477,10 @@ def table(rep):
             L.append(row.format(f"   {st}", f"p50 {v['p50_ms']:.0f} / p99 {v['p99_ms']:.0f} ms", ""))
     if "tracking" in f:
         x = f["tracking"]
+        if x.get("replaced_track_workers_rss_mib"):
+            L.append(row.format("3. (a fresh track worker; the one(s) it replaced: RSS MiB)",
+                                ", ".join(f"{v:.1f}" for v in
+                                          x["replaced_track_workers_rss_mib"]), ""))
         for r in x["sizes"]:
             n = r["rollouts"]
             L.append(row.format(f"3. track {n} rollouts, 1 worker: RSS peak (before)",
@@ -512,8 +513,8 @@ def table(rep):
                             "sed " + _s(x["sed_renders_per_s"]) + "; goal >= 20000"))
     if "apply" in f:
         x = f["apply"]
-        L.append(row.format("5. apply, objects/s (busy / wall)",
-                            _s(x["relfleet_busy_objects_per_s"]) + " / " +
+        L.append(row.format("5. apply, objects per worker CPU s / per s wall",
+                            _s(x["relfleet_objects_per_cpu_s"]) + " / " +
                             _s(x["relfleet_wall_objects_per_s"]),
                             "kubectl " + _s(x["kubectl_objects_per_s"])))
     L.append("")

@@ -1690,47 +1690,96 @@ static int selectors_parse(const ks_req_t *req, ks_sel_t **labels, ks_sel_t **fi
     return 0;
 }
 
+static int obj_key_cmp(const void *a, const void *b)
+{
+    const ks_obj_t *x = *(ks_obj_t *const *)a, *y = *(ks_obj_t *const *)b;
+    int c = strcmp(x->ns, y->ns);
+
+    return c ? c : strcmp(x->name, y->name);
+}
+
+/* 1 when o comes after the continue position "NS/NAME". */
+static int obj_after(const ks_obj_t *o, const char *after_ns, size_t ns_len, const char *after_name)
+{
+    int c = strncmp(o->ns, after_ns, ns_len);
+
+    if (c == 0 && o->ns[ns_len] != '\0')
+        c = 1;
+    return c > 0 || (c == 0 && strcmp(o->name, after_name) > 0);
+}
+
+/* A list, paged with limit and continue as the API server does: items in namespace/name
+ * order, a continue token "RV/NS/NAME" naming the resourceVersion of the first page (so a
+ * watch from it replays whatever changed while the pages were read) and the last item. */
 static void api_list(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
 {
     ks_watch_t filter;
-    ks_obj_t **all;
-    json_t **objs, *out, *items;
-    size_t n, k = 0;
-    char rv[32];
+    ks_obj_t **all, **match;
+    json_t *out, *items, *meta;
+    size_t n, k = 0, first = 0, end;
+    char rv[32], token[600];
+    const char *cont = q(req, "continue"), *after_ns = NULL, *after_name = NULL;
+    long limit = q(req, "limit") ? strtol(q(req, "limit"), NULL, 10) : 0;
     int table = wants_table(req);
 
     memset(&filter, 0, sizeof(filter));
     filter.ns = (char *)r->ns;
+    if (cont && *cont) {
+        char *slash1 = strchr(cont, '/'), *slash2 = slash1 ? strchr(slash1 + 1, '/') : NULL;
+        if (!slash1 || !slash2 || slash1 == cont || (size_t)(slash1 - cont) >= sizeof(rv)) {
+            ks_api_status(resp, 400, "BadRequest", "invalid continue token", NULL);
+            return;
+        }
+        after_ns = slash1 + 1;
+        after_name = slash2 + 1;
+    }
     if (selectors_parse(req, &filter.labels, &filter.fields, resp) != 0)
         return;
     ks_store_lock(api->st);
     all = ks_store_list(api->st, r->kind, r->ns, &n);
-    objs = malloc((n + 1) * sizeof(*objs));
+    match = malloc((n + 1) * sizeof(*match));
     for (size_t i = 0; i < n; i++)
         if (obj_matches(&filter, all[i]->json))
-            objs[k++] = json_incref(all[i]->json);
-    snprintf(rv, sizeof(rv), "%llu", (unsigned long long)api->st->rv);
-    ks_store_unlock(api->st);
-    free(all);
+            match[k++] = all[i];
+    qsort(match, k, sizeof(*match), obj_key_cmp);
+    if (after_ns)
+        while (first < k && !obj_after(match[first], after_ns,
+                                       (size_t)(after_name - 1 - after_ns), after_name))
+            first++;
+    end = limit > 0 && (size_t)limit < k - first ? first + (size_t)limit : k;
+    if (cont && *cont)
+        snprintf(rv, sizeof(rv), "%.*s", (int)(strchr(cont, '/') - cont), cont);
+    else
+        snprintf(rv, sizeof(rv), "%llu", (unsigned long long)api->st->rv);
+    token[0] = '\0';
+    if (end < k)
+        snprintf(token, sizeof(token), "%s/%s/%s", rv, match[end - 1]->ns, match[end - 1]->name);
+    items = json_array();
     if (table) {
         int64_t now = ks_now_ms();
-        items = json_array();
-        for (size_t i = 0; i < k; i++)
-            json_array_append_new(items, ks_print_row(r->kind, objs[i], q(req, "includeObject"), now));
-        out = json_pack("{s:s, s:s, s:{s:s}, s:o, s:o}", "kind", "Table", "apiVersion",
-                        "meta.k8s.io/v1", "metadata", "resourceVersion", rv, "columnDefinitions",
-                        ks_print_columns(r->kind), "rows", items);
+        for (size_t i = first; i < end; i++)
+            json_array_append_new(items, ks_print_row(r->kind, match[i]->json,
+                                                      q(req, "includeObject"), now));
     } else {
-        items = json_array();
-        for (size_t i = 0; i < k; i++)
-            json_array_append(items, objs[i]);
-        out = json_pack("{s:s, s:s, s:{s:s}, s:o}", "kind", ks_kinds[r->kind].list_kind,
-                        "apiVersion", ks_kinds[r->kind].api_version, "metadata", "resourceVersion",
-                        rv, "items", items);
+        for (size_t i = first; i < end; i++)
+            json_array_append(items, match[i]->json);
     }
-    for (size_t i = 0; i < k; i++)
-        json_decref(objs[i]);
-    free(objs);
+    ks_store_unlock(api->st);
+    free(all);
+    free(match);
+    meta = json_pack("{s:s}", "resourceVersion", rv);
+    if (token[0]) {
+        json_object_set_new(meta, "continue", json_string(token));
+        json_object_set_new(meta, "remainingItemCount", json_integer((json_int_t)(k - end)));
+    }
+    if (table)
+        out = json_pack("{s:s, s:s, s:o, s:o, s:o}", "kind", "Table", "apiVersion",
+                        "meta.k8s.io/v1", "metadata", meta, "columnDefinitions",
+                        ks_print_columns(r->kind), "rows", items);
+    else
+        out = json_pack("{s:s, s:s, s:o, s:o}", "kind", ks_kinds[r->kind].list_kind,
+                        "apiVersion", ks_kinds[r->kind].api_version, "metadata", meta, "items",
+                        items);
     respond_json(resp, 200, out);
     json_decref(out);
     ks_sel_destroy(filter.labels);
