@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1465,6 +1468,13 @@ static int watch_list_done(rf_kube_watch_t *w)
             goto gone;
     }
     json_decref(list);
+    rf_buf_release(&w->body);
+#ifdef __GLIBC__
+    /* A list of thousands of objects was parsed page by page; give the pages' memory back
+     * (glibc keeps freed heap in the middle of its arenas otherwise). */
+    if (!w->cont)
+        malloc_trim(0);
+#endif
     return delivered;
 
 gone:
