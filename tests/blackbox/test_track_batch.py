@@ -3,20 +3,17 @@ statements (one transaction for many), each with its progress before its end, on
 message, its service lock freed and the next queued release started; a command queued while
 a release applied is still answered when the release rolls out without gray steps. One
 stack for the module: the track worker is paused (SIGSTOP) while rollouts complete."""
-import base64
 import json
 import os
 import signal
-import ssl
 import subprocess
-import urllib.request
 
 import pytest
-import yaml
 
 from conftest import start_stack, stop_stack
 from harness import Harness
 from releases import TERMINAL, deploy, record, setup_service, wait_status
+from test_outages import kube_fault
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +30,6 @@ def h(tstack):
 
 def track_pid(h):
     return next(pid for name, pid in h.stack.pids().items() if name.startswith("track-"))
-
-
-def kube_fault(h, body):
-    """POST /kubesim/faults with the kubeconfig's server, CA and token."""
-    cfg = yaml.safe_load(open(h.env["RELFLEET_KUBECONFIG"]))
-    cluster = cfg["clusters"][0]["cluster"]
-    user = cfg["users"][0]["user"]
-    ctx = ssl.create_default_context(
-        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    req = urllib.request.Request(cluster["server"] + "/kubesim/faults",
-                                 data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": "Bearer " + user["token"],
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-        assert resp.status == 200
 
 
 def redis_get(h, key):
