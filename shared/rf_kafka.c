@@ -273,6 +273,7 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                           const void *payload, size_t len, char *errstr, size_t errstr_size)
 {
     produce_wait_t w = {0, RD_KAFKA_RESP_ERR_NO_ERROR};
+    produce_wait_t *reports = p->batching ? &p->batch : &w;
     char topic[256];
     rd_kafka_resp_err_t err;
 
@@ -281,7 +282,7 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                             RD_KAFKA_V_KEY((void *)key, key ? strlen(key) : 0),
                             RD_KAFKA_V_VALUE((void *)payload, len),
                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_OPAQUE(p->batching ? &p->batch : &w), RD_KAFKA_V_END);
+                            RD_KAFKA_V_OPAQUE(reports), RD_KAFKA_V_END);
     if (err) {
         rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
         producer_check_fatal(p);
