@@ -291,8 +291,8 @@ static void worker_settle(rf_worker_t *w, batch_item_t *items, size_t i)
 
 /* Hands the batch's messages to the stage and settles them. One by one, each message is
  * handled and settled (dead letter included) before the next, so the effects of a
- * partition's messages keep their order; a batch hook gets the valid messages at once,
- * and the invalid ones are dead-lettered after it. */
+ * partition's messages keep their order; a batch hook gets each run of valid messages at
+ * once, an invalid message between two runs being dead-lettered between them. */
 static void worker_handle(rf_worker_t *w, const rf_stage_t *stage, void *state,
                           batch_item_t *items, size_t n)
 {
@@ -300,22 +300,32 @@ static void worker_handle(rf_worker_t *w, const rf_stage_t *stage, void *state,
         rf_input_t **in = calloc(n, sizeof(*in));
         rf_err_t *results = calloc(n, sizeof(*results));
         char **errs = calloc(n, sizeof(*errs));
-        size_t k = 0;
+        size_t start = 0;
 
         if (!in || !results || !errs)
             abort();
-        for (size_t i = 0; i < n; i++)
-            if (items[i].result == RF_OK) {
-                in[k] = &items[i].in;
-                errs[k] = items[i].errstr;
+        /* Runs of valid messages go to the hook; an invalid one is dead-lettered between
+         * the runs before and after it, so effects keep the order of the batch. */
+        while (start < n) {
+            size_t end = start, k = 0;
+
+            while (end < n && items[end].result == RF_OK) {
+                in[k] = &items[end].in;
+                errs[k] = items[end].errstr;
                 k++;
+                end++;
             }
-        if (k > 0)
-            stage->handle_batch(state, in, k, results, errs, sizeof(items[0].errstr));
-        k = 0;
-        for (size_t i = 0; i < n; i++)
-            if (items[i].result == RF_OK)
-                items[i].result = results[k++];
+            if (k > 0) {
+                stage->handle_batch(state, in, k, results, errs, sizeof(items[0].errstr));
+                for (size_t i = start; i < end; i++)
+                    items[i].result = results[i - start];
+            }
+            for (size_t i = start; i < end; i++)
+                worker_settle(w, items, i);
+            if (end < n)
+                worker_settle(w, items, end++);
+            start = end;
+        }
         free(in);
         free(results);
         free(errs);

@@ -985,12 +985,16 @@ static void track_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_
     for (size_t i = 0; i < n; i++) {
         int blocked = 0;
 
+        /* After a message to retry, or one refused for good (the loop dead-letters it
+         * once the hook returns), the rest of its partition waits for the redelivery, so
+         * a partition's effects keep their order. */
         for (size_t j = 0; j < i && !blocked; j++)
-            blocked = results[j] == RF_ERR_RETRY && in[j]->m->partition == in[i]->m->partition &&
+            blocked = (results[j] == RF_ERR_RETRY || results[j] == RF_ERR_PERM) &&
+                      in[j]->m->partition == in[i]->m->partition &&
                       in[j]->m->rkt == in[i]->m->rkt;
         if (blocked) {
             results[i] = rf_errf(RF_ERR_RETRY, errstrs[i], errstr_size,
-                                 "an earlier message of its partition is retried");
+                                 "an earlier message of its partition is retried or refused");
             continue;
         }
         if (strcmp(in[i]->topic_suffix, "commands") != 0) {
