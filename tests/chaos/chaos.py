@@ -361,11 +361,17 @@ class Chaos:
                 log(str(e))
 
     def notifications_done(self):
+        """Every ended release has its notification rows (the notify worker has read its
+        `results` message) and none is still to be sent."""
         names = ",".join(f"'{s}'" for s in self.all_services())
+        terminal = ",".join(f"'{s}'" for s in sorted(TERMINAL))
         rows = self.h.psql("SELECT count(*) FILTER (WHERE n.state IN ('pending', 'sending')),"
                            " count(*) FROM notifications n JOIN releases r ON r.id = n.release_id"
                            f" WHERE r.service IN ({names})")
-        return rows and rows[0][0] == "0"
+        unread = self.h.psql("SELECT count(*) FROM releases r WHERE r.service IN"
+                             f" ({names}) AND r.status IN ({terminal}) AND NOT EXISTS"
+                             " (SELECT 1 FROM notifications n WHERE n.release_id = r.id)")
+        return rows and rows[0][0] == "0" and unread and unread[0][0] == "0"
 
     # -- the checks ---------------------------------------------------------------------
     def check(self):
