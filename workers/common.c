@@ -226,3 +226,28 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
                        "release '%s' no longer holds fence %lld", release_id, (long long)fence);
     return result;
 }
+
+void rf_worker_log_ctx(const rd_kafka_message_t *m, const json_t *body)
+{
+    char buf[32];
+
+    rf_log_ctx_clear();
+    if (m) {
+        rf_log_ctx_set("topic", rd_kafka_topic_name(m->rkt));
+        snprintf(buf, sizeof(buf), "%d", (int)m->partition);
+        rf_log_ctx_set("partition", buf);
+        snprintf(buf, sizeof(buf), "%lld", (long long)m->offset);
+        rf_log_ctx_set("offset", buf);
+    }
+    if (body) {
+        rf_log_ctx_set("release", json_string_value(json_object_get(body, "release_id")));
+        rf_log_ctx_set("service", json_string_value(json_object_get(body, "service")));
+        rf_log_ctx_set("env", json_string_value(json_object_get(body, "env")));
+    }
+}
+
+int rf_worker_same_partition(const rd_kafka_message_t *a, const rd_kafka_message_t *b)
+{
+    return a->partition == b->partition &&
+           strcmp(rd_kafka_topic_name(a->rkt), rd_kafka_topic_name(b->rkt)) == 0;
+}

@@ -8,6 +8,13 @@
 #include "rf_kube.h"
 #include "worker.h"
 
+/* The log context of a message (topic, partition, offset; release, service and env from
+ * its body when given) for log lines of the calling thread; m may be NULL. */
+void rf_worker_log_ctx(const rd_kafka_message_t *m, const json_t *body);
+
+/* 1 when a and b come from the same partition of the same topic. */
+int rf_worker_same_partition(const rd_kafka_message_t *a, const rd_kafka_message_t *b);
+
 /* Ends a release in a terminal status (fence 0: one that never started), stores its
  * failing pods (may be NULL), frees the service lock, publishes the one `results`
  * message and re-publishes the request of the service's next queued release so that it

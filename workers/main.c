@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "health/health.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
@@ -179,46 +180,22 @@ static rf_err_t worker_dead_letter(rf_worker_t *w, const rd_kafka_message_t *m,
     return result;
 }
 
-static void worker_log_ctx(const rd_kafka_message_t *m, const json_t *body)
-{
-    char buf[32];
-
-    rf_log_ctx_clear();
-    rf_log_ctx_set("topic", rd_kafka_topic_name(m->rkt));
-    snprintf(buf, sizeof(buf), "%d", (int)m->partition);
-    rf_log_ctx_set("partition", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)m->offset);
-    rf_log_ctx_set("offset", buf);
-    if (body) {
-        rf_log_ctx_set("release", json_string_value(json_object_get(body, "release_id")));
-        rf_log_ctx_set("service", json_string_value(json_object_get(body, "service")));
-        rf_log_ctx_set("env", json_string_value(json_object_get(body, "env")));
-    }
-}
-
 /* One message of a poll batch and what became of it. */
 typedef struct batch_item {
     rd_kafka_message_t *m;
     rf_input_t in;
     rf_err_t result;
     const char *reason_class; /* of a dead letter: "invalid" or "refused" */
-    int settled; /* dead-lettered / counted */
     struct timespec start;
     char errstr[1024];
 } batch_item_t;
-
-static int same_partition(const rd_kafka_message_t *a, const rd_kafka_message_t *b)
-{
-    return a->partition == b->partition &&
-           strcmp(rd_kafka_topic_name(a->rkt), rd_kafka_topic_name(b->rkt)) == 0;
-}
 
 /* 1 when an earlier message of its partition in the batch is to be retried: this one is
  * redelivered after the rewind, so it is not handled (or stored) now. */
 static int worker_blocked(const batch_item_t *items, size_t i)
 {
     for (size_t j = 0; j < i; j++)
-        if (items[j].result == RF_ERR_RETRY && same_partition(items[j].m, items[i].m))
+        if (items[j].result == RF_ERR_RETRY && rf_worker_same_partition(items[j].m, items[i].m))
             return 1;
     return 0;
 }
@@ -233,7 +210,7 @@ static void worker_parse(rf_worker_t *w, batch_item_t *it)
 
     clock_gettime(CLOCK_MONOTONIC, &it->start);
     rf_metrics_add(worker_metrics.consumed, RF_LABELS(topic), 1);
-    worker_log_ctx(m, NULL);
+    rf_worker_log_ctx(m, NULL);
     it->in.m = m;
     it->in.topic_suffix =
         strncmp(topic, w->conf->topic_prefix, plen) == 0 ? topic + plen : topic;
@@ -255,16 +232,13 @@ static void worker_settle(rf_worker_t *w, batch_item_t *items, size_t i)
     const char *topic = rd_kafka_topic_name(it->m->rkt);
     char dlq_err[512];
 
-    if (it->settled)
-        return;
-    it->settled = 1;
     if (worker_blocked(items, i)) {
         it->result = RF_ERR_RETRY;
         snprintf(it->errstr, sizeof(it->errstr),
                  "an earlier message of its partition is retried");
         return;
     }
-    worker_log_ctx(it->m, it->in.body);
+    rf_worker_log_ctx(it->m, it->in.body);
     if (it->result == RF_ERR_PERM) {
         it->result = worker_dead_letter(w, it->m, it->errstr, it->reason_class, dlq_err,
                                         sizeof(dlq_err));
@@ -332,15 +306,13 @@ static void worker_handle(rf_worker_t *w, const rf_stage_t *stage, void *state,
     } else {
         for (size_t i = 0; i < n; i++) {
             if (items[i].result == RF_OK && !worker_blocked(items, i)) {
-                worker_log_ctx(items[i].m, items[i].in.body);
+                rf_worker_log_ctx(items[i].m, items[i].in.body);
                 items[i].result = stage->handle(state, &items[i].in, items[i].errstr,
                                                 sizeof(items[i].errstr));
             }
             worker_settle(w, items, i);
         }
     }
-    for (size_t i = 0; i < n; i++)
-        worker_settle(w, items, i);
 }
 
 /* A poll batch: parse, handle, dead-letter what is refused for good, wait for every
@@ -365,9 +337,9 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
         int first_of_partition = 1;
 
         for (size_t j = 0; j < i && first_of_partition; j++)
-            if (same_partition(items[j].m, it->m))
+            if (rf_worker_same_partition(items[j].m, it->m))
                 first_of_partition = 0;
-        worker_log_ctx(it->m, it->in.body);
+        rf_worker_log_ctx(it->m, it->in.body);
         if (delivered != RF_OK) {
             if (first_of_partition) {
                 rf_log_warn("will retry: %s", errstr);

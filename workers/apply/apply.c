@@ -199,24 +199,6 @@ static void apply_msg_init(apply_msg_t *m, const rf_input_t *in, char *errstr, s
     m->errstr[0] = '\0';
 }
 
-/* Log lines of this thread carry the message's context. */
-static void apply_log_ctx(const apply_msg_t *m)
-{
-    char buf[32];
-
-    rf_log_ctx_clear();
-    if (m->in->m) {
-        rf_log_ctx_set("topic", rd_kafka_topic_name(m->in->m->rkt));
-        snprintf(buf, sizeof(buf), "%d", (int)m->in->m->partition);
-        rf_log_ctx_set("partition", buf);
-        snprintf(buf, sizeof(buf), "%lld", (long long)m->in->m->offset);
-        rf_log_ctx_set("offset", buf);
-    }
-    rf_log_ctx_set("release", m->id);
-    rf_log_ctx_set("service", m->service);
-    rf_log_ctx_set("env", m->env);
-}
-
 static void apply_msg_release(apply_msg_t *m)
 {
     free(m->status);
@@ -510,7 +492,7 @@ static void *apply_pool_run(void *arg)
         pthread_mutex_unlock(&p->lock);
         if (i >= p->n)
             return NULL;
-        apply_log_ctx(p->todo[i]);
+        rf_worker_log_ctx(p->todo[i]->in->m, p->todo[i]->in->body);
         apply_cluster_work(p->as, p->todo[i]);
     }
 }
@@ -551,7 +533,7 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
             msgs[i]->result = result;
             snprintf(msgs[i]->errstr, msgs[i]->errstr_size, "%s", errstr);
         } else {
-            apply_log_ctx(msgs[i]);
+            rf_worker_log_ctx(msgs[i]->in->m, msgs[i]->in->body);
             if (apply_start(as, msgs[i]))
                 todo[ntodo++] = msgs[i];
         }
@@ -559,7 +541,7 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
     apply_cluster_all(as, todo, ntodo);
     for (size_t i = 0; i < ntodo; i++) {
         apply_msg_t *m = todo[i];
-        apply_log_ctx(m);
+        rf_worker_log_ctx(m->in->m, m->in->body);
         if (m->result == RF_OK)
             m->result = apply_finish(as->w, m);
         else

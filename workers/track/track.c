@@ -990,8 +990,7 @@ static void track_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_
          * a partition's effects keep their order. */
         for (size_t j = 0; j < i && !blocked; j++)
             blocked = (results[j] == RF_ERR_RETRY || results[j] == RF_ERR_PERM) &&
-                      in[j]->m->partition == in[i]->m->partition &&
-                      in[j]->m->rkt == in[i]->m->rkt;
+                      rf_worker_same_partition(in[j]->m, in[i]->m);
         if (blocked) {
             results[i] = rf_errf(RF_ERR_RETRY, errstrs[i], errstr_size,
                                  "an earlier message of its partition is retried or refused");
