@@ -178,3 +178,26 @@ def test_supersede_when_redis_lost_the_lock(harness):
     r1 = wait_status(h, first, "superseded", timeout=60)
     assert second in r1["error"]
     assert wait_status(h, second, TERMINAL, timeout=120)["status"] == "succeeded"
+
+
+def test_releases_go_through_with_prepared_statements_off(stack_factory):
+    """pg_prepared_statements=off (behind a PgBouncer that cannot keep them): every program
+    runs its SQL unnamed, and releases and a rollback still go all the way."""
+    from harness import Harness
+
+    s = stack_factory.start(extra_env={"RELFLEET_PG_PREPARED_STATEMENTS": "off"})
+    h = Harness(s)
+    # The stack's user is the server's superuser: statements are logged from here on.
+    h.psql("ALTER SYSTEM SET log_statement = 'all'")
+    h.psql("SELECT pg_reload_conf()")
+    svc = setup_service(h, versions=("1.0.0", "1.1.0"))
+    for version in ("1.0.0", "1.1.0"):
+        rid = deploy(h, svc, version)
+        assert wait_status(h, rid, TERMINAL, timeout=90)["status"] == "succeeded"
+    back = h.relctl_json("rollback", "--service", svc, "--env", "prod")["release_id"]
+    rec = wait_status(h, back, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded" and rec["version"] == "1.0.0", rec
+    log = (s.state_dir / "logs" / "postgres.log").read_text(errors="replace")
+    assert "execute <unnamed>:" in log, "no statement was logged"
+    named = [line for line in log.splitlines() if "execute rf_" in line]
+    assert not named, named[:3]

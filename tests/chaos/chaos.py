@@ -354,11 +354,39 @@ class Chaos:
             wait_for(all_ended, self.settle_s, "every release to end", interval=1)
         except AssertionError as e:
             log(str(e))
+            self.diagnose()
         if "notify" in self.stages:
             try:
                 wait_for(self.notifications_done, 60, "every notification to be sent", 1)
             except AssertionError as e:
                 log(str(e))
+
+    def diagnose(self):
+        """What a failed settle leaves for whoever reads the test's output (CI keeps nothing
+        else): the stack's components, the broker's answer, the tail of the log of the broker
+        and of any component that is not alive, and where the unfinished releases stopped."""
+        proc = self.stack_run("status")
+        log("ops/stack status:\n" + proc.stdout + proc.stderr)
+        log(f"broker ping: {self.ctl('ping')!r}")
+        logs = self.stack.state_dir / "logs"
+        dead = [line.split()[0] for line in proc.stdout.splitlines()
+                if len(line.split()) == 4 and line.split()[3] != "alive"]
+        for name in ["devbroker"] + [d for d in dead if d != "devbroker"]:
+            path = logs / f"{name}.log"
+            if path.is_file():
+                tail = path.read_text(errors="replace").splitlines()[-15:]
+                log(f"tail of {path.name}:\n" + "\n".join(tail))
+        try:
+            names = ",".join(f"'{s}'" for s in self.all_services())
+            terminal = ",".join(f"'{s}'" for s in TERMINAL)
+            for row in self.h.psql(
+                    "SELECT r.id, r.status, (SELECT t.event || ': ' || left(t.message, 120)"
+                    " FROM timeline t WHERE t.release_id = r.id ORDER BY t.id DESC"
+                    f" LIMIT 1) FROM releases r WHERE r.service IN ({names}) AND r.status"
+                    f" NOT IN ({terminal})"):
+                log(f"unfinished {row[0]} {row[1]}: {row[2]}")
+        except AssertionError as e:
+            log(f"releases not readable: {e}")
 
     def notifications_done(self):
         """Every ended release has its notification rows (the notify worker has read its
