@@ -433,3 +433,23 @@ def test_queue_during_canary_waits_for_it_to_end(harness):
     rec = wait_status(h, queued, TERMINAL, timeout=90)
     assert rec["status"] == "succeeded", rec
     wait_deploy(h, svc, ns, 5, f"{svc}:1.2.0")
+
+
+def test_strategy_dropped_during_canary_next_release_scales_the_canary_down(harness):
+    """A service whose strategy is removed while a canary runs: the next release (no
+    strategy now) supersedes it, scales the canary Deployment down and rolls out directly."""
+    h = harness
+    svc, ns = setup_gray(h, {"canary": {"steps": [{"setWeight": 40}, {"pause": {}}]}},
+                         versions=("1.0.0", "1.1.0", "1.2.0"), policy="supersede")
+    old = deploy(h, svc, "1.1.0")
+    wait_progress(h, old, "paused", weight=40)
+    wait_deploy(h, f"{svc}-canary", ns, 2, f"{svc}:1.1.0")
+    h.relctl("service", "set", svc, "--env", "prod", "strategy=")
+    new = deploy(h, svc, "1.2.0")
+    assert wait_status(h, old, TERMINAL, timeout=60)["status"] == "superseded"
+    rec = wait_status(h, new, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded", rec
+    notes = [e["message"] for e in rec["timeline"] if e["event"] == "gray"]
+    assert any(f"scaled down {svc}-canary" in m for m in notes), notes
+    assert deploy_state(h, f"{svc}-canary", ns)[0] == 0
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.2.0")

@@ -4,7 +4,9 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
+import pytest
 
+from conftest import start_stack, stop_stack
 from harness import REPO
 from releases import ACTIVE, TERMINAL, deploy, record, setup_service, wait_status
 
@@ -180,16 +182,28 @@ def test_supersede_when_redis_lost_the_lock(harness):
     assert wait_status(h, second, TERMINAL, timeout=120)["status"] == "succeeded"
 
 
-def test_releases_go_through_with_prepared_statements_off(stack_factory):
-    """pg_prepared_statements=off (behind a PgBouncer that cannot keep them): every program
-    runs its SQL unnamed, and releases and a rollback still go all the way."""
+@pytest.fixture(scope="module")
+def verbose_stack():
+    """A stack whose programs keep no prepared statements (pg_prepared_statements=off, as
+    behind a PgBouncer that cannot keep them), whose PostgreSQL logs every statement and
+    whose kubesim logs every request it answers."""
     from harness import Harness
 
-    s = stack_factory.start(extra_env={"RELFLEET_PG_PREPARED_STATEMENTS": "off"})
+    s = start_stack(extra_env={"RELFLEET_PG_PREPARED_STATEMENTS": "off",
+                               "RELFLEET_KUBESIM_LOG_LEVEL": "debug"})
     h = Harness(s)
     # The stack's user is the server's superuser: statements are logged from here on.
     h.psql("ALTER SYSTEM SET log_statement = 'all'")
     h.psql("SELECT pg_reload_conf()")
+    yield s
+    stop_stack(s)
+
+
+def test_releases_go_through_with_prepared_statements_off(verbose_stack):
+    """Every program runs its SQL unnamed, and releases and a rollback still go all the way."""
+    from harness import Harness
+
+    h = Harness(verbose_stack)
     svc = setup_service(h, versions=("1.0.0", "1.1.0"))
     for version in ("1.0.0", "1.1.0"):
         rid = deploy(h, svc, version)
@@ -197,7 +211,26 @@ def test_releases_go_through_with_prepared_statements_off(stack_factory):
     back = h.relctl_json("rollback", "--service", svc, "--env", "prod")["release_id"]
     rec = wait_status(h, back, TERMINAL, timeout=90)
     assert rec["status"] == "succeeded" and rec["version"] == "1.0.0", rec
-    log = (s.state_dir / "logs" / "postgres.log").read_text(errors="replace")
+    log = (verbose_stack.state_dir / "logs" / "postgres.log").read_text(errors="replace")
     assert "execute <unnamed>:" in log, "no statement was logged"
     named = [line for line in log.splitlines() if "execute rf_" in line]
     assert not named, named[:3]
+
+
+def test_service_that_never_had_a_strategy_is_not_searched_for_gray_leftovers(verbose_stack):
+    """Apply looks for a canary or preview Deployment an earlier gray release left behind
+    only for a service that has or once had a strategy (test_gray covers the clean-up)."""
+    from harness import Harness
+
+    h = Harness(verbose_stack)
+    plain = setup_service(h)
+    gray = setup_service(h, strategy=json.dumps({"canary": {"steps": [{"setWeight": 50}]}}))
+    for svc in (plain, gray):
+        assert wait_status(h, deploy(h, svc, "1.0.0"), TERMINAL, timeout=90)["status"] == \
+            "succeeded"
+    log = (verbose_stack.state_dir / "logs" / "kubesim.log").read_text(errors="replace")
+    asked = [line for line in log.splitlines() if "/deployments/" in line]
+    assert any(f"/deployments/{plain} " in line for line in asked), asked[-5:]
+    for leftover in ("canary", "preview"):
+        assert not [line for line in asked if f"/deployments/{plain}-{leftover}" in line]
+        assert [line for line in asked if f"/deployments/{gray}-{leftover}" in line], asked[-5:]

@@ -47,6 +47,7 @@ typedef struct apply_msg {
     char *status, *track, *cluster, *strategy_text;
     long long timeout_s;
     int64_t release_fence, service_fence;
+    int gray_ever; /* the service has (had) a strategy: gray leftovers are possible */
     /* apply_start, apply_cluster_work */
     rf_kube_t *kube;
     json_t *strategy;
@@ -251,7 +252,9 @@ static rf_err_t apply_load(rf_worker_t *w, apply_msg_t **msgs, size_t n, char *e
     params[0] = rf_buf_str(&ids);
     result = rf_db_exec(w->db,
                         "SELECT r.id::text, r.status, r.track::text, s.cluster, s.timeout_s,"
-                        " s.strategy::text, r.fence, s.fence FROM releases r"
+                        " s.strategy::text, r.fence, s.fence, s.strategy IS NOT NULL OR EXISTS"
+                        " (SELECT 1 FROM service_history h WHERE h.service = s.service AND"
+                        " h.env = s.env AND h.key = 'strategy') FROM releases r"
                         " JOIN services s USING (service, env) WHERE r.id = ANY($1::uuid[])",
                         1, params, &res, errstr, errstr_size);
     rf_buf_release(&ids);
@@ -271,6 +274,7 @@ static rf_err_t apply_load(rf_worker_t *w, apply_msg_t **msgs, size_t n, char *e
                 rf_db_value(res, row, 5) ? apply_dup(PQgetvalue(res, row, 5)) : NULL;
             m->release_fence = rf_db_value(res, row, 6) ? atoll(PQgetvalue(res, row, 6)) : -1;
             m->service_fence = rf_db_value(res, row, 7) ? atoll(PQgetvalue(res, row, 7)) : -1;
+            m->gray_ever = strcmp(PQgetvalue(res, row, 8), "t") == 0;
         }
     PQclear(res);
     return RF_OK;
@@ -302,8 +306,8 @@ static void apply_cluster_work(apply_stage_t *as, apply_msg_t *m)
     result = apply_namespace(as, m->kube, m->ns, m->errstr, m->errstr_size);
     if (result == RF_OK) /* a canary or blue-green release applies beside the stable one */
         result = gray_prepare(m->kube, m->strategy, json_object_get(m->in->body, "manifests"),
-                              m->ns, m->timeout_s, &to_apply, &m->gray, notes, m->errstr,
-                              m->errstr_size);
+                              m->ns, m->timeout_s, m->gray_ever, &to_apply, &m->gray, notes,
+                              m->errstr, m->errstr_size);
     if (result == RF_ERR_PERM) /* a stable ingress missing or without the service's path */
         m->fail = 1;
     if (result != RF_OK)

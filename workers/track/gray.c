@@ -291,8 +291,8 @@ out:
 }
 
 rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *manifests,
-                      const char *ns, long long timeout_s, json_t **to_apply, json_t **gray,
-                      json_t *notes, char *errstr, size_t errstr_size)
+                      const char *ns, long long timeout_s, int gray_ever, json_t **to_apply,
+                      json_t **gray, json_t *notes, char *errstr, size_t errstr_size)
 {
     const char *kind = gstr(strategy, "kind");
     json_t *d = gray_find(manifests, "Deployment");
@@ -319,14 +319,17 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
                    ? gint(json_object_get(d, "spec"), "replicas")
                    : 1;
     /* What a superseded or crashed gray release left behind goes first. */
-    snprintf(name, sizeof(name), "%s-canary", dname);
-    snprintf(ingress, sizeof(ingress), "%s-canary", gstr(nginx, "stableIngress"));
-    result = gray_cleanup(kube, dns, name, nginx ? ingress : NULL, notes, errstr, errstr_size);
-    snprintf(name, sizeof(name), "%s-preview", dname);
-    if (result == RF_OK)
-        result = gray_cleanup(kube, dns, name, NULL, notes, errstr, errstr_size);
-    if (result != RF_OK)
-        return result;
+    if (gray_ever) {
+        snprintf(name, sizeof(name), "%s-canary", dname);
+        snprintf(ingress, sizeof(ingress), "%s-canary", gstr(nginx, "stableIngress"));
+        result = gray_cleanup(kube, dns, name, nginx ? ingress : NULL, notes, errstr,
+                              errstr_size);
+        snprintf(name, sizeof(name), "%s-preview", dname);
+        if (result == RF_OK)
+            result = gray_cleanup(kube, dns, name, NULL, notes, errstr, errstr_size);
+        if (result != RF_OK)
+            return result;
+    }
     if (strcmp(kind, "canary") != 0 && strcmp(kind, "bluegreen") != 0) {
         *to_apply = json_deep_copy(manifests);
         return RF_OK;

@@ -35,16 +35,18 @@ typedef enum gray_outcome {
 } gray_outcome_t;
 
 /* The apply stage's part. manifests are the rendered objects, marked; strategy the
- * service's normalized strategy (rf_strategy_parse). Scales down what an earlier gray
- * release left behind (a superseded canary, a preview), then, for a canary or blue-green
+ * service's normalized strategy (rf_strategy_parse). When gray_ever (the service has or
+ * once had a strategy), scales down what an earlier gray release left behind (a
+ * superseded canary, a preview); a service that never had one has nothing such to look
+ * for (two GETs saved per release). Then, for a canary or blue-green
  * release of a service whose Deployment already runs a labelled stable version, returns
  * in *to_apply the objects to apply instead (the canary or preview Deployment, the
  * preview Service) and in *gray the initial step state; otherwise *to_apply is the
  * manifests (the stable pod label added for gray services) and *gray NULL. notes
  * receives timeline sentences. */
 rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *manifests,
-                      const char *ns, long long timeout_s, json_t **to_apply, json_t **gray,
-                      json_t *notes, char *errstr, size_t errstr_size);
+                      const char *ns, long long timeout_s, int gray_ever, json_t **to_apply,
+                      json_t **gray, json_t *notes, char *errstr, size_t errstr_size);
 
 /* Periodic work: the first step, timed pauses, analysis measurements, blue-green's
  * auto-promotion and scale-down delay, and one pending command (promote or abort from
