@@ -28,7 +28,7 @@ int api_releases_list(api_req_t *r)
     const char *status = api_req_arg(r, "status"), *operator_name = api_req_arg(r, "operator");
     const char *since = api_req_arg(r, "since"), *until = api_req_arg(r, "until");
     const char *limit_s = api_req_arg(r, "limit"), *cursor = api_req_arg(r, "cursor");
-    char limit[16], cur_us[24] = "", cur_id[40] = "", errstr[1024];
+    char limit[24], cur_us[24] = "", cur_id[40] = "", errstr[1024];
     const char *p[10];
     PGresult *res = NULL;
     json_t *list, *body;

@@ -1,6 +1,7 @@
 """A local Prometheus-compatible HTTP endpoint of the tests' own: /api/v1/query answers with
 the sample the test set for that query (or an empty vector: no data), and /web/<name> with
-the JSON document and status the test set. Every request is recorded."""
+the JSON document and status the test set. Every request is recorded; a query the test
+holds is answered only once it lets it go."""
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ class PrometheusFake:
         self.errors = {}    # query -> HTTP status to answer with
         self.docs = {}      # web name -> (status, document)
         self.requests = []  # (path, query) as received
+        self.holds = {}     # query -> threading.Event its answers wait for
         self.lock = threading.Lock()
         fake = self
 
@@ -36,6 +38,10 @@ class PrometheusFake:
                     fake.requests.append((url.path, params.get("query", [""])[0]))
                 if url.path == "/api/v1/query":
                     q = params.get("query", [""])[0]
+                    with fake.lock:
+                        gate = fake.holds.get(q)
+                    if gate:
+                        gate.wait(120)
                     with fake.lock:
                         err = fake.errors.get(q)
                         value = fake.samples.get(q)
@@ -62,6 +68,14 @@ class PrometheusFake:
             return sum(1 for path, query in self.requests
                        if path == "/api/v1/query" and query == q)
 
+    def hold(self, q):
+        """Answers to query q wait until the returned event is set."""
+        with self.lock:
+            return self.holds.setdefault(q, threading.Event())
+
     def close(self):
+        with self.lock:
+            for gate in self.holds.values():
+                gate.set()
         self.server.shutdown()
         self.server.server_close()

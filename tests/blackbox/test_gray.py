@@ -201,6 +201,27 @@ def test_analysis_passing_goes_on(harness, prom):
     wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
 
 
+def test_slow_analysis_holds_up_no_other_release(harness, prom):
+    """A measurement runs beside the track loop: while one canary's Prometheus query hangs,
+    another service's release goes on and ends; then the canary takes the answer."""
+    h = harness
+    q = "errors_slow"
+    prom.samples[q] = "0.001"
+    gate = prom.hold(q)
+    svc, ns = setup_gray(h, analysis_strategy(prom, q, timeout="60s", count=1))
+    rid = deploy(h, svc, "1.1.0")
+    h.wait_for(lambda: prom.queries(q) == 1, 60, "the analysis query to arrive")
+    other = setup_service(h)
+    rec = wait_status(h, deploy(h, other, "1.0.0"), TERMINAL, timeout=40)
+    assert rec["status"] == "succeeded", rec
+    assert prom.queries(q) == 1 and record(h, rid)["status"] == "progressing"
+    gate.set()
+    rec = wait_status(h, rid, TERMINAL, timeout=90)
+    assert rec["status"] == "succeeded", rec
+    assert [e["data"]["verdict"] for e in events(rec, "analysis")] == ["successful"], rec
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
+
+
 def test_analysis_failing_aborts(harness, prom):
     h = harness
     q = "errors_fail"

@@ -1,6 +1,8 @@
 /* Gray releases: canary steps and blue-green switches on plain Deployments, state in PostgreSQL. */
 #include "gray.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -770,20 +772,165 @@ static gray_outcome_t gray_start(gray_ctx_t *g)
     return gray_save(g, ng, "progressing", "step", msg, NULL, 0, gray_deadline(g, ng));
 }
 
-/* One measurement of the running analysis step. */
+/* ---- measurements in flight ----
+ * A measurement (a Prometheus query, a web check) runs on a thread of its own, so that a
+ * slow provider delays only its own release and never the track loop. Only the track
+ * thread touches the list; a probe's thread writes its result, then sets done. A result
+ * counts only if the release is still at the same measurement of the same step when it
+ * is claimed (a promote, an abort or another worker may have moved it on); results
+ * nobody claims are dropped GRAY_PROBE_UNCLAIMED_MS after they came. A worker killed
+ * meanwhile loses nothing: the state in PostgreSQL still asks for the measurement. */
+#define GRAY_PROBE_UNCLAIMED_MS 10000
+
+typedef struct gray_probe {
+    struct gray_probe *next;
+    char id[64];
+    json_int_t step, measured; /* where the release was when it started */
+    json_t *metric;            /* the thread's own copy */
+    pthread_t thread;
+    int threaded; /* 0: measured on the track thread (no thread could be started) */
+    atomic_int done;
+    long long done_ms; /* when the track thread first saw it done */
+    rf_analysis_verdict_t verdict;
+    json_t *value;
+    char text[700];
+} gray_probe_t;
+
+static gray_probe_t *gray_probes;
+
+static void *gray_probe_run(void *arg)
+{
+    gray_probe_t *p = arg;
+
+    p->verdict = rf_analysis_measure(p->metric, &p->value, p->text, sizeof(p->text));
+    atomic_store_explicit(&p->done, 1, memory_order_release);
+    return NULL;
+}
+
+static void gray_probe_free(gray_probe_t *p)
+{
+    if (p->threaded)
+        pthread_join(p->thread, NULL);
+    json_decref(p->metric);
+    json_decref(p->value);
+    free(p);
+}
+
+/* Unlinks and frees the probes that pred(p, arg) picks (only done ones unless all). */
+static void gray_probes_drop(int (*pred)(gray_probe_t *, const void *), const void *arg)
+{
+    gray_probe_t **pp = &gray_probes;
+
+    while (*pp) {
+        gray_probe_t *p = *pp;
+        if (pred(p, arg)) {
+            *pp = p->next;
+            gray_probe_free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+static int gray_probe_unclaimed(gray_probe_t *p, const void *arg)
+{
+    long long now_ms = *(const long long *)arg;
+
+    if (!atomic_load_explicit(&p->done, memory_order_acquire))
+        return 0;
+    if (!p->done_ms)
+        p->done_ms = now_ms;
+    return now_ms - p->done_ms >= GRAY_PROBE_UNCLAIMED_MS;
+}
+
+static int gray_probe_any(gray_probe_t *p, const void *arg)
+{
+    (void)p;
+    (void)arg;
+    return 1;
+}
+
+size_t gray_probes_reap(long long now_ms)
+{
+    size_t n = 0;
+
+    gray_probes_drop(gray_probe_unclaimed, &now_ms);
+    for (gray_probe_t *p = gray_probes; p; p = p->next)
+        n++;
+    return n;
+}
+
+void gray_probes_shutdown(void)
+{
+    gray_probes_drop(gray_probe_any, NULL); /* each ends within its metric's timeout */
+}
+
+/* The measurement of the running analysis step: 1 and *out filled when its result is in,
+ * 0 while it runs (started now if it was not). */
+static int gray_probe_result(gray_ctx_t *g, const json_t *metric, json_int_t step,
+                             json_int_t measured, gray_probe_t **out)
+{
+    gray_probe_t **pp = &gray_probes, *p;
+
+    for (; *pp; pp = &(*pp)->next) {
+        p = *pp;
+        if (strcmp(p->id, g->id) != 0)
+            continue;
+        if (!atomic_load_explicit(&p->done, memory_order_acquire))
+            return 0;
+        *pp = p->next;
+        if (p->step == step && p->measured == measured) {
+            *out = p;
+            return 1;
+        }
+        gray_probe_free(p); /* for an earlier point of the release: start anew */
+        break;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        abort();
+    snprintf(p->id, sizeof(p->id), "%s", g->id);
+    p->step = step;
+    p->measured = measured;
+    p->metric = json_deep_copy(metric);
+    atomic_init(&p->done, 0);
+    if (pthread_create(&p->thread, NULL, gray_probe_run, p) != 0) {
+        gray_probe_run(p); /* no thread to be had: measure here, as before */
+        *out = p;
+        return 1;
+    }
+    p->threaded = 1;
+    p->next = gray_probes;
+    gray_probes = p;
+    return 0;
+}
+
+/* One measurement of the running analysis step, once its result is in. */
 static gray_outcome_t gray_measure(gray_ctx_t *g)
 {
-    json_t *ng = json_deep_copy(gray_state(g));
-    json_t *an = json_object_get(ng, "analysis");
-    size_t i = (size_t)gint(ng, "step"), n = json_array_size(json_object_get(ng, "steps"));
-    const json_t *m = json_object_get(json_array_get(json_object_get(ng, "steps"), i), "analysis");
+    json_t *gs = gray_state(g), *ng;
+    json_t *an;
+    size_t i = (size_t)gint(gs, "step"), n = json_array_size(json_object_get(gs, "steps"));
+    const json_t *m;
     json_t *value = NULL, *data;
     char text[700], msg[1200];
     rf_analysis_verdict_t v;
     json_int_t measured, failed, inconclusive;
     gray_outcome_t outcome;
+    gray_probe_t *probe = NULL;
 
-    v = rf_analysis_measure(m, &value, text, sizeof(text));
+    m = json_object_get(json_array_get(json_object_get(gs, "steps"), i), "analysis");
+    if (!gray_probe_result(g, m, (json_int_t)i, gint(json_object_get(gs, "analysis"), "measured"),
+                           &probe))
+        return GRAY_GOING;
+    v = probe->verdict;
+    value = probe->value;
+    probe->value = NULL;
+    snprintf(text, sizeof(text), "%s", probe->text);
+    gray_probe_free(probe);
+    ng = json_deep_copy(gs);
+    an = json_object_get(ng, "analysis");
+    m = json_object_get(json_array_get(json_object_get(ng, "steps"), i), "analysis");
     measured = gint(an, "measured") + 1;
     failed = gint(an, "failed") + (v == RF_ANALYSIS_FAILED);
     inconclusive = gint(an, "inconclusive") + (v == RF_ANALYSIS_INCONCLUSIVE);

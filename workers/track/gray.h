@@ -50,8 +50,17 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
 
 /* Periodic work: the first step, timed pauses, analysis measurements, blue-green's
  * auto-promotion and scale-down delay, and one pending command (promote or abort from
- * releases.track -> 'commands'; NULL when none). */
+ * releases.track -> 'commands'; NULL when none). A measurement runs on a thread of its
+ * own: the tick that finds one due starts it, a later tick takes its result. */
 gray_outcome_t gray_tick(gray_ctx_t *g, const json_t *command);
+
+/* Once per track tick: drops measurement results nobody took (the release ended or moved
+ * on); returns how many measurements are in flight or waiting. */
+size_t gray_probes_reap(long long now_ms);
+
+/* At the end of the worker: waits for the measurements in flight (each is bounded by its
+ * metric's timeout) and frees them. */
+void gray_probes_shutdown(void);
 
 /* The Deployments in gray.follow are rolled out. */
 gray_outcome_t gray_rolled_out(gray_ctx_t *g);

@@ -875,6 +875,11 @@ static void track_tick(void *state)
         ts->last_timeouts = now;
         track_timeouts(ts);
         track_gray_tick(ts);
+        rf_metrics_set(rf_metrics_gauge("relfleet_analysis_measurements_running",
+                                        "Analysis measurements of gray releases in flight "
+                                        "(each on a thread of its own)",
+                                        NULL),
+                       NULL, (double)gray_probes_reap(rf_clock_epoch_ms()));
     }
     /* What this tick decided: ends at once, progress every TRACK_PROGRESS_MS. */
     if (json_object_size(ts->ending) > 0)
@@ -1075,6 +1080,7 @@ static void track_destroy(void *state)
     json_decref(ts->dirty);
     json_decref(ts->ending);
     rf_kube_destroy(ts->probe);
+    gray_probes_shutdown();
     free(ts);
 }
 
