@@ -3,11 +3,14 @@
 #include "rf_log.h"
 #include "rf_metrics.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Delivery reports awaited: `done` counts the reports, `err` keeps the first error. One
  * send waits for done == 1; a batch scope waits for done == its number of sends. */
@@ -33,6 +36,7 @@ struct rf_consumer {
     int brokers_up; /* per the last statistics; -1 before the first */
     rf_metric_t *lag;
     rf_metric_t *up;
+    int wake[2]; /* librdkafka writes to wake[1] when its queue stops being empty; -1: none */
 };
 
 const char *rf_kafka_topic(const rf_config_t *conf, const char *suffix, char *buf, size_t size)
@@ -435,6 +439,7 @@ rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
         return NULL;
     }
     rd_kafka_poll_set_consumer(c->rk);
+    c->wake[0] = c->wake[1] = -1;
     topics = rd_kafka_topic_partition_list_new(4);
     for (; *suffixes; suffixes++)
         rd_kafka_topic_partition_list_add(topics, rf_kafka_topic(conf, *suffixes, topic,
@@ -457,7 +462,52 @@ void rf_consumer_destroy(rf_consumer_t *c)
         return;
     rd_kafka_consumer_close(c->rk);
     rd_kafka_destroy(c->rk);
+    if (c->wake[0] >= 0) {
+        close(c->wake[0]);
+        close(c->wake[1]);
+    }
     free(c);
+}
+
+int rf_consumer_wake_fd(rf_consumer_t *c)
+{
+    rd_kafka_queue_t *q;
+
+    if (c->wake[0] >= 0)
+        return c->wake[0];
+    if (pipe(c->wake) != 0) {
+        c->wake[0] = c->wake[1] = -1;
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(c->wake[i], F_SETFL, fcntl(c->wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(c->wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    /* The consumer queue: messages, and (rd_kafka_poll_set_consumer) every other event. */
+    q = rd_kafka_queue_get_consumer(c->rk);
+    if (!q) {
+        close(c->wake[0]);
+        close(c->wake[1]);
+        c->wake[0] = c->wake[1] = -1;
+        return -1;
+    }
+    rd_kafka_queue_io_event_enable(q, c->wake[1], "1", 1);
+    rd_kafka_queue_destroy(q);
+    return c->wake[0];
+}
+
+void rf_consumer_wake_clear(rf_consumer_t *c)
+{
+    char buf[64];
+
+    if (c->wake[0] < 0)
+        return;
+    for (;;) {
+        ssize_t n = read(c->wake[0], buf, sizeof(buf));
+        if (n > 0 || (n < 0 && errno == EINTR))
+            continue;
+        return;
+    }
 }
 
 rd_kafka_message_t *rf_consumer_poll(rf_consumer_t *c, int timeout_ms)

@@ -54,6 +54,14 @@ void rf_consumer_rewind(rf_consumer_t *c, const rd_kafka_message_t *m);
 
 rd_kafka_t *rf_consumer_handle(rf_consumer_t *c);
 
+/* A file descriptor that turns readable when the consumer gets something to hand out (a
+ * message, a rebalance, an error) while its queue was empty, for a worker that waits on
+ * other sources too (poll(2), curl_multi_poll); -1 if none could be made. Call
+ * rf_consumer_wake_clear() before taking from the consumer, never after, so that what
+ * arrives meanwhile still wakes the next wait. */
+int rf_consumer_wake_fd(rf_consumer_t *c);
+void rf_consumer_wake_clear(rf_consumer_t *c);
+
 /* How many brokers the consumer was connected to at its last statistics
  * (kafka_stats_interval_ms), -1 before the first. The statistics also set the gauges
  * relfleet_kafka_consumer_lag{topic,partition} and relfleet_kafka_brokers_up. */

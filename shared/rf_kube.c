@@ -1577,6 +1577,12 @@ static long multi_start_due(rf_kube_multi_t *m)
 
 int rf_kube_multi_poll(rf_kube_multi_t *m, int timeout_ms)
 {
+    return rf_kube_multi_poll_fd(m, timeout_ms, -1);
+}
+
+int rf_kube_multi_poll_fd(rf_kube_multi_t *m, int timeout_ms, int fd)
+{
+    struct curl_waitfd extra = {fd, CURL_WAIT_POLLIN, 0};
     rf_kube_watch_t *w;
     rf_kube_watch_t *next;
     CURLMsg *msg;
@@ -1618,7 +1624,7 @@ int rf_kube_multi_poll(rf_kube_multi_t *m, int timeout_ms)
             if (n > 0)
                 delivered += n;
         }
-        if (delivered > 0)
+        if (delivered > 0 || extra.revents)
             break;
         wait_ms = (long)(deadline - kube_now_ms());
         if (wait_ms <= 0)
@@ -1626,7 +1632,7 @@ int rf_kube_multi_poll(rf_kube_multi_t *m, int timeout_ms)
         due = multi_start_due(m);
         if (due >= 0 && due < wait_ms)
             wait_ms = due;
-        curl_multi_poll(m->multi, NULL, 0, (int)wait_ms, NULL);
+        curl_multi_poll(m->multi, fd >= 0 ? &extra : NULL, fd >= 0 ? 1 : 0, (int)wait_ms, NULL);
     }
     /* Send what became due meanwhile (reconnects) without waiting. */
     multi_start_due(m);

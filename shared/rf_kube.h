@@ -122,6 +122,10 @@ void rf_kube_multi_destroy(rf_kube_multi_t *m);
  * number of events delivered. */
 int rf_kube_multi_poll(rf_kube_multi_t *m, int timeout_ms);
 
+/* rf_kube_multi_poll that also returns, at once, when fd turns readable (fd is not read;
+ * -1: none). */
+int rf_kube_multi_poll_fd(rf_kube_multi_t *m, int timeout_ms, int fd);
+
 /* Starts an informer on the collection path, e.g. "/apis/apps/v1/deployments?labelSelector=
  * app%3Dweb" or "/api/v1/namespaces/web/pods" (the query, URL-encoded, may hold
  * labelSelector and fieldSelector). Nothing is sent before the next poll. Returns NULL with

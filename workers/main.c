@@ -400,6 +400,7 @@ int main(int argc, char **argv)
     char group[256];
     char schema_dir[1024];
     long backoff = 0;
+    int wake_fd = -1;
     int exit_code = 1;
     int c;
 
@@ -507,9 +508,18 @@ int main(int argc, char **argv)
     items = calloc((size_t)conf.batch_max, sizeof(*items));
     if (!items)
         abort();
+    wake_fd = stage->wait ? rf_consumer_wake_fd(consumer) : -1;
+    if (stage->wait && wake_fd < 0)
+        rf_log_warn("no wake-up descriptor for the consumer: polling every %d ms",
+                    stage->poll_ms);
     while (run) {
-        size_t n = worker_fill(consumer, items, (size_t)conf.batch_max, stage->poll_ms);
-        rf_err_t result = n ? worker_batch(&w, stage, state, consumer, items, n) : RF_OK;
+        size_t n;
+        rf_err_t result;
+
+        if (wake_fd >= 0)
+            rf_consumer_wake_clear(consumer); /* before taking: what comes later wakes */
+        n = worker_fill(consumer, items, (size_t)conf.batch_max, wake_fd >= 0 ? 0 : stage->poll_ms);
+        result = n ? worker_batch(&w, stage, state, consumer, items, n) : RF_OK;
 
         for (size_t i = 0; i < n; i++)
             rd_kafka_message_destroy(items[i].m);
@@ -527,6 +537,8 @@ int main(int argc, char **argv)
             rf_log_ctx_clear();
         }
         worker_check_ready(health, stage, state, consumer, conf.health_interval_ms, &last_hook);
+        if (wake_fd >= 0 && n < (size_t)conf.batch_max) /* the consumer had no more */
+            stage->wait(state, wake_fd, stage->poll_ms);
     }
     rf_log_info("shutting down");
     exit_code = 0;

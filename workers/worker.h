@@ -51,6 +51,11 @@ typedef struct rf_stage {
                          char *const *errstrs, size_t errstr_size);
     /* Periodic work between polls (sweeps, watches); may be NULL. */
     void (*tick)(void *state);
+    /* Optional: waits at most timeout_ms until the stage's own sources (track: its
+     * watches) have something or fd (the consumer's rf_consumer_wake_fd) turns readable.
+     * With it the loop takes messages without waiting and waits here instead, so that
+     * neither source waits for the other. */
+    void (*wait)(void *state, int fd, int timeout_ms);
     void (*destroy)(void *state);
     /* Readiness of what only the stage knows (apply, track: the API server), asked on the
      * main thread between polls every health_interval_ms: 1 ready, 0 not (/readyz).

@@ -1226,6 +1226,28 @@ static void test_watch_list_error_and_pages(void **state)
     fake_stop(f);
 }
 
+/* rf_kube_multi_poll_fd returns as soon as the extra descriptor is readable, with or
+ * without watches, and waits out its timeout when it is not. */
+static void test_multi_poll_returns_on_the_extra_fd(void **state)
+{
+    rf_kube_multi_t *m = rf_kube_multi_new();
+    int fds[2];
+    int64_t t0;
+
+    (void)state;
+    assert_int_equal(pipe(fds), 0);
+    t0 = now_ms();
+    assert_int_equal(rf_kube_multi_poll_fd(m, 60, fds[0]), 0);
+    assert_true(now_ms() - t0 >= 55); /* nothing readable: the whole timeout */
+    assert_int_equal(write(fds[1], "1", 1), 1);
+    t0 = now_ms();
+    assert_int_equal(rf_kube_multi_poll_fd(m, 30000, fds[0]), 0);
+    assert_true(now_ms() - t0 < 15000); /* readable: at once, not after 30 s */
+    close(fds[0]);
+    close(fds[1]);
+    rf_kube_multi_destroy(m);
+}
+
 static void mixed_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *resp)
 {
     (void)f;
@@ -1312,6 +1334,7 @@ int main(void)
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_watch_reconnect_and_relist),
         cmocka_unit_test(test_watch_list_error_and_pages),
+        cmocka_unit_test(test_multi_poll_returns_on_the_extra_fd),
         cmocka_unit_test(test_watch_and_threads_share_client),
     };
 

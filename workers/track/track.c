@@ -1089,6 +1089,14 @@ static int track_ready(void *state)
     return rf_worker_kube_ready(((track_stage_t *)state)->probe);
 }
 
+/* Between polls: the watches and the consumer, whichever has something first. */
+static void track_wait(void *state, int fd, int timeout_ms)
+{
+    track_stage_t *ts = state;
+
+    rf_kube_multi_poll_fd(ts->multi, timeout_ms, fd);
+}
+
 static const char *const track_topics[] = {"applied", "commands", NULL};
 
 const rf_stage_t rf_stage_track = {
@@ -1100,6 +1108,7 @@ const rf_stage_t rf_stage_track = {
     .handle = track_handle,
     .handle_batch = track_handle_batch,
     .tick = track_tick,
+    .wait = track_wait,
     .destroy = track_destroy,
     .ready = track_ready,
 };
