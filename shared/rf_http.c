@@ -94,29 +94,31 @@ static void http_log(void *cls, const char *fmt, va_list ap)
     rf_log_warn("metrics endpoint: %s", msg);
 }
 
-/* Binds a listening socket to "host:port" or "[v6]:port". */
-static int http_listen(const char *addr, int *v6, char *errstr, size_t errstr_size)
+int rf_http_listen(const char *addr, const char *what, int *v6, int *port, char *errstr,
+                   size_t errstr_size)
 {
     struct addrinfo hints, *res = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
     char host[256];
     const char *colon = strrchr(addr, ':');
-    const char *port;
+    const char *service;
     int fd = -1, one = 1, rc;
     size_t hlen;
 
     if (!colon || !colon[1]) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad metrics address '%s': expected host:port",
-                addr);
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad %s address '%s': expected host:port",
+                what, addr);
         return -1;
     }
-    port = colon + 1;
+    service = colon + 1;
     hlen = (size_t)(colon - addr);
     if (hlen >= 2 && addr[0] == '[' && addr[hlen - 1] == ']') {
         addr++;
         hlen -= 2;
     }
     if (hlen >= sizeof(host)) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad metrics address: host too long");
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad %s address: host too long", what);
         return -1;
     }
     memcpy(host, addr, hlen);
@@ -125,23 +127,31 @@ static int http_listen(const char *addr, int *v6, char *errstr, size_t errstr_si
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    rc = getaddrinfo(hlen ? host : NULL, port, &hints, &res);
+    rc = getaddrinfo(hlen ? host : NULL, service, &hints, &res);
     if (rc != 0) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad metrics address '%s:%s': %s", host, port,
-                gai_strerror(rc));
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad %s address '%s:%s': %s", what, host,
+                service, gai_strerror(rc));
         return -1;
     }
     fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot listen on metrics address '%s:%s': %s",
-                host, port, strerror(errno));
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot listen on %s address '%s:%s': %s",
+                what, host, service, strerror(errno));
         if (fd >= 0)
             close(fd);
-        fd = -1;
+        freeaddrinfo(res);
+        return -1;
     }
-    *v6 = res->ai_family == AF_INET6;
+    if (v6)
+        *v6 = res->ai_family == AF_INET6;
     freeaddrinfo(res);
+    if (port) {
+        *port = 0;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
+            *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+    }
     return fd;
 }
 
@@ -159,7 +169,7 @@ rf_http_t *rf_http_new(const char *addr, rf_http_ready_fn ready, void *arg, char
         abort();
     h->ready = ready;
     h->arg = arg;
-    h->fd = http_listen(addr, &v6, errstr, errstr_size);
+    h->fd = rf_http_listen(addr, "metrics", &v6, NULL, errstr, errstr_size);
     if (h->fd < 0) {
         free(h);
         return NULL;

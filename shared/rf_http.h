@@ -21,6 +21,13 @@ typedef int (*rf_http_ready_fn)(void *arg, rf_buf_t *why);
 rf_http_t *rf_http_new(const char *addr, rf_http_ready_fn ready, void *arg, char *errstr,
                        size_t errstr_size);
 
+/* Binds a listening socket (SO_REUSEADDR, close-on-exec) to "host:port" or
+ * "[v6addr]:port" (empty host: every address; port 0: any free one). what names the
+ * address in errors ("metrics", "listen"). *v6 tells the family and *port the port bound
+ * (either may be NULL). -1 with errstr filled on a bad address or a failed bind. */
+int rf_http_listen(const char *addr, const char *what, int *v6, int *port, char *errstr,
+                   size_t errstr_size);
+
 /* The port listened on (useful after port 0). */
 int rf_http_port(const rf_http_t *h);
 

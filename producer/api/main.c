@@ -1,16 +1,14 @@
 /* relfleet-api: the HTTP API and web console; configuration, signals, startup and shutdown. */
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "api.h"
 #include "api_server.h"
+#include "rf_http.h"
 #include "rf_log.h"
 
 static void usage(FILE *out)
@@ -25,61 +23,6 @@ static void usage(FILE *out)
             "  --secure-cookies  mark the session cookie Secure (behind an HTTPS proxy)\n"
             "Settings as the workers take them (RELFLEET_PG_DSN, RELFLEET_KAFKA_BROKERS,\n"
             "RELFLEET_SECRETS_FILE, RELFLEET_SIGNING_KEY_ID, ...); see docs/api.md.\n");
-}
-
-/* Binds "host:port" or "[v6]:port"; -1 with errstr filled. *port gets the bound port. */
-static int main_listen(const char *addr, int *port, char *errstr, size_t errstr_size)
-{
-    struct addrinfo hints, *res = NULL;
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof(ss);
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    size_t hlen;
-    int fd, one = 1, rc;
-
-    if (!colon || !colon[1]) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad listen address '%s': expected host:port",
-                addr);
-        return -1;
-    }
-    hlen = (size_t)(colon - addr);
-    if (hlen >= 2 && addr[0] == '[' && addr[hlen - 1] == ']') {
-        addr++;
-        hlen -= 2;
-    }
-    if (hlen >= sizeof(host)) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad listen address: host too long");
-        return -1;
-    }
-    memcpy(host, addr, hlen);
-    host[hlen] = '\0';
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    rc = getaddrinfo(hlen ? host : NULL, colon + 1, &hints, &res);
-    if (rc != 0) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad listen address '%s': %s", addr,
-                gai_strerror(rc));
-        return -1;
-    }
-    fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 128) != 0) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot listen on '%s': %s", addr,
-                strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    *port = 0;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
-        *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                               : ((struct sockaddr_in *)&ss)->sin_port);
-    return fd;
 }
 
 static int main_write_addr(const char *path, const char *addr, int port)
@@ -187,7 +130,7 @@ int main(int argc, char **argv)
         rf_log_error("%s", errstr);
         goto out;
     }
-    fd = main_listen(listen_addr, &port, errstr, sizeof(errstr));
+    fd = rf_http_listen(listen_addr, "API", NULL, &port, errstr, sizeof(errstr));
     if (fd < 0) {
         rf_log_error("%s", errstr);
         goto out;
