@@ -16,6 +16,7 @@ import pytest
 
 from conftest import start_stack, stop_stack
 from harness import Harness, bin_path
+from registry import docker_registry
 from releases import TEMPLATES, deploy, record, setup_service, wait_status
 
 
@@ -83,7 +84,7 @@ def add_user(h, name, key=True):
     """A user with a token (returned) and, with key, a signing key in the stack's secrets."""
     h.relctl("user", "add", name)
     token = h.relctl("user", "token", name).stdout.strip()
-    assert token and token not in h.psql(f"SELECT token_sha256 FROM api_tokens")[0]
+    assert token and token not in h.psql("SELECT token_sha256 FROM api_tokens")[0]
     signing_key = None
     if key:
         signing_key = secrets.token_hex(32)
@@ -294,57 +295,18 @@ def test_user_list_and_token_stored_hashed(h):
 
 
 # -- registry tags --------------------------------------------------------------------------
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def registry(tmp_path):
     """Debian's docker-registry on a free loopback port, htpasswd (bcrypt) Basic auth."""
-    import requests
-
-    exe = "/usr/bin/docker-registry"
-    if not os.path.exists(exe):
-        pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
     user, password = "ci", secrets.token_hex(12)
     subprocess.run(["htpasswd", "-iBc", str(tmp_path / "htpasswd"), user], input=password,
                    text=True, check=True, capture_output=True)
-    port = free_port()
-    (tmp_path / "config.yml").write_text(f"""version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: {tmp_path / "data"}
-http:
-  addr: 127.0.0.1:{port}
-auth:
-  htpasswd:
+    auth = f"""  htpasswd:
     realm: relfleet-test
     path: {tmp_path / "htpasswd"}
-""")
-    log = open(tmp_path / "registry.log", "w")
-    proc = subprocess.Popen([exe, "serve", str(tmp_path / "config.yml")], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, (tmp_path / "registry.log").read_text()
-        try:
-            return requests.get(url + "/v2/", timeout=2).status_code == 401
-        except requests.ConnectionError:
-            return False
-    try:
-        wait_for_up = Harness.wait_for
-        wait_for_up(up, 30, "docker-registry to listen")
+"""
+    with docker_registry(tmp_path, auth) as url:
         yield url, (user, password)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def push_image(url, auth, repo, tag):
@@ -392,7 +354,7 @@ def test_image_list_reads_registry_tags(h, registry):
     assert tags["2.0.0"]["registry"] == url and tags["2.0.0"]["added_at"]
     assert tags["2.1.0"]["registry"] == url and tags["2.1.0"]["added_at"] is None
     out = h.relctl("image", "list", svc).stdout
-    assert f"2.1.0" in out and f"in {url}" in out, out
+    assert "2.1.0" in out and f"in {url}" in out, out
     # Refused credentials and no credentials: a failure that says so.
     with open(h.env["RELFLEET_SECRETS_FILE"], "a") as f:
         f.write(f"{secret}_bad={auth[0]}:wrong\n")

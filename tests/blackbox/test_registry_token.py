@@ -1,16 +1,14 @@
 """Registry tags through the Bearer token flow (the Docker token authentication spec that
 Harbor and Docker Hub use): Debian's docker-registry on loopback with auth.token, and a token
 server of the test's own (token_server.py) issuing RS256 JWTs from a key pair made here."""
-import os
 import secrets
-import subprocess
 
 import pytest
 import requests
 
-from harness import Harness
 from releases import setup_service
-from test_operations import free_port, push_image
+from registry import docker_registry
+from test_operations import push_image
 from token_server import TokenServer
 
 SERVICE = "relfleet-registry"
@@ -30,45 +28,16 @@ class Bearer(requests.auth.AuthBase):
 def token_registry(tmp_path):
     """(registry URL, token server, (user, password)): docker-registry trusting the token
     server's certificate, the token server knowing one user."""
-    exe = "/usr/bin/docker-registry"
-    if not os.path.exists(exe):
-        pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
     user, password = "ci", secrets.token_hex(12)
     with TokenServer(tmp_path / "token.crt", SERVICE, ISSUER, {user: password}) as tokens:
-        port = free_port()
-        (tmp_path / "config.yml").write_text(f"""version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: {tmp_path / "data"}
-http:
-  addr: 127.0.0.1:{port}
-auth:
-  token:
+        auth = f"""  token:
     realm: {tokens.realm}
     service: {SERVICE}
     issuer: {ISSUER}
     rootcertbundle: {tokens.cert_path}
-""")
-        log = open(tmp_path / "registry.log", "w")
-        proc = subprocess.Popen([exe, "serve", str(tmp_path / "config.yml")], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-
-        def up():
-            assert proc.poll() is None, (tmp_path / "registry.log").read_text()
-            try:
-                return requests.get(url + "/v2/", timeout=2).status_code == 401
-            except requests.ConnectionError:
-                return False
-        try:
-            Harness.wait_for(up, 30, "docker-registry to listen")
+"""
+        with docker_registry(tmp_path, auth) as url:
             yield url, tokens, (user, password)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
 
 
 def push_with_token(url, tokens, repo, tag):
