@@ -210,14 +210,17 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
 }
 
 rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage,
-                              json_t **ended, char *errstr, size_t errstr_size)
+                              int owed_hold_s, json_t **ended, char *errstr,
+                              size_t errstr_size)
 {
     char *text = json_dumps(ends, JSON_COMPACT);
-    const char *params[2] = {text, stage};
+    char hold[16];
+    const char *params[3] = {text, stage, hold};
     PGresult *res = NULL;
     rf_err_t result;
 
     *ended = NULL;
+    snprintf(hold, sizeof(hold), "%d", owed_hold_s);
     result = rf_db_exec(
         db,
         "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, fence bigint,"
@@ -226,7 +229,9 @@ rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage
         "  finished_at = clock_timestamp(), duration_ms = (extract(epoch FROM clock_timestamp() -"
         "   coalesce(r.started_at, clock_timestamp())) * 1000)::bigint,"
         "  pods = CASE WHEN jsonb_typeof(x.pods) = 'array' AND jsonb_array_length(x.pods) > 0"
-        "   THEN x.pods ELSE r.pods END"
+        "   THEN x.pods ELSE r.pods END, results_owed = $3::int >= 0,"
+        "  track_until = CASE WHEN $3::int >= 0 THEN clock_timestamp() +"
+        "   make_interval(secs => $3::int) ELSE r.track_until END"
         "  FROM x WHERE r.id = x.id AND r.status NOT IN ('succeeded','failed','cancelled',"
         "   'superseded','rejected') AND ((x.fence = 0 AND r.status = 'queued') OR"
         "   (r.fence = x.fence AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
@@ -235,7 +240,7 @@ rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage
         " t AS (INSERT INTO timeline (release_id, stage, event, status, message)"
         "  SELECT id, $2, status, status, message FROM u)"
         " SELECT id FROM u",
-        2, params, &res, errstr, errstr_size);
+        3, params, &res, errstr, errstr_size);
     free(text);
     if (result != RF_OK)
         return result;
@@ -246,6 +251,49 @@ rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage
     return RF_OK;
 }
 
+/* "{id,id,...}": a PostgreSQL array literal of n release ids. */
+static void store_id_array(rf_buf_t *arr, const char *const *ids, size_t n)
+{
+    rf_buf_add(arr, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        rf_buf_addf(arr, "%s%s", i ? "," : "", ids[i]);
+    rf_buf_add(arr, "}", 1);
+}
+
+rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t n,
+                                    char *errstr, size_t errstr_size)
+{
+    rf_buf_t arr = RF_BUF_INIT;
+    const char *params[1];
+    rf_err_t result;
+
+    store_id_array(&arr, ids, n);
+    params[0] = rf_buf_str(&arr);
+    result = rf_db_exec(db,
+                        "UPDATE releases SET results_owed = false WHERE id = ANY($1::uuid[])"
+                        " AND results_owed",
+                        1, params, NULL, errstr, errstr_size);
+    rf_buf_release(&arr);
+    return result;
+}
+
+rf_err_t rf_store_results_owed(rf_db_t *db, const char *owner, int lease_s, int limit,
+                               PGresult **res, char *errstr, size_t errstr_size)
+{
+    char lease[16], lim[16];
+    const char *params[3] = {owner, lease, lim};
+
+    snprintf(lease, sizeof(lease), "%d", lease_s);
+    snprintf(lim, sizeof(lim), "%d", limit);
+    return rf_db_exec(db,
+                      "UPDATE releases r SET track_owner = $1, track_until = clock_timestamp() +"
+                      " make_interval(secs => $2::int) WHERE r.id IN (SELECT id FROM releases"
+                      " WHERE results_owed AND track_until < clock_timestamp() ORDER BY"
+                      " track_until LIMIT $3::int FOR UPDATE SKIP LOCKED)"
+                      " RETURNING r.id, relfleet_result(r.id)::text, r.env || '/' || r.service",
+                      3, params, res, errstr, errstr_size);
+}
+
 rf_err_t rf_store_results_many(rf_db_t *db, const char *const *ids, size_t n, PGresult **res,
                                char *errstr, size_t errstr_size)
 {
@@ -253,10 +301,7 @@ rf_err_t rf_store_results_many(rf_db_t *db, const char *const *ids, size_t n, PG
     const char *params[1];
     rf_err_t result;
 
-    rf_buf_add(&arr, "{", 1);
-    for (size_t i = 0; i < n; i++)
-        rf_buf_addf(&arr, "%s%s", i ? "," : "", ids[i]);
-    rf_buf_add(&arr, "}", 1);
+    store_id_array(&arr, ids, n);
     params[0] = rf_buf_str(&arr);
     result = rf_db_exec(
         db,

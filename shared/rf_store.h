@@ -46,10 +46,24 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
 
 /* rf_store_finish for many releases in one statement. ends is an array of
  * {"id", "fence", "status", "error" (null), "message", "pods" (null or an array, stored
- * when not empty)}, at most one per release. *ended gets an object whose keys are the
- * ids ended now; the others had ended already or lost their fence (nothing changed). */
+ * when not empty)}, at most one per release. owed_hold_s >= 0: the ended releases' results
+ * messages are owed (results_owed) and their claims held that many seconds for the
+ * caller's delivery (rf_store_results_delivered clears it); < 0: a consumed message's
+ * redelivery covers them. *ended gets an object whose keys are the ids ended now; the
+ * others had ended already or lost their fence (nothing changed). */
 rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage,
-                              json_t **ended, char *errstr, size_t errstr_size);
+                              int owed_hold_s, json_t **ended, char *errstr,
+                              size_t errstr_size);
+
+/* The results messages of the n releases were delivered: no longer owed. */
+rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t n,
+                                    char *errstr, size_t errstr_size);
+
+/* Claims (for owner, lease_s seconds) up to limit releases whose results message is owed
+ * and whose claim lapsed. Rows: id, the message's text, its key "env/service". The
+ * caller PQclears *res. */
+rf_err_t rf_store_results_owed(rf_db_t *db, const char *owner, int lease_s, int limit,
+                               PGresult **res, char *errstr, size_t errstr_size);
 
 /* For each of n release ids that exists, in order, one row: id, the text of its `results`
  * message (NULL if it is not terminal: rf_store_result's bytes), its key "env/service",

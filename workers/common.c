@@ -109,6 +109,12 @@ rf_err_t rf_worker_kick_next(rf_worker_t *w, const char *service, const char *en
     return result;
 }
 
+int rf_worker_results_hold_s(const rf_worker_t *w)
+{
+    /* rf_producer_batch_end waits at most kafka_timeout_ms and 5 s more. */
+    return (w->conf->kafka_timeout_ms + 5000) / 1000 + 2;
+}
+
 /* Ends n releases; scope: wrap the produces in a batch scope of our own (not inside a poll
  * batch, whose scope the loop owns). */
 static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int scope,
@@ -137,7 +143,11 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
         ids[i] = e->release_id;
         e->result = RF_ERR_FENCED;
     }
-    result = rf_store_finish_many(w->db, rows, w->stage, &ended, errstr, errstr_size);
+    /* Outside a poll batch (scope) no consumed message covers the results message: it is
+     * owed until delivered, and the claim holds past our delivery wait before a sweep may
+     * send it instead. */
+    result = rf_store_finish_many(w->db, rows, w->stage, scope ? rf_worker_results_hold_s(w) : -1,
+                                  &ended, errstr, errstr_size);
     if (result != RF_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -191,6 +201,18 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
                                     : rf_producer_batch_end(w->producer, NULL, 0);
         if (result == RF_OK)
             result = delivered;
+        if (result == RF_OK && nlocks > 0) {
+            const char **sent = calloc(nlocks, sizeof(*sent));
+            if (!sent)
+                abort();
+            for (size_t i = 0; i < nlocks; i++)
+                sent[i] = locks[i].release_id;
+            if (rf_store_results_delivered(w->db, sent, nlocks, unlock_err,
+                                           sizeof(unlock_err)) != RF_OK)
+                rf_log_warn("results delivered but still marked owed (a sweep sends them "
+                            "again): %s", unlock_err);
+            free(sent);
+        }
     }
 out:
     /* Before the results were read every end is retried; after, only the ended ones. */

@@ -61,6 +61,10 @@ rf_kube_t *rf_worker_kube_probe_new(const rf_worker_t *w, char *errstr, size_t e
 /* 1 when the API server answers GET /version, else 0 (logged once per change). */
 int rf_worker_kube_ready(rf_kube_t *probe);
 
+/* Seconds an owed results message stays with the worker that ended the release (longer
+ * than its delivery wait) before another worker's sweep may send it. */
+int rf_worker_results_hold_s(const rf_worker_t *w);
+
 /* Publishes the result of a terminal release (same bytes every time). */
 rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const char *key,
                                   char *errstr, size_t errstr_size);

@@ -1,8 +1,10 @@
 """The track stage ends releases in batches: rollouts that complete together end in a few
 statements (one transaction for many), each with its progress before its end, one `results`
 message, its service lock freed and the next queued release started; a command queued while
-a release applied is still answered when the release rolls out without gray steps. One
-stack for the module: the track worker is paused (SIGSTOP) while rollouts complete."""
+a release applied is still answered when the release rolls out without gray steps; a
+`results` message that a killed worker owed is sent by another. One stack for the module
+(kafka_timeout_ms 2 s, so an owed message is swept after 9 s): the track worker is paused
+(SIGSTOP) while rollouts complete."""
 import json
 import os
 import signal
@@ -18,7 +20,7 @@ from test_outages import kube_fault
 
 @pytest.fixture(scope="module")
 def tstack(request):
-    s = start_stack()
+    s = start_stack({"RELFLEET_KAFKA_TIMEOUT_MS": "2000"})
     yield s
     stop_stack(s, save_logs_as="track-batch-logs" if request.session.testsfailed else None)
 
@@ -117,3 +119,35 @@ def test_promote_sent_while_applying_is_answered_when_no_gray_steps_follow(h):
     left = h.psql(f"SELECT jsonb_array_length(coalesce(track -> 'commands', '[]'))"
                   f" FROM releases WHERE id = '{rid}'")
     assert left[0][0] == "0", left
+
+
+def test_results_owed_by_a_killed_track_worker_are_sent_once_by_another(h):
+    """Track ends a release in PostgreSQL, then produces its `results` message. Killed in
+    between (the broker is down, so the delivery waits), the message stays owed; once the
+    dead worker's hold lapses, another track worker's sweep sends it, once."""
+    svc = setup_service(h, replicas=1)
+    pid = track_pid(h)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        rid = deploy(h, svc, "1.0.0")
+        wait_status(h, rid, "progressing", timeout=60)
+        ns = h.relctl_json("service", "show", svc, "--env", "prod")["namespace"]
+        h.wait_for(lambda: deployment_ready(h, ns, svc), 60, f"{svc} to be ready")
+        h.broker_ctl("broker-down -1")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        h.wait_for(lambda: h.psql(f"SELECT status, results_owed FROM releases WHERE id = '{rid}'")
+                   == [["succeeded", "t"]], 60, "the release to end with its results owed")
+        os.kill(pid, signal.SIGKILL)
+        h.wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                   open(f"/proc/{pid}/stat").read().split()[2] == "Z", 15, "the worker to die")
+    finally:
+        h.broker_ctl("broker-up -1")
+    h.stack.run("worker", "start", "track")
+    msgs = h.consume("results", timeout=60,
+                     until=lambda ms: any(m.json()["release_id"] == rid for m in ms))
+    h.wait_for(lambda: h.psql(f"SELECT results_owed FROM releases WHERE id = '{rid}'")
+               == [["f"]], 30, "the results to be marked delivered")
+    msgs = h.consume("results")
+    assert [m.json()["status"] for m in msgs if m.json()["release_id"] == rid] == ["succeeded"]

@@ -21,6 +21,7 @@
 #include "worker.h"
 
 #define TRACK_CLAIM_MS 1000      /* look for releases nobody follows */
+#define TRACK_OWED_MS 2000       /* look for results messages a dead worker owes */
 #define TRACK_PROGRESS_MS 250    /* record progress at most this often (ends: at once) */
 #define TRACK_RETRY_END_MS 1000  /* an end that could not be stored is tried again */
 #define TRACK_BATCH 1000         /* releases per statement of progress or ends */
@@ -52,7 +53,7 @@ typedef struct track_stage {
     json_t *dirty;     /* release id -> true: progress not recorded yet ("pmessage") */
     json_t *ending;    /* release id -> true: decided, to end at the next flush ("end") */
     rf_kube_t *probe;  /* readiness: the default cluster answers */
-    long last_claim, last_renew, last_timeouts, last_progress;
+    long last_claim, last_renew, last_timeouts, last_progress, last_owed;
 } track_stage_t;
 
 static const char *jstr(const json_t *o, const char *k)
@@ -733,6 +734,57 @@ static const char track_claim_sql[] =
     " ORDER BY track_until NULLS FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"
     " RETURNING r.id, r.service, r.env, r.fence, r.track::text, s.cluster";
 
+/* Sends the results messages that ended releases still owe (their ending worker died
+ * or the broker did not confirm in time; sql/007_results_owed.sql), byte for byte. */
+static void track_send_owed(track_stage_t *ts)
+{
+    int hold = rf_worker_results_hold_s(ts->w);
+    const char **ids = NULL;
+    PGresult *res = NULL;
+    char errstr[1024];
+    rf_err_t result = RF_OK;
+    int n;
+
+    if (rf_store_results_owed(ts->w->db, ts->owner, hold, 100, &res, errstr, sizeof(errstr)) !=
+        RF_OK) {
+        rf_log_warn("cannot look for owed results: %s", errstr);
+        return;
+    }
+    n = PQntuples(res);
+    if (n > 0) {
+        ids = calloc((size_t)n, sizeof(*ids));
+        if (!ids)
+            abort();
+        rf_producer_batch_begin(ts->w->producer);
+        for (int i = 0; i < n && result == RF_OK; i++) {
+            ids[i] = PQgetvalue(res, i, 0);
+            rf_log_ctx_set("release", ids[i]);
+            rf_log_warn("sending the results message again: the worker that ended the release "
+                        "did not confirm its delivery");
+            result = rf_producer_send(ts->w->producer, "results", PQgetvalue(res, i, 2),
+                                      PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
+                                      errstr, sizeof(errstr));
+        }
+        rf_log_ctx_clear();
+        if (result == RF_OK)
+            result = rf_producer_batch_end(ts->w->producer, errstr, sizeof(errstr));
+        else
+            rf_producer_batch_end(ts->w->producer, NULL, 0);
+        if (result == RF_OK)
+            result = rf_store_results_delivered(ts->w->db, ids, (size_t)n, errstr, sizeof(errstr));
+        if (result != RF_OK) /* our claim lapses; the next sweep tries again */
+            rf_log_warn("owed results not sent yet: %s", errstr);
+        else
+            rf_metrics_add(rf_metrics_counter("relfleet_results_resent_total",
+                                              "results messages sent again by the sweep for "
+                                              "a worker that did not confirm them",
+                                              NULL),
+                           NULL, n);
+    }
+    free(ids);
+    PQclear(res);
+}
+
 /* Claims releases nobody follows (or only those of only_ids, a PostgreSQL array literal
  * of ids), and follows them. Our own claims are extended by track_renew, not here. */
 static void track_claim(track_stage_t *ts, const char *only_ids)
@@ -859,6 +911,10 @@ static void track_tick(void *state)
     for (int i = 0; i < TRACK_POLL_ROUNDS && rf_kube_multi_poll(ts->multi, 0) > 0; i++)
         ;
     now = rf_clock_mono_ms();
+    if (now - ts->last_owed >= TRACK_OWED_MS) {
+        ts->last_owed = now;
+        track_send_owed(ts);
+    }
     if (now - ts->last_claim >= TRACK_CLAIM_MS) {
         ts->last_claim = now;
         track_claim(ts, NULL);
