@@ -251,30 +251,31 @@ rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage
     return RF_OK;
 }
 
-/* "{id,id,...}": a PostgreSQL array literal of n release ids. */
-static void store_id_array(rf_buf_t *arr, const char *const *ids, size_t n)
-{
-    rf_buf_add(arr, "{", 1);
-    for (size_t i = 0; i < n; i++)
-        rf_buf_addf(arr, "%s%s", i ? "," : "", ids[i]);
-    rf_buf_add(arr, "}", 1);
-}
-
-rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t n,
-                                    char *errstr, size_t errstr_size)
+/* Runs sql with $1 the PostgreSQL array literal "{id,id,...}" of n release ids. */
+static rf_err_t store_exec_ids(rf_db_t *db, const char *sql, const char *const *ids, size_t n,
+                               PGresult **res, char *errstr, size_t errstr_size)
 {
     rf_buf_t arr = RF_BUF_INIT;
     const char *params[1];
     rf_err_t result;
 
-    store_id_array(&arr, ids, n);
+    rf_buf_add(&arr, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        rf_buf_addf(&arr, "%s%s", i ? "," : "", ids[i]);
+    rf_buf_add(&arr, "}", 1);
     params[0] = rf_buf_str(&arr);
-    result = rf_db_exec(db,
-                        "UPDATE releases SET results_owed = false WHERE id = ANY($1::uuid[])"
-                        " AND results_owed",
-                        1, params, NULL, errstr, errstr_size);
+    result = rf_db_exec(db, sql, 1, params, res, errstr, errstr_size);
     rf_buf_release(&arr);
     return result;
+}
+
+rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t n,
+                                    char *errstr, size_t errstr_size)
+{
+    return store_exec_ids(db,
+                          "UPDATE releases SET results_owed = false WHERE id = ANY($1::uuid[])"
+                          " AND results_owed",
+                          ids, n, NULL, errstr, errstr_size);
 }
 
 rf_err_t rf_store_results_owed(rf_db_t *db, const char *owner, int lease_s, int limit,
@@ -297,22 +298,14 @@ rf_err_t rf_store_results_owed(rf_db_t *db, const char *owner, int lease_s, int 
 rf_err_t rf_store_results_many(rf_db_t *db, const char *const *ids, size_t n, PGresult **res,
                                char *errstr, size_t errstr_size)
 {
-    rf_buf_t arr = RF_BUF_INIT;
-    const char *params[1];
-    rf_err_t result;
-
-    store_id_array(&arr, ids, n);
-    params[0] = rf_buf_str(&arr);
-    result = rf_db_exec(
+    return store_exec_ids(
         db,
         "SELECT x.id, relfleet_result(x.id)::text, r.env || '/' || r.service,"
         " (SELECT q.request::text FROM releases q WHERE q.service = r.service AND q.env = r.env"
         "  AND q.status = 'queued' ORDER BY q.created_at, q.id LIMIT 1)"
         " FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, n) JOIN releases r ON r.id = x.id"
         " ORDER BY x.n",
-        1, params, res, errstr, errstr_size);
-    rf_buf_release(&arr);
-    return result;
+        ids, n, res, errstr, errstr_size);
 }
 
 rf_err_t rf_store_events(rf_db_t *db, const char *release_id, const char *stage,

@@ -1,5 +1,6 @@
 """relfleet-devbroker: Kafka clients against it, its control channel, and a clean stop."""
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,11 @@ class Broker:
                 raise
         return self.proc.returncode
 
+    def remove(self):
+        """Closes the log and removes the state folder (after stop)."""
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 @pytest.fixture
 def broker():
@@ -60,7 +66,7 @@ def broker():
     b = Broker("--partitions", "4")
     yield b
     b.stop(signal.SIGKILL)
-    b.log.close()
+    b.remove()
 
 
 def _producer(addr, **extra):
@@ -111,6 +117,7 @@ def test_flags_prefix_partitions_brokers():
         assert len(b.addr.split(",")) == 3
     finally:
         assert b.stop() == 0
+        b.remove()
 
 
 def test_idempotent_produce_and_group_consume(broker):
@@ -278,4 +285,4 @@ def test_signal_stops_cleanly(sig):
     assert b.stop(sig) == 0
     assert not pid_alive(pid)
     assert not (b.dir / "broker.addr").exists() and not (b.dir / "broker.ctl").exists()
-    b.log.close()
+    b.remove()
