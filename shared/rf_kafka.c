@@ -290,9 +290,14 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
     if (err) {
         rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
         producer_check_fatal(p);
-        return rf_errf(err == RD_KAFKA_RESP_ERR__QUEUE_FULL || err == RD_KAFKA_RESP_ERR__FATAL
-                           ? RF_ERR_RETRY
-                           : RF_ERR_PERM,
+        /* Only a message too large is the message's own fault. The rest (a full queue, a
+         * fatal producer, a topic the broker refused or does not know: librdkafka keeps
+         * such a topic error and refuses at once until its metadata says otherwise) is the
+         * broker's state: retry, never dead-letter the message being handled. */
+        return rf_errf(err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+                               err == RD_KAFKA_RESP_ERR__INVALID_ARG
+                           ? RF_ERR_PERM
+                           : RF_ERR_RETRY,
                        errstr, errstr_size, "cannot produce to '%s': %s", topic,
                        rd_kafka_err2str(err));
     }

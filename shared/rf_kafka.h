@@ -22,8 +22,9 @@ void rf_producer_destroy(rf_producer_t *p);
 
 /* Produces one message to the topic of suffix and waits for its delivery report, at
  * most kafka_timeout_ms (in a batch scope it only queues it, see below). RF_ERR_RETRY
- * when it was not delivered in time. Counted in relfleet_messages_produced_total /
- * relfleet_produce_failures_total by topic. */
+ * when it was not delivered in time or the broker refused the topic; RF_ERR_PERM only
+ * for a message librdkafka refuses as such (too large). Counted in
+ * relfleet_messages_produced_total / relfleet_produce_failures_total by topic. */
 rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                           const void *payload, size_t len, char *errstr, size_t errstr_size);
 
