@@ -461,16 +461,22 @@ rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
     return c;
 }
 
+static void consumer_wake_close(rf_consumer_t *c)
+{
+    if (c->wake[0] >= 0) {
+        close(c->wake[0]);
+        close(c->wake[1]);
+    }
+    c->wake[0] = c->wake[1] = -1;
+}
+
 void rf_consumer_destroy(rf_consumer_t *c)
 {
     if (!c)
         return;
     rd_kafka_consumer_close(c->rk);
     rd_kafka_destroy(c->rk);
-    if (c->wake[0] >= 0) {
-        close(c->wake[0]);
-        close(c->wake[1]);
-    }
+    consumer_wake_close(c);
     free(c);
 }
 
@@ -491,9 +497,7 @@ int rf_consumer_wake_fd(rf_consumer_t *c)
     /* The consumer queue: messages, and (rd_kafka_poll_set_consumer) every other event. */
     q = rd_kafka_queue_get_consumer(c->rk);
     if (!q) {
-        close(c->wake[0]);
-        close(c->wake[1]);
-        c->wake[0] = c->wake[1] = -1;
+        consumer_wake_close(c);
         return -1;
     }
     rd_kafka_queue_io_event_enable(q, c->wake[1], "1", 1);

@@ -201,18 +201,11 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
                                     : rf_producer_batch_end(w->producer, NULL, 0);
         if (result == RF_OK)
             result = delivered;
-        if (result == RF_OK && nlocks > 0) {
-            const char **sent = calloc(nlocks, sizeof(*sent));
-            if (!sent)
-                abort();
-            for (size_t i = 0; i < nlocks; i++)
-                sent[i] = locks[i].release_id;
-            if (rf_store_results_delivered(w->db, sent, nlocks, unlock_err,
-                                           sizeof(unlock_err)) != RF_OK)
-                rf_log_warn("results delivered but still marked owed (a sweep sends them "
-                            "again): %s", unlock_err);
-            free(sent);
-        }
+        /* Only a terminal release can be owed, and each terminal one was just sent. */
+        if (result == RF_OK && nlocks > 0 &&
+            rf_store_results_delivered(w->db, ids, n, unlock_err, sizeof(unlock_err)) != RF_OK)
+            rf_log_warn("results delivered but still marked owed (a sweep sends them again): %s",
+                        unlock_err);
     }
 out:
     /* Before the results were read every end is retried; after, only the ended ones. */

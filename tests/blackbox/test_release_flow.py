@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 
 from conftest import start_stack, stop_stack
-from harness import REPO
+from harness import REPO, Harness
 from releases import ACTIVE, TERMINAL, deploy, record, setup_service, wait_status
 
 
@@ -152,8 +152,6 @@ def test_results_one_valid_message_per_release(harness):
 
 
 def test_each_env_maps_to_its_cluster(stack_factory):
-    from harness import Harness
-
     # `staging` maps to a context the kubeconfig does not have; `prod` to the current one.
     s = stack_factory.start(extra_env={"RELFLEET_CLUSTERS": "staging=no-such-context,prod=kubesim"})
     h = Harness(s)
@@ -186,24 +184,20 @@ def test_supersede_when_redis_lost_the_lock(harness):
 def verbose_stack():
     """A stack whose programs keep no prepared statements (pg_prepared_statements=off, as
     behind a PgBouncer that cannot keep them), whose PostgreSQL logs every statement and
-    whose kubesim logs every request it answers."""
-    from harness import Harness
-
+    whose kubesim logs every request it answers; a Harness of it."""
     s = start_stack(extra_env={"RELFLEET_PG_PREPARED_STATEMENTS": "off",
                                "RELFLEET_KUBESIM_LOG_LEVEL": "debug"})
     h = Harness(s)
     # The stack's user is the server's superuser: statements are logged from here on.
     h.psql("ALTER SYSTEM SET log_statement = 'all'")
     h.psql("SELECT pg_reload_conf()")
-    yield s
+    yield h
     stop_stack(s)
 
 
 def test_releases_go_through_with_prepared_statements_off(verbose_stack):
     """Every program runs its SQL unnamed, and releases and a rollback still go all the way."""
-    from harness import Harness
-
-    h = Harness(verbose_stack)
+    h = verbose_stack
     svc = setup_service(h, versions=("1.0.0", "1.1.0"))
     for version in ("1.0.0", "1.1.0"):
         rid = deploy(h, svc, version)
@@ -211,7 +205,7 @@ def test_releases_go_through_with_prepared_statements_off(verbose_stack):
     back = h.relctl_json("rollback", "--service", svc, "--env", "prod")["release_id"]
     rec = wait_status(h, back, TERMINAL, timeout=90)
     assert rec["status"] == "succeeded" and rec["version"] == "1.0.0", rec
-    log = (verbose_stack.state_dir / "logs" / "postgres.log").read_text(errors="replace")
+    log = (h.stack.state_dir / "logs" / "postgres.log").read_text(errors="replace")
     assert "execute <unnamed>:" in log, "no statement was logged"
     named = [line for line in log.splitlines() if "execute rf_" in line]
     assert not named, named[:3]
@@ -220,15 +214,13 @@ def test_releases_go_through_with_prepared_statements_off(verbose_stack):
 def test_service_that_never_had_a_strategy_is_not_searched_for_gray_leftovers(verbose_stack):
     """Apply looks for a canary or preview Deployment an earlier gray release left behind
     only for a service that has or once had a strategy (test_gray covers the clean-up)."""
-    from harness import Harness
-
-    h = Harness(verbose_stack)
+    h = verbose_stack
     plain = setup_service(h)
     gray = setup_service(h, strategy=json.dumps({"canary": {"steps": [{"setWeight": 50}]}}))
     for svc in (plain, gray):
         assert wait_status(h, deploy(h, svc, "1.0.0"), TERMINAL, timeout=90)["status"] == \
             "succeeded"
-    log = (verbose_stack.state_dir / "logs" / "kubesim.log").read_text(errors="replace")
+    log = (h.stack.state_dir / "logs" / "kubesim.log").read_text(errors="replace")
     asked = [line for line in log.splitlines() if "/deployments/" in line]
     assert any(f"/deployments/{plain} " in line for line in asked), asked[-5:]
     for leftover in ("canary", "preview"):

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from conftest import start_stack, stop_stack
-from harness import Harness
+from harness import Harness, pid_alive
 from releases import TERMINAL, deploy, record, setup_service, wait_status
 from test_outages import kube_fault
 
@@ -140,8 +140,7 @@ def test_results_owed_by_a_killed_track_worker_are_sent_once_by_another(h):
         h.wait_for(lambda: h.psql(f"SELECT status, results_owed FROM releases WHERE id = '{rid}'")
                    == [["succeeded", "t"]], 60, "the release to end with its results owed")
         os.kill(pid, signal.SIGKILL)
-        h.wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
-                   open(f"/proc/{pid}/stat").read().split()[2] == "Z", 15, "the worker to die")
+        h.wait_for(lambda: not pid_alive(pid), 15, "the worker to die")
     finally:
         h.broker_ctl("broker-up -1")
     h.stack.run("worker", "start", "track")

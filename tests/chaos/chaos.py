@@ -365,12 +365,12 @@ class Chaos:
         """What a failed settle leaves for whoever reads the test's output (CI keeps nothing
         else): the stack's components, the broker's answer, the tail of the log of the broker
         and of any component that is not alive, and where the unfinished releases stopped."""
-        proc = self.stack_run("status")
-        log("ops/stack status:\n" + proc.stdout + proc.stderr)
+        rows, _ = self.stack.status()
+        log("ops/stack status:\n" + "\n".join(f"  {name} {' '.join(row)}"
+                                               for name, row in rows.items()))
         log(f"broker ping: {self.ctl('ping')!r}")
         logs = self.stack.state_dir / "logs"
-        dead = [line.split()[0] for line in proc.stdout.splitlines()
-                if len(line.split()) == 4 and line.split()[3] != "alive"]
+        dead = [name for name, (_, _, state) in rows.items() if state != "alive"]
         for name in ["devbroker"] + [d for d in dead if d != "devbroker"]:
             path = logs / f"{name}.log"
             if path.is_file():
