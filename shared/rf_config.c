@@ -21,8 +21,30 @@ const rf_config_prop_t rf_config_props[] = {
          "Prepare each SQL statement once per connection and only execute it after (saves"
          " the server's parse and plan); off behind PgBouncer in transaction or statement"
          " mode before 1.21, which cannot keep a client's prepared statements"),
-    PROP("redis_url", RF_CONF_STRING, redis_url, "redis://127.0.0.1:6379/0", 0, 0, NULL,
-         "Redis URL, redis://[:password@]host:port[/db]"),
+    PROP("redis_url", RF_CONF_SECRET, redis_url, "redis://127.0.0.1:6379/0", 0, 0, NULL,
+         "Redis URL: redis://[[user]:password@]host:port[/db] (with a user, ACL AUTH user"
+         " password); rediss://... the same over TLS; redis-sentinel://[[user]:password@]"
+         "host:port[,host:port...][/db]#master-name asks the Sentinels for the master,"
+         " confirms it with ROLE and follows a failover; rediss-sentinel://... with TLS to"
+         " the Sentinels and the master"),
+    PROP("redis_sentinel_password", RF_CONF_SECRET, redis_sentinel_password, NULL, 0, 0, NULL,
+         "Password (AUTH password) for the Sentinels of a redis-sentinel:// URL (default: the"
+         " URL's user and password); environment or config file only"),
+    PROP("redis_tls_ca_file", RF_CONF_STRING, redis_tls_ca_file, NULL, 0, 0, NULL,
+         "PEM file of the CA certificates that verify the Redis servers' certificates"
+         " (rediss://, rediss-sentinel://; default: the system's CA store)"),
+    PROP("redis_tls_cert_file", RF_CONF_STRING, redis_tls_cert_file, NULL, 0, 0, NULL,
+         "PEM client certificate (chain) for Redis TLS, with redis_tls_key_file"),
+    PROP("redis_tls_key_file", RF_CONF_STRING, redis_tls_key_file, NULL, 0, 0, NULL,
+         "PEM private key of redis_tls_cert_file"),
+    PROP("redis_tls_server_name", RF_CONF_STRING, redis_tls_server_name, NULL, 0, 0, NULL,
+         "Name sent as SNI and verified in the Redis servers' certificates (default: the host"
+         " connected to, an IP address verified as such)"),
+    PROP("redis_tls_insecure_skip_verify", RF_CONF_ENUM, redis_tls_insecure_skip_verify,
+         "false", 0, 0, "false|true",
+         "true: do NOT verify the Redis servers' TLS certificates (testing only); the"
+         " connection is still TLS. Any redis_tls_* setting with a plain redis:// URL is an"
+         " error, never a fallback"),
     PROP("kubeconfig", RF_CONF_STRING, kubeconfig, NULL, 0, 0, NULL,
          "Path of the kubeconfig file used by the apply and track stages"),
     PROP("clusters", RF_CONF_STRING, clusters, NULL, 0, 0, NULL,

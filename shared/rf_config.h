@@ -13,6 +13,12 @@ typedef struct rf_config {
     char *pg_dsn;
     char *pg_prepared_statements;
     char *redis_url;
+    char *redis_sentinel_password;
+    char *redis_tls_ca_file;
+    char *redis_tls_cert_file;
+    char *redis_tls_key_file;
+    char *redis_tls_server_name;
+    char *redis_tls_insecure_skip_verify;
     char *kubeconfig;
     char *kube_context;
     char *clusters;

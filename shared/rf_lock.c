@@ -1,20 +1,17 @@
 /* Service lock on Redis: NX + lease, compare-and-delete, fencing counter (Lua scripts). */
 #include "rf_lock.h"
 
-#include <curl/curl.h>
-#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "rf_redis.h"
+
 struct rf_lock {
-    redisContext *rc;
-    char *host;
-    int port;
-    char *password;
-    int db;
-    char renew_sha[48];   /* the scripts as loaded on this connection ("" = send them) */
-    char release_sha[48];
+    rf_redis_t *redis;
+    char renew_sha[41]; /* SHA1 of the scripts, for EVALSHA */
+    char release_sha[41];
 };
 
 #define LOCK_PIPELINE 512 /* commands per round trip of the *_many calls */
@@ -45,132 +42,74 @@ static const char lock_release_lua[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
 
-/* Loads a script for EVALSHA; sha stays "" (send the script) if that fails. */
-static void lock_load(rf_lock_t *lock, const char *script, char *sha, size_t size)
+/* The hex SHA1 of a script, as EVALSHA names it. */
+static void lock_sha(const char *script, char sha[41])
 {
-    redisReply *r = redisCommand(lock->rc, "SCRIPT LOAD %s", script);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
 
-    sha[0] = '\0';
-    if (r && r->type == REDIS_REPLY_STRING && r->len < size)
-        snprintf(sha, size, "%s", r->str);
-    freeReplyObject(r);
+    EVP_Digest(script, strlen(script), md, &n, EVP_sha1(), NULL);
+    for (unsigned int i = 0; i < n && i < 20; i++)
+        snprintf(sha + 2 * i, 3, "%02x", md[i]);
 }
 
-static rf_err_t lock_connect(rf_lock_t *lock, char *errstr, size_t errstr_size)
-{
-    struct timeval tv = {2, 0};
-    redisReply *r;
-
-    if (lock->rc && !lock->rc->err)
-        return RF_OK;
-    if (lock->rc)
-        redisFree(lock->rc);
-    lock->rc = redisConnectWithTimeout(lock->host, lock->port, tv);
-    if (!lock->rc || lock->rc->err) {
-        rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to redis at %s:%d: %s",
-                lock->host, lock->port, lock->rc ? lock->rc->errstr : "out of memory");
-        redisFree(lock->rc);
-        lock->rc = NULL;
-        return RF_ERR_RETRY;
-    }
-    redisSetTimeout(lock->rc, tv);
-    if (lock->password) {
-        r = redisCommand(lock->rc, "AUTH %s", lock->password);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            rf_errf(r ? RF_ERR_PERM : RF_ERR_RETRY, errstr, errstr_size,
-                    "redis refused authentication: %s", r ? r->str : lock->rc->errstr);
-            freeReplyObject(r);
-            redisFree(lock->rc);
-            lock->rc = NULL;
-            return RF_ERR_RETRY;
-        }
-        freeReplyObject(r);
-    }
-    if (lock->db) {
-        r = redisCommand(lock->rc, "SELECT %d", lock->db);
-        freeReplyObject(r);
-    }
-    lock_load(lock, lock_renew_lua, lock->renew_sha, sizeof(lock->renew_sha));
-    lock_load(lock, lock_release_lua, lock->release_sha, sizeof(lock->release_sha));
-    return RF_OK;
-}
-
-rf_lock_t *rf_lock_new(const char *redis_url, char *errstr, size_t errstr_size)
+rf_lock_t *rf_lock_new(const rf_config_t *conf, rf_err_t *err, char *errstr,
+                       size_t errstr_size)
 {
     rf_lock_t *lock = calloc(1, sizeof(*lock));
-    CURLU *u = curl_url();
-    char *host = NULL, *port = NULL, *pass = NULL, *path = NULL;
+    char peer[768];
+    rf_err_t result = RF_ERR_PERM;
 
-    if (!lock || !u)
+    if (!lock)
         abort();
-    if (curl_url_set(u, CURLUPART_URL, redis_url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad redis url: expected redis://host:port/db");
-        goto fail;
-    }
-    lock->host = strdup(host);
-    lock->port = 6379;
-    if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK)
-        lock->port = atoi(port);
-    if (curl_url_get(u, CURLUPART_PASSWORD, &pass, CURLU_URLDECODE) == CURLUE_OK && *pass)
-        lock->password = strdup(pass);
-    if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && path[0] == '/' && path[1])
-        lock->db = atoi(path + 1);
-    curl_free(host);
-    curl_free(port);
-    curl_free(pass);
-    curl_free(path);
-    curl_url_cleanup(u);
-    if (lock_connect(lock, errstr, errstr_size) != RF_OK) {
+    lock_sha(lock_renew_lua, lock->renew_sha);
+    lock_sha(lock_release_lua, lock->release_sha);
+    lock->redis = rf_redis_new(conf, errstr, errstr_size);
+    if (lock->redis)
+        result = rf_redis_check(lock->redis, peer, sizeof(peer));
+    if (lock->redis && result != RF_OK)
+        snprintf(errstr, errstr_size, "%s", peer);
+    if (err)
+        *err = result;
+    if (result != RF_OK) {
         rf_lock_destroy(lock);
         return NULL;
     }
     return lock;
-fail:
-    curl_free(host);
-    curl_url_cleanup(u);
-    rf_lock_destroy(lock);
-    return NULL;
 }
 
 void rf_lock_destroy(rf_lock_t *lock)
 {
     if (!lock)
         return;
-    if (lock->rc)
-        redisFree(lock->rc);
-    free(lock->host);
-    free(lock->password);
+    rf_redis_destroy(lock->redis);
     free(lock);
 }
 
-/* Runs a script; a connection failure drops the connection so the next call reconnects. */
+/* Runs a script. rf_redis follows a failover (a lost connection, READONLY, LOADING,
+ * +switch-master) and runs the script once more on the new master: every script here is
+ * idempotent per release id (acquire by the holder only extends its lease and returns
+ * its token, renew and release compare the id), so running it twice is safe. */
 static rf_err_t lock_eval(rf_lock_t *lock, const char *script, int argc, const char **argv,
                           redisReply **reply, char *errstr, size_t errstr_size)
 {
-    rf_err_t result = lock_connect(lock, errstr, errstr_size);
     const char *args[8];
     size_t lens[8];
-    redisReply *r;
+    redisReply *r = NULL;
+    rf_err_t result;
 
     *reply = NULL;
-    if (result != RF_OK)
-        return result;
     args[0] = "EVAL";
     args[1] = script;
     for (int i = 0; i < argc && i < 6; i++)
         args[2 + i] = argv[i];
     for (int i = 0; i < argc + 2; i++)
         lens[i] = strlen(args[i]);
-    r = redisCommandArgv(lock->rc, argc + 2, args, lens);
-    if (!r) {
-        rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", lock->rc->errstr);
-        redisFree(lock->rc);
-        lock->rc = NULL;
-        return RF_ERR_RETRY;
-    }
+    result = rf_redis_command(lock->redis, argc + 2, args, lens, &r, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
     if (r->type == REDIS_REPLY_ERROR) {
-        /* LOADING, BUSY, READONLY and the like clear up by themselves */
+        /* BUSY and the like clear up by themselves */
         rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", r->str);
         freeReplyObject(r);
         return RF_ERR_RETRY;
@@ -268,70 +207,81 @@ rf_err_t rf_lock_break(rf_lock_t *lock, const char *env, const char *service, ch
     return result;
 }
 
-/* Renews (renew = 1) or releases n locks, LOCK_PIPELINE commands per round trip. A script
- * the server lost (NOSCRIPT: SCRIPT FLUSH) is sent whole, now and from then on. */
+/* Renews (renew = 1) or releases the locks [start, end) in one round trip. A script the
+ * server lacks (NOSCRIPT: SCRIPT FLUSH, a new master after a failover) is sent whole for
+ * those locks, which caches it there for the next EVALSHA. */
+static rf_err_t lock_chunk(rf_lock_t *lock, rf_lock_item_t *items, const rf_lock_item_t *citems,
+                           size_t start, size_t end, int lease_ms, int renew, char *errstr,
+                           size_t errstr_size)
+{
+    const char *sha = renew ? lock->renew_sha : lock->release_sha;
+    char lkey[300], lease[24];
+    unsigned char lost[LOCK_PIPELINE];
+    rf_err_t result = RF_OK, fatal = RF_OK;
+    size_t sent = 0;
+    int nlost = 0;
+
+    snprintf(lease, sizeof(lease), "%d", lease_ms);
+    for (size_t i = start; i < end && result == RF_OK; i++, sent++) {
+        const rf_lock_item_t *it = &citems[i];
+        const char *args[6] = {"EVALSHA", sha, "1", lkey, it->release_id, lease};
+        size_t lens[6];
+        int argc = renew ? 6 : 5;
+
+        lock_key(lkey, sizeof(lkey), "lock", it->env, it->service);
+        for (int a = 0; a < argc; a++)
+            lens[a] = strlen(args[a]);
+        result = rf_redis_append(lock->redis, argc, args, lens, errstr, errstr_size);
+    }
+    /* every reply is read, so the connection stays in step after an error reply */
+    for (size_t i = start; i < start + sent && !fatal; i++) {
+        redisReply *r = NULL;
+
+        lost[i - start] = 0;
+        fatal = rf_redis_get_reply(lock->redis, &r, errstr, errstr_size);
+        if (fatal != RF_OK)
+            result = fatal;
+        else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+            lost[i - start] = 1;
+            nlost++;
+        } else if (r->type == REDIS_REPLY_ERROR && result == RF_OK) {
+            result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", r->str);
+        } else if (renew) {
+            items[i].held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        }
+        freeReplyObject(r);
+    }
+    for (size_t i = start; i < end && nlost && result == RF_OK; i++) {
+        const rf_lock_item_t *it = &citems[i];
+        if (!lost[i - start])
+            continue;
+        if (renew)
+            result = rf_lock_renew(lock, it->env, it->service, it->release_id, lease_ms,
+                                   &items[i].held, errstr, errstr_size);
+        else
+            result = rf_lock_release(lock, it->env, it->service, it->release_id, errstr,
+                                     errstr_size);
+    }
+    return result;
+}
+
+/* Renews or releases n locks, LOCK_PIPELINE commands per round trip. A round trip that a
+ * failover interrupted (rf_redis gave up a working connection) runs once more on the new
+ * master: renew and release are idempotent per release id. */
 static rf_err_t lock_pipeline(rf_lock_t *lock, rf_lock_item_t *items, const rf_lock_item_t *citems,
                               size_t n, int lease_ms, int renew, char *errstr, size_t errstr_size)
 {
-    const char *script = renew ? lock_renew_lua : lock_release_lua;
-    char lkey[300], lease[24];
-    unsigned char lost[LOCK_PIPELINE];
     rf_err_t result = RF_OK;
 
-    snprintf(lease, sizeof(lease), "%d", lease_ms);
     for (size_t start = 0; start < n && result == RF_OK; start += LOCK_PIPELINE) {
         size_t end = n - start > LOCK_PIPELINE ? start + LOCK_PIPELINE : n;
-        char *sha;
-        int nlost = 0;
 
-        result = lock_connect(lock, errstr, errstr_size);
-        if (result != RF_OK)
-            return result;
-        sha = renew ? lock->renew_sha : lock->release_sha;
-        for (size_t i = start; i < end; i++) {
-            const rf_lock_item_t *it = &citems[i];
-            const char *args[6] = {*sha ? "EVALSHA" : "EVAL", *sha ? sha : script, "1", lkey,
-                                   it->release_id, lease};
-            size_t lens[6];
-            int argc = renew ? 6 : 5;
-
-            lock_key(lkey, sizeof(lkey), "lock", it->env, it->service);
-            for (int a = 0; a < argc; a++)
-                lens[a] = strlen(args[a]);
-            redisAppendCommandArgv(lock->rc, argc, args, lens);
-        }
-        for (size_t i = start; i < end; i++) {
-            redisReply *r = NULL;
-
-            lost[i - start] = 0;
-            if (redisGetReply(lock->rc, (void **)&r) != REDIS_OK || !r) {
-                rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", lock->rc->errstr);
-                redisFree(lock->rc);
-                lock->rc = NULL;
-                return RF_ERR_RETRY;
-            }
-            if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-                lost[i - start] = 1;
-                nlost++;
-            } else if (r->type == REDIS_REPLY_ERROR) {
-                result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", r->str);
-            } else if (renew) {
-                items[i].held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-            }
-            freeReplyObject(r);
-        }
-        if (nlost)
-            sha[0] = '\0';
-        for (size_t i = start; i < end && nlost && result == RF_OK; i++) {
-            const rf_lock_item_t *it = &citems[i];
-            if (!lost[i - start])
-                continue;
-            if (renew)
-                result = rf_lock_renew(lock, it->env, it->service, it->release_id, lease_ms,
-                                       &items[i].held, errstr, errstr_size);
-            else
-                result = rf_lock_release(lock, it->env, it->service, it->release_id, errstr,
-                                         errstr_size);
+        for (int attempt = 0; attempt < 2; attempt++) {
+            unsigned drops = rf_redis_drops(lock->redis);
+            result = lock_chunk(lock, items, citems, start, end, lease_ms, renew, errstr,
+                                errstr_size);
+            if (result != RF_ERR_RETRY || rf_redis_drops(lock->redis) == drops)
+                break;
         }
     }
     return result;

@@ -5,12 +5,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rf_config.h"
 #include "rf_err.h"
 
 typedef struct rf_lock rf_lock_t;
 
-/* Connects to redis_url (redis://[:password@]host[:port][/db]); RF_ERR_RETRY if down. */
-rf_lock_t *rf_lock_new(const char *redis_url, char *errstr, size_t errstr_size);
+/* Connects to Redis as conf says (redis_url and the redis_* settings: see rf_redis.h, which
+ * also follows a Sentinel failover). NULL on failure, with *err (if not NULL) RF_ERR_RETRY
+ * when a server or every Sentinel is unreachable, RF_ERR_PERM for a bad URL, a refused
+ * AUTH, an unknown master name, a TLS certificate not verified. */
+rf_lock_t *rf_lock_new(const rf_config_t *conf, rf_err_t *err, char *errstr,
+                       size_t errstr_size);
 void rf_lock_destroy(rf_lock_t *lock);
 
 /* Tries to take the lock of env/service for release_id with a lease of lease_ms.

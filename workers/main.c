@@ -402,6 +402,7 @@ int main(int argc, char **argv)
     long backoff = 0;
     int wake_fd = -1;
     int exit_code = 1;
+    rf_err_t lock_err = RF_ERR_RETRY;
     int c;
 
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -482,7 +483,11 @@ int main(int argc, char **argv)
     if (w.db)
         rf_db_set_prepared(w.db, strcmp(conf.pg_prepared_statements, "on") == 0);
     while (run && stage->needs_lock &&
-           !(w.lock = rf_lock_new(conf.redis_url, errstr, sizeof(errstr)))) {
+           !(w.lock = rf_lock_new(&conf, &lock_err, errstr, sizeof(errstr)))) {
+        if (lock_err != RF_ERR_RETRY) { /* bad URL, refused AUTH, unknown master, TLS */
+            rf_log_error("%s", errstr);
+            goto out;
+        }
         rf_log_warn("%s; retrying", errstr);
         nap(1000);
     }

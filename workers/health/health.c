@@ -1,15 +1,20 @@
 /* Readiness checks of a worker (PostgreSQL, Redis, Kafka, the stage's own) behind /readyz. */
 #include "health/health.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "rf_db.h"
 #include "rf_http.h"
-#include "rf_lock.h"
+#include "rf_redis.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 
@@ -21,11 +26,11 @@ struct rf_health {
     rf_http_t *http;
     rf_metric_t *ready_gauge;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    int wake[2]; /* rf_health_poke writes to wake[1]: the thread checks at once */
     pthread_t thread;
     int thread_started;
     int stop;
-    PGconn *pg; /* the probe thread's own connection */
+    PGconn *pg; /* the probe thread's own connection, watched while it waits */
     struct {
         char name[32];
         int ok;
@@ -84,92 +89,168 @@ static void health_pg_error(char *out, size_t size, const char *what, const char
     snprintf(out, size, "%s: %.*s", what, (int)strcspn(msg ? msg : "", "\n"), msg ? msg : "");
 }
 
+/* The probe's connection settings after the DSN's: short timeouts, a name of its own. */
+static PGconn *health_pg_connect(rf_health_t *h, const char *session_attrs)
+{
+    const char *keys[] = {"connect_timeout", "options", "tcp_user_timeout", "application_name",
+                          session_attrs ? "target_session_attrs" : NULL, NULL};
+    const char *values[] = {"2", "-c statement_timeout=2000", "2000", "relfleet-readiness",
+                            session_attrs, NULL};
+
+    return rf_db_connect_dsn(h->conf->pg_dsn, keys, values);
+}
+
+/* 1 when the server of conn is a standby or read-only: what a write would meet. */
+static int health_pg_read_only(PGconn *conn)
+{
+    PGresult *res = PQexec(conn, "SELECT pg_is_in_recovery() OR"
+                                 " current_setting('transaction_read_only') = 'on'");
+    int ro = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+    PQclear(res);
+    return ro;
+}
+
+/* No writable host could be reached through the DSN as given: whether some host answered
+ * but is read-only (a standby, or default_transaction_read_only on), or none answered. */
+static void health_pg_unavailable(rf_health_t *h, const char *why)
+{
+    PGconn *any = health_pg_connect(h, "any");
+    char detail[256];
+
+    if (PQstatus(any) == CONNECTION_OK && health_pg_read_only(any))
+        snprintf(detail, sizeof(detail),
+                 "read-only: %s:%s answers but is a standby or read-only, and no host of the "
+                 "DSN is writable",
+                 PQhost(any), PQport(any));
+    else
+        health_pg_error(detail, sizeof(detail), "unreachable", why);
+    PQfinish(any);
+    rf_health_set(h, "postgres", 0, detail);
+}
+
+/* Ready when the DSN as given reaches a writable host that answers. A connection whose host
+ * turned read-only or went away is replaced through the DSN first: another host it lists
+ * may be the writable one now. */
 static void health_check_postgres(rf_health_t *h)
 {
-    static const char *const keys[] = {"dbname",           "connect_timeout",  "options",
-                                       "tcp_user_timeout", "application_name", NULL};
-    const char *values[] = {h->conf->pg_dsn,      "2", "-c statement_timeout=2000", "2000",
-                            "relfleet-readiness", NULL};
-    char detail[256];
-    PGresult *res;
+    char why[512];
 
-    if (h->pg && PQstatus(h->pg) != CONNECTION_OK) {
+    if (h->pg && (PQstatus(h->pg) != CONNECTION_OK || health_pg_read_only(h->pg) ||
+                  PQstatus(h->pg) != CONNECTION_OK)) {
         PQfinish(h->pg);
         h->pg = NULL;
     }
     if (!h->pg) {
-        h->pg = PQconnectdbParams(keys, values, 1);
+        h->pg = health_pg_connect(h, NULL);
         if (!h->pg || PQstatus(h->pg) != CONNECTION_OK) {
-            health_pg_error(detail, sizeof(detail), "cannot connect",
-                            h->pg ? PQerrorMessage(h->pg) : "out of memory");
+            snprintf(why, sizeof(why), "%s", h->pg ? PQerrorMessage(h->pg) : "out of memory");
             PQfinish(h->pg);
             h->pg = NULL;
-            rf_health_set(h, "postgres", 0, detail);
+            health_pg_unavailable(h, why);
+            return;
+        }
+        if (health_pg_read_only(h->pg)) { /* the DSN asked for any host: it got this one */
+            PQfinish(h->pg);
+            h->pg = NULL;
+            health_pg_unavailable(h, "the host is read-only");
             return;
         }
     }
-    res = PQexec(h->pg, "SELECT 1");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        rf_health_set(h, "postgres", 1, NULL);
-    } else {
-        health_pg_error(detail, sizeof(detail), "SELECT 1 failed", PQerrorMessage(h->pg));
-        rf_health_set(h, "postgres", 0, detail);
-        PQfinish(h->pg);
-        h->pg = NULL;
-    }
-    PQclear(res);
+    rf_health_set(h, "postgres", 1, NULL);
 }
 
 static void health_check_redis(rf_health_t *h)
 {
-    char errstr[256];
-    rf_lock_t *lock = rf_lock_new(h->conf->redis_url, errstr, sizeof(errstr));
+    char detail[256];
+    rf_redis_t *redis = rf_redis_new(h->conf, detail, sizeof(detail));
+    rf_err_t result = redis ? rf_redis_check(redis, detail, sizeof(detail)) : RF_ERR_PERM;
 
-    rf_health_set(h, "redis", lock != NULL, lock ? NULL : errstr);
-    rf_lock_destroy(lock);
+    rf_health_set(h, "redis", result == RF_OK, detail);
+    rf_redis_destroy(redis);
+}
+
+static long health_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until the next check is due: the health interval, a poke, or the probe's own
+ * PostgreSQL connection closing (the server stopped or failed over). At most one check
+ * per HEALTH_POKE_MIN_MS however often it is poked. */
+#define HEALTH_POKE_MIN_MS 100
+static void health_wait(rf_health_t *h, long checked_ms)
+{
+    long due = checked_ms + h->conf->health_interval_ms;
+
+    for (;;) {
+        struct pollfd pfd[2] = {{h->wake[0], POLLIN, 0}, {h->pg ? PQsocket(h->pg) : -1, POLLIN, 0}};
+        long left = due - health_now_ms();
+        char buf[64];
+
+        if (left <= 0)
+            return;
+        if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)
+            return;
+        if (pfd[0].revents) {
+            while (read(h->wake[0], buf, sizeof(buf)) > 0)
+                ;
+            break;
+        }
+        if (pfd[1].revents && (!PQconsumeInput(h->pg) || PQstatus(h->pg) != CONNECTION_OK ||
+                               rf_db_conn_read_only(h->pg)))
+            break;
+    }
+    left = checked_ms + HEALTH_POKE_MIN_MS - health_now_ms();
+    if (left > 0) {
+        struct timespec ts = {0, left * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 static void *health_thread(void *arg)
 {
     rf_health_t *h = arg;
-    struct timespec until;
+    int stop = 0;
 
-    pthread_mutex_lock(&h->lock);
-    while (!h->stop) {
-        pthread_mutex_unlock(&h->lock);
+    while (!stop) {
+        long checked = health_now_ms();
+
         health_check_postgres(h);
         if (h->check_redis)
             health_check_redis(h);
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += h->conf->health_interval_ms / 1000;
-        until.tv_nsec += (long)(h->conf->health_interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        health_wait(h, checked);
         pthread_mutex_lock(&h->lock);
-        while (!h->stop && pthread_cond_timedwait(&h->wake, &h->lock, &until) == 0)
-            ;
+        stop = h->stop;
+        pthread_mutex_unlock(&h->lock);
     }
-    pthread_mutex_unlock(&h->lock);
     return NULL;
+}
+
+void rf_health_poke(rf_health_t *h)
+{
+    ssize_t n;
+
+    if (!h || h->wake[1] < 0)
+        return;
+    n = write(h->wake[1], "1", 1); /* a full pipe is a poke already pending */
+    (void)n;
 }
 
 rf_health_t *rf_health_new(const rf_config_t *conf, int check_redis, char *errstr,
                            size_t errstr_size)
 {
     rf_health_t *h = calloc(1, sizeof(*h));
-    pthread_condattr_t attr;
 
     if (!h)
         abort();
     h->conf = conf;
     h->check_redis = check_redis;
     pthread_mutex_init(&h->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->wake, &attr);
-    pthread_condattr_destroy(&attr);
+    h->wake[0] = h->wake[1] = -1;
     h->ready_gauge = rf_metrics_gauge(
         "relfleet_ready", "1 when the readiness check passes (what /readyz answers)", "check");
     if (!conf->metrics_addr || !*conf->metrics_addr || strcmp(conf->metrics_addr, "off") == 0)
@@ -181,6 +262,17 @@ rf_health_t *rf_health_new(const rf_config_t *conf, int check_redis, char *errst
     if (!h->http) {
         rf_health_destroy(h);
         return NULL;
+    }
+    if (pipe(h->wake) != 0) {
+        h->wake[0] = h->wake[1] = -1;
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot create the readiness pipe: %s",
+                strerror(errno));
+        rf_health_destroy(h);
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(h->wake[i], F_SETFL, fcntl(h->wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(h->wake[i], F_SETFD, FD_CLOEXEC);
     }
     if (pthread_create(&h->thread, NULL, health_thread, h) != 0) {
         rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot start the readiness thread");
@@ -205,13 +297,15 @@ void rf_health_destroy(rf_health_t *h)
     if (h->thread_started) {
         pthread_mutex_lock(&h->lock);
         h->stop = 1;
-        pthread_cond_signal(&h->wake);
         pthread_mutex_unlock(&h->lock);
+        rf_health_poke(h);
         pthread_join(h->thread, NULL);
     }
     rf_http_destroy(h->http);
     PQfinish(h->pg);
-    pthread_cond_destroy(&h->wake);
+    for (int i = 0; i < 2; i++)
+        if (h->wake[i] >= 0)
+            close(h->wake[i]);
     pthread_mutex_destroy(&h->lock);
     free(h);
 }
