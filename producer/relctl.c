@@ -85,7 +85,10 @@ rf_db_t *relctl_db(relctl_t *ctl)
         relctl_fail("%s", errstr);
         return NULL;
     }
-    ctl->db = rf_db_new(ctl->conf.pg_dsn, errstr, sizeof(errstr));
+    /* A failover or a short outage is waited out (pg_failover_timeout_ms), connecting and
+     * in rf_db_exec; a write whose outcome the loss left unknown is not repeated. */
+    ctl->db = rf_db_open(ctl->conf.pg_dsn, ctl->conf.pg_failover_timeout_ms, errstr,
+                         sizeof(errstr));
     if (!ctl->db)
         relctl_fail("%s", errstr);
     else

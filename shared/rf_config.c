@@ -21,6 +21,11 @@ const rf_config_prop_t rf_config_props[] = {
          "Prepare each SQL statement once per connection and only execute it after (saves"
          " the server's parse and plan); off behind PgBouncer in transaction or statement"
          " mode before 1.21, which cannot keep a client's prepared statements"),
+    PROP("pg_failover_timeout_ms", RF_CONF_INT, pg_failover_timeout_ms, "30000", 0, 3600000,
+         NULL,
+         "How long relctl and relfleet-api wait out a PostgreSQL failover or outage"
+         " (reconnecting through pg_dsn with back-off from 100 ms to 2 s, repeating what is"
+         " safe to repeat) before they give up naming the hosts tried; 0 tries once"),
     PROP("redis_url", RF_CONF_SECRET, redis_url, "redis://127.0.0.1:6379/0", 0, 0, NULL,
          "Redis URL: redis://[[user]:password@]host:port[/db] (with a user, ACL AUTH user"
          " password); rediss://... the same over TLS; redis-sentinel://[[user]:password@]"

@@ -12,6 +12,7 @@ typedef struct rf_config {
     char *topic_prefix;
     char *pg_dsn;
     char *pg_prepared_statements;
+    int pg_failover_timeout_ms;
     char *redis_url;
     char *redis_sentinel_password;
     char *redis_tls_ca_file;

@@ -3,11 +3,13 @@
 #include "rf_log.h"
 
 #include <ctype.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* Slots of the prepared statement table: twice the bound, so probes stay short. */
 #define DB_STMT_SLOTS (2 * RF_DB_PREPARED_MAX)
@@ -24,6 +26,8 @@ struct rf_db {
     char *dsn;
     char sqlstate[6];
     int in_tx;
+    int lost;        /* the connection is dead or on a read-only host: drop it, reconnect */
+    int failover_ms; /* rf_db_set_failover_timeout */
     int prepare;   /* setting pg_prepared_statements */
     int stale;     /* the server's statements no longer match the table: DEALLOCATE ALL */
     size_t nstmts; /* prepared on this connection */
@@ -56,16 +60,98 @@ static void db_close(rf_db_t *db)
     db_stmts_clear(db);
 }
 
+/* libpq's message on one line: the first line of each host's attempt, joined by "; " (the
+ * indented hints after them are left out). */
+static void db_message_line(char *out, size_t size, const char *msg)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    while (msg && *msg && n + 1 < size) {
+        size_t len = strcspn(msg, "\n");
+        if (*msg != '\t' && *msg != ' ' && len > 0)
+            n += (size_t)snprintf(out + n, size - n, "%s%.*s", n ? "; " : "", (int)len, msg);
+        msg += len;
+        if (*msg == '\n')
+            msg++;
+    }
+}
+
+int rf_db_conn_read_only(PGconn *conn)
+{
+    const char *standby = PQparameterStatus(conn, "in_hot_standby");
+    const char *ro = PQparameterStatus(conn, "default_transaction_read_only");
+
+    return (standby && strcmp(standby, "on") == 0) || (ro && strcmp(ro, "on") == 0);
+}
+
+PGconn *rf_db_connect_dsn(const char *dsn, const char *const *keys, const char *const *values)
+{
+    const char *k[12], *v[12];
+    int n = 0;
+
+    /* Relfleet writes: a host that is read-only is never used, unless the DSN (or
+     * PGTARGETSESSIONATTRS) says otherwise; the DSN comes after, so it wins. */
+    if (!getenv("PGTARGETSESSIONATTRS")) {
+        k[n] = "target_session_attrs";
+        v[n++] = "read-write";
+    }
+    k[n] = "dbname";
+    v[n++] = dsn;
+    for (int i = 0; keys && keys[i] && n < 11; i++) {
+        k[n] = keys[i];
+        v[n++] = values[i];
+    }
+    k[n] = NULL;
+    v[n] = NULL;
+    return PQconnectdbParams(k, v, 1);
+}
+
+void rf_db_hosts(const char *dsn, char *out, size_t size)
+{
+    PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
+    const char *hosts = NULL, *ports = NULL, *hp, *pp;
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0 && o->val && *o->val)
+            hosts = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0 && o->val && *o->val && !hosts)
+            hosts = o->val;
+        else if (strcmp(o->keyword, "port") == 0 && o->val && *o->val)
+            ports = o->val;
+    }
+    if (!hosts)
+        hosts = getenv("PGHOST") && *getenv("PGHOST") ? getenv("PGHOST") : "localhost";
+    if (!ports)
+        ports = getenv("PGPORT") && *getenv("PGPORT") ? getenv("PGPORT") : "5432";
+    /* A single port applies to every host; otherwise they pair up. */
+    for (hp = hosts, pp = ports; *hp && n + 1 < size;) {
+        size_t hl = strcspn(hp, ","), pl = strcspn(pp, ",");
+        n += (size_t)snprintf(out + n, size - n, "%s%.*s:%.*s", n ? ", " : "", (int)hl, hp,
+                              (int)pl, pp);
+        hp += hl;
+        if (*hp == ',')
+            hp++;
+        if (pp[pl] == ',')
+            pp += pl + 1;
+    }
+    PQconninfoFree(opts);
+}
+
 static rf_err_t db_connect(rf_db_t *db, char *errstr, size_t errstr_size)
 {
-    if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
+    char msg[768];
+
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK && !db->lost)
         return RF_OK;
     db_close(db);
-    db->conn = PQconnectdb(db->dsn);
+    db->lost = 0;
+    db->conn = rf_db_connect_dsn(db->dsn, NULL, NULL);
     if (PQstatus(db->conn) != CONNECTION_OK) {
-        rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to postgresql: %s",
-                PQerrorMessage(db->conn));
-        errstr[strcspn(errstr, "\n")] = '\0';
+        db_message_line(msg, sizeof(msg), PQerrorMessage(db->conn));
+        rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to postgresql: %s", msg);
         db_close(db);
         return RF_ERR_RETRY;
     }
@@ -73,19 +159,85 @@ static rf_err_t db_connect(rf_db_t *db, char *errstr, size_t errstr_size)
     return RF_OK;
 }
 
-rf_db_t *rf_db_new(const char *dsn, char *errstr, size_t errstr_size)
+/* Before a statement goes out on an idle connection: reads what the server sent meanwhile
+ * (the FATAL of a backend that was terminated, a server that went away, a change to
+ * read-only), so a connection known dead is replaced before anything is sent on it. */
+static void db_check_idle(rf_db_t *db)
+{
+    struct pollfd pfd = {PQsocket(db->conn), POLLIN, 0};
+
+    /* A server's last words (FATAL) come before its end of file: read until neither is left
+     * (a few rounds at most). */
+    for (int i = 0; i < 4 && pfd.fd >= 0 && poll(&pfd, 1, 0) > 0; i++) {
+        if (!PQconsumeInput(db->conn))
+            break;
+    }
+    if (PQstatus(db->conn) != CONNECTION_OK)
+        db->lost = 1;
+}
+
+static long db_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits ms (at most *delay), then doubles *delay up to 2 s. */
+static void db_backoff(long ms, long *delay)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+    *delay = *delay * 2 > 2000 ? 2000 : *delay * 2;
+}
+
+/* After the failover timeout: what was tried, by host (never the DSN: it may hold a
+ * password). */
+static rf_err_t db_gave_up(rf_db_t *db, long waited_ms, char *errstr, size_t errstr_size)
+{
+    char hosts[512], last[768];
+
+    rf_db_hosts(db->dsn, hosts, sizeof(hosts));
+    snprintf(last, sizeof(last), "%s",
+             strncmp(errstr, "cannot connect to postgresql: ", 30) == 0 ? errstr + 30 : errstr);
+    return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
+                   "cannot reach a writable postgresql at %s after %ld s: %s", hosts,
+                   (waited_ms + 500) / 1000, last);
+}
+
+rf_db_t *rf_db_open(const char *dsn, int failover_timeout_ms, char *errstr, size_t errstr_size)
 {
     rf_db_t *db = calloc(1, sizeof(*db));
+    long start = db_now_ms(), delay = 100;
 
     if (!db)
         return NULL;
     db->dsn = strdup(dsn);
     db->prepare = 1;
-    if (db_connect(db, errstr, errstr_size) != RF_OK) {
-        rf_db_destroy(db);
-        return NULL;
+    db->failover_ms = failover_timeout_ms;
+    while (db_connect(db, errstr, errstr_size) != RF_OK) {
+        long left = failover_timeout_ms - (db_now_ms() - start);
+        if (left <= 0) {
+            if (failover_timeout_ms > 0)
+                db_gave_up(db, db_now_ms() - start, errstr, errstr_size);
+            rf_db_destroy(db);
+            return NULL;
+        }
+        db_backoff(delay < left ? delay : left, &delay);
     }
     return db;
+}
+
+rf_db_t *rf_db_new(const char *dsn, char *errstr, size_t errstr_size)
+{
+    return rf_db_open(dsn, 0, errstr, errstr_size);
+}
+
+void rf_db_set_failover_timeout(rf_db_t *db, int timeout_ms)
+{
+    db->failover_ms = timeout_ms;
 }
 
 void rf_db_destroy(rf_db_t *db)
@@ -228,23 +380,34 @@ static int db_stmt_invalid(const PGresult *res)
            (db_state_is(res, "0A000") && msg && strstr(msg, "cached plan must not change"));
 }
 
-rf_err_t rf_db_exec(rf_db_t *db, const char *sql, int nparams, const char *const *params,
-                    PGresult **res_out, char *errstr, size_t errstr_size)
+/* How a failed statement may be repeated outside a transaction. */
+typedef enum {
+    DB_NOT_RUN,  /* it never reached a server, or the server refused it without running it */
+    DB_UNKNOWN,  /* the connection was lost while it ran: it may have committed */
+    DB_RAN       /* the server ran it and answered an error */
+} db_outcome_t;
+
+static rf_err_t db_exec_once(rf_db_t *db, const char *sql, int nparams,
+                             const char *const *params, PGresult **res_out, db_outcome_t *outcome,
+                             char *errstr, size_t errstr_size)
 {
     rf_err_t result = RF_OK;
     PGresult *res = NULL;
     const char *state;
     ExecStatusType st;
-    int prepared, invalid, tries = 0;
+    int prepared, invalid, read_only = 0, tries = 0;
 
     db->sqlstate[0] = '\0';
+    *outcome = DB_NOT_RUN;
     if (res_out)
         *res_out = NULL;
+    if (db->conn && !db->lost)
+        db_check_idle(db);
     if (!db->in_tx) {
         result = db_connect(db, errstr, errstr_size);
         if (result != RF_OK)
             return result;
-    } else if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
+    } else if (!db->conn || db->lost || PQstatus(db->conn) != CONNECTION_OK) {
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
                        "postgresql connection lost inside a transaction");
     }
@@ -272,10 +435,20 @@ again:
     }
     state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     snprintf(db->sqlstate, sizeof(db->sqlstate), "%s", state ? state : "");
-    if (PQstatus(db->conn) != CONNECTION_OK || !state || db_state_retriable(state) || invalid)
+    if (state && strcmp(state, "25006") == 0) {
+        /* read_only_sql_transaction: the host is a standby now (or the DSN reached one).
+         * Nothing was written; the connection goes, the next reconnects through the DSN. */
+        db->lost = read_only = 1;
         result = RF_ERR_RETRY;
-    else
+    } else if (PQstatus(db->conn) != CONNECTION_OK || !state || db_state_retriable(state) ||
+               invalid) {
+        result = RF_ERR_RETRY;
+    } else {
         result = RF_ERR_PERM;
+    }
+    *outcome = read_only || invalid ? DB_NOT_RUN
+               : PQstatus(db->conn) != CONNECTION_OK ? DB_UNKNOWN
+                                                      : DB_RAN;
     rf_errf(result, errstr, errstr_size, "postgresql: %s%s%s%s",
             res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn), state ? " (SQLSTATE " : "",
             state ? state : "", state ? ")" : "");
@@ -283,9 +456,44 @@ again:
         if (*p == '\n')
             *p = ' ';
     PQclear(res);
-    if (result == RF_ERR_RETRY && !db->in_tx && PQstatus(db->conn) != CONNECTION_OK)
+    if (PQstatus(db->conn) != CONNECTION_OK)
+        db->lost = 1;
+    if (result == RF_ERR_RETRY && !db->in_tx && db->lost)
         db_close(db);
     return result;
+}
+
+/* A read: a statement that changes nothing however often it runs. Relfleet's own functions
+ * that write (relfleet_notify_claim) are called by the workers only, which never repeat. */
+static int db_is_read(const char *sql)
+{
+    while (isspace((unsigned char)*sql))
+        sql++;
+    return strncasecmp(sql, "SELECT", 6) == 0 && !isalnum((unsigned char)sql[6]) &&
+           !strstr(sql, "_claim(") && !strstr(sql, "pg_advisory");
+}
+
+rf_err_t rf_db_exec(rf_db_t *db, const char *sql, int nparams, const char *const *params,
+                    PGresult **res_out, char *errstr, size_t errstr_size)
+{
+    long start = db_now_ms(), delay = 100, left;
+    db_outcome_t outcome;
+    rf_err_t result;
+
+    for (;;) {
+        result = db_exec_once(db, sql, nparams, params, res_out, &outcome, errstr, errstr_size);
+        if (result != RF_ERR_RETRY || db->in_tx)
+            return result;
+        /* With a failover timeout: what did not run, and reads, until the timeout. A write
+         * whose outcome is unknown is the caller's to judge. */
+        if (db->failover_ms <= 0 || (outcome == DB_UNKNOWN && !db_is_read(sql)) ||
+            outcome == DB_RAN)
+            return result;
+        left = db->failover_ms - (db_now_ms() - start);
+        if (left <= 0)
+            return db_gave_up(db, db_now_ms() - start, errstr, errstr_size);
+        db_backoff(delay < left ? delay : left, &delay);
+    }
 }
 
 rf_err_t rf_db_begin(rf_db_t *db, char *errstr, size_t errstr_size)
@@ -302,7 +510,7 @@ rf_err_t rf_db_commit(rf_db_t *db, char *errstr, size_t errstr_size)
     rf_err_t result = rf_db_exec(db, "COMMIT", 0, NULL, NULL, errstr, errstr_size);
 
     db->in_tx = 0;
-    if (result != RF_OK && db->conn && PQstatus(db->conn) != CONNECTION_OK)
+    if (result != RF_OK && db->conn && (db->lost || PQstatus(db->conn) != CONNECTION_OK))
         db_close(db);
     return result;
 }
@@ -311,7 +519,7 @@ void rf_db_rollback(rf_db_t *db)
 {
     PGresult *res;
 
-    if (db->conn && PQstatus(db->conn) == CONNECTION_OK) {
+    if (db->conn && !db->lost && PQstatus(db->conn) == CONNECTION_OK) {
         res = PQexec(db->conn, "ROLLBACK");
         PQclear(res);
     } else if (db->conn) {

@@ -526,9 +526,13 @@ rd_kafka_message_t *rf_consumer_poll(rf_consumer_t *c, int timeout_ms)
     if (m && m->err) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             rf_log_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
+        if (m->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+            c->brokers_up = 0; /* /readyz says so now, not at the next statistics */
         rd_kafka_message_destroy(m);
         return NULL;
     }
+    if (m && c->brokers_up <= 0)
+        c->brokers_up = 1; /* a fetched message: a broker is up (the statistics count them) */
     return m;
 }
 
@@ -564,5 +568,8 @@ rd_kafka_t *rf_consumer_handle(rf_consumer_t *c)
 
 int rf_consumer_brokers_up(const rf_consumer_t *c)
 {
+    /* Before the first statistics: up once the cluster's metadata came from a broker. */
+    if (c->brokers_up < 0 && rd_kafka_controllerid(c->rk, 0) >= 0)
+        return 1;
     return c->brokers_up;
 }

@@ -64,7 +64,9 @@ int rf_consumer_wake_fd(rf_consumer_t *c);
 void rf_consumer_wake_clear(rf_consumer_t *c);
 
 /* How many brokers the consumer was connected to at its last statistics
- * (kafka_stats_interval_ms), -1 before the first. The statistics also set the gauges
+ * (kafka_stats_interval_ms), -1 before the first; between statistics 0 as soon as
+ * librdkafka reports all brokers down, 1 when a message is fetched after, and before the
+ * first 1 once a broker gave the cluster's metadata. The statistics also set the gauges
  * relfleet_kafka_consumer_lag{topic,partition} and relfleet_kafka_brokers_up. */
 int rf_consumer_brokers_up(const rf_consumer_t *c);
 

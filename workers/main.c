@@ -400,7 +400,7 @@ int main(int argc, char **argv)
     char group[256];
     char schema_dir[1024];
     long backoff = 0;
-    int wake_fd = -1;
+    int wake_fd = -1, pg_up = 1;
     int exit_code = 1;
     rf_err_t lock_err = RF_ERR_RETRY;
     int c;
@@ -509,6 +509,7 @@ int main(int argc, char **argv)
         goto out;
     }
     rf_log_info("started, consumer group '%s'", group);
+    rf_health_poke(health); /* every connection is up: check now, not at the next interval */
 
     items = calloc((size_t)conf.batch_max, sizeof(*items));
     if (!items)
@@ -528,6 +529,12 @@ int main(int argc, char **argv)
 
         for (size_t i = 0; i < n; i++)
             rd_kafka_message_destroy(items[i].m);
+        /* A connection went down or came back (PostgreSQL drops one that is lost or on a
+         * read-only host), or a retry may be one: readiness is checked again now. */
+        if (result != RF_OK || (rf_db_conn(w.db) != NULL) != pg_up) {
+            pg_up = rf_db_conn(w.db) != NULL;
+            rf_health_poke(health);
+        }
         if (result != RF_OK) {
             backoff = backoff ? backoff * 2 : 100;
             if (backoff > conf.retry_max_ms)

@@ -125,13 +125,28 @@ int api_sub_wait(api_sub_t *s, unsigned *seen, int timeout_ms)
 
 /* The listener: one connection that only LISTENs. After each (re)connection every
  * subscriber is woken, since notifications sent while it was away are lost. */
+/* Whether the listener's host is still the writable one (every 2 s while idle): a host
+ * that turned read-only (a standby now) gets no more NOTIFYs. */
+static int hub_listen_writable(PGconn *conn)
+{
+    PGresult *res = PQexec(conn, "SELECT pg_is_in_recovery() OR"
+                                 " current_setting('transaction_read_only') = 'on'");
+    int ok = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "f") == 0;
+
+    if (!ok)
+        rf_log_warn("events: the PostgreSQL host of the listener is read-only or gone: "
+                    "listening again through the DSN");
+    PQclear(res);
+    return ok;
+}
+
 static void *hub_listen(void *arg)
 {
     api_hub_t *hub = arg;
-    int backoff_ms = 100;
+    int backoff_ms = 100, idle_polls = 0;
 
     while (!hub->stop) {
-        PGconn *conn = PQconnectdb(hub->api->conf.pg_dsn);
+        PGconn *conn = rf_db_connect_dsn(hub->api->conf.pg_dsn, NULL, NULL);
         PGresult *res;
 
         if (PQstatus(conn) != CONNECTION_OK) {
@@ -160,6 +175,14 @@ static void *hub_listen(void *arg)
 
             if (rc < 0 && errno != EINTR)
                 break;
+            if (rc == 0 && ++idle_polls % 4 == 0) {
+                if (!hub_listen_writable(conn))
+                    break; /* notifications now go to another host: LISTEN there */
+                while ((n = PQnotifies(conn)) != NULL) { /* come with the answer */
+                    hub_notify(hub, n->extra);
+                    PQfreemem(n);
+                }
+            }
             if (rc <= 0)
                 continue;
             if (!PQconsumeInput(conn)) {

@@ -106,11 +106,16 @@ int main(int argc, char **argv)
         goto out;
     }
     for (int i = 0; i < API_DB_POOL; i++) {
-        api->db[i] = rf_db_new(api->conf.pg_dsn, errstr, sizeof(errstr));
+        /* Starting, a failover or outage is waited out (pg_failover_timeout_ms); serving,
+         * a request meets no wait: the database unreachable is a 503 with Retry-After, and
+         * the next request reconnects through the DSN. */
+        api->db[i] = rf_db_open(api->conf.pg_dsn, i == 0 ? api->conf.pg_failover_timeout_ms : 0,
+                                errstr, sizeof(errstr));
         if (!api->db[i]) {
-            rf_log_error("cannot connect to PostgreSQL: %s", errstr);
+            rf_log_error("%s", errstr);
             goto out;
         }
+        rf_db_set_failover_timeout(api->db[i], 0);
         rf_db_set_prepared(api->db[i], strcmp(api->conf.pg_prepared_statements, "on") == 0);
     }
     if (rf_db_schema_version(api->db[0], &version, errstr, sizeof(errstr)) != RF_OK ||

@@ -22,6 +22,9 @@
 static char pg_dir[64];
 static char pg_dsn[256];
 static pid_t pg_pid;
+/* A second server, for a DSN of two hosts (its folder is its socket directory). */
+static char pg2_dir[64];
+static pid_t pg2_pid;
 
 /* initdb and postgres refuse to run as root: the stack's user runs them then. */
 static void pg_drop_root(void)
@@ -91,25 +94,26 @@ static void pg_rmtree(const char *path)
     rmdir(path);
 }
 
-static int pg_start(void **state)
+/* initdb and a server of its own in a new folder under /tmp, on a unix socket only (in the
+ * folder: no port is shared with anything else). */
+static void pg_server_start(char *dir, size_t dir_size, pid_t *pid_out)
 {
-    char initdb[256], postgres[256], data[128], port[16], sock[128];
+    char initdb[256], postgres[256], data[128], sock[128], dsn[256];
     struct timespec pause = {0, 20 * 1000000L};
     int status = -1;
     pid_t pid;
 
-    (void)state;
-    snprintf(pg_dir, sizeof(pg_dir), "/tmp/rf-test-db-XXXXXX");
-    if (!mkdtemp(pg_dir))
+    snprintf(dir, dir_size, "/tmp/rf-test-db-XXXXXX");
+    if (!mkdtemp(dir))
         fail_msg("mkdtemp failed");
     if (geteuid() == 0) {
         struct passwd *pw = getpwnam("relfleet");
         if (!pw)
             fail_msg("user relfleet is missing: run ops/bootstrap");
-        if (chown(pg_dir, pw->pw_uid, pw->pw_gid) != 0)
-            fail_msg("cannot chown %s", pg_dir);
+        if (chown(dir, pw->pw_uid, pw->pw_gid) != 0)
+            fail_msg("cannot chown %s", dir);
     }
-    snprintf(data, sizeof(data), "%s/data", pg_dir);
+    snprintf(data, sizeof(data), "%s/data", dir);
     pg_program("initdb", initdb, sizeof(initdb));
     pg_program("postgres", postgres, sizeof(postgres));
     pid = pg_spawn((const char *const[]){initdb, "-D", data, "-U", "relfleet", "-A", "trust",
@@ -117,34 +121,45 @@ static int pg_start(void **state)
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fail_msg("initdb failed (status %d)", status);
-    /* A unix socket only, in the folder: no port is shared with anything else. */
-    snprintf(port, sizeof(port), "%d", 5432);
-    snprintf(sock, sizeof(sock), "unix_socket_directories=%s", pg_dir);
-    pg_pid = pg_spawn((const char *const[]){postgres, "-D", data, "-p", port, "-c", sock, "-c",
-                                      "listen_addresses=", "-c", "fsync=off", "-c",
-                                      "max_connections=20", NULL});
-    snprintf(pg_dsn, sizeof(pg_dsn), "host=%s port=%s user=relfleet dbname=postgres", pg_dir,
-             port);
+    snprintf(sock, sizeof(sock), "unix_socket_directories=%s", dir);
+    *pid_out = pg_spawn((const char *const[]){postgres, "-D", data, "-p", "5432", "-c", sock,
+                                        "-c", "listen_addresses=", "-c", "fsync=off", "-c",
+                                        "max_connections=20", NULL});
+    snprintf(dsn, sizeof(dsn), "host=%s port=5432 user=relfleet dbname=postgres", dir);
     for (int i = 0; i < 3000; i++) { /* 60 s: a loaded machine starts it slowly */
-        if (PQping(pg_dsn) == PQPING_OK)
-            return 0;
-        if (waitpid(pg_pid, &status, WNOHANG) == pg_pid)
+        if (PQping(dsn) == PQPING_OK)
+            return;
+        if (waitpid(*pid_out, &status, WNOHANG) == *pid_out)
             fail_msg("postgres exited (status %d)", status);
         nanosleep(&pause, NULL);
     }
     fail_msg("postgres did not start");
-    return -1;
+}
+
+static void pg_server_stop(const char *dir, pid_t *pid)
+{
+    if (*pid > 0) {
+        kill(*pid, SIGINT); /* fast shutdown */
+        waitpid(*pid, NULL, 0);
+        *pid = 0;
+    }
+    if (*dir)
+        pg_rmtree(dir);
+}
+
+static int pg_start(void **state)
+{
+    (void)state;
+    pg_server_start(pg_dir, sizeof(pg_dir), &pg_pid);
+    snprintf(pg_dsn, sizeof(pg_dsn), "host=%s port=5432 user=relfleet dbname=postgres", pg_dir);
+    return 0;
 }
 
 static int pg_stop(void **state)
 {
     (void)state;
-    if (pg_pid > 0) {
-        kill(pg_pid, SIGINT); /* fast shutdown */
-        waitpid(pg_pid, NULL, 0);
-        pg_pid = 0;
-    }
-    pg_rmtree(pg_dir);
+    pg_server_stop(pg_dir, &pg_pid);
+    pg_server_stop(pg2_dir, &pg2_pid);
     return 0;
 }
 
@@ -282,18 +297,32 @@ static void test_prepared_bound(void **state)
     rf_db_destroy(db);
 }
 
-/* Ends db's server process from another connection, as a restart or a proxy would. */
-static void kill_backend(rf_db_t *db)
+/* Waits until the server process pid has gone (its FATAL message is then on its socket). */
+static void backend_wait_gone(int pid)
 {
+    struct timespec pause = {0, 10 * 1000000L};
     char sql[96];
 
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_terminate_backend(%d)",
-             PQbackendPID(rf_db_conn(db)));
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
+    for (int i = 0; i < 1000 && pg_value(sql) > 0; i++)
+        nanosleep(&pause, NULL);
+}
+
+/* Ends db's server process from another connection, as a restart or a proxy would, and
+ * waits until it is gone. */
+static void kill_backend(rf_db_t *db)
+{
+    int pid = PQbackendPID(rf_db_conn(db));
+    char sql[96];
+
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_terminate_backend(%d)", pid);
     assert_int_equal(pg_value(sql), 1);
+    backend_wait_gone(pid);
 }
 
 /* A lost connection takes its prepared statements along: after the reconnect they are
- * prepared again, also inside a transaction, where a failure could not be retried. */
+ * prepared again, also inside a transaction, where a failure could not be retried. An idle
+ * connection the server closed is replaced before the next statement goes out on it. */
 static void test_prepared_reconnect(void **state)
 {
     rf_db_t *db = db_open();
@@ -303,8 +332,9 @@ static void test_prepared_reconnect(void **state)
     (void)state;
     assert_int_equal(run1(db, "SELECT $1::int * 3", "3", &result), 9);
     kill_backend(db);
-    run1(db, "SELECT $1::int * 3", "3", &result);
-    assert_int_equal(result, RF_ERR_RETRY);
+    assert_int_equal(run1(db, "SELECT $1::int * 3", "3", &result), 9);
+    assert_int_equal(result, RF_OK);
+    kill_backend(db);
     assert_int_equal(rf_db_begin(db, err, sizeof(err)), RF_OK);
     assert_int_equal(rf_db_prepared_count(db), 0);
     assert_int_equal(run1(db, "SELECT $1::int * 3", "4", &result), 12);
@@ -437,6 +467,207 @@ static void test_migrate(void **state)
     rf_db_destroy(db);
 }
 
+/* A connection to one server of the test, with writes allowed whatever its default. */
+static void pg_admin(const char *dir, const char *sql)
+{
+    char dsn[256];
+    PGconn *c;
+    PGresult *res;
+
+    snprintf(dsn, sizeof(dsn),
+             "host=%s port=5432 user=relfleet dbname=postgres"
+             " options='-c default_transaction_read_only=off'",
+             dir);
+    c = PQconnectdb(dsn);
+    res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(res);
+    PQfinish(c);
+}
+
+/* Turns a server read-only for every session (what libpq's target_session_attrs=read-write
+ * sees of a standby; each write fails with 25006), or writable again, and waits until a new
+ * session has it. */
+static void pg_set_read_only(const char *dir, int on)
+{
+    struct timespec pause = {0, 10 * 1000000L};
+    char dsn[256], sql[96];
+
+    snprintf(sql, sizeof(sql), "ALTER SYSTEM SET default_transaction_read_only = %s",
+             on ? "on" : "off");
+    pg_admin(dir, sql);
+    pg_admin(dir, "SELECT pg_reload_conf()");
+    snprintf(dsn, sizeof(dsn), "host=%s port=5432 user=relfleet dbname=postgres", dir);
+    for (int i = 0; i < 1000; i++) {
+        PGconn *c = PQconnectdb(dsn);
+        const char *v = PQparameterStatus(c, "default_transaction_read_only");
+        int done = v && strcmp(v, on ? "on" : "off") == 0;
+        PQfinish(c);
+        if (done)
+            return;
+        nanosleep(&pause, NULL);
+    }
+    fail_msg("%s did not turn %s", dir, on ? "read-only" : "writable");
+}
+
+static void pg2_start(void)
+{
+    if (pg2_pid <= 0)
+        pg_server_start(pg2_dir, sizeof(pg2_dir), &pg2_pid);
+}
+
+/* The folder (socket directory) of the server db is connected to. */
+static const char *db_host(rf_db_t *db)
+{
+    return rf_db_conn(db) ? PQhost(rf_db_conn(db)) : "(none)";
+}
+
+/* A write refused with 25006 (the host became a standby) is RF_ERR_RETRY and drops the
+ * connection; a reconnect finds no writable host while it stays so, and says it. */
+static void test_read_only_is_retry(void **state)
+{
+    rf_db_t *db = db_open();
+    rf_err_t result;
+    char err[512];
+
+    (void)state;
+    exec_ok(db, "CREATE TABLE IF NOT EXISTS ha_keys (k text PRIMARY KEY)");
+    pg_set_read_only(pg_dir, 1);
+    result = rf_db_exec(db, "INSERT INTO ha_keys VALUES ('a') ON CONFLICT DO NOTHING", 0, NULL,
+                        NULL, err, sizeof(err));
+    assert_int_equal(result, RF_ERR_RETRY);
+    assert_string_equal(rf_db_sqlstate(db), "25006");
+    assert_null(rf_db_conn(db));
+    result = rf_db_exec(db, "SELECT 1", 0, NULL, NULL, err, sizeof(err));
+    assert_int_equal(result, RF_ERR_RETRY);
+    if (!strstr(err, "read-only"))
+        fail_msg("the error does not say read-only: %s", err);
+    pg_set_read_only(pg_dir, 0);
+    exec_ok(db, "INSERT INTO ha_keys VALUES ('a') ON CONFLICT DO NOTHING");
+    assert_int_equal(pg_value("SELECT count(*) FROM ha_keys"), 1);
+    rf_db_destroy(db);
+}
+
+/* A DSN of two hosts: libpq picks the writable one, and after a switch (the writable host
+ * read-only, the other writable) a write refused by the old one reaches the new one: at
+ * once with a failover timeout, at the next statement without. */
+static void test_multi_host_follows_writable(void **state)
+{
+    char dsn[256], err[512];
+    rf_db_t *db;
+
+    (void)state;
+    pg2_start();
+    snprintf(dsn, sizeof(dsn), "host=%s,%s port=5432 user=relfleet dbname=postgres", pg_dir,
+             pg2_dir);
+    pg_admin(pg_dir, "CREATE TABLE IF NOT EXISTS ha_keys (k text PRIMARY KEY)");
+    pg_admin(pg2_dir, "CREATE TABLE IF NOT EXISTS ha_keys (k text PRIMARY KEY)");
+    pg_set_read_only(pg_dir, 1);
+    db = rf_db_new(dsn, err, sizeof(err));
+    if (!db)
+        fail_msg("rf_db_new: %s", err);
+    assert_string_equal(db_host(db), pg2_dir);
+    exec_ok(db, "INSERT INTO ha_keys VALUES ('b') ON CONFLICT DO NOTHING");
+
+    pg_set_read_only(pg_dir, 0);
+    pg_set_read_only(pg2_dir, 1);
+    rf_db_set_failover_timeout(db, 5000);
+    exec_ok(db, "INSERT INTO ha_keys VALUES ('c') ON CONFLICT DO NOTHING");
+    assert_string_equal(db_host(db), pg_dir);
+
+    pg_set_read_only(pg2_dir, 0);
+    pg_set_read_only(pg_dir, 1);
+    rf_db_set_failover_timeout(db, 0);
+    assert_int_equal(rf_db_exec(db, "INSERT INTO ha_keys VALUES ('d')", 0, NULL, NULL, err,
+                                sizeof(err)),
+                     RF_ERR_RETRY);
+    exec_ok(db, "INSERT INTO ha_keys VALUES ('d')");
+    assert_string_equal(db_host(db), pg2_dir);
+    pg_set_read_only(pg_dir, 0);
+    rf_db_destroy(db);
+}
+
+/* With a failover timeout, connecting is retried until it lapses, then the error names the
+ * hosts tried and never the password; a DSN whose every host is read-only is refused. */
+static void test_failover_timeout_names_hosts(void **state)
+{
+    struct timespec t0, t1;
+    char err[768];
+    rf_db_t *db;
+    long ms;
+
+    (void)state;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    db = rf_db_open("host=/tmp/rf-no-such-a,/tmp/rf-no-such-b port=5432,5433 user=relfleet"
+                    " password=sekret-pw dbname=postgres",
+                    700, err, sizeof(err));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_null(db);
+    if (!strstr(err, "cannot reach a writable postgresql at /tmp/rf-no-such-a:5432, "
+                     "/tmp/rf-no-such-b:5433 after 1 s: "))
+        fail_msg("unexpected error: %s", err);
+    assert_null(strstr(err, "sekret"));
+    assert_true(ms >= 600);
+
+    pg_set_read_only(pg_dir, 1);
+    db = rf_db_open(pg_dsn, 300, err, sizeof(err));
+    pg_set_read_only(pg_dir, 0);
+    assert_null(db);
+    if (!strstr(err, "read-only"))
+        fail_msg("the error does not say read-only: %s", err);
+}
+
+static int terminator_pid = -1;
+
+/* Forks a process that ends server process pid once it is sleeping in pg_sleep (a
+ * connection lost while a statement runs). */
+static pid_t terminate_when_sleeping(int pid)
+{
+    pid_t child = fork();
+
+    if (child == 0) {
+        struct timespec pause = {0, 5 * 1000000L};
+        char sql[160];
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event = 'PgSleep'",
+                 pid);
+        for (int i = 0; i < 2000 && pg_value(sql) == 0; i++)
+            nanosleep(&pause, NULL);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_terminate_backend(%d)", pid);
+        _exit(pg_value(sql) == 1 ? 0 : 1);
+    }
+    return child;
+}
+
+/* Lost while it ran: a read is repeated on a new connection, a write (which may have
+ * committed) is not: RF_ERR_RETRY goes back to the caller. */
+static void test_lost_read_repeated_write_not(void **state)
+{
+    rf_db_t *db = db_open();
+    rf_err_t result;
+    char err[512];
+    int status;
+
+    (void)state;
+    rf_db_set_failover_timeout(db, 5000);
+    exec_ok(db, "CREATE TABLE IF NOT EXISTS ha_writes (n int)");
+    terminator_pid = terminate_when_sleeping(PQbackendPID(rf_db_conn(db)));
+    assert_int_equal(run1(db, "SELECT 7 FROM pg_sleep(0.5)", NULL, &result), 7);
+    waitpid(terminator_pid, &status, 0);
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    terminator_pid = terminate_when_sleeping(PQbackendPID(rf_db_conn(db)));
+    result = rf_db_exec(db, "INSERT INTO ha_writes SELECT 1 FROM pg_sleep(0.5)", 0, NULL, NULL,
+                        err, sizeof(err));
+    waitpid(terminator_pid, &status, 0);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(result, RF_ERR_RETRY);
+    assert_int_equal(pg_value("SELECT count(*) FROM ha_writes"), 0);
+    rf_db_destroy(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +679,10 @@ int main(void)
         cmocka_unit_test(test_prepared_ddl),
         cmocka_unit_test(test_prepared_discarded),
         cmocka_unit_test(test_migrate),
+        cmocka_unit_test(test_read_only_is_retry),
+        cmocka_unit_test(test_multi_host_follows_writable),
+        cmocka_unit_test(test_failover_timeout_names_hosts),
+        cmocka_unit_test(test_lost_read_repeated_write_not),
     };
     return cmocka_run_group_tests(tests, pg_start, pg_stop);
 }

@@ -100,15 +100,20 @@ static PGconn *health_pg_connect(rf_health_t *h, const char *session_attrs)
     return rf_db_connect_dsn(h->conf->pg_dsn, keys, values);
 }
 
-/* 1 when the server of conn is a standby or read-only: what a write would meet. */
-static int health_pg_read_only(PGconn *conn)
+/* What a write on conn would meet: 1 a writable server, 0 a standby or read-only one, -1
+ * no answer (why gets libpq's message). */
+static int health_pg_writable(PGconn *conn, char *why, size_t why_size)
 {
     PGresult *res = PQexec(conn, "SELECT pg_is_in_recovery() OR"
                                  " current_setting('transaction_read_only') = 'on'");
-    int ro = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    int state = -1;
 
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+        state = strcmp(PQgetvalue(res, 0, 0), "t") != 0;
+    else
+        snprintf(why, why_size, "%s", PQerrorMessage(conn));
     PQclear(res);
-    return ro;
+    return state;
 }
 
 /* No writable host could be reached through the DSN as given: whether some host answered
@@ -116,9 +121,9 @@ static int health_pg_read_only(PGconn *conn)
 static void health_pg_unavailable(rf_health_t *h, const char *why)
 {
     PGconn *any = health_pg_connect(h, "any");
-    char detail[256];
+    char detail[256], ignored[8];
 
-    if (PQstatus(any) == CONNECTION_OK && health_pg_read_only(any))
+    if (PQstatus(any) == CONNECTION_OK && health_pg_writable(any, ignored, sizeof(ignored)) == 0)
         snprintf(detail, sizeof(detail),
                  "read-only: %s:%s answers but is a standby or read-only, and no host of the "
                  "DSN is writable",
@@ -135,9 +140,10 @@ static void health_pg_unavailable(rf_health_t *h, const char *why)
 static void health_check_postgres(rf_health_t *h)
 {
     char why[512];
+    int state;
 
-    if (h->pg && (PQstatus(h->pg) != CONNECTION_OK || health_pg_read_only(h->pg) ||
-                  PQstatus(h->pg) != CONNECTION_OK)) {
+    if (h->pg && (PQstatus(h->pg) != CONNECTION_OK ||
+                  health_pg_writable(h->pg, why, sizeof(why)) != 1)) {
         PQfinish(h->pg);
         h->pg = NULL;
     }
@@ -150,10 +156,11 @@ static void health_check_postgres(rf_health_t *h)
             health_pg_unavailable(h, why);
             return;
         }
-        if (health_pg_read_only(h->pg)) { /* the DSN asked for any host: it got this one */
+        state = health_pg_writable(h->pg, why, sizeof(why));
+        if (state != 1) { /* a DSN that asked for any host got a read-only one, or no answer */
             PQfinish(h->pg);
             h->pg = NULL;
-            health_pg_unavailable(h, "the host is read-only");
+            health_pg_unavailable(h, state == 0 ? "the host is read-only" : why);
             return;
         }
     }
@@ -184,13 +191,14 @@ static long health_now_ms(void)
 #define HEALTH_POKE_MIN_MS 100
 static void health_wait(rf_health_t *h, long checked_ms)
 {
-    long due = checked_ms + h->conf->health_interval_ms;
+    long due = checked_ms + h->conf->health_interval_ms, left;
 
     for (;;) {
-        struct pollfd pfd[2] = {{h->wake[0], POLLIN, 0}, {h->pg ? PQsocket(h->pg) : -1, POLLIN, 0}};
-        long left = due - health_now_ms();
+        struct pollfd pfd[2] = {{h->wake[0], POLLIN, 0},
+                                {h->pg ? PQsocket(h->pg) : -1, POLLIN, 0}};
         char buf[64];
 
+        left = due - health_now_ms();
         if (left <= 0)
             return;
         if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)

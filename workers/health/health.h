@@ -10,8 +10,11 @@
 
 typedef struct rf_health rf_health_t;
 
-/* Starts the endpoint on conf->metrics_addr (rf_http) and a thread that checks, every
- * health_interval_ms on connections of its own, PostgreSQL (SELECT 1, 2 s timeouts) and,
+/* Starts the endpoint on conf->metrics_addr (rf_http) and a thread that checks, at once,
+ * then every health_interval_ms, on every rf_health_poke() and whenever its PostgreSQL
+ * connection closes, on connections of its own: PostgreSQL (2 s timeouts; the DSN as given
+ * must reach a writable host, else the check says "read-only: ..." when some host answered
+ * but is a standby or read-only, "unreachable: ..." with libpq's first line otherwise) and,
  * when check_redis, Redis (connect and authenticate). Other checks are set by the caller
  * with rf_health_set(). A metrics_addr of "off" or "" starts nothing (the object still
  * works). NULL, errstr filled, when the address is bad or cannot be bound. conf must
@@ -23,6 +26,10 @@ rf_health_t *rf_health_new(const rf_config_t *conf, int check_redis, char *errst
  * says why not (copied; NULL for none). /readyz is 200 only when every check is ok.
  * Also sets the gauge relfleet_ready{check}. Thread-safe. */
 void rf_health_set(rf_health_t *h, const char *check, int ok, const char *detail);
+
+/* Asks the thread to check now (at most one check per 100 ms): the worker calls it when a
+ * connection of its own goes down or comes back. Async-signal-safe; accepts NULL. */
+void rf_health_poke(rf_health_t *h);
 
 /* The port served (0 when off). */
 int rf_health_port(const rf_health_t *h);
