@@ -556,6 +556,7 @@ static rf_err_t redis_discover(rf_redis_t *r, char *errstr, size_t errstr_size)
             result = RF_ERR_RETRY;
             continue;
         }
+        result = RF_ERR_RETRY; /* until a master is connected */
         if (rep->type == REDIS_REPLY_NIL) {
             unknown++;
             redis_why(&why, "sentinel %s knows no master '%s'", s.name, r->master_name);

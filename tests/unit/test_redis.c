@@ -1,0 +1,705 @@
+/* rf_redis against real servers: URLs, ACL and password AUTH, TLS, Sentinel failovers. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+
+#include "rf_config.h"
+#include "rf_lock.h"
+#include "rf_redis.h"
+
+#define SERVERS_MAX 8
+
+static char tmpdir[256];
+static struct {
+    pid_t pid;
+    int port;
+} servers[SERVERS_MAX];
+static int nservers;
+
+static void nap_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static int port_open(int port)
+{
+    struct sockaddr_in a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int ok;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts redis-server or redis-sentinel (prog) on a config file written from conf into
+ * the temp dir; waits until port accepts connections. */
+static void server_start(const char *prog, int port, const char *fmt, ...)
+{
+    char path[512];
+    va_list ap;
+    FILE *f;
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "%s/%s-%d.conf", tmpdir, prog, port);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "bind 127.0.0.1\ndir %s\nsave \"\"\nappendonly no\nloglevel warning\n"
+               "logfile %s/%s-%d.log\n",
+            tmpdir, tmpdir, prog, port);
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fclose(f);
+    pid = fork();
+    if (pid == 0) {
+        execlp(prog, prog, path, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(nservers < SERVERS_MAX);
+    servers[nservers].pid = pid;
+    servers[nservers].port = port;
+    nservers++;
+    for (int i = 0; i < 500 && !port_open(port); i++)
+        nap_ms(10);
+    assert_true(port_open(port));
+}
+
+static void server_stop(int port, int sig)
+{
+    for (int i = 0; i < nservers; i++) {
+        if (servers[i].port == port && servers[i].pid > 0) {
+            kill(servers[i].pid, sig);
+            waitpid(servers[i].pid, NULL, 0);
+            servers[i].pid = 0;
+        }
+    }
+}
+
+static void servers_stop_all(void)
+{
+    for (int i = 0; i < nservers; i++)
+        server_stop(servers[i].port, SIGTERM);
+    nservers = 0;
+}
+
+static redisReply *admin(int port, const char *fmt, ...)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *r = NULL;
+    va_list ap;
+
+    if (c && !c->err) {
+        /* the test servers' passwords: m-pw (master, replica), s-pw (Sentinels) */
+        r = redisCommand(c, "AUTH m-pw");
+        if (r && r->type == REDIS_REPLY_ERROR) {
+            freeReplyObject(r);
+            r = redisCommand(c, "AUTH s-pw");
+        }
+        freeReplyObject(r);
+        va_start(ap, fmt);
+        r = redisvCommand(c, fmt, ap);
+        va_end(ap);
+    }
+    redisFree(c);
+    return r;
+}
+
+static void conf_with(rf_config_t *conf, const char *url, ...)
+{
+    char err[256];
+    va_list ap;
+    const char *k;
+
+    rf_config_init(conf);
+    assert_int_equal(rf_config_set(conf, "redis_url", url, err, sizeof(err)), RF_OK);
+    va_start(ap, url);
+    while ((k = va_arg(ap, const char *))) {
+        const char *v = va_arg(ap, const char *);
+        assert_int_equal(rf_config_set(conf, k, v, err, sizeof(err)), RF_OK);
+    }
+    va_end(ap);
+}
+
+/* rf_lock_new with the settings given (name, value, ..., NULL); *err its code. */
+static rf_lock_t *lock_with(rf_err_t *err, char *errstr, size_t size, const char *url, ...)
+{
+    rf_config_t conf;
+    va_list ap;
+    const char *k;
+    char e[256];
+    rf_lock_t *l;
+
+    rf_config_init(&conf);
+    assert_int_equal(rf_config_set(&conf, "redis_url", url, e, sizeof(e)), RF_OK);
+    va_start(ap, url);
+    while ((k = va_arg(ap, const char *))) {
+        const char *v = va_arg(ap, const char *);
+        assert_int_equal(rf_config_set(&conf, k, v, e, sizeof(e)), RF_OK);
+    }
+    va_end(ap);
+    *err = RF_OK;
+    l = rf_lock_new(&conf, err, errstr, size);
+    rf_config_release(&conf);
+    return l;
+}
+
+static int lock_works(rf_lock_t *l, const char *service)
+{
+    char err[256];
+    int acquired = 0;
+    int64_t fence = 0;
+
+    return rf_lock_acquire(l, "t", service, "R1", 10000, 0, &acquired, &fence, NULL, err,
+                           sizeof(err)) == RF_OK &&
+           acquired && fence > 0;
+}
+
+static int setup_dir(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/relfleet-test-redis-XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    return 0;
+}
+
+static int teardown_dir(void **state)
+{
+    char cmd[300];
+
+    (void)state;
+    servers_stop_all();
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- URLs ---- */
+
+static void test_bad_urls_are_permanent_and_clear(void **state)
+{
+    static const struct {
+        const char *url;
+        const char *expect; /* in the message */
+    } cases[] = {
+        {"http://127.0.0.1:6379", "scheme 'http' is not redis://"},
+        {"redis//127.0.0.1", "scheme"},
+        {"redis://127.0.0.1:99999/0", "port '99999' of host '127.0.0.1'"},
+        {"redis://127.0.0.1:abc", "port 'abc'"},
+        {"redis://127.0.0.1:6379/x1", "database 'x1' is not a number"},
+        {"redis://a:1,b:2/0", "several hosts need redis-sentinel://"},
+        {"redis://127.0.0.1:6379/0#mymaster", "needs redis-sentinel://"},
+        {"redis-sentinel://127.0.0.1:26379/0", "needs the master name"},
+        {"rediss-sentinel://127.0.0.1:26379#", "needs the master name"},
+        {"redis://hunter2sekrit@127.0.0.1:6379", "user:password or :password"},
+        {"redis://alice:@127.0.0.1:6379", "user 'alice' has no password"},
+        {"redis://:hunter2sekrit@/0", "no host"},
+        {"redis-sentinel://:hunter2sekrit@a:1,,b:2#m", "a host is empty"},
+        {"redis://127.0.0.1:6379/0?timeout=1", "query parameters"},
+    };
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rf_config_t conf;
+        rf_redis_t *r;
+        rf_err_t code;
+        rf_lock_t *l;
+
+        conf_with(&conf, cases[i].url, NULL);
+        r = rf_redis_new(&conf, err, sizeof(err));
+        rf_config_release(&conf);
+        if (r || !strstr(err, cases[i].expect) || strstr(err, "hunter2"))
+            fail_msg("url %s: %s", cases[i].url, r ? "accepted" : err);
+        l = lock_with(&code, err, sizeof(err), cases[i].url, NULL);
+        assert_null(l);
+        assert_int_equal(code, RF_ERR_PERM);
+    }
+}
+
+static void test_tls_settings_with_a_plain_url_are_an_error(void **state)
+{
+    char err[256];
+    rf_config_t conf;
+    rf_redis_t *r;
+
+    (void)state;
+    conf_with(&conf, "redis://127.0.0.1:6379/0", "redis_tls_ca_file", "/nonexistent/ca.pem",
+              NULL);
+    r = rf_redis_new(&conf, err, sizeof(err));
+    rf_config_release(&conf);
+    assert_null(r);
+    assert_non_null(strstr(err, "not rediss://"));
+}
+
+/* ---- AUTH ---- */
+
+static void test_acl_user_and_password_auth(void **state)
+{
+    int port = free_port();
+    char url[128], err[256];
+    rf_err_t code;
+    rf_lock_t *l;
+
+    (void)state;
+    server_start("redis-server", port,
+                 "port %d\nuser default off\nuser alice on >s3cr3t-pw ~* &* +@all\n", port);
+    snprintf(url, sizeof(url), "redis://alice:s3cr3t-pw@127.0.0.1:%d/2", port);
+    l = lock_with(&code, err, sizeof(err), url, NULL);
+    if (!l)
+        fail_msg("%s", err);
+    assert_true(lock_works(l, "acl"));
+    rf_lock_destroy(l);
+    /* a wrong password is a permanent error that never shows the password */
+    snprintf(url, sizeof(url), "redis://alice:wrong-pw@127.0.0.1:%d/2", port);
+    l = lock_with(&code, err, sizeof(err), url, NULL);
+    assert_null(l);
+    assert_int_equal(code, RF_ERR_PERM);
+    assert_non_null(strstr(err, "refused authentication as 'alice'"));
+    assert_null(strstr(err, "wrong-pw"));
+    /* no credentials at all: the first command is refused (NOAUTH), permanent too */
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/2", port);
+    l = lock_with(&code, err, sizeof(err), url, NULL);
+    assert_null(l);
+    assert_int_equal(code, RF_ERR_PERM);
+    server_stop(port, SIGTERM);
+}
+
+static void test_password_only_auth(void **state)
+{
+    int port = free_port();
+    char url[128], err[256];
+    rf_err_t code;
+    rf_lock_t *l;
+
+    (void)state;
+    server_start("redis-server", port, "port %d\nrequirepass only-pw\n", port);
+    snprintf(url, sizeof(url), "redis://:only-pw@127.0.0.1:%d", port);
+    l = lock_with(&code, err, sizeof(err), url, NULL);
+    if (!l)
+        fail_msg("%s", err);
+    assert_true(lock_works(l, "pw"));
+    rf_lock_destroy(l);
+    snprintf(url, sizeof(url), "redis://:bad-pw@127.0.0.1:%d", port);
+    assert_null(lock_with(&code, err, sizeof(err), url, NULL));
+    assert_int_equal(code, RF_ERR_PERM);
+    server_stop(port, SIGTERM);
+}
+
+/* ---- TLS ---- */
+
+static void run(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("failed: %s", cmd);
+}
+
+/* A CA (name), and a certificate it signs (leaf) for 127.0.0.1 and localhost. */
+static void make_ca(const char *name)
+{
+    run("cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=%s "
+        "-keyout %s.key -out %s.pem 2>/dev/null",
+        tmpdir, name, name, name);
+}
+
+static void make_leaf(const char *ca, const char *leaf)
+{
+    run("cd '%s' && openssl req -newkey rsa:2048 -nodes -subj /CN=%s -keyout %s.key -out "
+        "%s.csr 2>/dev/null && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > %s.ext "
+        "&& openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -days 2 "
+        "-extfile %s.ext -out %s.pem 2>/dev/null",
+        tmpdir, leaf, leaf, leaf, leaf, leaf, ca, ca, leaf, leaf);
+}
+
+static void test_tls(void **state)
+{
+    int port = free_port();
+    char url[128], err[512], ca[300], other_ca[300], cert[300], key[300];
+    rf_err_t code;
+    rf_lock_t *l;
+
+    (void)state;
+    make_ca("ca");
+    make_ca("otherca");
+    make_leaf("ca", "server");
+    make_leaf("ca", "client");
+    snprintf(ca, sizeof(ca), "%s/ca.pem", tmpdir);
+    snprintf(other_ca, sizeof(other_ca), "%s/otherca.pem", tmpdir);
+    snprintf(cert, sizeof(cert), "%s/client.pem", tmpdir);
+    snprintf(key, sizeof(key), "%s/client.key", tmpdir);
+    server_start("redis-server", port,
+                 "port 0\ntls-port %d\ntls-cert-file %s/server.pem\ntls-key-file %s/server.key\n"
+                 "tls-ca-cert-file %s/ca.pem\ntls-auth-clients yes\nrequirepass tls-pw\n",
+                 port, tmpdir, tmpdir, tmpdir);
+    snprintf(url, sizeof(url), "rediss://:tls-pw@127.0.0.1:%d/0", port);
+    /* the right CA, a client certificate: works, the name (an IP) verified */
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, "redis_tls_cert_file",
+                  cert, "redis_tls_key_file", key, NULL);
+    if (!l)
+        fail_msg("%s", err);
+    assert_true(lock_works(l, "tls"));
+    rf_lock_destroy(l);
+    /* SNI and verified name: localhost is in the certificate, another name is not */
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, "redis_tls_cert_file",
+                  cert, "redis_tls_key_file", key, "redis_tls_server_name", "localhost", NULL);
+    if (!l)
+        fail_msg("%s", err);
+    rf_lock_destroy(l);
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, "redis_tls_cert_file",
+                  cert, "redis_tls_key_file", key, "redis_tls_server_name", "db.example", NULL);
+    assert_null(l);
+    assert_int_equal(code, RF_ERR_PERM);
+    assert_non_null(strstr(err, "cannot verify the tls certificate"));
+    /* a wrong CA: a clear permanent error */
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", other_ca,
+                  "redis_tls_cert_file", cert, "redis_tls_key_file", key, NULL);
+    assert_null(l);
+    assert_int_equal(code, RF_ERR_PERM);
+    if (!strstr(err, "cannot verify the tls certificate of redis at 127.0.0.1"))
+        fail_msg("%s", err);
+    /* the wrong CA is accepted only when verification is switched off in so many words */
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", other_ca,
+                  "redis_tls_cert_file", cert, "redis_tls_key_file", key,
+                  "redis_tls_insecure_skip_verify", "true", NULL);
+    if (!l)
+        fail_msg("%s", err);
+    assert_true(lock_works(l, "tls-skip"));
+    rf_lock_destroy(l);
+    /* no client certificate: the server refuses it (no fallback) */
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, NULL);
+    assert_null(l);
+    /* a plain client on the TLS port never gets through */
+    snprintf(url, sizeof(url), "redis://:tls-pw@127.0.0.1:%d/0", port);
+    l = lock_with(&code, err, sizeof(err), url, NULL);
+    assert_null(l);
+    server_stop(port, SIGTERM);
+}
+
+/* ---- Sentinel ---- */
+
+static int master_port, replica_port, sentinel_ports[3];
+static char sentinel_url[256];
+
+static long long reply_int(redisReply *r)
+{
+    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+/* The master port a Sentinel names (0: none or unreachable). */
+static int sentinel_master(int sport)
+{
+    redisReply *r = admin(sport, "SENTINEL get-master-addr-by-name mymaster");
+    int port = 0;
+
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+        port = atoi(r->element[1]->str);
+    freeReplyObject(r);
+    return port;
+}
+
+/* Every Sentinel names port as the master. */
+static int sentinels_agree(int port)
+{
+    for (int i = 0; i < 3; i++)
+        if (sentinel_master(sentinel_ports[i]) != port)
+            return 0;
+    return 1;
+}
+
+/* Sentinel s knows the other Sentinels and a replica of the master that is in sync. */
+static int sentinel_ready(int sport)
+{
+    redisReply *r = admin(sport, "SENTINEL replicas mymaster");
+    int ok = 0;
+
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *fields = r->element[i];
+            const char *flags = NULL, *link = NULL;
+            for (size_t k = 0; k + 1 < fields->elements; k += 2) {
+                if (strcmp(fields->element[k]->str, "flags") == 0)
+                    flags = fields->element[k + 1]->str;
+                if (strcmp(fields->element[k]->str, "master-link-status") == 0)
+                    link = fields->element[k + 1]->str;
+            }
+            ok |= flags && strcmp(flags, "slave") == 0 && link && strcmp(link, "ok") == 0;
+        }
+    }
+    freeReplyObject(r);
+    r = admin(sport, "SENTINEL sentinels mymaster");
+    ok = ok && r && r->type == REDIS_REPLY_ARRAY && r->elements == 2;
+    freeReplyObject(r);
+    return ok;
+}
+
+/* Polls cond(arg) every 50 ms for up to limit_ms. */
+static int wait_until(int (*cond)(int), int arg, long limit_ms)
+{
+    for (long t = 0; t < limit_ms; t += 50) {
+        if (cond(arg))
+            return 1;
+        nap_ms(50);
+    }
+    return cond(arg);
+}
+
+static int all_sentinels_ready(int unused)
+{
+    (void)unused;
+    for (int i = 0; i < 3; i++)
+        if (!sentinel_ready(sentinel_ports[i]))
+            return 0;
+    return 1;
+}
+
+static int role_is_replica(int port)
+{
+    redisReply *r = admin(port, "ROLE");
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             strcmp(r->element[0]->str, "slave") == 0;
+    freeReplyObject(r);
+    return ok;
+}
+
+static int setup_sentinel(void **state)
+{
+    setup_dir(state);
+    master_port = free_port();
+    replica_port = free_port();
+    server_start("redis-server", master_port, "port %d\nmasterauth m-pw\nrequirepass m-pw\n",
+                 master_port);
+    server_start("redis-server", replica_port,
+                 "port %d\nmasterauth m-pw\nrequirepass m-pw\nreplicaof 127.0.0.1 %d\n",
+                 replica_port, master_port);
+    for (int i = 0; i < 3; i++) {
+        sentinel_ports[i] = free_port();
+        server_start("redis-sentinel", sentinel_ports[i],
+                     "port %d\nsentinel monitor mymaster 127.0.0.1 %d 2\n"
+                     "sentinel auth-pass mymaster m-pw\n"
+                     "sentinel down-after-milliseconds mymaster 1000\n"
+                     "sentinel failover-timeout mymaster 3000\n"
+                     "sentinel parallel-syncs mymaster 1\nrequirepass s-pw\n",
+                     sentinel_ports[i], master_port);
+    }
+    /* the master and the replica take m-pw (the URL's), the Sentinels s-pw */
+    snprintf(sentinel_url, sizeof(sentinel_url),
+             "redis-sentinel://:m-pw@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/0#mymaster",
+             sentinel_ports[0], sentinel_ports[1], sentinel_ports[2]);
+    return 0;
+}
+
+/* The lock the Sentinels' master serves, or fails. */
+static rf_lock_t *sentinel_lock(void)
+{
+    char err[512];
+    rf_err_t code;
+    rf_lock_t *l =
+        lock_with(&code, err, sizeof(err), sentinel_url, "redis_sentinel_password", "s-pw", NULL);
+
+    if (!l)
+        fail_msg("%s", err);
+    return l;
+}
+
+static void test_sentinel_finds_the_master(void **state)
+{
+    rf_config_t conf;
+    char detail[512], expect[64];
+    rf_redis_t *r;
+    rf_lock_t *l;
+
+    (void)state;
+    conf_with(&conf, sentinel_url, "redis_sentinel_password", "s-pw", NULL);
+    r = rf_redis_new(&conf, detail, sizeof(detail));
+    rf_config_release(&conf);
+    assert_non_null(r);
+    if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
+        fail_msg("%s", detail);
+    snprintf(expect, sizeof(expect), "redis master 'mymaster' at 127.0.0.1:%d", master_port);
+    if (!strstr(detail, expect))
+        fail_msg("%s", detail);
+    rf_redis_destroy(r);
+    l = sentinel_lock();
+    assert_true(lock_works(l, "sentinel"));
+    rf_lock_destroy(l);
+    if (!wait_until(all_sentinels_ready, 0, 20000))
+        fail_msg("the sentinels did not see the replica in sync and each other");
+}
+
+/* The client's master is made a replica (REPLICAOF) while the client hears no
+ * +switch-master (its subscription was killed first): the READONLY reply sends it to the
+ * Sentinels, and the same call succeeds on the real master. */
+static void test_readonly_finds_the_master_again(void **state)
+{
+    char err[256];
+    int held = 0, acquired = 0;
+    int64_t fence = 0;
+    rf_lock_t *l = sentinel_lock();
+    redisReply *r;
+    int old = master_port;
+
+    (void)state;
+    assert_int_equal(rf_lock_acquire(l, "t", "ro", "R1", 60000, 0, &acquired, &fence, NULL, err,
+                                     sizeof(err)), RF_OK);
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(admin(sentinel_ports[i], "CLIENT KILL TYPE pubsub"));
+    r = admin(sentinel_ports[0], "SENTINEL FAILOVER mymaster");
+    assert_true(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    if (!wait_until(sentinels_agree, replica_port, 20000))
+        fail_msg("the sentinels did not switch to %d", replica_port);
+    freeReplyObject(admin(old, "REPLICAOF 127.0.0.1 %d", replica_port));
+    assert_true(wait_until(role_is_replica, old, 10000));
+    master_port = replica_port;
+    replica_port = old;
+    /* the client still holds its connection to the old master, now a replica */
+    assert_int_equal(rf_lock_renew(l, "t", "ro", "R1", 60000, &held, err, sizeof(err)), RF_OK);
+    assert_int_equal(held, 1);
+    rf_lock_destroy(l);
+    if (!wait_until(all_sentinels_ready, 0, 30000))
+        fail_msg("the sentinels did not see the new replica in sync");
+}
+
+/* SIGKILL of the master: calls are retriable until the Sentinels elected the replica, then
+ * the next lock call succeeds on the new master. */
+static void test_failover_after_the_master_is_killed(void **state)
+{
+    char err[512];
+    int acquired = 0, held = 0;
+    int64_t f1 = 0, f2 = 0;
+    rf_lock_t *l = sentinel_lock();
+    rf_lock_item_t items[2] = {{"t", "kill-a", "A", 0}, {"t", "kill-b", "B", 0}};
+    int old = master_port;
+
+    (void)state;
+    assert_int_equal(rf_lock_acquire(l, "t", "kill-a", "A", 60000, 0, &acquired, &f1, NULL, err,
+                                     sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    server_stop(old, SIGKILL);
+    /* before the switch: retriable, never permanent */
+    assert_int_equal(rf_lock_renew(l, "t", "kill-a", "A", 60000, &held, err, sizeof(err)),
+                     RF_ERR_RETRY);
+    if (!wait_until(sentinels_agree, replica_port, 30000))
+        fail_msg("the sentinels did not elect %d", replica_port);
+    master_port = replica_port;
+    /* the next calls run on the new master (the floor keeps the token growing even if
+     * the replica had missed the last writes) */
+    assert_int_equal(rf_lock_acquire(l, "t", "kill-a", "A", 60000, f1, &acquired, &f2, NULL,
+                                     err, sizeof(err)), RF_OK);
+    assert_int_equal(acquired, 1);
+    assert_true(f2 >= f1);
+    assert_int_equal(rf_lock_renew_many(l, items, 2, 60000, err, sizeof(err)), RF_OK);
+    assert_int_equal(items[0].held, 1);
+    assert_int_equal(items[1].held, 1);
+    assert_int_equal(reply_int(admin(master_port, "PTTL relfleet:lock:t/kill-b")) == -2, 0);
+    rf_lock_destroy(l);
+}
+
+static void test_unknown_master_name(void **state)
+{
+    char url[256], err[512];
+    rf_err_t code;
+
+    (void)state;
+    snprintf(url, sizeof(url), "redis-sentinel://:m-pw@127.0.0.1:%d,127.0.0.1:%d#nosuch",
+             sentinel_ports[0], sentinel_ports[1]);
+    assert_null(lock_with(&code, err, sizeof(err), url, "redis_sentinel_password", "s-pw",
+                          NULL));
+    if (code != RF_ERR_PERM)
+        fail_msg("%s: %s", rf_err_name(code), err);
+    if (!strstr(err, "unknown redis master 'nosuch'") || strstr(err, "m-pw"))
+        fail_msg("%s", err);
+}
+
+/* Without redis_sentinel_password the URL's password goes to the Sentinels too (which
+ * take another one here): a clear permanent error. */
+static void test_sentinel_password(void **state)
+{
+    char err[512];
+    rf_err_t code;
+
+    (void)state;
+    assert_null(lock_with(&code, err, sizeof(err), sentinel_url, NULL));
+    assert_int_equal(code, RF_ERR_PERM);
+    if (!strstr(err, "refused authentication") || strstr(err, "m-pw"))
+        fail_msg("%s", err);
+}
+
+static void test_unreachable_sentinels(void **state)
+{
+    char url[256], err[512];
+    rf_err_t code;
+    int p1 = free_port(), p2 = free_port();
+
+    (void)state;
+    snprintf(url, sizeof(url), "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d#mymaster", p1, p2);
+    assert_null(lock_with(&code, err, sizeof(err), url, NULL));
+    assert_int_equal(code, RF_ERR_RETRY);
+    if (!strstr(err, "cannot reach any redis sentinel of master 'mymaster'"))
+        fail_msg("%s", err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest plain[] = {
+        cmocka_unit_test(test_bad_urls_are_permanent_and_clear),
+        cmocka_unit_test(test_tls_settings_with_a_plain_url_are_an_error),
+        cmocka_unit_test(test_acl_user_and_password_auth),
+        cmocka_unit_test(test_password_only_auth),
+        cmocka_unit_test(test_tls),
+    };
+    const struct CMUnitTest sentinel[] = {
+        cmocka_unit_test(test_sentinel_finds_the_master),
+        cmocka_unit_test(test_readonly_finds_the_master_again),
+        cmocka_unit_test(test_failover_after_the_master_is_killed),
+        cmocka_unit_test(test_unknown_master_name),
+        cmocka_unit_test(test_sentinel_password),
+        cmocka_unit_test(test_unreachable_sentinels),
+    };
+    int failed = cmocka_run_group_tests_name("redis", plain, setup_dir, teardown_dir);
+
+    failed += cmocka_run_group_tests_name("sentinel", sentinel, setup_sentinel, teardown_dir);
+    return failed;
+}
