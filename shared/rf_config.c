@@ -90,6 +90,19 @@ const rf_config_prop_t rf_config_props[] = {
          " that secret exists)"),
     PROP("signature_window_s", RF_CONF_INT, signature_window_s, "300", 1, 86400, NULL,
          "How far a signature's timestamp may be from the moment the message arrived"),
+    PROP("auth_fail_limit", RF_CONF_INT, auth_fail_limit, "10", 1, 1000, NULL,
+         "relfleet-api: failed authentications (bearer token, session, login) of one client"
+         " address, or logins naming one user, within auth_fail_window_ms before that"
+         " address or user is answered 429 with Retry-After, its credentials unchecked"),
+    PROP("auth_fail_window_ms", RF_CONF_INT, auth_fail_window_ms, "60000", 10, 86400000,
+         NULL,
+         "relfleet-api: the window of auth_fail_limit; an address or user quiet this long"
+         " after its block ended starts over (a success starts it over at once)"),
+    PROP("auth_block_ms", RF_CONF_INT, auth_block_ms, "1000", 10, 86400000, NULL,
+         "relfleet-api: the first block of an address or user that reached"
+         " auth_fail_limit; each failure after a block blocks again, twice as long"),
+    PROP("auth_block_max_ms", RF_CONF_INT, auth_block_max_ms, "600000", 10, 86400000,
+         NULL, "relfleet-api: the longest block of an address or user"),
     PROP("bootstrap_admin", RF_CONF_STRING, bootstrap_admin, "admin", 0, 0, NULL,
          "User that `relctl db migrate` creates on a database without users, owning the"
          " token setting and the secret `signing_key.<name>`, with admin on everything"),

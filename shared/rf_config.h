@@ -57,6 +57,10 @@ typedef struct rf_config {
     int notify_concurrency;
     int dingtalk_rate_per_min;
     int signature_window_s;
+    int auth_fail_limit;
+    int auth_fail_window_ms;
+    int auth_block_ms;
+    int auth_block_max_ms;
 } rf_config_t;
 
 typedef enum rf_config_type {

@@ -13,11 +13,14 @@
 #include "rf_kafka.h"
 #include "rf_schema.h"
 
+#include "api_throttle.h"
+
 #define API_DB_POOL 8               /* PostgreSQL connections shared by the request threads */
 #define API_BODY_MAX (256 * 1024)   /* largest request body accepted */
 #define API_SESSION_HOURS 12        /* a browser session lasts this long */
 #define API_PAGE_DEFAULT 50
 #define API_PAGE_MAX 500
+#define API_THROTTLE_SLOTS 4096     /* client addresses and users whose failures are counted */
 
 typedef struct api_hub api_hub_t;
 
@@ -32,6 +35,7 @@ typedef struct api {
     rf_producer_t *producer;
     pthread_mutex_t produce_lock;
     api_hub_t *hub;
+    api_throttle_t *throttle; /* failed authentication per address and per user */
     int cookie_secure; /* --secure-cookies: the session cookie carries Secure */
     volatile int stopping;
 } api_t;
@@ -59,6 +63,7 @@ typedef struct api_req {
     size_t raw_len;
     const char *raw_type;
     char *set_cookie;
+    int retry_after_s; /* > 0: the reply carries Retry-After */
     struct MHD_Response *stream; /* or a response built by the handler (SSE) */
 } api_req_t;
 
@@ -80,8 +85,12 @@ const char *api_req_arg(api_req_t *r, const char *name);
 int api_has_role(api_req_t *r, rf_role_t need, const char *service, const char *env);
 int api_require(api_req_t *r, rf_role_t need, const char *service, const char *env);
 
-/* Logs a refused call (401/403) with who, what and why. */
+/* Logs a refused call (401/403/429) with who, what and why. */
 void api_log_refusal(api_req_t *r, unsigned status, const char *reason);
+
+/* The client's address as text ("?" when unknown); with prefix, an IPv6 address is cut to
+ * its /64 (one host usually holds the whole /64). */
+void api_client_addr(api_req_t *r, int prefix, char *buf, size_t size);
 
 /* Name checks of input: DNS label (service, env), image tag (version). */
 int api_valid_label(const char *s);

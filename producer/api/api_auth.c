@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "api.h"
 #include "rf_log.h"
@@ -59,6 +60,101 @@ static json_t *auth_roles(api_req_t *r)
     return roles ? roles : json_array();
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Throttling of failed authentication (docs/api.md): one key per client address, one per
+ * user a login names. Tokens are random (rft_ and 48 hex digits) and name no user, so a
+ * wrong bearer token counts against its address only. */
+
+static int64_t auth_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void auth_key_addr(api_req_t *r, char *key, size_t size)
+{
+    char addr[64];
+
+    api_client_addr(r, 1, addr, sizeof(addr));
+    snprintf(key, size, "addr %s", addr);
+}
+
+/* 1 when neither the client's address nor user (NULL or "": none) is blocked; otherwise
+ * replies 429 with Retry-After, the credentials unchecked, and returns 0. */
+static int auth_throttle_check(api_req_t *r, const char *user)
+{
+    api_throttle_t *t = r->api->throttle;
+    char akey[80], ukey[160], addr[64];
+    int64_t now = auth_now_ms(), by_addr, by_user = 0, left;
+
+    auth_key_addr(r, akey, sizeof(akey));
+    by_addr = api_throttle_blocked(t, akey, now);
+    if (user && *user) {
+        snprintf(ukey, sizeof(ukey), "user %s", user);
+        by_user = api_throttle_blocked(t, ukey, now);
+    }
+    if (!by_addr && !by_user)
+        return 1;
+    left = by_addr > by_user ? by_addr : by_user;
+    r->retry_after_s = (int)((left + 999) / 1000);
+    api_client_addr(r, 1, addr, sizeof(addr));
+    if (by_addr >= by_user)
+        api_reply_error(r, MHD_HTTP_TOO_MANY_REQUESTS, NULL,
+                        "throttled: too many failed authentications from client %s; credentials"
+                        " are not checked until the block ends: try again in %d s",
+                        addr, r->retry_after_s);
+    else
+        api_reply_error(r, MHD_HTTP_TOO_MANY_REQUESTS, NULL,
+                        "throttled: too many failed logins of user '%.100s'; credentials are not"
+                        " checked until the block ends: try again in %d s",
+                        user, r->retry_after_s);
+    json_object_set_new(r->reply, "retry_after_ms", json_integer((json_int_t)left));
+    return 0;
+}
+
+static void auth_throttle_fail_key(api_req_t *r, const char *key, const char *what)
+{
+    int fails = 0, blocks = 0;
+    int64_t block = api_throttle_fail(r->api->throttle, key, auth_now_ms(), &fails, &blocks);
+
+    if (block)
+        rf_log_warn("blocking authentication of %s for %lld ms (block %d in a row, limit %d"
+                    " failures in %d ms)",
+                    what, (long long)block, blocks, r->api->conf.auth_fail_limit,
+                    r->api->conf.auth_fail_window_ms);
+}
+
+/* A failed authentication of the client's address and of user (NULL or "": none). */
+static void auth_throttle_fail(api_req_t *r, const char *user)
+{
+    char key[160], what[200], addr[64];
+
+    auth_key_addr(r, key, sizeof(key));
+    api_client_addr(r, 1, addr, sizeof(addr));
+    snprintf(what, sizeof(what), "client %s", addr);
+    auth_throttle_fail_key(r, key, what);
+    if (user && *user) {
+        snprintf(key, sizeof(key), "user %s", user);
+        snprintf(what, sizeof(what), "user '%.100s' (logins)", user);
+        auth_throttle_fail_key(r, key, what);
+    }
+}
+
+/* A success starts the address (and the user of a login) over. */
+static void auth_throttle_success(api_req_t *r, const char *user)
+{
+    char key[160];
+
+    auth_key_addr(r, key, sizeof(key));
+    api_throttle_success(r->api->throttle, key);
+    if (user && *user) {
+        snprintf(key, sizeof(key), "user %s", user);
+        api_throttle_success(r->api->throttle, key);
+    }
+}
+
 int api_auth_authenticate(api_req_t *r)
 {
     const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
@@ -74,8 +170,11 @@ int api_auth_authenticate(api_req_t *r)
                             "the Authorization header must be 'Bearer <token>'");
             return 0;
         }
+        if (!auth_throttle_check(r, NULL))
+            return 0;
         err = rf_auth_token_user(r->db, authz + 7, &user, errstr, sizeof(errstr));
         if (err == RF_ERR_NOTFOUND) {
+            auth_throttle_fail(r, NULL);
             api_reply_error(r, MHD_HTTP_UNAUTHORIZED, NULL, "unknown token, or its user is disabled");
             return 0;
         }
@@ -83,6 +182,7 @@ int api_auth_authenticate(api_req_t *r)
             api_reply_failure(r, err, "cannot check the token", errstr);
             return 0;
         }
+        auth_throttle_success(r, NULL);
         snprintf(r->user, sizeof(r->user), "%s", user);
         free(user);
         return 1;
@@ -92,6 +192,8 @@ int api_auth_authenticate(api_req_t *r)
         PGresult *res = NULL;
         const char *csrf_sent;
 
+        if (!auth_throttle_check(r, NULL))
+            return 0;
         rf_auth_token_hash(cookie, r->session_hash);
         err = rf_db_exec(r->db,
                          "SELECT s.user_name, s.csrf_token FROM api_sessions s JOIN users u ON"
@@ -104,10 +206,12 @@ int api_auth_authenticate(api_req_t *r)
         }
         if (PQntuples(res) != 1) {
             PQclear(res);
+            auth_throttle_fail(r, NULL);
             api_reply_error(r, MHD_HTTP_UNAUTHORIZED, NULL,
                             "the session has expired or was ended: log in again");
             return 0;
         }
+        auth_throttle_success(r, NULL);
         snprintf(r->user, sizeof(r->user), "%s", PQgetvalue(res, 0, 0));
         snprintf(r->csrf, sizeof(r->csrf), "%s", PQgetvalue(res, 0, 1));
         PQclear(res);
@@ -167,17 +271,23 @@ int api_session_login(api_req_t *r)
                                "field 'token' is required: the API token of the user");
     if (json_object_get(body, "user") && !want)
         return api_reply_error(r, MHD_HTTP_BAD_REQUEST, "user", "field 'user' must be a string");
+    if (!auth_throttle_check(r, want))
+        return 0;
     err = rf_auth_token_user(r->db, token, &user, errstr, sizeof(errstr));
-    if (err == RF_ERR_NOTFOUND)
+    if (err == RF_ERR_NOTFOUND) {
+        auth_throttle_fail(r, want);
         return api_reply_error(r, MHD_HTTP_UNAUTHORIZED, "token",
                                "login failed: unknown token, or its user is disabled");
+    }
     if (err != RF_OK)
         return api_reply_failure(r, err, "cannot check the token", errstr);
     if (want && *want && strcmp(want, user) != 0) {
         free(user);
+        auth_throttle_fail(r, want);
         return api_reply_error(r, MHD_HTTP_UNAUTHORIZED, "user",
                                "login failed: the token does not belong to user '%.100s'", want);
     }
+    auth_throttle_success(r, user);
     snprintf(r->user, sizeof(r->user), "%s", user);
     free(user);
     if (auth_random_hex(session) != 0 || auth_random_hex(csrf) != 0)

@@ -1,5 +1,6 @@
 /* The HTTP side of relfleet-api: requests in, routing, JSON replies, the console's files. */
 #include <microhttpd.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,7 +37,8 @@ int api_reply_error(api_req_t *r, unsigned status, const char *field, const char
     body = json_pack("{s:s, s:i}", "error", msg, "status", (int)status);
     if (field)
         json_object_set_new(body, "field", json_string(field));
-    if (status == MHD_HTTP_UNAUTHORIZED || status == MHD_HTTP_FORBIDDEN)
+    if (status == MHD_HTTP_UNAUTHORIZED || status == MHD_HTTP_FORBIDDEN ||
+        status == MHD_HTTP_TOO_MANY_REQUESTS)
         api_log_refusal(r, status, msg);
     return api_reply_json(r, status, body);
 }
@@ -50,19 +52,39 @@ int api_reply_failure(api_req_t *r, rf_err_t err, const char *what, const char *
     return api_reply_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "%s: %s", what, errstr);
 }
 
-void api_log_refusal(api_req_t *r, unsigned status, const char *reason)
+void api_client_addr(api_req_t *r, int prefix, char *buf, size_t size)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char addr[64] = "?";
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    char text[INET6_ADDRSTRLEN];
 
-    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
-        const unsigned char *a =
-            (const unsigned char *)&((const struct sockaddr_in *)ci->client_addr)->sin_addr;
-        snprintf(addr, sizeof(addr), "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+    snprintf(buf, size, "?");
+    if (sa && sa->sa_family == AF_INET) {
+        if (inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, sizeof(text)))
+            snprintf(buf, size, "%s", text);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        struct in6_addr a = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+        int mapped = IN6_IS_ADDR_V4MAPPED(&a);
+
+        if (mapped && inet_ntop(AF_INET, &a.s6_addr[12], text, sizeof(text))) {
+            snprintf(buf, size, "%s", text);
+            return;
+        }
+        if (prefix)
+            memset(&a.s6_addr[8], 0, 8);
+        if (inet_ntop(AF_INET6, &a, text, sizeof(text)))
+            snprintf(buf, size, "%s%s", text, prefix ? "/64" : "");
     }
     rf_log_warn("refused %s %s: %u %s (user '%s', client %s)", r->method, r->url, status, reason,
                 r->user[0] ? r->user : "-", addr);
+}
+
+void api_log_refusal(api_req_t *r, unsigned status, const char *reason)
+{
+    char addr[64];
+
+    api_client_addr(r, 0, addr, sizeof(addr));
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -405,6 +427,11 @@ static enum MHD_Result server_send(api_req_t *r)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, r->set_cookie);
     ret = MHD_queue_response(r->conn, r->status, resp);
     MHD_destroy_response(resp);
+    if (r->retry_after_s > 0) {
+        char seconds[16];
+        snprintf(seconds, sizeof(seconds), "%d", r->retry_after_s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+    }
     return ret;
 }
 

@@ -89,6 +89,10 @@ int main(int argc, char **argv)
         result = 2;
         goto out;
     }
+    api->throttle = api_throttle_new(API_THROTTLE_SLOTS, api->conf.auth_fail_limit,
+                                     api->conf.auth_fail_window_ms,
+                                     api->conf.auth_block_ms,
+                                     api->conf.auth_block_max_ms);
     rf_log_level_parse(api->conf.log_level, &level);
     rf_log_setup("api", level,
                  strcmp(api->conf.log_format, "json") == 0 ? RF_LOG_JSON : RF_LOG_LOGFMT);
@@ -168,6 +172,7 @@ out:
     for (int i = 0; i < API_DB_POOL; i++)
         rf_db_destroy(api->db[i]);
     rf_schema_registry_destroy(api->schemas);
+    api_throttle_destroy(api->throttle);
     rf_config_release(&api->conf);
     pthread_mutex_destroy(&api->db_lock);
     pthread_cond_destroy(&api->db_free);
