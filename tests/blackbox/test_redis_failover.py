@@ -1,0 +1,62 @@
+"""Redis failing over to a master without the last lock writes: PostgreSQL's fence floor and
+the one-active-release index still keep two releases of a service from overlapping."""
+import json
+import subprocess
+
+from harness import wait_for
+from releases import ACTIVE, deploy, setup_service, wait_status
+from test_outages import log_lines
+from test_release_flow import kubesim_applies, results_of
+
+
+def redis_cli(h, *args):
+    """redis-cli against the stack's Redis (a plain redis://host:port/db URL)."""
+    url = h.env["RELFLEET_REDIS_URL"]
+    hostport = url.split("//", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, port = hostport.rsplit(":", 1)
+    proc = subprocess.run(["redis-cli", "-h", host, "-p", port, *args],
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_a_lock_the_new_master_lost_lets_no_second_release_apply(harness):
+    h = harness
+    svc = setup_service(h, versions=("slow-1", "2.0.0"), replicas=2)
+    first = deploy(h, svc, "slow-1")
+    wait_status(h, first, "progressing")
+    lock, fence = f"relfleet:lock:prod/{svc}", f"relfleet:fence:prod/{svc}"
+    assert redis_cli(h, "GET", lock) == first
+    # What a promoted replica that missed the last writes looks like: no lock, no fence.
+    assert redis_cli(h, "DEL", lock, fence) == "2"
+    refused = "another release of the service is active in the database"
+    before = log_lines(h, "render", refused)
+    second = deploy(h, svc, "2.0.0")
+    # The second passed the Redis gate (the key was gone) and PostgreSQL refused its start.
+    wait_for(lambda: log_lines(h, "render", refused) > before, 30,
+             "render to be refused the second start by PostgreSQL")
+    assert h.relctl_json("show", second, "--output", "json")["status"] == "queued"
+    assert h.relctl_json("show", first, "--output", "json")["status"] in ACTIVE
+    r1 = wait_status(h, first, "succeeded", timeout=120)
+    r2 = wait_status(h, second, "succeeded", timeout=120)
+    # No overlap of their active periods in PostgreSQL.
+    assert h.psql(f"SELECT count(*) FROM releases a, releases b WHERE a.id = '{first}'"
+                  f" AND b.id = '{second}' AND tstzrange(a.started_at, a.finished_at)"
+                  f" && tstzrange(b.started_at, b.finished_at)") == [["0"]]
+    start2 = [e["at"] for e in r2["timeline"] if e["event"] == "rendering"][0]
+    assert start2 >= r1["finished_at"], (start2, r1["finished_at"])
+    # kubesim's record: every write of the second came after the first's last one.
+    flat = [json.dumps(a.get("images") or a.get("image"))
+            for a in kubesim_applies(h) if a.get("name") == svc]
+    first_idx = [i for i, im in enumerate(flat) if "slow-1" in im]
+    second_idx = [i for i, im in enumerate(flat) if "2.0.0" in im]
+    assert first_idx and second_idx and max(first_idx) < min(second_idx), flat
+    # Each release has exactly one results message, and none went to the dead letters.
+    msgs = results_of(h, [first, second])
+    assert sorted(m.json()["release_id"] for m in msgs) == sorted([first, second]), msgs
+    assert not [m for m in h.consume("dlq", timeout=3)
+                if second in (m.value or b"").decode(errors="replace")]
+    # The second's token passed the first's, though Redis had lost the counter: the floor.
+    fences = h.psql(f"SELECT fence FROM releases WHERE id IN ('{first}', '{second}')"
+                    f" ORDER BY started_at")
+    assert int(fences[1][0]) > int(fences[0][0]), fences
