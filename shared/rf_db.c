@@ -225,6 +225,9 @@ rf_db_t *rf_db_open(const char *dsn, int failover_timeout_ms, char *errstr, size
             rf_db_destroy(db);
             return NULL;
         }
+        if (delay == 100)
+            rf_log_warn("%s; waiting up to %d s for a writable postgresql (pg_failover_timeout_ms)",
+                        errstr, (failover_timeout_ms + 999) / 1000);
         db_backoff(delay < left ? delay : left, &delay);
     }
     return db;

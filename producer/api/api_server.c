@@ -46,6 +46,8 @@ int api_reply_error(api_req_t *r, unsigned status, const char *field, const char
 int api_reply_failure(api_req_t *r, rf_err_t err, const char *what, const char *errstr)
 {
     rf_log_error("%s %s: %s: %s", r->method, r->url, what, errstr);
+    if (err == RF_ERR_RETRY && r->retry_after_s <= 0)
+        r->retry_after_s = 1; /* a database failing over, a broker away: soon again */
     if (err == RF_ERR_RETRY)
         return api_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
                                "%s: %s (temporary: try again)", what, errstr);

@@ -189,9 +189,29 @@ static long health_now_ms(void)
  * PostgreSQL connection closing (the server stopped or failed over). At most one check
  * per HEALTH_POKE_MIN_MS however often it is poked. */
 #define HEALTH_POKE_MIN_MS 100
+#define HEALTH_RECHECK_MS 500
+
+static int health_check_ok(rf_health_t *h, const char *check)
+{
+    int ok = 1;
+
+    pthread_mutex_lock(&h->lock);
+    for (int i = 0; i < h->nchecks; i++)
+        if (strcmp(h->checks[i].name, check) == 0)
+            ok = h->checks[i].ok;
+    pthread_mutex_unlock(&h->lock);
+    return ok;
+}
 static void health_wait(rf_health_t *h, long checked_ms)
 {
-    long due = checked_ms + h->conf->health_interval_ms, left;
+    long interval = h->conf->health_interval_ms, due, left;
+
+    /* While a check of the thread fails, every HEALTH_RECHECK_MS at most: readiness comes
+     * back within a second of the server, not an interval. */
+    if (interval > HEALTH_RECHECK_MS &&
+        (!health_check_ok(h, "postgres") || (h->check_redis && !health_check_ok(h, "redis"))))
+        interval = HEALTH_RECHECK_MS;
+    due = checked_ms + interval;
 
     for (;;) {
         struct pollfd pfd[2] = {{h->wake[0], POLLIN, 0},

@@ -11,14 +11,14 @@
 typedef struct rf_health rf_health_t;
 
 /* Starts the endpoint on conf->metrics_addr (rf_http) and a thread that checks, at once,
- * then every health_interval_ms, on every rf_health_poke() and whenever its PostgreSQL
- * connection closes, on connections of its own: PostgreSQL (2 s timeouts; the DSN as given
- * must reach a writable host, else the check says "read-only: ..." when some host answered
- * but is a standby or read-only, "unreachable: ..." with libpq's first line otherwise) and,
- * when check_redis, Redis (connect and authenticate). Other checks are set by the caller
- * with rf_health_set(). A metrics_addr of "off" or "" starts nothing (the object still
- * works). NULL, errstr filled, when the address is bad or cannot be bound. conf must
- * outlive the object. */
+ * then every health_interval_ms (every 500 ms while its own check fails), on every
+ * rf_health_poke() and whenever its PostgreSQL connection closes, on connections of its
+ * own: PostgreSQL (2 s timeouts; the DSN as given must reach a writable host, else the
+ * check says "read-only: ..." when some host answered but is a standby or read-only,
+ * "unreachable: ..." with libpq's first line otherwise) and, when check_redis, Redis
+ * (connect and authenticate). Other checks are set by the caller with rf_health_set(). A
+ * metrics_addr of "off" or "" starts nothing (the object still works). NULL, errstr
+ * filled, when the address is bad or cannot be bound. conf must outlive the object. */
 rf_health_t *rf_health_new(const rf_config_t *conf, int check_redis, char *errstr,
                            size_t errstr_size);
 
