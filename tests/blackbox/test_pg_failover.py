@@ -205,3 +205,44 @@ def test_api_answers_503_with_retry_after_then_works(h):
         h.stack.run("start", "postgres")
     wait_for(lambda: requests.get(url, headers=auth, timeout=30).status_code == 200, 30,
              "the API to answer again")
+
+
+def retry_lines(h, stage, needle):
+    out = []
+    for path in (h.stack.state_dir / "logs").glob(f"{stage}-*.log"):
+        out += [x for x in path.open(errors="replace") if "will retry" in x and needle in x]
+    return out
+
+
+def test_no_offset_is_stored_for_a_write_refused_as_read_only(h):
+    """render's insert refused with 25006 is retried from Kafka, its offset not stored,
+    and the release ends once after the server is writable again."""
+    import signal
+
+    from test_outages import committed, request_partition, results_for
+
+    svc = setup_service(h)
+    # relctl needs PostgreSQL (permissions): publish while render is frozen.
+    renders = [int(r.split()[2]) for r in h.stack.run("worker", "list").stdout.splitlines()
+               if r.startswith("render ")]
+    for pid in renders:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        rid = deploy(h, svc, "1.0.0")
+        part, offset = request_partition(h, rid)
+        set_read_only(h, True, drop_clients=True)
+    finally:
+        for pid in renders:
+            os.kill(pid, signal.SIGCONT)
+    before = len(retry_lines(h, "render", "read-only"))
+
+    def retried_long_enough():  # past an auto-commit interval (1 s) of retries
+        ts = [log_ts(x) for x in retry_lines(h, "render", "read-only")[before:]]
+        return len(ts) >= 2 and max(ts) - min(ts) >= 1.5
+
+    wait_for(retried_long_enough, 60, "render to retry the refused write for 1.5 s")
+    assert committed(h, "render", "requests", part) <= offset
+    set_read_only(h, False)
+    rec = wait_status(h, rid, "succeeded", timeout=90)
+    assert [e["event"] for e in rec["timeline"]].count("succeeded") == 1
+    assert len(results_for(h, rid)) == 1
