@@ -1,4 +1,4 @@
-/* One Redis connection (plain or TLS, direct or to the master Sentinels name) that follows failovers. */
+/* One Redis connection (plain or TLS, direct or the master Sentinels name) following failovers. */
 #include "rf_redis.h"
 
 #include <arpa/inet.h>
@@ -27,8 +27,8 @@
  * socket, with OpenSSL on it for TLS, and hiredis does the protocol: redisFormatCommandArgv
  * encodes, a redisReader decodes. Plain TCP takes the same path without the SSL object. */
 
-#define REDIS_TIMEOUT_MS 2000      /* connect, and each command's round trip */
-#define REDIS_SUB_TIMEOUT_MS 500   /* subscribing again to a Sentinel (best effort) */
+#define REDIS_TIMEOUT_MS 2000    /* connect, and each command's round trip */
+#define REDIS_SUB_TIMEOUT_MS 500 /* subscribing again to a Sentinel (best effort) */
 #define REDIS_HOSTS_MAX 16
 #define REDIS_OUT_MAX (256u << 20) /* bytes of commands queued before a get_reply */
 
@@ -124,8 +124,8 @@ static rf_err_t conn_wait(redis_conn_t *c, short events, long deadline, char *er
 }
 
 /* TCP connection to host:port, non-blocking, within deadline. */
-static rf_err_t conn_tcp(redis_conn_t *c, const char *host, int port, long deadline,
-                         char *errstr, size_t errstr_size)
+static rf_err_t conn_tcp(redis_conn_t *c, const char *host, int port, long deadline, char *errstr,
+                         size_t errstr_size)
 {
     struct addrinfo hints, *res = NULL;
     char service[16];
@@ -156,12 +156,12 @@ static rf_err_t conn_tcp(redis_conn_t *c, const char *host, int port, long deadl
     if (rc < 0) {
         result = conn_wait(c, POLLOUT, deadline, errstr, errstr_size);
         if (result != RF_OK)
-            return rf_errf(result, errstr, errstr_size,
-                           "cannot connect to redis at %s: timed out", c->name);
+            return rf_errf(result, errstr, errstr_size, "cannot connect to redis at %s: timed out",
+                           c->name);
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err)
-            return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
-                           "cannot connect to redis at %s: %s", c->name, strerror(err));
+            return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to redis at %s: %s",
+                           c->name, strerror(err));
     }
     return RF_OK;
 }
@@ -237,8 +237,7 @@ static rf_err_t conn_open(rf_redis_t *r, redis_conn_t *c, const char *host, int 
 /* A dead connection's error, with c closed. */
 static rf_err_t conn_lost(redis_conn_t *c, const char *why, char *errstr, size_t errstr_size)
 {
-    rf_errf(RF_ERR_RETRY, errstr, errstr_size, "connection to redis at %s lost: %s", c->name,
-            why);
+    rf_errf(RF_ERR_RETRY, errstr, errstr_size, "connection to redis at %s lost: %s", c->name, why);
     conn_close(c);
     return RF_ERR_RETRY;
 }
@@ -262,9 +261,9 @@ static rf_err_t conn_write(redis_conn_t *c, const char *buf, size_t len, long de
             else if (e == SSL_ERROR_WANT_WRITE)
                 wait = POLLOUT;
             else
-                return conn_lost(c, *redis_ssl_error(ssl_err, sizeof(ssl_err)) ? ssl_err
-                                                                             : strerror(errno),
-                                 errstr, errstr_size);
+                return conn_lost(
+                    c, *redis_ssl_error(ssl_err, sizeof(ssl_err)) ? ssl_err : strerror(errno),
+                    errstr, errstr_size);
         } else {
             n = send(c->fd, buf, len, MSG_NOSIGNAL);
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -314,9 +313,10 @@ static rf_err_t conn_read(redis_conn_t *c, redisReply **reply, long deadline, in
             else if (e == SSL_ERROR_ZERO_RETURN)
                 return conn_lost(c, "closed by the server", errstr, errstr_size);
             else
-                return conn_lost(c, *redis_ssl_error(ssl_err, sizeof(ssl_err))
-                                        ? ssl_err
-                                        : (errno ? strerror(errno) : "closed by the server"),
+                return conn_lost(c,
+                                 *redis_ssl_error(ssl_err, sizeof(ssl_err))
+                                     ? ssl_err
+                                     : (errno ? strerror(errno) : "closed by the server"),
                                  errstr, errstr_size);
         } else {
             n = recv(c->fd, buf, sizeof(buf), 0);
@@ -355,8 +355,7 @@ static rf_err_t conn_call(redis_conn_t *c, const char *const *args, redisReply *
     len = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (len < 0)
         abort();
-    result = conn_write(c, cmd, (size_t)len, rf_clock_mono_ms() + timeout_ms, errstr,
-                        errstr_size);
+    result = conn_write(c, cmd, (size_t)len, rf_clock_mono_ms() + timeout_ms, errstr, errstr_size);
     redisFreeCommand(cmd);
     if (result != RF_OK)
         return result;
@@ -375,8 +374,7 @@ static rf_err_t conn_login(redis_conn_t *c, const char *user, const char *passwo
     rf_err_t result = RF_OK;
 
     if (password) {
-        result = conn_call(c, user ? auth_acl : auth, &rep, REDIS_TIMEOUT_MS, errstr,
-                           errstr_size);
+        result = conn_call(c, user ? auth_acl : auth, &rep, REDIS_TIMEOUT_MS, errstr, errstr_size);
         if (result == RF_OK && rep->type == REDIS_REPLY_ERROR)
             result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
                              "redis at %s refused authentication%s%s%s: %s", c->name,
@@ -388,9 +386,9 @@ static rf_err_t conn_login(redis_conn_t *c, const char *user, const char *passwo
         snprintf(dbs, sizeof(dbs), "%d", db);
         result = conn_call(c, select, &rep, REDIS_TIMEOUT_MS, errstr, errstr_size);
         if (result == RF_OK && rep->type == REDIS_REPLY_ERROR)
-            result = rf_errf(strncmp(rep->str, "NOAUTH", 6) == 0 ? RF_ERR_PERM : RF_ERR_RETRY,
-                             errstr, errstr_size, "redis at %s refused database %d: %s",
-                             c->name, db, rep->str);
+            result =
+                rf_errf(strncmp(rep->str, "NOAUTH", 6) == 0 ? RF_ERR_PERM : RF_ERR_RETRY, errstr,
+                        errstr_size, "redis at %s refused database %d: %s", c->name, db, rep->str);
         freeReplyObject(rep);
     }
     if (result != RF_OK)
@@ -411,8 +409,8 @@ static void redis_drop(rf_redis_t *r)
 
 static rf_err_t redis_open_direct(rf_redis_t *r, char *errstr, size_t errstr_size)
 {
-    rf_err_t result = conn_open(r, &r->conn, r->hosts[0].host, r->hosts[0].port,
-                                REDIS_TIMEOUT_MS, errstr, errstr_size);
+    rf_err_t result = conn_open(r, &r->conn, r->hosts[0].host, r->hosts[0].port, REDIS_TIMEOUT_MS,
+                                errstr, errstr_size);
 
     if (result == RF_OK)
         result = conn_login(&r->conn, r->user, r->password, r->db, errstr, errstr_size);
@@ -585,8 +583,9 @@ static rf_err_t redis_discover(rf_redis_t *r, char *errstr, size_t errstr_size)
         conn_close(&s);
     }
     if (result != RF_OK && perm)
-        result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot connect to redis master '%s': %s",
-                         r->master_name, rf_buf_str(&why));
+        result =
+            rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot connect to redis master '%s': %s",
+                    r->master_name, rf_buf_str(&why));
     else if (result != RF_OK && unknown && !answered)
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "unknown redis master '%s': %s",
                          r->master_name, rf_buf_str(&why));
@@ -595,9 +594,9 @@ static rf_err_t redis_discover(rf_redis_t *r, char *errstr, size_t errstr_size)
                          "cannot reach any redis sentinel of master '%s': %s", r->master_name,
                          rf_buf_str(&why));
     else if (result != RF_OK)
-        result = rf_errf(RF_ERR_RETRY, errstr, errstr_size,
-                         "cannot connect to redis master '%s': %s", r->master_name,
-                         rf_buf_str(&why));
+        result =
+            rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to redis master '%s': %s",
+                    r->master_name, rf_buf_str(&why));
     rf_buf_release(&why);
     return result;
 }
@@ -646,8 +645,7 @@ static int redis_reply_moved(const redisReply *rep)
             strncmp(rep->str, "MASTERDOWN", 10) == 0);
 }
 
-rf_err_t rf_redis_get_reply(rf_redis_t *r, redisReply **reply, char *errstr,
-                            size_t errstr_size)
+rf_err_t rf_redis_get_reply(rf_redis_t *r, redisReply **reply, char *errstr, size_t errstr_size)
 {
     char name[768];
     rf_err_t result;
@@ -666,8 +664,8 @@ rf_err_t rf_redis_get_reply(rf_redis_t *r, redisReply **reply, char *errstr,
             return result;
         }
     }
-    result = conn_read(&r->conn, reply, rf_clock_mono_ms() + REDIS_TIMEOUT_MS, 1, errstr,
-                       errstr_size);
+    result =
+        conn_read(&r->conn, reply, rf_clock_mono_ms() + REDIS_TIMEOUT_MS, 1, errstr, errstr_size);
     if (result != RF_OK) {
         r->drops++;
         redis_drop(r);
@@ -762,8 +760,8 @@ static rf_err_t redis_parse_host(redis_addr_t *a, const char *s, size_t len, int
         snprintf(a->host, sizeof(a->host), "%.*s", (int)(close - s - 1), s + 1);
         colon = close + 1 < end && close[1] == ':' ? close + 1 : NULL;
         if (!colon && close + 1 != end)
-            return rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad redis url: host '%.*s'",
-                           (int)len, s);
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad redis url: host '%.*s'", (int)len,
+                           s);
     } else {
         colon = memchr(s, ':', len);
         snprintf(a->host, sizeof(a->host), "%.*s", (int)(colon ? colon - s : (long)len), s);
@@ -784,11 +782,10 @@ static rf_err_t redis_parse_host(redis_addr_t *a, const char *s, size_t len, int
     return RF_OK;
 }
 
-static rf_err_t redis_parse_url(rf_redis_t *r, const char *url, char *errstr,
-                                size_t errstr_size)
+static rf_err_t redis_parse_url(rf_redis_t *r, const char *url, char *errstr, size_t errstr_size)
 {
-    static const char *const schemes[] = {"redis", "rediss", "redis-sentinel",
-                                          "rediss-sentinel", NULL};
+    static const char *const schemes[] = {"redis", "rediss", "redis-sentinel", "rediss-sentinel",
+                                          NULL};
     const char *sep = strstr(url, "://"), *p, *hosts, *hosts_end, *at, *frag;
     size_t slen = sep ? (size_t)(sep - url) : 0;
     int k;
@@ -842,8 +839,8 @@ static rf_err_t redis_parse_url(rf_redis_t *r, const char *url, char *errstr,
         rf_err_t result;
 
         if (r->nhosts == REDIS_HOSTS_MAX)
-            return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                           "bad redis url: more than %d hosts", REDIS_HOSTS_MAX);
+            return rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad redis url: more than %d hosts",
+                           REDIS_HOSTS_MAX);
         result = redis_parse_host(&r->hosts[r->nhosts], h, (size_t)(e - h),
                                   r->sentinel ? 26379 : 6379, errstr, errstr_size);
         if (result != RF_OK)
@@ -877,8 +874,7 @@ static rf_err_t redis_parse_url(rf_redis_t *r, const char *url, char *errstr,
                        "bad redis url: '#%s' (a master name) needs redis-sentinel://", p + 1);
     if (r->sentinel && (*p != '#' || !p[1]))
         return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                       "bad redis url: %s:// needs the master name at the end (#name)",
-                       schemes[k]);
+                       "bad redis url: %s:// needs the master name at the end (#name)", schemes[k]);
     if (r->sentinel)
         r->master_name = redis_decode(p + 1, strlen(p + 1));
     return RF_OK;
@@ -912,21 +908,18 @@ static rf_err_t redis_tls_setup(rf_redis_t *r, const rf_config_t *conf, char *er
         abort();
     SSL_CTX_set_min_proto_version(r->ssl_ctx, TLS1_2_VERSION);
     if (ca && SSL_CTX_load_verify_locations(r->ssl_ctx, ca, NULL) != 1)
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                       "cannot load redis_tls_ca_file '%s': %s", ca,
-                       redis_ssl_error(ssl_err, sizeof(ssl_err)));
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot load redis_tls_ca_file '%s': %s",
+                       ca, redis_ssl_error(ssl_err, sizeof(ssl_err)));
     if (!ca && SSL_CTX_set_default_verify_paths(r->ssl_ctx) != 1)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot load the system's CA store: %s",
                        redis_ssl_error(ssl_err, sizeof(ssl_err)));
     if (cert && SSL_CTX_use_certificate_chain_file(r->ssl_ctx, cert) != 1)
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                       "cannot load redis_tls_cert_file '%s': %s", cert,
-                       redis_ssl_error(ssl_err, sizeof(ssl_err)));
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot load redis_tls_cert_file '%s': %s",
+                       cert, redis_ssl_error(ssl_err, sizeof(ssl_err)));
     if (key && (SSL_CTX_use_PrivateKey_file(r->ssl_ctx, key, SSL_FILETYPE_PEM) != 1 ||
                 SSL_CTX_check_private_key(r->ssl_ctx) != 1))
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                       "cannot load redis_tls_key_file '%s': %s", key,
-                       redis_ssl_error(ssl_err, sizeof(ssl_err)));
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot load redis_tls_key_file '%s': %s",
+                       key, redis_ssl_error(ssl_err, sizeof(ssl_err)));
     SSL_CTX_set_verify(r->ssl_ctx, skip ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     if (skip)
         rf_log_warn("redis_tls_insecure_skip_verify is true: the redis server's certificate "

@@ -1,4 +1,4 @@
-/* One Redis connection (plain or TLS, direct or to the master Sentinels name) that follows failovers. */
+/* One Redis connection (plain or TLS, direct or the master Sentinels name) following failovers. */
 #ifndef RF_REDIS_H
 #define RF_REDIS_H
 
@@ -44,8 +44,7 @@ rf_err_t rf_redis_command(rf_redis_t *r, int argc, const char **argv, const size
  * queued: rf_redis_drops() grew, and the caller may repeat the whole batch once. */
 rf_err_t rf_redis_append(rf_redis_t *r, int argc, const char **argv, const size_t *lens,
                          char *errstr, size_t errstr_size);
-rf_err_t rf_redis_get_reply(rf_redis_t *r, redisReply **reply, char *errstr,
-                            size_t errstr_size);
+rf_err_t rf_redis_get_reply(rf_redis_t *r, redisReply **reply, char *errstr, size_t errstr_size);
 
 /* How many times a working connection was given up (lost, READONLY, LOADING, MASTERDOWN,
  * +switch-master). */

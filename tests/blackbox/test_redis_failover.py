@@ -1,11 +1,13 @@
 """Redis failing over to a master without the last lock writes: PostgreSQL's fence floor and
 the one-active-release index still keep two releases of a service from overlapping."""
 import json
+import socket
 import subprocess
 
-from harness import wait_for
+from harness import bin_path, wait_for
 from releases import ACTIVE, deploy, setup_service, wait_status
 from test_outages import log_lines
+from test_fleet import http_get
 from test_release_flow import kubesim_applies, results_of
 
 
@@ -60,3 +62,54 @@ def test_a_lock_the_new_master_lost_lets_no_second_release_apply(harness):
     fences = h.psql(f"SELECT fence FROM releases WHERE id IN ('{first}', '{second}')"
                     f" ORDER BY started_at")
     assert int(fences[1][0]) > int(fences[0][0]), fences
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_bad_redis_settings_stop_the_worker_naming_them(harness):
+    env = dict(harness.env, RELFLEET_METRICS_ADDR="127.0.0.1:0",
+               RELFLEET_TOPIC_PREFIX="redistest.")
+    url = harness.env["RELFLEET_REDIS_URL"]
+    hostport = url.split("//", 1)[1].split("/", 1)[0]
+    cases = [
+        ("redis-sentinel://127.0.0.1:1/0", {}, "redis-sentinel:// needs the master name"),
+        ("http://" + hostport, {}, "scheme 'http' is not redis://"),
+        (f"redis://:not-the-password@{hostport}/0", {},
+         f"redis at {hostport} refused authentication"),
+        (f"redis://{hostport}/0",
+         {"RELFLEET_REDIS_TLS_CA_FILE": "/etc/ssl/certs/ca-certificates.crt"},
+         "the redis url is not rediss://"),
+    ]
+    for redis_url, extra, expected in cases:
+        proc = subprocess.run([str(bin_path("relfleet-worker")), "render"],
+                              env=dict(env, RELFLEET_REDIS_URL=redis_url, **extra),
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1, (redis_url, proc.stderr)
+        assert expected in proc.stderr, (redis_url, proc.stderr)
+        assert "not-the-password" not in proc.stderr
+
+
+def test_unreachable_sentinels_at_start_are_reported_and_waited_for(harness):
+    ports = free_port(), free_port()
+    addr = f"127.0.0.1:{free_port()}"
+    env = dict(harness.env, RELFLEET_METRICS_ADDR=addr, RELFLEET_TOPIC_PREFIX="redistest.",
+               RELFLEET_HEALTH_INTERVAL_MS="500",
+               RELFLEET_REDIS_URL="redis-sentinel://127.0.0.1:%d,127.0.0.1:%d/0#mymaster" % ports)
+    proc = subprocess.Popen([str(bin_path("relfleet-worker")), "render"], env=env,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        line = wait_for(lambda: (ln := proc.stderr.readline()) and "sentinel" in ln and ln, 30,
+                        "the worker to report the sentinels")
+        assert "cannot reach any redis sentinel of master 'mymaster'" in line, line
+        assert "retrying" in line, line
+        status, body = wait_for(lambda: (r := http_get(addr, "/readyz"))[0] == 503
+                                and "redis: " in r[1] and r, 30, "readiness to name redis")
+        assert "redis: cannot reach any redis sentinel of master 'mymaster'" in body, body
+        assert proc.poll() is None  # still waiting, not gone
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -79,8 +79,9 @@ static void server_start(const char *prog, int port, const char *fmt, ...)
     snprintf(path, sizeof(path), "%s/%s-%d.conf", tmpdir, prog, port);
     f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "bind 127.0.0.1\ndir %s\nsave \"\"\nappendonly no\nloglevel warning\n"
-               "logfile %s/%s-%d.log\n",
+    fprintf(f,
+            "bind 127.0.0.1\ndir %s\nsave \"\"\nappendonly no\nloglevel warning\n"
+            "logfile %s/%s-%d.log\n",
             tmpdir, tmpdir, prog, port);
     va_start(ap, fmt);
     vfprintf(f, fmt, ap);
@@ -258,8 +259,7 @@ static void test_tls_settings_with_a_plain_url_are_an_error(void **state)
     rf_redis_t *r;
 
     (void)state;
-    conf_with(&conf, "redis://127.0.0.1:6379/0", "redis_tls_ca_file", "/nonexistent/ca.pem",
-              NULL);
+    conf_with(&conf, "redis://127.0.0.1:6379/0", "redis_tls_ca_file", "/nonexistent/ca.pem", NULL);
     r = rf_redis_new(&conf, err, sizeof(err));
     rf_config_release(&conf);
     assert_null(r);
@@ -581,8 +581,9 @@ static void test_readonly_finds_the_master_again(void **state)
     int old = master_port;
 
     (void)state;
-    assert_int_equal(rf_lock_acquire(l, "t", "ro", "R1", 60000, 0, &acquired, &fence, NULL, err,
-                                     sizeof(err)), RF_OK);
+    assert_int_equal(
+        rf_lock_acquire(l, "t", "ro", "R1", 60000, 0, &acquired, &fence, NULL, err, sizeof(err)),
+        RF_OK);
     for (int i = 0; i < 3; i++)
         freeReplyObject(admin(sentinel_ports[i], "CLIENT KILL TYPE pubsub"));
     r = admin(sentinel_ports[0], "SENTINEL FAILOVER mymaster");
@@ -614,8 +615,9 @@ static void test_failover_after_the_master_is_killed(void **state)
     int old = master_port;
 
     (void)state;
-    assert_int_equal(rf_lock_acquire(l, "t", "kill-a", "A", 60000, 0, &acquired, &f1, NULL, err,
-                                     sizeof(err)), RF_OK);
+    assert_int_equal(
+        rf_lock_acquire(l, "t", "kill-a", "A", 60000, 0, &acquired, &f1, NULL, err, sizeof(err)),
+        RF_OK);
     assert_int_equal(acquired, 1);
     server_stop(old, SIGKILL);
     /* before the switch: retriable, never permanent */
@@ -626,8 +628,9 @@ static void test_failover_after_the_master_is_killed(void **state)
     master_port = replica_port;
     /* the next calls run on the new master (the floor keeps the token growing even if
      * the replica had missed the last writes) */
-    assert_int_equal(rf_lock_acquire(l, "t", "kill-a", "A", 60000, f1, &acquired, &f2, NULL,
-                                     err, sizeof(err)), RF_OK);
+    assert_int_equal(
+        rf_lock_acquire(l, "t", "kill-a", "A", 60000, f1, &acquired, &f2, NULL, err, sizeof(err)),
+        RF_OK);
     assert_int_equal(acquired, 1);
     assert_true(f2 >= f1);
     assert_int_equal(rf_lock_renew_many(l, items, 2, 60000, err, sizeof(err)), RF_OK);
@@ -645,8 +648,7 @@ static void test_unknown_master_name(void **state)
     (void)state;
     snprintf(url, sizeof(url), "redis-sentinel://:m-pw@127.0.0.1:%d,127.0.0.1:%d#nosuch",
              sentinel_ports[0], sentinel_ports[1]);
-    assert_null(lock_with(&code, err, sizeof(err), url, "redis_sentinel_password", "s-pw",
-                          NULL));
+    assert_null(lock_with(&code, err, sizeof(err), url, "redis_sentinel_password", "s-pw", NULL));
     if (code != RF_ERR_PERM)
         fail_msg("%s: %s", rf_err_name(code), err);
     if (!strstr(err, "unknown redis master 'nosuch'") || strstr(err, "m-pw"))
