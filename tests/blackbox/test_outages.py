@@ -2,6 +2,7 @@
 and SIGTERM. Releases pause and continue; nothing is lost and offsets are stored only once
 the work is done. One stack for the module (short lock lease, short shutdown bound)."""
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,20 @@ def request_partition(h, rid):
                      until=lambda ms: any(m.json().get("release_id") == rid for m in ms))
     m = [m for m in msgs if m.json().get("release_id") == rid][-1]
     return m.partition, m.offset
+
+
+@contextlib.contextmanager
+def frozen(h, stage):
+    """The stage's workers stopped (SIGSTOP) inside the block, continued after."""
+    pids = [int(r.split()[2]) for r in h.stack.run("worker", "list").stdout.splitlines()
+            if r.startswith(stage + " ")]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def committed(h, group_suffix, topic_suffix, partition):
@@ -141,17 +156,10 @@ def test_postgres_down_stages_pause_store_no_offsets_and_resume(h):
     first = deploy(h, svc, "1.0.0")
     wait_status(h, first, "succeeded")
     # relctl needs PostgreSQL (permissions): publish while render is frozen, then stop it.
-    renders = [int(r.split()[2]) for r in h.stack.run("worker", "list").stdout.splitlines()
-               if r.startswith("render ")]
-    for pid in renders:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with frozen(h, "render"):
         rid = deploy(h, svc, "1.1.0")
         part, offset = request_partition(h, rid)
         h.stack.run("stop", "postgres")
-    finally:
-        for pid in renders:
-            os.kill(pid, signal.SIGCONT)
     try:
         before = log_lines(h, "render", "will retry: cannot connect to postgresql")
         wait_for(lambda: log_lines(h, "render", "will retry: cannot connect to postgresql")

@@ -3,13 +3,11 @@
 (every write then fails with SQLSTATE 25006), and its client connections are dropped, as a
 failover drops them. Readiness follows within a second, releases end once, relctl and
 relfleet-api wait out an outage or say which hosts they tried."""
-import os
 import re
 import subprocess
 import time
 import urllib.parse
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import requests
@@ -34,12 +32,16 @@ def h(pstack):
     set_read_only(h, False)  # whatever a test left (those that stop the server start it)
 
 
+def pg_env(h, **extra):
+    """psql's environment for the stack's server."""
+    dsn = urllib.parse.urlsplit(h.env["RELFLEET_PG_DSN"])
+    return dict(h.env, PGHOST=dsn.hostname, PGPORT=str(dsn.port), PGUSER=dsn.username or "",
+                PGDATABASE=dsn.path.lstrip("/"), PGPASSWORD=dsn.password or "", **extra)
+
+
 def psql_admin(h, sql):
     """sql on the stack's server in a session that may write whatever the default."""
-    dsn = urllib.parse.urlsplit(h.env["RELFLEET_PG_DSN"])
-    env = dict(h.env, PGHOST=dsn.hostname, PGPORT=str(dsn.port), PGUSER=dsn.username or "",
-               PGDATABASE=dsn.path.lstrip("/"), PGPASSWORD=dsn.password or "",
-               PGOPTIONS="-c default_transaction_read_only=off")
+    env = pg_env(h, PGOPTIONS="-c default_transaction_read_only=off")
     proc = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-t", "-A", "-c", sql],
                           env=env, capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
@@ -53,9 +55,7 @@ def set_read_only(h, on, drop_clients=False):
     value = "on" if on else "off"
     psql_admin(h, f"ALTER SYSTEM SET default_transaction_read_only = {value}")
     psql_admin(h, "SELECT pg_reload_conf()")
-    dsn = urllib.parse.urlsplit(h.env["RELFLEET_PG_DSN"])
-    env = dict(h.env, PGHOST=dsn.hostname, PGPORT=str(dsn.port), PGUSER=dsn.username or "",
-               PGDATABASE=dsn.path.lstrip("/"), PGPASSWORD=dsn.password or "")
+    env = pg_env(h)
 
     def applied():
         p = subprocess.run(["psql", "-X", "-t", "-A", "-c", "SHOW default_transaction_read_only"],
@@ -217,23 +217,14 @@ def retry_lines(h, stage, needle):
 def test_no_offset_is_stored_for_a_write_refused_as_read_only(h):
     """render's insert refused with 25006 is retried from Kafka, its offset not stored,
     and the release ends once after the server is writable again."""
-    import signal
-
-    from test_outages import committed, request_partition, results_for
+    from test_outages import committed, frozen, request_partition, results_for
 
     svc = setup_service(h)
     # relctl needs PostgreSQL (permissions): publish while render is frozen.
-    renders = [int(r.split()[2]) for r in h.stack.run("worker", "list").stdout.splitlines()
-               if r.startswith("render ")]
-    for pid in renders:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with frozen(h, "render"):
         rid = deploy(h, svc, "1.0.0")
         part, offset = request_partition(h, rid)
         set_read_only(h, True, drop_clients=True)
-    finally:
-        for pid in renders:
-            os.kill(pid, signal.SIGCONT)
     before = len(retry_lines(h, "render", "read-only"))
 
     def retried_long_enough():  # past an auto-commit interval (1 s) of retries
