@@ -487,10 +487,17 @@ rf_err_t rf_db_exec(rf_db_t *db, const char *sql, int nparams, const char *const
         result = db_exec_once(db, sql, nparams, params, res_out, &outcome, errstr, errstr_size);
         if (result != RF_ERR_RETRY || db->in_tx)
             return result;
-        /* With a failover timeout: what did not run, and reads, until the timeout. A write
-         * whose outcome is unknown is the caller's to judge. */
-        if (db->failover_ms <= 0 || (outcome == DB_UNKNOWN && !db_is_read(sql)) ||
-            outcome == DB_RAN)
+        if (outcome == DB_UNKNOWN && !db_is_read(sql)) {
+            /* A write whose outcome is unknown is the caller's to judge: it is told so. */
+            if (errstr && errstr_size > 0) {
+                size_t n = strlen(errstr);
+                snprintf(errstr + n, errstr_size - n, " (the connection was lost while the"
+                                                      " statement ran: it may have committed)");
+            }
+            return result;
+        }
+        /* With a failover timeout: what did not run, and reads, until the timeout. */
+        if (db->failover_ms <= 0 || outcome == DB_RAN)
             return result;
         left = db->failover_ms - (db_now_ms() - start);
         if (left <= 0)
