@@ -568,6 +568,42 @@ static void test_sentinel_finds_the_master(void **state)
         fail_msg("the sentinels did not see the replica in sync and each other");
 }
 
+/* A switch of master (SENTINEL FAILOVER) while the old master still takes writes: the
+ * +switch-master event sends the next call to the new master, not the old one. */
+static void test_switch_master_event_moves_the_next_call(void **state)
+{
+    char err[256];
+    int acquired = 0;
+    int64_t fence = 0;
+    rf_lock_t *l = sentinel_lock();
+    redisReply *r;
+    int old = master_port;
+
+    (void)state;
+    assert_true(lock_works(l, "event-before"));
+    r = admin(sentinel_ports[0], "SENTINEL FAILOVER mymaster");
+    assert_true(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    if (!wait_until(sentinels_agree, replica_port, 20000))
+        fail_msg("the sentinels did not switch to %d", replica_port);
+    assert_int_equal(
+        rf_lock_acquire(l, "t", "event", "E1", 60000, 0, &acquired, &fence, NULL, err, sizeof(err)),
+        RF_OK);
+    assert_int_equal(acquired, 1);
+    r = admin(replica_port, "GET relfleet:lock:t/event");
+    if (!r || r->type != REDIS_REPLY_STRING || strcmp(r->str, "E1") != 0)
+        fail_msg("the lock was not written to the new master %d", replica_port);
+    freeReplyObject(r);
+    /* the old master follows the new one (the Sentinels would, later) */
+    freeReplyObject(admin(old, "REPLICAOF 127.0.0.1 %d", replica_port));
+    assert_true(wait_until(role_is_replica, old, 10000));
+    master_port = replica_port;
+    replica_port = old;
+    rf_lock_destroy(l);
+    if (!wait_until(all_sentinels_ready, 0, 30000))
+        fail_msg("the sentinels did not see the new replica in sync");
+}
+
 /* The client's master is made a replica (REPLICAOF) while the client hears no
  * +switch-master (its subscription was killed first): the READONLY reply sends it to the
  * Sentinels, and the same call succeeds on the real master. */
@@ -683,6 +719,69 @@ static void test_unreachable_sentinels(void **state)
         fail_msg("%s", err);
 }
 
+/* ---- Sentinel over TLS ---- */
+
+static int tls_master_port, tls_sentinel_port;
+
+static int setup_tls_sentinel(void **state)
+{
+    const char *tls = "tls-cert-file %s/server.pem\ntls-key-file %s/server.key\n"
+                      "tls-ca-cert-file %s/ca.pem\ntls-auth-clients no\ntls-replication yes\n";
+    char tls_conf[1024];
+
+    setup_dir(state);
+    make_ca("ca");
+    make_ca("otherca");
+    make_leaf("ca", "server");
+    snprintf(tls_conf, sizeof(tls_conf), tls, tmpdir, tmpdir, tmpdir);
+    tls_master_port = free_port();
+    tls_sentinel_port = free_port();
+    server_start("redis-server", tls_master_port, "port 0\ntls-port %d\n%s", tls_master_port,
+                 tls_conf);
+    server_start("redis-sentinel", tls_sentinel_port,
+                 "port 0\ntls-port %d\n%ssentinel monitor tlsmaster 127.0.0.1 %d 1\n",
+                 tls_sentinel_port, tls_conf, tls_master_port);
+    return 0;
+}
+
+static void test_tls_sentinel(void **state)
+{
+    char url[128], err[512], ca[300], other_ca[300], expect[64];
+    rf_config_t conf;
+    rf_redis_t *r;
+    rf_err_t code;
+    rf_lock_t *l;
+
+    (void)state;
+    snprintf(ca, sizeof(ca), "%s/ca.pem", tmpdir);
+    snprintf(other_ca, sizeof(other_ca), "%s/otherca.pem", tmpdir);
+    snprintf(url, sizeof(url), "rediss-sentinel://127.0.0.1:%d#tlsmaster", tls_sentinel_port);
+    conf_with(&conf, url, "redis_tls_ca_file", ca, NULL);
+    r = rf_redis_new(&conf, err, sizeof(err));
+    rf_config_release(&conf);
+    assert_non_null(r);
+    if (rf_redis_check(r, err, sizeof(err)) != RF_OK)
+        fail_msg("%s", err);
+    snprintf(expect, sizeof(expect), "at 127.0.0.1:%d", tls_master_port);
+    if (!strstr(err, expect))
+        fail_msg("%s", err);
+    rf_redis_destroy(r);
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, NULL);
+    if (!l)
+        fail_msg("%s", err);
+    assert_true(lock_works(l, "tls-sentinel"));
+    rf_lock_destroy(l);
+    /* the Sentinel's certificate is verified too: a wrong CA is a clear permanent error */
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", other_ca, NULL);
+    assert_null(l);
+    assert_int_equal(code, RF_ERR_PERM);
+    if (!strstr(err, "cannot verify the tls certificate"))
+        fail_msg("%s", err);
+    /* a plain redis-sentinel:// client never reaches a TLS Sentinel */
+    snprintf(url, sizeof(url), "redis-sentinel://127.0.0.1:%d#tlsmaster", tls_sentinel_port);
+    assert_null(lock_with(&code, err, sizeof(err), url, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest plain[] = {
@@ -694,14 +793,20 @@ int main(void)
     };
     const struct CMUnitTest sentinel[] = {
         cmocka_unit_test(test_sentinel_finds_the_master),
+        cmocka_unit_test(test_switch_master_event_moves_the_next_call),
         cmocka_unit_test(test_readonly_finds_the_master_again),
         cmocka_unit_test(test_failover_after_the_master_is_killed),
         cmocka_unit_test(test_unknown_master_name),
         cmocka_unit_test(test_sentinel_password),
         cmocka_unit_test(test_unreachable_sentinels),
     };
+    const struct CMUnitTest tls_sentinel[] = {
+        cmocka_unit_test(test_tls_sentinel),
+    };
     int failed = cmocka_run_group_tests_name("redis", plain, setup_dir, teardown_dir);
 
     failed += cmocka_run_group_tests_name("sentinel", sentinel, setup_sentinel, teardown_dir);
+    failed +=
+        cmocka_run_group_tests_name("tls sentinel", tls_sentinel, setup_tls_sentinel, teardown_dir);
     return failed;
 }
