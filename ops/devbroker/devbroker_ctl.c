@@ -11,6 +11,14 @@
 
 #define CTL_MAX_ARGS 8
 #define CTL_LINE_MAX 1024
+#define CTL_TOPICS_MAX 256
+
+/* The topics this broker created (the mock cannot be asked), for `leader`. */
+static struct {
+    char name[250];
+    int partitions;
+} ctl_topics[CTL_TOPICS_MAX];
+static int ctl_topic_cnt;
 
 static const struct {
     const char *name;
@@ -38,6 +46,25 @@ static const struct {
     {"EndTxn", 26},
     {"TxnOffsetCommit", 28},
 };
+
+int devbroker_ctl_topic_add(const char *name, int partitions)
+{
+    if (ctl_topic_cnt == CTL_TOPICS_MAX || strlen(name) >= sizeof(ctl_topics[0].name))
+        return -1;
+    snprintf(ctl_topics[ctl_topic_cnt].name, sizeof(ctl_topics[0].name), "%s", name);
+    ctl_topics[ctl_topic_cnt].partitions = partitions;
+    ctl_topic_cnt++;
+    return 0;
+}
+
+static int devbroker_ctl_has_topic(const char *name, int partition)
+{
+    for (int i = 0; i < ctl_topic_cnt; i++) {
+        if (strcmp(ctl_topics[i].name, name) == 0)
+            return partition < ctl_topics[i].partitions;
+    }
+    return 0;
+}
 
 /* Parses a whole decimal number within [min, max]; 0 on success. */
 static int ctl_parse_long(const char *s, long min, long max, long *out)
@@ -199,13 +226,58 @@ static int ctl_create_topic(rd_kafka_mock_cluster_t *mcluster, int replication_f
         return ctl_reply_err(reply, reply_size, "bad topic name '%s'", argv[1]);
     if (ctl_parse_long(argv[2], 1, 10000, &partitions) != 0)
         return ctl_reply_err(reply, reply_size, "bad partition count '%s' (1..10000)", argv[2]);
-    return ctl_reply_kafka(
-        reply, reply_size,
-        rd_kafka_mock_topic_create(mcluster, argv[1], (int)partitions, replication_factor));
+    if (ctl_reply_kafka(
+            reply, reply_size,
+            rd_kafka_mock_topic_create(mcluster, argv[1], (int)partitions, replication_factor)) != 0)
+        return -1;
+    if (devbroker_ctl_topic_add(argv[1], (int)partitions) != 0)
+        return ctl_reply_err(reply, reply_size, "topic '%s' created, but too many topics to "
+                             "track for 'leader'", argv[1]);
+    return 0;
 }
 
-int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int replication_factor, const char *line,
-                       char *reply, size_t reply_size)
+/* leader TOPIC PARTITION BROKER: makes BROKER the partition's leader (clients learn it from
+ * their next NOT_LEADER_FOR_PARTITION and metadata refresh). The topic must exist: the mock
+ * would create it. */
+static int ctl_leader(rd_kafka_mock_cluster_t *mcluster, int brokers, char **argv, char *reply,
+                      size_t reply_size)
+{
+    long partition;
+    long id;
+
+    if (strlen(argv[1]) > 249 || strspn(argv[1], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST"
+                                                 "UVWXYZ0123456789._-") != strlen(argv[1]))
+        return ctl_reply_err(reply, reply_size, "bad topic name '%s'", argv[1]);
+    if (ctl_parse_long(argv[2], 0, 9999, &partition) != 0)
+        return ctl_reply_err(reply, reply_size, "bad partition '%s' (0..9999)", argv[2]);
+    if (ctl_parse_long(argv[3], 1, brokers, &id) != 0)
+        return ctl_reply_err(reply, reply_size, "bad broker id '%s' (1..%d)", argv[3], brokers);
+    if (!devbroker_ctl_has_topic(argv[1], (int)partition))
+        return ctl_reply_err(reply, reply_size, "unknown topic or partition '%s' %ld", argv[1],
+                             partition);
+    return ctl_reply_kafka(reply, reply_size,
+                           rd_kafka_mock_partition_set_leader(mcluster, argv[1], (int32_t)partition,
+                                                              (int32_t)id));
+}
+
+/* coordinator group|transaction KEY BROKER: makes BROKER the coordinator of a consumer group
+ * or a transactional id (the mock otherwise hashes the key onto a broker, down or not). */
+static int ctl_coordinator(rd_kafka_mock_cluster_t *mcluster, int brokers, char **argv,
+                           char *reply, size_t reply_size)
+{
+    long id;
+
+    if (strcmp(argv[1], "group") != 0 && strcmp(argv[1], "transaction") != 0)
+        return ctl_reply_err(reply, reply_size, "bad coordinator type '%s' (group, transaction)",
+                             argv[1]);
+    if (ctl_parse_long(argv[3], 1, brokers, &id) != 0)
+        return ctl_reply_err(reply, reply_size, "bad broker id '%s' (1..%d)", argv[3], brokers);
+    return ctl_reply_kafka(reply, reply_size,
+                           rd_kafka_mock_coordinator_set(mcluster, argv[1], argv[2], (int32_t)id));
+}
+
+int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int brokers, int replication_factor,
+                       const char *line, char *reply, size_t reply_size)
 {
     char copy[CTL_LINE_MAX];
     char *argv[CTL_MAX_ARGS];
@@ -240,9 +312,14 @@ int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int replication_factor
         return ctl_broker_cmd(mcluster, argv, argc, reply, reply_size);
     if (strcmp(argv[0], "create-topic") == 0 && argc == 3)
         return ctl_create_topic(mcluster, replication_factor, argv, reply, reply_size);
+    if (strcmp(argv[0], "leader") == 0 && argc == 4)
+        return ctl_leader(mcluster, brokers, argv, reply, reply_size);
+    if (strcmp(argv[0], "coordinator") == 0 && argc == 4)
+        return ctl_coordinator(mcluster, brokers, argv, reply, reply_size);
     return ctl_reply_err(reply, reply_size,
                          "unknown command or wrong arguments '%s' (ping, push-errors APIKEY "
                          "ERRCODE COUNT, clear-errors APIKEY, broker-down ID, broker-up ID, "
-                         "rtt ID MS, create-topic NAME PARTITIONS)",
+                         "rtt ID MS, create-topic NAME PARTITIONS, leader TOPIC PARTITION "
+                         "BROKER, coordinator group|transaction KEY BROKER)",
                          argv[0]);
 }

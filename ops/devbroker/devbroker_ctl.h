@@ -18,8 +18,14 @@
  *   clear-errors APIKEY
  *   broker-down ID | broker-up ID      ID a broker id (1..N) or -1 for all
  *   rtt ID MS
- *   create-topic NAME PARTITIONS */
-int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int replication_factor, const char *line,
-                       char *reply, size_t reply_size);
+ *   create-topic NAME PARTITIONS
+ *   leader TOPIC PARTITION BROKER      of a topic this broker created (devbroker_ctl_topic_add)
+ *   coordinator group|transaction KEY BROKER
+ * brokers is the cluster's broker count (ids 1..brokers). */
+int devbroker_ctl_exec(rd_kafka_mock_cluster_t *mcluster, int brokers, int replication_factor,
+                       const char *line, char *reply, size_t reply_size);
+
+/* Records a topic the broker created at start, for `leader`; -1 when the table is full. */
+int devbroker_ctl_topic_add(const char *name, int partitions);
 
 #endif

@@ -58,7 +58,8 @@ static void db_usage(FILE *out)
                  "bootstrap address to DIR/broker.addr and the control channel's address to\n"
                  "DIR/broker.ctl. Control commands: ping, push-errors APIKEY ERRCODE COUNT,\n"
                  "clear-errors APIKEY, broker-down ID, broker-up ID, rtt ID MS,\n"
-                 "create-topic NAME PARTITIONS.\n");
+                 "create-topic NAME PARTITIONS, leader TOPIC PARTITION BROKER,\n"
+                 "coordinator group|transaction KEY BROKER.\n");
 }
 
 /* Routes librdkafka's own log lines through ours. */
@@ -170,7 +171,8 @@ static int db_send_all(int fd, const char *buf, size_t len)
 }
 
 /* Reads what a client sent and answers each complete line; returns -1 to drop the client. */
-static int db_client_read(db_client_t *c, rd_kafka_mock_cluster_t *mcluster, int replication)
+static int db_client_read(db_client_t *c, rd_kafka_mock_cluster_t *mcluster, int brokers,
+                          int replication)
 {
     char reply[DB_LINE_MAX + 16];
     char *nl;
@@ -188,7 +190,7 @@ static int db_client_read(db_client_t *c, rd_kafka_mock_cluster_t *mcluster, int
         size_t used = (size_t)(nl - c->buf) + 1;
 
         *nl = '\0';
-        devbroker_ctl_exec(mcluster, replication, c->buf, reply, sizeof(reply) - 1);
+        devbroker_ctl_exec(mcluster, brokers, replication, c->buf, reply, sizeof(reply) - 1);
         rf_log_info("control command '%s': %s", c->buf, reply);
         strcat(reply, "\n");
         if (db_send_all(c->fd, reply, strlen(reply)) != 0)
@@ -205,7 +207,8 @@ static int db_client_read(db_client_t *c, rd_kafka_mock_cluster_t *mcluster, int
 }
 
 /* Serves the control channel until a signal asks to stop. */
-static void db_serve(int lfd, rd_kafka_t *rk, rd_kafka_mock_cluster_t *mcluster, int replication)
+static void db_serve(int lfd, rd_kafka_t *rk, rd_kafka_mock_cluster_t *mcluster, int brokers,
+                     int replication)
 {
     db_client_t clients[DB_CLIENTS_MAX];
     struct pollfd pfds[DB_CLIENTS_MAX + 1];
@@ -229,7 +232,7 @@ static void db_serve(int lfd, rd_kafka_t *rk, rd_kafka_mock_cluster_t *mcluster,
         for (int i = nclients - 1; i >= 0; i--) {
             if (!pfds[i + 1].revents)
                 continue;
-            if (db_client_read(&clients[i], mcluster, replication) != 0) {
+            if (db_client_read(&clients[i], mcluster, brokers, replication) != 0) {
                 close(clients[i].fd);
                 clients[i] = clients[nclients - 1];
                 nclients--;
@@ -497,6 +500,7 @@ static int db_broker_main(int argc, char **argv)
             rf_log_error("cannot create topic '%s': %s", topic, rd_kafka_err2str(err));
             goto cleanup;
         }
+        devbroker_ctl_topic_add(topic, o.partitions);
     }
 
     lfd = db_listen(&port);
@@ -512,7 +516,7 @@ static int db_broker_main(int argc, char **argv)
     rf_log_info("ready bootstrap=%s control=%s brokers=%d partitions=%d prefix=%s",
                 rd_kafka_mock_cluster_bootstraps(mcluster), ctl, o.brokers, o.partitions, o.prefix);
 
-    db_serve(lfd, rk, mcluster, replication);
+    db_serve(lfd, rk, mcluster, o.brokers, replication);
     rf_log_info("stopping");
     result = 0;
 

@@ -286,3 +286,43 @@ def test_signal_stops_cleanly(sig):
     assert not pid_alive(pid)
     assert not (b.dir / "broker.addr").exists() and not (b.dir / "broker.ctl").exists()
     b.remove()
+
+
+def _leaders(addr):
+    out = subprocess.run(["kcat", "-b", addr, "-L", "-J", "-m", "10"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    return {(t["topic"], p["partition"]): (p["leader"], len(p["replicas"]))
+            for t in json.loads(out)["topics"] for p in t["partitions"]}
+
+
+def test_leader_and_coordinator_move_between_brokers():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "ops" / "stack.d"))
+    from wire import kafka_coordinator
+
+    b = Broker("--partitions", "3", "--brokers", "3")
+    try:
+        leaders = _leaders(b.addr)
+        assert {rf for _, rf in leaders.values()} == {3}, "topics are not replicated 3 times"
+        for target in (1, 2, 3):
+            b.ok("leader", "relfleet.requests", "1", str(target))
+            assert _leaders(b.addr)[("relfleet.requests", 1)][0] == target
+        # A producer follows the move and its messages arrive.
+        b.ok("leader", "relfleet.commands", "0", "2")
+        assert _produce(_producer(b.addr), "relfleet.commands", [(b"k", b"v")]) == [None]
+        b.ok("leader", "relfleet.commands", "0", "3")
+        assert _produce(_producer(b.addr), "relfleet.commands", [(b"k", b"w")]) == [None]
+        port = int(b.addr.split(",")[0].rsplit(":", 1)[1])
+        for target in (3, 1):
+            b.ok("coordinator", "group", "relfleet.render", str(target))
+            assert kafka_coordinator("127.0.0.1", port, "relfleet.render") == target
+        for words, reason in ((["leader", "no.such.topic", "0", "1"], "unknown topic"),
+                              (["leader", "relfleet.requests", "3", "1"], "unknown topic"),
+                              (["leader", "relfleet.requests", "0", "4"], "bad broker id"),
+                              (["coordinator", "nope", "g", "1"], "bad coordinator type")):
+            proc = b.ctl(*words)
+            assert proc.returncode == 1 and reason in proc.stdout, proc.stdout
+        # The unknown topic was not created by the attempt.
+        assert "no.such.topic" not in _kcat_metadata(b.addr)
+    finally:
+        assert b.stop() == 0
+        b.remove()
