@@ -634,7 +634,9 @@ def worker_name(path):
 # ---------------------------------------------------------------------------------------
 # Commands.
 
-def cmd_up():
+def cmd_up(args):
+    if args not in ([], ["--ha"]):
+        die("usage: ops/stack up [--ha]")
     state_init(create=True)
     if os.path.isfile(STATE + "/stack.env"):
         if status_rows()[1] == 0:
@@ -645,7 +647,13 @@ def cmd_up():
         os.makedirs(d, exist_ok=True)
     open(STATE + "/components", "w").close()
     try:
-        up_components()
+        if args:
+            import ha
+            with open(STATE + "/mode", "w") as f:
+                f.write("ha\n")
+            up_components(ha)
+        else:
+            up_components()
     except BaseException as e:
         if isinstance(e, Die):
             warn(str(e))
@@ -667,7 +675,8 @@ def cmd_up():
     return 0
 
 
-def up_components():
+def up_components(ha=None):
+    """Starts every component: the replicated ones of ops/stack.d/ha.py when ha is given."""
     os.environ["RELFLEET_STATE_DIR"] = STATE
     os.environ["RELFLEET_TOPIC_PREFIX"] = os.environ.get("RELFLEET_TOPIC_PREFIX") or "relfleet."
     for name in ("RELFLEET_KUBECONFIG", "RELFLEET_PG_DSN", "RELFLEET_REDIS_URL",
@@ -675,15 +684,20 @@ def up_components():
                  "RELFLEET_TOKEN", "RELFLEET_API_URL"):
         os.environ.pop(name, None)
     write_secrets()
-    start_postgres()
-    start_redis()
-    start_broker()
+    if ha:
+        ha.start_postgres_ha()
+        ha.start_redis_ha()
+        start_broker(brokers=ha.NODES)
+    else:
+        start_postgres()
+        start_redis()
+        start_broker()
     start_kubesim()
     write_env()
     migrate()
     start_api()
     write_env()
-    n = int(os.environ.get("RELFLEET_STACK_WORKERS_PER_STAGE") or "1")
+    n = int(os.environ.get("RELFLEET_STACK_WORKERS_PER_STAGE") or ("2" if ha else "1"))
     for stage in worker_stages():
         for _ in range(n):
             worker_start(stage)
@@ -783,7 +797,8 @@ def cmd_down():
             os.unlink(pidfile)
         except FileNotFoundError:
             pass
-    for name in ("components", "stack.env", "broker.addr", "broker.ctl", "pgpass", "api.addr"):
+    for name in ("components", "stack.env", "broker.addr", "broker.ctl", "pgpass", "api.addr",
+                 "mode", "stopped"):
         try:
             os.unlink(f"{STATE}/{name}")
         except FileNotFoundError:
@@ -798,8 +813,17 @@ def status_rows():
     if not os.path.isfile(STATE + "/components"):
         return [f"no stack in {STATE}\n"], 1
     lines, dead = [], 0
+    ha = None
+    if os.path.isfile(STATE + "/mode"):
+        import ha
+        ha = ha if ha.is_ha() else None
     for name, pidfile, match, addr in components():
         pid, live = pidfile_live(pidfile, match)
+        if ha:
+            more, died = ha.status_lines(name, pid, addr, live)
+            lines += more
+            dead |= died
+            continue
         dead |= not live
         lines.append("%-12s pid=%-8s %-24s %s\n" % (name, pid, addr, "alive" if live else "dead"))
     for f in worker_pidfiles():
@@ -896,6 +920,8 @@ def cmd_server(action, args):
     state_init()
     if not os.path.isfile(STATE + "/components"):
         die(f"no stack in {STATE}")
+    if read_first_line(STATE + "/mode") == "ha":
+        die(f"the stack in '{STATE}' is an HA stack: ops/stack failover redis|postgres|kafka")
     name = args[0] if args else ""
     if name not in ("redis", "postgres"):
         die(f"usage: ops/stack {action} redis|postgres")
@@ -940,7 +966,7 @@ def usage(out):
 def main(argv):
     cmd = argv[0] if argv else ""
     if cmd == "up":
-        return cmd_up()
+        return cmd_up(argv[1:])
     if cmd == "down":
         return cmd_down()
     if cmd == "status":
@@ -951,6 +977,12 @@ def main(argv):
         return cmd_worker(argv[1:])
     if cmd in ("stop", "start", "restart"):
         return cmd_server(cmd, argv[1:])
+    if cmd == "failover":
+        import ha
+        return ha.cmd_failover(argv[1:])
+    if cmd == "rejoin":
+        import ha
+        return ha.cmd_rejoin(argv[1:])
     if cmd in ("-h", "--help", "help"):
         usage(sys.stdout)
         return 0
@@ -961,6 +993,8 @@ def main(argv):
 STOP_TIMEOUT = START_TIMEOUT = 0
 
 if __name__ == "__main__":
+    # ops/stack.d/ha.py imports this module as `stack`: the same one, not a second copy.
+    sys.modules["stack"] = sys.modules[__name__]
     try:
         STOP_TIMEOUT = _env_int("RELFLEET_STACK_STOP_TIMEOUT", 10)
         START_TIMEOUT = _env_int("RELFLEET_STACK_START_TIMEOUT", 30)

@@ -112,13 +112,15 @@ class Stack:
         return None
 
     def status(self):
-        """{component: (pid, address, state)} and the exit status of `ops/stack status`."""
+        """{component: (pid, address, state)} and the exit status of `ops/stack status`; on
+        an HA stack (ops/stack up --ha) its components' rows have a fourth item, the role."""
         proc = self.run("status", check=False)
         rows = {}
         for line in proc.stdout.splitlines():
             words = line.split()
-            if len(words) == 4 and words[1].startswith("pid="):
-                rows[words[0]] = (words[1][4:], words[2], words[3])
+            if len(words) >= 4 and words[1].startswith("pid="):
+                role = (" ".join(words[4:]),) if len(words) > 4 else ()
+                rows[words[0]] = (words[1][4:], words[2], words[3]) + role
         return rows, proc.returncode
 
     def pids(self):
@@ -192,9 +194,12 @@ class Harness:
     def psql(self, sql):
         """Runs SQL with the psql CLI; returns the rows as lists of strings (NULL is '')."""
         dsn = urllib.parse.urlsplit(self.env["RELFLEET_PG_DSN"])
+        # host:port[,host:port...] (the HA stack's multi-host DSN: the writable one).
+        hosts = [h.rsplit(":", 1) for h in dsn.netloc.rsplit("@", 1)[-1].split(",")]
         env = dict(self.env)
-        env.update(PGHOST=dsn.hostname, PGPORT=str(dsn.port), PGUSER=dsn.username,
-                   PGDATABASE=dsn.path.lstrip("/"))
+        env.update(PGHOST=",".join(h[0] for h in hosts), PGPORT=",".join(h[1] for h in hosts),
+                   PGUSER=dsn.username, PGDATABASE=dsn.path.lstrip("/"),
+                   PGTARGETSESSIONATTRS="read-write")
         proc = subprocess.run(
             ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--csv", "-t", "-c", sql],
             env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
