@@ -242,42 +242,60 @@ static rf_err_t conn_lost(redis_conn_t *c, const char *why, char *errstr, size_t
     return RF_ERR_RETRY;
 }
 
+/* One read (writing 0) or write of up to len bytes: RF_OK with *n bytes done, or with *n 0
+ * and *ev the poll events to wait for first; a closed or broken connection is lost. */
+static rf_err_t conn_io(redis_conn_t *c, int writing, void *buf, size_t len, size_t *n, short *ev,
+                        char *errstr, size_t errstr_size)
+{
+    char ssl_err[256];
+    ssize_t k;
+
+    *n = 0;
+    *ev = 0;
+    errno = 0;
+    if (c->ssl) {
+        int chunk = len > INT_MAX ? INT_MAX : (int)len;
+        int e;
+
+        k = writing ? SSL_write(c->ssl, buf, chunk) : SSL_read(c->ssl, buf, chunk);
+        e = k > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, (int)k);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            *ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        else if (e == SSL_ERROR_ZERO_RETURN)
+            return conn_lost(c, "closed by the server", errstr, errstr_size);
+        else if (e != SSL_ERROR_NONE)
+            return conn_lost(c,
+                             *redis_ssl_error(ssl_err, sizeof(ssl_err))
+                                 ? ssl_err
+                                 : (errno ? strerror(errno) : "closed by the server"),
+                             errstr, errstr_size);
+    } else {
+        k = writing ? send(c->fd, buf, len, MSG_NOSIGNAL) : recv(c->fd, buf, len, 0);
+        if (k == 0 && !writing)
+            return conn_lost(c, "closed by the server", errstr, errstr_size);
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            *ev = writing ? POLLOUT : POLLIN;
+        else if (k < 0)
+            return conn_lost(c, strerror(errno), errstr, errstr_size);
+    }
+    if (k > 0)
+        *n = (size_t)k;
+    return RF_OK;
+}
+
 static rf_err_t conn_write(redis_conn_t *c, const char *buf, size_t len, long deadline,
                            char *errstr, size_t errstr_size)
 {
-    char ssl_err[256];
-
     while (len > 0) {
-        short wait = 0;
-        ssize_t n = 0;
+        size_t n;
+        short ev;
 
-        if (c->ssl) {
-            int k = SSL_write(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
-            int e = k > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, k);
-            if (k > 0)
-                n = k;
-            else if (e == SSL_ERROR_WANT_READ)
-                wait = POLLIN;
-            else if (e == SSL_ERROR_WANT_WRITE)
-                wait = POLLOUT;
-            else
-                return conn_lost(
-                    c, *redis_ssl_error(ssl_err, sizeof(ssl_err)) ? ssl_err : strerror(errno),
-                    errstr, errstr_size);
-        } else {
-            n = send(c->fd, buf, len, MSG_NOSIGNAL);
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                wait = POLLOUT;
-            else if (n < 0)
-                return conn_lost(c, strerror(errno), errstr, errstr_size);
-        }
-        if (wait) {
-            if (conn_wait(c, wait, deadline, errstr, errstr_size) != RF_OK)
-                return conn_lost(c, "timed out", errstr, errstr_size);
-            continue;
-        }
+        if (conn_io(c, 1, (void *)buf, len, &n, &ev, errstr, errstr_size) != RF_OK)
+            return RF_ERR_RETRY;
+        if (ev && conn_wait(c, ev, deadline, errstr, errstr_size) != RF_OK)
+            return conn_lost(c, "timed out", errstr, errstr_size);
         buf += n;
-        len -= (size_t)n;
+        len -= n;
     }
     return RF_OK;
 }
@@ -287,13 +305,13 @@ static rf_err_t conn_write(redis_conn_t *c, const char *buf, size_t len, long de
 static rf_err_t conn_read(redis_conn_t *c, redisReply **reply, long deadline, int wait,
                           char *errstr, size_t errstr_size)
 {
-    char buf[16384], ssl_err[256];
+    char buf[16384];
 
     *reply = NULL;
     for (;;) {
         void *rep = NULL;
-        short ev = 0;
-        ssize_t n = 0;
+        size_t n;
+        short ev;
 
         if (redisReaderGetReply(c->reader, &rep) != REDIS_OK)
             return conn_lost(c, c->reader->errstr, errstr, errstr_size);
@@ -301,40 +319,14 @@ static rf_err_t conn_read(redis_conn_t *c, redisReply **reply, long deadline, in
             *reply = rep;
             return RF_OK;
         }
-        if (c->ssl) {
-            int k = SSL_read(c->ssl, buf, sizeof(buf));
-            int e = k > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, k);
-            if (k > 0)
-                n = k;
-            else if (e == SSL_ERROR_WANT_READ)
-                ev = POLLIN;
-            else if (e == SSL_ERROR_WANT_WRITE)
-                ev = POLLOUT;
-            else if (e == SSL_ERROR_ZERO_RETURN)
-                return conn_lost(c, "closed by the server", errstr, errstr_size);
-            else
-                return conn_lost(c,
-                                 *redis_ssl_error(ssl_err, sizeof(ssl_err))
-                                     ? ssl_err
-                                     : (errno ? strerror(errno) : "closed by the server"),
-                                 errstr, errstr_size);
-        } else {
-            n = recv(c->fd, buf, sizeof(buf), 0);
-            if (n == 0)
-                return conn_lost(c, "closed by the server", errstr, errstr_size);
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                ev = POLLIN;
-            else if (n < 0)
-                return conn_lost(c, strerror(errno), errstr, errstr_size);
-        }
-        if (ev) {
-            if (!wait)
-                return RF_OK;
-            if (conn_wait(c, ev, deadline, errstr, errstr_size) != RF_OK)
-                return conn_lost(c, "timed out", errstr, errstr_size);
-            continue;
-        }
-        redisReaderFeed(c->reader, buf, (size_t)n);
+        if (conn_io(c, 0, buf, sizeof(buf), &n, &ev, errstr, errstr_size) != RF_OK)
+            return RF_ERR_RETRY;
+        if (ev && !wait)
+            return RF_OK;
+        if (ev && conn_wait(c, ev, deadline, errstr, errstr_size) != RF_OK)
+            return conn_lost(c, "timed out", errstr, errstr_size);
+        if (n)
+            redisReaderFeed(c->reader, buf, n);
     }
 }
 
@@ -362,6 +354,14 @@ static rf_err_t conn_call(redis_conn_t *c, const char *const *args, redisReply *
     return conn_read(c, reply, rf_clock_mono_ms() + timeout_ms, 1, errstr, errstr_size);
 }
 
+/* Replies that refuse us for good: credentials missing, wrong or without the right. */
+static int redis_reply_refused(const redisReply *rep)
+{
+    return rep->type == REDIS_REPLY_ERROR &&
+           (strncmp(rep->str, "NOAUTH", 6) == 0 || strncmp(rep->str, "WRONGPASS", 9) == 0 ||
+            strncmp(rep->str, "NOPERM", 6) == 0);
+}
+
 /* AUTH (user and password, or the password alone) and SELECT; what is refused is permanent. */
 static rf_err_t conn_login(redis_conn_t *c, const char *user, const char *password, int db,
                            char *errstr, size_t errstr_size)
@@ -387,8 +387,8 @@ static rf_err_t conn_login(redis_conn_t *c, const char *user, const char *passwo
         result = conn_call(c, select, &rep, REDIS_TIMEOUT_MS, errstr, errstr_size);
         if (result == RF_OK && rep->type == REDIS_REPLY_ERROR)
             result =
-                rf_errf(strncmp(rep->str, "NOAUTH", 6) == 0 ? RF_ERR_PERM : RF_ERR_RETRY, errstr,
-                        errstr_size, "redis at %s refused database %d: %s", c->name, db, rep->str);
+                rf_errf(redis_reply_refused(rep) ? RF_ERR_PERM : RF_ERR_RETRY, errstr, errstr_size,
+                        "redis at %s refused database %d: %s", c->name, db, rep->str);
         freeReplyObject(rep);
     }
     if (result != RF_OK)
@@ -709,7 +709,8 @@ rf_err_t rf_redis_check(rf_redis_t *r, char *errstr, size_t errstr_size)
     rf_err_t result = rf_redis_command(r, 1, argv, lens, &rep, errstr, errstr_size);
 
     if (result == RF_OK && rep->type == REDIS_REPLY_ERROR)
-        result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "%s: PING: %s", r->peer, rep->str);
+        result = rf_errf(redis_reply_refused(rep) ? RF_ERR_PERM : RF_ERR_RETRY, errstr, errstr_size,
+                         "%s: PING: %s", r->peer, rep->str);
     else if (result == RF_OK)
         snprintf(errstr, errstr_size, "%s", r->peer);
     freeReplyObject(rep);

@@ -18,6 +18,7 @@
 
 #include "rf_config.h"
 #include "rf_lock.h"
+#include "unit_ports.h"
 
 static pid_t redis_pid;
 static char redis_url[64];
@@ -34,23 +35,6 @@ static rf_lock_t *lock_at(const char *url, char *err, size_t err_size)
     l = rf_lock_new(&conf, NULL, err, err_size);
     rf_config_release(&conf);
     return l;
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
 }
 
 static void redis_start(void)

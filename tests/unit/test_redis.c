@@ -19,6 +19,7 @@
 #include "rf_config.h"
 #include "rf_lock.h"
 #include "rf_redis.h"
+#include "unit_ports.h"
 
 #define SERVERS_MAX 8
 
@@ -33,23 +34,6 @@ static void nap_ms(long ms)
 {
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&t, NULL);
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
 }
 
 static int port_open(int port)
@@ -191,6 +175,15 @@ static int lock_works(rf_lock_t *l, const char *service)
            acquired && fence > 0;
 }
 
+/* l (made with message err) takes a lock; then it is destroyed. */
+static void assert_lock_works(rf_lock_t *l, const char *err, const char *service)
+{
+    if (!l)
+        fail_msg("%s", err);
+    assert_true(lock_works(l, service));
+    rf_lock_destroy(l);
+}
+
 static int setup_dir(void **state)
 {
     (void)state;
@@ -268,56 +261,48 @@ static void test_tls_settings_with_a_plain_url_are_an_error(void **state)
 
 /* ---- AUTH ---- */
 
+/* Per server: the credentials that get in, then those refused (permanent, never echoed). */
 static void test_acl_user_and_password_auth(void **state)
 {
-    int port = free_port();
+    static const struct {
+        const char *server;
+        const char *good; /* user:password@ part of the URL */
+        const char *bad[3];
+        const char *refused; /* in the message of the first bad one */
+    } cases[] = {
+        {"user default off\nuser alice on >s3cr3t-pw ~* &* +@all\n",
+         "alice:s3cr3t-pw@",
+         {"alice:wrong-pw@", "", ":wrong-pw@"},
+         "refused authentication as 'alice'"},
+        {"requirepass only-pw\n",
+         ":only-pw@",
+         {":wrong-pw@", "", "alice:wrong-pw@"},
+         "refused authentication"},
+    };
     char url[128], err[256];
     rf_err_t code;
     rf_lock_t *l;
 
     (void)state;
-    server_start("redis-server", port,
-                 "port %d\nuser default off\nuser alice on >s3cr3t-pw ~* &* +@all\n", port);
-    snprintf(url, sizeof(url), "redis://alice:s3cr3t-pw@127.0.0.1:%d/2", port);
-    l = lock_with(&code, err, sizeof(err), url, NULL);
-    if (!l)
-        fail_msg("%s", err);
-    assert_true(lock_works(l, "acl"));
-    rf_lock_destroy(l);
-    /* a wrong password is a permanent error that never shows the password */
-    snprintf(url, sizeof(url), "redis://alice:wrong-pw@127.0.0.1:%d/2", port);
-    l = lock_with(&code, err, sizeof(err), url, NULL);
-    assert_null(l);
-    assert_int_equal(code, RF_ERR_PERM);
-    assert_non_null(strstr(err, "refused authentication as 'alice'"));
-    assert_null(strstr(err, "wrong-pw"));
-    /* no credentials at all: the first command is refused (NOAUTH), permanent too */
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/2", port);
-    l = lock_with(&code, err, sizeof(err), url, NULL);
-    assert_null(l);
-    assert_int_equal(code, RF_ERR_PERM);
-    server_stop(port, SIGTERM);
-}
-
-static void test_password_only_auth(void **state)
-{
-    int port = free_port();
-    char url[128], err[256];
-    rf_err_t code;
-    rf_lock_t *l;
-
-    (void)state;
-    server_start("redis-server", port, "port %d\nrequirepass only-pw\n", port);
-    snprintf(url, sizeof(url), "redis://:only-pw@127.0.0.1:%d", port);
-    l = lock_with(&code, err, sizeof(err), url, NULL);
-    if (!l)
-        fail_msg("%s", err);
-    assert_true(lock_works(l, "pw"));
-    rf_lock_destroy(l);
-    snprintf(url, sizeof(url), "redis://:bad-pw@127.0.0.1:%d", port);
-    assert_null(lock_with(&code, err, sizeof(err), url, NULL));
-    assert_int_equal(code, RF_ERR_PERM);
-    server_stop(port, SIGTERM);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int port = free_port();
+        server_start("redis-server", port, "port %d\n%s", port, cases[i].server);
+        snprintf(url, sizeof(url), "redis://%s127.0.0.1:%d/2", cases[i].good, port);
+        l = lock_with(&code, err, sizeof(err), url, NULL);
+        assert_lock_works(l, err, "auth");
+        for (int b = 0; b < 3; b++) {
+            for (int db = 0; db < 2; db++) { /* with a SELECT, and with none */
+                snprintf(url, sizeof(url), "redis://%s127.0.0.1:%d/%d", cases[i].bad[b], port,
+                         db * 2);
+                l = lock_with(&code, err, sizeof(err), url, NULL);
+                if (l || code != RF_ERR_PERM || strstr(err, "wrong-pw"))
+                    fail_msg("%s: %s %s", url, rf_err_name(code), err);
+                if (b == 0 && !strstr(err, cases[i].refused))
+                    fail_msg("%s: %s", url, err);
+            }
+        }
+        server_stop(port, SIGTERM);
+    }
 }
 
 /* ---- TLS ---- */
@@ -375,10 +360,7 @@ static void test_tls(void **state)
     /* the right CA, a client certificate: works, the name (an IP) verified */
     l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, "redis_tls_cert_file",
                   cert, "redis_tls_key_file", key, NULL);
-    if (!l)
-        fail_msg("%s", err);
-    assert_true(lock_works(l, "tls"));
-    rf_lock_destroy(l);
+    assert_lock_works(l, err, "tls");
     /* SNI and verified name: localhost is in the certificate, another name is not */
     l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, "redis_tls_cert_file",
                   cert, "redis_tls_key_file", key, "redis_tls_server_name", "localhost", NULL);
@@ -401,10 +383,7 @@ static void test_tls(void **state)
     l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", other_ca,
                   "redis_tls_cert_file", cert, "redis_tls_key_file", key,
                   "redis_tls_insecure_skip_verify", "true", NULL);
-    if (!l)
-        fail_msg("%s", err);
-    assert_true(lock_works(l, "tls-skip"));
-    rf_lock_destroy(l);
+    assert_lock_works(l, err, "tls-skip");
     /* no client certificate: the server refuses it (no fallback) */
     l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, NULL);
     assert_null(l);
@@ -543,29 +522,62 @@ static rf_lock_t *sentinel_lock(void)
     return l;
 }
 
+/* rf_redis_check with conf (released here) reaches the master on port. */
+static void assert_reaches(rf_config_t *conf, int port)
+{
+    char detail[512], expect[64];
+    rf_redis_t *r = rf_redis_new(conf, detail, sizeof(detail));
+
+    rf_config_release(conf);
+    if (!r || rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
+        fail_msg("%s", detail);
+    snprintf(expect, sizeof(expect), " at 127.0.0.1:%d ", port);
+    if (!strstr(detail, expect))
+        fail_msg("%s", detail);
+    rf_redis_destroy(r);
+}
+
 static void test_sentinel_finds_the_master(void **state)
 {
     rf_config_t conf;
-    char detail[512], expect[64];
-    rf_redis_t *r;
     rf_lock_t *l;
 
     (void)state;
     conf_with(&conf, sentinel_url, "redis_sentinel_password", "s-pw", NULL);
-    r = rf_redis_new(&conf, detail, sizeof(detail));
-    rf_config_release(&conf);
-    assert_non_null(r);
-    if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
-        fail_msg("%s", detail);
-    snprintf(expect, sizeof(expect), "redis master 'mymaster' at 127.0.0.1:%d", master_port);
-    if (!strstr(detail, expect))
-        fail_msg("%s", detail);
-    rf_redis_destroy(r);
+    assert_reaches(&conf, master_port);
     l = sentinel_lock();
     assert_true(lock_works(l, "sentinel"));
     rf_lock_destroy(l);
     if (!wait_until(all_sentinels_ready, 0, 20000))
         fail_msg("the sentinels did not see the replica in sync and each other");
+}
+
+/* SENTINEL FAILOVER, until every Sentinel names the replica. */
+static void sentinel_failover(void)
+{
+    redisReply *r = admin(sentinel_ports[0], "SENTINEL FAILOVER mymaster");
+
+    assert_true(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    if (!wait_until(sentinels_agree, replica_port, 20000))
+        fail_msg("the sentinels did not switch to %d", replica_port);
+}
+
+/* The old master becomes the new one's replica (REPLICAOF); the ports swap roles. */
+static void old_master_follows(void)
+{
+    int old = master_port;
+
+    freeReplyObject(admin(old, "REPLICAOF 127.0.0.1 %d", replica_port));
+    assert_true(wait_until(role_is_replica, old, 10000));
+    master_port = replica_port;
+    replica_port = old;
+}
+
+static void sentinels_settle(void)
+{
+    if (!wait_until(all_sentinels_ready, 0, 30000))
+        fail_msg("the sentinels did not see the new replica in sync");
 }
 
 /* A switch of master (SENTINEL FAILOVER) while the old master still takes writes: the
@@ -577,15 +589,10 @@ static void test_switch_master_event_moves_the_next_call(void **state)
     int64_t fence = 0;
     rf_lock_t *l = sentinel_lock();
     redisReply *r;
-    int old = master_port;
 
     (void)state;
     assert_true(lock_works(l, "event-before"));
-    r = admin(sentinel_ports[0], "SENTINEL FAILOVER mymaster");
-    assert_true(r && r->type == REDIS_REPLY_STATUS);
-    freeReplyObject(r);
-    if (!wait_until(sentinels_agree, replica_port, 20000))
-        fail_msg("the sentinels did not switch to %d", replica_port);
+    sentinel_failover();
     assert_int_equal(
         rf_lock_acquire(l, "t", "event", "E1", 60000, 0, &acquired, &fence, NULL, err, sizeof(err)),
         RF_OK);
@@ -595,13 +602,9 @@ static void test_switch_master_event_moves_the_next_call(void **state)
         fail_msg("the lock was not written to the new master %d", replica_port);
     freeReplyObject(r);
     /* the old master follows the new one (the Sentinels would, later) */
-    freeReplyObject(admin(old, "REPLICAOF 127.0.0.1 %d", replica_port));
-    assert_true(wait_until(role_is_replica, old, 10000));
-    master_port = replica_port;
-    replica_port = old;
+    old_master_follows();
     rf_lock_destroy(l);
-    if (!wait_until(all_sentinels_ready, 0, 30000))
-        fail_msg("the sentinels did not see the new replica in sync");
+    sentinels_settle();
 }
 
 /* The client's master is made a replica (REPLICAOF) while the client hears no
@@ -613,8 +616,6 @@ static void test_readonly_finds_the_master_again(void **state)
     int held = 0, acquired = 0;
     int64_t fence = 0;
     rf_lock_t *l = sentinel_lock();
-    redisReply *r;
-    int old = master_port;
 
     (void)state;
     assert_int_equal(
@@ -622,21 +623,13 @@ static void test_readonly_finds_the_master_again(void **state)
         RF_OK);
     for (int i = 0; i < 3; i++)
         freeReplyObject(admin(sentinel_ports[i], "CLIENT KILL TYPE pubsub"));
-    r = admin(sentinel_ports[0], "SENTINEL FAILOVER mymaster");
-    assert_true(r && r->type == REDIS_REPLY_STATUS);
-    freeReplyObject(r);
-    if (!wait_until(sentinels_agree, replica_port, 20000))
-        fail_msg("the sentinels did not switch to %d", replica_port);
-    freeReplyObject(admin(old, "REPLICAOF 127.0.0.1 %d", replica_port));
-    assert_true(wait_until(role_is_replica, old, 10000));
-    master_port = replica_port;
-    replica_port = old;
+    sentinel_failover();
+    old_master_follows();
     /* the client still holds its connection to the old master, now a replica */
     assert_int_equal(rf_lock_renew(l, "t", "ro", "R1", 60000, &held, err, sizeof(err)), RF_OK);
     assert_int_equal(held, 1);
     rf_lock_destroy(l);
-    if (!wait_until(all_sentinels_ready, 0, 30000))
-        fail_msg("the sentinels did not see the new replica in sync");
+    sentinels_settle();
 }
 
 /* SIGKILL of the master: calls are retriable until the Sentinels elected the replica, then
@@ -746,9 +739,8 @@ static int setup_tls_sentinel(void **state)
 
 static void test_tls_sentinel(void **state)
 {
-    char url[128], err[512], ca[300], other_ca[300], expect[64];
+    char url[128], err[512], ca[300], other_ca[300];
     rf_config_t conf;
-    rf_redis_t *r;
     rf_err_t code;
     rf_lock_t *l;
 
@@ -757,20 +749,9 @@ static void test_tls_sentinel(void **state)
     snprintf(other_ca, sizeof(other_ca), "%s/otherca.pem", tmpdir);
     snprintf(url, sizeof(url), "rediss-sentinel://127.0.0.1:%d#tlsmaster", tls_sentinel_port);
     conf_with(&conf, url, "redis_tls_ca_file", ca, NULL);
-    r = rf_redis_new(&conf, err, sizeof(err));
-    rf_config_release(&conf);
-    assert_non_null(r);
-    if (rf_redis_check(r, err, sizeof(err)) != RF_OK)
-        fail_msg("%s", err);
-    snprintf(expect, sizeof(expect), "at 127.0.0.1:%d", tls_master_port);
-    if (!strstr(err, expect))
-        fail_msg("%s", err);
-    rf_redis_destroy(r);
+    assert_reaches(&conf, tls_master_port);
     l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, NULL);
-    if (!l)
-        fail_msg("%s", err);
-    assert_true(lock_works(l, "tls-sentinel"));
-    rf_lock_destroy(l);
+    assert_lock_works(l, err, "tls-sentinel");
     /* the Sentinel's certificate is verified too: a wrong CA is a clear permanent error */
     l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", other_ca, NULL);
     assert_null(l);
@@ -788,7 +769,6 @@ int main(void)
         cmocka_unit_test(test_bad_urls_are_permanent_and_clear),
         cmocka_unit_test(test_tls_settings_with_a_plain_url_are_an_error),
         cmocka_unit_test(test_acl_user_and_password_auth),
-        cmocka_unit_test(test_password_only_auth),
         cmocka_unit_test(test_tls),
     };
     const struct CMUnitTest sentinel[] = {
