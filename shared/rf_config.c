@@ -135,7 +135,9 @@ const rf_config_prop_t rf_config_props[] = {
     PROP("kafka_options", RF_CONF_SECRET, kafka_options, NULL, 0, 0, NULL,
          "librdkafka properties for every Kafka client, `key=value;key=value` (e.g. "
          "security.protocol=SASL_SSL;sasl.mechanism=SCRAM-SHA-512;sasl.username=relfleet;"
-         "sasl.password=@kafka_password); a value `@name` is read from the secret `name`"),
+         "sasl.password=@kafka_password); a value `@name` is read from the secret `name`;"
+         " producers stay idempotent with acks=all: enable.idempotence other than true and"
+         " acks (request.required.acks) other than all are refused"),
     PROP("kafka_stats_interval_ms", RF_CONF_INT, kafka_stats_interval_ms, "5000", 100, 600000,
          NULL, "How often the consumer's librdkafka statistics (lag per partition, broker "
                 "state for /readyz) are taken"),

@@ -82,6 +82,18 @@ static int kafka_set(rd_kafka_conf_t *kc, const char *name, const char *value, c
     return 0;
 }
 
+/* Whether key=value of kafka_options would turn off what a failover needs of a producer:
+ * idempotence (no duplicate and no reordering when librdkafka retries after a leader
+ * move) and acks=all (a message is acknowledged once every in-sync replica has it). */
+static int kafka_weakens_delivery(const char *key, const char *value)
+{
+    if (strcmp(key, "enable.idempotence") == 0)
+        return strcmp(value, "true") != 0;
+    if (strcmp(key, "acks") == 0 || strcmp(key, "request.required.acks") == 0)
+        return strcmp(value, "all") != 0 && strcmp(value, "-1") != 0;
+    return 0;
+}
+
 /* Applies kafka_options ("key=value;key=value", a value "@name" read from the secret
  * name) to kc. */
 static int kafka_apply_options(rd_kafka_conf_t *kc, const rf_config_t *conf, char *errstr,
@@ -118,6 +130,14 @@ static int kafka_apply_options(rd_kafka_conf_t *kc, const rf_config_t *conf, cha
         value += strspn(value, " \t");
         for (size_t n = strlen(value); n > 0 && strchr(" \t\r\n", value[n - 1]); n--)
             value[n - 1] = '\0';
+        if (kafka_weakens_delivery(key, value)) {
+            rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                    "setting 'kafka_options': '%s=%s' would weaken delivery: Relfleet's"
+                    " producers are idempotent (enable.idempotence=true) with acks=all",
+                    key, value);
+            result = -1;
+            break;
+        }
         secret = NULL;
         if (value[0] == '@') {
             secret = rf_config_secret(conf, value + 1);
@@ -177,7 +197,11 @@ rf_producer_t *rf_producer_new(const rf_config_t *conf, char *errstr, size_t err
     if (!kc)
         return NULL;
     snprintf(buf, sizeof(buf), "%d", conf->kafka_timeout_ms);
+    /* What a failover needs (kafka_options cannot change it: kafka_weakens_delivery):
+     * librdkafka retries a produce refused by a moved leader or a broker away until
+     * message.timeout.ms, without duplicating or reordering it. */
     if (kafka_set(kc, "enable.idempotence", "true", errstr, errstr_size) != 0 ||
+        kafka_set(kc, "acks", "all", errstr, errstr_size) != 0 ||
         kafka_set(kc, "message.timeout.ms", buf, errstr, errstr_size) != 0 ||
         kafka_set(kc, "compression.type", "lz4", errstr, errstr_size) != 0) {
         rd_kafka_conf_destroy(kc);
