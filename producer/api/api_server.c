@@ -78,8 +78,6 @@ void api_client_addr(api_req_t *r, int prefix, char *buf, size_t size)
         if (inet_ntop(AF_INET6, &a, text, sizeof(text)))
             snprintf(buf, size, "%s%s", text, prefix ? "/64" : "");
     }
-    rf_log_warn("refused %s %s: %u %s (user '%s', client %s)", r->method, r->url, status, reason,
-                r->user[0] ? r->user : "-", addr);
 }
 
 void api_log_refusal(api_req_t *r, unsigned status, const char *reason)
@@ -87,6 +85,8 @@ void api_log_refusal(api_req_t *r, unsigned status, const char *reason)
     char addr[64];
 
     api_client_addr(r, 0, addr, sizeof(addr));
+    rf_log_warn("refused %s %s: %u %s (user '%s', client %s)", r->method, r->url, status, reason,
+                r->user[0] ? r->user : "-", addr);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -427,13 +427,13 @@ static enum MHD_Result server_send(api_req_t *r)
                             "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
     if (r->set_cookie)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, r->set_cookie);
-    ret = MHD_queue_response(r->conn, r->status, resp);
-    MHD_destroy_response(resp);
     if (r->retry_after_s > 0) {
         char seconds[16];
         snprintf(seconds, sizeof(seconds), "%d", r->retry_after_s);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
     }
+    ret = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
     return ret;
 }
 
