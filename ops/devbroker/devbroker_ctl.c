@@ -216,13 +216,20 @@ static int ctl_broker_cmd(rd_kafka_mock_cluster_t *mcluster, char **argv, int ar
     return ctl_reply_kafka(reply, reply_size, err);
 }
 
+/* Kafka's rule: up to 249 characters of letters, digits, '.', '_' and '-'. */
+static int ctl_topic_name_ok(const char *name)
+{
+    return strlen(name) <= 249 &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+               strlen(name);
+}
+
 static int ctl_create_topic(rd_kafka_mock_cluster_t *mcluster, int replication_factor, char **argv,
                             char *reply, size_t reply_size)
 {
     long partitions;
 
-    if (strlen(argv[1]) > 249 || strspn(argv[1], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST"
-                                                 "UVWXYZ0123456789._-") != strlen(argv[1]))
+    if (!ctl_topic_name_ok(argv[1]))
         return ctl_reply_err(reply, reply_size, "bad topic name '%s'", argv[1]);
     if (ctl_parse_long(argv[2], 1, 10000, &partitions) != 0)
         return ctl_reply_err(reply, reply_size, "bad partition count '%s' (1..10000)", argv[2]);
@@ -245,8 +252,7 @@ static int ctl_leader(rd_kafka_mock_cluster_t *mcluster, int brokers, char **arg
     long partition;
     long id;
 
-    if (strlen(argv[1]) > 249 || strspn(argv[1], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST"
-                                                 "UVWXYZ0123456789._-") != strlen(argv[1]))
+    if (!ctl_topic_name_ok(argv[1]))
         return ctl_reply_err(reply, reply_size, "bad topic name '%s'", argv[1]);
     if (ctl_parse_long(argv[2], 0, 9999, &partition) != 0)
         return ctl_reply_err(reply, reply_size, "bad partition '%s' (0..9999)", argv[2]);

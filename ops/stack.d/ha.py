@@ -97,46 +97,40 @@ def start_daemon(exe, conf, pidfile, port, password, what, log):
         S.wait_until(5, f"{what}'s pid file", lambda: S.has_content(pidfile))
 
 
+def start_redis_node(kind, n, conf, password, master_port):
+    """Starts Redis server or Sentinel n of the HA stack from a config file of its own (not
+    stdin: Sentinel rewrites it on failover, CONFIG REWRITE); returns its port."""
+    exe, short, base = {"redis": ("redis-server", "r", "redis"),
+                        "sentinel": ("redis-sentinel", "s", "sentinel")}[kind]
+    d = f"{S.STATE}/redis/{short}{n}"
+    log = S.LOGS + f"/{kind}-{n}.log"
+    os.makedirs(d, exist_ok=True)
+    for attempt in (1, 2, 3):
+        port = S.free_port()
+        S.write_private(f"{d}/{base}.conf", conf(d, port, n, password, master_port))
+        if start_daemon(exe, f"{d}/{base}.conf", f"{d}/{base}.pid", port, password,
+                        f"{kind}-{n}", log):
+            break
+        if attempt == 3:
+            S.tail(log)
+            S.die(f"{kind} {n} did not start (log: {log})")
+    S.add_component(f"{kind}-{n}", f"{d}/{base}.pid", exe, f"127.0.0.1:{port}")
+    return port
+
+
 def start_redis_ha():
     password = redis_password()
-    master_port = None
-    for n in range(1, NODES + 1):
-        d = f"{S.STATE}/redis/r{n}"
-        os.makedirs(d, exist_ok=True)
-        for attempt in (1, 2, 3):
-            port = S.free_port()
-            # A config file, not stdin: Sentinel rewrites it (CONFIG REWRITE) on failover.
-            S.write_private(d + "/redis.conf", redis_node_conf(d, port, n, password, master_port))
-            if start_daemon("redis-server", d + "/redis.conf", d + "/redis.pid", port, password,
-                            f"redis-{n}", S.LOGS + f"/redis-{n}.log"):
-                break
-            if attempt == 3:
-                S.tail(S.LOGS + f"/redis-{n}.log")
-                S.die(f"Redis {n} did not start (log: {S.LOGS}/redis-{n}.log)")
-        S.add_component(f"redis-{n}", d + "/redis.pid", "redis-server", f"127.0.0.1:{port}")
-        master_port = master_port or port
+    master_port = start_redis_node("redis", 1, redis_node_conf, password, None)
+    for n in range(2, NODES + 1):
+        start_redis_node("redis", n, redis_node_conf, password, master_port)
     for _, _, _, addr in rows("redis")[1:]:
         if not S.wait_until(S.START_TIMEOUT, f"replica {addr} to sync",
                             lambda: "master_link_status:up" in
                             (redis_try(port_of(addr), "INFO", "replication", password=password)
                              or "")):
             S.die(f"redis replica {addr} did not sync with its master")
-    sentinels = []
-    for n in range(1, NODES + 1):
-        d = f"{S.STATE}/redis/s{n}"
-        os.makedirs(d, exist_ok=True)
-        for attempt in (1, 2, 3):
-            port = S.free_port()
-            S.write_private(d + "/sentinel.conf", sentinel_conf(d, port, n, password, master_port))
-            if start_daemon("redis-sentinel", d + "/sentinel.conf", d + "/sentinel.pid", port,
-                            password, f"sentinel-{n}", S.LOGS + f"/sentinel-{n}.log"):
-                break
-            if attempt == 3:
-                S.tail(S.LOGS + f"/sentinel-{n}.log")
-                S.die(f"Sentinel {n} did not start (log: {S.LOGS}/sentinel-{n}.log)")
-        S.add_component(f"sentinel-{n}", d + "/sentinel.pid", "redis-sentinel",
-                        f"127.0.0.1:{port}")
-        sentinels.append(port)
+    sentinels = [start_redis_node("sentinel", n, sentinel_conf, password, master_port)
+                 for n in range(1, NODES + 1)]
 
     # Ready for a failover once every Sentinel knows both replicas and the other Sentinels.
     def ready(port):

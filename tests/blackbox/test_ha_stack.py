@@ -9,6 +9,7 @@ import pytest
 
 import conftest
 from harness import Harness, Stack, parse_env, pid_alive, wait_for
+from test_stack import assert_on_no_command_line
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +106,7 @@ def test_env_exports_sentinel_url_and_multi_host_dsn(ha):
     # The multi-host DSN reaches the writable node.
     assert Harness(ha).psql("SELECT pg_is_in_recovery(), inet_server_port()") == \
         [["f", str(port(rows["postgres-1"][1]))]]
-    # No password on any command line.
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-            except OSError:
-                continue
-            assert password not in cmdline and pg_pass not in cmdline, f"secret in pid {pid}"
+    assert_on_no_command_line(password, pg_pass)
 
 
 def test_failover_redis_elects_a_replica_and_restarts_the_old_master(ha):
