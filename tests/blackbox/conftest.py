@@ -32,13 +32,14 @@ atexit.register(_down_all)
 signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def start_stack(extra_env=None):
-    """Starts a stack in a fresh state folder; stopped at the end even if the run fails.
-    The caller may stop it earlier with stack.down()."""
+def start_stack(extra_env=None, ha=False):
+    """Starts a stack (with ha, the replicated one of ops/stack up --ha) in a fresh state
+    folder; stopped at the end even if the run fails. The caller may stop it earlier with
+    stack.down()."""
     if not bin_path("relfleet-devbroker").exists():
         pytest.fail(f"{bin_path('relfleet-devbroker')} is not built "
                     "(cmake -S . -B build && cmake --build build, or set RELFLEET_BUILD_DIR)")
-    stack = Stack(extra_env=extra_env)
+    stack = Stack(extra_env=extra_env, ha=ha)
     _stacks.append(stack)
     stack.up()
     return stack
@@ -72,13 +73,14 @@ def harness(stack):
 
 @pytest.fixture
 def stack_factory():
-    """Starts extra stacks for a test (start(extra_env) -> Stack); all stopped afterwards."""
+    """Starts extra stacks for a test (start(extra_env, ha=False) -> Stack); all stopped
+    afterwards."""
     started = []
 
     class Factory:
         @staticmethod
-        def start(extra_env=None):
-            s = start_stack(extra_env)
+        def start(extra_env=None, ha=False):
+            s = start_stack(extra_env, ha=ha)
             started.append(s)
             return s
 

@@ -70,9 +70,11 @@ def pid_alive(pid):
 
 
 class Stack:
-    """One local stack in its own state folder; up() and down() run ops/stack."""
+    """One local stack in its own state folder; up() and down() run ops/stack (with ha,
+    ops/stack up --ha: the replicated stack)."""
 
-    def __init__(self, state_dir=None, extra_env=None):
+    def __init__(self, state_dir=None, extra_env=None, ha=False):
+        self.ha = ha
         self.own_dir = state_dir is None
         # Short path under /tmp: PostgreSQL's unix socket path must stay under 108 bytes.
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="relfleet-stack-", dir="/tmp"))
@@ -101,7 +103,7 @@ class Stack:
 
     def up(self):
         self.is_up = True
-        self.run("up")
+        self.run("up", *(["--ha"] if self.ha else []), timeout=180 if self.ha else 120)
         self.env = parse_env(self.run("env").stdout)
         return self
 

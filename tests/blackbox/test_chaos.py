@@ -1,6 +1,7 @@
-"""The bounded chaos run (tests/chaos/run does the same, and the soak): releases published
-while workers of every stage are killed and frozen past their lease, the broker fails and
-goes down, Redis and PostgreSQL restart; nothing is lost, doubled or overlapped."""
+"""The bounded chaos runs (tests/chaos/run [--ha] does the same, and the soak): releases
+published while workers of every stage are killed and frozen past their lease, the broker
+fails and goes down, Redis and PostgreSQL restart, or on the HA stack Redis, PostgreSQL and
+Kafka fail over; nothing is lost, doubled or overlapped."""
 import sys
 from pathlib import Path
 
@@ -16,5 +17,23 @@ def test_chaos_loses_doubles_and_overlaps_nothing(stack_factory):
     print(f"seed {run.seed}\n" + chaos.format_figures(figures))
     assert set(figures["faults_by_kind"]) == set(chaos.FAULTS), figures["faults_by_kind"]
     assert figures["lost"] == 0 and figures["overlaps"] == 0, run.violations
+    assert figures["workers_dead"] == 0, run.violations
+    assert not run.violations, f"seed {run.seed}: " + "\n".join(run.violations)
+
+
+def test_chaos_on_the_ha_stack_survives_every_failover(stack_factory):
+    """The same on ops/stack up --ha: Redis, PostgreSQL and Kafka each fail over at least
+    once beside the worker kills; every release ends, once, without overlap, with its results
+    (copies only byte-identical), and every release relctl acknowledged exists after them."""
+    stack = stack_factory.start(extra_env=chaos.STACK_ENV, ha=True)
+    run = chaos.Chaos(stack, releases=24, services=4, publish_s=40.0, ha=True)
+    figures = run.run()
+    print(f"seed {run.seed}\n" + chaos.format_figures(figures))
+    assert set(figures["faults_by_kind"]) == set(chaos.HA_FAULTS), figures["faults_by_kind"]
+    for kind in chaos.FAILOVERS:
+        assert figures[kind.replace("-", "_") + "s"] >= 1, figures["faults_by_kind"]
+    assert figures["lost"] == 0 and figures["acknowledged_missing"] == 0, run.violations
+    assert figures["overlaps"] == 0 and figures["terminal_twice"] == 0, run.violations
+    assert figures["results_missing"] == 0, run.violations
     assert figures["workers_dead"] == 0, run.violations
     assert not run.violations, f"seed {run.seed}: " + "\n".join(run.violations)

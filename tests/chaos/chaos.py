@@ -1,6 +1,8 @@
-"""The chaos test: releases published while workers, the broker, Redis and PostgreSQL fail,
-then the delivery rules of DESIGN.md checked and counted (tests/chaos/run, test_chaos.py)."""
+"""The chaos test: releases published while workers, the broker, Redis and PostgreSQL fail
+(on the HA stack: while each engine fails over), then the delivery rules of DESIGN.md checked
+and counted (tests/chaos/run, test_chaos.py)."""
 import collections
+import math
 import http.server
 import json
 import os
@@ -23,6 +25,16 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "ops" / "demo" / "templates"
 LOCK_LEASE_MS = 3000
 FAULTS = ("kill", "freeze", "stale-apply", "broker-errors", "broker-down", "redis-restart",
           "postgres-restart")
+# On the HA stack (ops/stack up --ha) each engine fails over instead of restarting:
+# redis-restart and postgres-restart do not apply there (ops/stack refuses stop|start|restart
+# on an HA stack; its outage of Redis or PostgreSQL is the failover). broker-down takes all
+# three brokers down at once (broker-down -1), an outage beyond what replication covers,
+# which the pipeline must still ride out as on the single broker; kafka-failover takes one.
+FAILOVERS = ("redis-failover", "postgres-failover", "kafka-failover")
+HA_FAULTS = ("kill", "freeze", "stale-apply", "broker-errors", "broker-down") + FAILOVERS
+# A fault's effect can outlast its window (a killed worker's partitions wait for the consumer
+# group to move them): a release meets a fault if its span meets [start, end + this].
+FAULT_TAIL_S = 3.0
 
 # What the stack of a chaos run gets: a short lock lease so that a freeze past it is quick,
 # two workers per stage, quick sweeps and retries, simulated time 20 times faster.
@@ -91,8 +103,13 @@ class Chaos:
     """One run: its stack, services, releases and faults, then the checks."""
 
     def __init__(self, stack, releases=24, services=4, publish_s=40.0, fault_gap_s=(1.5, 3.5),
-                 seed=None, settle_s=180.0):
+                 seed=None, settle_s=180.0, ha=False, calm_s=None):
         self.stack = stack
+        self.ha = ha  # the stack is ops/stack up --ha: HA_FAULTS instead of FAULTS
+        self.kinds = HA_FAULTS if ha else FAULTS
+        # Publishing without faults for this long first: on the HA stack the releases that
+        # meet no fault give the baseline latency of the failovers' cost.
+        self.calm_s = calm_s if calm_s is not None else (0.15 * publish_s if ha else 0.0)
         self.h = Harness(stack)
         self.n_releases = releases
         self.n_services = services
@@ -105,11 +122,14 @@ class Chaos:
         self.services = []
         self.stale_service = None
         self.release_ids = []        # ids relctl printed
+        self.warmup = None           # the first release, before the run (not measured)
+        self.acked_at = {}           # id -> time.time() when relctl acknowledged it
         self.ids_lock = threading.Lock()
         self.stale = []              # (release frozen out, release that superseded it)
         self.publish_failures = 0    # relctl deploy attempts that failed (retried)
         self.faults = collections.Counter()
         self.fault_log = []          # (monotonic time, kind, detail)
+        self.windows = []            # (time.time() at its start, at its end, kind)
         self.notify_crashes = []     # monotonic times a notify worker was killed or frozen
         self.publishing_done = threading.Event()
         self.stop_faults = threading.Event()
@@ -163,6 +183,12 @@ class Chaos:
         if "notify" in self.stages:
             h.relctl("notify", "add", self.stale_service, "--env", "prod", "--channel",
                      "webhook", "--target", self.receiver.url)
+        if self.calm_s:
+            # One release through every stage first: the consumer groups have their
+            # partitions, so the calm releases measure the pipeline, not its start.
+            first = self.warmup = self.deploy(self.stale_service, "0.1.0")
+            if self.wait_status(first, TERMINAL, 60) not in TERMINAL:
+                self.violations.append(f"the first release {first} did not end within 60s")
 
     def all_services(self):
         return self.services + ([self.stale_service] if self.stale_service else [])
@@ -247,6 +273,7 @@ class Chaos:
                 rid = json.loads(proc.stdout)["release_id"]
                 with self.ids_lock:
                     self.release_ids.append(rid)
+                    self.acked_at[rid] = time.time()
                 return rid
             self.publish_failures += 1
             log(f"deploy {svc} {version} failed ({proc.stderr.strip()[-200:]}); again")
@@ -300,16 +327,47 @@ class Chaos:
         if proc.returncode != 0:
             self.violations.append(f"ops/stack restart postgres failed: {proc.stderr[-300:]}")
 
+    def failover(self, engine, *args):
+        """ops/stack failover ENGINE: what an HA manager would do (ops/stack.d/ha.py)."""
+        t0 = time.monotonic()
+        proc = self.stack.run("failover", engine, *args, check=False, timeout=180)
+        said = [line.split(": ", 1)[-1] for line in proc.stdout.splitlines()
+                if line.startswith("ops/stack: ")]
+        self.note(f"{engine}-failover", f"ops/stack failover {engine} {' '.join(args)}: exit "
+                  f"{proc.returncode} in {time.monotonic() - t0:.1f}s; {'; '.join(said)[-400:]}")
+        if proc.returncode != 0:
+            self.violations.append(f"ops/stack failover {engine} failed: "
+                                   f"{(proc.stderr + proc.stdout)[-400:]}")
+
+    def fault_redis_failover(self):
+        """The master SIGKILLed, the Sentinels elect a replica; the old one restarts and
+        becomes a replica (so that the next failover has two again)."""
+        self.failover("redis")
+
+    def fault_postgres_failover(self):
+        """The primary stopped immediately, the synchronous standby promoted; --rejoin: the old
+        primary rewound and made the synchronous standby, so that what is acknowledged after
+        this failover is on two servers again before the next one."""
+        self.failover("postgres", "--rejoin")
+
+    def fault_kafka_failover(self):
+        """Every partition leader and group coordinator moved off the busiest broker, which
+        then goes down for 2 s and comes back."""
+        self.failover("kafka")
+
     def inject(self):
         """Every kind of fault once in random order, then random ones until publishing ends."""
-        order = list(FAULTS)
+        order = list(self.kinds)
         self.rng.shuffle(order)
+        self.stop_faults.wait(self.calm_s)
         while not self.stop_faults.is_set():
-            kind = order.pop(0) if order else self.rng.choice(FAULTS + ("kill", "kill"))
+            kind = order.pop(0) if order else self.rng.choice(self.kinds + ("kill", "kill"))
+            t0 = time.time()
             try:
                 getattr(self, "fault_" + kind.replace("-", "_"))()
             except Exception as e:  # a failed injection is a finding, not a crash of the run
                 self.violations.append(f"fault {kind} could not be injected: {e!r}")
+            self.windows.append((t0, time.time(), kind))
             if self.publishing_done.is_set() and not order:
                 break
             self.stop_faults.wait(self.rng.uniform(*self.fault_gap_s))
@@ -317,7 +375,8 @@ class Chaos:
     # -- the run ------------------------------------------------------------------------
     def run(self):
         start = time.monotonic()
-        log(f"seed {self.seed}: {self.n_releases} releases over {self.n_services} services")
+        log(f"seed {self.seed}: {self.n_releases} releases over {self.n_services} services"
+            f"{' on the HA stack' if self.ha else ''}")
         self.setup()
         publisher = threading.Thread(target=self.publish, name="publisher")
         injector = threading.Thread(target=self.inject, name="faults")
@@ -412,6 +471,9 @@ class Chaos:
         f["published"] = len(self.release_ids)
         f["publish_retries"] = self.publish_failures
         f["kills"] = self.faults["kill"]
+        if self.ha:
+            for kind in FAILOVERS:
+                f[kind.replace("-", "_") + "s"] = self.faults[kind]
         f["faults"] = sum(self.faults.values())
         f["faults_by_kind"] = dict(self.faults)
         f["statuses"] = dict(collections.Counter(status.values()))
@@ -423,6 +485,15 @@ class Chaos:
         if lost:
             self.violations.append(f"lost releases (not ended): "
                                    f"{[(i, status.get(i)) for i in lost][:10]}")
+        # Acknowledged: relctl's produce was acknowledged (acks=all); after every failover the
+        # release must exist (on the HA stack its row was committed on the synchronous standby
+        # too, so a promoted standby has it).
+        unknown = [i for i in self.release_ids if i not in status]
+        f["acknowledged_missing"] = len(unknown)
+        if unknown:
+            self.violations.append(f"acknowledged releases that do not exist: {unknown[:10]}")
+        if self.ha:
+            f["failover_delay"] = self.failover_cost()
 
         # Exactly one terminal event per release, and intervals that never overlap.
         events = h.psql("SELECT t.release_id, t.event, t.at FROM timeline t JOIN releases r ON"
@@ -550,6 +621,69 @@ class Chaos:
             self.violations.append("ops/stack status reports a dead component")
         f["violations"] = len(self.violations)
 
+    def failover_cost(self):
+        """The cost of a failover: the extra delay it adds to the releases in flight.
+
+        A release's latency is its finished_at (PostgreSQL's clock) minus the moment relctl
+        acknowledged its request (this machine's clock; the same host), counted only for
+        releases that succeeded and waited for no earlier release of their service (the one
+        before it ended before it was acknowledged): queueing and bad images are not delay;
+        nor is the first release, which waits for the consumer groups to start.
+        The baseline is the median latency of those that met no fault: no fault's window
+        [its start, its end + FAULT_TAIL_S] meets their [acknowledged, finished]. A release is
+        in flight during a failover when its [acknowledged, finished] meets the failover's
+        window (from the start to the end of ops/stack failover: for Redis until the old
+        master is a replica again, for PostgreSQL until the old primary is the synchronous
+        standby again); its extra delay is its latency minus the baseline. Figures: p50 and p99 (nearest rank) of the extra delay in ms per kind of
+        failover and over all, with how many releases each has; in --json also each measured
+        release's span and each fault's window (time.time() seconds)."""
+        names = ",".join(f"'{s}'" for s in self.all_services())
+        rows = self.h.psql("SELECT id, service, status, finished_at FROM releases WHERE service"
+                           f" IN ({names}) ORDER BY created_at")
+        spans = []
+        previous_end = {}
+        for rid, svc, status, finished in rows:
+            end = parse_ts(finished).timestamp() if finished else None
+            ack = self.acked_at.get(rid)
+            before = previous_end.get(svc)
+            if end is not None:
+                previous_end[svc] = max(end, before or end)
+            if status != "succeeded" or ack is None or end is None or rid == self.warmup:
+                continue
+            if before is not None and before > ack:
+                continue  # it waited for the release before it
+            spans.append((ack, end, rid))
+        quiet = [b - a for a, b, _ in spans
+                 if not any(w0 <= b and a <= w1 + FAULT_TAIL_S for w0, w1, _ in self.windows)]
+        out = {"definition": "latency = finished_at - relctl acknowledged, releases that "
+                             "succeeded without queueing; extra = latency - median latency of "
+                             "those that met no fault; in flight = acknowledged before "
+                             "ops/stack failover ended and finished after it began",
+               "measured_releases": len(spans), "baseline_releases": len(quiet),
+               "spans": {rid: (round(a, 3), round(b, 3)) for a, b, rid in spans},
+               "windows": [(round(w0, 3), round(w1, 3), k) for w0, w1, k in self.windows]}
+        if not quiet:
+            return out
+        base = sorted(quiet)[len(quiet) // 2]
+        out["baseline_median_ms"] = round(base * 1000)
+
+        def pct(values, p):
+            values = sorted(values)
+            return round(values[max(0, math.ceil(p / 100 * len(values)) - 1)] * 1000)
+        every = []
+        for kind in FAILOVERS:
+            mine = [(w0, w1) for w0, w1, k in self.windows if k == kind]
+            extra = [(b - a) - base for a, b, _ in spans
+                     if any(w0 <= b and a <= w1 for w0, w1 in mine)]
+            every += extra
+            out[kind] = {"releases": len(extra)}
+            if extra:
+                out[kind].update(p50_ms=pct(extra, 50), p99_ms=pct(extra, 99))
+        out["all"] = {"releases": len(every)}
+        if every:
+            out["all"].update(p50_ms=pct(every, 50), p99_ms=pct(every, 99))
+        return out
+
     def count_logs(self, pattern):
         rx = re.compile(pattern)
         n = 0
@@ -562,21 +696,37 @@ class Chaos:
 
 
 def format_figures(f):
-    keys = ["releases", "published", "kills", "faults", "lost", "overlaps", "terminal_twice",
+    keys = ["releases", "published", "kills", "redis_failovers", "postgres_failovers",
+            "kafka_failovers", "faults", "lost", "acknowledged_missing", "overlaps",
+            "terminal_twice",
             "results_missing", "results_duplicates", "notifications", "notifications_missing",
             "notification_duplicates", "notification_duplicates_outside_crash",
-            "stale_scenarios", "stale_late_writes", "stale_applies_refused", "deployment_writes", "dead_letters", "workers_alive",
-            "workers_dead", "publish_retries", "violations", "seconds"]
+            "stale_scenarios", "stale_late_writes", "stale_applies_refused",
+            "deployment_writes", "dead_letters", "workers_alive", "workers_dead",
+            "publish_retries", "violations", "seconds"]
     lines = [f"  {k:40s} {f[k]}" for k in keys if k in f]
+    cost = f.get("failover_delay")
+    if cost:
+        lines.append(f"  {'failover extra delay':40s} baseline: median latency "
+                     f"{cost.get('baseline_median_ms', '-')} ms of "
+                     f"{cost['baseline_releases']} releases that met no fault (of "
+                     f"{cost['measured_releases']} measured)")
+        for kind in FAILOVERS + ("all",):
+            c = cost.get(kind, {})
+            lines.append(f"    {kind:38s} p50 {c.get('p50_ms', '-')} ms, p99 "
+                         f"{c.get('p99_ms', '-')} ms over {c.get('releases', 0)} releases "
+                         "in flight")
+        lines.append(f"    ({cost['definition']})")
     lines.append(f"  {'faults_by_kind':40s} {json.dumps(f.get('faults_by_kind', {}))}")
     lines.append(f"  {'statuses':40s} {json.dumps(f.get('statuses', {}))}")
     return "\n".join(lines)
 
 
-def start_stack(extra_env=None):
+def start_stack(extra_env=None, ha=False):
     env = dict(STACK_ENV)
     env.update(extra_env or {})
-    return Stack(extra_env=env).up()
+    return Stack(extra_env=env, ha=ha).up()
 
 
-__all__ = ["Chaos", "STACK_ENV", "format_figures", "start_stack", "pid_alive"]
+__all__ = ["Chaos", "FAILOVERS", "FAULTS", "HA_FAULTS", "STACK_ENV", "format_figures",
+           "start_stack", "pid_alive"]
