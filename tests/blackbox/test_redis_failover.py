@@ -8,7 +8,6 @@ from harness import bin_path, wait_for
 from releases import ACTIVE, deploy, setup_service, wait_status
 from test_outages import log_lines
 from test_fleet import http_get
-from test_ha_stack import ha  # noqa: F401 (the module's HA stack)
 from test_release_flow import kubesim_applies, results_of
 
 
@@ -115,35 +114,3 @@ def test_unreachable_sentinels_at_start_are_reported_and_waited_for(harness):
         proc.terminate()
         proc.wait(timeout=30)
 
-
-# -- a real failover on the HA stack (ops/stack up --ha: master, 2 replicas, 3 Sentinels) --
-
-def test_releases_ride_out_a_redis_failover(ha):
-    """SIGKILL of the Redis master while releases of several services run, others queued
-    behind them: every release ends succeeded, none overlaps another of its service, each
-    has one results message, and the workers follow the Sentinels to the new master."""
-    from harness import Harness
-
-    h = Harness(ha)
-    assert h.env["RELFLEET_REDIS_URL"].startswith("redis-sentinel://")
-    services = [setup_service(h, versions=("slow-1", "2.0.0"), replicas=2) for _ in range(3)]
-    firsts = [deploy(h, svc, "slow-1") for svc in services]
-    for rid in firsts:
-        wait_status(h, rid, "progressing", timeout=60)
-    seconds = [deploy(h, svc, "2.0.0") for svc in services]
-    out = ha.run("failover", "redis", timeout=120).stdout
-    assert "killed master" in out and "elected" in out, out
-    ids = firsts + seconds
-    for rid in ids:
-        assert wait_status(h, rid, "succeeded", timeout=180)["status"] == "succeeded"
-    overlaps = h.psql(
-        "SELECT a.id, b.id FROM releases a JOIN releases b ON a.service = b.service"
-        " AND a.env = b.env AND a.id < b.id WHERE a.id IN (%s) AND"
-        " tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)"
-        % ",".join(f"'{i}'" for i in ids))
-    assert overlaps == [], overlaps
-    msgs = results_of(h, ids, timeout=60)
-    assert sorted(m.json()["release_id"] for m in msgs) == sorted(ids)
-    # The lock is on the new master, written by the workers after the switch.
-    assert log_lines(h, "render", "+switch-master") + log_lines(h, "track", "+switch-master") \
-        + log_lines(h, "render", "finding the master again") > 0
