@@ -23,6 +23,7 @@ struct ks_api {
     pthread_mutex_t applies_lock;
     json_t *applies;
     unsigned next_cluster_ip;
+    const ks_schema_t *schema;
 };
 
 struct ks_watch {
@@ -705,7 +706,7 @@ static int same_ignoring_times(const json_t *a, const json_t *b)
  * or NULL with resp filled. */
 static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj_t *old,
                                 int status_write, const char *op, const char *manager,
-                                int dry_run, ks_resp_t *resp)
+                                int dry_run, ks_fieldval_t fv, ks_resp_t *resp)
 {
     json_t *meta;
     const json_t *oldj = old ? old->json : NULL;
@@ -763,7 +764,7 @@ static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj
         json_object_set_new(meta, "namespace", json_string("default"));
     else if (!ks_kinds[kind].namespaced)
         json_object_del(meta, "namespace");
-    if (ks_convert(kind, o, resp) != 0) {
+    if (ks_decode(api->schema, kind, o, fv, resp) != 0 || ks_convert(kind, o, resp) != 0) {
         json_decref(o);
         return NULL;
     }
@@ -816,9 +817,14 @@ static void api_create(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     json_t *o = parse_body(req, req->content_type && strstr(req->content_type, "yaml"), err, sizeof(err));
     const json_t *out;
     const char *gen;
+    ks_fieldval_t fv;
 
     if (!o) {
         ks_api_status(resp, 400, "BadRequest", err, NULL);
+        return;
+    }
+    if (ks_fieldval_parse(q(req, "fieldValidation"), &fv, resp) != 0) {
+        json_decref(o);
         return;
     }
     manager_of(req, manager, sizeof(manager));
@@ -853,7 +859,7 @@ static void api_create(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         ks_api_status(resp, 409, "AlreadyExists", msg, details_for(r->kind, ks_jstr(o, "metadata.name")));
         goto cleanup;
     }
-    out = api_commit(api, r->kind, o, NULL, 0, "create", manager, q(req, "dryRun") != NULL, resp);
+    out = api_commit(api, r->kind, o, NULL, 0, "create", manager, q(req, "dryRun") != NULL, fv, resp);
     o = NULL;
     if (out)
         respond_json(resp, 201, out);
@@ -891,7 +897,10 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     json_t *body, *o = NULL, *base = NULL, *conflicts = NULL;
     ks_obj_t *old;
     const json_t *out;
+    ks_fieldval_t fv;
 
+    if (ks_fieldval_parse(q(req, "fieldValidation"), &fv, resp) != 0)
+        return;
     if (r->sub && !status_write && !(scale && (r->kind == KS_DEPLOYMENT || r->kind == KS_REPLICASET))) {
         ks_api_status(resp, 404, "NotFound", "the server could not find the requested resource", NULL);
         return;
@@ -944,7 +953,8 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         o = json_deep_copy(old->json);
         ks_jset(o, "spec.replicas", json_incref(ks_jget(ns, "spec.replicas")));
         json_decref(ns);
-        out = api_commit(api, r->kind, o, old, 0, "scale", manager, q(req, "dryRun") != NULL, resp);
+        out = api_commit(api, r->kind, o, old, 0, "scale", manager, q(req, "dryRun") != NULL,
+                         KS_FV_IGNORE, resp);
         o = NULL;
         if (out) {
             json_t *s = scale_of(r->kind, out);
@@ -1008,7 +1018,7 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         ks_jset(o, "metadata.namespace", json_string(r->ns));
     ks_jset(o, "metadata.name", json_string(r->name));
     out = api_commit(api, r->kind, o, old, status_write, is_apply ? "apply" : (is_patch ? "patch" : "update"),
-                     manager, q(req, "dryRun") != NULL, resp);
+                     manager, q(req, "dryRun") != NULL, fv, resp);
     o = NULL;
     if (out)
         respond_json(resp, old ? 200 : 201, out);
@@ -1589,6 +1599,11 @@ ks_api_t *ks_api_new(ks_store_t *st, ks_ctrl_t *ctrl)
 
     if (!api)
         return NULL;
+    api->schema = ks_schema_builtin();
+    if (!api->schema) {
+        free(api);
+        return NULL;
+    }
     api->st = st;
     api->ctrl = ctrl;
     api->applies = json_array();

@@ -30,6 +30,7 @@ typedef struct ks_resp {
     const char *content_type;
     rf_buf_t body;
     ks_watch_t *watch; /* set for a watch: stream it with ks_watch_read */
+    char warnings[2048]; /* Warning header values, one a line ("" for none) */
 } ks_resp_t;
 
 /* store and ctrl are borrowed. */

@@ -70,6 +70,15 @@ static enum MHD_Result http_send(struct MHD_Connection *con, ks_resp_t *resp)
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", resp->content_type ? resp->content_type : "application/json");
     MHD_add_response_header(r, "Cache-Control", "no-cache, private");
+    for (char *line = resp->warnings; *line;) {
+        size_t n = strcspn(line, "\n");
+        int last = line[n] == '\0';
+        line[n] = '\0';
+        MHD_add_response_header(r, "Warning", line);
+        if (last)
+            break;
+        line += n + 1;
+    }
     ret = MHD_queue_response(con, (unsigned)resp->status, r);
     MHD_destroy_response(r);
     return ret;

@@ -98,19 +98,221 @@ static void verr_add(verr_t *v, const char *field, const char *reason, const cha
     rf_buf_addf(&v->msg, "%s%s: %s", v->msg.len ? ", " : "", field, detail);
 }
 
-static int dns_label_ok(const char *s, int subdomain)
-{
-    size_t n = s ? strlen(s) : 0;
+#define DNS1123_LABEL_MSG                                                                          \
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "  \
+    "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "    \
+    "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+#define DNS1123_SUBDOMAIN_MSG                                                                      \
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "  \
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used " \
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
 
-    if (n == 0 || n > (subdomain ? 253u : 63u))
-        return 0;
-    if (!isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+static int dns_chars_ok(const char *s, size_t n, int subdomain)
+{
+    if (n == 0 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
         return 0;
     for (size_t i = 0; i < n; i++)
         if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-' ||
               (subdomain && s[i] == '.')))
             return 0;
     return 1;
+}
+
+/* k8s.io/apimachinery's IsDNS1123Label / IsDNS1123Subdomain: NULL, or why not. */
+const char *ks_check_dns1123(const char *s, int subdomain)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n > (subdomain ? 253u : 63u))
+        return subdomain ? "must be no more than 253 characters" : "must be no more than 63 characters";
+    if (!dns_chars_ok(s ? s : "", n, subdomain))
+        return subdomain ? DNS1123_SUBDOMAIN_MSG : DNS1123_LABEL_MSG;
+    return NULL;
+}
+
+/* IsValidPortName (IANA_SVC_NAME): NULL, or the first reason it is not. */
+const char *ks_check_port_name(const char *s)
+{
+    size_t n = strlen(s), letters = 0;
+
+    if (n > 15)
+        return "must be no more than 15 characters";
+    for (size_t i = 0; i < n; i++) {
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-'))
+            return "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)";
+        letters += islower((unsigned char)s[i]) != 0;
+    }
+    if (strstr(s, "--"))
+        return "must not contain consecutive hyphens";
+    if (n == 0 || letters == 0)
+        return "must contain at least one letter (a-z)";
+    if (s[0] == '-' || s[n - 1] == '-')
+        return "must not begin or end with a hyphen";
+    return NULL;
+}
+
+/* IsValidLabelValue: NULL, or why not. */
+const char *ks_check_label_value(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n > 63)
+        return "must be no more than 63 characters";
+    if (n == 0)
+        return NULL;
+    if (!isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        goto bad;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
+            goto bad;
+    return NULL;
+bad:
+    return "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
+           "or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+           "'my_value',  or '12345', regex used for validation is "
+           "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+}
+
+/* IsQualifiedName (a label or annotation key): NULL, or why not. */
+const char *ks_check_qualified_name(const char *s)
+{
+    const char *slash = strchr(s, '/'), *name = slash ? slash + 1 : s;
+    size_t n = strlen(name);
+
+    if (slash) {
+        size_t pn = (size_t)(slash - s);
+        if (pn == 0)
+            return "prefix part must be non-empty";
+        if (pn > 253)
+            return "prefix part must be no more than 253 characters";
+        if (!dns_chars_ok(s, pn, 1))
+            return "prefix part " DNS1123_SUBDOMAIN_MSG;
+        if (strchr(name, '/'))
+            goto bad;
+    }
+    if (n == 0)
+        return slash ? "name part must be non-empty"
+                     : "name part must be non-empty";
+    if (n > 63)
+        return "name part must be no more than 63 characters";
+    if (!isalnum((unsigned char)name[0]) || !isalnum((unsigned char)name[n - 1]))
+        goto bad;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '-' && name[i] != '_' && name[i] != '.')
+            goto bad;
+    return NULL;
+bad:
+    return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+           "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex "
+           "used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+}
+
+static void verr_invalid_str(verr_t *v, const char *field, const char *value, const char *why)
+{
+    rf_buf_t d;
+
+    rf_buf_init(&d, 0);
+    rf_buf_addf(&d, "Invalid value: \"%s\": %s", value, why);
+    verr_add(v, field, "FieldValueInvalid", rf_buf_str(&d));
+    rf_buf_release(&d);
+}
+
+static void verr_invalid_int(verr_t *v, const char *field, long long value, const char *why)
+{
+    char d[300];
+
+    snprintf(d, sizeof(d), "Invalid value: %lld: %s", value, why);
+    verr_add(v, field, "FieldValueInvalid", d);
+}
+
+/* The keys and values of a labels map (metadata.labels, a selector's matchLabels). */
+static void validate_labels(verr_t *v, const json_t *labels, const char *field)
+{
+    const char *key, *why;
+    json_t *val;
+
+    json_object_foreach((json_t *)labels, key, val) {
+        if ((why = ks_check_qualified_name(key)) != NULL)
+            verr_invalid_str(v, field, key, why);
+        if (json_is_string(val) && (why = ks_check_label_value(json_string_value(val))) != NULL)
+            verr_invalid_str(v, field, json_string_value(val), why);
+    }
+}
+
+#define PORT_RANGE_MSG "must be between 1 and 65535, inclusive"
+
+/* ValidatePortNumOrName: an IntOrString that names or numbers a port. */
+static void validate_port_num_or_name(verr_t *v, const json_t *port, const char *field)
+{
+    const char *why;
+
+    if (json_is_integer(port)) {
+        if (json_integer_value(port) < 1 || json_integer_value(port) > 65535)
+            verr_invalid_int(v, field, (long long)json_integer_value(port), PORT_RANGE_MSG);
+    } else if (json_is_string(port)) {
+        if ((why = ks_check_port_name(json_string_value(port))) != NULL)
+            verr_invalid_str(v, field, json_string_value(port), why);
+    }
+}
+
+static void validate_probe(verr_t *v, const json_t *probe, const char *field)
+{
+    static const char *const handlers[] = {"httpGet", "tcpSocket", NULL};
+    char f[400];
+
+    if (!json_is_object(probe))
+        return;
+    for (int i = 0; handlers[i]; i++) {
+        const json_t *h = json_object_get(probe, handlers[i]);
+        if (!json_is_object(h))
+            continue;
+        snprintf(f, sizeof(f), "%.300s.%s.port", field, handlers[i]);
+        if (!json_object_get(h, "port"))
+            verr_add(v, f, "FieldValueRequired", "Required value");
+        else
+            validate_port_num_or_name(v, json_object_get(h, "port"), f);
+    }
+}
+
+static void validate_container(verr_t *v, const json_t *ct, const char *field)
+{
+    static const char *const probes[] = {"livenessProbe", "readinessProbe", "startupProbe", NULL};
+    const char *name = ks_jstr(ct, "name"), *why;
+    json_t *p;
+    size_t i;
+    char f[400];
+
+    snprintf(f, sizeof(f), "%s.name", field);
+    if (!name || !*name)
+        verr_add(v, f, "FieldValueRequired", "Required value");
+    else if ((why = ks_check_dns1123(name, 0)) != NULL)
+        verr_invalid_str(v, f, name, why);
+    if (!ks_jstr(ct, "image") || !*ks_jstr(ct, "image")) {
+        snprintf(f, sizeof(f), "%s.image", field);
+        verr_add(v, f, "FieldValueRequired", "Required value");
+    }
+    json_array_foreach(json_object_get(ct, "ports"), i, p) {
+        const json_t *cp = json_object_get(p, "containerPort"), *hp = json_object_get(p, "hostPort");
+        const char *pname = ks_jstr(p, "name");
+        if (pname && *pname && (why = ks_check_port_name(pname)) != NULL) {
+            snprintf(f, sizeof(f), "%s.ports[%zu].name", field, i);
+            verr_invalid_str(v, f, pname, why);
+        }
+        snprintf(f, sizeof(f), "%s.ports[%zu].containerPort", field, i);
+        if (!json_is_integer(cp))
+            verr_add(v, f, "FieldValueRequired", "Required value");
+        else if (json_integer_value(cp) < 1 || json_integer_value(cp) > 65535)
+            verr_invalid_int(v, f, (long long)json_integer_value(cp), PORT_RANGE_MSG);
+        if (json_is_integer(hp) && json_integer_value(hp) != 0 &&
+            (json_integer_value(hp) < 1 || json_integer_value(hp) > 65535)) {
+            snprintf(f, sizeof(f), "%s.ports[%zu].hostPort", field, i);
+            verr_invalid_int(v, f, (long long)json_integer_value(hp), PORT_RANGE_MSG);
+        }
+    }
+    for (int k = 0; probes[k]; k++) {
+        snprintf(f, sizeof(f), "%.300s.%s", field, probes[k]);
+        validate_probe(v, json_object_get(ct, probes[k]), f);
+    }
 }
 
 static void validate_podspec(verr_t *v, const json_t *spec, const char *prefix)
@@ -122,18 +324,64 @@ static void validate_podspec(verr_t *v, const json_t *spec, const char *prefix)
     if (!json_is_array(cts) || json_array_size(cts) == 0) {
         snprintf(field, sizeof(field), "%s.containers", prefix);
         verr_add(v, field, "FieldValueRequired", "Required value");
-        return;
     }
     json_array_foreach(cts, i, ct) {
-        if (!ks_jstr(ct, "name") || !*ks_jstr(ct, "name")) {
-            snprintf(field, sizeof(field), "%s.containers[%zu].name", prefix, i);
-            verr_add(v, field, "FieldValueRequired", "Required value");
-        }
-        if (!ks_jstr(ct, "image") || !*ks_jstr(ct, "image")) {
-            snprintf(field, sizeof(field), "%s.containers[%zu].image", prefix, i);
-            verr_add(v, field, "FieldValueRequired", "Required value");
-        }
+        snprintf(field, sizeof(field), "%s.containers[%zu]", prefix, i);
+        validate_container(v, ct, field);
     }
+    json_array_foreach(json_object_get(spec, "initContainers"), i, ct) {
+        snprintf(field, sizeof(field), "%s.initContainers[%zu]", prefix, i);
+        validate_container(v, ct, field);
+    }
+}
+
+/* A Service's ports: numbers, target ports, names (DNS labels, required with several). */
+static void validate_service_ports(verr_t *v, const json_t *ports)
+{
+    json_t *p;
+    size_t i;
+    char f[128];
+
+    json_array_foreach(ports, i, p) {
+        const json_t *port = json_object_get(p, "port");
+        const char *name = ks_jstr(p, "name"), *why;
+        snprintf(f, sizeof(f), "spec.ports[%zu].name", i);
+        if ((!name || !*name) && json_array_size(ports) > 1)
+            verr_add(v, f, "FieldValueRequired", "Required value");
+        else if (name && *name && (why = ks_check_dns1123(name, 0)) != NULL)
+            verr_invalid_str(v, f, name, why);
+        snprintf(f, sizeof(f), "spec.ports[%zu].port", i);
+        if (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535)
+            verr_invalid_int(v, f, json_is_integer(port) ? (long long)json_integer_value(port) : 0,
+                             PORT_RANGE_MSG);
+        snprintf(f, sizeof(f), "spec.ports[%zu].targetPort", i);
+        validate_port_num_or_name(v, json_object_get(p, "targetPort"), f);
+    }
+}
+
+/* A labels map as Go's %#v writes a map[string]string: keys sorted. */
+static void go_map(rf_buf_t *b, const json_t *labels)
+{
+    const char *keys[256], *key;
+    json_t *val;
+    size_t n = 0;
+
+    json_object_foreach((json_t *)labels, key, val) {
+        if (n < 256)
+            keys[n++] = key;
+    }
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
+            const char *t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+        }
+    rf_buf_adds(b, labels ? "map[string]string{" : "map[string]string(nil)");
+    for (size_t i = 0; labels && i < n; i++)
+        rf_buf_addf(b, "%s\"%s\":\"%s\"", i ? ", " : "", keys[i],
+                    json_string_value(json_object_get(labels, keys[i])) ?: "");
+    if (labels)
+        rf_buf_adds(b, "}");
 }
 
 static int is_rbac(ks_kind_t kind)
@@ -362,41 +610,50 @@ int ks_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_resp_t *r
     rf_buf_init(&v.msg, 0);
     if (is_rbac(kind)) {
         validate_path_segment_name(&v, name);
-    } else if (!dns_label_ok(name, kind != KS_SERVICE && kind != KS_NAMESPACE)) {
-        char d[600];
-        snprintf(d, sizeof(d),
-                 "Invalid value: \"%s\": a lowercase RFC 1123 %s must consist of lower case "
-                 "alphanumeric characters%s, and must start and end with an alphanumeric "
-                 "character",
-                 name ? name : "", kind == KS_SERVICE || kind == KS_NAMESPACE ? "label" : "subdomain",
-                 kind == KS_SERVICE || kind == KS_NAMESPACE ? " or '-'" : ", '-' or '.'");
-        verr_add(&v, "metadata.name", "FieldValueInvalid", d);
+    } else if (!name || !*name) {
+        verr_add(&v, "metadata.name", "FieldValueRequired",
+                 "Required value: name or generateName is required");
+    } else {
+        const char *why = ks_check_dns1123(name, kind != KS_SERVICE && kind != KS_NAMESPACE);
+        if (why)
+            verr_invalid_str(&v, "metadata.name", name, why);
     }
+    validate_labels(&v, ks_jget(o, "metadata.labels"), "metadata.labels");
     if (kind == KS_DEPLOYMENT || kind == KS_REPLICASET) {
         json_t *sel = ks_jget(o, "spec.selector");
         json_t *labels = ks_jget(o, "spec.template.metadata.labels");
         int64_t replicas = ks_jint(o, "spec.replicas", 1);
-        if (!json_is_object(sel) ||
-            (json_object_size(json_object_get(sel, "matchLabels")) == 0 &&
-             json_array_size(json_object_get(sel, "matchExpressions")) == 0)) {
+        validate_labels(&v, labels, "spec.template.metadata.labels");
+        if (!json_is_object(sel)) {
             verr_add(&v, "spec.selector", "FieldValueRequired", "Required value");
+        } else if (json_object_size(json_object_get(sel, "matchLabels")) == 0 &&
+                   json_array_size(json_object_get(sel, "matchExpressions")) == 0) {
+            verr_add(&v, "spec.selector", "FieldValueInvalid",
+                     kind == KS_DEPLOYMENT ? "Invalid value: \"{}\": empty selector is invalid for deployment"
+                                           : "Invalid value: \"{}\": empty selector is invalid for replicaset");
         } else {
-            ks_sel_t *s = ks_sel_from_json(sel, 1);
-            if (!ks_sel_match(s, labels)) {
-                char *lbl = json_dumps(labels ? labels : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
-                char d[1024];
-                snprintf(d, sizeof(d), "Invalid value: %s: `selector` does not match template `labels`",
-                         lbl ? lbl : "{}");
-                verr_add(&v, "spec.template.metadata.labels", "FieldValueInvalid", d);
-                free(lbl);
-            }
-            ks_sel_destroy(s);
+            validate_labels(&v, json_object_get(sel, "matchLabels"), "spec.selector.matchLabels");
             if (old && !json_equal(sel, ks_jget(old, "spec.selector")))
                 verr_add(&v, "spec.selector", "FieldValueInvalid", "Invalid value: field is immutable");
         }
+        {
+            /* a missing selector selects nothing: the template's labels do not match it either */
+            ks_sel_t *s = json_is_object(sel) ? ks_sel_from_json(sel, 1) : NULL;
+            int empty = json_is_object(sel) && json_object_size(json_object_get(sel, "matchLabels")) == 0 &&
+                        json_array_size(json_object_get(sel, "matchExpressions")) == 0;
+            if (!empty && !(s && ks_sel_match(s, labels))) {
+                rf_buf_t d;
+                rf_buf_init(&d, 0);
+                rf_buf_adds(&d, "Invalid value: ");
+                go_map(&d, labels);
+                rf_buf_adds(&d, ": `selector` does not match template `labels`");
+                verr_add(&v, "spec.template.metadata.labels", "FieldValueInvalid", rf_buf_str(&d));
+                rf_buf_release(&d);
+            }
+            ks_sel_destroy(s);
+        }
         if (replicas < 0)
-            verr_add(&v, "spec.replicas", "FieldValueInvalid",
-                     "Invalid value: must be greater than or equal to 0");
+            verr_invalid_int(&v, "spec.replicas", (long long)replicas, "must be greater than or equal to 0");
         validate_podspec(&v, ks_jget(o, "spec.template.spec"), "spec.template.spec");
         if (kind == KS_DEPLOYMENT) {
             json_t *ru = ks_jget(o, "spec.strategy.rollingUpdate");
@@ -450,6 +707,7 @@ int ks_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_resp_t *r
             !(type && strcmp(type, "ExternalName") == 0) &&
             !(ks_jstr(o, "spec.clusterIP") && strcmp(ks_jstr(o, "spec.clusterIP"), "None") == 0))
             verr_add(&v, "spec.ports", "FieldValueRequired", "Required value");
+        validate_service_ports(&v, ks_jget(o, "spec.ports"));
     }
     if (json_array_size(v.causes) > 0) {
         char msg[4096], group_kind[64];
@@ -472,5 +730,73 @@ int ks_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_resp_t *r
     }
     json_decref(v.causes);
     rf_buf_release(&v.msg);
+    return result;
+}
+
+int ks_fieldval_parse(const char *value, ks_fieldval_t *fv, ks_resp_t *resp)
+{
+    char msg[300];
+
+    if (!value || !*value || strcmp(value, "Warn") == 0)
+        *fv = KS_FV_WARN;
+    else if (strcmp(value, "Strict") == 0)
+        *fv = KS_FV_STRICT;
+    else if (strcmp(value, "Ignore") == 0)
+        *fv = KS_FV_IGNORE;
+    else {
+        snprintf(msg, sizeof(msg),
+                 "fieldValidation: Unsupported value: \"%.100s\": supported values: \"Ignore\", "
+                 "\"Strict\", \"Warn\"",
+                 value);
+        ks_api_status(resp, 400, "BadRequest", msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int ks_decode(const ks_schema_t *s, ks_kind_t kind, json_t *o, ks_fieldval_t fv, ks_resp_t *resp)
+{
+    const char *k = ks_kinds[kind].kind;
+    ks_decode_t d;
+    json_t *path, *causes = json_array(), *det;
+    rf_buf_t msg;
+    size_t i;
+    int result = 0;
+
+    rf_buf_init(&msg, 0);
+    rf_buf_addf(&msg, "%s in version \"v1\" cannot be handled as a %s: ", k, k);
+    if (ks_schema_decode(s, kind, o, &d) != 0) {
+        rf_buf_adds(&msg, d.error);
+        json_array_append_new(causes, json_pack("{s:s, s:s, s:s}", "reason", "FieldValueTypeInvalid",
+                                                "message", d.error, "field", d.error_field));
+        result = -1;
+    } else if (fv == KS_FV_STRICT && json_array_size(d.unknown) > 0) {
+        rf_buf_adds(&msg, "strict decoding error: ");
+        json_array_foreach(d.unknown, i, path) {
+            char m[600];
+            snprintf(m, sizeof(m), "unknown field \"%s\"", json_string_value(path));
+            rf_buf_addf(&msg, "%s%s", i ? ", " : "", m);
+            json_array_append_new(causes, json_pack("{s:s, s:s, s:O}", "reason", "FieldValueNotFound",
+                                                    "message", m, "field", path));
+        }
+        result = -1;
+    } else if (fv == KS_FV_WARN) {
+        json_array_foreach(d.unknown, i, path) {
+            size_t n = strlen(resp->warnings);
+            snprintf(resp->warnings + n, sizeof(resp->warnings) - n, "%s299 - \"unknown field \\\"%s\\\"\"",
+                     n ? "\n" : "", json_string_value(path));
+        }
+    }
+    if (result != 0) {
+        det = json_pack("{s:s, s:s, s:o}", "name", ks_jstr(o, "metadata.name") ?: "", "kind", k,
+                        "causes", causes);
+        causes = NULL;
+        if (*ks_kinds[kind].group)
+            json_object_set_new(det, "group", json_string(ks_kinds[kind].group));
+        ks_api_status(resp, 400, "BadRequest", rf_buf_str(&msg), det);
+    }
+    json_decref(causes);
+    json_decref(d.unknown);
+    rf_buf_release(&msg);
     return result;
 }

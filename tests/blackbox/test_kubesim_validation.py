@@ -1,0 +1,131 @@
+"""kubesim decodes and validates like the API server: wrong types (400), unknown fields by
+fieldValidation, validation rules (422), the corpus of invalid manifests through the real
+kubectl, and the OpenAPI documents kubectl explain reads."""
+import glob
+import json
+import os
+
+import pytest
+import yaml
+
+from kubesim_fixture import deployment_yaml, kubesim
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "kubesim-invalid")
+CASES = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(FIXTURES, "*.yaml")))
+PLURAL = {"Deployment": "apps/v1/namespaces/default/deployments",
+          "Service": "v1/namespaces/default/services"}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    with kubesim(tmp_path_factory.mktemp("kubesim") / "state", "--time-scale", "50") as k:
+        yield k
+
+
+def collection(k, kind):
+    path = PLURAL[kind]
+    return f"{k.url}/{'apis' if '/' in path.split('/namespaces')[0] else 'api'}/{path}"
+
+
+def test_the_corpus_has_a_dozen_classes():
+    assert len(CASES) >= 12
+    codes = {json.load(open(os.path.join(FIXTURES, c + ".expect.json")))["code"] for c in CASES}
+    assert codes == {400, 422}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_invalid_manifest_is_rejected_with_the_api_servers_status(sim, case):
+    path = os.path.join(FIXTURES, case + ".yaml")
+    with open(path) as f:
+        obj = yaml.safe_load(f)
+    with open(os.path.join(FIXTURES, case + ".expect.json")) as f:
+        want = json.load(f)
+    name = obj["metadata"]["name"]
+    r = sim.session().post(collection(sim, obj["kind"]), params={"fieldValidation": "Strict"}, json=obj)
+    st = r.json()
+    assert (r.status_code, st["reason"], st["message"]) == (want["code"], want["reason"], want["message"])
+    assert st["details"]["causes"][0]["field"] == want["field"]
+    # the real kubectl apply says the same and nothing is stored
+    res = sim.kubectl("apply", "-f", path, check=False)
+    assert res.returncode == 1
+    if want["code"] == 400:
+        assert res.stderr.strip() == (f'Error from server (BadRequest): error when creating "{path}": '
+                                      f'{want["message"]}')
+    else:
+        causes = st["details"]["causes"]
+        lines = [f'{c["field"]}: {c["message"]}' for c in causes]
+        text = lines[0] if len(lines) == 1 else "\n" + "\n".join("* " + l for l in lines)
+        assert res.stderr.strip() == f'The {obj["kind"]} "{name}" is invalid: {text}'.strip()
+    got = sim.kubectl("get", obj["kind"].lower(), name, check=False)
+    assert "NotFound" in got.stderr
+
+
+def bogus(name):
+    return deployment_yaml(name, "nginx:1.27", replicas=1, extra_spec="  bogusField: 1\n")
+
+
+def test_unknown_fields_follow_field_validation(sim, tmp_path):
+    f = tmp_path / "d.yaml"
+    f.write_text(bogus("fv"))
+    # kubectl's default is Strict, for client-side and server-side apply
+    for args in ([], ["--server-side"]):
+        res = sim.kubectl("apply", *args, "-f", str(f), check=False)
+        assert res.returncode == 1
+        assert 'strict decoding error: unknown field "spec.bogusField"' in res.stderr
+    res = sim.kubectl("apply", "--validate=warn", "-f", str(f))
+    assert 'Warning: unknown field "spec.bogusField"' in res.stderr
+    d = sim.get_json("deployment", "fv")
+    assert "bogusField" not in d["spec"]
+    # an update (apply of an existing object) and the patches: Strict refuses, Ignore drops
+    res = sim.kubectl("apply", "-f", str(f), check=False)
+    assert 'strict decoding error: unknown field "spec.bogusField"' in res.stderr
+    res = sim.kubectl("patch", "deployment", "fv", "--type=merge", "-p",
+                      '{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"x","bogus":1}]}}}}',
+                      check=False)
+    assert 'unknown field "spec.template.spec.containers[0].bogus"' in res.stderr
+    res = sim.kubectl("apply", "--validate=false", "-f", str(f))
+    assert res.returncode == 0 and "Warning" not in res.stderr
+    s = sim.session()
+    url = collection(sim, "Deployment") + "/fv"
+    r = s.patch(url, data='{"spec":{"bogusField":2}}', headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200
+    assert r.headers["Warning"] == '299 - "unknown field \\"spec.bogusField\\""'
+    assert "bogusField" not in r.json()["spec"]
+    r = s.patch(url, params={"fieldValidation": "Ignore"}, data='{"spec":{"bogusField":2}}',
+                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200 and "Warning" not in r.headers
+    r = s.patch(url, params={"fieldValidation": "Nope"}, data='{}',
+                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 400
+
+
+def test_wrong_types_are_refused_on_update_and_patch(sim, tmp_path):
+    f = tmp_path / "d.yaml"
+    f.write_text(deployment_yaml("types", "nginx:1.27", replicas=1))
+    sim.kubectl("apply", "-f", str(f))
+    res = sim.kubectl("patch", "deployment", "types", "--type=merge", "-p", '{"spec":{"replicas":"2"}}',
+                      check=False)
+    assert res.returncode == 1
+    assert ('Deployment in version "v1" cannot be handled as a Deployment: json: cannot unmarshal '
+            'string into Go struct field DeploymentSpec.spec.replicas of type int32') in res.stderr
+    f.write_text(deployment_yaml("types", "nginx:1.27", replicas=1).replace("8080", '"8080"'))
+    res = sim.kubectl("apply", "--server-side", "-f", str(f), check=False)
+    assert "of type int32" in res.stderr
+    assert sim.get_json("deployment", "types")["spec"]["replicas"] == 1
+
+
+def test_a_quoted_port_placeholder_fails_as_on_a_real_cluster(sim, tmp_path):
+    """Issue 19's first finding: containerPort "8080" and an httpGet probe port "8080"."""
+    f = tmp_path / "d.yaml"
+    f.write_text(deployment_yaml("quoted", "nginx:1.27", replicas=1).replace("containerPort: 8080", 'containerPort: "8080"'))
+    res = sim.kubectl("apply", "-f", str(f), check=False)
+    assert "cannot unmarshal string into Go struct field ContainerPort" in res.stderr
+    # a probe on a named port is fine; on a port name that is all digits it is not
+    good = deployment_yaml("named", "nginx:1.27", replicas=1).replace(
+        "ports: [{containerPort: 8080}]",
+        "ports: [{containerPort: 8080, name: http}]\n        readinessProbe: {httpGet: {path: /, port: http}}")
+    f.write_text(good)
+    sim.kubectl("apply", "-f", str(f))
+    f.write_text(good.replace("port: http}", 'port: "8080"}'))
+    res = sim.kubectl("apply", "-f", str(f), check=False)
+    assert 'readinessProbe.httpGet.port: Invalid value: "8080": must contain at least one letter (a-z)' in res.stderr
