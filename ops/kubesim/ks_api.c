@@ -2,6 +2,7 @@
 #include "ks_api.h"
 #include "ks_patch.h"
 #include "ks_print.h"
+#include "ks_schema.h"
 #include "ks_sel.h"
 #include "ks_validate.h"
 #include "rf_log.h"
@@ -240,11 +241,11 @@ static json_t *group_json(const char *name)
  * operations and parameters, enough for clients that check for fieldValidation. */
 static json_t *openapi_gv(const char *group)
 {
-    json_t *paths = json_object(), *schemas = json_object();
+    json_t *paths = json_object(), *schemas = ks_schema_openapi_v3(ks_schema_builtin(), group);
 
     for (int k = 0; k < KS_KIND_COUNT; k++) {
         const ks_kind_info_t *ki = &ks_kinds[k];
-        char path[256], schema[128];
+        char path[256];
         json_t *gvk, *params;
         if (strcmp(ki->group, group) != 0)
             continue;
@@ -270,17 +271,38 @@ static json_t *openapi_gv(const char *group)
                                       "x-kubernetes-action", "put",
                                       "delete", "operationId", "delete", "x-kubernetes-group-version-kind", gvk,
                                       "x-kubernetes-action", "delete"));
-        /* io.k8s.api.<group up to its first dot>.v1.<Kind>, as the Go packages are named */
-        snprintf(schema, sizeof(schema), "io.k8s.api.%.*s.v1.%s", *group ? (int)strcspn(group, ".") : 4,
-                 *group ? group : "core", ki->kind);
-        json_object_set_new(schemas, schema,
-                            json_pack("{s:s, s:s, s:[O]}", "type", "object", "description", ki->kind,
-                                      "x-kubernetes-group-version-kind", gvk));
         json_decref(gvk);
     }
     return json_pack("{s:s, s:{s:s, s:s}, s:o, s:{s:o}}", "openapi", "3.0.0", "info", "title",
                      "Kubernetes", "version", "v1.32.0", "paths", paths, "components", "schemas",
                      schemas);
+}
+
+/* The Swagger 2.0 document: every kind's item path and the definitions of the schema. */
+static json_t *openapi_v2(void)
+{
+    json_t *paths = json_object();
+
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        const ks_kind_info_t *ki = &ks_kinds[k];
+        char path[256];
+        json_t *gvk = json_pack("{s:s, s:s, s:s}", "group", ki->group, "version", "v1", "kind", ki->kind);
+        if (*ki->group)
+            snprintf(path, sizeof(path), "/apis/%s/v1/%s%s/{name}", ki->group,
+                     ki->namespaced ? "namespaces/{namespace}/" : "", ki->resource);
+        else
+            snprintf(path, sizeof(path), "/api/v1/%s%s/{name}",
+                     ki->namespaced ? "namespaces/{namespace}/" : "", ki->resource);
+        json_object_set_new(paths, path,
+                            json_pack("{s:{s:s, s:o, s:s, s:[s, s, s, s]}}", "patch", "operationId", "patch",
+                                      "x-kubernetes-group-version-kind", gvk, "x-kubernetes-action", "patch",
+                                      "consumes", "application/json-patch+json",
+                                      "application/merge-patch+json", "application/strategic-merge-patch+json",
+                                      "application/apply-patch+yaml"));
+    }
+    return json_pack("{s:s, s:{s:s, s:s}, s:o, s:o}", "swagger", "2.0", "info", "title", "Kubernetes",
+                     "version", "v1.32.0", "paths", paths, "definitions",
+                     ks_schema_openapi_v2(ks_schema_builtin()));
 }
 
 /* path is want, with or without a trailing slash */
@@ -323,7 +345,7 @@ static json_t *discovery_group(const char *path)
 }
 
 /* Returns 1 when path was a discovery path and resp is filled. */
-static int api_discovery(ks_api_t *api, const char *path, ks_resp_t *resp)
+static int api_discovery(ks_api_t *api, const char *path, const char *req_accept, ks_resp_t *resp)
 {
     json_t *j = NULL;
 
@@ -358,6 +380,15 @@ static int api_discovery(ks_api_t *api, const char *path, ks_resp_t *resp)
         j = json_pack("{s:o}", "paths", paths);
     } else if (strcmp(path, "/openapi/v3/api/v1") == 0) {
         j = openapi_gv("");
+    } else if (path_is(path, "/openapi/v2")) {
+        /* JSON only: a client that asks for the protobuf form alone falls back to its types */
+        if (req_accept && strstr(req_accept, "protobuf") && !strstr(req_accept, "json") &&
+            !strstr(req_accept, "*/*")) {
+            ks_api_status(resp, 406, "NotAcceptable",
+                          "only the following media types are accepted: application/json", NULL);
+            return 1;
+        }
+        j = openapi_v2();
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/livez") == 0 ||
                strcmp(path, "/readyz") == 0) {
         rf_buf_adds(&resp->body, "ok");
@@ -1549,7 +1580,7 @@ void ks_api_handle(ks_api_t *api, const ks_req_t *req, ks_resp_t *resp)
         ks_api_status(resp, 413, "RequestEntityTooLarge", "the request body is too large", NULL);
         return;
     }
-    if (strcmp(m, "GET") == 0 && api_discovery(api, req->path, resp))
+    if (strcmp(m, "GET") == 0 && api_discovery(api, req->path, req->accept, resp))
         return;
     if (api_route(req->path, &r) != 0) {
         if (strncmp(req->path, "/api", 4) == 0 && strncmp(req->path, "/apis/", 6) != 0)

@@ -129,3 +129,35 @@ def test_a_quoted_port_placeholder_fails_as_on_a_real_cluster(sim, tmp_path):
     f.write_text(good.replace("port: http}", 'port: "8080"}'))
     res = sim.kubectl("apply", "-f", str(f), check=False)
     assert 'readinessProbe.httpGet.port: Invalid value: "8080": must contain at least one letter (a-z)' in res.stderr
+
+
+def test_kubectl_explain_reads_the_schema(sim):
+    res = sim.kubectl("explain", "deployment.spec.replicas")
+    assert "FIELD: replicas <integer>" in res.stdout
+    assert "Number of desired pods." in res.stdout
+    res = sim.kubectl("explain", "deployment.spec.template.spec.containers.ports")
+    assert "FIELD: ports <[]ContainerPort>" in res.stdout
+    assert "containerPort\t<integer> -required-" in res.stdout
+    res = sim.kubectl("explain", "svc.spec.ports.targetPort")
+    assert "Number or name of the port to access on the pods" in res.stdout
+    res = sim.kubectl("explain", "deployment.spec.bogusField", check=False)
+    assert res.returncode == 1 and 'field "bogusField" does not exist' in res.stderr
+
+
+def test_openapi_v2_and_v3_come_from_the_same_schema(sim):
+    s = sim.session()
+    v3 = s.get(f"{sim.url}/openapi/v3/apis/apps/v1").json()["components"]["schemas"]
+    v2 = s.get(f"{sim.url}/openapi/v2", headers={"Accept": "application/json"}).json()
+    spec3 = v3["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]
+    spec2 = v2["definitions"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]
+    assert spec3["replicas"] == spec2["replicas"] == {
+        "type": "integer", "format": "int32", "description": spec3["replicas"]["description"]}
+    assert spec3["template"]["allOf"] == [{"$ref": "#/components/schemas/io.k8s.api.core.v1.PodTemplateSpec"}]
+    assert spec2["template"]["$ref"] == "#/definitions/io.k8s.api.core.v1.PodTemplateSpec"
+    containers = v2["definitions"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
+    assert (containers["x-kubernetes-patch-merge-key"], containers["x-kubernetes-patch-strategy"]) == ("name", "merge")
+    assert v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"] == [
+        {"group": "apps", "version": "v1", "kind": "Deployment"}]
+    # kubectl asks for the protobuf form only, and falls back to its own types on a refusal
+    r = s.get(f"{sim.url}/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+    assert r.status_code == 406
