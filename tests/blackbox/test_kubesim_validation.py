@@ -161,3 +161,22 @@ def test_openapi_v2_and_v3_come_from_the_same_schema(sim):
     # kubectl asks for the protobuf form only, and falls back to its own types on a refusal
     r = s.get(f"{sim.url}/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
     assert r.status_code == 406
+
+
+def test_what_kubesim_stores_decodes_strictly(sim, tmp_path):
+    """A client that writes back what it read (kubectl replace, edit) meets no unknown field."""
+    f = tmp_path / "d.yaml"
+    f.write_text(deployment_yaml("roundtrip", "nginx:1.27", replicas=2))
+    sim.kubectl("apply", "-f", str(f))
+    sim.kubectl("rollout", "status", "deployment/roundtrip", "--timeout=60s")
+    s = sim.session()
+    checked = 0
+    for base in ("/apis/apps/v1/namespaces/default/deployments", "/apis/apps/v1/namespaces/default/replicasets",
+                 "/api/v1/namespaces/default/pods", "/api/v1/namespaces/default/services",
+                 "/api/v1/namespaces/default/events", "/api/v1/namespaces"):
+        for o in s.get(sim.url + base).json()["items"]:
+            r = s.put(f"{sim.url}{base}/{o['metadata']['name']}", json=o,
+                      params={"fieldValidation": "Strict", "dryRun": "All"})
+            assert r.status_code == 200 and "Warning" not in r.headers, (base, r.text)
+            checked += 1
+    assert checked >= 8
