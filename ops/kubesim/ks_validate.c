@@ -274,7 +274,35 @@ static void validate_probe(verr_t *v, const json_t *probe, const char *field)
     }
 }
 
-static void validate_container(verr_t *v, const json_t *ct, const char *field)
+/* IsEnvVarName: NULL, or why not. */
+const char *ks_check_env_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-' || s[i] == '.'))
+            goto bad;
+    if (n && !isdigit((unsigned char)s[0]))
+        return NULL;
+bad:
+    return "a valid environment variable name must consist of alphabetic characters, digits, '_', "
+           "'-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  "
+           "or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
+}
+
+static int has_named(const json_t *list, const char *name)
+{
+    json_t *e;
+    size_t i;
+
+    json_array_foreach((json_t *)list, i, e) {
+        if (strcmp(ks_jstr(e, "name") ?: "", name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void validate_container(verr_t *v, const json_t *ct, const char *field, const json_t *volumes)
 {
     static const char *const probes[] = {"livenessProbe", "readinessProbe", "startupProbe", NULL};
     const char *name = ks_jstr(ct, "name"), *why;
@@ -313,6 +341,46 @@ static void validate_container(verr_t *v, const json_t *ct, const char *field)
         snprintf(f, sizeof(f), "%.300s.%s", field, probes[k]);
         validate_probe(v, json_object_get(ct, probes[k]), f);
     }
+    json_array_foreach(json_object_get(ct, "env"), i, p) {
+        const char *en = ks_jstr(p, "name");
+        snprintf(f, sizeof(f), "%.300s.env[%zu].name", field, i);
+        if (!en || !*en)
+            verr_add(v, f, "FieldValueRequired", "Required value");
+        else if ((why = ks_check_env_name(en)) != NULL)
+            verr_invalid_str(v, f, en, why);
+    }
+    json_array_foreach(json_object_get(ct, "volumeMounts"), i, p) {
+        const char *vn = ks_jstr(p, "name") ?: "";
+        if (!has_named(volumes, vn)) {
+            char d[400];
+            snprintf(f, sizeof(f), "%.300s.volumeMounts[%zu].name", field, i);
+            snprintf(d, sizeof(d), "Not found: \"%.300s\"", vn);
+            verr_add(v, f, "FieldValueNotFound", d);
+        }
+    }
+    name = ks_jstr(ct, "imagePullPolicy");
+    if (name && strcmp(name, "Always") != 0 && strcmp(name, "IfNotPresent") != 0 && strcmp(name, "Never") != 0) {
+        char d[400];
+        snprintf(f, sizeof(f), "%.300s.imagePullPolicy", field);
+        snprintf(d, sizeof(d), "Unsupported value: \"%.200s\": supported values: \"Always\", \"IfNotPresent\", \"Never\"", name);
+        verr_add(v, f, "FieldValueNotSupported", d);
+    }
+}
+
+/* Whether the container at (init, i) is the first of its name, init containers first. */
+static int name_first_at(const json_t *spec, const char *name, int init, size_t at)
+{
+    for (int in = 1; in >= init; in--) {
+        json_t *ct;
+        size_t i;
+        json_array_foreach(json_object_get(spec, in ? "initContainers" : "containers"), i, ct) {
+            if (in == init && i == at)
+                return 1;
+            if (strcmp(ks_jstr(ct, "name") ?: "", name) == 0)
+                return 0;
+        }
+    }
+    return 1;
 }
 
 static void validate_podspec(verr_t *v, const json_t *spec, const char *prefix)
@@ -325,13 +393,20 @@ static void validate_podspec(verr_t *v, const json_t *spec, const char *prefix)
         snprintf(field, sizeof(field), "%s.containers", prefix);
         verr_add(v, field, "FieldValueRequired", "Required value");
     }
-    json_array_foreach(cts, i, ct) {
-        snprintf(field, sizeof(field), "%s.containers[%zu]", prefix, i);
-        validate_container(v, ct, field);
-    }
-    json_array_foreach(json_object_get(spec, "initContainers"), i, ct) {
-        snprintf(field, sizeof(field), "%s.initContainers[%zu]", prefix, i);
-        validate_container(v, ct, field);
+    /* init containers first, as the API server validates them; names unique across both */
+    for (int init = 1; init >= 0; init--) {
+        const char *list = init ? "initContainers" : "containers";
+        json_array_foreach(json_object_get(spec, list), i, ct) {
+            const char *name = ks_jstr(ct, "name");
+            snprintf(field, sizeof(field), "%s.%s[%zu]", prefix, list, i);
+            validate_container(v, ct, field, json_object_get(spec, "volumes"));
+            if (name && *name && !name_first_at(spec, name, init, i)) {
+                char f[300], d[300];
+                snprintf(f, sizeof(f), "%s.name", field);
+                snprintf(d, sizeof(d), "Duplicate value: \"%.200s\"", name);
+                verr_add(v, f, "FieldValueDuplicate", d);
+            }
+        }
     }
 }
 
@@ -655,6 +730,14 @@ int ks_validate(ks_kind_t kind, const json_t *o, const json_t *old, ks_resp_t *r
         if (replicas < 0)
             verr_invalid_int(&v, "spec.replicas", (long long)replicas, "must be greater than or equal to 0");
         validate_podspec(&v, ks_jget(o, "spec.template.spec"), "spec.template.spec");
+        {
+            const char *rp = ks_jstr(o, "spec.template.spec.restartPolicy");
+            if (rp && strcmp(rp, "Always") != 0) {
+                char d[300];
+                snprintf(d, sizeof(d), "Unsupported value: \"%.200s\": supported values: \"Always\"", rp);
+                verr_add(&v, "spec.template.spec.restartPolicy", "FieldValueNotSupported", d);
+            }
+        }
         if (kind == KS_DEPLOYMENT) {
             json_t *ru = ks_jget(o, "spec.strategy.rollingUpdate");
             const char *type = ks_jstr(o, "spec.strategy.type");

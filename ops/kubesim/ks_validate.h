@@ -19,6 +19,7 @@ const char *ks_check_dns1123(const char *s, int subdomain); /* a label, or a sub
 const char *ks_check_port_name(const char *s);              /* IANA_SVC_NAME */
 const char *ks_check_label_value(const char *s);
 const char *ks_check_qualified_name(const char *s); /* a label key */
+const char *ks_check_env_name(const char *s);
 
 /* The fieldValidation query parameter (NULL: Warn). Returns 0, or fills resp with 400. */
 int ks_fieldval_parse(const char *value, ks_fieldval_t *fv, ks_resp_t *resp);

@@ -36,6 +36,9 @@ static void test_name_label_and_port_checks(void **state)
         {ks_check_qualified_name, "Relfleet.IO/x", "prefix part a lowercase RFC 1123 subdomain"},
         {ks_check_qualified_name, "/x", "prefix part must be non-empty"},
         {ks_check_qualified_name, "a/b/c", "name part must consist"},
+        {ks_check_env_name, "MY_ENV.NAME-1", NULL},
+        {ks_check_env_name, "1BAD", "a valid environment variable name"},
+        {ks_check_env_name, "A B", "a valid environment variable name"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -102,6 +105,14 @@ static void test_validation_rules_answer_422_with_the_field(void **state)
         {KS_SERVICE, "{\"metadata\":{\"name\":\"web\"},\"spec\":{\"ports\":[{\"port\":80,\"targetPort\":\"Web\"}]}}",
          "spec.ports[0].targetPort", NULL},
         {KS_NAMESPACE, "{\"metadata\":{\"name\":\"team.a\"}}", "metadata.name", NULL},
+        {KS_POD, "{\"metadata\":{\"name\":\"p\"},\"spec\":{\"initContainers\":" CT("") ",\"containers\":" CT("") "}}",
+         "spec.containers[0].name", "Pod \"p\" is invalid: spec.containers[0].name: Duplicate value: \"app\""},
+        {KS_POD, "{\"metadata\":{\"name\":\"p\"},\"spec\":{\"volumes\":[{\"name\":\"data\"}],\"containers\":"
+         CT(",\"volumeMounts\":[{\"name\":\"data\"},{\"name\":\"logs\"}],\"env\":[{\"name\":\"A_B.c-1\"}]") "}}",
+         "spec.containers[0].volumeMounts[1].name",
+         "Pod \"p\" is invalid: spec.containers[0].volumeMounts[1].name: Not found: \"logs\""},
+        {KS_DEPLOYMENT, DEP_HEAD SEL "\"template\":{\"metadata\":{\"labels\":{\"app\":\"web\"}},\"spec\":{\"restartPolicy\":\"OnFailure\",\"containers\":" CT("") "}}}}",
+         "spec.template.spec.restartPolicy", NULL},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
