@@ -130,6 +130,7 @@ class Chaos:
         self.faults = collections.Counter()
         self.fault_log = []          # (monotonic time, kind, detail)
         self.windows = []            # (time.time() at its start, at its end, kind)
+        self.failover_errors = []    # failed ops/stack failover commands the engine survived
         self.notify_crashes = []     # monotonic times a notify worker was killed or frozen
         self.publishing_done = threading.Event()
         self.stop_faults = threading.Event()
@@ -335,9 +336,43 @@ class Chaos:
                 if line.startswith("ops/stack: ")]
         self.note(f"{engine}-failover", f"ops/stack failover {engine} {' '.join(args)}: exit "
                   f"{proc.returncode} in {time.monotonic() - t0:.1f}s; {'; '.join(said)[-400:]}")
-        if proc.returncode != 0:
-            self.violations.append(f"ops/stack failover {engine} failed: "
-                                   f"{(proc.stderr + proc.stdout)[-400:]}")
+        if proc.returncode == 0:
+            return
+        error = (proc.stderr + proc.stdout)[-400:]
+        # ops/stack failover can give up on a failover that went right in the end (Sentinels
+        # that fail over twice, the second time from the master they had just elected, make
+        # the restarted old master a replica of another than the one ops/stack waits for;
+        # /tmp/team/NOTES.md, 21:10). What counts here is the engine: replicated again.
+        try:
+            wait_for(lambda: self.replicated(engine), 30, f"{engine} to be replicated again", 1)
+        except AssertionError:
+            self.violations.append(f"ops/stack failover {engine} failed and {engine} is not "
+                                   f"replicated again within 30s: {error}")
+            return
+        self.failover_errors.append(f"{engine}: {error}")
+        log(f"ops/stack failover {engine} failed, but {engine} is replicated again: {error}")
+
+    def replicated(self, engine):
+        """The roles of ops/stack status: Redis, every Sentinel naming one master with two
+        connected replicas; PostgreSQL, a primary with a synchronous standby that streams;
+        Kafka, every broker up."""
+        rows, _ = self.stack.status()
+        role = {name: row[3] for name, row in rows.items() if len(row) == 4}
+        if engine == "redis":
+            masters = {r.split("master ", 1)[1].rstrip(")") for n, r in role.items()
+                       if n.startswith("sentinel-") and "(master " in r}
+            if len(masters) != 1 or not role.get(next(iter(masters)), "").startswith(
+                    "master (2 replicas)"):
+                return False
+            addr = rows[next(iter(masters))][1]
+            return all(r == f"replica of {addr} (connected)" for n, r in role.items()
+                       if n.startswith("redis-") and n not in masters)
+        if engine == "postgres":
+            pg = [r for n, r in role.items() if n.startswith("postgres-")]
+            return sum(r.startswith("primary (standbys: ") and r.endswith(" sync)")
+                       for r in pg) == 1 and sum(r.startswith("standby (streaming")
+                                                 for r in pg) == 1
+        return all(row[2] == "alive" for n, row in rows.items() if n.startswith("broker-"))
 
     def fault_redis_failover(self):
         """The master SIGKILLed, the Sentinels elect a replica; the old one restarts and
@@ -361,7 +396,10 @@ class Chaos:
         self.rng.shuffle(order)
         self.stop_faults.wait(self.calm_s)
         while not self.stop_faults.is_set():
-            kind = order.pop(0) if order else self.rng.choice(self.kinds + ("kill", "kill"))
+            # After the first round kills come three times as often as other faults (and on
+            # the HA stack failovers twice as often).
+            more = ("kill", "kill") + (FAILOVERS if self.ha else ())
+            kind = order.pop(0) if order else self.rng.choice(self.kinds + more)
             t0 = time.time()
             try:
                 getattr(self, "fault_" + kind.replace("-", "_"))()
@@ -493,6 +531,7 @@ class Chaos:
         if unknown:
             self.violations.append(f"acknowledged releases that do not exist: {unknown[:10]}")
         if self.ha:
+            f["failover_command_errors"] = len(self.failover_errors)
             f["failover_delay"] = self.failover_cost()
 
         # Exactly one terminal event per release, and intervals that never overlap.
@@ -636,7 +675,11 @@ class Chaos:
         master is a replica again, for PostgreSQL until the old primary is the synchronous
         standby again); its extra delay is its latency minus the baseline. Figures: p50 and p99 (nearest rank) of the extra delay in ms per kind of
         failover and over all, with how many releases each has; in --json also each measured
-        release's span and each fault's window (time.time() seconds)."""
+        release's span and each fault's window (time.time() seconds). The figures count the
+        releases in flight during a failover that met no other fault (its tail included);
+        those that met others too are counted apart (with_other_faults): a release held up
+        by a kill and a freeze beside a failover does not say what the failover cost.
+        Also in --json: the five slowest measured releases with their timelines."""
         names = ",".join(f"'{s}'" for s in self.all_services())
         rows = self.h.psql("SELECT id, service, status, finished_at FROM releases WHERE service"
                            f" IN ({names}) ORDER BY created_at")
@@ -658,7 +701,8 @@ class Chaos:
         out = {"definition": "latency = finished_at - relctl acknowledged, releases that "
                              "succeeded without queueing; extra = latency - median latency of "
                              "those that met no fault; in flight = acknowledged before "
-                             "ops/stack failover ended and finished after it began",
+                             "ops/stack failover ended and finished after it began, and met "
+                             "no other fault (those that did: with other faults)",
                "measured_releases": len(spans), "baseline_releases": len(quiet),
                "spans": {rid: (round(a, 3), round(b, 3)) for a, b, rid in spans},
                "windows": [(round(w0, 3), round(w1, 3), k) for w0, w1, k in self.windows]}
@@ -670,18 +714,38 @@ class Chaos:
         def pct(values, p):
             values = sorted(values)
             return round(values[max(0, math.ceil(p / 100 * len(values)) - 1)] * 1000)
-        every = []
+        def figures(extra):
+            got = {"releases": len(extra)}
+            if extra:
+                got.update(p50_ms=pct(extra, 50), p99_ms=pct(extra, 99))
+            return got
+
+        def met(a, b):
+            """The kinds of fault whose window (with its tail) meets [a, b]."""
+            return {k for w0, w1, k in self.windows if w0 <= b and a <= w1 + FAULT_TAIL_S}
+        every, every_mixed = [], []
         for kind in FAILOVERS:
             mine = [(w0, w1) for w0, w1, k in self.windows if k == kind]
-            extra = [(b - a) - base for a, b, _ in spans
-                     if any(w0 <= b and a <= w1 for w0, w1 in mine)]
-            every += extra
-            out[kind] = {"releases": len(extra)}
-            if extra:
-                out[kind].update(p50_ms=pct(extra, 50), p99_ms=pct(extra, 99))
-        out["all"] = {"releases": len(every)}
-        if every:
-            out["all"].update(p50_ms=pct(every, 50), p99_ms=pct(every, 99))
+            inflight = [(a, b) for a, b, _ in spans if any(w0 <= b and a <= w1 for w0, w1 in mine)]
+            only = [(b - a) - base for a, b in inflight if met(a, b) == {kind}]
+            mixed = [(b - a) - base for a, b in inflight if met(a, b) != {kind}]
+            every += only
+            every_mixed += mixed
+            out[kind] = figures(only)
+            out[kind]["with_other_faults"] = figures(mixed)
+        out["all"] = figures(every)
+        out["all"]["with_other_faults"] = figures(every_mixed)
+        # The slowest measured releases with their timelines, for whoever wonders why.
+        slow = sorted(spans, key=lambda s: s[0] - s[1])[:5]
+        out["slowest"] = []
+        for a, b, rid in slow:
+            if b - a < base + 2.0:
+                break
+            events = self.h.psql("SELECT event, at, left(message, 120) FROM timeline WHERE"
+                                 f" release_id = '{rid}' ORDER BY id")
+            out["slowest"].append({"release": rid, "latency_ms": round((b - a) * 1000),
+                                   "acknowledged": round(a, 3), "faults_met": sorted(met(a, b)),
+                                   "timeline": events})
         return out
 
     def count_logs(self, pattern):
@@ -697,7 +761,7 @@ class Chaos:
 
 def format_figures(f):
     keys = ["releases", "published", "kills", "redis_failovers", "postgres_failovers",
-            "kafka_failovers", "faults", "lost", "acknowledged_missing", "overlaps",
+            "kafka_failovers", "failover_command_errors", "faults", "lost", "acknowledged_missing", "overlaps",
             "terminal_twice",
             "results_missing", "results_duplicates", "notifications", "notifications_missing",
             "notification_duplicates", "notification_duplicates_outside_crash",
@@ -713,9 +777,11 @@ def format_figures(f):
                      f"{cost['measured_releases']} measured)")
         for kind in FAILOVERS + ("all",):
             c = cost.get(kind, {})
+            m = c.get("with_other_faults", {})
             lines.append(f"    {kind:38s} p50 {c.get('p50_ms', '-')} ms, p99 "
                          f"{c.get('p99_ms', '-')} ms over {c.get('releases', 0)} releases "
-                         "in flight")
+                         f"in flight (with other faults too: p50 {m.get('p50_ms', '-')} ms, "
+                         f"p99 {m.get('p99_ms', '-')} ms over {m.get('releases', 0)})")
         lines.append(f"    ({cost['definition']})")
     lines.append(f"  {'faults_by_kind':40s} {json.dumps(f.get('faults_by_kind', {}))}")
     lines.append(f"  {'statuses':40s} {json.dumps(f.get('statuses', {}))}")
