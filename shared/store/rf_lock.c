@@ -222,7 +222,9 @@ static rf_err_t lock_chunk(rf_lock_t *lock, rf_lock_item_t *items, const rf_lock
     int nlost = 0;
 
     snprintf(lease, sizeof(lease), "%d", lease_ms);
-    for (size_t i = start; i < end && result == RF_OK; i++, sent++) {
+    /* sent counts what was queued: a failed append (no connection) queued nothing, and
+     * its error is the one to report */
+    for (size_t i = start; i < end && result == RF_OK; i++) {
         const rf_lock_item_t *it = &citems[i];
         const char *args[6] = {"EVALSHA", sha, "1", lkey, it->release_id, lease};
         size_t lens[6];
@@ -232,6 +234,8 @@ static rf_err_t lock_chunk(rf_lock_t *lock, rf_lock_item_t *items, const rf_lock
         for (int a = 0; a < argc; a++)
             lens[a] = strlen(args[a]);
         result = rf_redis_append(lock->redis, argc, args, lens, errstr, errstr_size);
+        if (result == RF_OK)
+            sent++;
     }
     /* every reply is read, so the connection stays in step after an error reply */
     for (size_t i = start; i < start + sent && !fatal; i++) {

@@ -245,6 +245,28 @@ static void test_pipelined_renew_and_release(void **state)
     rf_lock_destroy(l);
 }
 
+/* Redis gone at a pipelined renewal: the error says why the connection could not be made
+ * again (the first command's own error), not a generic "connection lost". */
+static void test_renew_many_reports_why_redis_is_unreachable(void **state)
+{
+    rf_lock_item_t items[2] = {{"gone", "a", "R1", -1}, {"gone", "b", "R2", -1}};
+    char err[256];
+    int acquired;
+    int64_t fence;
+    rf_lock_t *l = lock_at(redis_url, err, sizeof(err));
+
+    (void)state;
+    assert_non_null(l);
+    assert_int_equal(rf_lock_acquire(l, "gone", "a", "R1", 10000, 0, &acquired, &fence, NULL, err,
+                                     sizeof(err)), RF_OK);
+    redis_stop();
+    assert_int_equal(rf_lock_renew_many(l, items, 2, 10000, err, sizeof(err)), RF_ERR_RETRY);
+    if (!strstr(err, "cannot connect to redis at 127.0.0.1:"))
+        fail_msg("renew_many with redis down: %s", err);
+    redis_start();
+    rf_lock_destroy(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_lease_expiry_and_renew),
         cmocka_unit_test(test_restart_keeps_fence_growing),
         cmocka_unit_test(test_pipelined_renew_and_release),
+        cmocka_unit_test(test_renew_many_reports_why_redis_is_unreachable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
