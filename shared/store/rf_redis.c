@@ -802,6 +802,12 @@ static rf_err_t redis_parse_url(rf_redis_t *r, const char *url, char *errstr, si
     r->tls = k == 1 || k == 3;
     r->sentinel = k >= 2;
     p = sep + 3;
+    /* An '@' after a '/', '#' or '?' is a password (or user) with that character left
+     * unencoded: parsed on, the password's head would be a host or port in the message. */
+    if (strchr(p + strcspn(p, "/#?"), '@'))
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                       "bad redis url: a '/', '#' or '?' in the user or password must be "
+                       "percent-encoded (%%2F, %%23, %%3F)");
     frag = strchr(p, '#');
     if (strchr(p, '?') && (!frag || strchr(p, '?') < frag))
         return rf_errf(RF_ERR_PERM, errstr, errstr_size,

@@ -245,6 +245,31 @@ static void test_bad_urls_are_permanent_and_clear(void **state)
     }
 }
 
+/* A '/', '#' or '?' left unencoded in the password ends the host part early, so the
+ * password's head would be parsed (and quoted) as a host or port: refused, never echoed. */
+static void test_an_unencoded_password_is_not_quoted_in_errors(void **state)
+{
+    static const char *const urls[] = {
+        "redis://alice:hunter2/x@127.0.0.1:6379",
+        "redis://alice:hunter2#x@127.0.0.1:6379",
+        "redis-sentinel://alice:hunter2/x@127.0.0.1:26379#m",
+        "redis://:hunter2/x@127.0.0.1:6379",
+    };
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        rf_config_t conf;
+        rf_redis_t *r;
+
+        conf_with(&conf, urls[i], NULL);
+        r = rf_redis_new(&conf, err, sizeof(err));
+        rf_config_release(&conf);
+        if (r || strstr(err, "hunter2") || !strstr(err, "percent-encoded"))
+            fail_msg("url %zu: %s", i, r ? "accepted" : err);
+    }
+}
+
 static void test_tls_settings_with_a_plain_url_are_an_error(void **state)
 {
     char err[256];
@@ -767,6 +792,7 @@ int main(void)
 {
     const struct CMUnitTest plain[] = {
         cmocka_unit_test(test_bad_urls_are_permanent_and_clear),
+        cmocka_unit_test(test_an_unencoded_password_is_not_quoted_in_errors),
         cmocka_unit_test(test_tls_settings_with_a_plain_url_are_an_error),
         cmocka_unit_test(test_acl_user_and_password_auth),
         cmocka_unit_test(test_tls),
