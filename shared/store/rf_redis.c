@@ -362,9 +362,10 @@ static int redis_reply_refused(const redisReply *rep)
             strncmp(rep->str, "NOPERM", 6) == 0);
 }
 
-/* AUTH (user and password, or the password alone) and SELECT; what is refused is permanent. */
+/* AUTH (user and password, or the password alone) and SELECT, each within timeout_ms; what
+ * is refused is permanent. */
 static rf_err_t conn_login(redis_conn_t *c, const char *user, const char *password, int db,
-                           char *errstr, size_t errstr_size)
+                           int timeout_ms, char *errstr, size_t errstr_size)
 {
     const char *auth_acl[] = {"AUTH", user, password, NULL};
     const char *auth[] = {"AUTH", password, NULL};
@@ -374,7 +375,7 @@ static rf_err_t conn_login(redis_conn_t *c, const char *user, const char *passwo
     rf_err_t result = RF_OK;
 
     if (password) {
-        result = conn_call(c, user ? auth_acl : auth, &rep, REDIS_TIMEOUT_MS, errstr, errstr_size);
+        result = conn_call(c, user ? auth_acl : auth, &rep, timeout_ms, errstr, errstr_size);
         if (result == RF_OK && rep->type == REDIS_REPLY_ERROR)
             result = rf_errf(RF_ERR_PERM, errstr, errstr_size,
                              "redis at %s refused authentication%s%s%s: %s", c->name,
@@ -384,7 +385,7 @@ static rf_err_t conn_login(redis_conn_t *c, const char *user, const char *passwo
     }
     if (result == RF_OK && db) {
         snprintf(dbs, sizeof(dbs), "%d", db);
-        result = conn_call(c, select, &rep, REDIS_TIMEOUT_MS, errstr, errstr_size);
+        result = conn_call(c, select, &rep, timeout_ms, errstr, errstr_size);
         if (result == RF_OK && rep->type == REDIS_REPLY_ERROR)
             result =
                 rf_errf(redis_reply_refused(rep) ? RF_ERR_PERM : RF_ERR_RETRY, errstr, errstr_size,
@@ -413,7 +414,8 @@ static rf_err_t redis_open_direct(rf_redis_t *r, char *errstr, size_t errstr_siz
                                 errstr, errstr_size);
 
     if (result == RF_OK)
-        result = conn_login(&r->conn, r->user, r->password, r->db, errstr, errstr_size);
+        result = conn_login(&r->conn, r->user, r->password, r->db, REDIS_TIMEOUT_MS, errstr,
+                            errstr_size);
     if (result == RF_OK)
         snprintf(r->peer, sizeof(r->peer), "redis at %s", r->conn.name);
     return result;
@@ -427,8 +429,8 @@ static rf_err_t redis_open_sentinel(rf_redis_t *r, redis_conn_t *s, const redis_
     if (result != RF_OK)
         return result;
     if (r->sentinel_password)
-        return conn_login(s, NULL, r->sentinel_password, 0, errstr, errstr_size);
-    return conn_login(s, r->user, r->password, 0, errstr, errstr_size);
+        return conn_login(s, NULL, r->sentinel_password, 0, timeout_ms, errstr, errstr_size);
+    return conn_login(s, r->user, r->password, 0, timeout_ms, errstr, errstr_size);
 }
 
 /* SUBSCRIBE +switch-master on the Sentinel connection s, which becomes r->sub. */
@@ -512,7 +514,8 @@ static rf_err_t redis_open_master(rf_redis_t *r, const char *host, int port, cha
     rf_err_t result = conn_open(r, &r->conn, host, port, REDIS_TIMEOUT_MS, errstr, errstr_size);
 
     if (result == RF_OK)
-        result = conn_login(&r->conn, r->user, r->password, r->db, errstr, errstr_size);
+        result = conn_login(&r->conn, r->user, r->password, r->db, REDIS_TIMEOUT_MS, errstr,
+                            errstr_size);
     if (result == RF_OK)
         result = conn_call(&r->conn, role, &rep, REDIS_TIMEOUT_MS, errstr, errstr_size);
     if (result == RF_OK && (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||

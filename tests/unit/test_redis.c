@@ -737,6 +737,52 @@ static void test_unreachable_sentinels(void **state)
         fail_msg("%s", err);
 }
 
+/* A Sentinel that accepts connections and never answers (frozen, overloaded) costs the
+ * subscription's bound (REDIS_SUB_TIMEOUT_MS, 500 ms) when the client subscribes again,
+ * not a command's (2 s): a call to a healthy master meanwhile is not stalled for long. */
+static void test_resubscribing_past_a_frozen_sentinel_is_bounded(void **state)
+{
+    char url[256], detail[512];
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int frozen = socket(AF_INET, SOCK_STREAM, 0), frozen_port;
+    rf_config_t conf;
+    rf_redis_t *r;
+    struct timespec t0, t1;
+    long ms;
+
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(frozen, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(frozen, 16), 0); /* never accepted: the kernel completes connects */
+    getsockname(frozen, (struct sockaddr *)&a, &len);
+    frozen_port = ntohs(a.sin_port);
+    snprintf(url, sizeof(url),
+             "redis-sentinel://:m-pw@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/0#mymaster",
+             frozen_port, sentinel_ports[0], sentinel_ports[1]);
+    conf_with(&conf, url, "redis_sentinel_password", "s-pw", NULL);
+    r = rf_redis_new(&conf, detail, sizeof(detail));
+    rf_config_release(&conf);
+    assert_non_null(r);
+    if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
+        fail_msg("%s", detail);
+    /* the subscription goes; the next call notices, the one after subscribes again */
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(admin(sentinel_ports[i], "CLIENT KILL TYPE pubsub"));
+    nap_ms(200);
+    assert_int_equal(rf_redis_check(r, detail, sizeof(detail)), RF_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(rf_redis_check(r, detail, sizeof(detail)), RF_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (ms >= 1500)
+        fail_msg("a call while subscribing again past a frozen sentinel took %ld ms", ms);
+    rf_redis_destroy(r);
+    close(frozen);
+}
+
 /* ---- Sentinel over TLS ---- */
 
 static int tls_master_port, tls_sentinel_port;
@@ -805,6 +851,7 @@ int main(void)
         cmocka_unit_test(test_unknown_master_name),
         cmocka_unit_test(test_sentinel_password),
         cmocka_unit_test(test_unreachable_sentinels),
+        cmocka_unit_test(test_resubscribing_past_a_frozen_sentinel_is_bounded),
     };
     const struct CMUnitTest tls_sentinel[] = {
         cmocka_unit_test(test_tls_sentinel),
