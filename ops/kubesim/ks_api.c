@@ -2,6 +2,7 @@
 #include "ks_api.h"
 #include "ks_patch.h"
 #include "ks_print.h"
+#include "ks_proto.h"
 #include "ks_schema.h"
 #include "ks_sel.h"
 #include "ks_validate.h"
@@ -493,15 +494,19 @@ static void manager_of(const ks_req_t *req, char *out, size_t n)
     snprintf(out, n, "%.*s", (int)len, fm);
 }
 
-static json_t *parse_body(const ks_req_t *req, int yaml, char *errstr, size_t n)
+/* The request's object: JSON, YAML or protobuf (then *code may be 415). */
+static json_t *parse_body(const ks_req_t *req, int yaml, char *errstr, size_t n, int *code)
 {
     json_error_t jerr;
     json_t *j;
 
+    *code = 400;
     if (!req->body || req->body_len == 0) {
         snprintf(errstr, n, "the body of the request was empty");
         return NULL;
     }
+    if (req->content_type && strstr(req->content_type, "application/vnd.kubernetes.protobuf"))
+        return ks_proto_decode(req->body, req->body_len, code, errstr, n);
     if (yaml)
         return ks_yaml_parse(req->body, req->body_len, errstr, n);
     j = json_loadb(req->body, req->body_len, 0, &jerr);
@@ -845,13 +850,14 @@ static int namespace_exists(ks_api_t *api, const char *ns, ks_resp_t *resp)
 static void api_create(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *resp)
 {
     char err[512], manager[128], name[300];
-    json_t *o = parse_body(req, req->content_type && strstr(req->content_type, "yaml"), err, sizeof(err));
+    int code;
+    json_t *o = parse_body(req, req->content_type && strstr(req->content_type, "yaml"), err, sizeof(err), &code);
     const json_t *out;
     const char *gen;
     ks_fieldval_t fv;
 
     if (!o) {
-        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        ks_api_status(resp, code, code == 415 ? "UnsupportedMediaType" : "BadRequest", err, NULL);
         return;
     }
     if (ks_fieldval_parse(q(req, "fieldValidation"), &fv, resp) != 0) {
@@ -925,6 +931,7 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     int status_write = r->sub && strcmp(r->sub, "status") == 0;
     int scale = r->sub && strcmp(r->sub, "scale") == 0;
     char err[4096], manager[128];
+    int code;
     json_t *body, *o = NULL, *base = NULL, *conflicts = NULL;
     ks_obj_t *old;
     const json_t *out;
@@ -942,9 +949,9 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         ks_api_status(resp, 415, "UnsupportedMediaType", msg, NULL);
         return;
     }
-    body = parse_body(req, is_apply || strstr(ct, "yaml") != NULL, err, sizeof(err));
+    body = parse_body(req, is_apply || strstr(ct, "yaml") != NULL, err, sizeof(err), &code);
     if (!body) {
-        ks_api_status(resp, 400, "BadRequest", err, NULL);
+        ks_api_status(resp, code, code == 415 ? "UnsupportedMediaType" : "BadRequest", err, NULL);
         return;
     }
     if (is_apply && !(q(req, "fieldManager") && *q(req, "fieldManager"))) {
