@@ -341,8 +341,8 @@ class Chaos:
         error = (proc.stderr + proc.stdout)[-400:]
         # ops/stack failover can give up on a failover that went right in the end (Sentinels
         # that fail over twice, the second time from the master they had just elected, make
-        # the restarted old master a replica of another than the one ops/stack waits for;
-        # /tmp/team/NOTES.md, 21:10). What counts here is the engine: replicated again.
+        # the restarted old master a replica of another than the one ops/stack waits for:
+        # the soak's seed 16). What counts here is the engine: replicated again.
         try:
             wait_for(lambda: self.replicated(engine), 30, f"{engine} to be replicated again", 1)
         except AssertionError:
