@@ -533,20 +533,23 @@ static rf_err_t redis_open_master(rf_redis_t *r, const char *host, int port, cha
     return result;
 }
 
-/* Asks the Sentinels in turn for the master and connects it. */
+/* Asks the Sentinels in turn for the master and connects it. A master that could not be
+ * connected is not tried again when the next Sentinel names it too (before they notice it
+ * is down they all do): one connect timeout per search, not one per Sentinel. */
 static rf_err_t redis_discover(rf_redis_t *r, char *errstr, size_t errstr_size)
 {
     const char *const ask[] = {"SENTINEL", "get-master-addr-by-name", r->master_name, NULL};
     rf_buf_t why = RF_BUF_INIT;
-    int unknown = 0, answered = 0, perm = 0;
+    int unknown = 0, answered = 0, perm = 0, nfailed = 0;
+    char failed[REDIS_HOSTS_MAX][300]; /* host:port of the masters that failed */
     rf_err_t result = RF_ERR_RETRY;
     char sub[256];
 
     for (int i = 0; i < r->nhosts && result != RF_OK; i++) {
         redis_conn_t s;
         redisReply *rep = NULL;
-        char host[256];
-        int port;
+        char host[256], addr[300];
+        int port, seen = 0;
 
         result = redis_open_sentinel(r, &s, &r->hosts[i], REDIS_TIMEOUT_MS, sub, sizeof(sub));
         if (result == RF_OK)
@@ -570,11 +573,17 @@ static rf_err_t redis_discover(rf_redis_t *r, char *errstr, size_t errstr_size)
             answered++;
             snprintf(host, sizeof(host), "%s", rep->element[0]->str);
             port = atoi(rep->element[1]->str);
-            result = redis_open_master(r, host, port, sub, sizeof(sub));
-            if (result != RF_OK) {
+            snprintf(addr, sizeof(addr), "%s:%d", host, port);
+            for (int j = 0; j < nfailed; j++)
+                seen |= strcmp(failed[j], addr) == 0;
+            result = seen ? RF_ERR_RETRY : redis_open_master(r, host, port, sub, sizeof(sub));
+            if (seen) {
+                redis_why(&why, "sentinel %s names %s too", s.name, addr);
+            } else if (result != RF_OK) {
                 perm |= result == RF_ERR_PERM;
                 redis_why(&why, "%s (the master sentinel %s names)", sub, s.name);
                 result = RF_ERR_RETRY;
+                snprintf(failed[nfailed++], sizeof(failed[0]), "%s", addr);
             } else {
                 snprintf(r->peer, sizeof(r->peer), "redis master '%s' at %s (sentinel %s)",
                          r->master_name, r->conn.name, s.name);

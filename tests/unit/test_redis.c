@@ -783,6 +783,54 @@ static void test_resubscribing_past_a_frozen_sentinel_is_bounded(void **state)
     close(frozen);
 }
 
+/* Every Sentinel names the same master, which accepts connections and never answers (a
+ * host gone dark before the Sentinels noticed): it is tried once per search, not once per
+ * Sentinel, so a call is stalled by one connect timeout (2 s), not one per Sentinel. */
+static void test_a_dead_master_is_tried_once_per_search(void **state)
+{
+    char url[256], detail[1024];
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int frozen = socket(AF_INET, SOCK_STREAM, 0), frozen_port, sports[2];
+    rf_config_t conf;
+    rf_redis_t *r;
+    struct timespec t0, t1;
+    rf_err_t result;
+    long ms;
+
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(frozen, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(frozen, 128), 0); /* never accepted */
+    getsockname(frozen, (struct sockaddr *)&a, &len);
+    frozen_port = ntohs(a.sin_port);
+    for (int i = 0; i < 2; i++) {
+        sports[i] = free_port();
+        server_start("redis-sentinel", sports[i],
+                     "port %d\nsentinel monitor frozen 127.0.0.1 %d 2\n"
+                     "sentinel down-after-milliseconds frozen 60000\n",
+                     sports[i], frozen_port);
+    }
+    snprintf(url, sizeof(url), "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d#frozen", sports[0],
+             sports[1]);
+    conf_with(&conf, url, NULL);
+    r = rf_redis_new(&conf, detail, sizeof(detail));
+    rf_config_release(&conf);
+    assert_non_null(r);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    result = rf_redis_check(r, detail, sizeof(detail));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (result != RF_ERR_RETRY || ms >= 3500)
+        fail_msg("%s after %ld ms: %s", rf_err_name(result), ms, detail);
+    rf_redis_destroy(r);
+    server_stop(sports[0], SIGTERM);
+    server_stop(sports[1], SIGTERM);
+    close(frozen);
+}
+
 /* ---- Sentinel over TLS ---- */
 
 static int tls_master_port, tls_sentinel_port;
@@ -852,6 +900,7 @@ int main(void)
         cmocka_unit_test(test_sentinel_password),
         cmocka_unit_test(test_unreachable_sentinels),
         cmocka_unit_test(test_resubscribing_past_a_frozen_sentinel_is_bounded),
+        cmocka_unit_test(test_a_dead_master_is_tried_once_per_search),
     };
     const struct CMUnitTest tls_sentinel[] = {
         cmocka_unit_test(test_tls_sentinel),
