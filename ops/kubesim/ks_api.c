@@ -1575,7 +1575,40 @@ void ks_watch_destroy(ks_watch_t *w)
 
 /* ---- entry ---- */
 
+static void api_handle(ks_api_t *api, const ks_req_t *req, ks_resp_t *resp);
+
+/* A client whose first choice is protobuf (client-go's typed clients:
+ * "application/vnd.kubernetes.protobuf,application/json") gets the kinds ks_proto encodes in
+ * protobuf, everything else (lists, Status, other kinds) in JSON, which it accepts too. */
+static void answer_protobuf(const ks_req_t *req, ks_resp_t *resp)
+{
+    static const char pb[] = "application/vnd.kubernetes.protobuf";
+    json_t *o;
+    char *out;
+    size_t len;
+
+    if (!req->accept || strncmp(req->accept, pb, sizeof(pb) - 1) != 0 ||
+        (req->accept[sizeof(pb) - 1] != '\0' && req->accept[sizeof(pb) - 1] != ',') ||
+        resp->watch || !resp->content_type || strcmp(resp->content_type, "application/json") != 0 ||
+        resp->status >= 300 || !resp->body.len)
+        return;
+    o = json_loadb(rf_buf_str(&resp->body), resp->body.len, 0, NULL);
+    if (o && ks_proto_encode(o, &out, &len) == 0) {
+        rf_buf_reset(&resp->body);
+        rf_buf_add(&resp->body, out, len);
+        resp->content_type = pb;
+        free(out);
+    }
+    json_decref(o);
+}
+
 void ks_api_handle(ks_api_t *api, const ks_req_t *req, ks_resp_t *resp)
+{
+    api_handle(api, req, resp);
+    answer_protobuf(req, resp);
+}
+
+static void api_handle(ks_api_t *api, const ks_req_t *req, ks_resp_t *resp)
 {
     route_t r;
     const char *m = req->method;

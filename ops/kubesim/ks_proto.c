@@ -433,3 +433,275 @@ json_t *ks_proto_decode(const void *body, size_t len, int *code, char *errstr, s
     json_object_set_new(o, "kind", json_string(kind));
     return o;
 }
+
+/* ---- encoding: JSON -> protobuf, for clients that ask for it ---- */
+
+typedef struct wbuf {
+    uint8_t *p;
+    size_t len, cap;
+} wbuf_t;
+
+static int wadd(wbuf_t *w, const void *d, size_t n)
+{
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 256;
+        uint8_t *p;
+        while (cap < w->len + n)
+            cap *= 2;
+        if (!(p = realloc(w->p, cap)))
+            return -1;
+        w->p = p;
+        w->cap = cap;
+    }
+    if (n)
+        memcpy(w->p + w->len, d, n);
+    w->len += n;
+    return 0;
+}
+
+static int wvarint(wbuf_t *w, uint64_t v)
+{
+    uint8_t b[10];
+    size_t n = 0;
+    do {
+        b[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            b[n] |= 0x80;
+        n++;
+    } while (v);
+    return wadd(w, b, n);
+}
+
+static int wld(wbuf_t *w, unsigned num, const void *d, size_t n)
+{
+    if (wvarint(w, (uint64_t)num << 3 | 2) || wvarint(w, n))
+        return -1;
+    return wadd(w, d, n);
+}
+
+static int wvi(wbuf_t *w, unsigned num, uint64_t v)
+{
+    return wvarint(w, (uint64_t)num << 3) || wvarint(w, v) ? -1 : 0;
+}
+
+static int unb64(const char *s, wbuf_t *out)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    for (; *s; s++) {
+        int v;
+        if (*s >= 'A' && *s <= 'Z')
+            v = *s - 'A';
+        else if (*s >= 'a' && *s <= 'z')
+            v = *s - 'a' + 26;
+        else if (*s >= '0' && *s <= '9')
+            v = *s - '0' + 52;
+        else if (*s == '+')
+            v = 62;
+        else if (*s == '/')
+            v = 63;
+        else if (*s == '=' || *s == '\n' || *s == '\r')
+            continue;
+        else
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            uint8_t b = (uint8_t)(acc >> (bits - 8));
+            bits -= 8;
+            if (wadd(out, &b, 1))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int encode_msg(const ks_pmsg_t *m, const json_t *obj, wbuf_t *w, int depth, int inlined);
+
+/* Whether key is a field of m or of a message m embeds. */
+static int has_key(const ks_pmsg_t *m, const char *key, int depth)
+{
+    for (size_t i = 0; i < m->nfields; i++) {
+        const ks_pfield_t *f = &m->fields[i];
+        if (f->flags & KS_PF_INLINE) {
+            if (depth < MAX_DEPTH && has_key(&ks_proto_msgs[f->msg], key, depth + 1))
+                return 1;
+        } else if (strcmp(f->name, key) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One value as field num; a null is left out. */
+static int encode_value(unsigned type, int msg, unsigned num, const json_t *v, wbuf_t *w, int depth)
+{
+    wbuf_t sub = {0};
+    int rc = -1;
+
+    if (json_is_null(v))
+        return 0;
+    switch (type) {
+    case KS_PT_STRING:
+        return json_is_string(v) ? wld(w, num, json_string_value(v), json_string_length(v)) : -1;
+    case KS_PT_BYTES:
+        if (!json_is_string(v) || unb64(json_string_value(v), &sub) != 0)
+            break;
+        rc = wld(w, num, sub.p, sub.len);
+        break;
+    case KS_PT_INT32:
+    case KS_PT_INT64:
+        return json_is_integer(v) ? wvi(w, num, (uint64_t)json_integer_value(v)) : -1;
+    case KS_PT_BOOL:
+        return json_is_boolean(v) ? wvi(w, num, json_is_true(v)) : -1;
+    case KS_PT_MSG:
+        if (!json_is_object(v) || encode_msg(&ks_proto_msgs[msg], v, &sub, depth + 1, 0) != 0)
+            break;
+        rc = wld(w, num, sub.p, sub.len);
+        break;
+    case KS_PT_TIME: {
+        struct tm tm;
+        const char *s = json_string_value(v), *end;
+        memset(&tm, 0, sizeof(tm));
+        if (!s || !(end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm)) || (*end != 'Z' && *end != '.'))
+            break;
+        rc = wvi(&sub, 1, (uint64_t)(int64_t)timegm(&tm)) || wld(w, num, sub.p, sub.len) ? -1 : 0;
+        break;
+    }
+    case KS_PT_INTSTR:
+        if (json_is_integer(v))
+            rc = wvi(&sub, 1, 0) || wvi(&sub, 2, (uint64_t)json_integer_value(v)) || wld(&sub, 3, "", 0);
+        else if (json_is_string(v))
+            rc = wvi(&sub, 1, 1) || wvi(&sub, 2, 0) ||
+                 wld(&sub, 3, json_string_value(v), json_string_length(v));
+        else
+            break;
+        rc = rc ? -1 : wld(w, num, sub.p, sub.len);
+        break;
+    case KS_PT_QUANTITY: {
+        char buf[64];
+        const char *s = json_string_value(v);
+        if (json_is_integer(v)) {
+            snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+            s = buf;
+        }
+        if (!s)
+            break;
+        rc = wld(&sub, 1, s, strlen(s)) || wld(w, num, sub.p, sub.len) ? -1 : 0;
+        break;
+    }
+    case KS_PT_FIELDSV1: {
+        char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!s)
+            break;
+        rc = wld(&sub, 1, s, strlen(s)) || wld(w, num, sub.p, sub.len) ? -1 : 0;
+        free(s);
+        break;
+    }
+    }
+    free(sub.p);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int encode_field(const ks_pfield_t *f, const json_t *v, wbuf_t *w, int depth)
+{
+    if (f->flags & KS_PF_MAP) {
+        const char *key, **keys;
+        json_t *val;
+        size_t n = 0, i;
+        int rc = 0;
+        if (!json_is_object(v))
+            return json_is_null(v) ? 0 : -1;
+        if (!(keys = malloc((json_object_size(v) + 1) * sizeof(*keys))))
+            return -1;
+        json_object_foreach((json_t *)v, key, val)
+            keys[n++] = key;
+        qsort(keys, n, sizeof(*keys), cmp_str); /* as Go writes maps */
+        for (i = 0; i < n && rc == 0; i++) {
+            wbuf_t e = {0};
+            rc = wld(&e, 1, keys[i], strlen(keys[i])) ||
+                         encode_value(f->vtype, f->vmsg, 2, json_object_get(v, keys[i]), &e, depth) ||
+                         wld(w, f->num, e.p, e.len)
+                     ? -1
+                     : 0;
+            free(e.p);
+        }
+        free(keys);
+        return rc;
+    }
+    if (f->flags & KS_PF_REPEATED) {
+        size_t i;
+        json_t *x;
+        if (!json_is_array(v))
+            return json_is_null(v) ? 0 : -1;
+        json_array_foreach(v, i, x) {
+            if (json_is_null(x) || encode_value(f->type, f->msg, f->num, x, w, depth) != 0)
+                return -1;
+        }
+        return 0;
+    }
+    return encode_value(f->type, f->msg, f->num, v, w, depth);
+}
+
+/* inlined: obj is the parent's object, whose keys the parent checked. */
+static int encode_msg(const ks_pmsg_t *m, const json_t *obj, wbuf_t *w, int depth, int inlined)
+{
+    const char *key;
+    json_t *v;
+
+    if (depth > MAX_DEPTH)
+        return -1;
+    json_object_foreach((json_t *)obj, key, v) {
+        if (inlined)
+            break;
+        if (depth == 0 && (strcmp(key, "apiVersion") == 0 || strcmp(key, "kind") == 0))
+            continue;
+        if (!has_key(m, key, 0))
+            return -1; /* a field without a table entry: the caller answers JSON */
+    }
+    for (size_t i = 0; i < m->nfields; i++) {
+        const ks_pfield_t *f = &m->fields[i];
+        if (f->flags & KS_PF_INLINE) {
+            wbuf_t sub = {0};
+            int rc = encode_msg(&ks_proto_msgs[f->msg], obj, &sub, depth + 1, 1) ||
+                     wld(w, f->num, sub.p, sub.len);
+            free(sub.p);
+            if (rc)
+                return -1;
+        } else if ((v = json_object_get(obj, f->name)) && encode_field(f, v, w, depth) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int ks_proto_encode(const json_t *obj, char **out, size_t *out_len)
+{
+    const char *kind = json_string_value(json_object_get(obj, "kind"));
+    const char *av = json_string_value(json_object_get(obj, "apiVersion"));
+    const ks_pmsg_t *m = NULL;
+    wbuf_t raw = {0}, tm = {0}, w = {0};
+    int rc;
+
+    for (size_t i = 0; kind && i < sizeof(roots) / sizeof(roots[0]); i++)
+        if (strcmp(roots[i].kind, kind) == 0)
+            m = msg_named(roots[i].msg);
+    if (!m || !av || !json_is_object(obj))
+        return -1;
+    rc = encode_msg(m, obj, &raw, 0, 0) || wld(&tm, 1, av, strlen(av)) || wld(&tm, 2, kind, strlen(kind)) ||
+         wadd(&w, "k8s\0", 4) || wld(&w, 1, tm.p, tm.len) || wld(&w, 2, raw.p, raw.len) ||
+         wld(&w, 3, "", 0) || wld(&w, 4, "", 0);
+    free(raw.p);
+    free(tm.p);
+    if (rc) {
+        free(w.p);
+        return -1;
+    }
+    *out = (char *)w.p;
+    *out_len = w.len;
+    return 0;
+}

@@ -51,4 +51,9 @@ extern const size_t ks_proto_nmsgs;
  * does not decode from protobuf) and the message in errstr. */
 json_t *ks_proto_decode(const void *body, size_t len, int *code, char *errstr, size_t n);
 
+/* Encodes an object of a kind ks_proto_decode reads (with apiVersion and kind) into the
+ * k8s\0 envelope; *out is malloc'ed. -1 when the object has a field without a table entry
+ * (or a value of another type): then answer JSON. */
+int ks_proto_encode(const json_t *obj, char **out, size_t *out_len);
+
 #endif

@@ -167,7 +167,45 @@ def test_a_kind_kubesim_does_not_decode_answers_415(sim):
     assert "not Service: send it as application/json" in r.json()["message"]
 
 
-def test_kubectl_gets_json_answers(sim):
-    res = sim.kubectl("-v=8", "create", "namespace", "pb-json")
-    assert "Response" in res.stderr and "Content-Type: application/json" in res.stderr
-    assert json.loads(sim.kubectl("get", "ns", "pb-json", "-o", "json").stdout)["metadata"]["name"] == "pb-json"
+def test_kubectl_gets_protobuf_answers_and_json_where_kubesim_has_no_table(sim):
+    res = sim.kubectl("-v=8", "create", "namespace", "pb-answer")
+    assert f"Response\" status=\"201 Created\"" in res.stderr or "201 Created" in res.stderr
+    # request and answer both protobuf
+    assert res.stderr.count(f"Content-Type: {PB}") == 2, res.stderr
+    s = sim.session()
+    url = f"{sim.url}/api/v1/namespaces/pb-answer"
+    assert s.get(url, headers={"Accept": "application/json"}).headers["Content-Type"] == "application/json"
+    assert s.get(url, headers={"Accept": f"application/json,{PB}"}).headers["Content-Type"] == "application/json"
+    r = s.get(url, headers={"Accept": f"{PB},application/json"})
+    assert r.headers["Content-Type"] == PB and r.content.startswith(b"k8s\x00")
+    # lists, Status objects and kinds without a table stay JSON
+    for u, code in ((f"{sim.url}/api/v1/namespaces", 200), (f"{sim.url}/api/v1/namespaces/none", 404),
+                    (f"{sim.url}/api/v1/namespaces/default/services", 200)):
+        r = s.get(u, headers={"Accept": f"{PB},application/json"})
+        assert (r.status_code, r.headers["Content-Type"]) == (code, "application/json")
+
+
+@pytest.mark.parametrize("path", ["apis/apps/v1/namespaces/default/deployments/pb-d",
+                                  "apis/apps/v1/namespaces/default/deployments/pb-hand",
+                                  "apis/apps/v1/namespaces/default/deployments/pb-d/scale",
+                                  "api/v1/namespaces/default/configmaps/pb-cm",
+                                  "api/v1/namespaces/default/secrets/pb-s",
+                                  "api/v1/namespaces/pb-ns"])
+def test_protobuf_answer_written_back_is_a_no_op(sim, path):
+    """What kubesim encodes decodes to the same object: a PUT of the protobuf it answered keeps
+    the resourceVersion (a no-op write) and the JSON form is unchanged."""
+    s = sim.session()
+    url = f"{sim.url}/{path}"
+    before = s.get(url, headers={"Accept": "application/json"}).json()
+    r = s.get(url, headers={"Accept": PB})
+    assert r.status_code == 200 and r.headers["Content-Type"] == PB
+    put = s.put(url, params={"fieldValidation": "Strict"}, data=r.content,
+                headers={"Content-Type": PB, "Accept": "application/json"})
+    assert put.status_code == 200, put.text
+    assert "Warning" not in put.headers
+    assert put.json()["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    after = s.get(url, headers={"Accept": "application/json"}).json()
+    if path.endswith("/scale") or "deployments" not in path:
+        assert after == before
+    else:
+        assert after["spec"] == before["spec"] and after["metadata"] == before["metadata"]
