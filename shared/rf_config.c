@@ -97,7 +97,8 @@ const rf_config_prop_t rf_config_props[] = {
     PROP("auth_fail_window_ms", RF_CONF_INT, auth_fail_window_ms, "60000", 10, 86400000,
          NULL,
          "relfleet-api: the window of auth_fail_limit; an address or user quiet this long"
-         " after its block ended starts over (a success starts it over at once)"),
+         " after its block ended starts over (a successful login starts its user over at"
+         " once; a success does not start an address over)"),
     PROP("auth_block_ms", RF_CONF_INT, auth_block_ms, "1000", 10, 86400000, NULL,
          "relfleet-api: the first block of an address or user that reached"
          " auth_fail_limit; each failure after a block blocks again, twice as long"),

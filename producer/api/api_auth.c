@@ -142,17 +142,17 @@ static void auth_throttle_fail(api_req_t *r, const char *user)
     }
 }
 
-/* A success starts the address (and the user of a login) over. */
-static void auth_throttle_success(api_req_t *r, const char *user)
+/* A successful login starts its user's failed logins over. The address's failures stand
+ * (they expire with auth_fail_window_ms): a client holding one valid token must not be able
+ * to clear its count with it between guesses. */
+static void auth_throttle_login_success(api_req_t *r, const char *user)
 {
     char key[160];
 
-    auth_key_addr(r, key, sizeof(key));
+    if (!user || !*user)
+        return;
+    snprintf(key, sizeof(key), "user %s", user);
     api_throttle_success(r->api->throttle, key);
-    if (user && *user) {
-        snprintf(key, sizeof(key), "user %s", user);
-        api_throttle_success(r->api->throttle, key);
-    }
 }
 
 int api_auth_authenticate(api_req_t *r)
@@ -182,7 +182,6 @@ int api_auth_authenticate(api_req_t *r)
             api_reply_failure(r, err, "cannot check the token", errstr);
             return 0;
         }
-        auth_throttle_success(r, NULL);
         snprintf(r->user, sizeof(r->user), "%s", user);
         free(user);
         return 1;
@@ -211,7 +210,6 @@ int api_auth_authenticate(api_req_t *r)
                             "the session has expired or was ended: log in again");
             return 0;
         }
-        auth_throttle_success(r, NULL);
         snprintf(r->user, sizeof(r->user), "%s", PQgetvalue(res, 0, 0));
         snprintf(r->csrf, sizeof(r->csrf), "%s", PQgetvalue(res, 0, 1));
         PQclear(res);
@@ -287,7 +285,7 @@ int api_session_login(api_req_t *r)
         return api_reply_error(r, MHD_HTTP_UNAUTHORIZED, "user",
                                "login failed: the token does not belong to user '%.100s'", want);
     }
-    auth_throttle_success(r, user);
+    auth_throttle_login_success(r, user);
     snprintf(r->user, sizeof(r->user), "%s", user);
     free(user);
     if (auth_random_hex(session) != 0 || auth_random_hex(csrf) != 0)

@@ -1,6 +1,7 @@
 """Throttling of failed authentication in relfleet-api: per client address (bearer tokens,
 sessions, logins) and per user a login names, 429 with Retry-After while blocked, blocks
-that double, a reset on success, every attempt logged. A relfleet-api of its own (small
+that double, no reset of an address by a success (a login resets its user), every attempt
+logged. A relfleet-api of its own (small
 windows) on the session's stack; clients bind to other loopback addresses (127.0.0.0/8)."""
 import http.client
 import json
@@ -123,7 +124,7 @@ def test_failed_logins_from_one_address_are_throttled(h, api):
     throttled(bearer(api, src, h.env["RELFLEET_TOKEN"]))
 
 
-def test_blocks_double_and_a_success_starts_over(h, api):
+def test_blocks_double_and_a_success_does_not_start_the_address_over(h, api):
     token, src = h.env["RELFLEET_TOKEN"], "127.0.0.21"
 
     def next_block():
@@ -139,15 +140,36 @@ def test_blocks_double_and_a_success_starts_over(h, api):
     third = next_block()
     assert first <= BLOCK_MS < second <= 2 * BLOCK_MS < third <= 4 * BLOCK_MS, (first, second,
                                                                                 third)
-    # A success starts the address over: LIMIT - 1 failures are checked again, no block.
+    # A success does not start the address over: the first failure after it blocks again,
+    # twice as long as the last block (only a window without failures forgives).
     wait_for(lambda: bearer(api, src, token)[0] == 200, BLOCK_MAX_MS / 1000 + 5,
              "the right token to be accepted")
-    for _ in range(LIMIT - 1):
-        assert bearer(api, src, WRONG)[0] == 401
-    assert bearer(api, src, token)[0] == 200
-    for _ in range(LIMIT):
-        assert bearer(api, src, WRONG)[0] == 401
-    assert throttled(bearer(api, src, WRONG))["retry_after_ms"] <= BLOCK_MS
+    assert bearer(api, src, WRONG)[0] == 401
+    assert throttled(bearer(api, src, WRONG))["retry_after_ms"] > 4 * BLOCK_MS
+
+
+def test_a_valid_token_between_wrong_ones_does_not_clear_the_address(h, api):
+    # Bug: each success reset its address, so LIMIT - 1 wrong tokens and one right one,
+    # over and over, were never blocked: one valid token bought unlimited guesses.
+    token, src, answers = h.env["RELFLEET_TOKEN"], "127.0.0.23", []
+    for _ in range(3):
+        for _ in range(LIMIT - 1):
+            answers.append(bearer(api, src, WRONG)[0])
+        answers.append(bearer(api, src, token)[0])
+    assert 429 in answers and set(answers) <= {200, 401, 429}, answers
+
+
+def test_a_successful_login_starts_its_user_over(h, api):
+    name = h.unique_service("thr")
+    h.relctl("user", "add", name)
+    token = h.relctl("user", "token", name).stdout.strip()
+    # From other addresses each time, so that no address counts: only the user does.
+    for i in range(LIMIT - 1):
+        assert login(api, f"127.0.0.{61 + i}", WRONG, user=name)[0] == 401
+    assert login(api, "127.0.0.70", token, user=name)[0] == 200
+    for i in range(LIMIT - 1):
+        assert login(api, f"127.0.0.{71 + i}", WRONG, user=name)[0] == 401
+    assert login(api, "127.0.0.80", token, user=name)[0] == 200
 
 
 def test_failed_logins_of_one_user_are_throttled_across_addresses(h, api):
