@@ -29,6 +29,8 @@
 
 #define REDIS_TIMEOUT_MS 2000    /* connect, and each command's round trip */
 #define REDIS_SUB_TIMEOUT_MS 500 /* subscribing again to a Sentinel (best effort) */
+#define REDIS_SUB_BACKOFF_MS 1000 /* first wait after a failed resubscription, doubling */
+#define REDIS_SUB_BACKOFF_MAX_MS 30000
 #define REDIS_HOSTS_MAX 16
 #define REDIS_OUT_MAX (256u << 20) /* bytes of commands queued before a get_reply */
 
@@ -59,6 +61,7 @@ struct rf_redis {
     redis_conn_t conn; /* the master, or the one server */
     redis_conn_t sub;  /* Sentinel: subscribed to +switch-master */
     long sub_retry_at; /* monotonic ms before which no new subscription is tried */
+    long sub_backoff;  /* ms to wait after the next failed try; 0: none failed since the last */
     rf_buf_t out;      /* commands appended and not sent yet */
     size_t pending;    /* replies the server owes */
     unsigned drops;
@@ -448,16 +451,21 @@ static void redis_subscribe_on(rf_redis_t *r, redis_conn_t *s)
     conn_close(&r->sub);
     r->sub = *s;
     conn_init(s);
+    r->sub_backoff = 0;
+    r->sub_retry_at = 0;
 }
 
-/* A Sentinel subscription again after the one we had was lost (best effort, once a second). */
+/* A Sentinel subscription again after the one we had was lost (best effort). It runs inside
+ * a caller's command and costs up to REDIS_SUB_TIMEOUT_MS per Sentinel when they are all
+ * black-holed, so a failed round waits 1 s, then 2, 4 ... 30 s (from its end) before the
+ * next; a subscription made (here or by a discovery) starts over. Commands meanwhile go
+ * to the master found earlier; a lost one is found by redis_discover, bounded by itself. */
 static void redis_resubscribe(rf_redis_t *r)
 {
     char err[256];
 
     if (rf_clock_mono_ms() < r->sub_retry_at)
         return;
-    r->sub_retry_at = rf_clock_mono_ms() + 1000;
     for (int i = 0; i < r->nhosts && r->sub.fd < 0; i++) {
         redis_conn_t s;
         if (redis_open_sentinel(r, &s, &r->hosts[i], REDIS_SUB_TIMEOUT_MS, err, sizeof(err)) ==
@@ -465,6 +473,15 @@ static void redis_resubscribe(rf_redis_t *r)
             redis_subscribe_on(r, &s);
         conn_close(&s);
     }
+    if (r->sub.fd >= 0)
+        return;
+    r->sub_backoff = r->sub_backoff ? r->sub_backoff * 2 : REDIS_SUB_BACKOFF_MS;
+    if (r->sub_backoff > REDIS_SUB_BACKOFF_MAX_MS)
+        r->sub_backoff = REDIS_SUB_BACKOFF_MAX_MS;
+    r->sub_retry_at = rf_clock_mono_ms() + r->sub_backoff;
+    rf_log_warn("no subscription to +switch-master on the redis sentinels of master '%s'; "
+                "trying again in %ld ms",
+                r->master_name, r->sub_backoff);
 }
 
 /* Reads the Sentinel events that arrived (without waiting): a +switch-master of our master

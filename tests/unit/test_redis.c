@@ -783,6 +783,56 @@ static void test_resubscribing_past_a_frozen_sentinel_is_bounded(void **state)
     close(frozen);
 }
 
+/* The subscription is lost and every Sentinel is then frozen (accepts connections, never
+ * answers): subscribing again is tried with a back-off (1 s doubling), not once a second,
+ * so over 7 s of calls to the healthy master only a few are stalled by it. */
+static void test_resubscribing_to_dead_sentinels_backs_off(void **state)
+{
+    char url[256], detail[512];
+    int sport = free_port(), stalls = 0;
+    rf_config_t conf;
+    rf_redis_t *r;
+    struct timespec t0, t1, start;
+    long ms, total = 0;
+
+    (void)state;
+    server_start("redis-sentinel", sport,
+                 "port %d\nsentinel monitor mymaster 127.0.0.1 %d 2\n"
+                 "sentinel auth-pass mymaster m-pw\n"
+                 "sentinel down-after-milliseconds mymaster 60000\nrequirepass s-pw\n",
+                 sport, master_port);
+    snprintf(url, sizeof(url), "redis-sentinel://:m-pw@127.0.0.1:%d/0#mymaster", sport);
+    conf_with(&conf, url, "redis_sentinel_password", "s-pw", NULL);
+    r = rf_redis_new(&conf, detail, sizeof(detail));
+    rf_config_release(&conf);
+    assert_non_null(r);
+    if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
+        fail_msg("%s", detail);
+    freeReplyObject(admin(sport, "CLIENT KILL TYPE pubsub"));
+    for (int i = 0; i < nservers; i++)
+        if (servers[i].port == sport)
+            kill(servers[i].pid, SIGSTOP);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (total < 7000) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
+            fail_msg("a call to the master failed: %s", detail);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        stalls += ms >= 300;
+        nap_ms(20); /* a worker's pace of lock calls */
+        total = (t1.tv_sec - start.tv_sec) * 1000 + (t1.tv_nsec - start.tv_nsec) / 1000000;
+    }
+    for (int i = 0; i < nservers; i++)
+        if (servers[i].port == sport)
+            kill(servers[i].pid, SIGCONT);
+    server_stop(sport, SIGTERM);
+    rf_redis_destroy(r);
+    /* once a second: about 7; with the back-off: at 0, ~1.5 and ~4 s */
+    if (stalls > 4)
+        fail_msg("%d calls in 7 s were stalled subscribing again to a frozen sentinel", stalls);
+}
+
 /* Every Sentinel names the same master, which accepts connections and never answers (a
  * host gone dark before the Sentinels noticed): it is tried once per search, not once per
  * Sentinel, so a call is stalled by one connect timeout (2 s), not one per Sentinel. */
@@ -901,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_unreachable_sentinels),
         cmocka_unit_test(test_resubscribing_past_a_frozen_sentinel_is_bounded),
         cmocka_unit_test(test_a_dead_master_is_tried_once_per_search),
+        cmocka_unit_test(test_resubscribing_to_dead_sentinels_backs_off),
     };
     const struct CMUnitTest tls_sentinel[] = {
         cmocka_unit_test(test_tls_sentinel),
