@@ -85,20 +85,46 @@ int rf_db_conn_read_only(PGconn *conn)
     return (standby && strcmp(standby, "on") == 0) || (ro && strcmp(ro, "on") == 0);
 }
 
+/* What every connection gets unless the DSN (or the libpq variable named) says otherwise:
+ * writes need a writable host; a host that answers nothing (powered off, cut off, its
+ * address moved) is given up on after connect_timeout (per host, so the next host of a
+ * multi-host DSN is tried), and a connection whose server went silent fails within about
+ * 10 s (tcp_user_timeout for data not acknowledged, keepalives for an idle one such as a
+ * LISTEN) instead of TCP's 15 minutes of retransmits. */
+static const struct {
+    const char *key, *env, *value;
+} db_conn_defaults[] = {
+    {"target_session_attrs", "PGTARGETSESSIONATTRS", "read-write"},
+    {"connect_timeout", "PGCONNECT_TIMEOUT", "5"},
+    {"tcp_user_timeout", NULL, "10000"},
+    {"keepalives", NULL, "1"},
+    {"keepalives_idle", NULL, "5"},
+    {"keepalives_interval", NULL, "2"},
+    {"keepalives_count", NULL, "3"},
+};
+
+#define DB_CONN_DEFAULTS (sizeof(db_conn_defaults) / sizeof(db_conn_defaults[0]))
+#define DB_CONN_KEYS_MAX 16 /* keys a caller may add */
+#define DB_CONN_ARGS (DB_CONN_DEFAULTS + 1 + DB_CONN_KEYS_MAX + 1)
+
 PGconn *rf_db_connect_dsn(const char *dsn, const char *const *keys, const char *const *values)
 {
-    const char *k[12], *v[12];
-    int n = 0;
+    const char *k[DB_CONN_ARGS], *v[DB_CONN_ARGS];
+    size_t n = 0;
 
-    /* Relfleet writes: a host that is read-only is never used, unless the DSN (or
-     * PGTARGETSESSIONATTRS) says otherwise; the DSN comes after, so it wins. */
-    if (!getenv("PGTARGETSESSIONATTRS")) {
-        k[n] = "target_session_attrs";
-        v[n++] = "read-write";
+    /* libpq takes the last value of a keyword: the defaults come before dbname, so the
+     * DSN's own values (expanded from dbname) win, and the caller's keys after it win over
+     * both. A default is left out when its environment variable is set, which libpq then
+     * uses. */
+    for (size_t i = 0; i < DB_CONN_DEFAULTS; i++) {
+        if (db_conn_defaults[i].env && getenv(db_conn_defaults[i].env))
+            continue;
+        k[n] = db_conn_defaults[i].key;
+        v[n++] = db_conn_defaults[i].value;
     }
     k[n] = "dbname";
     v[n++] = dsn;
-    for (int i = 0; keys && keys[i] && n < 11; i++) {
+    for (size_t i = 0; keys && keys[i] && i < DB_CONN_KEYS_MAX; i++) {
         k[n] = keys[i];
         v[n++] = values[i];
     }

@@ -48,9 +48,12 @@ void rf_db_set_failover_timeout(rf_db_t *db, int timeout_ms);
  * messages: never the password. */
 void rf_db_hosts(const char *dsn, char *out, size_t size);
 
-/* Connects with the DSN as given (multi-host included), target_session_attrs read-write
- * unless the DSN or the environment say otherwise, then keys/values (NULL-terminated, may
- * be NULL) overriding the DSN's: for connections of their own (LISTEN, readiness). */
+/* Connects with the DSN as given (multi-host included). Unless the DSN or the libpq
+ * environment say otherwise: target_session_attrs read-write, connect_timeout 5 (per host),
+ * tcp_user_timeout 10000 and keepalives (idle 5, interval 2, count 3), so a silent host
+ * costs seconds, not TCP's minutes. Then keys/values (NULL-terminated, at most 16, may be
+ * NULL) overriding the DSN's: for connections of their own (readiness). Every connection
+ * of rf_db, the LISTEN of relfleet-api and the readiness probes come through here. */
 PGconn *rf_db_connect_dsn(const char *dsn, const char *const *keys, const char *const *values);
 
 /* 1 when the server of conn said it is a hot standby or read-only by default (the

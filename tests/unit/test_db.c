@@ -2,6 +2,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -10,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +26,9 @@
 static char pg_dir[64];
 static char pg_dsn[256];
 static pid_t pg_pid;
+/* The first server also listens on TCP, port 5432 of a loopback address of this process's
+ * own (127.77.x.y): what only TCP has (timeouts, keepalives) is tested there. */
+static char pg_tcp_addr[32];
 /* A second server, for a DSN of two hosts (its folder is its socket directory). */
 static char pg2_dir[64];
 static pid_t pg2_pid;
@@ -94,11 +101,11 @@ static void pg_rmtree(const char *path)
     rmdir(path);
 }
 
-/* initdb and a server of its own in a new folder under /tmp, on a unix socket only (in the
- * folder: no port is shared with anything else). */
-static void pg_server_start(char *dir, size_t dir_size, pid_t *pid_out)
+/* initdb and a server of its own in a new folder under /tmp, on a unix socket (in the
+ * folder: no port is shared with anything else) and on TCP at listen ("": none). */
+static void pg_server_start(char *dir, size_t dir_size, pid_t *pid_out, const char *listen)
 {
-    char initdb[256], postgres[256], data[128], sock[128], dsn[256];
+    char initdb[256], postgres[256], data[128], sock[128], dsn[256], addrs[64];
     struct timespec pause = {0, 20 * 1000000L};
     int status = -1;
     pid_t pid;
@@ -122,8 +129,9 @@ static void pg_server_start(char *dir, size_t dir_size, pid_t *pid_out)
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fail_msg("initdb failed (status %d)", status);
     snprintf(sock, sizeof(sock), "unix_socket_directories=%s", dir);
+    snprintf(addrs, sizeof(addrs), "listen_addresses=%s", listen);
     *pid_out = pg_spawn((const char *const[]){postgres, "-D", data, "-p", "5432", "-c", sock,
-                                        "-c", "listen_addresses=", "-c", "fsync=off", "-c",
+                                        "-c", addrs, "-c", "fsync=off", "-c",
                                         "max_connections=20", NULL});
     snprintf(dsn, sizeof(dsn), "host=%s port=5432 user=relfleet dbname=postgres", dir);
     for (int i = 0; i < 3000; i++) { /* 60 s: a loaded machine starts it slowly */
@@ -150,7 +158,9 @@ static void pg_server_stop(const char *dir, pid_t *pid)
 static int pg_start(void **state)
 {
     (void)state;
-    pg_server_start(pg_dir, sizeof(pg_dir), &pg_pid);
+    snprintf(pg_tcp_addr, sizeof(pg_tcp_addr), "127.77.%d.%d", (int)(getpid() >> 8) & 255,
+             (int)getpid() & 255);
+    pg_server_start(pg_dir, sizeof(pg_dir), &pg_pid, pg_tcp_addr);
     snprintf(pg_dsn, sizeof(pg_dsn), "host=%s port=5432 user=relfleet dbname=postgres", pg_dir);
     return 0;
 }
@@ -514,7 +524,7 @@ static void pg_set_read_only(const char *dir, int on)
 static void pg2_start(void)
 {
     if (pg2_pid <= 0)
-        pg_server_start(pg2_dir, sizeof(pg2_dir), &pg2_pid);
+        pg_server_start(pg2_dir, sizeof(pg2_dir), &pg2_pid, "");
 }
 
 /* The folder (socket directory) of the server db is connected to. */
@@ -670,6 +680,169 @@ static void test_lost_read_repeated_write_not(void **state)
     rf_db_destroy(db);
 }
 
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+static int sock_opt(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof(v);
+
+    if (getsockopt(fd, level, name, &v, &len) != 0)
+        fail_msg("getsockopt %d/%d failed", level, name);
+    return v;
+}
+
+static const char *conn_option(PGconn *c, const char *key)
+{
+    static char value[64];
+    PQconninfoOption *opts = PQconninfo(c);
+
+    value[0] = '\0';
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, key) == 0 && o->val)
+            snprintf(value, sizeof(value), "%s", o->val);
+    PQconninfoFree(opts);
+    return value;
+}
+
+/* Every connection carries timeouts and keepalives on its TCP socket (before, none: a
+ * vanished primary held a statement for TCP's ~15 minutes of retransmits); the DSN's own
+ * values win, and so does PGCONNECT_TIMEOUT. */
+static void test_connections_have_timeouts_and_keepalives(void **state)
+{
+    static const struct {
+        const char *extra, *env_timeout;
+        int keepalive, idle, interval, count, user_timeout;
+        const char *connect_timeout;
+    } cases[] = {
+        {"", NULL, 1, 5, 2, 3, 10000, "5"},
+        {" tcp_user_timeout=7000 keepalives_idle=30 connect_timeout=9", NULL, 1, 30, 2, 3, 7000,
+         "9"},
+        {" keepalives=0", NULL, 0, -1, -1, -1, 0, "5"}, /* libpq: no tcp_user_timeout either */
+        {"", "11", 1, 5, 2, 3, 10000, "11"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char dsn[256];
+        PGconn *c;
+        int fd;
+
+        snprintf(dsn, sizeof(dsn), "host=%s port=5432 user=relfleet dbname=postgres%s",
+                 pg_tcp_addr, cases[i].extra);
+        if (cases[i].env_timeout)
+            setenv("PGCONNECT_TIMEOUT", cases[i].env_timeout, 1);
+        c = rf_db_connect_dsn(dsn, NULL, NULL);
+        unsetenv("PGCONNECT_TIMEOUT");
+        if (PQstatus(c) != CONNECTION_OK)
+            fail_msg("case %zu: %s", i, PQerrorMessage(c));
+        fd = PQsocket(c);
+        assert_int_equal(sock_opt(fd, SOL_SOCKET, SO_KEEPALIVE) != 0, cases[i].keepalive);
+        if (cases[i].keepalive) {
+            assert_int_equal(sock_opt(fd, IPPROTO_TCP, TCP_KEEPIDLE), cases[i].idle);
+            assert_int_equal(sock_opt(fd, IPPROTO_TCP, TCP_KEEPINTVL), cases[i].interval);
+            assert_int_equal(sock_opt(fd, IPPROTO_TCP, TCP_KEEPCNT), cases[i].count);
+        }
+        assert_int_equal(sock_opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), cases[i].user_timeout);
+        assert_string_equal(conn_option(c, "connect_timeout"), cases[i].connect_timeout);
+        PQfinish(c);
+    }
+}
+
+/* A dark host listed first in a multi-host DSN (it accepts no connection: a listening socket
+ * whose backlog is full, so that a connect stays in SYN-SENT as to a host powered off) costs
+ * the connect_timeout, then the second host is used; before, the OS gave up after ~2 min. */
+static void test_dark_first_host_is_passed_within_connect_timeout(void **state)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof(a);
+    int dark = socket(AF_INET, SOCK_STREAM, 0), fill[4];
+    char dsn[256], err[512];
+    struct timespec t0;
+    rf_db_t *db;
+    long ms;
+
+    (void)state;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(dark, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(dark, 0), 0);
+    assert_int_equal(getsockname(dark, (struct sockaddr *)&a, &alen), 0);
+    for (int i = 0; i < 4; i++) { /* the backlog full: later SYNs are dropped */
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        (void)connect(fill[i], (struct sockaddr *)&a, sizeof(a));
+    }
+    snprintf(dsn, sizeof(dsn), "host=127.0.0.1,%s port=%d,5432 user=relfleet dbname=postgres",
+             pg_dir, ntohs(a.sin_port));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    db = rf_db_new(dsn, err, sizeof(err));
+    ms = ms_since(&t0);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(dark);
+    if (!db)
+        fail_msg("rf_db_new: %s", err);
+    assert_string_equal(db_host(db), pg_dir);
+    if (ms > 15000)
+        fail_msg("the dark host held the connection for %ld ms (connect_timeout 5 s)", ms);
+    rf_db_destroy(db);
+}
+
+/* A statement whose server stops answering fails as RF_ERR_RETRY within tcp_user_timeout
+ * (10 s) instead of hanging. Its backend is stopped (SIGSTOP); on loopback the kernel still
+ * acknowledges what arrives until the backend's receive buffer is full, so the statement
+ * carries more than the buffers hold (80 MB), and its data stays unacknowledged as to a
+ * server that vanished. Unprepared: a Parse alone is small enough to be acknowledged. A
+ * watchdog resumes the backend after 60 s (the statement then succeeds: the test fails). */
+static void test_statement_to_a_silent_server_fails_as_retry(void **state)
+{
+    const size_t big = 80u << 20;
+    char dsn[256], err[512], *param = malloc(big + 1);
+    const char *params[1] = {param};
+    struct timespec t0;
+    pid_t backend, watchdog;
+    rf_err_t result;
+    rf_db_t *db;
+    long ms;
+
+    (void)state;
+    assert_non_null(param);
+    memset(param, 'x', big);
+    param[big] = '\0';
+    snprintf(dsn, sizeof(dsn), "host=%s port=5432 user=relfleet dbname=postgres", pg_tcp_addr);
+    db = rf_db_new(dsn, err, sizeof(err));
+    if (!db)
+        fail_msg("rf_db_new: %s", err);
+    rf_db_set_prepared(db, 0);
+    exec_ok(db, "SELECT 1");
+    backend = PQbackendPID(rf_db_conn(db));
+    assert_int_equal(kill(backend, SIGSTOP), 0);
+    watchdog = fork();
+    if (watchdog == 0) {
+        struct timespec limit = {60, 0};
+        nanosleep(&limit, NULL);
+        kill(backend, SIGCONT);
+        _exit(0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    result = rf_db_exec(db, "SELECT length($1)", 1, params, NULL, err, sizeof(err));
+    ms = ms_since(&t0);
+    kill(backend, SIGCONT);
+    kill(watchdog, SIGKILL);
+    waitpid(watchdog, NULL, 0);
+    free(param);
+    rf_db_destroy(db);
+    if (result != RF_ERR_RETRY)
+        fail_msg("result %d after %ld ms: %s", result, ms, err);
+    if (ms > 45000)
+        fail_msg("the silent server held the statement for %ld ms", ms);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +858,9 @@ int main(void)
         cmocka_unit_test(test_multi_host_follows_writable),
         cmocka_unit_test(test_failover_timeout_names_hosts),
         cmocka_unit_test(test_lost_read_repeated_write_not),
+        cmocka_unit_test(test_connections_have_timeouts_and_keepalives),
+        cmocka_unit_test(test_dark_first_host_is_passed_within_connect_timeout),
+        cmocka_unit_test(test_statement_to_a_silent_server_fails_as_retry),
     };
     return cmocka_run_group_tests(tests, pg_start, pg_stop);
 }
