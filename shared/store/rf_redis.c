@@ -42,6 +42,8 @@ typedef struct redis_addr {
 typedef struct redis_conn {
     int fd; /* -1: closed */
     SSL *ssl;
+    int cert_asked; /* TLS: the server asked for a client certificate and we have none */
+    int replied;    /* a reply was read */
     redisReader *reader;
     char name[300]; /* host:port, for messages */
 } redis_conn_t;
@@ -98,6 +100,70 @@ static const char *redis_ssl_error(char *buf, size_t size)
         ERR_error_string_n(e, buf, size);
     ERR_clear_error();
     return buf;
+}
+
+/* The server's alert refusing our client certificate (none sent, or not one it accepts),
+ * peeked from the OpenSSL error queue: it comes in the handshake (TLS 1.2) or, in TLS 1.3,
+ * at the first read after it. NULL for any other error. */
+static const char *redis_ssl_cert_refused(void)
+{
+    unsigned long e = ERR_peek_error();
+
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+        return NULL;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+        return "certificate required";
+    case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+        return "handshake failure";
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+        return "bad certificate";
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+        return "certificate unknown";
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+        return "certificate expired";
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+        return "certificate revoked";
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+        return "unsupported certificate";
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+        return "unknown ca";
+    default:
+        return NULL;
+    }
+}
+
+/* The server asks for a client certificate and none is set (OpenSSL calls this only then):
+ * noted, so that a connection it closes before answering is known to be refused for it
+ * (in TLS 1.3 its alert can be lost in the reset that follows). */
+static int redis_ssl_no_cert(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
+{
+    redis_conn_t *c = SSL_get_app_data(ssl);
+
+    (void)x509;
+    (void)pkey;
+    if (c)
+        c->cert_asked = 1;
+    return 0;
+}
+
+/* c closed, and the permanent error of a server that refused our client certificate. */
+static rf_err_t conn_cert_refused(redis_conn_t *c, const char *alert, char *errstr,
+                                  size_t errstr_size)
+{
+    ERR_clear_error();
+    if (alert)
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "redis at %s refused the tls client certificate (missing or not accepted: "
+                "redis_tls_cert_file, redis_tls_key_file): tls alert '%s'",
+                c->name, alert);
+    else
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "redis at %s asked for a tls client certificate and closed the connection "
+                "without one: set redis_tls_cert_file and redis_tls_key_file",
+                c->name);
+    conn_close(c);
+    return RF_ERR_PERM;
 }
 
 static int redis_is_ip(const char *host)
@@ -182,6 +248,7 @@ static rf_err_t conn_tls(rf_redis_t *r, redis_conn_t *c, const char *host, long 
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot start tls to redis at %s: %s",
                        c->name, redis_ssl_error(ssl_err, sizeof(ssl_err)));
+    SSL_set_app_data(c->ssl, c);
     if (!redis_is_ip(name))
         SSL_set_tlsext_host_name(c->ssl, name);
     if (redis_is_ip(name))
@@ -210,6 +277,8 @@ static rf_err_t conn_tls(rf_redis_t *r, redis_conn_t *c, const char *host, long 
                            "cannot verify the tls certificate of redis at %s (name '%s'): %s",
                            c->name, name, X509_verify_cert_error_string(v));
         }
+        if (redis_ssl_cert_refused())
+            return conn_cert_refused(c, redis_ssl_cert_refused(), errstr, errstr_size);
         redis_ssl_error(ssl_err, sizeof(ssl_err));
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "tls handshake with redis at %s: %s",
                        c->name, *ssl_err ? ssl_err : "connection closed");
@@ -246,7 +315,8 @@ static rf_err_t conn_lost(redis_conn_t *c, const char *why, char *errstr, size_t
 }
 
 /* One read (writing 0) or write of up to len bytes: RF_OK with *n bytes done, or with *n 0
- * and *ev the poll events to wait for first; a closed or broken connection is lost. */
+ * and *ev the poll events to wait for first; a closed or broken connection is lost
+ * (retriable), a client certificate refused (TLS 1.3 tells it here) permanent. */
 static rf_err_t conn_io(redis_conn_t *c, int writing, void *buf, size_t len, size_t *n, short *ev,
                         char *errstr, size_t errstr_size)
 {
@@ -266,6 +336,10 @@ static rf_err_t conn_io(redis_conn_t *c, int writing, void *buf, size_t len, siz
             *ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
         else if (e == SSL_ERROR_ZERO_RETURN)
             return conn_lost(c, "closed by the server", errstr, errstr_size);
+        else if (e == SSL_ERROR_SSL && redis_ssl_cert_refused())
+            return conn_cert_refused(c, redis_ssl_cert_refused(), errstr, errstr_size);
+        else if (e != SSL_ERROR_NONE && c->cert_asked && !c->replied)
+            return conn_cert_refused(c, NULL, errstr, errstr_size);
         else if (e != SSL_ERROR_NONE)
             return conn_lost(c,
                              *redis_ssl_error(ssl_err, sizeof(ssl_err))
@@ -292,9 +366,10 @@ static rf_err_t conn_write(redis_conn_t *c, const char *buf, size_t len, long de
     while (len > 0) {
         size_t n;
         short ev;
+        rf_err_t result = conn_io(c, 1, (void *)buf, len, &n, &ev, errstr, errstr_size);
 
-        if (conn_io(c, 1, (void *)buf, len, &n, &ev, errstr, errstr_size) != RF_OK)
-            return RF_ERR_RETRY;
+        if (result != RF_OK)
+            return result;
         if (ev && conn_wait(c, ev, deadline, errstr, errstr_size) != RF_OK)
             return conn_lost(c, "timed out", errstr, errstr_size);
         buf += n;
@@ -315,15 +390,18 @@ static rf_err_t conn_read(redis_conn_t *c, redisReply **reply, long deadline, in
         void *rep = NULL;
         size_t n;
         short ev;
+        rf_err_t result;
 
         if (redisReaderGetReply(c->reader, &rep) != REDIS_OK)
             return conn_lost(c, c->reader->errstr, errstr, errstr_size);
         if (rep) {
             *reply = rep;
+            c->replied = 1;
             return RF_OK;
         }
-        if (conn_io(c, 0, buf, sizeof(buf), &n, &ev, errstr, errstr_size) != RF_OK)
-            return RF_ERR_RETRY;
+        result = conn_io(c, 0, buf, sizeof(buf), &n, &ev, errstr, errstr_size);
+        if (result != RF_OK)
+            return result;
         if (ev && !wait)
             return RF_OK;
         if (ev && conn_wait(c, ev, deadline, errstr, errstr_size) != RF_OK)
@@ -957,6 +1035,8 @@ static rf_err_t redis_tls_setup(rf_redis_t *r, const rf_config_t *conf, char *er
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot load redis_tls_key_file '%s': %s",
                        key, redis_ssl_error(ssl_err, sizeof(ssl_err)));
     SSL_CTX_set_verify(r->ssl_ctx, skip ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    if (!cert)
+        SSL_CTX_set_client_cert_cb(r->ssl_ctx, redis_ssl_no_cert);
     if (skip)
         rf_log_warn("redis_tls_insecure_skip_verify is true: the redis server's certificate "
                     "is not verified");

@@ -363,8 +363,9 @@ static void make_leaf(const char *ca, const char *leaf)
 
 static void test_tls(void **state)
 {
-    int port = free_port();
-    char url[128], err[512], ca[300], other_ca[300], cert[300], key[300];
+    int port = free_port(), port12;
+    char url[128], err[512], ca[300], other_ca[300], cert[300], key[300], stranger[300],
+        stranger_key[300];
     rf_err_t code;
     rf_lock_t *l;
 
@@ -377,6 +378,8 @@ static void test_tls(void **state)
     snprintf(other_ca, sizeof(other_ca), "%s/otherca.pem", tmpdir);
     snprintf(cert, sizeof(cert), "%s/client.pem", tmpdir);
     snprintf(key, sizeof(key), "%s/client.key", tmpdir);
+    snprintf(stranger, sizeof(stranger), "%s/stranger.pem", tmpdir);
+    snprintf(stranger_key, sizeof(stranger_key), "%s/stranger.key", tmpdir);
     server_start("redis-server", port,
                  "port 0\ntls-port %d\ntls-cert-file %s/server.pem\ntls-key-file %s/server.key\n"
                  "tls-ca-cert-file %s/ca.pem\ntls-auth-clients yes\nrequirepass tls-pw\n",
@@ -409,9 +412,33 @@ static void test_tls(void **state)
                   "redis_tls_cert_file", cert, "redis_tls_key_file", key,
                   "redis_tls_insecure_skip_verify", "true", NULL);
     assert_lock_works(l, err, "tls-skip");
-    /* no client certificate: the server refuses it (no fallback) */
+    /* no client certificate: the server refuses it (no fallback), a permanent error that
+     * says so (retrying would never get through) */
     l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, NULL);
     assert_null(l);
+    if (code != RF_ERR_PERM || !strstr(err, "client certificate"))
+        fail_msg("no client certificate: %s: %s", rf_err_name(code), err);
+    /* TLS 1.2 refuses it in the handshake itself with an alert (1.3 sends it after, where
+     * a reset can overtake it: the callback's note is what is relied on there) */
+    port12 = free_port();
+    server_start("redis-server", port12,
+                 "port 0\ntls-port %d\ntls-cert-file %s/server.pem\ntls-key-file %s/server.key\n"
+                 "tls-ca-cert-file %s/ca.pem\ntls-auth-clients yes\ntls-protocols TLSv1.2\n",
+                 port12, tmpdir, tmpdir, tmpdir);
+    snprintf(url, sizeof(url), "rediss://127.0.0.1:%d/0", port12);
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, NULL);
+    assert_null(l);
+    if (code != RF_ERR_PERM || !strstr(err, "client certificate"))
+        fail_msg("no client certificate, tls 1.2: %s: %s", rf_err_name(code), err);
+    /* a client certificate the server's CA did not sign: the same (the alert, TLS 1.2) */
+    make_leaf("otherca", "stranger");
+    l = lock_with(&code, err, sizeof(err), url, "redis_tls_ca_file", ca, "redis_tls_cert_file",
+                  stranger, "redis_tls_key_file", stranger_key, NULL);
+    assert_null(l);
+    if (code != RF_ERR_PERM || !strstr(err, "client certificate"))
+        fail_msg("a client certificate of another ca: %s: %s", rf_err_name(code), err);
+    server_stop(port12, SIGTERM);
+    snprintf(url, sizeof(url), "rediss://:tls-pw@127.0.0.1:%d/0", port);
     /* a plain client on the TLS port never gets through */
     snprintf(url, sizeof(url), "redis://:tls-pw@127.0.0.1:%d/0", port);
     l = lock_with(&code, err, sizeof(err), url, NULL);
