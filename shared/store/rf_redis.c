@@ -192,15 +192,42 @@ static rf_err_t conn_wait(redis_conn_t *c, short events, long deadline, char *er
     return RF_OK;
 }
 
-/* TCP connection to host:port, non-blocking, within deadline. */
+/* One TCP connection attempt to the address a, until deadline; c->fd -1 after a failure. */
+static rf_err_t conn_tcp_addr(redis_conn_t *c, const struct addrinfo *a, long deadline,
+                              char *errstr, size_t errstr_size)
+{
+    int rc, err = 0, one = 1;
+    socklen_t len = sizeof(err);
+    rf_err_t result = RF_OK;
+
+    c->fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "%s", strerror(errno));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    rc = connect(c->fd, a->ai_addr, a->ai_addrlen);
+    if (rc < 0 && errno != EINPROGRESS)
+        result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "%s", strerror(errno));
+    else if (rc < 0 && conn_wait(c, POLLOUT, deadline, errstr, errstr_size) != RF_OK)
+        result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "timed out");
+    else if (rc < 0 && (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err))
+        result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "%s", strerror(err ? err : errno));
+    if (result != RF_OK) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    return result;
+}
+
+/* TCP connection to host:port, non-blocking, within deadline: each address the name
+ * resolves to in turn (as hiredis does: 'localhost' may give ::1 first to an IPv4-only
+ * server), each but the last with an equal share of the time left. */
 static rf_err_t conn_tcp(redis_conn_t *c, const char *host, int port, long deadline, char *errstr,
                          size_t errstr_size)
 {
     struct addrinfo hints, *res = NULL;
-    char service[16];
-    int rc, err = 0, one = 1;
-    socklen_t len = sizeof(err);
-    rf_err_t result;
+    char service[16], why[256] = "";
+    int rc, n = 0;
+    rf_err_t result = RF_ERR_RETRY;
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -210,28 +237,20 @@ static rf_err_t conn_tcp(redis_conn_t *c, const char *host, int port, long deadl
     if (rc != 0)
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot resolve redis host '%s': %s",
                        host, gai_strerror(rc));
-    c->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        freeaddrinfo(res);
-        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to redis at %s: %s",
-                       c->name, strerror(errno));
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        n++;
+    for (const struct addrinfo *a = res; a && result != RF_OK; a = a->ai_next, n--) {
+        long now = rf_clock_mono_ms();
+        long until = n > 1 ? now + (deadline - now) / n : deadline;
+
+        if (now >= deadline && why[0])
+            break;
+        result = conn_tcp_addr(c, a, until, why, sizeof(why));
     }
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    rc = connect(c->fd, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
-    if (rc < 0 && errno != EINPROGRESS)
+    if (result != RF_OK)
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to redis at %s: %s",
-                       c->name, strerror(errno));
-    if (rc < 0) {
-        result = conn_wait(c, POLLOUT, deadline, errstr, errstr_size);
-        if (result != RF_OK)
-            return rf_errf(result, errstr, errstr_size, "cannot connect to redis at %s: timed out",
-                           c->name);
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err)
-            return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "cannot connect to redis at %s: %s",
-                           c->name, strerror(err));
-    }
+                       c->name, why);
     return RF_OK;
 }
 

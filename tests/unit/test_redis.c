@@ -1,5 +1,8 @@
 /* rf_redis against real servers: URLs, ACL and password AUTH, TLS, Sentinel failovers. */
+#define _GNU_SOURCE /* RTLD_NEXT */
 #include <arpa/inet.h>
+#include <dlfcn.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -182,6 +185,57 @@ static void assert_lock_works(rf_lock_t *l, const char *err, const char *service
         fail_msg("%s", err);
     assert_true(lock_works(l, service));
     rf_lock_destroy(l);
+}
+
+/* getaddrinfo as libc's, except that the name two-addresses.test resolves to ::1 and then
+ * 127.0.0.1 (as localhost does on many hosts), where the test servers listen on 127.0.0.1
+ * only: no name in this machine's /etc/hosts has several addresses. rf_redis (linked in
+ * statically) calls this one. */
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res)
+{
+    int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+    struct addrinfo *v6 = NULL, *v4 = NULL, *last;
+    int rc;
+
+    *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+    if (!node || strcmp(node, "two-addresses.test") != 0)
+        return real(node, service, hints, res);
+    rc = real("::1", service, hints, &v6);
+    if (rc != 0)
+        return rc;
+    rc = real("127.0.0.1", service, hints, &v4);
+    if (rc != 0) {
+        freeaddrinfo(v6);
+        return rc;
+    }
+    for (last = v6; last->ai_next; last = last->ai_next)
+        ;
+    last->ai_next = v4;
+    *res = v6;
+    return 0;
+}
+
+/* A host name whose first address refuses (::1, the server is on 127.0.0.1 only): the
+ * next one is tried, within the connect deadline. */
+static void test_each_address_of_a_name_is_tried(void **state)
+{
+    int port = free_port();
+    char url[128], detail[512];
+    rf_config_t conf;
+    rf_redis_t *r;
+
+    (void)state;
+    server_start("redis-server", port, "port %d\n", port);
+    snprintf(url, sizeof(url), "redis://two-addresses.test:%d/0", port);
+    conf_with(&conf, url, NULL);
+    r = rf_redis_new(&conf, detail, sizeof(detail));
+    rf_config_release(&conf);
+    assert_non_null(r);
+    if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
+        fail_msg("%s", detail);
+    rf_redis_destroy(r);
+    server_stop(port, SIGTERM);
 }
 
 static int setup_dir(void **state)
@@ -966,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_an_unencoded_password_is_not_quoted_in_errors),
         cmocka_unit_test(test_tls_settings_with_a_plain_url_are_an_error),
         cmocka_unit_test(test_acl_user_and_password_auth),
+        cmocka_unit_test(test_each_address_of_a_name_is_tried),
         cmocka_unit_test(test_tls),
     };
     const struct CMUnitTest sentinel[] = {
