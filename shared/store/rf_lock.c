@@ -191,22 +191,6 @@ rf_err_t rf_lock_release(rf_lock_t *lock, const char *env, const char *service,
     return result;
 }
 
-rf_err_t rf_lock_break(rf_lock_t *lock, const char *env, const char *service, char *errstr,
-                       size_t errstr_size)
-{
-    char lkey[300];
-    const char *argv[2] = {"1", lkey};
-    redisReply *r;
-    rf_err_t result;
-
-    lock_key(lkey, sizeof(lkey), "lock", env, service);
-    result = lock_eval(lock, "return redis.call('DEL', KEYS[1])", 2, argv, &r, errstr,
-                       errstr_size);
-    if (result == RF_OK)
-        freeReplyObject(r);
-    return result;
-}
-
 /* Renews (renew = 1) or releases the locks [start, end) in one round trip. A script the
  * server lacks (NOSCRIPT: SCRIPT FLUSH, a new master after a failover) is sent whole for
  * those locks, which caches it there for the next EVALSHA. */

@@ -52,12 +52,11 @@ rf_err_t rf_lock_renew_many(rf_lock_t *lock, rf_lock_item_t *items, size_t n, in
 rf_err_t rf_lock_release_many(rf_lock_t *lock, const rf_lock_item_t *items, size_t n,
                               char *errstr, size_t errstr_size);
 
-/* Deletes the lock only if release_id holds it (compare-and-delete). */
+/* Deletes the lock only if release_id holds it (compare-and-delete), so running it twice
+ * (rf_redis repeats a command after a failover) never frees a lock another release took
+ * meanwhile. There is no unconditional delete: supersede ends the running release, whose
+ * end releases its lock this way (rf_worker_end_release). */
 rf_err_t rf_lock_release(rf_lock_t *lock, const char *env, const char *service,
                          const char *release_id, char *errstr, size_t errstr_size);
-
-/* Removes whatever holds the lock (supersede: the running release is ended first). */
-rf_err_t rf_lock_break(rf_lock_t *lock, const char *env, const char *service, char *errstr,
-                       size_t errstr_size);
 
 #endif
