@@ -867,14 +867,56 @@ static void test_resubscribing_past_a_frozen_sentinel_is_bounded(void **state)
 /* The subscription is lost and every Sentinel is then frozen (accepts connections, never
  * answers): subscribing again is tried with a back-off (1 s doubling), not once a second,
  * so over 7 s of calls to the healthy master only a few are stalled by it. */
+/* Sentinel sport frozen (SIGSTOP, stop 1) or running again. */
+static void sentinel_freeze(int sport, int stop)
+{
+    for (int i = 0; i < nservers; i++)
+        if (servers[i].port == sport && servers[i].pid > 0)
+            kill(servers[i].pid, stop ? SIGSTOP : SIGCONT);
+}
+
+/* Calls rf_redis_check on r for ms milliseconds at a worker's pace; how many were stalled
+ * (took 300 ms or more). */
+static int stalled_calls(rf_redis_t *r, long ms)
+{
+    char detail[512];
+    struct timespec t0, t1, start;
+    long took, total = 0;
+    int stalls = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (total < ms) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
+            fail_msg("a call to the master failed: %s", detail);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        took = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        stalls += took >= 300;
+        nap_ms(20); /* a worker's pace of lock calls */
+        total = (t1.tv_sec - start.tv_sec) * 1000 + (t1.tv_nsec - start.tv_nsec) / 1000000;
+    }
+    return stalls;
+}
+
+static int sentinel_has_subscriber(int sport)
+{
+    redisReply *rep = admin(sport, "CLIENT LIST TYPE pubsub");
+    int yes = rep && rep->type == REDIS_REPLY_STRING && rep->len > 0;
+
+    freeReplyObject(rep);
+    return yes;
+}
+
+/* The subscription is lost and every Sentinel is then frozen (accepts connections, never
+ * answers): subscribing again is tried with a back-off (1 s doubling), not once a second,
+ * so over 7 s of calls to the healthy master only a few are stalled by it. Once the
+ * Sentinel answers again and the client subscribed, the back-off starts over at 1 s. */
 static void test_resubscribing_to_dead_sentinels_backs_off(void **state)
 {
     char url[256], detail[512];
-    int sport = free_port(), stalls = 0;
+    int sport = free_port(), stalls;
     rf_config_t conf;
     rf_redis_t *r;
-    struct timespec t0, t1, start;
-    long ms, total = 0;
 
     (void)state;
     server_start("redis-sentinel", sport,
@@ -890,28 +932,28 @@ static void test_resubscribing_to_dead_sentinels_backs_off(void **state)
     if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
         fail_msg("%s", detail);
     freeReplyObject(admin(sport, "CLIENT KILL TYPE pubsub"));
-    for (int i = 0; i < nservers; i++)
-        if (servers[i].port == sport)
-            kill(servers[i].pid, SIGSTOP);
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    while (total < 7000) {
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        if (rf_redis_check(r, detail, sizeof(detail)) != RF_OK)
-            fail_msg("a call to the master failed: %s", detail);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-        stalls += ms >= 300;
-        nap_ms(20); /* a worker's pace of lock calls */
-        total = (t1.tv_sec - start.tv_sec) * 1000 + (t1.tv_nsec - start.tv_nsec) / 1000000;
-    }
-    for (int i = 0; i < nservers; i++)
-        if (servers[i].port == sport)
-            kill(servers[i].pid, SIGCONT);
-    server_stop(sport, SIGTERM);
-    rf_redis_destroy(r);
+    sentinel_freeze(sport, 1);
+    stalls = stalled_calls(r, 7000);
     /* once a second: about 7; with the back-off: at 0, ~1.5 and ~4 s */
     if (stalls > 4)
         fail_msg("%d calls in 7 s were stalled subscribing again to a frozen sentinel", stalls);
+    /* the Sentinel back: the client subscribes again within the back-off (4 s now) */
+    sentinel_freeze(sport, 0);
+    for (int i = 0; i < 300 && !sentinel_has_subscriber(sport); i++) {
+        assert_int_equal(rf_redis_check(r, detail, sizeof(detail)), RF_OK);
+        nap_ms(20);
+    }
+    assert_true(sentinel_has_subscriber(sport));
+    /* lost and frozen again: tried at once and 1 s after (8 s after without the reset) */
+    freeReplyObject(admin(sport, "CLIENT KILL TYPE pubsub"));
+    sentinel_freeze(sport, 1);
+    stalls = stalled_calls(r, 3000);
+    sentinel_freeze(sport, 0);
+    server_stop(sport, SIGTERM);
+    rf_redis_destroy(r);
+    if (stalls < 2)
+        fail_msg("after a subscription the back-off did not start over: %d stalled calls in 3 s",
+                 stalls);
 }
 
 /* Every Sentinel names the same master, which accepts connections and never answers (a
