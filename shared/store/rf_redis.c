@@ -27,8 +27,8 @@
  * socket, with OpenSSL on it for TLS, and hiredis does the protocol: redisFormatCommandArgv
  * encodes, a redisReader decodes. Plain TCP takes the same path without the SSL object. */
 
-#define REDIS_TIMEOUT_MS 2000    /* connect, and each command's round trip */
-#define REDIS_SUB_TIMEOUT_MS 500 /* subscribing again to a Sentinel (best effort) */
+#define REDIS_TIMEOUT_MS 2000     /* connect, and each command's round trip */
+#define REDIS_SUB_TIMEOUT_MS 500  /* subscribing again to a Sentinel (best effort) */
 #define REDIS_SUB_BACKOFF_MS 1000 /* first wait after a failed resubscription, doubling */
 #define REDIS_SUB_BACKOFF_MAX_MS 30000
 #define REDIS_HOSTS_MAX 16
