@@ -188,7 +188,8 @@ static int kc_get_string(kc_ctx_t *c, json_t *obj, const char *field, const char
         return 0;
     if (!json_is_string(v)) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "bad %s of %s '%s' in kubeconfig '%s': not a string", field, what, name, c->path);
+                "bad %s of %s '%.200s' in kubeconfig '%s': not a string", field, what, name,
+                c->path);
         return -1;
     }
     *out = json_string_value(v);
@@ -259,7 +260,7 @@ static int kc_load_pem(kc_ctx_t *c, json_t *obj, const char *base, const char *w
     if (data) {
         if (kc_base64_decode(data, out, len_out) != 0) {
             rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                    "bad %s of %s '%s' in kubeconfig '%s': not base64", data_field, what, name,
+                    "bad %s of %s '%.200s' in kubeconfig '%s': not base64", data_field, what, name,
                     c->path);
             goto cleanup;
         }
@@ -267,8 +268,8 @@ static int kc_load_pem(kc_ctx_t *c, json_t *obj, const char *base, const char *w
         abs = kc_resolve_path(c, file);
         if (kc_read_file(abs, KUBECONFIG_MAX_FILE, out, len_out) != 0) {
             rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                    "cannot read %s '%s' of %s '%s' in kubeconfig '%s': %s", base, abs, what, name,
-                    c->path, strerror(errno));
+                    "cannot read %s '%.200s' of %s '%.200s' in kubeconfig '%s': %s", base, abs,
+                    what, name, c->path, strerror(errno));
             goto cleanup;
         }
     } else {
@@ -280,7 +281,7 @@ static int kc_load_pem(kc_ctx_t *c, json_t *obj, const char *base, const char *w
         p++;
     if (strncmp(p, "-----BEGIN ", 11) != 0) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "bad %s of %s '%s' in kubeconfig '%s': not PEM", data ? data_field : base, what,
+                "bad %s of %s '%.200s' in kubeconfig '%s': not PEM", data ? data_field : base, what,
                 name, c->path);
         goto cleanup;
     }
@@ -329,13 +330,14 @@ static int kc_load_cluster(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
 
     if (!entry) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "kubeconfig '%s' has no cluster '%s' (named by context '%s')", c->path,
+                "kubeconfig '%s' has no cluster '%.200s' (named by context '%.200s')", c->path,
                 cfg->cluster, cfg->context);
         return -1;
     }
     if (!json_is_object(cluster)) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "cluster '%s' in kubeconfig '%s' has no 'cluster' mapping", cfg->cluster, c->path);
+                "cluster '%.200s' in kubeconfig '%s' has no 'cluster' mapping", cfg->cluster,
+                c->path);
         return -1;
     }
     if (kc_get_string(c, cluster, "server", "cluster", cfg->cluster, &server) != 0 ||
@@ -344,18 +346,18 @@ static int kc_load_cluster(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
         return -1;
     if (!server) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "cluster '%s' in kubeconfig '%s' has no server", cfg->cluster, c->path);
+                "cluster '%.200s' in kubeconfig '%s' has no server", cfg->cluster, c->path);
         return -1;
     }
     if (strncmp(server, "https://", 8) != 0 && strncmp(server, "http://", 7) != 0) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "bad server '%s' of cluster '%s' in kubeconfig '%s': not an http(s) url", server,
-                cfg->cluster, c->path);
+                "bad server '%.200s' of cluster '%.200s' in kubeconfig '%s': not an http(s) url",
+                server, cfg->cluster, c->path);
         return -1;
     }
     if (sni) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "cluster '%s' in kubeconfig '%s' sets tls-server-name, which relfleet does not "
+                "cluster '%.200s' in kubeconfig '%s' sets tls-server-name, which relfleet does not "
                 "support",
                 cfg->cluster, c->path);
         return -1;
@@ -369,7 +371,7 @@ static int kc_load_cluster(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
     insecure = json_object_get(cluster, "insecure-skip-tls-verify");
     if (insecure && !json_is_boolean(insecure) && !json_is_null(insecure)) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "bad insecure-skip-tls-verify of cluster '%s' in kubeconfig '%s': not true or "
+                "bad insecure-skip-tls-verify of cluster '%.200s' in kubeconfig '%s': not true or "
                 "false",
                 cfg->cluster, c->path);
         return -1;
@@ -380,7 +382,7 @@ static int kc_load_cluster(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
         return -1;
     if (cfg->ca_pem && cfg->insecure_skip_tls_verify) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "cluster '%s' in kubeconfig '%s' sets both a certificate authority and "
+                "cluster '%.200s' in kubeconfig '%s' sets both a certificate authority and "
                 "insecure-skip-tls-verify",
                 cfg->cluster, c->path);
         return -1;
@@ -400,20 +402,21 @@ static int kc_load_user(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
 
     if (!entry) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "kubeconfig '%s' has no user '%s' (named by context '%s')", c->path, cfg->user,
-                cfg->context);
+                "kubeconfig '%s' has no user '%.200s' (named by context '%.200s')", c->path,
+                cfg->user, cfg->context);
         return -1;
     }
     if (!user || json_is_null(user))
         return 0;
     if (!json_is_object(user)) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "bad user '%s' in kubeconfig '%s': 'user' is not a mapping", cfg->user, c->path);
+                "bad user '%.200s' in kubeconfig '%s': 'user' is not a mapping", cfg->user,
+                c->path);
         return -1;
     }
     if (json_object_get(user, "exec") || json_object_get(user, "auth-provider")) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "user '%s' in kubeconfig '%s' uses %s credentials, which relfleet does not "
+                "user '%.200s' in kubeconfig '%s' uses %s credentials, which relfleet does not "
                 "support: use a token, a token file or a client certificate",
                 cfg->user, c->path, json_object_get(user, "exec") ? "exec" : "auth-provider");
         return -1;
@@ -430,7 +433,7 @@ static int kc_load_user(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
         cfg->token = kc_read_token(cfg->token_file);
         if (!cfg->token) {
             rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                    "cannot read tokenFile '%s' of user '%s' in kubeconfig '%s': %s",
+                    "cannot read tokenFile '%.200s' of user '%.200s' in kubeconfig '%s': %s",
                     cfg->token_file, cfg->user, c->path, strerror(errno));
             return -1;
         }
@@ -438,7 +441,7 @@ static int kc_load_user(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
     if (username || password) {
         if (!username || !password) {
             rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                    "user '%s' in kubeconfig '%s' has a %s but no %s", cfg->user, c->path,
+                    "user '%.200s' in kubeconfig '%s' has a %s but no %s", cfg->user, c->path,
                     username ? "username" : "password", username ? "password" : "username");
             return -1;
         }
@@ -452,7 +455,7 @@ static int kc_load_user(kc_ctx_t *c, json_t *root, rf_kubeconfig_t *cfg)
         return -1;
     if (!cfg->cert_pem != !cfg->key_pem) {
         rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size,
-                "user '%s' in kubeconfig '%s' has a %s but no %s", cfg->user, c->path,
+                "user '%.200s' in kubeconfig '%s' has a %s but no %s", cfg->user, c->path,
                 cfg->cert_pem ? "client certificate" : "client key",
                 cfg->cert_pem ? "client key" : "client certificate");
         return -1;
@@ -541,21 +544,21 @@ rf_kubeconfig_t *rf_kubeconfig_load(const char *path, const char *context, char 
     cfg->context = kc_strdup(name);
     entry = kc_find_named(root, "contexts", name);
     if (!entry) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "kubeconfig '%s' has no context '%s'", path,
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "kubeconfig '%s' has no context '%.200s'", path,
                 name);
         goto cleanup;
     }
     ctx = json_object_get(entry, "context");
     if (!json_is_object(ctx)) {
         rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                "context '%s' in kubeconfig '%s' has no 'context' mapping", name, path);
+                "context '%.200s' in kubeconfig '%s' has no 'context' mapping", name, path);
         goto cleanup;
     }
     if (kc_get_string(&c, ctx, "cluster", "context", name, &s) != 0)
         goto cleanup;
     if (!s) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "context '%s' in kubeconfig '%s' has no cluster",
-                name, path);
+        rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                "context '%.200s' in kubeconfig '%s' has no cluster", name, path);
         goto cleanup;
     }
     cfg->cluster = kc_strdup(s);
@@ -613,13 +616,13 @@ rf_kubeconfig_t *rf_kubeconfig_in_cluster(const char *dir, char *errstr, size_t 
     cfg->token_file = rf_buf_detach(&buf);
     cfg->token = kc_read_token(cfg->token_file);
     if (!cfg->token) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot read service account token '%s': %s",
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot read service account token '%.200s': %s",
                 cfg->token_file, strerror(errno));
         goto cleanup;
     }
     rf_buf_addf(&buf, "%s/ca.crt", dir);
     if (kc_read_file(rf_buf_str(&buf), KUBECONFIG_MAX_FILE, &cfg->ca_pem, &cfg->ca_pem_len) != 0) {
-        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot read service account ca '%s': %s",
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot read service account ca '%.200s': %s",
                 rf_buf_str(&buf), strerror(errno));
         goto cleanup;
     }
