@@ -730,7 +730,8 @@ static rf_err_t redis_discover(rf_redis_t *r, char *errstr, size_t errstr_size)
 /* Before a command or a batch: Sentinel events, then a connection to the master. */
 static rf_err_t redis_prepare(rf_redis_t *r, char *errstr, size_t errstr_size)
 {
-    if (r->sentinel)
+    /* Events matter only to a master connection; without one, discovery subscribes. */
+    if (r->sentinel && r->conn.fd >= 0)
         redis_poll_events(r);
     if (r->conn.fd >= 0)
         return RF_OK;
