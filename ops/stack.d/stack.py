@@ -665,6 +665,12 @@ def cmd_up(args):
     lines, dead = status_rows()
     if dead:
         sys.stderr.write("".join(lines))
+        # The tail of each dead one's log: callers (the bench, CI) often remove the folder.
+        for line in lines:
+            words = line.split()
+            if words and words[-1] == "dead":
+                sys.stderr.write(f"ops/stack: the end of {LOGS}/{words[0]}.log:\n")
+                tail(f"{LOGS}/{words[0]}.log")
         quietly(cmd_down)
         die(f"a component died right after starting (logs in {LOGS})")
     sys.stdout.write("".join(lines))
