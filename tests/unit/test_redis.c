@@ -824,22 +824,15 @@ static void test_unreachable_sentinels(void **state)
 static void test_resubscribing_past_a_frozen_sentinel_is_bounded(void **state)
 {
     char url[256], detail[512];
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int frozen = socket(AF_INET, SOCK_STREAM, 0), frozen_port;
+    int frozen_port = 0;
+    int frozen = unit_listen_never_accepting(16, &frozen_port); /* the kernel completes connects */
     rf_config_t conf;
     rf_redis_t *r;
     struct timespec t0, t1;
     long ms;
 
     (void)state;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(frozen, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(frozen, 16), 0); /* never accepted: the kernel completes connects */
-    getsockname(frozen, (struct sockaddr *)&a, &len);
-    frozen_port = ntohs(a.sin_port);
+    assert_true(frozen >= 0);
     snprintf(url, sizeof(url),
              "redis-sentinel://:m-pw@127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/0#mymaster",
              frozen_port, sentinel_ports[0], sentinel_ports[1]);
@@ -962,9 +955,8 @@ static void test_resubscribing_to_dead_sentinels_backs_off(void **state)
 static void test_a_dead_master_is_tried_once_per_search(void **state)
 {
     char url[256], detail[1024];
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int frozen = socket(AF_INET, SOCK_STREAM, 0), frozen_port, sports[2];
+    int frozen_port = 0, sports[2];
+    int frozen = unit_listen_never_accepting(128, &frozen_port);
     rf_config_t conf;
     rf_redis_t *r;
     struct timespec t0, t1;
@@ -972,13 +964,7 @@ static void test_a_dead_master_is_tried_once_per_search(void **state)
     long ms;
 
     (void)state;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(frozen, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(frozen, 128), 0); /* never accepted */
-    getsockname(frozen, (struct sockaddr *)&a, &len);
-    frozen_port = ntohs(a.sin_port);
+    assert_true(frozen >= 0);
     for (int i = 0; i < 2; i++) {
         sports[i] = free_port();
         server_start("redis-sentinel", sports[i],
