@@ -122,7 +122,9 @@ def test_failover_redis_elects_a_replica_and_restarts_the_old_master(ha):
     after = rows_like(ha, "redis")
     new = next(name for name, row in after.items() if row[3].startswith("master"))
     new_port = port(after[new][1])
-    assert new != old and f"elected {new} (127.0.0.1:{new_port})" in out, out
+    # The master the Sentinels name once the set settled: on a loaded machine they may
+    # have failed the first elected one over again, and the old master follows the last.
+    assert new != old and "elected " in out and f"a replica of {new}" in out, out
     assert redis_cli(ha, new_port, "ROLE")[0] == "master"
     assert redis_cli(ha, new_port, "GET", "ha-test") == ["kept"]
     # Restarted, and the Sentinels made it a replica of the new master.

@@ -34,9 +34,14 @@ def test_a_lock_the_new_master_lost_lets_no_second_release_apply(harness):
     refused = "another release of the service is active in the database"
     before = log_lines(h, "render", refused)
     second = deploy(h, svc, "2.0.0")
-    # The second passed the Redis gate (the key was gone) and PostgreSQL refused its start.
-    wait_for(lambda: log_lines(h, "render", refused) > before, 30,
-             "render to be refused the second start by PostgreSQL")
+
+    # The first's track worker puts a missing key back when it renews (every 5 s), and the
+    # second then waits as busy; so the keys stay gone until render has tried the second
+    # (its first try or a sweep's): it passes the Redis gate and PostgreSQL refuses it.
+    def refused_once():
+        redis_cli(h, "DEL", lock, fence)
+        return log_lines(h, "render", refused) > before
+    wait_for(refused_once, 60, "render to be refused the second start by PostgreSQL")
     assert h.relctl_json("show", second, "--output", "json")["status"] == "queued"
     assert h.relctl_json("show", first, "--output", "json")["status"] in ACTIVE
     r1 = wait_status(h, first, "succeeded", timeout=120)
