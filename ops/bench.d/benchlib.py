@@ -107,6 +107,122 @@ def tcp_conns(pids, port, table=None):
     return n
 
 
+def _socket_ports():
+    """inode -> (local port, remote port) of every TCP socket of this network namespace."""
+    out = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    w = line.split()
+                    out[w[9]] = (int(w[1].rsplit(":", 1)[1], 16), int(w[2].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return out
+
+
+def _socket_inodes(pid):
+    out = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.append(target[8:-1])
+    return out
+
+
+def _proc_stat(pid):
+    """(ppid, utime + stime s, cutime + cstime s) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        w = f.read().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(w[1]), (int(w[11]) + int(w[12])) / tck, (int(w[13]) + int(w[14])) / tck
+
+
+class CpuLedger:
+    """CPU seconds (user + system, /proc/PID/stat) of every process of a stack, by name:
+    kubesim, devbroker, redis, each worker (render-1, ...), the PostgreSQL backend of each
+    worker's connections ("postgres <- render-1", matched by the TCP ports of the
+    connection) and the rest of PostgreSQL ("postgres (other)": postmaster, auxiliary
+    processes, backends of other clients, and backends that exited, through the
+    postmaster's children's times). snapshot() before and after a run; per_release()
+    gives milliseconds of CPU per release of each."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    def snapshot(self):
+        st = self.stack
+        out = {}
+        comps = {}
+        for line in st.run("status", check=False).stdout.splitlines():
+            w = line.split()
+            if len(w) == 4 and w[1].startswith("pid=") and w[1][4:].isdigit():
+                comps[w[0]] = (int(w[1][4:]), w[2])
+        pg = comps.pop("postgres", None)
+        ports = _socket_ports()
+        pg_port = int(pg[1].rsplit(":", 1)[1]) if pg else None
+        client = {}  # local port of a client's connection to PostgreSQL -> client name
+        for name, (pid, _) in comps.items():
+            try:
+                out[name] = _proc_stat(pid)[1]
+            except (OSError, IndexError):
+                continue
+            if pg_port is None:
+                continue
+            for ino in _socket_inodes(pid):
+                lp_rp = ports.get(ino)
+                if lp_rp and lp_rp[1] == pg_port:
+                    client[lp_rp[0]] = name
+        if pg:
+            master = pg[0]
+            other = 0.0
+            try:
+                _, own, children = _proc_stat(master)
+                other = own + children
+            except (OSError, IndexError):
+                pass
+            for d in os.listdir("/proc"):
+                if not d.isdigit():
+                    continue
+                try:
+                    ppid, cpu, _ = _proc_stat(int(d))
+                except (OSError, IndexError):
+                    continue
+                if ppid != master:
+                    continue
+                who = None
+                for ino in _socket_inodes(int(d)):
+                    lp_rp = ports.get(ino)
+                    if lp_rp and lp_rp[0] == pg_port and lp_rp[1] in client:
+                        who = client[lp_rp[1]]
+                        break
+                key = f"postgres <- {who}" if who else "postgres (other)"
+                if who:
+                    out[key] = out.get(key, 0.0) + cpu
+                else:
+                    other += cpu
+            out["postgres (other)"] = other
+        return out
+
+    @staticmethod
+    def per_release(before, after, n):
+        """name -> ms of CPU per release over the run (processes present at both ends;
+        a name that is new at the end counts from zero)."""
+        res = {}
+        for k, v in after.items():
+            res[k] = round((v - before.get(k, 0.0)) * 1000.0 / n, 3)
+        res["total"] = round(sum(v for k, v in res.items()), 3)
+        return res
+
+
 class Sampler(threading.Thread):
     """Samples RSS and connections of a process every interval until stopped."""
 
@@ -145,7 +261,7 @@ class Stack:
                     RELFLEET_STACK_PARTITIONS=str(partitions),
                     # the lag gauges (and with them each worker's partitions) every 0.5 s
                     RELFLEET_KAFKA_STATS_INTERVAL_MS="500",
-                    RELFLEET_STACK_STAGES="render apply track")
+                    RELFLEET_STACK_STAGES="render apply track notify")
         self.partitions = partitions
         self.base_env = base
         self.env = {}

@@ -100,18 +100,24 @@ def stage_breakdown(sent, points, results):
     return {k: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99), "n": len(v)} for k, v in spans.items()}
 
 
-def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None):
-    """Releases every service once; waits for every `results` message."""
+def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None, cpu=False):
+    """Releases every service once; waits for every `results` message. cpu: also the CPU
+    per release of each process of the stack over the run (CpuLedger), as "cpu_ms"."""
     reader = ctx.results_reader()
     watch = None
     timeout = timeout or (60 + len(services) / 10)
+    ledger = bl.CpuLedger(ctx.stack) if cpu else None
+    cpu_ms = None
     try:
         watch = bl.DeployWatch(ctx, watch_ns) if watch_ns else None
         if watch:
             watch.ready.wait(10)
+        before = ledger.snapshot() if ledger else None
         sent = publish(ctx, services, version, rate)
         bl.wait_for(lambda: all(r in reader.got for r in sent), timeout,
                     f"{len(sent)} results ({version})", 0.05)
+        if ledger:
+            cpu_ms = ledger.per_release(before, ledger.snapshot(), len(sent))
     finally:
         reader.stop()
         if watch:
@@ -124,23 +130,48 @@ def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None):
     first = min(t for _, t in sent.values())
     last = max(reader.got[r][0] for r in sent)
     return {"sent": sent, "results": dict(reader.got), "points": points, "watch": watch,
-            "span_s": last - first, "rate": len(sent) / (last - first)}
+            "span_s": last - first, "rate": len(sent) / (last - first), "cpu_ms": cpu_ms}
 
 
 # -- 1. end-to-end throughput ----------------------------------------------------------
 def _throughput_runs(ctx, runs, quick, workers, tag):
     n = 200 if quick else 1000
     services = ctx.services("tp", n)
-    rates, breakdowns = [], []
+    rates, breakdowns, cpus = [], [], []
     for i in range(runs):
         say(f"throughput, {workers} worker(s) per stage: run {i + 1}/{runs}, {n} releases")
-        b = batch(ctx, services, f"now-{tag}{i}")
+        b = batch(ctx, services, f"now-{tag}{i}", cpu=True)
         rates.append(b["rate"])
         breakdowns.append(stage_breakdown(b["sent"], b["points"], b["results"]))
-        say(f"  {b['rate']:.0f} releases/s ({n} in {b['span_s']:.1f}s)")
-    # the breakdown of the median run
+        cpus.append(b["cpu_ms"])
+        say(f"  {b['rate']:.0f} releases/s ({n} in {b['span_s']:.1f}s), CPU per release "
+            f"{b['cpu_ms']['total']:.2f} ms: " + cpu_line(b["cpu_ms"]))
+    # the breakdown of the median run; CPU per release: the median of each process
     mid = sorted(range(len(rates)), key=lambda k: rates[k])[len(rates) // 2]
-    return {"releases": n, "releases_per_s": spread(rates), "stages": breakdowns[mid]}
+    names = sorted({k for c in cpus for k in c})
+    cpu = {k: sorted(c.get(k, 0.0) for c in cpus)[len(cpus) // 2] for k in names}
+    return {"releases": n, "releases_per_s": spread(rates), "stages": breakdowns[mid],
+            "cpu_ms_per_release": cpu, "cpu_ms_per_release_runs": cpus}
+
+
+def cpu_groups(cpu):
+    """CPU ms per release by process kind: kubesim, postgres (every backend), devbroker,
+    redis, each stage (all its workers), notify."""
+    g = {}
+    for k, v in cpu.items():
+        if k == "total":
+            continue
+        kind = "postgres" if k.startswith("postgres") else k.rsplit("-", 1)[0] \
+            if k.rsplit("-", 1)[-1].isdigit() else k
+        g[kind] = g.get(kind, 0.0) + v
+    g["total"] = cpu.get("total", sum(g.values()))
+    return g
+
+
+def cpu_line(cpu):
+    g = cpu_groups(cpu)
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(g.items(), key=lambda kv: -kv[1])
+                     if k != "total")
 
 
 def throughput(ctx, runs, quick):
@@ -460,6 +491,14 @@ def table(rep):
             if key in t:
                 L.append(row.format(f"1. end to end, {label}, releases/s ({t[key]['releases']})",
                                     _s(t[key]["releases_per_s"]), "goal >= 500"))
+        for key in ("one_worker", "two_workers"):
+            if key in t and t[key].get("cpu_ms_per_release"):
+                g = cpu_groups(t[key]["cpu_ms_per_release"])
+                L.append(row.format(f"   {key.replace('_', ' ')}: CPU ms per release, all",
+                                    f"{g['total']:.2f} ms", "500/s on 2 cores: <= 4"))
+                for k, v in sorted(g.items(), key=lambda kv: -kv[1]):
+                    if k != "total":
+                        L.append(row.format(f"     {k}", f"{v:.2f} ms", ""))
         for key in ("one_worker", "two_workers"):
             if key in t:
                 for st, v in t[key]["stages"].items():
