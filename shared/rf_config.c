@@ -1,5 +1,7 @@
 /* The configuration table and its loaders (YAML file, environment). */
 #include "rf_config.h"
+#include "rf_cloudevents.h"
+#include "rf_clock.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,6 +17,11 @@ const rf_config_prop_t rf_config_props[] = {
          "Kafka bootstrap servers, host:port[,host:port...]"),
     PROP("topic_prefix", RF_CONF_STRING, topic_prefix, "relfleet.", 0, 0, NULL,
          "Prefix of every topic name (requests, rendered, applied, commands, results, dlq)"),
+    PROP("cloudevents_source", RF_CONF_STRING, cloudevents_source, NULL, 0, 0, NULL,
+         "CloudEvents source (ce_source header) of every results message and cloudevents"
+         " webhook, a URI-reference such as /relfleet/prod-eu naming this installation; the"
+         " same on every worker (default: /relfleet/ + topic_prefix without its trailing"
+         " dot, /relfleet/relfleet)"),
     PROP("pg_dsn", RF_CONF_SECRET, pg_dsn, NULL, 0, 0, NULL,
          "PostgreSQL connection string (libpq URI or key=value form)"),
     PROP("pg_prepared_statements", RF_CONF_ENUM, pg_prepared_statements, "on", 0, 0, "on|off",
@@ -111,6 +118,9 @@ const rf_config_prop_t rf_config_props[] = {
          "Lease of a service lock in Redis; the holding stage renews it"),
     PROP("sweep_interval_ms", RF_CONF_INT, sweep_interval_ms, "2000", 100, 600000, NULL,
          "How often the render stage looks for queued releases whose service is free"),
+    PROP("approval_timeout", RF_CONF_STRING, approval_timeout, "24h", 0, 0, NULL,
+         "How long a release waits in awaiting_approval (600, 600s, 10m, 24h) before the"
+         " render stage's sweep ends it cancelled (docs/promotion.md)"),
     PROP("kafka_timeout_ms", RF_CONF_INT, kafka_timeout_ms, "10000", 100, 600000, NULL,
          "How long a produce waits for its delivery report before failing"),
     PROP("session_timeout_ms", RF_CONF_INT, session_timeout_ms, "6000", 1000, 300000, NULL,
@@ -133,6 +143,9 @@ const rf_config_prop_t rf_config_props[] = {
     PROP("metrics_addr", RF_CONF_STRING, metrics_addr, "127.0.0.1:9464", 0, 0, NULL,
          "Address (host:port) of the worker's /metrics, /healthz and /readyz; `off` to "
          "disable; 0.0.0.0:9464 in a container"),
+    PROP("metrics_addr_file", RF_CONF_STRING, metrics_addr_file, NULL, 0, 0, NULL,
+         "File the worker writes the address of its /metrics to (host:port) once it "
+         "listens: with a metrics_addr of port 0, how a supervisor learns the port picked"),
     PROP("kafka_options", RF_CONF_SECRET, kafka_options, NULL, 0, 0, NULL,
          "librdkafka properties for every Kafka client, `key=value;key=value` (e.g. "
          "security.protocol=SASL_SSL;sasl.mechanism=SCRAM-SHA-512;sasl.username=relfleet;"
@@ -164,7 +177,7 @@ static const char *const config_foreign_prefixes[] = {
     "RELFLEET_STATE_DIR", "RELFLEET_BUILD_DIR", "RELFLEET_STACK_", "RELFLEET_KUBESIM_",
     "RELFLEET_BROKER_",   "RELFLEET_API_",      "RELFLEET_SOURCE_DIR", "RELFLEET_TEST_",
     "RELFLEET_BENCH_",    "RELFLEET_SECRET_",   "RELFLEET_CONFIG",     "RELFLEET_DEMO_",
-    "RELFLEET_CHAOS_",    "RELFLEET_WORKER_",   NULL,
+    "RELFLEET_CHAOS_",    "RELFLEET_WORKER_",   "RELFLEET_PROMETHEUS_", NULL,
 };
 
 static char **config_field(rf_config_t *conf, const rf_config_prop_t *p)
@@ -233,6 +246,15 @@ rf_err_t rf_config_set(rf_config_t *conf, const char *name, const char *value, c
     case RF_CONF_SECRET:
         break;
     }
+    if (strcmp(p->name, "approval_timeout") == 0 && rf_clock_parse_ms(value) <= 0)
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                       "setting '%s': '%.200s' is not a duration (600, 600s, 10m, 24h)", name,
+                       value);
+    if (strcmp(p->name, "cloudevents_source") == 0 && !rf_cloudevents_source_ok(value))
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size,
+                       "setting '%s': '%.200s' is not 1-255 printable ascii characters without"
+                       " spaces",
+                       name, value);
     free(*config_field(conf, p));
     *config_field(conf, p) = strdup(value);
     return RF_OK;

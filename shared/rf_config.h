@@ -10,6 +10,7 @@
 typedef struct rf_config {
     char *kafka_brokers;
     char *topic_prefix;
+    char *cloudevents_source;
     char *pg_dsn;
     char *pg_prepared_statements;
     int pg_failover_timeout_ms;
@@ -38,7 +39,9 @@ typedef struct rf_config {
     char *signing_key_id;
     char *bootstrap_admin;
     char *metrics_addr;
+    char *metrics_addr_file;
     char *kafka_options;
+    char *approval_timeout;
     int lock_lease_ms;
     int sweep_interval_ms;
     int kafka_timeout_ms;

@@ -198,6 +198,23 @@ int rf_http_port(const rf_http_t *h)
     return h->port;
 }
 
+int rf_http_write_addr(const char *path, const char *addr, int port)
+{
+    char tmp[4096], host[256];
+    const char *colon = strrchr(addr, ':');
+    FILE *f;
+
+    snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - addr) : 0, addr);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%s:%d\n", *host ? host : "0.0.0.0", port);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
 void rf_http_destroy(rf_http_t *h)
 {
     MHD_socket fd;

@@ -31,6 +31,11 @@ int rf_http_listen(const char *addr, const char *what, int *v6, int *port, char 
 /* The port listened on (useful after port 0). */
 int rf_http_port(const rf_http_t *h);
 
+/* Writes "host:port" (the host of addr, 0.0.0.0 when empty, and the port bound) and a
+ * newline to path, through a temporary file and a rename, so a reader never sees half of
+ * it. -1 with errno set when it cannot. */
+int rf_http_write_addr(const char *path, const char *addr, int port);
+
 /* Stops serving and frees; accepts NULL. */
 void rf_http_destroy(rf_http_t *h);
 

@@ -1,5 +1,6 @@
 """ops/stack: the local stack (PostgreSQL, Redis, dev broker, kubesim, workers); see ops/stack."""
 import glob
+import json
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ ENTRY = os.path.join(REPO, "ops", "stack")
 ENV_NAMES = ("RELFLEET_STATE_DIR", "RELFLEET_KAFKA_BROKERS", "RELFLEET_TOPIC_PREFIX",
              "RELFLEET_PG_DSN", "RELFLEET_REDIS_URL", "RELFLEET_KUBECONFIG",
              "RELFLEET_SECRETS_FILE", "RELFLEET_TOKEN", "RELFLEET_BROKER_CTL", "RELFLEET_API_URL",
-             "RELFLEET_KAFKA_FETCH_WAIT_MS")
+             "RELFLEET_KAFKA_FETCH_WAIT_MS", "RELFLEET_PROMETHEUS_URL")
 
 
 class Die(Exception):
@@ -519,6 +520,107 @@ def start_api():
     os.environ["RELFLEET_API_URL"] = "http://" + addr
 
 
+# ---------------------------------------------------------------------------------------
+# Prometheus (Debian's): scrapes every worker and relfleet-api, which it finds through the
+# target files in prometheus/targets/ (file-based service discovery): write_targets keeps
+# stack.json there current as workers start and stop; any other *.json there is scraped too.
+
+def prometheus_wanted():
+    value = os.environ.get("RELFLEET_STACK_PROMETHEUS") or "on"
+    if value not in ("on", "off"):
+        die(f"bad RELFLEET_STACK_PROMETHEUS '{value}' (on or off)")
+    return value == "on"
+
+
+def prometheus_conf(d):
+    """prometheus.yml: one job over the target files, the alert rules of ops/prometheus."""
+    interval = os.environ.get("RELFLEET_STACK_SCRAPE_INTERVAL") or "1s"
+    if not re.fullmatch(r"[0-9]+(ms|s|m)", interval):
+        die(f"bad RELFLEET_STACK_SCRAPE_INTERVAL '{interval}' (a duration such as 1s or 500ms)")
+    rules = REPO + "/ops/prometheus/relfleet.rules.yaml"
+    # JSON strings are YAML strings: paths need no further quoting.
+    lines = ["global:", f"  scrape_interval: {interval}", f"  scrape_timeout: {interval}",
+             f"  evaluation_interval: {interval}"]
+    if os.path.isfile(rules):
+        lines += ["rule_files:", f"  - {json.dumps(rules)}"]
+    lines += ["scrape_configs:", "  - job_name: relfleet",
+              # the workers' own stage label and the target's are the same; keep theirs
+              "    honor_labels: true", "    file_sd_configs:",
+              f"      - files: [{json.dumps(d + '/targets/*.json')}]"]
+    with open(d + "/prometheus.yml", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def prometheus_spawn():
+    """Starts Prometheus on a free port without waiting for it (prometheus_wait does), so it
+    comes up while the other servers do; returns its address."""
+    d = STATE + "/prometheus"
+    exe = shutil.which("prometheus")
+    if not exe:
+        die("cannot find prometheus (run ops/bootstrap, or RELFLEET_STACK_PROMETHEUS=off)")
+    shutil.rmtree(d + "/targets", ignore_errors=True)
+    os.makedirs(d + "/targets", exist_ok=True)
+    prometheus_conf(d)
+    addr = f"127.0.0.1:{free_port()}"
+    spawn(PIDS + "/prometheus.pid", LOGS + "/prometheus.log",
+          [exe, "--config.file=" + d + "/prometheus.yml", "--storage.tsdb.path=" + d + "/data",
+           "--storage.tsdb.retention.time=" +
+           (os.environ.get("RELFLEET_STACK_PROMETHEUS_RETENTION") or "2h"),
+           "--web.listen-address=" + addr, "--log.level=warn"])
+    # In the components file at once, so that a failed up stops it too; a second start
+    # (on another port) replaces its row.
+    rows = [r for r in components() if r[0] != "prometheus"]
+    with open(STATE + "/components", "w") as f:
+        f.write("".join("|".join(r) + "\n" for r in rows))
+    add_component("prometheus", PIDS + "/prometheus.pid", "prometheus", addr)
+    return addr
+
+
+def prometheus_ready(addr):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{addr}/-/ready", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_prometheus_wait(addr):
+    """Waits for the Prometheus prometheus_spawn started to be ready (/-/ready); one that
+    died at once (its port taken meanwhile) is started again on another port."""
+    pidfile = PIDS + "/prometheus.pid"
+    for attempt in (1, 2, 3):
+        pid = pidfile_read(pidfile)
+        if wait_until(START_TIMEOUT, f"prometheus on {addr}",
+                      lambda: prometheus_ready(addr) or not pid_alive(pid)) and pid_alive(pid):
+            break
+        if attempt == 3 or pid_alive(pid):
+            tail(LOGS + "/prometheus.log")
+            die(f"Prometheus did not start (log: {LOGS}/prometheus.log)")
+        addr = prometheus_spawn()
+    os.environ["RELFLEET_PROMETHEUS_URL"] = "http://" + addr
+    write_targets()
+
+
+def write_targets():
+    """prometheus/targets/stack.json: relfleet-api and every worker with a pid file (a dead
+    one stays until it is killed or the stack goes down: `up` says it is down)."""
+    d = STATE + "/prometheus/targets"
+    if not os.path.isdir(d):
+        return
+    groups = [{"targets": [addr], "labels": {"stage": "api", "instance": "api"}}
+              for name, _pidfile, _match, addr in components() if name == "api"]
+    for f in worker_pidfiles():
+        stage, n = worker_name(f)
+        addr = read_first_line(f[:-len(".pid")] + ".addr")
+        if addr:
+            groups.append({"targets": [addr],
+                           "labels": {"stage": stage, "instance": f"{stage}-{n}"}})
+    with open(d + "/stack.json.tmp", "w") as f:
+        json.dump(groups, f, indent=1)
+    os.replace(d + "/stack.json.tmp", d + "/stack.json")
+
+
 def migrate():
     if not os.access(BIN + "/relctl", os.X_OK):
         return
@@ -603,13 +705,17 @@ def worker_start(stage):
     n = int(read_first_line(seq, "0") or 0) + 1
     with open(seq, "w") as f:
         f.write(f"{n}\n")
-    # Each worker serves /metrics, /healthz and /readyz on a port of its own.
-    addr = f"127.0.0.1:{free_port()}"
-    with open(f"{PIDS}/worker-{stage}-{n}.addr", "w") as f:
-        f.write(addr + "\n")
-    env = dict(os.environ, RELFLEET_METRICS_ADDR=addr)
+    # Each worker serves /metrics, /healthz and /readyz on a port of its own: it binds port
+    # 0 and writes the port it got to the .addr file, so no other process can take the port
+    # between a choice here and the worker's bind (a CI run lost a bench stack's worker so).
+    addr_file = f"{PIDS}/worker-{stage}-{n}.addr"
+    env = dict(os.environ, RELFLEET_METRICS_ADDR="127.0.0.1:0",
+               RELFLEET_METRICS_ADDR_FILE=addr_file)
     pid = spawn(f"{PIDS}/worker-{stage}-{n}.pid", f"{LOGS}/{stage}-{n}.log", [exe, stage],
                 env=env)
+    wait_until(START_TIMEOUT, f"worker {stage}-{n} to listen",
+               lambda: os.path.isfile(addr_file) or not pid_alive(pid), quiet=True)
+    write_targets()
     return f"{stage} {n} {pid}"
 
 
@@ -687,9 +793,11 @@ def up_components(ha=None):
     os.environ["RELFLEET_TOPIC_PREFIX"] = os.environ.get("RELFLEET_TOPIC_PREFIX") or "relfleet."
     for name in ("RELFLEET_KUBECONFIG", "RELFLEET_PG_DSN", "RELFLEET_REDIS_URL",
                  "RELFLEET_KAFKA_BROKERS", "RELFLEET_BROKER_CTL", "RELFLEET_SECRETS_FILE",
-                 "RELFLEET_TOKEN", "RELFLEET_API_URL"):
+                 "RELFLEET_TOKEN", "RELFLEET_API_URL", "RELFLEET_PROMETHEUS_URL"):
         os.environ.pop(name, None)
     write_secrets()
+    # Prometheus comes up while the others do; it is waited for at the end.
+    prometheus = prometheus_spawn() if prometheus_wanted() else None
     if ha:
         ha.start_postgres_ha()
         ha.start_redis_ha()
@@ -707,6 +815,9 @@ def up_components(ha=None):
     for stage in worker_stages():
         for _ in range(n):
             worker_start(stage)
+    if prometheus:
+        start_prometheus_wait(prometheus)
+        write_env()
 
 
 def quietly(fn, *args):
@@ -901,6 +1012,7 @@ def cmd_worker(args):
             os.kill(int(pid), sig)
         if sig == signal.SIGKILL:
             os.unlink(moved)
+        write_targets()
         print(f"{stage} {worker_name(f)[1]} {pid}")
         return 0
     if action == "list":

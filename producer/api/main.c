@@ -10,6 +10,7 @@
 #include "api_server.h"
 #include "rf_http.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 
 static void usage(FILE *out)
 {
@@ -23,23 +24,6 @@ static void usage(FILE *out)
             "  --secure-cookies  mark the session cookie Secure (behind an HTTPS proxy)\n"
             "Settings as the workers take them (RELFLEET_PG_DSN, RELFLEET_KAFKA_BROKERS,\n"
             "RELFLEET_SECRETS_FILE, RELFLEET_SIGNING_KEY_ID, ...); see docs/api.md.\n");
-}
-
-static int main_write_addr(const char *path, const char *addr, int port)
-{
-    char tmp[4096], host[256];
-    const char *colon = strrchr(addr, ':');
-    FILE *f;
-
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    f = fopen(tmp, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "%s:%d\n", *host ? host : "0.0.0.0", port);
-    if (fclose(f) != 0)
-        return -1;
-    return rename(tmp, path);
 }
 
 int main(int argc, char **argv)
@@ -129,6 +113,7 @@ int main(int argc, char **argv)
                      version);
         goto out;
     }
+    rf_metrics_const_label("stage", "api"); /* on /metrics, as the workers' carry theirs */
     api->producer = rf_producer_new(&api->conf, errstr, sizeof(errstr));
     if (!api->producer) {
         rf_log_error("cannot create the kafka producer: %s", errstr);
@@ -150,7 +135,7 @@ int main(int argc, char **argv)
         close(fd);
         goto out;
     }
-    if (addr_file && main_write_addr(addr_file, listen_addr, port) != 0) {
+    if (addr_file && rf_http_write_addr(addr_file, listen_addr, port) != 0) {
         rf_log_error("cannot write '%s': %s", addr_file, strerror(errno));
         goto out;
     }
@@ -178,5 +163,6 @@ out:
     pthread_cond_destroy(&api->db_free);
     pthread_mutex_destroy(&api->produce_lock);
     free(api);
+    rf_metrics_reset();
     return result;
 }

@@ -145,6 +145,8 @@ FAKE_WORKER = textwrap.dedent("""\
     # Stands in for relfleet-worker: reports its stages and its RELFLEET_* environment.
     if [ "$1" = --list-stages ]; then printf 'render\\napply\\ntrack\\nnotify\\n'; exit 0; fi
     env | grep '^RELFLEET_' | sort > "$RELFLEET_STATE_DIR/fake-$1-$$.env"
+    # As a worker does once it listens (it serves nothing here).
+    echo 127.0.0.1:9 > "$RELFLEET_METRICS_ADDR_FILE"
     trap 'exit 0' TERM
     while :; do sleep 0.2; done
 """)

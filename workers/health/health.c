@@ -308,6 +308,14 @@ rf_health_t *rf_health_new(const rf_config_t *conf, int check_redis, char *errst
         return NULL;
     }
     h->thread_started = 1;
+    if (conf->metrics_addr_file &&
+        rf_http_write_addr(conf->metrics_addr_file, conf->metrics_addr, rf_http_port(h->http)) !=
+            0) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot write metrics_addr_file '%s': %s",
+                conf->metrics_addr_file, strerror(errno));
+        rf_health_destroy(h);
+        return NULL;
+    }
     rf_log_info("metrics, health and readiness on http://%s (port %d)", conf->metrics_addr,
                 rf_http_port(h->http));
     return h;
