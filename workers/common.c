@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "rf_cloudevents.h"
 #include "rf_lock.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
@@ -70,6 +71,21 @@ int rf_worker_kube_ready(rf_kube_t *probe)
     return ok;
 }
 
+rf_err_t rf_worker_send_result(rf_worker_t *w, const char *key, const char *text, size_t len,
+                               char *errstr, size_t errstr_size)
+{
+    rf_cloudevent_t ev;
+    char source[256];
+    rf_err_t result;
+
+    rf_cloudevents_source(w->conf, source, sizeof(source));
+    result = rf_cloudevent_from_text(text, len, source, &ev, errstr, errstr_size);
+    if (result != RF_OK)
+        return result;
+    return rf_producer_send_headers(w->producer, "results", key, text, len,
+                                    rf_cloudevent_kafka_headers(&ev), errstr, errstr_size);
+}
+
 rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const char *key,
                                   char *errstr, size_t errstr_size)
 {
@@ -80,8 +96,7 @@ rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const 
         return RF_OK;
     if (result != RF_OK)
         return result;
-    result = rf_producer_send(w->producer, "results", key, text, strlen(text), errstr,
-                              errstr_size);
+    result = rf_worker_send_result(w, key, text, strlen(text), errstr, errstr_size);
     free(text);
     return result;
 }
@@ -183,9 +198,8 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
     for (int row = 0; row < PQntuples(res) && result == RF_OK; row++) {
         if (PQgetisnull(res, row, 1))
             continue;
-        result = rf_producer_send(w->producer, "results", PQgetvalue(res, row, 2),
-                                  PQgetvalue(res, row, 1), (size_t)PQgetlength(res, row, 1),
-                                  errstr, errstr_size);
+        result = rf_worker_send_result(w, PQgetvalue(res, row, 2), PQgetvalue(res, row, 1),
+                                       (size_t)PQgetlength(res, row, 1), errstr, errstr_size);
     }
     /* The next queued release of each service starts now (once per service). */
     for (int row = 0; row < PQntuples(res) && result == RF_OK; row++) {

@@ -65,6 +65,12 @@ int rf_worker_kube_ready(rf_kube_t *probe);
  * than its delivery wait) before another worker's sweep may send it. */
 int rf_worker_results_hold_s(const rf_worker_t *w);
 
+/* Produces one `results` message (text of len bytes, key "env/service") with the
+ * CloudEvents Kafka binding's headers, which depend on the text and the configuration only:
+ * a message sent again carries the same bytes and the same headers. */
+rf_err_t rf_worker_send_result(rf_worker_t *w, const char *key, const char *text, size_t len,
+                               char *errstr, size_t errstr_size);
+
 /* Publishes the result of a terminal release (same bytes every time). */
 rf_err_t rf_worker_publish_result(rf_worker_t *w, const char *release_id, const char *key,
                                   char *errstr, size_t errstr_size);

@@ -300,6 +300,13 @@ static void producer_wait(rf_producer_t *p, produce_wait_t *w, int want)
 rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                           const void *payload, size_t len, char *errstr, size_t errstr_size)
 {
+    return rf_producer_send_headers(p, suffix, key, payload, len, NULL, errstr, errstr_size);
+}
+
+rf_err_t rf_producer_send_headers(rf_producer_t *p, const char *suffix, const char *key,
+                                  const void *payload, size_t len, rd_kafka_headers_t *headers,
+                                  char *errstr, size_t errstr_size)
+{
     produce_wait_t w = {0, RD_KAFKA_RESP_ERR_NO_ERROR};
     produce_wait_t *reports = p->batching ? &p->batch : &w;
     char topic[256];
@@ -310,8 +317,11 @@ rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                             RD_KAFKA_V_KEY((void *)key, key ? strlen(key) : 0),
                             RD_KAFKA_V_VALUE((void *)payload, len),
                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_OPAQUE(reports), RD_KAFKA_V_END);
+                            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(reports),
+                            RD_KAFKA_V_END);
     if (err) {
+        if (headers) /* still ours: producev takes them only on success */
+            rd_kafka_headers_destroy(headers);
         rf_metrics_add(p->produce_failed, RF_LABELS(topic), 1);
         producer_check_fatal(p);
         /* Only a message too large is the message's own fault. The rest (a full queue, a

@@ -27,6 +27,10 @@ void rf_producer_destroy(rf_producer_t *p);
  * relfleet_messages_produced_total / relfleet_produce_failures_total by topic. */
 rf_err_t rf_producer_send(rf_producer_t *p, const char *suffix, const char *key,
                           const void *payload, size_t len, char *errstr, size_t errstr_size);
+/* rf_producer_send with Kafka headers (NULL: none), which it takes over in every case. */
+rf_err_t rf_producer_send_headers(rf_producer_t *p, const char *suffix, const char *key,
+                                  const void *payload, size_t len, rd_kafka_headers_t *headers,
+                                  char *errstr, size_t errstr_size);
 
 /* A batch scope: between begin and end, rf_producer_send() returns once the message is
  * queued (RF_OK) without waiting for its delivery report; rf_producer_batch_end() waits for

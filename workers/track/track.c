@@ -761,9 +761,9 @@ static void track_send_owed(track_stage_t *ts)
             rf_log_ctx_set("release", ids[i]);
             rf_log_warn("sending the results message again: the worker that ended the release "
                         "did not confirm its delivery");
-            result = rf_producer_send(ts->w->producer, "results", PQgetvalue(res, i, 2),
-                                      PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
-                                      errstr, sizeof(errstr));
+            result = rf_worker_send_result(ts->w, PQgetvalue(res, i, 2), PQgetvalue(res, i, 1),
+                                           (size_t)PQgetlength(res, i, 1), errstr,
+                                           sizeof(errstr));
         }
         rf_log_ctx_clear();
         if (result == RF_OK)
