@@ -144,12 +144,19 @@ struct sc_node {
 
     sc_list_t all_of, any_of, one_of;
     sc_node_t *not_schema, *if_schema, *then_schema, *else_schema;
+
+    /* The OpenAPI dialect (rf_schema_registry_add_openapi) */
+    int openapi;
+    int int_bits;        /* format int32 or int64 of an integer: 32, 64; else 0 */
+    int strict_fields;   /* an object schema with properties: other fields are unknown */
+    const char *message; /* x-relfleet-message: a failure is reported in these words */
 };
 
 /* An addressable schema: a registered name, an "$id" or a "#name" anchor. */
 typedef struct sc_resource {
     const json_t *schema;
     sc_node_t *node;
+    int openapi; /* a document added by rf_schema_registry_add_openapi */
 } sc_resource_t;
 
 struct rf_schema_registry {
@@ -474,6 +481,7 @@ static int reg_register(rf_schema_registry_t *reg, const char *uri, const json_t
         return -2;
     reg->res[reg->nres].schema = schema;
     reg->res[reg->nres].node = node;
+    reg->res[reg->nres].openapi = 0;
     reg->nres++;
     return 0;
 }
@@ -549,6 +557,7 @@ typedef struct cctx {
     int strict;
     char *errstr;
     size_t errstr_size;
+    int openapi; /* the OpenAPI dialect of Kubernetes' documents */
 } cctx_t;
 
 static rf_err_t cerr(cctx_t *c, const sc_path_t *loc, const char *fmt, ...)
@@ -897,6 +906,33 @@ static rf_err_t compile_scalar_keywords(cctx_t *c, const json_t *s, const sc_pat
     return RF_OK;
 }
 
+/* The OpenAPI dialect of Kubernetes: formats that decide a type or a range, unknown fields,
+ * and our own x-relfleet-message. */
+static rf_err_t compile_openapi_keywords(cctx_t *c, const json_t *s, const sc_path_t *loc,
+                                         sc_node_t *n)
+{
+    const char *fmt = json_string_value(json_object_get(s, "format"));
+    const json_t *msg = json_object_get(s, "x-relfleet-message");
+
+    if (json_is_true(json_object_get(s, "x-kubernetes-int-or-string")) ||
+        (fmt && strcmp(fmt, "int-or-string") == 0))
+        n->types = T_INTEGER | T_STRING;
+    if (fmt && (n->types & T_INTEGER) && strcmp(fmt, "int32") == 0)
+        n->int_bits = 32;
+    else if (fmt && (n->types & T_INTEGER) && strcmp(fmt, "int64") == 0)
+        n->int_bits = 64;
+    if (n->types == T_OBJECT && n->properties && !n->additional_props &&
+        !json_is_true(json_object_get(s, "x-kubernetes-preserve-unknown-fields")))
+        n->strict_fields = 1;
+    if (msg) {
+        sc_path_t here = {loc, "x-relfleet-message", 0};
+        if (!json_is_string(msg))
+            return cerr(c, &here, "expected a string");
+        n->message = json_string_value(msg);
+    }
+    return RF_OK;
+}
+
 static rf_err_t compile_strict_checks(cctx_t *c, const json_t *s, const sc_path_t *loc)
 {
     const char *key;
@@ -954,6 +990,7 @@ static rf_err_t compile(cctx_t *c, const json_t *s, const char *base, const sc_p
         return RF_OK;
     }
     n->boolean = -1;
+    n->openapi = c->openapi;
     if (c->strict) {
         result = compile_strict_checks(c, s, loc);
         if (result != RF_OK)
@@ -1008,6 +1045,8 @@ static rf_err_t compile(cctx_t *c, const json_t *s, const char *base, const sc_p
         result = compile_child(c, s, "then", base, loc, &n->then_schema);
     if (result == RF_OK)
         result = compile_child(c, s, "else", base, loc, &n->else_schema);
+    if (result == RF_OK && c->openapi)
+        result = compile_openapi_keywords(c, s, loc, n);
     if (result != RF_OK)
         goto cleanup;
 
@@ -1134,7 +1173,7 @@ static sc_node_t *resolve_ref(rf_schema_registry_t *reg, const char *uri)
     node = reg_node_by_src(reg, target);
     if (!node) {
         /* a schema at a place no keyword compiles (e.g. "#/x/y"): compile it now */
-        cctx_t c = {reg, uri, 0, NULL, 0};
+        cctx_t c = {reg, uri, 0, NULL, 0, r->openapi};
         if (compile(&c, target, base, NULL, &node) != RF_OK)
             node = NULL;
     }
@@ -1164,9 +1203,9 @@ static const char *reg_link(rf_schema_registry_t *reg)
 }
 
 static rf_err_t reg_add(rf_schema_registry_t *reg, const char *name, json_t *schema, int strict,
-                        char *errstr, size_t errstr_size)
+                        int openapi, char *errstr, size_t errstr_size)
 {
-    cctx_t c = {reg, name, strict, errstr, errstr_size};
+    cctx_t c = {reg, name, strict, errstr, errstr_size, openapi};
     sc_node_t *root = NULL;
     char *key = NULL;
     rf_err_t result = RF_OK;
@@ -1191,6 +1230,7 @@ static rf_err_t reg_add(rf_schema_registry_t *reg, const char *name, json_t *sch
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot register schema '%s'", key);
         goto cleanup;
     }
+    reg_find(reg, key)->openapi = openapi;
     result = compile(&c, schema, key, NULL, &root);
     if (result != RF_OK)
         goto cleanup;
@@ -1205,7 +1245,13 @@ cleanup:
 rf_err_t rf_schema_registry_add(rf_schema_registry_t *reg, const char *name, json_t *schema,
                                 char *errstr, size_t errstr_size)
 {
-    return reg_add(reg, name, schema, 0, errstr, errstr_size);
+    return reg_add(reg, name, schema, 0, 0, errstr, errstr_size);
+}
+
+rf_err_t rf_schema_registry_add_openapi(rf_schema_registry_t *reg, const char *name, json_t *doc,
+                                        char *errstr, size_t errstr_size)
+{
+    return reg_add(reg, name, doc, 0, 1, errstr, errstr_size);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -1246,7 +1292,7 @@ static rf_err_t load_file(rf_schema_registry_t *reg, const char *dir, const char
                          rf_buf_str(&path));
         goto cleanup;
     }
-    result = reg_add(reg, id ? json_string_value(id) : stem, schema, 1, errstr, errstr_size);
+    result = reg_add(reg, id ? json_string_value(id) : stem, schema, 1, 0, errstr, errstr_size);
     if (result == RF_OK && id && strcmp(json_string_value(id), stem) != 0) {
         /* also reachable by file name; the schema is already compiled under its $id */
         sc_resource_t *r = reg_find(reg, json_string_value(id));
@@ -1321,7 +1367,29 @@ cleanup:
 typedef struct vctx {
     char *errstr;
     size_t errstr_size;
+    json_t *errors;    /* rf_schema_validate_all: every failure goes here; else NULL */
+    size_t max_errors; /* with errors: no more than this many */
 } vctx_t;
+
+/* After a failure: go on to the siblings only when collecting every failure, reporting,
+ * and there is room for more. */
+#define KEEP_GOING(c, report)                                                                      \
+    ((report) && (c)->errors && json_array_size((c)->errors) < (c)->max_errors)
+
+static json_t *path_segments(const sc_path_t *p)
+{
+    json_t *arr;
+
+    if (!p) {
+        arr = json_array();
+        if (!arr)
+            abort();
+        return arr;
+    }
+    arr = path_segments(p->up);
+    json_array_append_new(arr, p->key ? json_string(p->key) : json_integer((json_int_t)p->index));
+    return arr;
+}
 
 static int vfail(vctx_t *c, int report, const sc_path_t *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -1341,11 +1409,17 @@ static int vfail(vctx_t *c, int report, const sc_path_t *path, const char *fmt, 
     va_start(ap, fmt);
     rf_buf_vaddf(&what, fmt, ap);
     va_end(ap);
-    if (where.len)
-        rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size, "field '%s': %s", rf_buf_str(&where),
-                rf_buf_str(&what));
-    else
-        rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size, "document: %s", rf_buf_str(&what));
+    if (!c->errors || json_array_size(c->errors) == 0) {
+        if (where.len)
+            rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size, "field '%s': %s", rf_buf_str(&where),
+                    rf_buf_str(&what));
+        else
+            rf_errf(RF_ERR_PERM, c->errstr, c->errstr_size, "document: %s", rf_buf_str(&what));
+    }
+    if (c->errors && json_array_size(c->errors) < c->max_errors)
+        json_array_append_new(c->errors,
+                              json_pack("{s:o, s:s, s:s}", "path", path_segments(path), "field",
+                                        rf_buf_str(&where), "message", rf_buf_str(&what)));
     rf_buf_release(&where);
     rf_buf_release(&what);
     return 0;
@@ -1474,6 +1548,7 @@ static int v_array(const sc_node_t *n, const json_t *x, const sc_path_t *path, v
 {
     size_t size = json_array_size(x);
     size_t i, j;
+    int ok = 1;
 
     if (n->min_items >= 0 && size < (size_t)n->min_items)
         return vfail(c, report, path, "array too short (%zu < %" JSON_INTEGER_FORMAT " items)",
@@ -1496,8 +1571,11 @@ static int v_array(const sc_node_t *n, const json_t *x, const sc_path_t *path, v
             s = i < n->items_list.n ? n->items_list.v[i] : n->additional_items;
         else
             s = n->items;
-        if (s && !v_node(s, json_array_get(x, i), &item, c, report, depth + 1))
-            return 0;
+        if (s && !v_node(s, json_array_get(x, i), &item, c, report, depth + 1)) {
+            ok = 0;
+            if (!KEEP_GOING(c, report))
+                return 0;
+        }
     }
     if (n->contains) {
         for (i = 0; i < size; i++) {
@@ -1507,7 +1585,7 @@ static int v_array(const sc_node_t *n, const json_t *x, const sc_path_t *path, v
         if (i == size)
             return vfail(c, report, path, "no array item matches 'contains'");
     }
-    return 1;
+    return ok;
 }
 
 static int is_additional(const sc_node_t *n, const char *key)
@@ -1523,6 +1601,32 @@ static int is_additional(const sc_node_t *n, const char *key)
     return 1;
 }
 
+/* The words a schema gives for its failures (x-relfleet-message), through $refs. */
+static const char *node_message(const sc_node_t *n)
+{
+    unsigned hops = 0;
+
+    while (n && n->ref_uri && n->ref && hops++ < 64)
+        n = n->ref;
+    return n ? n->message : NULL;
+}
+
+/* A field JSON decoding in Kubernetes treats as absent: missing, or null (OpenAPI). */
+static const json_t *field_value(const sc_node_t *n, const json_t *x, const char *name)
+{
+    const json_t *v = json_object_get(x, name);
+
+    return v && n->openapi && json_is_null(v) ? NULL : v;
+}
+
+/* Records a failure of the object's field and says whether to stop (1) or go on (0). */
+#define OBJECT_FAILED()                                                                            \
+    do {                                                                                           \
+        ok = 0;                                                                                    \
+        if (!KEEP_GOING(c, report))                                                                \
+            return 0;                                                                              \
+    } while (0)
+
 static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c,
                     int report, unsigned depth)
 {
@@ -1530,6 +1634,7 @@ static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
     const char *key;
     json_t *val;
     size_t i, k;
+    int ok = 1;
 
     if (n->min_props >= 0 && size < (size_t)n->min_props)
         return vfail(c, report, path, "object has too few fields (%zu < %" JSON_INTEGER_FORMAT ")",
@@ -1539,9 +1644,20 @@ static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
                      size, n->max_props);
     for (i = 0; n->required && i < json_array_size(n->required); i++) {
         const char *name = json_string_value(json_array_get(n->required, i));
-        if (!json_object_get(x, name)) {
+        if (!field_value(n, x, name)) {
             sc_path_t field = {path, name, 0};
-            return vfail(c, report, &field, "required field missing");
+            vfail(c, report, &field, "required field missing");
+            OBJECT_FAILED();
+        }
+    }
+    if (n->strict_fields) {
+        json_object_foreach((json_t *)x, key, val)
+        {
+            sc_path_t field = {path, key, 0};
+            if (json_object_get(n->properties, key))
+                continue;
+            vfail(c, report, &field, "unknown field");
+            OBJECT_FAILED();
         }
     }
     if (n->additional_props) {
@@ -1550,17 +1666,19 @@ static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
             sc_path_t field = {path, key, 0};
             if (!is_additional(n, key))
                 continue;
-            if (n->additional_props->boolean == 0)
-                return vfail(c, report, &field, "unexpected field");
-            if (!v_node(n->additional_props, val, &field, c, report, depth + 1))
-                return 0;
+            if (n->additional_props->boolean == 0) {
+                vfail(c, report, &field, "unexpected field");
+                OBJECT_FAILED();
+            } else if (!v_node(n->additional_props, val, &field, c, report, depth + 1)) {
+                OBJECT_FAILED();
+            }
         }
     }
     for (i = 0; i < n->nprops; i++) {
         sc_path_t field = {path, n->props[i].name, 0};
         val = json_object_get(x, n->props[i].name);
         if (val && !v_node(n->props[i].node, val, &field, c, report, depth + 1))
-            return 0;
+            OBJECT_FAILED();
     }
     for (k = 0; k < n->npprops; k++) {
         json_object_foreach((json_t *)x, key, val)
@@ -1569,18 +1687,21 @@ static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
             if (regexec(&n->pprops[k].re, key, 0, NULL, 0) != 0)
                 continue;
             if (!v_node(n->pprops[k].node, val, &field, c, report, depth + 1))
-                return 0;
+                OBJECT_FAILED();
         }
     }
     if (n->property_names) {
+        const char *words = node_message(n->property_names);
         json_object_foreach((json_t *)x, key, val)
         {
             sc_path_t field = {path, key, 0};
             json_t *name = json_string(key);
-            int ok = name && v_node(n->property_names, name, &field, c, 0, depth + 1);
+            int good = name && v_node(n->property_names, name, &field, c, 0, depth + 1);
             json_decref(name);
-            if (!ok)
-                return vfail(c, report, &field, "field name not allowed");
+            if (!good) {
+                vfail(c, report, &field, "%s", words ? words : "field name not allowed");
+                OBJECT_FAILED();
+            }
         }
     }
     for (i = 0; i < n->ndeps; i++) {
@@ -1588,28 +1709,34 @@ static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
         if (!json_object_get(x, d->name))
             continue;
         if (d->node && !v_node(d->node, x, path, c, report, depth + 1))
-            return 0;
+            OBJECT_FAILED();
         for (k = 0; d->required && k < json_array_size(d->required); k++) {
             const char *name = json_string_value(json_array_get(d->required, k));
             if (!json_object_get(x, name)) {
                 sc_path_t field = {path, name, 0};
-                return vfail(c, report, &field, "required field missing (as '%s' is present)",
-                             d->name);
+                vfail(c, report, &field, "required field missing (as '%s' is present)", d->name);
+                OBJECT_FAILED();
             }
         }
     }
-    return 1;
+    return ok;
 }
 
 static int v_combinators(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c,
                          int report, unsigned depth)
 {
     size_t i, first = 0, matches = 0;
+    int ok = 1;
 
     for (i = 0; i < n->all_of.n; i++) {
-        if (!v_node(n->all_of.v[i], x, path, c, report, depth + 1))
-            return 0;
+        if (!v_node(n->all_of.v[i], x, path, c, report, depth + 1)) {
+            ok = 0;
+            if (!KEEP_GOING(c, report))
+                return 0;
+        }
     }
+    if (!ok)
+        return 0;
     if (n->any_of.n) {
         for (i = 0; i < n->any_of.n; i++) {
             if (v_node(n->any_of.v[i], x, path, c, 0, depth + 1))
@@ -1646,28 +1773,26 @@ static int v_combinators(const sc_node_t *n, const json_t *x, const sc_path_t *p
     return 1;
 }
 
-static int v_node(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c, int report,
-                  unsigned depth)
+/* Every keyword of a keyword schema (not $ref). */
+static int v_keywords(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c,
+                      int report, unsigned depth)
 {
     char a[256];
     size_t i;
+    int ok = 1;
 
-    if (depth > RF_SCHEMA_MAX_DEPTH)
-        return vfail(c, report, path, "nested too deeply for validation (more than %d levels)",
-                     RF_SCHEMA_MAX_DEPTH);
-    if (n->boolean == 1)
-        return 1;
-    if (n->boolean == 0)
-        return vfail(c, report, path, "no value is allowed here");
-    if (n->ref_uri) {
-        if (!n->ref)
-            return vfail(c, report, path, "unresolved $ref '%s'", n->ref_uri);
-        return v_node(n->ref, x, path, c, report, depth + 1);
-    }
-    if (n->types && !type_ok(n->types, x)) {
+    if (n->types && (!type_ok(n->types, x) ||
+                     (n->openapi && json_is_real(x) && !(n->types & T_NUMBER)))) {
         types_str(n->types, a, sizeof(a));
+        if (n->int_bits)
+            return vfail(c, report, path, "expected %s (int%d), got %s", a, n->int_bits,
+                         json_type_name(x));
         return vfail(c, report, path, "expected %s, got %s", a, json_type_name(x));
     }
+    if (n->int_bits == 32 && json_is_integer(x) &&
+        (json_integer_value(x) < INT32_MIN || json_integer_value(x) > INT32_MAX))
+        return vfail(c, report, path, "number %" JSON_INTEGER_FORMAT " does not fit in int32",
+                     json_integer_value(x));
     if (n->const_value && !json_eq(n->const_value, x)) {
         json_brief(n->const_value, a, sizeof(a));
         return vfail(c, report, path, "value must be %s", a);
@@ -1687,29 +1812,98 @@ static int v_node(const sc_node_t *n, const json_t *x, const sc_path_t *path, vc
     if (json_is_number(x) && !v_number(n, x, path, c, report))
         return 0;
     if (json_is_array(x) && !v_array(n, x, path, c, report, depth))
-        return 0;
+        ok = 0;
     if (json_is_object(x) && !v_object(n, x, path, c, report, depth))
+        ok = 0;
+    if (!ok && !KEEP_GOING(c, report))
         return 0;
-    return v_combinators(n, x, path, c, report, depth);
+    if (!v_combinators(n, x, path, c, report, depth))
+        return 0;
+    return ok;
+}
+
+static int v_node(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c, int report,
+                  unsigned depth)
+{
+    if (depth > RF_SCHEMA_MAX_DEPTH)
+        return vfail(c, report, path, "nested too deeply for validation (more than %d levels)",
+                     RF_SCHEMA_MAX_DEPTH);
+    if (n->boolean == 1)
+        return 1;
+    if (n->boolean == 0)
+        return vfail(c, report, path, "no value is allowed here");
+    if (n->openapi && json_is_null(x))
+        return 1; /* Kubernetes decodes null as the field's zero value */
+    if (n->ref_uri) {
+        if (!n->ref)
+            return vfail(c, report, path, "unresolved $ref '%s'", n->ref_uri);
+        return v_node(n->ref, x, path, c, report, depth + 1);
+    }
+    if (n->message && report) {
+        if (v_keywords(n, x, path, c, 0, depth))
+            return 1;
+        return vfail(c, report, path, "%s", n->message);
+    }
+    return v_keywords(n, x, path, c, report, depth);
+}
+
+static const sc_node_t *validate_target(const rf_schema_registry_t *reg, const char *name,
+                                        const json_t *doc, char *errstr, size_t errstr_size,
+                                        rf_err_t *err)
+{
+    sc_resource_t *r;
+    char *key;
+
+    *err = RF_OK;
+    if (!name || !doc) {
+        *err = rf_errf(RF_ERR_PERM, errstr, errstr_size, "schema name and document are required");
+        return NULL;
+    }
+    key = uri_key(name);
+    if (!key) {
+        *err = rf_errf(RF_ERR_PERM, errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    r = reg_find(reg, key);
+    free(key);
+    if (!r || !r->node) {
+        *err = rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size, "unknown schema '%.128s'", name);
+        return NULL;
+    }
+    return r->node;
 }
 
 rf_err_t rf_schema_validate(const rf_schema_registry_t *reg, const char *name, const json_t *doc,
                             char *errstr, size_t errstr_size)
 {
-    vctx_t c = {errstr, errstr_size};
-    sc_resource_t *r;
-    char *key;
+    vctx_t c = {errstr, errstr_size, NULL, 0};
+    const sc_node_t *node;
+    rf_err_t err;
 
-    if (!name || !doc)
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "schema name and document are required");
-    key = uri_key(name);
-    if (!key)
-        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "out of memory");
-    r = reg_find(reg, key);
-    free(key);
-    if (!r || !r->node)
-        return rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size, "unknown schema '%.128s'", name);
-    if (!v_node(r->node, doc, NULL, &c, 1, 0))
+    node = validate_target(reg, name, doc, errstr, errstr_size, &err);
+    if (!node)
+        return err;
+    if (!v_node(node, doc, NULL, &c, 1, 0))
+        return RF_ERR_PERM;
+    return RF_OK;
+}
+
+rf_err_t rf_schema_validate_all(const rf_schema_registry_t *reg, const char *name,
+                                const json_t *doc, json_t *errors, size_t max_errors,
+                                char *errstr, size_t errstr_size)
+{
+    vctx_t c = {errstr, errstr_size, errors, max_errors ? max_errors : 1};
+    const sc_node_t *node;
+    size_t before = json_array_size(errors);
+    rf_err_t err;
+
+    if (!json_is_array(errors))
+        return rf_errf(RF_ERR_PERM, errstr, errstr_size, "errors must be a JSON array");
+    node = validate_target(reg, name, doc, errstr, errstr_size, &err);
+    if (!node)
+        return err;
+    c.max_errors += before;
+    if (!v_node(node, doc, NULL, &c, 1, 0) || json_array_size(errors) > before)
         return RF_ERR_PERM;
     return RF_OK;
 }

@@ -70,6 +70,27 @@ rf_err_t rf_schema_registry_load_dir(rf_schema_registry_t *reg, const char *dir,
                                      size_t errstr_size);
 
 /*
+ * Compiles an OpenAPI 3 document as Kubernetes serves one (/openapi/v3/apis/apps/v1) and
+ * registers it under name (give it a scheme, e.g. "k8s:apis/apps/v1", so that other
+ * schemas can $ref "k8s:apis/apps/v1#/components/schemas/io.k8s.api.apps.v1.Deployment").
+ * Its schemas are compiled when a $ref first reaches them, in the dialect of Kubernetes'
+ * JSON decoding rather than draft 7:
+ * - null is valid for every schema, and a required field that is null is missing (Go
+ *   decodes null as the zero value);
+ * - "format": "int-or-string" or "x-kubernetes-int-or-string": true accept an integer or
+ *   a string whatever "type" says; "format": "int32" / "int64" bound integers, and a
+ *   number with a fraction (or 1.0) is not an integer;
+ * - an object schema ("type": "object") with "properties" and no "additionalProperties"
+ *   refuses other fields ("unknown field"), as the API server's strict decoding does,
+ *   unless it has "x-kubernetes-preserve-unknown-fields": true;
+ * - "x-relfleet-message": a failure of that schema is reported in these words instead of
+ *   what failed inside it (our rules of the API conventions use it).
+ * Every other keyword behaves as in draft 7; other x- extensions are annotations.
+ */
+rf_err_t rf_schema_registry_add_openapi(rf_schema_registry_t *reg, const char *name, json_t *doc,
+                                        char *errstr, size_t errstr_size);
+
+/*
  * Validates doc against the schema registered as name. RF_OK when valid; RF_ERR_PERM
  * with the first failure, e.g. "field 'manifests[0].metadata.name': string too long
  * (300 > 253)" ("document: ..." for the top level); RF_ERR_NOTFOUND when no schema is
@@ -77,5 +98,17 @@ rf_err_t rf_schema_registry_load_dir(rf_schema_registry_t *reg, const char *dir,
  */
 rf_err_t rf_schema_validate(const rf_schema_registry_t *reg, const char *name, const json_t *doc,
                             char *errstr, size_t errstr_size);
+
+/*
+ * Validates doc as rf_schema_validate does, in the same single pass, but goes on after a
+ * failure: each one (at most max_errors) is appended to errors (a JSON array) as
+ * {"path": ["spec", "ports", 0, "port"], "field": "spec.ports[0].port", "message": "..."}
+ * ("field" is "" for the document itself). RF_OK when valid; RF_ERR_PERM when at least one
+ * failure was appended (errstr: the first, when errors was empty); RF_ERR_NOTFOUND for an
+ * unknown name.
+ */
+rf_err_t rf_schema_validate_all(const rf_schema_registry_t *reg, const char *name,
+                                const json_t *doc, json_t *errors, size_t max_errors,
+                                char *errstr, size_t errstr_size);
 
 #endif
