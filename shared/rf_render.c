@@ -1322,6 +1322,88 @@ cleanup:
     return result;
 }
 
+/* ---- lines: from a rendered value back to the template ---- */
+
+/* The entry of mapping n whose key renders as key: explicit keys first, then the merged
+ * mappings in order, as exec_map_into builds the object. */
+static int line_map_find(exec_t *x, int bound, const node_t *n, const char *key, size_t klen,
+                         uint32_t *key_idx, uint32_t *val_idx)
+{
+    const uint32_t *kids = n->count ? KIDS(x->t) + n->first : NULL;
+    const node_t *k, *v, *item;
+    uint32_t i, j;
+
+    for (i = 0; i < n->count; i++) {
+        k = &NODES(x->t)[kids[2 * i]];
+        if (k->kind == NODE_MERGE)
+            continue;
+        if (k->kind == NODE_TEXT) {
+            if (!bound || expand_text(x, k) != RF_OK || x->scratch.len != klen ||
+                memcmp(x->scratch.data, key, klen) != 0)
+                continue;
+        } else if (k->kind != NODE_STR || k->count != klen ||
+                   memcmp(POOL(x->t) + k->first, key, klen) != 0) {
+            continue;
+        }
+        *key_idx = kids[2 * i];
+        *val_idx = kids[2 * i + 1];
+        return 1;
+    }
+    for (i = 0; i < n->count; i++) {
+        if (NODES(x->t)[kids[2 * i]].kind != NODE_MERGE)
+            continue;
+        v = deref(x->t, &NODES(x->t)[kids[2 * i + 1]]);
+        if (v->kind == NODE_MAP && line_map_find(x, bound, v, key, klen, key_idx, val_idx))
+            return 1;
+        for (j = 0; v->kind == NODE_SEQ && j < v->count; j++) {
+            item = deref(x->t, &NODES(x->t)[KIDS(x->t)[v->first + j]]);
+            if (item->kind == NODE_MAP && line_map_find(x, bound, item, key, klen, key_idx, val_idx))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+uint32_t rf_render_line(const rf_render_template_t *tpl, const json_t *values, size_t doc,
+                        const json_t *path)
+{
+    char errstr[256];
+    exec_t x;
+    const node_t *n;
+    const json_t *seg;
+    uint32_t idx, key_idx, val_idx, line;
+    size_t i;
+    int bound;
+
+    if (doc >= NDOCS(tpl))
+        return 0;
+    memset(&x, 0, sizeof x);
+    x.t = tpl;
+    x.errstr = errstr;
+    x.errstr_size = sizeof errstr;
+    rf_buf_init(&x.scratch, RF_RENDER_MAX_OUTPUT);
+    bound = bind_values(&x, values) == RF_OK;
+    idx = DOCS(tpl)[doc];
+    line = NODES(tpl)[idx].line;
+    json_array_foreach(path, i, seg) {
+        n = deref(tpl, &NODES(tpl)[idx]);
+        if (json_is_string(seg) && n->kind == NODE_MAP &&
+            line_map_find(&x, bound, n, json_string_value(seg), json_string_length(seg),
+                          &key_idx, &val_idx)) {
+            line = NODES(tpl)[key_idx].line;
+            idx = val_idx;
+        } else if (json_is_integer(seg) && n->kind == NODE_SEQ && json_integer_value(seg) >= 0 &&
+                   (json_int_t)n->count > json_integer_value(seg)) {
+            idx = KIDS(tpl)[n->first + (uint32_t)json_integer_value(seg)];
+            line = NODES(tpl)[idx].line;
+        } else {
+            break;
+        }
+    }
+    rf_buf_release(&x.scratch);
+    return line;
+}
+
 rf_err_t rf_render(const char *template_id, const char *body, size_t len, const json_t *values,
                    json_t **manifests_out, char *errstr, size_t errstr_size)
 {

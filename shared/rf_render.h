@@ -3,6 +3,7 @@
 #define RF_RENDER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -78,6 +79,15 @@ rf_render_template_t *rf_render_compile(const char *template_id, const char *bod
  * object per non-empty document. On error *manifests_out is NULL. */
 rf_err_t rf_render_exec(const rf_render_template_t *tpl, const json_t *values,
                         json_t **manifests_out, char *errstr, size_t errstr_size);
+
+/* The template line that produced what a render of tpl with values holds at path (a JSON
+ * array of keys and array indexes, as rf_schema_validate_all gives) in its document doc
+ * (0-based, as in the array rf_render_exec returns): the line of the key of a mapping entry,
+ * of the item of a sequence, through aliases and merge keys; for a path that goes further
+ * than the template (a field it lacks), the line of the deepest part it has. 0 when doc is
+ * out of range. */
+uint32_t rf_render_line(const rf_render_template_t *tpl, const json_t *values, size_t doc,
+                        const json_t *path);
 
 /* Accepts NULL. */
 void rf_render_template_destroy(rf_render_template_t *tpl);

@@ -664,9 +664,76 @@ static void test_demo_templates(void **state)
     json_decref(legacy);
 }
 
+/* ---- rf_render_line: a path of the output back to the template line that made it ---- */
+
+static const char lines_template[] = /* line numbers matter: see the table */
+    "apiVersion: apps/v1\n"                          /* 1 */
+    "kind: Deployment\n"                             /* 2 */
+    "metadata:\n"                                    /* 3 */
+    "  name: \"{{ service }}\"\n"                  /* 4 */
+    "  labels: &labels {app: web, tier: front}\n"    /* 5 */
+    "  annotations:\n"                               /* 6 */
+    "    \"{{ group }}/owner\": alice\n"           /* 7 */
+    "spec:\n"                                        /* 8 */
+    "  replicas: {{ replicas }}\n"                   /* 9 */
+    "  selector:\n"                                  /* 10 */
+    "    matchLabels:\n"                             /* 11 */
+    "      <<: *labels\n"                            /* 12 */
+    "      extra: x\n"                               /* 13 */
+    "  template:\n"                                  /* 14 */
+    "    spec:\n"                                    /* 15 */
+    "      containers:\n"                            /* 16 */
+    "      - name: app\n"                            /* 17 */
+    "        image: x\n"                             /* 18 */
+    "      - name: side\n"                           /* 19 */
+    "        ports: [{containerPort: \"{{ port }}\"}]\n"; /* 20 */
+
+static void test_render_lines(void **state)
+{
+    static const struct {
+        size_t doc;
+        const char *path;
+        uint32_t line;
+    } cases[] = {
+        {0, "[]", 1},
+        {0, "[\"kind\"]", 2},
+        {0, "[\"metadata\",\"name\"]", 4},
+        {0, "[\"metadata\",\"labels\",\"tier\"]", 5},
+        {0, "[\"metadata\",\"annotations\",\"shop/owner\"]", 7}, /* a placeholder key */
+        {0, "[\"spec\",\"replicas\"]", 9},
+        {0, "[\"spec\",\"selector\",\"matchLabels\",\"app\"]", 5}, /* merged */
+        {0, "[\"spec\",\"selector\",\"matchLabels\",\"extra\"]", 13},
+        {0, "[\"spec\",\"strategy\"]", 8}, /* absent: its parent */
+        {0, "[\"spec\",\"template\",\"spec\",\"containers\",1]", 19},
+        {0, "[\"spec\",\"template\",\"spec\",\"containers\",1,\"ports\",0,\"containerPort\"]", 20},
+        {0, "[\"spec\",\"template\",\"spec\",\"containers\",0,\"image\"]", 18},
+        {0, "[\"spec\",\"template\",\"spec\",\"containers\",5,\"image\"]", 16},
+        {1, "[]", 0},
+    };
+    char errstr[512];
+    json_t *values = standard_values();
+    rf_render_template_t *tpl =
+        rf_render_compile("lines", lines_template, strlen(lines_template), errstr, sizeof(errstr));
+
+    (void)state;
+    if (!tpl)
+        fail_msg("%s", errstr);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *path = json_loads(cases[i].path, 0, NULL);
+        uint32_t got = rf_render_line(tpl, values, cases[i].doc, path);
+        if (got != cases[i].line)
+            fail_msg("doc %zu %s: line %u, want %u", cases[i].doc, cases[i].path, got,
+                     cases[i].line);
+        json_decref(path);
+    }
+    rf_render_template_destroy(tpl);
+    json_decref(values);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_render_lines),
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_digest_stable_and_key_order_independent),
         cmocka_unit_test(test_alias_budget_counts_nodes),
