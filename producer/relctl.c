@@ -23,6 +23,8 @@ static const struct {
     {"watch", relctl_cmd_watch, "watch ID             follow a release until it ends"},
     {"show", relctl_cmd_show, "show ID              the record and its timeline"},
     {"history", relctl_cmd_history, "history [--service S] [--env E] [--limit N]"},
+    {"stats", relctl_cmd_stats,
+     "stats [--service S] [--env E] [--group G] [--since 30d]  DORA metrics (docs/dora.md)"},
     {"status", relctl_cmd_status, "status [--hours N]   active, queued, paused, recent failures"},
     {"cancel", relctl_cmd_command, "cancel ID            end a queued or running release"},
     {"promote", relctl_cmd_command, "promote ID [--full]  next step of a gray release"},

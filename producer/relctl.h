@@ -50,6 +50,7 @@ int relctl_cmd_show(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_watch(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_history(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_status(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_stats(relctl_t *ctl, int argc, char **argv); /* cmd_stats.c */
 int relctl_cmd_service(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_template(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_image(relctl_t *ctl, int argc, char **argv);

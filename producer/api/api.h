@@ -112,6 +112,9 @@ int api_releases_command(api_req_t *r, const char *id, const char *action);
 int api_services_rollback(api_req_t *r, const char *service, const char *env);
 int api_services_redo(api_req_t *r, const char *service, const char *env);
 
+/* DORA statistics (api_stats.c). */
+int api_stats_get(api_req_t *r);
+
 /* Services, templates, images (api_services.c). */
 int api_services_list(api_req_t *r);
 int api_services_get(api_req_t *r, const char *service, const char *env);

@@ -301,6 +301,8 @@ static int route_api(api_req_t *r)
         if (n == 2)
             return is(m, "GET") ? api_templates_get(r, p[1]) : route_method(r, "GET");
     }
+    if (n == 1 && is(p[0], "stats"))
+        return is(m, "GET") ? api_stats_get(r) : route_method(r, "GET");
     if (n == 2 && is(p[0], "images"))
         return is(m, "GET")    ? api_images_list(r, p[1])
                : is(m, "POST") ? api_images_add(r, p[1])
