@@ -130,6 +130,18 @@ int rf_worker_results_hold_s(const rf_worker_t *w)
     return (w->conf->kafka_timeout_ms + 5000) / 1000 + 2;
 }
 
+void rf_worker_count_lock_renewals(size_t renewed, size_t lost, size_t failed)
+{
+    rf_metric_t *m = rf_metrics_counter("relfleet_lock_renewals_total",
+                                        "Renewals of service locks, by outcome: renewed, lost"
+                                        " (no longer the release's), failed (a Redis error)",
+                                        "outcome");
+
+    rf_metrics_add(m, RF_LABELS("renewed"), (double)renewed);
+    rf_metrics_add(m, RF_LABELS("lost"), (double)lost);
+    rf_metrics_add(m, RF_LABELS("failed"), (double)failed);
+}
+
 /* Ends n releases; scope: wrap the produces in a batch scope of our own (not inside a poll
  * batch, whose scope the loop owns). */
 static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int scope,

@@ -65,6 +65,11 @@ int rf_worker_kube_ready(rf_kube_t *probe);
  * than its delivery wait) before another worker's sweep may send it. */
 int rf_worker_results_hold_s(const rf_worker_t *w);
 
+/* Counts renewals of service locks in relfleet_lock_renewals_total{outcome}: renewed, lost
+ * (the lock is no longer the release's) and failed (Redis gave an error); every outcome's
+ * series exists from the first call on, at 0 if need be. */
+void rf_worker_count_lock_renewals(size_t renewed, size_t lost, size_t failed);
+
 /* Produces one `results` message (text of len bytes, key "env/service") with the
  * CloudEvents Kafka binding's headers, which depend on the text and the configuration only:
  * a message sent again carries the same bytes and the same headers. */

@@ -13,6 +13,7 @@
 #include "api_server.h"
 #include "api_static.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 
 /* ---------------------------------------------------------------------------------------
  * Replies */
@@ -370,6 +371,13 @@ static void route(api_req_t *r)
     }
     if (is(r->url, "/healthz")) {
         api_reply_json(r, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (is(r->url, "/metrics")) { /* as the workers serve it: no credentials */
+        r->status = MHD_HTTP_OK;
+        r->raw = rf_metrics_render();
+        r->raw_len = strlen(r->raw);
+        r->raw_type = "text/plain; version=0.0.4; charset=utf-8";
         return;
     }
     {

@@ -65,8 +65,10 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     const char *topic = rd_kafka_topic_name(m->rkt);
 
     (void)rk;
-    if (p)
-        rf_metrics_add(m->err ? p->produce_failed : p->produced, RF_LABELS(topic), 1);
+    if (p) { /* both series of the topic exist once it had a delivery report (0 or more) */
+        rf_metrics_add(p->produced, RF_LABELS(topic), m->err ? 0 : 1);
+        rf_metrics_add(p->produce_failed, RF_LABELS(topic), m->err ? 1 : 0);
+    }
     if (w) {
         if (m->err && !w->err)
             w->err = m->err;

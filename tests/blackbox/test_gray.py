@@ -1,6 +1,7 @@
 """Gray releases: canary steps with replica counts checked in kubesim, promote, abort, timed
-pauses across track worker restarts, analysis against a local Prometheus-compatible endpoint,
-blue-green switches."""
+pauses across track worker restarts, analysis against the stack's real Prometheus (scraping an
+exporter of the tests' own; a fake endpoint only for faults a real one cannot produce: an answer
+that hangs), blue-green switches."""
 import json
 import subprocess
 import time
@@ -8,6 +9,7 @@ from datetime import datetime
 
 import pytest
 
+from metrics_exporter import MetricsExporter, prometheus_query
 from prometheus_fake import PrometheusFake
 from releases import TERMINAL, deploy, record, setup_service, wait_status
 
@@ -44,9 +46,9 @@ def wait_deploy(h, name, ns, replicas, image, timeout=60):
         raise AssertionError(f"{e}; last {seen.get('last')}") from None
 
 
-def setup_gray(h, strategy, versions=("1.0.0", "1.1.0"), replicas=5, **settings):
-    svc = setup_service(h, versions=versions, replicas=replicas, strategy=json.dumps(strategy),
-                        **settings)
+def setup_gray(h, strategy, versions=("1.0.0", "1.1.0"), replicas=5, service=None, **settings):
+    svc = setup_service(h, service, versions=versions, replicas=replicas,
+                        strategy=json.dumps(strategy), **settings)
     # The first release has no stable version to compare with: it rolls out as usual.
     first = deploy(h, svc, versions[0])
     rec = wait_status(h, first, "succeeded", timeout=90)
@@ -174,30 +176,67 @@ def prom():
 
 
 def analysis_strategy(prom, query, **extra):
+    """prom: the fake, or anything with the url of a Prometheus API (the stack's real one)."""
     metric = {"name": "errors", "provider": {"prometheus": {"address": prom.url, "query": query}},
               "successCondition": "result < 0.01", "interval": "300ms", "count": 2}
     metric.update(extra)
     return {"canary": {"steps": [{"setWeight": 20}, {"analysis": metric}]}}
 
 
-def test_analysis_passing_goes_on(harness, prom):
+class RealPrometheus:
+    def __init__(self, h):
+        self.url = h.env["RELFLEET_PROMETHEUS_URL"]
+
+
+@pytest.fixture(scope="module")
+def exporter(stack):
+    """Request counters of the services under analysis, scraped by the stack's Prometheus."""
+    e = MetricsExporter(stack.env["RELFLEET_STATE_DIR"])
+    yield e
+    e.close()
+
+
+def error_ratio_query(svc):
+    """What an operator asks of a canary: the share of its requests that failed, lately."""
+    return (f'sum(rate(http_requests_total{{service="{svc}",code=~"5.."}}[5s])) / '
+            f'sum(rate(http_requests_total{{service="{svc}"}}[5s]))')
+
+
+def serve_traffic(h, exporter, svc, ok, failed):
+    """The service answers ok and failed (5xx) requests a second; waits until the stack's
+    Prometheus has scraped enough of them to answer the error ratio query."""
+    exporter.set_rate(svc, 200, ok)
+    exporter.set_rate(svc, 500, failed)
+    want = failed / (ok + failed)
+
+    def answered():
+        res = prometheus_query(h.env["RELFLEET_PROMETHEUS_URL"], error_ratio_query(svc))
+        return res and float(res[0]["value"][1]) == pytest.approx(want, rel=1e-3)
+    h.wait_for(answered, 60, f"Prometheus to answer the error ratio of {svc}", interval=0.25)
+
+
+def test_analysis_passing_goes_on(harness, prom, exporter):
     h = harness
-    q = "errors_pass"
-    prom.samples[q] = "0.001"
+    real = RealPrometheus(h)
     prom.docs["health"] = (200, {"data": {"status": "ok"}})
-    strategy = analysis_strategy(prom, q)
+    svc = h.unique_service("gray")
+    strategy = analysis_strategy(real, error_ratio_query(svc))
     strategy["canary"]["steps"].append({"analysis": {
         "name": "health", "provider": {"web": {"url": prom.url + "/web/health",
                                                "jsonPath": "{$.data.status}"}},
         "successCondition": "result == 'ok'", "interval": "200ms"}})
-    svc, ns = setup_gray(h, strategy)
+    exporter.set_rate(svc, 200, 999)
+    exporter.set_rate(svc, 500, 1)
+    svc, ns = setup_gray(h, strategy, service=svc)
+    serve_traffic(h, exporter, svc, 999, 1)
     rid = deploy(h, svc, "1.1.0")
     rec = wait_status(h, rid, TERMINAL, timeout=90)
     assert rec["status"] == "succeeded", rec
     measured = events(rec, "analysis")
     assert [e["data"]["verdict"] for e in measured] == ["successful"] * 3, measured
-    assert measured[0]["data"]["value"] == 0.001 and measured[2]["data"]["value"] == "ok"
-    assert prom.queries(q) == 2
+    assert measured[0]["data"]["value"] == pytest.approx(0.001, rel=1e-3), measured
+    assert measured[1]["data"]["value"] == pytest.approx(0.001, rel=1e-3), measured
+    assert measured[2]["data"]["value"] == "ok"
     wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
 
 
@@ -222,32 +261,38 @@ def test_slow_analysis_holds_up_no_other_release(harness, prom):
     wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
 
 
-def test_analysis_failing_aborts(harness, prom):
+def test_analysis_failing_aborts(harness, exporter):
     h = harness
-    q = "errors_fail"
-    prom.samples[q] = "0.5"
-    svc, ns = setup_gray(h, analysis_strategy(prom, q))
+    svc = h.unique_service("gray")
+    exporter.set_rate(svc, 200, 50)
+    exporter.set_rate(svc, 500, 50)
+    svc, ns = setup_gray(h, analysis_strategy(RealPrometheus(h), error_ratio_query(svc)),
+                         service=svc)
+    serve_traffic(h, exporter, svc, 50, 50)
     rid = deploy(h, svc, "1.1.0")
     rec = wait_status(h, rid, TERMINAL, timeout=90)
     assert rec["status"] == "failed", rec
     assert rec["error"].startswith("analysis 'errors' failed"), rec["error"]
-    assert events(rec, "analysis")[0]["data"]["verdict"] == "failed"
+    first = events(rec, "analysis")[0]["data"]
+    assert first["verdict"] == "failed" and first["value"] == pytest.approx(0.5, rel=1e-3), first
     wait_deploy(h, svc, ns, 5, f"{svc}:1.0.0")
     assert deploy_state(h, f"{svc}-canary", ns)[0] == 0
 
 
-def test_analysis_without_data_pauses_for_a_person(harness, prom):
+def test_analysis_without_data_pauses_for_a_person(harness, exporter):
     h = harness
-    q = "errors_nodata"  # never set: an empty result
-    svc, ns = setup_gray(h, analysis_strategy(prom, q))
+    svc = h.unique_service("gray")  # the exporter serves no requests of it: an empty result
+    svc, ns = setup_gray(h, analysis_strategy(RealPrometheus(h), error_ratio_query(svc)),
+                         service=svc)
+    assert prometheus_query(h.env["RELFLEET_PROMETHEUS_URL"], error_ratio_query(svc)) == []
     rid = deploy(h, svc, "1.1.0")
     rec = wait_progress(h, rid, "paused", weight=20)
     an = events(rec, "analysis")
     assert an and an[-1]["data"]["verdict"] == "inconclusive" and "no data" in an[-1]["message"]
     wait_deploy(h, f"{svc}-canary", ns, 1, f"{svc}:1.1.0")
-    n = prom.queries(q)
+    n = len(an)
     time.sleep(1.0)
-    assert prom.queries(q) == n  # paused: no more measurements
+    assert len(events(record(h, rid), "analysis")) == n  # paused: no more measurements
     h.relctl("promote", rid)
     rec = wait_status(h, rid, TERMINAL, timeout=90)
     assert rec["status"] == "succeeded", rec

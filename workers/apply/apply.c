@@ -402,8 +402,11 @@ static int apply_start(apply_stage_t *as, apply_msg_t *m)
         m->result = apply_fail(w, m, "cannot reach the cluster: ");
         return 0;
     }
-    rf_lock_renew(w->lock, m->env, m->service, m->id, w->conf->lock_lease_ms, &held, msg,
-                  sizeof(msg));
+    if (rf_lock_renew(w->lock, m->env, m->service, m->id, w->conf->lock_lease_ms, &held, msg,
+                      sizeof(msg)) != RF_OK)
+        rf_worker_count_lock_renewals(0, 0, 1);
+    else
+        rf_worker_count_lock_renewals(held != 0, held == 0, 0);
     m->strategy = rf_strategy_parse_text(m->strategy_text, msg, sizeof(msg));
     if (!m->strategy) {
         snprintf(m->errstr, m->errstr_size, "%s", msg);
