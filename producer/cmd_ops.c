@@ -464,7 +464,7 @@ int relctl_cmd_user(relctl_t *ctl, int argc, char **argv)
         if (!service || !env)
             return relctl_usage("user %s needs --service PATTERN and --env PATTERN", sub);
         if (rf_auth_role_parse(pos[1]) == RF_ROLE_NONE)
-            return relctl_usage("unknown role '%s' (viewer, releaser, admin)", pos[1]);
+            return relctl_usage("unknown role '%s' (viewer, releaser, admin, approver)", pos[1]);
         if (strcmp(sub, "grant") == 0) {
             if (user_exec(ctl,
                           "INSERT INTO role_grants (user_name, role, service_pattern, env_pattern,"

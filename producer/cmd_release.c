@@ -148,6 +148,14 @@ static void print_record(const json_t *r)
     if (json_string_value(json_object_get(r, "template_id")))
         printf("template    %s @ %.12s\n", str_or(r, "template_id", ""),
                str_or(r, "template_version", ""));
+    if (json_is_integer(json_object_get(r, "approvals_needed"))) {
+        printf("approvals   %lld needed\n",
+               (long long)json_integer_value(json_object_get(r, "approvals_needed")));
+        json_array_foreach(json_object_get(r, "approvals"), i, ev)
+            printf("  %-8s by %s at %s%s%s\n", str_or(ev, "decision", ""), str_or(ev, "user", ""),
+                   str_or(ev, "at", ""), *str_or(ev, "comment", "") ? ": " : "",
+                   str_or(ev, "comment", ""));
+    }
     printf("timeline\n");
     json_array_foreach(json_object_get(r, "timeline"), i, ev) print_event(ev);
     if (json_array_size(json_object_get(r, "pods")) > 0) {

@@ -1,4 +1,5 @@
-/* relctl status: the fleet at a glance (active, paused, queued releases, recent failures). */
+/* relctl status: the fleet at a glance (active, paused, queued, awaiting releases, recent
+ * failures). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,13 @@ static const char status_sql[] =
     "    'operator', operator, 'created_at', relfleet_iso(created_at),"
     "    'waiting_s', extract(epoch FROM now() - created_at)::int) AS x"
     "    FROM releases WHERE status = 'queued') q),"
+    " 'awaiting_approval', (SELECT coalesce(jsonb_agg(x ORDER BY x->>'created_at'), '[]') FROM"
+    "   (SELECT jsonb_build_object('id', id, 'service', service, 'env', env, 'version', version,"
+    "    'operator', operator, 'created_at', relfleet_iso(created_at), 'approvals',"
+    "    (SELECT count(*) FROM release_approvals a WHERE a.release_id = r.id"
+    "     AND a.decision = 'approved'), 'approvals_needed', approvals_needed,"
+    "    'waiting_s', extract(epoch FROM now() - awaiting_since)::int) AS x"
+    "    FROM releases r WHERE status = 'awaiting_approval') w),"
     " 'recent_failures', (SELECT coalesce(jsonb_agg(x ORDER BY x->>'finished_at' DESC), '[]')"
     "   FROM (SELECT jsonb_build_object('id', id, 'service', service, 'env', env, 'version',"
     "    version, 'status', status, 'error', error, 'finished_at', relfleet_iso(finished_at))"
@@ -79,6 +87,14 @@ int relctl_cmd_status(relctl_t *ctl, int argc, char **argv)
         printf("  %-36s %-20s %-6s %-12s waiting %llds\n", str(r, "id"), str(r, "service"),
                str(r, "env"), str(r, "version"),
                (long long)json_integer_value(json_object_get(r, "waiting_s")));
+    printf("awaiting approval: %zu\n",
+           json_array_size(json_object_get(st, "awaiting_approval")));
+    json_array_foreach(json_object_get(st, "awaiting_approval"), i, r)
+        printf("  %-36s %-20s %-6s %-12s %lld of %lld approvals, waiting %llds (by %s)\n",
+               str(r, "id"), str(r, "service"), str(r, "env"), str(r, "version"),
+               (long long)json_integer_value(json_object_get(r, "approvals")),
+               (long long)json_integer_value(json_object_get(r, "approvals_needed")),
+               (long long)json_integer_value(json_object_get(r, "waiting_s")), str(r, "operator"));
     printf("failures in the last %s h: %zu\n", hours,
            json_array_size(json_object_get(st, "recent_failures")));
     json_array_foreach(json_object_get(st, "recent_failures"), i, r)

@@ -60,6 +60,8 @@ int relctl_cmd_command(relctl_t *ctl, int argc, char **argv); /* cancel, promote
 int relctl_cmd_rollback(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_redo(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_user(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_advance(relctl_t *ctl, int argc, char **argv); /* cmd_promote.c */
+int relctl_cmd_decide(relctl_t *ctl, int argc, char **argv);  /* approve, deny */
 
 /* Who runs relctl (cmd_ops.c): with the setting `token`, the user it belongs to, who
  * becomes the operator; *user is NULL without a token. Prints the reason on failure. */

@@ -12,16 +12,16 @@
 #include "rf_hash.h"
 #include "rf_notify_sign.h"
 
-static const char *const role_names[] = {NULL, "viewer", "releaser", "admin"};
+static const char *const role_names[] = {NULL, "viewer", "releaser", "admin", "approver"};
 
 const char *rf_auth_role_name(rf_role_t role)
 {
-    return role > RF_ROLE_NONE && role <= RF_ROLE_ADMIN ? role_names[role] : NULL;
+    return role > RF_ROLE_NONE && role <= RF_ROLE_APPROVER ? role_names[role] : NULL;
 }
 
 rf_role_t rf_auth_role_parse(const char *s)
 {
-    for (int r = RF_ROLE_VIEWER; s && r <= RF_ROLE_ADMIN; r++)
+    for (int r = RF_ROLE_VIEWER; s && r <= RF_ROLE_APPROVER; r++)
         if (strcmp(role_names[r], s) == 0)
             return (rf_role_t)r;
     return RF_ROLE_NONE;

@@ -10,16 +10,18 @@
 #include "rf_db.h"
 #include "rf_err.h"
 
-/* Roles, each including the ones before it. */
+/* Roles, each including the ones before it; approver stands apart: it includes viewer
+ * only, and no other role includes it (sql/008_promotion.sql). */
 typedef enum rf_role {
     RF_ROLE_NONE = 0,
     RF_ROLE_VIEWER,
     RF_ROLE_RELEASER,
     RF_ROLE_ADMIN,
+    RF_ROLE_APPROVER,
 } rf_role_t;
 
-/* "viewer", "releaser", "admin" (NULL for RF_ROLE_NONE); parse gives RF_ROLE_NONE for
- * anything else. */
+/* "viewer", "releaser", "admin", "approver" (NULL for RF_ROLE_NONE); parse gives
+ * RF_ROLE_NONE for anything else. */
 const char *rf_auth_role_name(rf_role_t role);
 rf_role_t rf_auth_role_parse(const char *s);
 

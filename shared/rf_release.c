@@ -5,7 +5,7 @@
 
 static const char *const status_names[RF_STATUS__COUNT] = {
     "queued",    "rendering", "applying",  "progressing", "paused",
-    "succeeded", "failed",    "cancelled", "superseded",  "rejected",
+    "succeeded", "failed",    "cancelled", "superseded",  "rejected", "awaiting_approval",
 };
 
 const char *rf_release_status_name(rf_release_status_t s)
@@ -25,7 +25,7 @@ int rf_release_status_parse(const char *s)
 
 int rf_release_status_terminal(rf_release_status_t s)
 {
-    return s >= RF_STATUS_SUCCEEDED && s < RF_STATUS__COUNT;
+    return s >= RF_STATUS_SUCCEEDED && s <= RF_STATUS_REJECTED;
 }
 
 int rf_release_status_active(rf_release_status_t s)

@@ -13,6 +13,7 @@ typedef enum rf_release_status {
     RF_STATUS_CANCELLED,
     RF_STATUS_SUPERSEDED,
     RF_STATUS_REJECTED,
+    RF_STATUS_AWAITING_APPROVAL, /* before queued, holding nothing (sql/008_promotion.sql) */
     RF_STATUS__COUNT
 } rf_release_status_t;
 
@@ -22,7 +23,7 @@ const char *rf_release_status_name(rf_release_status_t s);
 /* Returns the status named s, or -1. */
 int rf_release_status_parse(const char *s);
 
-/* Nonzero for succeeded, failed, cancelled, superseded, rejected. */
+/* Nonzero for succeeded, failed, cancelled, superseded, rejected (not awaiting_approval). */
 int rf_release_status_terminal(rf_release_status_t s);
 
 /* Nonzero for the states that hold the service: rendering, applying, progressing, paused. */

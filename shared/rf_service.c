@@ -23,6 +23,9 @@ static const struct {
     {"timeout", "timeout_s", "int"},
     {"image_repo", "image_repo", "text"},
     {"cluster", "cluster", "text"},
+    {"requires", "requires_env", "text"},
+    {"soak", "soak_s", "int"},
+    {"approvals", "approvals", "int"},
 };
 
 rf_err_t rf_service_check(const char *key, const char *value, int quote_max,
@@ -41,11 +44,11 @@ rf_err_t rf_service_check(const char *key, const char *value, int quote_max,
     }
     if (!out->column)
         return RF_OK;
-    if (strcmp(key, "timeout") == 0) {
+    if (strcmp(key, "timeout") == 0 || (strcmp(key, "soak") == 0 && *value)) {
         long long ms = rf_clock_parse_ms(value);
         if (ms < 0)
             return rf_errf(RF_ERR_PERM, errstr, errstr_size,
-                           "timeout: '%.*s' is not a duration (600, 600s, 10m, 1h)", quote, value);
+                           "%s: '%.*s' is not a duration (600, 600s, 10m, 1h)", key, quote, value);
         snprintf(out->num, sizeof(out->num), "%ld", (long)(ms / 1000));
         out->text = out->num;
     }

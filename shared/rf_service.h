@@ -14,8 +14,9 @@
     "jsonb_build_object('service', service, 'env', env, 'namespace', namespace, 'replicas',"       \
     " replicas, 'health_path', health_path, 'group', group_name, 'port', port, 'template',"        \
     " template_id, 'strategy', strategy, 'policy', policy, 'timeout', timeout_s,"                  \
-    " 'image_repo', image_repo, 'cluster', cluster, 'values', extra, 'updated_at',"                \
-    " relfleet_iso(updated_at), 'updated_by', updated_by)"
+    " 'image_repo', image_repo, 'cluster', cluster, 'requires', requires_env, 'soak', soak_s,"     \
+    " 'approvals', approvals, 'values', extra, 'updated_at', relfleet_iso(updated_at),"            \
+    " 'updated_by', updated_by)"
 
 /* One value checked by rf_service_check, ready for rf_service_set. Not to be copied: text
  * may point into num. */
@@ -28,8 +29,8 @@ typedef struct rf_service_value {
 } rf_service_value_t;
 
 /* Checks value (text; "" unsets a column) for key: any key that is not a column is a
- * template value and takes any text; timeout takes a duration ("600", "600s", "10m",
- * "1h") and stores whole seconds; strategy takes what rf_strategy_parse_text takes.
+ * template value and takes any text; timeout and soak take a duration ("600", "600s", "10m",
+ * "1h") and store whole seconds (soak "" unsets it); strategy takes what rf_strategy_parse_text takes.
  * RF_ERR_PERM with the reason otherwise, quoting at most quote_max bytes of the value
  * (-1: all of it):
  *   "timeout: '5x' is not a duration (600, 600s, 10m, 1h)", "strategy: <what is wrong>".

@@ -126,9 +126,11 @@ static int notify_check_outcome(const char *item, void *arg)
 {
     int s = rf_release_status_parse(item);
 
-    if (s < 0 || !rf_release_status_terminal((rf_release_status_t)s)) {
+    if (s < 0 || (!rf_release_status_terminal((rf_release_status_t)s) &&
+                  s != RF_STATUS_AWAITING_APPROVAL)) {
         snprintf(arg, 256,
-                 "'%.100s' is not an outcome (succeeded, failed, cancelled, superseded, rejected)",
+                 "'%.100s' is not an outcome (succeeded, failed, cancelled, superseded, rejected,"
+                 " awaiting_approval)",
                  item);
         return 1;
     }

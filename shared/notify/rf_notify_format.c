@@ -105,6 +105,12 @@ static void format_pod_line(rf_buf_t *out, const json_t *pod)
                 (long long)json_integer_value(json_object_get(pod, "restarts")));
 }
 
+/* Why it ended (a result's error) or what it waits for (relfleet.approval.v1's message). */
+static const char *format_reason(const json_t *result)
+{
+    return *jstr(result, "error") ? jstr(result, "error") : jstr(result, "message");
+}
+
 void rf_notify_format_text(const json_t *result, rf_buf_t *out)
 {
     const json_t *pods = json_object_get(result, "pods");
@@ -126,11 +132,13 @@ void rf_notify_format_text(const json_t *result, rf_buf_t *out)
     rf_buf_addf(out, "\nStatus:      %s\n", jstr(result, "status"));
     if (*jstr(result, "started_at"))
         rf_buf_addf(out, "Started:     %s\n", jstr(result, "started_at"));
-    rf_buf_addf(out, "Finished:    %s\n", jstr(result, "finished_at"));
-    rf_buf_addf(out, "Duration:    %s\n", dur);
-    if (*jstr(result, "error")) {
+    if (*jstr(result, "awaiting_since")) /* relfleet.approval.v1: no end yet */
+        rf_buf_addf(out, "Waiting:     since %s\n", jstr(result, "awaiting_since"));
+    else
+        rf_buf_addf(out, "Finished:    %s\nDuration:    %s\n", jstr(result, "finished_at"), dur);
+    if (*format_reason(result)) {
         rf_buf_adds(out, "Reason:      ");
-        format_add_line(out, jstr(result, "error"), 8192);
+        format_add_line(out, format_reason(result), 8192);
         rf_buf_adds(out, "\n");
     }
     if (json_array_size(pods) > 0) {
@@ -284,9 +292,9 @@ char *rf_notify_format_dingtalk(const json_t *result)
         rf_buf_adds(&md, "\n");
     }
     rf_buf_addf(&md, "- **Status**: %s\n- **Duration**: %s\n", jstr(result, "status"), dur);
-    if (*jstr(result, "error")) {
+    if (*format_reason(result)) {
         rf_buf_adds(&md, "- **Reason**: ");
-        format_add_line(&md, jstr(result, "error"), 1024);
+        format_add_line(&md, format_reason(result), 1024);
         rf_buf_adds(&md, "\n");
     }
     if (json_array_size(pods) > 0) {

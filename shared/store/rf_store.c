@@ -42,7 +42,7 @@ rf_err_t rf_store_finish(rf_db_t *db, const char *release_id, int64_t fence, con
         " duration_ms = (extract(epoch FROM clock_timestamp() -"
         "   coalesce(r.started_at, clock_timestamp())) * 1000)::bigint "
         "WHERE r.id = $1 AND r.status NOT IN ('succeeded','failed','cancelled','superseded',"
-        "  'rejected') AND (($2::bigint = 0 AND r.status = 'queued') OR"
+        "  'rejected') AND (($2::bigint = 0 AND r.status IN ('queued', 'awaiting_approval')) OR"
         "  (r.fence = $2::bigint AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
         "   AND s.env = r.env AND s.fence = $2::bigint))) "
         "RETURNING r.id",
@@ -233,7 +233,8 @@ rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage
         "  track_until = CASE WHEN $3::int >= 0 THEN clock_timestamp() +"
         "   make_interval(secs => $3::int) ELSE r.track_until END"
         "  FROM x WHERE r.id = x.id AND r.status NOT IN ('succeeded','failed','cancelled',"
-        "   'superseded','rejected') AND ((x.fence = 0 AND r.status = 'queued') OR"
+        "   'superseded','rejected') AND ((x.fence = 0 AND r.status IN ('queued',"
+        "   'awaiting_approval')) OR"
         "   (r.fence = x.fence AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
         "    AND s.env = r.env AND s.fence = x.fence)))"
         "  RETURNING r.id, x.status, x.message),"

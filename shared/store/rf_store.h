@@ -14,7 +14,8 @@ rf_err_t rf_store_event(rf_db_t *db, const char *release_id, const char *stage,
                         const json_t *data, char *errstr, size_t errstr_size);
 
 /* Ends a release in the terminal status, with error (may be NULL) and a timeline row,
- * in one transaction. fence 0 ends a release that never started (queued); otherwise the
+ * in one transaction. fence 0 ends a release that never started (queued or
+ * awaiting_approval); otherwise the
  * release and its service must still hold that fence, else RF_ERR_FENCED and nothing
  * changes. A release already in a terminal state is RF_ERR_NOTFOUND. */
 rf_err_t rf_store_finish(rf_db_t *db, const char *release_id, int64_t fence, const char *status,

@@ -13,7 +13,7 @@ from jsonschema import Draft7Validator
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 KINDS = ["relfleet.request.v1", "relfleet.rendered.v1", "relfleet.applied.v1",
-         "relfleet.command.v1", "relfleet.result.v1", "relfleet.dlq.v1"]
+         "relfleet.command.v1", "relfleet.result.v1", "relfleet.dlq.v1", "relfleet.approval.v1"]
 
 
 def load(path):

@@ -11,16 +11,24 @@
 #include "rf_buf.h"
 #include "rf_release.h"
 
-static void load_sql(rf_buf_t *buf)
+static void load_sql_file(rf_buf_t *buf, const char *name)
 {
-    char chunk[4096];
+    char chunk[4096], path[512];
     size_t n;
-    FILE *f = fopen(RELFLEET_SOURCE_DIR "/sql/001_init.sql", "r");
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/sql/%s", RELFLEET_SOURCE_DIR, name);
+    f = fopen(path, "r");
 
     assert_non_null(f);
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
         rf_buf_add(buf, chunk, n);
     fclose(f);
+}
+
+static void load_sql(rf_buf_t *buf)
+{
+    load_sql_file(buf, "001_init.sql");
 }
 
 static void test_status_check_matches_enum(void **state)
@@ -31,8 +39,9 @@ static void test_status_check_matches_enum(void **state)
     int count = 0;
 
     (void)state;
-    load_sql(&sql);
-    check = strstr(rf_buf_str(&sql), "status            text        NOT NULL CHECK (status IN (");
+    /* The newest definition of the CHECK: 008 added awaiting_approval. */
+    load_sql_file(&sql, "008_promotion.sql");
+    check = strstr(rf_buf_str(&sql), "releases_status_check CHECK (status IN (");
     assert_non_null(check);
     check = strstr(check, "IN (") + 4;
     end = strchr(check, ')');
@@ -79,7 +88,7 @@ static void test_classes(void **state)
     } cases[] = {
         {"queued", 0, 0},    {"rendering", 0, 1}, {"applying", 0, 1},   {"progressing", 0, 1},
         {"paused", 0, 1},    {"succeeded", 1, 0}, {"failed", 1, 0},     {"cancelled", 1, 0},
-        {"superseded", 1, 0}, {"rejected", 1, 0},
+        {"superseded", 1, 0}, {"rejected", 1, 0}, {"awaiting_approval", 0, 0},
     };
 
     (void)state;

@@ -15,6 +15,7 @@
 static const char *const kinds[] = {
     "relfleet.request.v1", "relfleet.rendered.v1", "relfleet.applied.v1",
     "relfleet.command.v1", "relfleet.result.v1",   "relfleet.dlq.v1",
+    "relfleet.approval.v1",
 };
 
 static char schema_dir[1024];

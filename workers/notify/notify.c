@@ -12,7 +12,6 @@
 
 #include "rf_clock.h"
 #include "rf_log.h"
-#include "rf_metrics.h"
 #include "rf_msg.h"
 #include "rf_notify.h"
 #include "rf_notify_format.h"
@@ -49,17 +48,6 @@ typedef struct notify_stage {
     int in_flight;
     unsigned int seed;
 } notify_stage_t;
-
-/* relfleet_notifications_total{channel,result}: result sent, retried (an attempt failed, the
- * next is due later) or failed (for good). */
-static void notify_count(const char *channel, const char *result, double n)
-{
-    rf_metrics_add(rf_metrics_counter("relfleet_notifications_total",
-                                      "Notification attempts, by channel and result: sent,"
-                                      " retried (failed, tried again later), failed (for good)",
-                                      "channel,result"),
-                   RF_LABELS(channel, result), n);
-}
 
 static void notify_job_ctx(const notify_job_t *job)
 {
@@ -119,12 +107,6 @@ static int notify_store_verdict(notify_stage_t *ns, notify_job_t *job)
     else
         rf_log_warn("notification %s to %s failed for good: %s", job->channel, job->target,
                     job->reason);
-    if (PQntuples(res) > 0)
-        notify_count(job->channel,
-                     job->verdict == RF_OK      ? "sent"
-                     : strstr(sql, "'pending'") ? "retried"
-                                                : "failed",
-                     1);
     PQclear(res);
     return 0;
 }
@@ -168,6 +150,32 @@ static void notify_secret_free(char *secret)
     }
 }
 
+/* The message a notification carries: its own (a release awaiting approval,
+ * sql/008_promotion.sql) or else its release's result. RF_ERR_NOTFOUND when neither. */
+static rf_err_t notify_message(rf_db_t *db, const char *id, char **text, char *errstr,
+                               size_t errstr_size)
+{
+    const char *params[1] = {id};
+    PGresult *res = NULL;
+    rf_err_t result;
+
+    *text = NULL;
+    result = rf_db_exec(db,
+                        "SELECT coalesce(payload, relfleet_result(release_id))::text FROM"
+                        " notifications WHERE id = $1::bigint",
+                        1, params, &res, errstr, errstr_size);
+    if (result == RF_OK && (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)))
+        result = rf_errf(RF_ERR_NOTFOUND, errstr, errstr_size,
+                         "notification %s has neither a message nor a result", id);
+    if (result == RF_OK) {
+        *text = strdup(PQgetvalue(res, 0, 0));
+        if (!*text)
+            abort();
+    }
+    PQclear(res);
+    return result;
+}
+
 /* Starts the request of one claimed row, or records why it cannot be made. */
 static void notify_start(notify_stage_t *ns, PGresult *res, int row)
 {
@@ -199,7 +207,7 @@ static void notify_start(notify_stage_t *ns, PGresult *res, int row)
         job->verdict = RF_ERR_PERM;
         return;
     }
-    job->verdict = rf_store_result(ns->db, job->release_id, &result_text, errstr, sizeof(errstr));
+    job->verdict = notify_message(ns->db, job->id, &result_text, errstr, sizeof(errstr));
     if (job->verdict != RF_OK) {
         job->done = 1;
         if (job->verdict == RF_ERR_NOTFOUND)
@@ -419,10 +427,6 @@ static rf_err_t notify_init(rf_worker_t *w, void **state, char *errstr, size_t e
     rf_msg_uuid4(id);
     snprintf(ns->owner, sizeof(ns->owner), "%s/%d/%.8s", host, (int)getpid(), id);
     ns->seed = (unsigned int)(rf_clock_epoch_ms() ^ (long long)getpid());
-    for (int c = 0; c < 3; c++) /* every series from the start, at 0 */
-        for (int r = 0; r < 3; r++)
-            notify_count((const char *[]){"email", "dingtalk", "webhook"}[c],
-                         (const char *[]){"sent", "retried", "failed"}[r], 0);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ns->multi = curl_multi_init();
     if (!ns->multi)

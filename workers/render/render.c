@@ -12,6 +12,7 @@
 #include "rf_render.h"
 #include "rf_store.h"
 #include "common.h"
+#include "gate.h"
 #include "rf_clock.h"
 #include "worker.h"
 
@@ -178,17 +179,19 @@ static json_t *render_values(PGresult *res, const char *id)
 }
 
 /* Loads the oldest queued release of env/service with its service configuration and
- * template (column 24: the release id). */
+ * template (column 24: the release id; 25-28 the promotion rules: requires, soak,
+ * approvals, and the approvals the release waited for). */
 static const char render_load_sql[] =
     "SELECT r.service, r.env, r.version, r.operator, s.namespace, s.replicas, s.health_path,"
     " s.group_name, s.port, s.image_repo, s.extra, r.request -> 'params',"
-    " CASE WHEN r.kind = 'rollback' AND r.request ? 'template_version'"
+    " CASE WHEN r.kind IN ('rollback', 'deploy') AND r.request ? 'template_version'"
     " AND p.template_id IS NOT NULL THEN p.template_id ELSE s.template_id END,"
     " coalesce(r.request ->> 'template_version', h.version), s.fence, r.status,"
     " s.policy, (SELECT count(*) FROM images i WHERE i.service = r.service),"
     " (SELECT count(*) FROM images i WHERE i.service = r.service AND i.tag = r.version),"
     " (s.service IS NOT NULL), (r.request ->> 'restart')::boolean, r.kind, r.request::text,"
-    " (extract(epoch FROM r.created_at) * 1000)::bigint, r.id"
+    " (extract(epoch FROM r.created_at) * 1000)::bigint, r.id,"
+    " s.requires_env, s.soak_s, s.approvals, r.approvals_needed"
     " FROM releases r LEFT JOIN services s USING (service, env)"
     " LEFT JOIN template_heads h ON h.id = s.template_id"
     " LEFT JOIN releases p ON p.id = r.parent"
@@ -313,7 +316,7 @@ static rf_err_t render_start(render_stage_t *rs, const char *service_of, const c
     char reason[1024], key[300], holder[64], digest[65], fence_s[24], msg[512], id[64];
     char *manifests_text = NULL, *values_text = NULL, *data_text = NULL, *text = NULL;
     const char *service, *env, *tpl_id, *tpl_version;
-    int acquired = 0, supersede_active = 0;
+    int acquired = 0, supersede_active = 0, awaited = 0;
     int64_t fence = 0, floor;
     rf_err_t result;
 
@@ -349,6 +352,30 @@ static rf_err_t render_start(render_stage_t *rs, const char *service_of, const c
         snprintf(reason, sizeof(reason), "unknown version '%s' of service '%s'",
                  rf_db_value(res, 0, 2), service);
         goto reject;
+    }
+    /* Promotion rules (gate.c): requires/soak reject here, approvals make it wait. */
+    {
+        render_gate_rules_t rules = {service,
+                                     env,
+                                     rf_db_value(res, 0, 2),
+                                     rf_db_value(res, 0, 21),
+                                     rf_db_value(res, 0, 25),
+                                     rf_db_value(res, 0, 26) ? atol(rf_db_value(res, 0, 26)) : 0,
+                                     rf_db_value(res, 0, 27) ? atoi(rf_db_value(res, 0, 27)) : 0,
+                                     rf_db_value(res, 0, 28) != NULL};
+        int verdict = RENDER_GATE_PASS;
+        result = render_gate_check(w->db, &rules, &verdict, reason, sizeof(reason), errstr,
+                                   errstr_size);
+        if (result != RF_OK)
+            goto out;
+        if (verdict == RENDER_GATE_REJECT)
+            goto reject;
+        if (verdict == RENDER_GATE_AWAIT) {
+            /* Holds no lock: the next queued release of the service may start instead. */
+            result = render_gate_await(w->db, id, &rules, errstr, errstr_size);
+            awaited = result == RF_OK;
+            goto out;
+        }
     }
     tpl_id = rf_db_value(res, 0, 12);
     tpl_version = rf_db_value(res, 0, 13);
@@ -498,6 +525,8 @@ out:
     json_decref(manifests);
     PQclear(tres);
     PQclear(res);
+    if (awaited)
+        return render_start(rs, service_of, env_of, errstr, errstr_size);
     return result;
 }
 
@@ -608,6 +637,7 @@ static void render_tick(void *state)
     }
     PQclear(res);
     res = NULL;
+    render_gate_expire(rs->w);
     /* A release still applying long after it was rendered lost its `rendered` message (a
      * broker that lost data): publish it again; the apply stage is idempotent. */
     {
