@@ -12,6 +12,7 @@
 
 #include "rf_clock.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 #include "rf_msg.h"
 #include "rf_notify.h"
 #include "rf_notify_format.h"
@@ -48,6 +49,17 @@ typedef struct notify_stage {
     int in_flight;
     unsigned int seed;
 } notify_stage_t;
+
+/* relfleet_notifications_total{channel,result}: result sent, retried (an attempt failed, the
+ * next is due later) or failed (for good). */
+static void notify_count(const char *channel, const char *result, double n)
+{
+    rf_metrics_add(rf_metrics_counter("relfleet_notifications_total",
+                                      "Notification attempts, by channel and result: sent,"
+                                      " retried (failed, tried again later), failed (for good)",
+                                      "channel,result"),
+                   RF_LABELS(channel, result), n);
+}
 
 static void notify_job_ctx(const notify_job_t *job)
 {
@@ -107,6 +119,12 @@ static int notify_store_verdict(notify_stage_t *ns, notify_job_t *job)
     else
         rf_log_warn("notification %s to %s failed for good: %s", job->channel, job->target,
                     job->reason);
+    if (PQntuples(res) > 0)
+        notify_count(job->channel,
+                     job->verdict == RF_OK      ? "sent"
+                     : strstr(sql, "'pending'") ? "retried"
+                                                : "failed",
+                     1);
     PQclear(res);
     return 0;
 }
@@ -427,6 +445,10 @@ static rf_err_t notify_init(rf_worker_t *w, void **state, char *errstr, size_t e
     rf_msg_uuid4(id);
     snprintf(ns->owner, sizeof(ns->owner), "%s/%d/%.8s", host, (int)getpid(), id);
     ns->seed = (unsigned int)(rf_clock_epoch_ms() ^ (long long)getpid());
+    for (int c = 0; c < 3; c++) /* every series from the start, at 0 */
+        for (int r = 0; r < 3; r++)
+            notify_count((const char *[]){"email", "dingtalk", "webhook"}[c],
+                         (const char *[]){"sent", "retried", "failed"}[r], 0);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ns->multi = curl_multi_init();
     if (!ns->multi)

@@ -54,6 +54,7 @@ typedef struct track_stage {
     json_t *ending;    /* release id -> true: decided, to end at the next flush ("end") */
     rf_kube_t *probe;  /* readiness: the default cluster answers */
     long last_claim, last_renew, last_timeouts, last_progress, last_owed;
+    rf_metric_t *timed_out; /* releases this worker ended for passing their timeout */
 } track_stage_t;
 
 static const char *jstr(const json_t *o, const char *k)
@@ -863,8 +864,15 @@ static void track_renew(track_stage_t *ts, long now)
     }
     /* The service locks, in pipelined round trips. */
     if (n > 0 && rf_lock_renew_many(ts->w->lock, locks, n, ts->w->conf->lock_lease_ms, errstr,
-                                    sizeof(errstr)) != RF_OK)
+                                    sizeof(errstr)) != RF_OK) {
         rf_log_warn("cannot renew service locks: %s", errstr);
+        rf_worker_count_lock_renewals(0, 0, n);
+    } else if (n > 0) {
+        size_t held = 0;
+        for (i = 0; i < n; i++)
+            held += locks[i].held != 0;
+        rf_worker_count_lock_renewals(held, n - held, 0);
+    }
 out:
     free(locks);
     rf_buf_release(&arr);
@@ -894,8 +902,10 @@ static void track_timeouts(track_stage_t *ts)
                 json_array_extend(pods, more);
                 json_decref(more);
             }
-            if (track_gray_undo(ts, idbuf))
+            if (track_gray_undo(ts, idbuf)) {
                 track_end(ts, idbuf, "failed", reason, pods);
+                rf_metrics_add(ts->timed_out, NULL, 1);
+            }
             json_decref(pods);
         }
     }
@@ -1095,6 +1105,9 @@ static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t er
     ts->by_deploy = json_object();
     ts->dirty = json_object();
     ts->ending = json_object();
+    ts->timed_out = rf_metrics_counter("relfleet_releases_timed_out_total",
+                                       "Releases ended failed for passing their timeout", NULL);
+    rf_metrics_add(ts->timed_out, NULL, 0); /* the series exists before the first one */
     ts->probe = rf_worker_kube_probe_new(w, errstr, errstr_size);
     if (!ts->probe || !track_cluster(ts, NULL, errstr, errstr_size)) {
         rf_kube_destroy(ts->probe);
