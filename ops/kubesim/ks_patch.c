@@ -186,7 +186,7 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
             json_t *pv = keyed && key[0] == '$' ? NULL : json_object_get(patch, key);
             if (json_is_null(pv))
                 continue;
-            json_object_set_new(out, key, pv ? merge(v, pv, keyed) : json_deep_copy(v));
+            json_object_set_new(out, key, pv ? merge(v, pv, keyed) : ks_json_copy(v));
         }
         json_object_foreach((json_t *)patch, key, v) {
             if ((keyed && key[0] == '$') || json_is_null(v) || json_object_get(target, key))
@@ -209,12 +209,12 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
             }
             json_array_foreach(target, i, el) {
                 if (!assoc_find(patch, ak, json_object_get(el, ak)))
-                    json_array_append_new(out, json_deep_copy(el));
+                    json_array_append_new(out, ks_json_copy(el));
             }
             return out;
         }
     }
-    return json_deep_copy(patch);
+    return ks_json_copy(patch);
 }
 
 json_t *ks_merge_patch(const json_t *target, const json_t *patch, int strategic)
@@ -347,7 +347,7 @@ cleanup:
 
 json_t *ks_json_patch(const json_t *target, const json_t *ops, char *errstr, size_t errstr_size)
 {
-    json_t *doc = json_deep_copy(target), *op;
+    json_t *doc = ks_json_copy(target), *op;
     size_t i;
 
     if (!json_is_array(ops)) {
@@ -373,7 +373,7 @@ json_t *ks_json_patch(const json_t *target, const json_t *ops, char *errstr, siz
         } else if (strcmp(name, "test") == 0 && value) {
             rc = json_equal(pointer_get(doc, path), value) ? 0 : -1;
         } else if ((strcmp(name, "move") == 0 || strcmp(name, "copy") == 0) && from) {
-            json_t *v = json_deep_copy(pointer_get(doc, from));
+            json_t *v = ks_json_copy(pointer_get(doc, from));
             if (v && (name[0] == 'c' || pointer_remove(doc, from) == 0))
                 rc = pointer_add(doc, path, v, 0);
             json_decref(v);
@@ -402,6 +402,24 @@ static int meta_skipped(const char *key)
     return yaml_word(key, skip);
 }
 
+/* prefix, "\n" unless prefix is empty, then a and b: a new string (no printf: these run
+ * for every field of every apply). */
+static char *path_join(const char *prefix, size_t plen, const char *a, const char *b)
+{
+    size_t al = strlen(a), bl = strlen(b);
+    char *p = malloc(plen + 1 + al + bl + 1), *w = p;
+
+    if (!p)
+        abort();
+    memcpy(w, prefix, plen);
+    w += plen;
+    if (plen)
+        *w++ = '\n';
+    memcpy(w, a, al);
+    memcpy(w + al, b, bl + 1);
+    return p;
+}
+
 static void fields_collect(const json_t *v, const char *prefix, json_t *set, int depth)
 {
     const char *key;
@@ -416,8 +434,7 @@ static void fields_collect(const json_t *v, const char *prefix, json_t *set, int
         if (depth == 1 && strncmp(prefix, "f:metadata", 10) == 0 && plen == 10 &&
             meta_skipped(key))
             continue;
-        if (asprintf(&path, "%s%sf:%s", prefix, plen ? "\n" : "", key) < 0)
-            abort();
+        path = path_join(prefix, plen, "f:", key);
         if (json_is_object(sub) && json_object_size(sub) > 0) {
             fields_collect(sub, path, set, depth + 1);
         } else if (json_is_array(sub) && assoc_key(sub)) {
@@ -426,10 +443,9 @@ static void fields_collect(const json_t *v, const char *prefix, json_t *set, int
             json_t *el;
             json_array_foreach(sub, i, el) {
                 json_t *k = json_pack("{s:O}", ak, json_object_get(el, ak));
-                char *ks = json_dumps(k, JSON_COMPACT), *epath, *dot;
-                if (asprintf(&epath, "%s\nk:%s", path, ks) < 0 ||
-                    asprintf(&dot, "%s\n.", epath) < 0)
-                    abort();
+                char *ks = json_dumps(k, JSON_COMPACT);
+                char *epath = path_join(path, strlen(path), "k:", ks);
+                char *dot = path_join(epath, strlen(epath), ".", "");
                 json_object_set_new(set, dot, json_true());
                 fields_collect(el, epath, set, depth + 2);
                 free(dot);
@@ -455,13 +471,11 @@ static json_t *fields_to_v1(const json_t *set)
         while (*p) {
             const char *nl = strchr(p, '\n');
             size_t n = nl ? (size_t)(nl - p) : strlen(p);
-            char *seg = strndup(p, n);
-            json_t *next = json_object_get(cur, seg);
+            json_t *next = json_object_getn(cur, p, n);
             if (!next) {
                 next = json_object();
-                json_object_set_new(cur, seg, next);
+                json_object_setn_new(cur, p, n, next);
             }
-            free(seg);
             cur = next;
             p += n;
             if (*p == '\n')
@@ -476,10 +490,10 @@ static void fields_from_v1(const json_t *tree, const char *prefix, json_t *set)
     const char *key;
     json_t *sub;
 
+    size_t plen = strlen(prefix);
+
     json_object_foreach((json_t *)tree, key, sub) {
-        char *path;
-        if (asprintf(&path, "%s%s%s", prefix, *prefix ? "\n" : "", key) < 0)
-            abort();
+        char *path = path_join(prefix, plen, key, "");
         if (json_object_size(sub) == 0)
             json_object_set_new(set, path, json_true());
         else
@@ -499,13 +513,12 @@ static json_t *field_get(const json_t *obj, const char *path, json_t **parent, s
     while (*p && cur) {
         const char *nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        char *seg = strndup(p, n);
-        if (strncmp(seg, "f:", 2) == 0) {
+        if (n >= 2 && strncmp(p, "f:", 2) == 0) {
             if (parent)
                 *parent = cur;
-            cur = json_object_get(cur, seg + 2);
-        } else if (strncmp(seg, "k:", 2) == 0) {
-            json_t *k = json_loads(seg + 2, 0, NULL), *el, *found = NULL;
+            cur = json_object_getn(cur, p + 2, n - 2);
+        } else if (n >= 2 && strncmp(p, "k:", 2) == 0) {
+            json_t *k = json_loadb(p + 2, n - 2, 0, NULL), *el, *found = NULL;
             const char *kk;
             json_t *kv;
             size_t i;
@@ -527,7 +540,6 @@ static json_t *field_get(const json_t *obj, const char *path, json_t **parent, s
                 *parent = cur;
             cur = found;
         }
-        free(seg);
         p += n;
         if (*p == '\n')
             p++;
@@ -643,7 +655,7 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
     *conflicts = json_array();
     fields_collect(cfg, "", s_new, 0);
     if (!live) {
-        merged = json_deep_copy(cfg);
+        merged = ks_json_copy(cfg);
         if (!json_is_object(json_object_get(merged, "metadata")))
             json_object_set_new(merged, "metadata", json_object());
         entries = json_array();
@@ -651,7 +663,7 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
         managed_store(merged, entries);
         goto cleanup;
     }
-    entries = json_deep_copy(json_object_get(json_object_get(live, "metadata"), "managedFields"));
+    entries = ks_json_copy(json_object_get(json_object_get(live, "metadata"), "managedFields"));
     if (!json_is_array(entries)) {
         json_decref(entries);
         entries = json_array();
@@ -755,7 +767,7 @@ void ks_apply_record_update(json_t *merged, const json_t *old, const char *manag
         if (!ov || !json_equal(nv, ov))
             json_object_set_new(changed, path, json_true());
     }
-    entries = json_deep_copy(json_object_get(json_object_get(merged, "metadata"), "managedFields"));
+    entries = ks_json_copy(json_object_get(json_object_get(merged, "metadata"), "managedFields"));
     if (!json_is_array(entries)) {
         json_decref(entries);
         entries = json_array();

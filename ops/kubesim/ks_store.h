@@ -138,6 +138,11 @@ const char *ks_store_event_line(ks_event_t *e, size_t *len);
 /* Appends the compact JSON of j to b (as json_dumps(j, JSON_COMPACT) writes it); 0 or -1. */
 int ks_json_append(rf_buf_t *b, const json_t *j);
 
+/* A deep copy of j (NULL for NULL), as json_deep_copy makes it but without jansson 2.14's
+ * loop check (a snprintf and a hash table entry per object and array); objects and arrays
+ * here are trees. */
+json_t *ks_json_copy(const json_t *j);
+
 /* Lock held. Waits for a change or until deadline_ms (CLOCK_REALTIME ms). */
 void ks_store_wait(ks_store_t *st, int64_t deadline_ms);
 

@@ -2,13 +2,18 @@
 of release histories written straight into the stack's PostgreSQL, then `relctl stats` and
 GET /api/v1/stats on real releases, their filters, roles and refusals."""
 import json
+import os
+import shutil
 import uuid
 
 import pytest
+import jsonschema
 import requests
+import yaml
 
-from harness import Harness
+from harness import REPO, Harness
 from releases import TERMINAL, deploy, setup_service, wait_status
+from test_console import browser_tools  # noqa: F401 (the fixture: Chromium, node, playwright)
 
 MIN = 60_000  # ms
 
@@ -111,6 +116,25 @@ def check(metrics, expected, what):
             assert got == want, f"{what}.{key}: {got} != {want}"
 
 
+def openapi_schema(name):
+    """A component schema of schemas/openapi.yaml as JSON Schema (nullable: null allowed)."""
+    doc = yaml.safe_load((REPO / "schemas" / "openapi.yaml").read_text())
+
+    def convert(node):
+        if isinstance(node, list):
+            return [convert(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return convert(doc["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]])
+        out = {k: convert(v) for k, v in node.items() if k not in ("nullable", "description")}
+        if node.get("nullable"):
+            out = {"anyOf": [out, {"type": "null"}]}
+        return out
+
+    return convert(doc["components"]["schemas"][name])
+
+
 @pytest.fixture(scope="module")
 def h(stack):
     return Harness(stack)
@@ -198,6 +222,7 @@ def test_api_stats_agrees_and_shows_only_what_the_caller_may_view(h, run):
     api = resp.json()
     cli = h.relctl_json("stats", "--service", svc, "--since", "1h")
     assert api["services"] == cli["services"] and api["fleet"] == cli["fleet"]
+    jsonschema.validate(api, openapi_schema("Stats"))
     assert api["daily"][-1]["succeeded"] >= 2 and api["daily"][-1]["failed"] >= 1
     # A viewer of another service sees none of it.
     name = "stv-" + svc[-8:]
@@ -213,3 +238,23 @@ def test_api_stats_agrees_and_shows_only_what_the_caller_may_view(h, run):
                           ({"since": "2999-01-01"}, "since")):
         bad = requests.get(url, params=params, headers=admin, timeout=60)
         assert bad.status_code == 400 and bad.json()["field"] == field, bad.text
+
+
+# -- the console's statistics page in Chromium -------------------------------------------
+def test_console_stats_page_in_chromium(h, run, browser_tools):
+    from test_console import BROWSER_DIR, _run
+
+    svc, _ = run
+    artifacts = REPO / "tests" / "artifacts" / "console-stats"
+    if artifacts.exists():
+        shutil.rmtree(artifacts)
+    env = dict(os.environ, RELFLEET_API_URL=h.env["RELFLEET_API_URL"],
+               CONSOLE_ADMIN_TOKEN=h.env["RELFLEET_TOKEN"], CONSOLE_SERVICE=svc,
+               CONSOLE_ENV="prod", CONSOLE_ARTIFACTS=str(artifacts))
+    proc = _run(["node", str(BROWSER_DIR / "stats.js")], env=env, cwd=BROWSER_DIR, timeout=300)
+    assert proc.returncode == 0, (f"{browser_tools}\nstdout:\n{proc.stdout}\nstderr:\n"
+                                  f"{proc.stderr}\nscreenshots in {artifacts}")
+    assert proc.stdout.rstrip().splitlines()[-1] == "ok: stats page"
+    for name in ("01-stats-fleet", "02-stats-service", "03-stats-refused"):
+        shot = artifacts / f"{name}.png"
+        assert shot.exists() and shot.stat().st_size > 5000, f"no screenshot {shot}"

@@ -505,6 +505,47 @@ static void test_events_expire_after_ttl(void **state)
     ks_rules_destroy(rules);
 }
 
+/* kubesim's own JSON writer (no loop check) writes what jansson's compact dump writes. */
+static void test_json_append_writes_what_jansson_dumps(void **state)
+{
+    static const char *const docs[] = {
+        "{}", "[]", "[[],{},[{}]]",
+        "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\","
+        "\"labels\":{\"app.kubernetes.io/name\":\"web\",\"x\":\"\"},\"generation\":3,"
+        "\"managedFields\":[{\"manager\":\"relfleet\",\"fieldsV1\":{\"f:spec\":{\"f:template\":"
+        "{\"k:{\\\"name\\\":\\\"app\\\"}\":{\".\":{}}}}}}]},\"spec\":{\"replicas\":0,\"paused\":"
+        "false,\"ok\":true,\"none\":null,\"ratio\":0.25,\"big\":1e300,\"neg\":-9223372036854775808,"
+        "\"max\":9223372036854775807,\"list\":[1,-2,\"three\",null,[true]]}}",
+        "{\"s\":\"quote \\\" backslash \\\\ slash / tab \\t nl \\n cr \\r bs \\b ff \\f "
+        "ctl \\u0001\\u001f del \\u007f utf8 \\u00e9\\u4e2d\\ud83d\\ude00 ls \\u2028\"}",
+        "{\"k\\\"ey\\n\":\"v\",\"\\u00e9\":1,\"nul\":\"a\\u0000b\"}",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        json_error_t jerr;
+        json_t *j = json_loads(docs[i], JSON_ALLOW_NUL, &jerr);
+        rf_buf_t b = RF_BUF_INIT;
+        char *want;
+
+        assert_non_null(j);
+        want = json_dumps(j, JSON_COMPACT);
+        assert_int_equal(ks_json_append(&b, j), 0);
+        assert_string_equal(rf_buf_str(&b), want);
+        assert_int_equal(b.len, strlen(want));
+        free(want);
+        rf_buf_release(&b);
+        json_decref(j);
+    }
+    {
+        json_t *j = json_string("not a container");
+        rf_buf_t b = RF_BUF_INIT;
+        assert_int_equal(ks_json_append(&b, j), -1);
+        json_decref(j);
+        rf_buf_release(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_store_event_line_written_on_first_use),
         cmocka_unit_test(test_stored_versions_never_change),
         cmocka_unit_test(test_events_expire_after_ttl),
+        cmocka_unit_test(test_json_append_writes_what_jansson_dumps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

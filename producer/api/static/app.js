@@ -455,6 +455,7 @@ async function route() {
     else if (parts[0] === "new") await pageNew(params);
     else if (parts[0] === "services" && parts[2]) await pageService(parts[1], parts[2]);
     else if (parts[0] === "services") await pageServices();
+    else if (parts[0] === "stats") await pageStats(params); /* stats.js */
     else await pageReleases(params);
   } catch (e) {
     if (e.status !== 401) render(h("h1", {}, "Something went wrong"), h("p", { class: "field-error" }, e.message));
