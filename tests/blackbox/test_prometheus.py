@@ -91,12 +91,16 @@ def test_promtool_checks_and_unit_tests_the_rules(tmp_path):
 
 @pytest.fixture(scope="module")
 def after_a_release(stack):
-    """The session stack after a release that succeeded and a message dead-lettered, once
-    Prometheus has scraped both (the dashboard's and the alerts' series exist)."""
+    """The session stack after a release that succeeded, one that timed out and a message
+    dead-lettered, once Prometheus has scraped them (the dashboard's and the alerts' series
+    exist)."""
     from harness import Harness
     h = Harness(stack)
     svc = setup_service(h)
     rec = wait_status(h, deploy(h, svc, "1.0.0"), "succeeded", timeout=90)
+    slow = setup_service(h, versions=("bad-1",), timeout="2s")
+    late = wait_status(h, deploy(h, slow, "bad-1"), "failed", timeout=90)
+    assert late["error"].startswith("timed out"), late
     h.produce("requests", f"prod/{svc}", b"not json at all")
     h.wait_for(lambda: query(h, 'relfleet_messages_dead_lettered_total{stage="render"}'), 60,
                "Prometheus to scrape the dead letter")
@@ -119,6 +123,14 @@ def test_the_stack_loads_the_rules_and_a_dead_letter_fires_its_alert(after_a_rel
     assert alerts[0]["labels"]["stage"] == "render" and \
         alerts[0]["labels"]["reason"] == "invalid" and \
         alerts[0]["labels"]["topic"] == h.topic("requests"), alerts
+    # The timed-out release: track counted it, and its alert fires too.
+    h.wait_for(lambda: [a for a in prometheus_api(h, "alerts")["alerts"]
+                        if a["labels"]["alertname"] == "RelfleetReleasesTimedOut"
+                        and a["state"] == "firing" and a["labels"]["stage"] == "track"],
+               30, "RelfleetReleasesTimedOut to fire")
+    # Lock renewals are counted by outcome (apply renews the lock of every release it takes).
+    renewed = query(h, 'sum(relfleet_lock_renewals_total{outcome="renewed"})')
+    assert renewed and float(renewed[0]["value"][1]) >= 2, renewed
     # A healthy stack has every stage ready: that alert stays quiet.
     assert not [a for a in prometheus_api(h, "alerts")["alerts"]
                 if a["labels"]["alertname"] == "RelfleetStageNoReadyWorker"]
