@@ -646,11 +646,121 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
     return result;
 }
 
-/* Runs req and decodes a JSON answer into *out (when out is not NULL). */
-static rf_err_t kube_request_json(rf_kube_t *k, const kube_req_t *req, json_t **out, char *errstr,
-                                  size_t errstr_size)
+static size_t kube_json_ws(const char *s, size_t len, size_t i)
 {
-    rf_buf_t body = RF_BUF_INIT;
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. */
+static size_t kube_json_string_end(const char *s, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return len + 1;
+}
+
+/* The index just past the JSON value at s[i] (after blanks), unparsed; len + 1 when it
+ * does not end. Only delimits: what is in between is checked by whoever parses it. */
+static size_t kube_json_skip(const char *s, size_t len, size_t i)
+{
+    int depth = 0;
+
+    i = kube_json_ws(s, len, i);
+    if (i >= len)
+        return len + 1;
+    if (s[i] == '"')
+        return kube_json_string_end(s, len, i);
+    if (s[i] != '{' && s[i] != '[') {
+        while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+               s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            i++;
+        return i;
+    }
+    for (; i < len; i++) {
+        if (s[i] == '"') {
+            i = kube_json_string_end(s, len, i) - 1;
+            if (i >= len)
+                return len + 1;
+        } else if (s[i] == '{' || s[i] == '[') {
+            depth++;
+        } else if ((s[i] == '}' || s[i] == ']') && --depth == 0) {
+            return i + 1;
+        }
+    }
+    return len + 1;
+}
+
+/* The text of an object's members apiVersion, kind and metadata, the last without
+ * managedFields (depth 1: the members of metadata), copied from an answer's JSON text
+ * into out without parsing the rest: a Deployment's spec, status and managedFields were
+ * half of the apply worker's instructions (issue 20). -1 when the text is not an object
+ * as expected (the caller parses it whole instead). */
+static int kube_json_slim(const char *s, size_t len, rf_buf_t *out, int depth)
+{
+    size_t i = kube_json_ws(s, len, 0);
+    int first = 1;
+
+    if (i >= len || s[i] != '{')
+        return -1;
+    rf_buf_addc(out, '{');
+    i = kube_json_ws(s, len, i + 1);
+    while (i < len && s[i] != '}') {
+        size_t ks = i, ke, vs, ve, klen;
+        const char *key = s + ks + 1;
+        int keep;
+
+        if (s[i] != '"' || (ke = kube_json_string_end(s, len, i)) > len)
+            return -1;
+        i = kube_json_ws(s, len, ke);
+        if (i >= len || s[i] != ':')
+            return -1;
+        vs = kube_json_ws(s, len, i + 1);
+        ve = kube_json_skip(s, len, vs);
+        if (ve > len)
+            return -1;
+        klen = ke - ks - 2;
+#define KUBE_KEY_IS(name) (klen == sizeof(name) - 1 && memcmp(key, name, klen) == 0)
+        keep = depth == 0
+                   ? KUBE_KEY_IS("apiVersion") || KUBE_KEY_IS("kind") || KUBE_KEY_IS("metadata")
+                   : !KUBE_KEY_IS("managedFields");
+        if (keep) {
+            if (!first)
+                rf_buf_addc(out, ',');
+            first = 0;
+            rf_buf_add(out, s + ks, ke - ks);
+            rf_buf_addc(out, ':');
+            if (depth == 0 && KUBE_KEY_IS("metadata")) {
+                if (kube_json_slim(s + vs, ve - vs, out, 1) != 0)
+                    return -1;
+            } else {
+                rf_buf_add(out, s + vs, ve - vs);
+            }
+        }
+#undef KUBE_KEY_IS
+        i = kube_json_ws(s, len, ve);
+        if (i < len && s[i] == ',')
+            i = kube_json_ws(s, len, i + 1);
+        else if (i >= len || s[i] != '}')
+            return -1;
+    }
+    if (i >= len)
+        return -1;
+    rf_buf_addc(out, '}');
+    return 0;
+}
+
+/* Runs req and decodes a JSON answer into *out (when out is not NULL); slim: only the
+ * answer's apiVersion, kind and metadata without managedFields (kube_json_slim). */
+static rf_err_t kube_request_json_as(rf_kube_t *k, const kube_req_t *req, int slim, json_t **out,
+                                     char *errstr, size_t errstr_size)
+{
+    rf_buf_t body = RF_BUF_INIT, small = RF_BUF_INIT;
     json_error_t jerr;
     json_t *root = NULL;
     rf_err_t result;
@@ -665,7 +775,10 @@ static rf_err_t kube_request_json(rf_kube_t *k, const kube_req_t *req, json_t **
     result = kube_request(k, req, &body, errstr, errstr_size);
     if (result != RF_OK || !out)
         goto cleanup;
-    root = json_loadb(rf_buf_str(&body), body.len, 0, &jerr);
+    if (slim && kube_json_slim(rf_buf_str(&body), body.len, &small, 0) == 0)
+        root = json_loadb(rf_buf_str(&small), small.len, 0, &jerr);
+    if (!root)
+        root = json_loadb(rf_buf_str(&body), body.len, 0, &jerr);
     if (!root) {
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "%s '%s': answer is not json: %s",
                          req->method, req->path, jerr.text);
@@ -675,7 +788,14 @@ static rf_err_t kube_request_json(rf_kube_t *k, const kube_req_t *req, json_t **
 
 cleanup:
     rf_buf_release(&body);
+    rf_buf_release(&small);
     return result;
+}
+
+static rf_err_t kube_request_json(rf_kube_t *k, const kube_req_t *req, json_t **out, char *errstr,
+                                  size_t errstr_size)
+{
+    return kube_request_json_as(k, req, 0, out, errstr, errstr_size);
 }
 
 rf_err_t rf_kube_get(rf_kube_t *k, const char *path, json_t **out, char *errstr, size_t errstr_size)
@@ -882,8 +1002,8 @@ rf_err_t rf_kube_object_path(const json_t *manifest, const char *default_namespa
     return RF_OK;
 }
 
-rf_err_t rf_kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_manager,
-                       json_t **result_out, char *errstr, size_t errstr_size)
+static rf_err_t kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_manager,
+                           int slim, json_t **result_out, char *errstr, size_t errstr_size)
 {
     char path[1024];
     char *full = NULL;
@@ -907,13 +1027,19 @@ rf_err_t rf_kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_m
     req.path = full;
     req.body = body;
     req.body_len = strlen(body);
-    result = kube_request_json(k, &req, result_out, errstr, errstr_size);
+    result = kube_request_json_as(k, &req, slim, result_out, errstr, errstr_size);
 
 cleanup:
     free(full);
     free(query);
     free(body);
     return result;
+}
+
+rf_err_t rf_kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_manager,
+                       json_t **result_out, char *errstr, size_t errstr_size)
+{
+    return kube_apply(k, manifest, field_manager, 0, result_out, errstr, errstr_size);
 }
 
 /* The fence an object carries in its annotation key (-1 when none or not a number). */
@@ -994,7 +1120,9 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
         rv = NULL;
         cached = attempt == 0 && kube_fence_cache_get(k, path, &rv, &live_fence);
         if (!cached) {
-            result = rf_kube_get(k, path, &live, errstr, errstr_size);
+            kube_req_t get = {"GET", path, NULL, NULL, 0};
+            /* only the fence and resourceVersion are looked at */
+            result = kube_request_json_as(k, &get, 1, &live, errstr, errstr_size);
             if (result != RF_OK && result != RF_ERR_NOTFOUND)
                 goto out;
             live_fence = kube_object_fence(live, fence_key);
@@ -1012,7 +1140,7 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
             json_object_set_new(meta, "resourceVersion", json_string(rv));
         else
             json_object_del(meta, "resourceVersion");
-        result = rf_kube_apply(k, manifest, field_manager, result_out, errstr, errstr_size);
+        result = kube_apply(k, manifest, field_manager, 1, result_out, errstr, errstr_size);
         json_object_del(meta, "resourceVersion");
         if (result == RF_OK) {
             json_t *smeta = json_object_get(*result_out, "metadata");

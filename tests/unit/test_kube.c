@@ -508,6 +508,64 @@ static void fenced_expect(fake_t *f, int n, const char *what)
     assert_string_equal(got, what);
 }
 
+/* Answers GET with 404 and PATCH with a whole object, pretty-printed, whose spec and
+ * status hold braces and quotes inside strings. */
+static void slim_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *resp)
+{
+    (void)f;
+    (void)n;
+    if (strcmp(req->method, "GET") == 0) {
+        resp->status = 404;
+        resp->body = status_body(404, "NotFound", "services \\\"web\\\" not found");
+        return;
+    }
+    resp->body = xprintf(
+        "{\n  \"kind\" : \"Service\",\n  \"spec\": {\"note\": \"} ] { [ \\\" \\\\\", \"ports\": "
+        "[{\"port\": 80}]},\n  \"apiVersion\": \"v1\",\n  \"metadata\": {\"managedFields\": "
+        "[{\"manager\": \"relfleet\", \"fieldsV1\": {\"f:spec\": {}}}], \"name\": \"web\", "
+        "\"namespace\": \"shop\", \"generation\": 3, \"resourceVersion\": \"42\", "
+        "\"annotations\": {\"relfleet.io/fence\": \"5\", \"x\": \"{\\\"a\\\": 1}\"}},\n"
+        "  \"status\": {\"loadBalancer\": {}}\n}\n");
+}
+
+/* The answer of a fenced apply is parsed only as far as apiVersion, kind and metadata
+ * without managedFields; what is kept is as the server wrote it. */
+static void test_apply_fenced_answer_is_slim(void **state)
+{
+    fake_t *f = fake_start(slim_handler, NULL, 0);
+    rf_kube_t *k = client_for(f->url);
+    json_t *m5 = fenced_manifest("5"), *out = NULL, *meta;
+    char err[512];
+    rf_err_t rc;
+
+    (void)state;
+    rc = rf_kube_apply_fenced(k, m5, NULL, "relfleet.io/fence", 5, &out, err, sizeof(err));
+    if (rc != RF_OK)
+        fail_msg("%s", err);
+    meta = json_object_get(out, "metadata");
+    assert_string_equal(json_string_value(json_object_get(out, "apiVersion")), "v1");
+    assert_string_equal(json_string_value(json_object_get(out, "kind")), "Service");
+    assert_string_equal(json_string_value(json_object_get(meta, "name")), "web");
+    assert_string_equal(json_string_value(json_object_get(meta, "resourceVersion")), "42");
+    assert_int_equal(json_integer_value(json_object_get(meta, "generation")), 3);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(meta, "annotations"), "x")),
+                        "{\"a\": 1}");
+    assert_null(json_object_get(out, "spec"));
+    assert_null(json_object_get(out, "status"));
+    assert_null(json_object_get(meta, "managedFields"));
+    assert_int_equal(json_object_size(out), 3);
+    json_decref(out);
+    /* rf_kube_apply still gives the whole answer */
+    assert_int_equal(rf_kube_apply(k, m5, NULL, &out, err, sizeof(err)), RF_OK);
+    assert_non_null(json_object_get(out, "spec"));
+    assert_non_null(json_object_get(json_object_get(out, "metadata"), "managedFields"));
+    json_decref(out);
+    json_decref(m5);
+    rf_kube_destroy(k);
+    fake_stop(f);
+}
+
 static void test_apply_fenced(void **state)
 {
     fenced_obj_t o = {0, 10, ""};
@@ -1325,6 +1383,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_apply_request),
         cmocka_unit_test(test_apply_fenced),
+        cmocka_unit_test(test_apply_fenced_answer_is_slim),
         cmocka_unit_test(test_object_paths),
         cmocka_unit_test(test_status_errors),
         cmocka_unit_test(test_retries),
