@@ -6,7 +6,7 @@ import subprocess
 
 from harness import bin_path, wait_for
 from releases import ACTIVE, deploy, setup_service, wait_status
-from test_outages import log_lines
+from test_outages import frozen, log_lines
 from test_fleet import http_get
 from test_release_flow import kubesim_applies, results_of
 
@@ -29,19 +29,17 @@ def test_a_lock_the_new_master_lost_lets_no_second_release_apply(harness):
     wait_status(h, first, "progressing")
     lock, fence = f"relfleet:lock:prod/{svc}", f"relfleet:fence:prod/{svc}"
     assert redis_cli(h, "GET", lock) == first
-    # What a promoted replica that missed the last writes looks like: no lock, no fence.
-    assert redis_cli(h, "DEL", lock, fence) == "2"
     refused = "another release of the service is active in the database"
     before = log_lines(h, "render", refused)
-    second = deploy(h, svc, "2.0.0")
-
-    # The first's track worker puts a missing key back when it renews (every 5 s), and the
-    # second then waits as busy; so the keys stay gone until render has tried the second
-    # (its first try or a sweep's): it passes the Redis gate and PostgreSQL refuses it.
-    def refused_once():
-        redis_cli(h, "DEL", lock, fence)
-        return log_lines(h, "render", refused) > before
-    wait_for(refused_once, 60, "render to be refused the second start by PostgreSQL")
+    # The first's track worker stalls (it would put a missing key back when it renews, every
+    # 5 s, and the second would then only wait as busy); meanwhile Redis loses the keys, as
+    # a promoted replica that missed the last writes would. The second passes the Redis
+    # gate and PostgreSQL refuses its start.
+    with frozen(h, "track"):
+        assert redis_cli(h, "DEL", lock, fence) == "2"
+        second = deploy(h, svc, "2.0.0")
+        wait_for(lambda: log_lines(h, "render", refused) > before, 60,
+                 "render to be refused the second start by PostgreSQL")
     assert h.relctl_json("show", second, "--output", "json")["status"] == "queued"
     assert h.relctl_json("show", first, "--output", "json")["status"] in ACTIVE
     r1 = wait_status(h, first, "succeeded", timeout=120)
