@@ -62,7 +62,10 @@ def stack(request):
     s = start_stack()
     yield s
     failed = request.session.testsfailed > 0
-    stop_stack(s, save_logs_as="stack-logs" if failed else None)
+    # One stack per pytest-xdist process (ops/test runs two): each keeps its own logs.
+    name = "stack-logs" + ("-" + os.environ["PYTEST_XDIST_WORKER"]
+                           if os.environ.get("PYTEST_XDIST_WORKER") else "")
+    stop_stack(s, save_logs_as=name if failed else None)
 
 
 @pytest.fixture
