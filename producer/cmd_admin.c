@@ -9,6 +9,7 @@
 #include "relctl.h"
 #include "rf_buf.h"
 #include "rf_hash.h"
+#include "rf_kschema.h"
 #include "rf_registry.h"
 #include "rf_render.h"
 #include "rf_service.h"
@@ -307,7 +308,7 @@ static int template_sync_file(relctl_t *ctl, rf_db_t *db, const char *dir, const
         if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), version) == 0) {
             printf("unchanged %s %.12s\n", id, version);
             result = 0;
-            goto out;
+            goto verify;
         }
         printf("%-9s %s %.12s\n", PQntuples(res) == 1 ? "changed" : "new", id, version);
         if (rf_db_exec(db,
@@ -322,8 +323,42 @@ static int template_sync_file(relctl_t *ctl, rf_db_t *db, const char *dir, const
         }
     }
     result = 0;
+verify:
+    /* Stored; now a dry render for each service that uses it, against its cluster's schema:
+     * what would be rejected at render is reported now (docs/design.md). The exit status
+     * stays 0 (the template is stored and may serve other services); `template check` is
+     * the gate that fails. */
+    {
+        json_t *checks = json_array();
+        if (relctl_template_verify(ctl, db, id, rf_buf_str(&body), body.len, NULL, NULL, 0, 0,
+                                   checks) != 0) {
+            size_t k;
+            json_t *chk;
+            json_array_foreach(checks, k, chk) {
+                const json_t *errors = json_object_get(chk, "errors");
+                const json_t *e;
+                size_t j;
+                char line[1400];
+                if (json_is_true(json_object_get(chk, "valid")) ||
+                    !json_is_string(json_object_get(chk, "service")))
+                    continue;
+                printf("invalid   %s for %s in %s (%zu error%s):\n", id,
+                       json_string_value(json_object_get(chk, "service")),
+                       json_string_value(json_object_get(chk, "env")), json_array_size(errors),
+                       json_array_size(errors) == 1 ? "" : "s");
+                json_array_foreach(errors, j, e) {
+                    if (json_object_get(e, "object"))
+                        rf_kschema_error_text(e, line, sizeof(line));
+                    else
+                        snprintf(line, sizeof(line), "%s",
+                                 json_string_value(json_object_get(e, "message")));
+                    printf("          %s\n", line);
+                }
+            }
+        }
+        json_decref(checks);
+    }
 out:
-    (void)ctl;
     PQclear(res);
     json_decref(names);
     rf_buf_release(&body);
@@ -337,6 +372,9 @@ static int name_cmp(const void *a, const void *b)
 
 int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "check") == 0)
+        return relctl_template_check(ctl, argc - 1, argv + 1);
+
     rf_db_t *db;
     DIR *d;
     struct dirent *e;
@@ -369,7 +407,8 @@ int relctl_cmd_template(relctl_t *ctl, int argc, char **argv)
     if (argc < 3 || strcmp(argv[1], "sync") != 0 || (!url_form && argc != 3) ||
         argc - 2 > (int)(sizeof(names) / sizeof(names[0])))
         return relctl_usage("usage: relctl template sync DIR | relctl template sync ID=URL ..."
-                            " | relctl template list");
+                            " | relctl template list | relctl template check FILE"
+                            " [--service S] [--env E]");
     for (int a = 2; url_form && a < argc; a++) {
         const char *eq = strchr(argv[a], '=');
         if (!eq || eq == argv[a] || (strncmp(eq + 1, "http://", 7) != 0 &&

@@ -53,6 +53,16 @@ int relctl_cmd_status(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_stats(relctl_t *ctl, int argc, char **argv); /* cmd_stats.c */
 int relctl_cmd_service(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_template(relctl_t *ctl, int argc, char **argv);
+/* cmd_template.c: `template check` (argv[0] is "check"), and the dry renders of a template
+ * with the values of each service that uses it (service NULL) or of service/env, checked
+ * against the schema of each service's cluster (else the built-in one); each check is
+ * appended to checks ({service, env, valid, schema, errors[]}) and printed when print; with
+ * sample, a template no service uses is rendered with sample values (db may be NULL then).
+ * Returns how many renders are invalid, or -1 when the database failed. */
+int relctl_template_check(relctl_t *ctl, int argc, char **argv);
+int relctl_template_verify(relctl_t *ctl, rf_db_t *db, const char *id, const char *body,
+                           size_t len, const char *service, const char *env, int print,
+                           int sample, json_t *checks);
 int relctl_cmd_image(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_db(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_notify(relctl_t *ctl, int argc, char **argv);

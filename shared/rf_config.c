@@ -118,6 +118,15 @@ const rf_config_prop_t rf_config_props[] = {
          "Lease of a service lock in Redis; the holding stage renews it"),
     PROP("sweep_interval_ms", RF_CONF_INT, sweep_interval_ms, "2000", 100, 600000, NULL,
          "How often the render stage looks for queued releases whose service is free"),
+    PROP("render_validation", RF_CONF_ENUM, render_validation, "strict", 0, 0, "strict|warn|off",
+         "Rendered manifests are checked against the target cluster's schema (its /openapi/v3,"
+         " else the built-in one) and the API conventions before anything is applied: strict"
+         " rejects the release naming each error, warn records the errors in the timeline and"
+         " goes on, off does not check (docs/design.md)"),
+    PROP("render_schema_recheck_ms", RF_CONF_INT, render_schema_recheck_ms, "60000", 1000,
+         86400000, NULL,
+         "How often the render stage asks a cluster's /version whether the schema it cached"
+         " (per cluster and version) is still the cluster's"),
     PROP("approval_timeout", RF_CONF_STRING, approval_timeout, "24h", 0, 0, NULL,
          "How long a release waits in awaiting_approval (600, 600s, 10m, 24h) before the"
          " render stage's sweep ends it cancelled (docs/promotion.md)"),

@@ -44,6 +44,8 @@ typedef struct rf_config {
     char *approval_timeout;
     int lock_lease_ms;
     int sweep_interval_ms;
+    char *render_validation;      /* strict | warn | off */
+    int render_schema_recheck_ms;
     int kafka_timeout_ms;
     int session_timeout_ms;
     int retry_max_ms;

@@ -125,8 +125,9 @@ rf_err_t rf_kschema_cluster_new(rf_kube_t *k, const char *cluster, rf_kschema_t 
         s = rf_kschema_builtin_new(errstr, errstr_size);
         snprintf(s->version, sizeof(s->version), "%s", git ? git : "");
         snprintf(s->describe + strlen(s->describe), sizeof(s->describe) - strlen(s->describe),
-                 "; cluster '%s' (%s) serves no /openapi/v3",
-                 cluster && *cluster ? cluster : "(default)", git ? git : "unknown version");
+                 "; cluster %s%s%s (%s) serves no /openapi/v3", cluster && *cluster ? "'" : "",
+                 cluster && *cluster ? cluster : "(the default)", cluster && *cluster ? "'" : "",
+                 git ? git : "unknown version");
         *out = s;
         goto out;
     }
@@ -141,8 +142,12 @@ rf_err_t rf_kschema_cluster_new(rf_kube_t *k, const char *cluster, rf_kschema_t 
     }
     s = kschema_alloc();
     snprintf(s->version, sizeof(s->version), "%s", git ? git : "");
-    snprintf(s->describe, sizeof(s->describe), "the schema of cluster '%s' (%s)",
-             cluster && *cluster ? cluster : "(default)", git ? git : "unknown version");
+    if (cluster && *cluster)
+        snprintf(s->describe, sizeof(s->describe), "the schema of cluster '%s' (%s)", cluster,
+                 git ? git : "unknown version");
+    else
+        snprintf(s->describe, sizeof(s->describe), "the schema of the default cluster (%s)",
+                 git ? git : "unknown version");
     json_object_foreach((json_t *)paths, gv, p) {
         const char *url = json_string_value(json_object_get(p, "serverRelativeURL"));
         if (url)
@@ -404,7 +409,53 @@ static void check_container_names(const json_t *podspec, const json_t *base, con
     json_decref(seen);
 }
 
-/* What spans fields: a workload's selector and its template's labels, container names. */
+/* Every volumeMount of the pod spec's containers names one of its volumes. */
+static void check_volume_mounts(const json_t *podspec, const json_t *base, const char *object,
+                                json_t *errors, size_t max_errors)
+{
+    static const char *const lists[] = {"initContainers", "containers"};
+    const json_t *vol, *c, *mount;
+    json_t *names = json_object();
+    size_t l, i, j;
+
+    if (!names)
+        abort();
+    json_array_foreach(json_object_get(podspec, "volumes"), i, vol) {
+        if (json_is_string(json_object_get(vol, "name")))
+            json_object_set_new(names, json_string_value(json_object_get(vol, "name")),
+                                json_true());
+    }
+    for (l = 0; l < 2; l++) {
+        json_array_foreach(json_object_get(podspec, lists[l]), i, c) {
+            json_array_foreach(json_object_get(c, "volumeMounts"), j, mount) {
+                const char *name = json_string_value(json_object_get(mount, "name"));
+                char msg[300];
+                json_t *path;
+                if (!name || json_object_get(names, name))
+                    continue;
+                path = json_deep_copy(base);
+                json_array_append_new(path, json_string(lists[l]));
+                json_array_append_new(path, json_integer((json_int_t)i));
+                json_array_append_new(path, json_string("volumeMounts"));
+                json_array_append_new(path, json_integer((json_int_t)j));
+                json_array_append_new(path, json_string("name"));
+                snprintf(msg, sizeof(msg), "Not found: \"%.200s\" (no volume of that name)", name);
+                add_error(errors, max_errors, object, path, msg);
+            }
+        }
+    }
+    json_decref(names);
+}
+
+/* The checks of a pod spec that span fields. */
+static void check_pod_spec(const json_t *podspec, const json_t *base, const char *object,
+                           json_t *errors, size_t max_errors)
+{
+    check_container_names(podspec, base, object, errors, max_errors);
+    check_volume_mounts(podspec, base, object, errors, max_errors);
+}
+
+/* What spans fields: a workload's selector and its template's labels, the pod spec's. */
 static void check_cross_fields(const json_t *m, const char *kind, const char *object,
                                json_t *errors, size_t max_errors)
 {
@@ -415,7 +466,7 @@ static void check_cross_fields(const json_t *m, const char *kind, const char *ob
 
     if (strcmp(kind, "Pod") == 0 && json_is_object(spec)) {
         base = json_pack("[s]", "spec");
-        check_container_names(spec, base, object, errors, max_errors);
+        check_pod_spec(spec, base, object, errors, max_errors);
         json_decref(base);
         return;
     }
@@ -435,7 +486,7 @@ static void check_cross_fields(const json_t *m, const char *kind, const char *ob
     }
     if (json_is_object(json_object_get(tpl, "spec"))) {
         base = json_pack("[s, s, s]", "spec", "template", "spec");
-        check_container_names(json_object_get(tpl, "spec"), base, object, errors, max_errors);
+        check_pod_spec(json_object_get(tpl, "spec"), base, object, errors, max_errors);
         json_decref(base);
     }
 }
@@ -613,4 +664,59 @@ rf_err_t rf_kschema_cache_get(rf_kschema_cache_t *c, const char *cluster, rf_kub
     c->e[slot].checked_ms = now;
     *out = fresh;
     return RF_OK;
+}
+
+rf_err_t rf_kschema_validate_render(rf_kschema_t *s, rf_kube_t *k,
+                                    const rf_render_template_t *tpl, const json_t *values,
+                                    const json_t *manifests, json_t *errors, size_t max_errors,
+                                    char *errstr, size_t errstr_size)
+{
+    size_t before = json_array_size(errors), i, j;
+    const json_t *m;
+    json_t *e;
+    rf_err_t result;
+
+    json_array_foreach(manifests, i, m) {
+        size_t first = json_array_size(errors);
+        result = rf_kschema_validate(s, k, m, errors, max_errors, errstr, errstr_size);
+        if (result == RF_ERR_RETRY)
+            return result;
+        for (j = first; j < json_array_size(errors); j++) {
+            e = json_array_get(errors, j);
+            json_object_set_new(e, "doc", json_integer((json_int_t)i));
+            if (tpl)
+                json_object_set_new(e, "line",
+                                    json_integer(rf_render_line(tpl, values, i,
+                                                                json_object_get(e, "path"))));
+        }
+    }
+    if (json_array_size(errors) > before) {
+        rf_kschema_error_text(json_array_get(errors, before), errstr, errstr_size);
+        return RF_ERR_PERM;
+    }
+    return RF_OK;
+}
+
+void rf_kschema_errors_text(const json_t *errors, size_t total, char *buf, size_t size)
+{
+    char one[1200];
+    size_t used = 0, i;
+    const json_t *e;
+
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    json_array_foreach(errors, i, e) {
+        int n;
+        rf_kschema_error_text(e, one, sizeof(one));
+        n = snprintf(buf + used, size - used, "%s%s", i ? "; " : "", one);
+        if (n < 0 || (size_t)n >= size - used) {
+            buf[used] = '\0';
+            snprintf(buf + used, size - used, "%s...", i ? "; " : "");
+            return;
+        }
+        used += (size_t)n;
+    }
+    if (total > json_array_size(errors) && used < size)
+        snprintf(buf + used, size - used, "; and %zu more", total - json_array_size(errors));
 }

@@ -8,6 +8,7 @@
 
 #include "rf_err.h"
 #include "rf_kube.h"
+#include "rf_render.h"
 
 /*
  * A schema is what one cluster serves at one version (its /version gitVersion): the
@@ -56,6 +57,18 @@ const char *rf_kschema_version(const rf_kschema_t *s);
  */
 rf_err_t rf_kschema_validate(rf_kschema_t *s, rf_kube_t *k, const json_t *manifest,
                              json_t *errors, size_t max_errors, char *errstr, size_t errstr_size);
+
+/* rf_kschema_validate for every manifest of a render of tpl with values (manifests as
+ * rf_render_exec returned them); each error gets "doc" (the manifest's index) and, when tpl
+ * is given, "line": the template line that produced the field (rf_render_line). */
+rf_err_t rf_kschema_validate_render(rf_kschema_t *s, rf_kube_t *k,
+                                    const rf_render_template_t *tpl, const json_t *values,
+                                    const json_t *manifests, json_t *errors, size_t max_errors,
+                                    char *errstr, size_t errstr_size);
+
+/* The errors as one line each joined by "; ", cut to fit size; total > the array's size
+ * adds "; and N more". */
+void rf_kschema_errors_text(const json_t *errors, size_t total, char *buf, size_t size);
 
 /* One error of rf_kschema_validate as a line, with "line" (the template line) when the
  * error has one: `Deployment 'web' spec.replicas: -1 (template line 6): must be ...`. */

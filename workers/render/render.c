@@ -14,6 +14,7 @@
 #include "common.h"
 #include "gate.h"
 #include "rf_clock.h"
+#include "validate.h"
 #include "worker.h"
 
 #define RENDER_CACHE 64
@@ -29,6 +30,7 @@ typedef struct render_stage {
     long last_sweep_ms;
     render_cached_t cache[RENDER_CACHE];
     int cache_next;
+    render_validator_t *validator; /* manifests against the cluster's schema (validate.c) */
 } render_stage_t;
 
 /* The compiled template version id@version if this worker has it. A version is the
@@ -315,6 +317,7 @@ static rf_err_t render_start(render_stage_t *rs, const char *service_of, const c
     json_t *values = NULL, *manifests = NULL, *rendered = NULL;
     char reason[1024], key[300], holder[64], digest[65], fence_s[24], msg[512], id[64];
     char *manifests_text = NULL, *values_text = NULL, *data_text = NULL, *text = NULL;
+    char *warnings = NULL, invalid[4800];
     const char *service, *env, *tpl_id, *tpl_version;
     int acquired = 0, supersede_active = 0, awaited = 0;
     int64_t fence = 0, floor;
@@ -429,6 +432,14 @@ static rf_err_t render_start(render_stage_t *rs, const char *service_of, const c
     }
     if (rf_db_value(res, 0, 20) && strcmp(rf_db_value(res, 0, 20), "t") == 0)
         render_add_restart(manifests);
+    /* What the cluster would refuse is refused here, before anything is applied: the
+     * release goes from queued to rejected naming each error (render_validation). */
+    result = render_validate(rs->validator, tpl, tpl_id, values, manifests, service, env,
+                             &warnings, invalid, sizeof(invalid), errstr, errstr_size);
+    if (result == RF_ERR_PERM)
+        goto reject_invalid;
+    if (result != RF_OK)
+        goto unlock; /* the cluster's schema is out of reach: stays queued, retried */
     if (rf_render_canonical(manifests, &manifests_text, digest) != RF_OK) {
         snprintf(reason, sizeof(reason), "cannot serialise the manifests");
         goto fail_release;
@@ -462,8 +473,9 @@ static rf_err_t render_start(render_stage_t *rs, const char *service_of, const c
                               tpl_id, tpl_version, manifests_text, digest, started,
                               msg,    data_text};
         snprintf(started, sizeof(started), "lock acquired (fence %s)", fence_s);
-        snprintf(msg, sizeof(msg), "rendered %zu objects from template '%s' (sha256 %.12s)",
-                 json_array_size(manifests), tpl_id, digest);
+        snprintf(msg, sizeof(msg), "rendered %zu objects from template '%s' (sha256 %.12s)%s%s",
+                 json_array_size(manifests), tpl_id, digest, warnings ? "; " : "",
+                 warnings ? warnings : "");
         result = render_record(w, render_start_sql, 12, up, errstr, errstr_size);
     }
     if (result == RF_ERR_PERM && strcmp(rf_db_sqlstate(w->db), "23505") == 0) {
@@ -511,11 +523,22 @@ unlock:
         result = RF_OK;
     }
     goto out;
+reject_invalid:
+    /* Still queued: it ends rejected without starting, the lock taken for it is freed and
+     * the service's next queued release may start. */
+    result = render_reject(rs, id, invalid, errstr, errstr_size);
+    rf_lock_release(w->lock, env, service, id, msg, sizeof(msg));
+    if (result == RF_OK)
+        result = rf_worker_publish_result(rs->w, id, key, errstr, errstr_size);
+    if (result == RF_OK)
+        result = rf_worker_kick_next(w, service, env, errstr, errstr_size);
+    goto out;
 reject:
     result = render_reject(rs, id, reason, errstr, errstr_size);
     if (result == RF_OK)
         result = rf_worker_publish_result(rs->w, id, key, errstr, errstr_size);
 out:
+    free(warnings);
     free(text);
     free(data_text);
     free(manifests_text);
@@ -674,6 +697,7 @@ static rf_err_t render_init(rf_worker_t *w, void **state, char *errstr, size_t e
     if (!rs)
         abort();
     rs->w = w;
+    rs->validator = render_validator_new(w);
     *state = rs;
     return RF_OK;
 }
@@ -684,6 +708,7 @@ static void render_destroy(void *state)
 
     for (int i = 0; i < RENDER_CACHE; i++)
         rf_render_template_destroy(rs->cache[i].tpl);
+    render_validator_destroy(rs->validator);
     free(rs);
 }
 
