@@ -742,7 +742,7 @@ static int same_ignoring_times(const json_t *a, const json_t *b)
  * or NULL with resp filled. */
 static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj_t *old,
                                 int status_write, const char *op, const char *manager,
-                                int dry_run, ks_fieldval_t fv, ks_resp_t *resp)
+                                json_t **dry_run, ks_fieldval_t fv, ks_resp_t *resp)
 {
     json_t *meta;
     const json_t *oldj = old ? old->json : NULL;
@@ -823,11 +823,11 @@ static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj
         return oldj;
     }
     if (dry_run) {
-        json_object_set(meta, "resourceVersion", ks_jget(oldj, "metadata.resourceVersion"));
-        respond_json(resp, oldj ? 200 : 201, o);
-        json_decref(o);
-        resp->status = oldj ? 200 : 201;
-        return NULL;
+        /* what would be stored, answered as usual and not stored: the caller owns it */
+        if (oldj)
+            json_object_set(meta, "resourceVersion", ks_jget(oldj, "metadata.resourceVersion"));
+        *dry_run = o;
+        return o;
     }
     stored = ks_store_put(api->st, kind, o);
     if (kind == KS_DEPLOYMENT && !status_write)
@@ -855,12 +855,15 @@ static void api_create(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     const json_t *out;
     const char *gen;
     ks_fieldval_t fv;
+    int dry;
+    json_t *dry_obj = NULL;
 
     if (!o) {
         ks_api_status(resp, code, code == 415 ? "UnsupportedMediaType" : "BadRequest", err, NULL);
         return;
     }
-    if (ks_fieldval_parse(q(req, "fieldValidation"), &fv, resp) != 0) {
+    if (ks_fieldval_parse(q(req, "fieldValidation"), &fv, resp) != 0 ||
+        ks_dryrun_parse(q(req, "dryRun"), "CreateOptions", &dry, resp) != 0) {
         json_decref(o);
         return;
     }
@@ -896,13 +899,14 @@ static void api_create(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         ks_api_status(resp, 409, "AlreadyExists", msg, details_for(r->kind, ks_jstr(o, "metadata.name")));
         goto cleanup;
     }
-    out = api_commit(api, r->kind, o, NULL, 0, "create", manager, q(req, "dryRun") != NULL, fv, resp);
+    out = api_commit(api, r->kind, o, NULL, 0, "create", manager, dry ? &dry_obj : NULL, fv, resp);
     o = NULL;
     if (out)
         respond_json(resp, 201, out);
 cleanup:
     ks_store_unlock(api->st);
     json_decref(o);
+    json_decref(dry_obj);
 }
 
 static json_t *scale_of(ks_kind_t kind, const json_t *o)
@@ -932,12 +936,14 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     int scale = r->sub && strcmp(r->sub, "scale") == 0;
     char err[4096], manager[128];
     int code;
-    json_t *body, *o = NULL, *base = NULL, *conflicts = NULL;
+    json_t *body, *o = NULL, *base = NULL, *conflicts = NULL, *dry_obj = NULL;
     ks_obj_t *old;
     const json_t *out;
     ks_fieldval_t fv;
+    int dry;
 
-    if (ks_fieldval_parse(q(req, "fieldValidation"), &fv, resp) != 0)
+    if (ks_fieldval_parse(q(req, "fieldValidation"), &fv, resp) != 0 ||
+        ks_dryrun_parse(q(req, "dryRun"), is_patch ? "PatchOptions" : "UpdateOptions", &dry, resp) != 0)
         return;
     if (r->sub && !status_write && !(scale && (r->kind == KS_DEPLOYMENT || r->kind == KS_REPLICASET))) {
         ks_api_status(resp, 404, "NotFound", "the server could not find the requested resource", NULL);
@@ -991,7 +997,7 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         o = json_deep_copy(old->json);
         ks_jset(o, "spec.replicas", json_incref(ks_jget(ns, "spec.replicas")));
         json_decref(ns);
-        out = api_commit(api, r->kind, o, old, 0, "scale", manager, q(req, "dryRun") != NULL,
+        out = api_commit(api, r->kind, o, old, 0, "scale", manager, dry ? &dry_obj : NULL,
                          KS_FV_IGNORE, resp);
         o = NULL;
         if (out) {
@@ -1056,7 +1062,7 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         ks_jset(o, "metadata.namespace", json_string(r->ns));
     ks_jset(o, "metadata.name", json_string(r->name));
     out = api_commit(api, r->kind, o, old, status_write, is_apply ? "apply" : (is_patch ? "patch" : "update"),
-                     manager, q(req, "dryRun") != NULL, fv, resp);
+                     manager, dry ? &dry_obj : NULL, fv, resp);
     o = NULL;
     if (out)
         respond_json(resp, old ? 200 : 201, out);
@@ -1066,6 +1072,7 @@ cleanup:
     json_decref(o);
     json_decref(base);
     json_decref(conflicts);
+    json_decref(dry_obj);
 }
 
 static void delete_tree(ks_api_t *api, ks_obj_t *o, int orphan)
@@ -1102,7 +1109,10 @@ static void api_delete(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     char manager[128];
     const char *policy = q(req, "propagationPolicy");
     json_t *body_opts = NULL;
+    int dry;
 
+    if (ks_dryrun_parse(q(req, "dryRun"), "DeleteOptions", &dry, resp) != 0)
+        return;
     if (req->body_len)
         body_opts = json_loadb(req->body, req->body_len, 0, NULL);
     if (!policy)
@@ -1130,7 +1140,7 @@ static void api_delete(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         respond_json(resp, 200, st);
         json_decref(st);
     }
-    if (q(req, "dryRun"))
+    if (dry)
         goto cleanup;
     if (r->kind == KS_DEPLOYMENT)
         applies_record(api, "delete", manager, o->json);

@@ -840,9 +840,9 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
                        "replicas", 0, "minReadySeconds",
                        (int)ks_jint(x->dj, "spec.minReadySeconds", 0), "selector", sel,
                        "template", tmpl);
-        /* NewRSNewReplicas */
+        /* NewRSNewReplicas: Recreate creates it only once the old pods are gone, at full size */
         if (strcmp(ks_jstr(x->dj, "spec.strategy.type") ?: "RollingUpdate", "Recreate") == 0) {
-            n = 0;
+            n = x->replicas;
         } else {
             int current = sum_spec(x->old, x->nold);
             int max_total = x->replicas + x->surge;
@@ -854,7 +854,7 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
         ks_jset(rs, "status", json_pack("{s:i}", "replicas", 0));
         x->new_rs = ks_store_put(x->c->st, KS_REPLICASET, rs);
         ks_store_link(x->d, x->new_rs);
-        {
+        if (n > 0) { /* getNewReplicaSet: only "if !alreadyExists && newReplicasCount > 0" */
             char msg[512];
             snprintf(msg, sizeof(msg), "Scaled up replica set %s from 0 to %d", name, n);
             ctrl_event(x->c, x->dj, "Normal", "ScalingReplicaSet", msg, "deployment-controller");

@@ -837,6 +837,22 @@ int ks_fieldval_parse(const char *value, ks_fieldval_t *fv, ks_resp_t *resp)
     return 0;
 }
 
+int ks_dryrun_parse(const char *value, const char *opts, int *dry, ks_resp_t *resp)
+{
+    char cause[200], msg[400];
+
+    *dry = value != NULL;
+    if (!value || strcmp(value, "All") == 0)
+        return 0;
+    snprintf(cause, sizeof(cause), "Unsupported value: \"%.100s\": supported values: \"All\"", value);
+    snprintf(msg, sizeof(msg), "%s.meta.k8s.io \"\" is invalid: dryRun: %s", opts, cause);
+    ks_api_status(resp, 422, "Invalid", msg,
+                  json_pack("{s:s, s:s, s:s, s:[{s:s, s:s, s:s}]}", "name", "", "group", "meta.k8s.io",
+                            "kind", opts, "causes", "reason", "FieldValueNotSupported", "message",
+                            cause, "field", "dryRun"));
+    return -1;
+}
+
 int ks_decode(const ks_schema_t *s, ks_kind_t kind, json_t *o, ks_fieldval_t fv, ks_resp_t *resp)
 {
     const char *k = ks_kinds[kind].kind;

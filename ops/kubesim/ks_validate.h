@@ -24,6 +24,11 @@ const char *ks_check_env_name(const char *s);
 /* The fieldValidation query parameter (NULL: Warn). Returns 0, or fills resp with 400. */
 int ks_fieldval_parse(const char *value, ks_fieldval_t *fv, ks_resp_t *resp);
 
+/* The dryRun query parameter of a write whose options are opts ("CreateOptions",
+ * "PatchOptions", "UpdateOptions", "DeleteOptions"): *dry is 1 for "All", 0 when absent.
+ * Returns 0, or fills resp with 422 Invalid for any other value, as ValidateDryRun does. */
+int ks_dryrun_parse(const char *value, const char *opts, int *dry, ks_resp_t *resp);
+
 /* Decodes o (the object a write would store) as the API server's JSON decoder does: a
  * type error answers 400 "<Kind> in version "v1" cannot be handled as a <Kind>: json:
  * cannot unmarshal ..." with the field in details.causes; unknown fields are dropped and
