@@ -209,3 +209,66 @@ def test_protobuf_answer_written_back_is_a_no_op(sim, path):
         assert after == before
     else:
         assert after["spec"] == before["spec"] and after["metadata"] == before["metadata"]
+
+
+# ---- a protobuf reader of its own, to check kubesim's answers from outside ----
+
+def read_fields(buf):
+    """field number -> list of values (int for varints, bytes for length-delimited)."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = read_varint(buf, i)
+        elif wt == 2:
+            n, i = read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+            assert len(v) == n, "length past the end"
+        else:
+            raise AssertionError(f"wire type {wt} of field {num}")
+        out.setdefault(num, []).append(v)
+    return out
+
+
+def read_varint(buf, i):
+    v = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7f) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i
+
+
+def test_protobuf_answer_decodes_as_upstream_numbers_say(sim):
+    """A client decoding the k8s\\0 envelope by the upstream field numbers (runtime.Unknown,
+    apps.v1.Deployment, meta.v1.ObjectMeta, core.v1.PodSpec/Container) reads the object the
+    JSON answer shows."""
+    s = sim.session()
+    url = f"{sim.url}/apis/apps/v1/namespaces/default/deployments/pb-d"
+    j = s.get(url, headers={"Accept": "application/json"}).json()
+    r = s.get(url, headers={"Accept": f"{PB},application/json"})
+    assert r.headers["Content-Type"] == PB
+    assert r.content[:4] == b"k8s\x00"
+    unknown = read_fields(r.content[4:])
+    type_meta = read_fields(unknown[1][0])
+    assert (type_meta[1], type_meta[2]) == ([b"apps/v1"], [b"Deployment"])
+    assert unknown.get(3, [b""]) == [b""] and unknown.get(4, [b""]) == [b""]  # contentEncoding, contentType
+    dep = read_fields(unknown[2][0])
+    meta, spec, status = (read_fields(dep[n][0]) for n in (1, 2, 3))
+    assert meta[1] == [b"pb-d"] and meta[3] == [b"default"]
+    assert meta[6] == [j["metadata"]["resourceVersion"].encode()] and meta[7] == [j["metadata"]["generation"]]
+    assert spec[1] == [j["spec"]["replicas"]]
+    template = read_fields(spec[3][0])
+    labels = [read_fields(e) for e in read_fields(template[1][0])[11]]  # map entries key=1 value=2
+    assert [(e[1][0], e[2][0]) for e in labels] == [(b"app", b"pb-d")]
+    pod = read_fields(template[2][0])
+    (c,) = [read_fields(x) for x in pod[2]]
+    assert c[1] == [b"nginx"] and c[2] == [j["spec"]["template"]["spec"]["containers"][0]["image"].encode()]
+    port = read_fields(c[6][0])
+    assert port[3] == [8080] and port[4] == [b"TCP"]
+    assert status[7] == [j["status"]["readyReplicas"]] and status[1] == [j["status"]["observedGeneration"]]
+    conds = [read_fields(x) for x in status[6]]
+    assert sorted(x[1][0] for x in conds) == [b"Available", b"Progressing"]
