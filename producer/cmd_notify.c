@@ -11,12 +11,12 @@
 #define NOTIFY_ALL_OUTCOMES "succeeded,failed,cancelled,superseded,rejected"
 #define NOTIFY_HELP                                                                                \
     "notify add S --env E --channel email|dingtalk|webhook --target T [--secret NAME]"             \
-    " [--on succeeded,failed,...]\n"                                                               \
+    " [--on succeeded,failed,...] [--format json|cloudevents]\n"                                   \
     "       relctl notify list [S] [--env E] [--output json]\n"                                    \
     "       relctl notify remove ID | remove S --env E --channel C --target T"
 
 typedef struct notify_args {
-    const char *service, *env, *channel, *target, *secret, *on;
+    const char *service, *env, *channel, *target, *secret, *on, *format;
 } notify_args_t;
 
 static int notify_usage(void)
@@ -27,18 +27,16 @@ static int notify_usage(void)
 /* Options after the verb; positional words are left in argv[optind..]. */
 static int notify_parse(relctl_t *ctl, int argc, char **argv, notify_args_t *a)
 {
-    static const struct option opts[] = {{"env", required_argument, NULL, 'e'},
-                                         {"channel", required_argument, NULL, 'c'},
-                                         {"target", required_argument, NULL, 't'},
-                                         {"secret", required_argument, NULL, 's'},
-                                         {"on", required_argument, NULL, 'n'},
-                                         {"output", required_argument, NULL, 'o'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"env", required_argument, NULL, 'e'},    {"channel", required_argument, NULL, 'c'},
+        {"target", required_argument, NULL, 't'}, {"secret", required_argument, NULL, 's'},
+        {"on", required_argument, NULL, 'n'},     {"format", required_argument, NULL, 'f'},
+        {"output", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
     int c;
 
     memset(a, 0, sizeof(*a));
     optind = 0;
-    while ((c = getopt_long(argc, argv, "e:c:t:s:n:o:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "e:c:t:s:n:f:o:", opts, NULL)) != -1) {
         switch (c) {
         case 'e':
             a->env = optarg;
@@ -54,6 +52,9 @@ static int notify_parse(relctl_t *ctl, int argc, char **argv, notify_args_t *a)
             break;
         case 'n':
             a->on = optarg;
+            break;
+        case 'f':
+            a->format = optarg;
             break;
         case 'o':
             ctl->json = strcmp(optarg, "json") == 0;
@@ -107,6 +108,10 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
         return relctl_usage("%s", errstr);
     if (a->on && rf_notify_outcomes_check(a->on, errstr, sizeof(errstr)) != RF_OK)
         return relctl_usage("--on: %s", errstr);
+    if (a->format && strcmp(a->format, "json") != 0 && strcmp(a->format, "cloudevents") != 0)
+        return relctl_usage("unknown format '%s' (json, cloudevents)", a->format);
+    if (a->format && strcmp(a->format, "cloudevents") == 0 && channel != RF_NOTIFY_WEBHOOK)
+        return relctl_usage("--format cloudevents is for webhooks only");
     if (a->secret && !notify_secret_name_ok(a->secret))
         return relctl_usage("--secret takes the name of a secret (letters, digits, '_', '.',"
                             " '-'), not its value");
@@ -121,8 +126,8 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
         if (*t != ' ')
             rf_buf_addc(&target, *t);
     {
-        const char *p[7] = {a->service,      a->env,    a->channel,        rf_buf_str(&target),
-                            rf_buf_str(&on), a->secret, ctl->operator_name};
+        const char *p[8] = {a->service,      a->env,    a->channel,         rf_buf_str(&target),
+                            rf_buf_str(&on), a->secret, ctl->operator_name, a->format};
         if (rf_db_exec(db, "SELECT 1 FROM services WHERE service = $1 AND env = $2", 2, p, &res,
                        errstr, sizeof(errstr)) != RF_OK) {
             relctl_fail("%s", errstr);
@@ -137,11 +142,12 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
         res = NULL;
         if (rf_db_exec(db,
                        "INSERT INTO notify_subscriptions (service, env, channel, target, on_status,"
-                       " secret_name, created_by) VALUES ($1, $2, $3, $4, $5::text[], $6, $7)"
-                       " ON CONFLICT (service, env, channel, target) DO UPDATE SET on_status ="
-                       " excluded.on_status, secret_name = excluded.secret_name"
-                       " RETURNING id, (xmax = 0)::text, array_to_string(on_status, ',')",
-                       7, p, &res, errstr, sizeof(errstr)) != RF_OK) {
+                       " secret_name, created_by, format) VALUES ($1, $2, $3, $4, $5::text[], $6,"
+                       " $7, coalesce($8, 'json')) ON CONFLICT (service, env, channel, target) DO"
+                       " UPDATE SET on_status = excluded.on_status, secret_name ="
+                       " excluded.secret_name, format = excluded.format"
+                       " RETURNING id, (xmax = 0)::text, array_to_string(on_status, ','), format",
+                       8, p, &res, errstr, sizeof(errstr)) != RF_OK) {
             relctl_fail("cannot add the subscription: %s", errstr);
             goto out;
         }
@@ -151,10 +157,11 @@ static int notify_add(relctl_t *ctl, const notify_args_t *a)
                                     (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10), "created",
                                     strcmp(PQgetvalue(res, 0, 1), "true") == 0));
     else
-        printf("%s subscription %s: %s %s of %s in %s on %s\n",
+        printf("%s subscription %s: %s %s of %s in %s on %s%s\n",
                strcmp(PQgetvalue(res, 0, 1), "true") == 0 ? "added" : "updated",
                PQgetvalue(res, 0, 0), a->channel, rf_buf_str(&target), a->service, a->env,
-               PQgetvalue(res, 0, 2));
+               PQgetvalue(res, 0, 2),
+               strcmp(PQgetvalue(res, 0, 3), "cloudevents") == 0 ? " as cloudevents" : "");
     result = RELCTL_OK;
 out:
     PQclear(res);
@@ -175,7 +182,8 @@ static int notify_list(relctl_t *ctl, const notify_args_t *a)
         return RELCTL_FAIL;
     if (rf_db_exec(db,
                    "SELECT id, service, env, channel, target, array_to_string(on_status, ','),"
-                   " secret_name, relfleet_iso(created_at), created_by FROM notify_subscriptions"
+                   " secret_name, relfleet_iso(created_at), created_by, format"
+                   " FROM notify_subscriptions"
                    " WHERE ($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR env = $2)"
                    " ORDER BY service, env, id",
                    2, p, &res, errstr, sizeof(errstr)) != RF_OK)
@@ -188,6 +196,7 @@ static int notify_list(relctl_t *ctl, const notify_args_t *a)
                               PQgetvalue(res, i, 3), "target", PQgetvalue(res, i, 4), "on",
                               PQgetvalue(res, i, 5), "created_at", PQgetvalue(res, i, 7),
                               "created_by", PQgetvalue(res, i, 8));
+        json_object_set_new(o, "format", json_string(PQgetvalue(res, i, 9)));
         json_object_set_new(o, "secret",
                             rf_db_value(res, i, 6) ? json_string(rf_db_value(res, i, 6))
                                                    : json_null());
@@ -197,11 +206,12 @@ static int notify_list(relctl_t *ctl, const notify_args_t *a)
         relctl_print_json(list);
     } else {
         for (int i = 0; i < PQntuples(res); i++)
-            printf("%-5s %-20s %-8s %-9s %-40s on %s%s%s\n", PQgetvalue(res, i, 0),
+            printf("%-5s %-20s %-8s %-9s %-40s on %s%s%s%s\n", PQgetvalue(res, i, 0),
                    PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
                    PQgetvalue(res, i, 4), PQgetvalue(res, i, 5),
                    rf_db_value(res, i, 6) ? " secret " : "",
-                   rf_db_value(res, i, 6) ? rf_db_value(res, i, 6) : "");
+                   rf_db_value(res, i, 6) ? rf_db_value(res, i, 6) : "",
+                   strcmp(PQgetvalue(res, i, 9), "cloudevents") == 0 ? " as cloudevents" : "");
         json_decref(list);
     }
     PQclear(res);

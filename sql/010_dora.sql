@@ -160,3 +160,9 @@ SELECT jsonb_build_object(
                       round(failed_changes::numeric / changes, 4) END) ORDER BY day), '[]')
               FROM daily))
 $$;
+
+-- CloudEvents (docs/notifications.md): a webhook subscription's format. json: the result as
+-- it is with Relfleet's headers; cloudevents: the same request plus the CloudEvents HTTP
+-- binding's binary mode (ce-specversion, ce-id, ce-source, ce-type, ce-time, ce-subject).
+ALTER TABLE notify_subscriptions ADD COLUMN format text NOT NULL DEFAULT 'json'
+    CHECK (format IN ('json', 'cloudevents') AND (format = 'json' OR channel = 'webhook'));

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "rf_buf.h"
+#include "rf_cloudevents.h"
 #include "rf_notify_format.h"
 #include "rf_notify_sign.h"
 #include "rf_release.h"
@@ -126,8 +127,8 @@ static int notify_check_outcome(const char *item, void *arg)
 {
     int s = rf_release_status_parse(item);
 
-    if (s < 0 || (!rf_release_status_terminal((rf_release_status_t)s) &&
-                  s != RF_STATUS_AWAITING_APPROVAL)) {
+    if (s < 0 ||
+        (!rf_release_status_terminal((rf_release_status_t)s) && s != RF_STATUS_AWAITING_APPROVAL)) {
         snprintf(arg, 256,
                  "'%.100s' is not an outcome (succeeded, failed, cancelled, superseded, rejected,"
                  " awaiting_approval)",
@@ -288,6 +289,26 @@ static void notify_add_header(rf_notify_send_t *s, const char *fmt, const char *
         abort();
 }
 
+/* The CloudEvents HTTP binding in binary mode: ce-<attribute> headers beside the body, whose
+ * Content-Type is the event's datacontenttype. */
+static rf_err_t notify_add_cloudevent(rf_notify_send_t *s, const rf_notify_request_t *req,
+                                      const json_t *result, char *errstr, size_t errstr_size)
+{
+    rf_cloudevent_t ev;
+    const char *value;
+    char line[400];
+
+    if (rf_cloudevent_from_result(result, req->ce_source ? req->ce_source : "/relfleet", &ev,
+                                  errstr, errstr_size) != RF_OK)
+        return RF_ERR_PERM;
+    for (int i = 0; i < RF_CLOUDEVENT_ATTRS; i++) {
+        const char *name = rf_cloudevent_attr(&ev, i, &value);
+        snprintf(line, sizeof(line), "ce-%s: %s", name, value);
+        notify_add_header(s, "%s", line);
+    }
+    return RF_OK;
+}
+
 static rf_err_t notify_setup_http(rf_notify_send_t *s, const rf_notify_request_t *req,
                                   const json_t *result, char *errstr, size_t errstr_size)
 {
@@ -323,6 +344,11 @@ static rf_err_t notify_setup_http(rf_notify_send_t *s, const rf_notify_request_t
             char sig[RF_NOTIFY_WEBHOOK_SIGN_SIZE];
             rf_notify_webhook_sign(req->secret, req->now_ms / 1000, s->body.data, s->body.len, sig);
             notify_add_header(s, "X-Relfleet-Signature: %s", sig);
+        }
+        if (req->cloudevents &&
+            notify_add_cloudevent(s, req, result, errstr, errstr_size) != RF_OK) {
+            rf_buf_release(&url);
+            return RF_ERR_PERM;
         }
     }
     notify_add_header(s, "Content-Type: %s", "application/json; charset=utf-8");

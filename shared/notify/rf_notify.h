@@ -52,6 +52,8 @@ typedef struct rf_notify_request {
     const char *smtp_ca_file;  /* PEM CA file verifying the server; NULL: the system's */
     long timeout_ms;           /* of the whole request */
     long long now_ms;          /* signing timestamps and the email's Date */
+    int cloudevents;       /* webhook: also the CloudEvents HTTP binding, binary mode */
+    const char *ce_source; /* its ce-source (rf_cloudevents_source) */
 } rf_notify_request_t;
 
 typedef struct rf_notify_send rf_notify_send_t;

@@ -326,6 +326,37 @@ def test_relctl_notify_add_list_remove(ctx):
     assert code("remove", str(sub["id"])) == 1
 
 
+def test_webhook_in_cloudevents_format(ctx):
+    # --format cloudevents: the CloudEvents HTTP binding in binary mode (ce-* headers) beside
+    # the same signed body and headers as a plain webhook.
+    h, http = ctx["h"], ctx["http"]
+    svc = setup_service(h)
+    name = "ce-" + svc[-6:]
+    hook = http.hook(name, key=SECRETS["hook_key"])
+    subscribe(h, svc, "webhook", hook, "--secret", "hook_key", "--format", "cloudevents")
+    [sub] = h.relctl_json("notify", "list", svc, "--env", "prod")
+    assert sub["format"] == "cloudevents", sub
+    assert "as cloudevents" in h.relctl("notify", "list", svc, "--env", "prod").stdout
+    rid = rejected(h, svc)
+    wait_notified(h, rid, 1)
+    [req] = http.of(name)
+    assert req["verified"]
+    body = json.loads(req["body"])
+    source = "/relfleet/" + (h.prefix.rstrip("._-") or "relfleet")
+    assert {k: v for k, v in req["headers"].items() if k.lower().startswith("ce-")} == {
+        "ce-specversion": "1.0", "ce-id": rid, "ce-source": source,
+        "ce-type": "io.relfleet.release.rejected", "ce-time": body["finished_at"],
+        "ce-subject": f"{svc}/prod"}, req["headers"]
+    assert req["headers"]["X-Relfleet-Event-Id"] == rid
+    assert req["headers"]["Content-Type"].startswith("application/json")
+    for args, what in ((["--channel", "email", "--target", "a@example.test"], "webhooks only"),
+                       (["--channel", "webhook", "--target", hook, "--format", "xml"],
+                        "unknown format 'xml'")):
+        extra = ["--format", "cloudevents"] if "--format" not in args else []
+        proc = h.relctl("notify", "add", svc, "--env", "prod", *args, *extra, check=False)
+        assert proc.returncode == 2 and what in proc.stderr, proc.stderr
+
+
 def test_secrets_never_in_rows_or_logs(ctx):
     h, stack = ctx["h"], ctx["stack"]
     dump = "\n".join(",".join(r) for r in h.psql(

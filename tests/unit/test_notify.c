@@ -339,8 +339,12 @@ typedef struct server {
     const char *answer;
     char url[1024];
     char sig[128], ts[32], event[64], idem[64];
+    char ce[6][160], content_type[80]; /* ce-specversion ... ce-subject, Content-Type */
     rf_buf_t body;
 } server_t;
+
+static const char *const ce_headers[6] = {"ce-specversion", "ce-id",   "ce-source",
+                                          "ce-type",        "ce-time", "ce-subject"};
 
 static enum MHD_Result server_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                      const char *method, const char *version,
@@ -381,6 +385,12 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *conn, con
     snprintf(s->event, sizeof(s->event), "%s", v ? v : "");
     v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
     snprintf(s->idem, sizeof(s->idem), "%s", v ? v : "");
+    for (int i = 0; i < 6; i++) {
+        v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, ce_headers[i]);
+        snprintf(s->ce[i], sizeof(s->ce[i]), "%s", v ? v : "");
+    }
+    v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    snprintf(s->content_type, sizeof(s->content_type), "%s", v ? v : "");
     r = MHD_create_response_from_buffer(strlen(s->answer), (void *)s->answer,
                                         MHD_RESPMEM_PERSISTENT);
     ret = MHD_queue_response(conn, (unsigned int)s->status, r);
@@ -447,6 +457,58 @@ static void test_webhook_request_on_the_wire(void **state)
     assert_non_null(strstr(errstr, "HTTP 503"));
     assert_string_equal(srv.sig, ""); /* no key, no signature */
     server_stop(&srv);
+}
+
+/* --format cloudevents: the CloudEvents HTTP binding in binary mode beside the same body,
+ * signature and headers; without it no ce- header is sent. */
+static void test_webhook_cloudevents_on_the_wire(void **state)
+{
+    static const char *const want[6] = {"1.0",
+                                        "0b9f3c1e-8a0b-4a55-9b7e-2f1d2c3b4a59",
+                                        "/relfleet/eu-1",
+                                        "io.relfleet.release.failed",
+                                        "2026-11-23T23:12:06.500Z",
+                                        "payments/prod"};
+    rf_notify_request_t req = {.channel = RF_NOTIFY_WEBHOOK,
+                               .secret = "k3y",
+                               .result_text = result_text,
+                               .timeout_ms = 5000,
+                               .now_ms = 1795477363183LL,
+                               .cloudevents = 1,
+                               .ce_source = "/relfleet/eu-1"};
+    char url[128], errstr[512], sig[RF_NOTIFY_WEBHOOK_SIGN_SIZE];
+    rf_notify_send_t *send;
+    server_t srv;
+
+    (void)state;
+    server_start(&srv, 200, "ok");
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", srv.port);
+    req.target = url;
+    send = rf_notify_send_new(&req, errstr, sizeof(errstr));
+    assert_non_null(send);
+    assert_int_equal(rf_notify_send_run(send, errstr, sizeof(errstr)), RF_OK);
+    rf_notify_send_destroy(send);
+    for (int i = 0; i < 6; i++)
+        if (strcmp(srv.ce[i], want[i]) != 0)
+            fail_msg("%s: '%s', want '%s'", ce_headers[i], srv.ce[i], want[i]);
+    assert_string_equal(srv.content_type, "application/json; charset=utf-8");
+    assert_string_equal(rf_buf_str(&srv.body), result_text);
+    assert_string_equal(srv.event, want[1]);
+    rf_notify_webhook_sign("k3y", 1795477363LL, result_text, strlen(result_text), sig);
+    assert_string_equal(srv.sig, sig);
+    server_stop(&srv);
+
+    server_start(&srv, 200, "ok");
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", srv.port);
+    assert_int_equal(send_once(RF_NOTIFY_WEBHOOK, url, NULL, errstr, sizeof(errstr)), RF_OK);
+    for (int i = 0; i < 6; i++)
+        assert_string_equal(srv.ce[i], "");
+    server_stop(&srv);
+
+    /* A result the binding cannot describe is a permanent error. */
+    req.result_text = "{\"event_id\":\"x\"}";
+    assert_null(rf_notify_send_new(&req, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "cannot describe the result as a cloudevent"));
 }
 
 static void test_dingtalk_request_on_the_wire(void **state)
@@ -517,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_verdicts),
         cmocka_unit_test(test_backoff_doubles_with_jitter_and_cap),
         cmocka_unit_test(test_webhook_request_on_the_wire),
+        cmocka_unit_test(test_webhook_cloudevents_on_the_wire),
         cmocka_unit_test(test_dingtalk_request_on_the_wire),
         cmocka_unit_test(test_requests_that_cannot_be_made),
     };

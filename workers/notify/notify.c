@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include "rf_clock.h"
+#include "rf_cloudevents.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 #include "rf_msg.h"
@@ -201,7 +202,7 @@ static void notify_start(notify_stage_t *ns, PGresult *res, int row)
     const char *event_id = PQgetvalue(res, row, 2);
     const char *target = PQgetvalue(res, row, 4);
     int channel = rf_notify_channel_parse(PQgetvalue(res, row, 3));
-    char errstr[1024], message_id[160], from[256];
+    char errstr[1024], message_id[160], from[256], source[256];
     const char *at;
     char *result_text = NULL, *secret = NULL;
     rf_notify_request_t req;
@@ -253,6 +254,8 @@ static void notify_start(notify_stage_t *ns, PGresult *res, int row)
     req.smtp_ca_file = ns->conf->smtp_ca_file;
     req.timeout_ms = ns->conf->notify_timeout_ms;
     req.now_ms = rf_clock_epoch_ms();
+    req.cloudevents = strcmp(PQgetvalue(res, row, 7), "cloudevents") == 0;
+    req.ce_source = rf_cloudevents_source(ns->conf, source, sizeof(source));
     job->send = channel < 0 ? NULL : rf_notify_send_new(&req, errstr, sizeof(errstr));
     notify_secret_free(secret);
     free(result_text);
@@ -281,8 +284,11 @@ static void notify_claim(notify_stage_t *ns)
     snprintf(rate, sizeof(rate), "%d", ns->conf->dingtalk_rate_per_min);
     snprintf(max, sizeof(max), "%d", ns->conf->notify_max_attempts);
     if (rf_db_exec(ns->db,
-                   "SELECT id, release_id, event_id, channel, target, attempts, secret_name"
-                   " FROM relfleet_notify_claim($1, $2::int, $3::int, $4::int, $5::int)",
+                   "SELECT c.id, c.release_id, c.event_id, c.channel, c.target, c.attempts,"
+                   " c.secret_name, coalesce(s.format, 'json')"
+                   " FROM relfleet_notify_claim($1, $2::int, $3::int, $4::int, $5::int) c"
+                   " LEFT JOIN notifications n ON n.id = c.id"
+                   " LEFT JOIN notify_subscriptions s ON s.id = n.subscription_id",
                    5, params, &res, errstr, sizeof(errstr)) != RF_OK) {
         rf_log_warn("cannot claim notifications: %s", errstr);
         return;
