@@ -18,6 +18,11 @@ stack. Everything stays on loopback; every wait has a deadline (hard limit --lim
      `kubectl rollout status` per rollout
   4. render: ops/bench-render (compiled template vs one sed per render), one core
   5. apply: objects/s of the apply stage vs one `kubectl apply --server-side` per release
+  6. (--only 6) scale-out: 1, 2, 4, 8 workers per stage, each in a CPU-limited cgroup of
+     its own, on a stack of its own with 16 partitions: throughput and efficiency
+  7. (--burst N) N requests for distinct services at once, twice (fleet created, then
+     redeployed): time to drain, peak consumer lag per stage, peak RSS per worker
+Figure 1 also gives the CPU per release of every process (/proc/PID/stat).
 """
 import argparse
 import json
@@ -65,12 +70,19 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, one run each (< 2 min)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    ap.add_argument("--only", default="1,2,3,4,5", help="figures to run (comma-separated)")
+    ap.add_argument("--only", default="1,2,3,4,5", help="figures to run (comma-separated; 6, the scale-out, only when named)")
     ap.add_argument("--build-dir", default=os.environ.get("RELFLEET_BUILD_DIR",
                                                           os.path.join(ROOT, "build")))
     ap.add_argument("--runs", type=int, help="repetitions of figures 1, 4, 5 (default 3, quick 1)")
     ap.add_argument("--track-sizes", help="figure 3 sizes (default 1000,10000; quick 300)")
     ap.add_argument("--keep", action="store_true", help="leave the stack up (prints its folder)")
+    ap.add_argument("--scaling-quota", type=float, default=0.04,
+                    help="figure 6: CPU quota of each worker's cgroup, in cores (default 0.04)")
+    ap.add_argument("--scaling-counts", default="1,2,4,8",
+                    help="figure 6: workers per stage (default 1,2,4,8; quick 1,2)")
+    ap.add_argument("--scaling-plot", metavar="PNG", help="figure 6: also draw it into this PNG")
+    ap.add_argument("--burst", type=int, metavar="N",
+                    help="figure 7: N release requests for distinct services at once (e.g. 10000)")
     ap.add_argument("--limit", type=float, help="hard time limit in seconds (default 1800, quick 170)")
     a = ap.parse_args()
     a.build_dir = os.path.abspath(a.build_dir)
@@ -120,6 +132,22 @@ def main():
                 figures.throughput_two(ctx, runs, a.quick, report["figures"]["throughput"])
             if 3 in only:
                 report["figures"]["tracking"] = figures.tracking(ctx, sizes, a.quick)
+        if a.burst:
+            if stack is None:
+                stack = bl.Stack(a.build_dir)
+                stack.up()
+                ctx = bl.Context(stack)
+            report["figures"]["burst"] = figures.burst(ctx, a.burst)
+        if 6 in only:
+            if stack is not None and not a.keep:
+                stack.down()
+            counts = [int(x) for x in (a.scaling_counts if a.scaling_counts != "1,2,4,8" or
+                                       not a.quick else "1,2").split(",")]
+            report["figures"]["scaling"] = figures.scaling(a.build_dir, a.quick,
+                                                           a.scaling_quota, counts)
+            if a.scaling_plot and report["figures"]["scaling"].get("runs"):
+                figures.scaling_plot(report["figures"]["scaling"], a.scaling_plot)
+                bl.say(f"figure 6 drawn into {a.scaling_plot}")
     except Exception as e:  # the table still prints what was measured
         import traceback
         traceback.print_exc()

@@ -247,6 +247,85 @@ class Sampler(threading.Thread):
         self.join(5)
 
 
+def metrics_text(addr):
+    try:
+        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
+
+
+def metric_total(text, name, label=None):
+    """The sum of a metric's samples in a /metrics text (those whose labels contain label)."""
+    total = 0.0
+    for m in re.finditer(r"^" + re.escape(name) + r"(\{[^}]*\})?\s+(\S+)$", text, re.M):
+        if label and label not in (m.group(1) or ""):
+            continue
+        try:
+            total += float(m.group(2))
+        except ValueError:
+            pass
+    return total
+
+
+class Cgroups:
+    """CPU-limited cgroups (v1, /sys/fs/cgroup/cpu), one per process, under a folder of
+    this run's own; cleanup() moves what is left to the root cgroup and removes them."""
+
+    ROOT = "/sys/fs/cgroup/cpu"
+    PERIOD_US = 100000
+
+    def __init__(self):
+        self.base = os.path.join(self.ROOT, f"relfleet-bench-{os.getpid()}")
+        os.makedirs(self.base, exist_ok=True)
+        self.groups = {}
+
+    @classmethod
+    def available(cls):
+        return os.access(os.path.join(cls.ROOT, "cgroup.procs"), os.W_OK)
+
+    def add(self, name, pid, cores):
+        d = os.path.join(self.base, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "cpu.cfs_period_us"), "w") as f:
+            f.write(str(self.PERIOD_US))
+        with open(os.path.join(d, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(int(cores * self.PERIOD_US)))
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+        self.groups[name] = d
+
+    def throttled(self, name):
+        """(periods, throttled periods, throttled seconds) of a cgroup so far."""
+        out = {}
+        with open(os.path.join(self.groups[name], "cpu.stat")) as f:
+            for line in f:
+                k, v = line.split()
+                out[k] = int(v)
+        return out.get("nr_periods", 0), out.get("nr_throttled", 0), out.get("throttled_time", 0) / 1e9
+
+    def cleanup(self):
+        for d in list(self.groups.values()) + [self.base]:
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids = [l.strip() for l in f if l.strip()]
+                for pid in pids:
+                    try:
+                        with open(os.path.join(self.ROOT, "cgroup.procs"), "w") as f:
+                            f.write(pid)
+                    except OSError:
+                        pass
+                if d != self.base:
+                    os.rmdir(d)
+            except OSError:
+                pass
+        try:
+            os.rmdir(self.base)
+        except OSError:
+            pass
+        self.groups = {}
+
+
 # -- the stack --------------------------------------------------------------------------
 class Stack:
     """ops/stack in a state folder of its own, kubesim with the benchmark's rules."""
@@ -261,7 +340,9 @@ class Stack:
                     RELFLEET_STACK_PARTITIONS=str(partitions),
                     # the lag gauges (and with them each worker's partitions) every 0.5 s
                     RELFLEET_KAFKA_STATS_INTERVAL_MS="500",
-                    RELFLEET_STACK_STAGES="render apply track notify")
+                    RELFLEET_STACK_STAGES="render apply track notify",
+                    # no scrapes: each second's /metrics would count towards the workers' CPU
+                    RELFLEET_STACK_PROMETHEUS="off")
         self.partitions = partitions
         self.base_env = base
         self.env = {}

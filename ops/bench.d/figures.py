@@ -137,13 +137,17 @@ def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None, cpu=Fa
 def _throughput_runs(ctx, runs, quick, workers, tag):
     n = 200 if quick else 1000
     services = ctx.services("tp", n)
-    rates, breakdowns, cpus = [], [], []
+    rates, breakdowns, cpus, diags = [], [], [], []
     for i in range(runs):
         say(f"throughput, {workers} worker(s) per stage: run {i + 1}/{runs}, {n} releases")
-        b = batch(ctx, services, f"now-{tag}{i}", cpu=True)
+        b, _, diag = measured_run(ctx, services, f"now-{tag}{i}")
+        diags.append({st: {k: v for k, v in d.items() if k != "workers"} for st, d in diag.items()})
         rates.append(b["rate"])
         breakdowns.append(stage_breakdown(b["sent"], b["points"], b["results"]))
         cpus.append(b["cpu_ms"])
+        say("  mean poll batch " + ", ".join(f"{st} {d['mean_poll_batch']}" for st, d in diag.items())
+            + "; rebalances seen " + ", ".join(f"{st} {d['rebalances_during_run']}"
+                                                for st, d in diag.items()))
         say(f"  {b['rate']:.0f} releases/s ({n} in {b['span_s']:.1f}s), CPU per release "
             f"{b['cpu_ms']['total']:.2f} ms: " + cpu_line(b["cpu_ms"]))
     # the breakdown of the median run; CPU per release: the median of each process
@@ -151,7 +155,22 @@ def _throughput_runs(ctx, runs, quick, workers, tag):
     names = sorted({k for c in cpus for k in c})
     cpu = {k: sorted(c.get(k, 0.0) for c in cpus)[len(cpus) // 2] for k in names}
     return {"releases": n, "releases_per_s": spread(rates), "stages": breakdowns[mid],
-            "cpu_ms_per_release": cpu, "cpu_ms_per_release_runs": cpus}
+            "cpu_ms_per_release": cpu, "cpu_ms_per_release_runs": cpus,
+            "batches_and_rebalances": diags}
+
+
+def idle_cpu(ctx, seconds):
+    """CPU ms per second of each process of the idle stack (nothing published): what
+    polling costs (the consumers' fetches, the dev broker answering them, the stages'
+    ticks), paid at any rate of releases."""
+    ledger = bl.CpuLedger(ctx.stack)
+    before = ledger.snapshot()
+    t0 = time.time()
+    time.sleep(seconds)
+    after = ledger.snapshot()
+    per_s = bl.CpuLedger.per_release(before, after, time.time() - t0)
+    say("idle stack, CPU ms per second: " + cpu_line(per_s))
+    return per_s
 
 
 def cpu_groups(cpu):
@@ -179,7 +198,8 @@ def throughput(ctx, runs, quick):
     ctx.services("tp", 200 if quick else 1000)
     say("throughput: warm-up (objects and namespace created once)")
     batch(ctx, ctx.services("tp", 200 if quick else 1000), "now-warm")
-    return {"one_worker": _throughput_runs(ctx, runs, quick, 1, "a"),
+    idle = idle_cpu(ctx, 3 if quick else 10)
+    return {"one_worker": _throughput_runs(ctx, runs, quick, 1, "a"), "idle_cpu_ms_per_s": idle,
             "setup": "distinct services (template benchweb: Deployment + Service, 1 replica, "
                      "pods ready at once), requests published as fast as possible to "
                      "`requests`; rate = releases / (first publish -> last `results` CreateTime)"}
@@ -491,6 +511,13 @@ def table(rep):
             if key in t:
                 L.append(row.format(f"1. end to end, {label}, releases/s ({t[key]['releases']})",
                                     _s(t[key]["releases_per_s"]), "goal >= 500"))
+        if t.get("idle_cpu_ms_per_s"):
+            g = cpu_groups(t["idle_cpu_ms_per_s"])
+            L.append(row.format("   idle stack: CPU ms per second (polling)",
+                                f"{g['total']:.1f} ms/s", ""))
+            for k, v in sorted(g.items(), key=lambda kv: -kv[1]):
+                if k != "total" and v >= 0.05:
+                    L.append(row.format(f"     {k}", f"{v:.1f} ms/s", ""))
         for key in ("one_worker", "two_workers"):
             if key in t and t[key].get("cpu_ms_per_release"):
                 g = cpu_groups(t[key]["cpu_ms_per_release"])
@@ -546,6 +573,29 @@ def table(rep):
                 L.append(row.format("   memory per rollout, kubectl / relfleet",
                                     f"{k['rss_per_rollout_kib'] / big['rss_per_rollout_kib']:.0f} x",
                                     "goal >= 1000 x"))
+    if "scaling" in f and f["scaling"].get("runs"):
+        x = f["scaling"]
+        L.append(row.format(f"6. scale-out, each worker <= {x['quota_cores_per_worker']:g} core (cgroup)",
+                            "releases/s (efficiency)", "goal eff >= 0.8 to 4"))
+        for r in x["runs"]:
+            q = r.get("quota_used", {})
+            L.append(row.format(f"   {r['workers_per_stage']} worker(s)/stage ({r['releases']}): quota used "
+                                + "/".join(f"{q.get(s_, 0) or 0:.2f}" for s_ in STAGES),
+                                f"{r['releases_per_s']:.0f} ({r.get('efficiency', 0):.2f})", ""))
+    elif "scaling" in f:
+        L.append(row.format("6. scale-out", f["scaling"].get("error", "-")[:24], ""))
+    if "burst" in f:
+        x = f["burst"]
+        for phase in ("create", "redeploy"):
+            if phase in x:
+                y = x[phase]
+                L.append(row.format(f"7. burst of {x['releases']} at once ({phase}): drain",
+                                    f"{y['drain_s']:.0f} s ({y['releases_per_s']:.0f}/s)", ""))
+                L.append(row.format("   peak consumer lag per stage",
+                                    ", ".join(f"{k} {v}" for k, v in sorted(y["peak_lag"].items()))[:24], ""))
+                L.append(row.format("   peak RSS per worker, MiB (start)",
+                                    ", ".join(f"{v:.0f}({y['rss_mib_start'].get(k, 0):.0f})"
+                                              for k, v in sorted(y["rss_mib_peak"].items()))[:30], ""))
     if "render" in f:
         x = f["render"]
         L.append(row.format("4. render, renders/s on one core", _s(x["relfleet_renders_per_s"]),
@@ -566,3 +616,235 @@ def table(rep):
         L.append(f"  3: {f['tracking']['kubectl']['command']}  (all concurrent)")
     L.append(f"  whole run: {rep['seconds']} s" + (f"; ERROR: {rep['error']}" if rep.get("error") else ""))
     return "\n".join(L)
+
+
+# -- 6. scale-out: workers per stage, each in a CPU-limited cgroup ----------------------
+STAGES = ("render", "apply", "track")
+
+
+def _stage_counters(ctx, stage):
+    """Per live worker of a stage: (pid, addr, CPU s, poll batches, messages in them)."""
+    out = []
+    for _, n, pid, addr in ctx.stack.workers(stage):
+        text = bl.metrics_text(addr)
+        try:
+            cpu = bl.proc_cpu_s(pid)
+        except OSError:
+            continue
+        out.append((f"{stage}-{n}", pid, cpu,
+                    bl.metric_total(text, "relfleet_poll_batch_messages_count"),
+                    bl.metric_total(text, "relfleet_poll_batch_messages_sum")))
+    return out
+
+
+class AssignmentWatch:
+    """Samples each worker's partitions (lag gauges) during a run: a change is a rebalance."""
+
+    def __init__(self, stack, stages=STAGES, interval=0.5):
+        import threading
+        self.stack, self.stages, self.interval = stack, stages, interval
+        self.changes = {s: 0 for s in stages}
+        self.last = {}
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.sample()
+        self.t.start()
+
+    def sample(self):
+        for stage in self.stages:
+            now = {addr: frozenset(self.stack.assigned(addr, stage))
+                   for _, _, _, addr in self.stack.workers(stage)}
+            if stage in self.last and now != self.last[stage]:
+                self.changes[stage] += 1
+            self.last[stage] = now
+
+    def run(self):
+        while not self.stop_ev.wait(self.interval):
+            self.sample()
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(10)
+        return dict(self.changes)
+
+
+def measured_run(ctx, services, version, cg=None):
+    """One batch, with per stage: mean poll batch size, each worker's CPU over the run and
+    (in cgroups) its share of the quota used and throttled periods; rebalances seen."""
+    before = {s: _stage_counters(ctx, s) for s in STAGES}
+    thr0 = {name: cg.throttled(name) for name in cg.groups} if cg else {}
+    watch = AssignmentWatch(ctx.stack)
+    t0 = time.time()
+    try:
+        b = batch(ctx, services, version, cpu=True, timeout=120 + len(services) / 5)
+    finally:
+        changes = watch.stop()
+    wall = time.time() - t0
+    stages = {}
+    for s in STAGES:
+        after = {w[0]: w for w in _stage_counters(ctx, s)}
+        batches = msgs = 0.0
+        per_worker = {}
+        for name, pid, cpu, cnt, tot in before[s]:
+            if name not in after:
+                continue
+            batches += after[name][3] - cnt
+            msgs += after[name][4] - tot
+            w = {"cpu_s": round(after[name][2] - cpu, 3)}
+            if cg and name in cg.groups:
+                p1, t1, ts1 = cg.throttled(name)
+                p0, t0_, ts0 = thr0.get(name, (0, 0, 0))
+                w["throttled_periods"] = t1 - t0_
+                w["periods"] = p1 - p0
+            per_worker[name] = w
+        stages[s] = {"mean_poll_batch": round(msgs / batches, 1) if batches else None,
+                     "rebalances_during_run": changes.get(s, 0), "workers": per_worker}
+    return b, wall, stages
+
+
+def scaling(build_dir, quick, quota, counts):
+    """Figure 6: throughput with n workers per stage, each worker in a cgroup of its own
+    limited to `quota` of a core, on a stack of its own with 16 partitions per topic."""
+    if not bl.Cgroups.available():
+        return {"error": "cgroup v1 cpu controller not writable (/sys/fs/cgroup/cpu)"}
+    per_worker = 40 if quick else 150
+    stack = bl.Stack(build_dir, partitions=16)
+    cg = None
+    out = {"quota_cores_per_worker": quota, "partitions": 16, "runs": [],
+           "setup": "each render, apply and track worker in a cgroup v1 of its own "
+                    f"(cpu.cfs_quota_us = {quota:g} core, period 100 ms); servers (PostgreSQL, "
+                    "Redis, dev broker, kubesim) and notify unlimited; "
+                    f"{per_worker} x n distinct releases per run after a warm-up"}
+    try:
+        stack.up()
+        ctx = bl.Context(stack)
+        services = ctx.services("sc", per_worker * max(counts))
+        say(f"scaling: warm-up of {len(services)} services, workers unlimited")
+        batch(ctx, services, "now-scwarm", timeout=300 + len(services) / 10)
+        cg = bl.Cgroups()
+        for s in STAGES:
+            for _, n, pid, _ in stack.workers(s):
+                cg.add(f"{s}-{n}", pid, quota)
+        for n in counts:
+            for s in STAGES:
+                while len(stack.workers(s)) < n:
+                    _, k, pid = stack.run("worker", "start", s).stdout.split()
+                    cg.add(f"{s}-{k}", int(pid), quota)
+            say(f"scaling: {n} worker(s) per stage, waiting for the rebalance")
+            stack.wait_balanced(timeout=180)
+            batch(ctx, services[:20 * n], f"now-scw{n}", timeout=300)
+            size = per_worker * n
+            say(f"scaling: {n} worker(s) per stage, {size} releases")
+            b, wall, stages = measured_run(ctx, services[:size], f"now-sc{n}", cg)
+            run = {"workers_per_stage": n, "releases": size, "releases_per_s": round(b["rate"], 1),
+                   "stages": stages, "cpu_ms_per_release": b["cpu_ms"],
+                   "stage_latency": stage_breakdown(b["sent"], b["points"], b["results"])}
+            for s in STAGES:
+                ws = stages[s]["workers"].values()
+                run.setdefault("quota_used", {})[s] = round(
+                    sum(w["cpu_s"] for w in ws) / (len(ws) * quota * b["span_s"]), 2) if ws else None
+            out["runs"].append(run)
+            say(f"  {b['rate']:.0f} releases/s; quota used " +
+                ", ".join(f"{s} {run['quota_used'][s]}" for s in STAGES))
+        t1 = out["runs"][0]["releases_per_s"]
+        for r in out["runs"]:
+            r["efficiency"] = round(r["releases_per_s"] / (r["workers_per_stage"] * t1), 2)
+    finally:
+        if cg:
+            cg.cleanup()
+        stack.down()
+    return out
+
+
+def scaling_plot(fig, path):
+    """A PNG of figure 6: releases/s against workers per stage, ideal line, efficiency."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = fig["runs"]
+    n = [r["workers_per_stage"] for r in runs]
+    t = [r["releases_per_s"] for r in runs]
+    eff = [r.get("efficiency", 0) for r in runs]
+    f, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    ax.plot(n, t, "o-", label="measured")
+    ax.plot(n, [k * t[0] for k in n], "--", color="gray", label="n x throughput(1)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(n)
+    ax.set_xticklabels([str(k) for k in n])
+    ax.set_xlabel(f"workers per stage (each limited to {fig['quota_cores_per_worker']:g} core)")
+    ax.set_ylabel("releases/s end to end")
+    for k, v, e in zip(n, t, eff):
+        ax.annotate(f"{v:.0f}/s\neff {e:.2f}", (k, v), textcoords="offset points",
+                    xytext=(6, -22), fontsize=8)
+    ax.set_title("Relfleet scale-out on one 2-core machine (ops/bench --only 6)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+    f.tight_layout()
+    f.savefig(path)
+    plt.close(f)
+
+
+# -- 7. a burst: the fleet redeployed at once --------------------------------------------
+class BurstSampler:
+    """Every interval: consumer lag per stage (the workers' lag gauges, summed) and each
+    worker's RSS; keeps the peaks."""
+
+    def __init__(self, stack, interval=0.5):
+        import threading
+        self.stack, self.interval = stack, interval
+        self.lag_peak = {}
+        self.rss_peak = {}
+        self.rss_first = {}
+        self.samples = 0
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            for st, n, pid, addr in self.stack.workers():
+                name = f"{st}-{n}"
+                lag = bl.metric_total(bl.metrics_text(addr), "relfleet_kafka_consumer_lag")
+                self.lag_peak[st] = max(self.lag_peak.get(st, 0), lag)
+                try:
+                    rss = bl.proc_rss_kib(pid)
+                except (OSError, StopIteration):
+                    continue
+                self.rss_first.setdefault(name, rss)
+                self.rss_peak[name] = max(self.rss_peak.get(name, 0), rss)
+            self.samples += 1
+            self.stop_ev.wait(self.interval)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(10)
+
+
+def burst(ctx, n):
+    """Figure 7: n release requests for distinct services published at once, twice: the
+    fleet created (first release of each service) and then redeployed (a base-image fix)."""
+    services = ctx.services("bu", n)
+    out = {"releases": n}
+    for phase, version in (("create", "now-bu1"), ("redeploy", "now-bu2")):
+        say(f"burst: {n} releases published at once ({phase})")
+        sampler = BurstSampler(ctx.stack)
+        try:
+            b = batch(ctx, services, version, cpu=True, timeout=300 + n / 5)
+        finally:
+            sampler.stop()
+        vmhwm = {}
+        for st, k, pid, _ in ctx.stack.workers():
+            try:
+                vmhwm[f"{st}-{k}"] = round(bl.proc_rss_kib(pid, "VmHWM") / 1024, 1)
+            except (OSError, StopIteration):
+                pass
+        out[phase] = {
+            "drain_s": round(b["span_s"], 1), "releases_per_s": round(b["rate"], 1),
+            "peak_lag": {k: int(v) for k, v in sampler.lag_peak.items()},
+            "rss_mib_start": {k: round(v / 1024, 1) for k, v in sampler.rss_first.items()},
+            "rss_mib_peak": {k: round(v / 1024, 1) for k, v in sampler.rss_peak.items()},
+            "vmhwm_mib": vmhwm, "cpu_ms_per_release": b["cpu_ms"],
+            "stage_latency": stage_breakdown(b["sent"], b["points"], b["results"])}
+        say(f"  drained in {b['span_s']:.1f}s ({b['rate']:.0f}/s); peak lag " +
+            ", ".join(f"{k} {int(v)}" for k, v in sampler.lag_peak.items()))
+    return out

@@ -1,0 +1,111 @@
+#!/usr/bin/python3
+"""Instructions per release of one process of the stack, under valgrind's callgrind.
+
+  ops/bench.d/callgrind.py TARGET [--releases N] [--out DIR] [--build-dir DIR]
+
+TARGET: kubesim, or a stage (render, apply, track, notify) whose one worker is replaced by
+one under callgrind. A bench stack of its own (benchlib.Stack) runs a warm-up release of N
+distinct services (objects and namespace created), then callgrind's counters are zeroed,
+the same N services are released again and the counters dumped: instructions per release
+= Ir / N, repeatable whatever else the machine does (wall times are not). Prints the total
+and callgrind_annotate's top functions (inclusive and self); the .out file stays in --out.
+"""
+import argparse
+import glob
+import os
+import signal
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+import figures  # noqa: E402
+
+
+def spawn(cmd, env, log):
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def total_ir(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("target")
+    ap.add_argument("--releases", type=int, default=200)
+    ap.add_argument("--out", default="/tmp")
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--build-dir", default=os.environ.get("RELFLEET_BUILD_DIR",
+                                                          os.path.join(bl.ROOT, "build")))
+    a = ap.parse_args()
+    a.build_dir = os.path.abspath(a.build_dir)
+    stack = bl.Stack(a.build_dir)
+    proc = None
+    out = os.path.join(os.path.abspath(a.out), f"callgrind.{a.target}.{os.getpid()}.out")
+    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+          "--separate-threads=no", "--collect-atstart=yes"]
+    try:
+        stack.up()
+        ctx = bl.Context(stack)
+        env = stack.client_env()
+        log = os.path.join(stack.state, "logs", f"callgrind-{a.target}.log")
+        if a.target == "kubesim":
+            pid = stack.component_pid("kubesim")
+            args = open(f"/proc/{pid}/cmdline").read().split("\0")[:-1]
+            os.kill(pid, signal.SIGTERM)
+            bl.wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                        open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, "kubesim to exit")
+            addr = ctx.kube_url.split("//", 1)[1]
+            os.unlink(os.path.join(stack.state, "kubesim", "kubesim.addr"))
+            proc = spawn(vg + args + ["--listen", addr], env, log)
+            bl.wait_for(lambda: os.path.exists(os.path.join(stack.state, "kubesim",
+                                                            "kubesim.addr")), 120,
+                        "kubesim under callgrind")
+        else:
+            stack.stop_worker(a.target)
+            wenv = dict(env, RELFLEET_METRICS_ADDR="127.0.0.1:0")
+            proc = spawn(vg + [os.path.join(a.build_dir, "bin", "relfleet-worker"), a.target],
+                         wenv, log)
+        services = ctx.services("cg", a.releases)
+        bl.say(f"{a.target} under callgrind (pid {proc.pid}); warm-up of {a.releases}")
+        figures.batch(ctx, services, "now-cgwarm", timeout=600 + a.releases)
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
+                       capture_output=True, timeout=120)
+        bl.say(f"measured run of {a.releases}")
+        b = figures.batch(ctx, services, "now-cg", timeout=600 + a.releases)
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True,
+                       capture_output=True, timeout=120)
+        dumps = sorted(glob.glob(out + ".*"), key=os.path.getmtime)
+        dump = dumps[-1] if dumps else out
+        ir = total_ir(dump)
+        print(f"{a.target}: {ir} instructions over {a.releases} releases: "
+              f"{ir / a.releases / 1e6:.2f} M per release ({b['rate']:.0f} releases/s under "
+              f"callgrind); {dump}")
+        for incl in (True, False):
+            p = subprocess.run(["callgrind_annotate", "--inclusive=" + ("yes" if incl else "no"),
+                                "--threshold=99", dump], capture_output=True, text=True)
+            lines = [l for l in p.stdout.splitlines() if l.strip()]
+            start = next((i for i, l in enumerate(lines) if "file:function" in l), 0)
+            print(("inclusive" if incl else "self") + ":")
+            print("\n".join(lines[start:start + a.top]))
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        stack.down()
+
+
+if __name__ == "__main__":
+    main()
