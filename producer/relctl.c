@@ -40,6 +40,8 @@ static const struct {
      " into E2"},
     {"approve", relctl_cmd_decide, "approve ID [-m WHY]  approve a release awaiting approval"},
     {"deny", relctl_cmd_decide, "deny ID -m WHY       deny it: it ends cancelled"},
+    {"wave", relctl_cmd_wave,
+     "wave create|show|watch|pause|resume|abort|list ...  one change across many services"},
     {"service", relctl_cmd_service, "service set|show|history S --env E [KEY=VALUE ...]"},
     {"template", relctl_cmd_template,
      "template sync DIR | template list | template check FILE [--service S --env E]"},

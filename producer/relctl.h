@@ -70,6 +70,7 @@ int relctl_cmd_command(relctl_t *ctl, int argc, char **argv); /* cancel, promote
 int relctl_cmd_rollback(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_redo(relctl_t *ctl, int argc, char **argv);
 int relctl_cmd_user(relctl_t *ctl, int argc, char **argv);
+int relctl_cmd_wave(relctl_t *ctl, int argc, char **argv); /* cmd_wave.c */
 int relctl_cmd_advance(relctl_t *ctl, int argc, char **argv); /* cmd_promote.c */
 int relctl_cmd_decide(relctl_t *ctl, int argc, char **argv);  /* approve, deny */
 

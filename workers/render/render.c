@@ -13,11 +13,14 @@
 #include "rf_store.h"
 #include "common.h"
 #include "gate.h"
+#include "wave.h"
 #include "rf_clock.h"
 #include "validate.h"
 #include "worker.h"
 
 #define RENDER_CACHE 64
+#define RENDER_WAVE_MS 200    /* how often the wave driver runs (workers/render/wave.c) */
+#define RENDER_WAVE_LIMIT 200 /* most releases it creates in one round */
 
 /* A compiled template, keyed by id and content version. */
 typedef struct render_cached {
@@ -28,6 +31,7 @@ typedef struct render_cached {
 typedef struct render_stage {
     rf_worker_t *w;
     long last_sweep_ms;
+    long last_wave_ms;
     render_cached_t cache[RENDER_CACHE];
     int cache_next;
     render_validator_t *validator; /* manifests against the cluster's schema (validate.c) */
@@ -180,9 +184,15 @@ static json_t *render_values(PGresult *res, const char *id)
     return v;
 }
 
+/* A queued release q that may start: not one of a wave that is not running (a paused
+ * wave's releases wait and step aside for the others of their service; sql/009_waves.sql). */
+#define RENDER_WAVE_STARTABLE_SQL                                                                  \
+    "(q.wave_id IS NULL OR EXISTS (SELECT 1 FROM waves wv WHERE wv.id = q.wave_id"                \
+    " AND wv.status = 'running'))"
+
 /* Loads the oldest queued release of env/service with its service configuration and
  * template (column 24: the release id; 25-28 the promotion rules: requires, soak,
- * approvals, and the approvals the release waited for). */
+ * approvals, and the approvals the release waited for; 29 its wave). */
 static const char render_load_sql[] =
     "SELECT r.service, r.env, r.version, r.operator, s.namespace, s.replicas, s.health_path,"
     " s.group_name, s.port, s.image_repo, s.extra, r.request -> 'params',"
@@ -193,12 +203,14 @@ static const char render_load_sql[] =
     " (SELECT count(*) FROM images i WHERE i.service = r.service AND i.tag = r.version),"
     " (s.service IS NOT NULL), (r.request ->> 'restart')::boolean, r.kind, r.request::text,"
     " (extract(epoch FROM r.created_at) * 1000)::bigint, r.id,"
-    " s.requires_env, s.soak_s, s.approvals, r.approvals_needed"
+    " s.requires_env, s.soak_s, s.approvals, r.approvals_needed, r.wave_id,"
+    " s.cluster AS service_cluster"
     " FROM releases r LEFT JOIN services s USING (service, env)"
     " LEFT JOIN template_heads h ON h.id = s.template_id"
     " LEFT JOIN releases p ON p.id = r.parent"
     " WHERE r.id = (SELECT q.id FROM releases q WHERE q.service = $1 AND q.env = $2"
-    " AND q.status = 'queued' ORDER BY q.created_at, q.id LIMIT 1)";
+    " AND q.status = 'queued' AND " RENDER_WAVE_STARTABLE_SQL
+    " ORDER BY q.created_at, q.id LIMIT 1)";
 
 /* The start of a release in one statement: the fence becomes the service's newest ($2),
  * the queued release $1 becomes `applying` with what was rendered, and gets its two
@@ -231,8 +243,8 @@ static const char render_fail_sql[] =
     " SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM u)";
 
 /* Runs render_start_sql or render_fail_sql in a transaction of its own: all of it or,
- * when the fence is older than the service's or the release left 'queued' meanwhile,
- * nothing (RF_ERR_FENCED). */
+ * when the fence is older than the service's, the release left 'queued' meanwhile or its
+ * wave has no slot for it, nothing (RF_ERR_FENCED). */
 static rf_err_t render_record(rf_worker_t *w, const char *sql, int nparams,
                               const char *const *params, char *errstr, size_t errstr_size)
 {
@@ -243,6 +255,8 @@ static rf_err_t render_record(rf_worker_t *w, const char *sql, int nparams,
     if (result != RF_OK)
         return result;
     result = rf_db_exec(w->db, sql, nparams, params, &res, errstr, errstr_size);
+    if (result == RF_ERR_PERM && strcmp(rf_db_sqlstate(w->db), "RFW01") == 0)
+        result = RF_ERR_FENCED; /* its wave is full or not running: it stays queued */
     if (result == RF_OK && strcmp(PQgetvalue(res, 0, 0), "1") != 0)
         result = rf_errf(RF_ERR_FENCED, errstr, errstr_size,
                          "fence %s is older than the service's", params[1]);
@@ -266,6 +280,23 @@ static rf_err_t render_authorize(render_stage_t *rs, PGresult *res, const char *
 
     if (!request)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "stored request of '%s' is not JSON", id);
+    if (rf_db_value(res, 0, 29)) {
+        /* A wave's release: only the wave driver writes wave_id (no request from Kafka
+         * can), from the wave its creator made after relctl or relfleet-api checked them;
+         * the creator must still be a releaser of the service (docs/waves.md). */
+        json_decref(request);
+        *allowed = 1;
+        if (strcmp(rs->w->conf->auth_required, "on") != 0)
+            return RF_OK;
+        result = rf_auth_has_role(rs->w->db, rf_db_value(res, 0, 3), RF_ROLE_RELEASER,
+                                  rf_db_value(res, 0, 0), rf_db_value(res, 0, 1), allowed,
+                                  errstr, errstr_size);
+        if (result == RF_OK && !*allowed)
+            snprintf(reason, reason_size,
+                     "user '%s' has no releaser role for service '%s' in env '%s'",
+                     rf_db_value(res, 0, 3), rf_db_value(res, 0, 0), rf_db_value(res, 0, 1));
+        return result;
+    }
     result = rf_auth_check(rs->w->db, rs->w->conf, request, id,
                            strtoll(rf_db_value(res, 0, 23), NULL, 10), RF_ROLE_RELEASER,
                            rf_db_value(res, 0, 0), rf_db_value(res, 0, 1), allowed, reason,
@@ -434,8 +465,9 @@ static rf_err_t render_start(render_stage_t *rs, const char *service_of, const c
         render_add_restart(manifests);
     /* What the cluster would refuse is refused here, before anything is applied: the
      * release goes from queued to rejected naming each error (render_validation). */
-    result = render_validate(rs->validator, tpl, tpl_id, values, manifests, service, env,
-                             &warnings, invalid, sizeof(invalid), errstr, errstr_size);
+    result = render_validate(rs->validator, tpl, tpl_id, values, manifests, env,
+                             rf_db_value(res, 0, PQfnumber(res, "service_cluster")), &warnings,
+                             invalid, sizeof(invalid), errstr, errstr_size);
     if (result == RF_ERR_PERM)
         goto reject_invalid;
     if (result != RF_OK)
@@ -625,6 +657,12 @@ out:
     return result;
 }
 
+static rf_err_t render_wave_start(void *arg, const char *service, const char *env,
+                                  char *errstr, size_t errstr_size)
+{
+    return render_start(arg, service, env, errstr, errstr_size);
+}
+
 /* The sweep: starts queued releases whose service is free, so none is ever stranded. */
 static void render_tick(void *state)
 {
@@ -633,6 +671,11 @@ static void render_tick(void *state)
     char errstr[1024];
     long now = rf_clock_mono_ms();
 
+    if (now - rs->last_wave_ms >= RENDER_WAVE_MS) {
+        rs->last_wave_ms = now;
+        render_wave_drive(rs->w, RENDER_WAVE_LIMIT, render_wave_start, rs);
+        now = rf_clock_mono_ms();
+    }
     if (now - rs->last_sweep_ms < rs->w->conf->sweep_interval_ms)
         return;
     rs->last_sweep_ms = now;
@@ -645,6 +688,7 @@ static void render_tick(void *state)
     res = NULL;
     if (rf_db_exec(rs->w->db,
                    "SELECT DISTINCT q.service, q.env FROM releases q WHERE q.status = 'queued'"
+                   " AND " RENDER_WAVE_STARTABLE_SQL
                    " AND NOT EXISTS (SELECT 1 FROM releases a WHERE a.service = q.service"
                    " AND a.env = q.env AND a.status IN (" RF_RELEASE_ACTIVE_SQL ")) LIMIT 200",
                    0, NULL, &res, errstr, sizeof(errstr)) != RF_OK) {
