@@ -240,3 +240,23 @@ def test_unreachable_cluster_keeps_the_release_queued_and_retries(harness):
         kube_fault(h, {"down": False})
     rec = wait_status(h, rid, {"succeeded", "failed", "rejected"}, timeout=60)
     assert rec["status"] == "succeeded", rec
+
+
+def test_warn_mode_records_the_errors_and_goes_on(stack_factory, tmp_path):
+    """render_validation=warn: the errors go into the timeline, the release is applied (and
+    here the API server refuses it, as the check said)."""
+    from harness import Harness
+    h = Harness(stack_factory.start({"RELFLEET_RENDER_VALIDATION": "warn"}))
+    svc = h.unique_service("rv")
+    h.relctl("service", "set", svc, "--env", "prod", "template=port-placeholder-quoted",
+             f"namespace=ns-{svc[-10:]}", "replicas=1")
+    (tmp_path / "port-placeholder-quoted.yaml").write_text(
+        (RENDER_CORPUS / "port-placeholder-quoted.yaml").read_text())
+    h.relctl("template", "sync", str(tmp_path))
+    rid = deploy(h, svc, "1.0.0")
+    rec = wait_status(h, rid, {"succeeded", "failed", "rejected"})
+    assert rec["status"] == "failed" and "cannot unmarshal string" in rec["error"], rec
+    (applying,) = [e for e in rec["timeline"] if e["event"] == "applying"]
+    assert "invalid manifests from template 'port-placeholder-quoted' (1 error" in \
+        applying["message"], applying
+    assert "containerPort: \"8080\" (template line 18)" in applying["message"], applying

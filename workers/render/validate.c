@@ -96,13 +96,11 @@ static void count(const char *outcome)
 
 rf_err_t render_validate(render_validator_t *v, const rf_render_template_t *tpl,
                          const char *template_id, const json_t *values, const json_t *manifests,
-                         const char *service, const char *env, char **warnings, char *reason,
-                         size_t reason_size, char *errstr, size_t errstr_size)
+                         const char *env, const char *service_cluster, char **warnings,
+                         char *reason, size_t reason_size, char *errstr, size_t errstr_size)
 {
     const char *mode = v->w->conf->render_validation;
-    const char *params[2] = {service, env};
     char cluster[256], head[600], list[4096];
-    PGresult *res = NULL;
     rf_kube_t *k = NULL;
     rf_kschema_t *schema = NULL;
     json_t *errors = NULL;
@@ -111,13 +109,7 @@ rf_err_t render_validate(render_validator_t *v, const rf_render_template_t *tpl,
     *warnings = NULL;
     if (!mode || strcmp(mode, "off") == 0)
         return RF_OK;
-    result = rf_db_exec(v->w->db, "SELECT cluster FROM services WHERE service = $1 AND env = $2",
-                        2, params, &res, errstr, errstr_size);
-    if (result != RF_OK)
-        return result;
-    rf_worker_cluster(v->w, env, PQntuples(res) == 1 ? rf_db_value(res, 0, 0) : NULL, cluster,
-                      sizeof(cluster));
-    PQclear(res);
+    rf_worker_cluster(v->w, env, service_cluster, cluster, sizeof(cluster));
     if (validator_kube(v, cluster, &k, errstr, errstr_size) != RF_OK) {
         /* the apply stage fails the release with this reason; check what we can meanwhile */
         rf_log_warn("checking manifests against the built-in schema: %s", errstr);

@@ -15,9 +15,10 @@ render_validator_t *render_validator_new(rf_worker_t *w);
 void render_validator_destroy(render_validator_t *v);
 
 /*
- * Checks manifests (a render of tpl with values, for service/env) as setting
- * render_validation says, against the schema of the service's cluster (its `cluster`
- * setting, else the `clusters` entry of env, else the default context), cached per cluster
+ * Checks manifests (a render of tpl with values, for a service of env whose `cluster`
+ * setting is service_cluster, NULL when unset) as setting render_validation says, against
+ * the schema of that cluster (else the `clusters` entry of env, else the default context),
+ * cached per cluster
  * and version; without a kubeconfig, or when the cluster serves no /openapi/v3, the
  * built-in one. Returns:
  * - RF_OK: valid, not checked (off), or checked in warn mode: then *warnings gets the
@@ -28,7 +29,7 @@ void render_validator_destroy(render_validator_t *v);
  */
 rf_err_t render_validate(render_validator_t *v, const rf_render_template_t *tpl,
                          const char *template_id, const json_t *values, const json_t *manifests,
-                         const char *service, const char *env, char **warnings, char *reason,
-                         size_t reason_size, char *errstr, size_t errstr_size);
+                         const char *env, const char *service_cluster, char **warnings,
+                         char *reason, size_t reason_size, char *errstr, size_t errstr_size);
 
 #endif
