@@ -8,6 +8,7 @@ import urllib.parse
 import pytest
 
 from harness import Harness, Stack
+from metrics_exporter import prometheus_query
 from receivers import HttpReceiver, SmtpReceiver
 from releases import TERMINAL, deploy, record, setup_service, wait_status
 
@@ -202,6 +203,16 @@ def test_dingtalk_throttle_retried_refusals_permanent_errors_limited(ctx):
     assert b["state"] == "failed" and b["attempts"] == MAX_ATTEMPTS, b
     assert "HTTP 500" in b["last_error"] and f"gave up after {MAX_ATTEMPTS}" in b["last_error"]
     assert len(http.of("err-" + tag)) == MAX_ATTEMPTS
+
+    # notify counts each attempt's result, as the stack's Prometheus scrapes it: three failed
+    # for good, three retried (one throttled, two of the broken robot's), one sent at least.
+    def counted():
+        rows = prometheus_query(h.env["RELFLEET_PROMETHEUS_URL"], 'sum by (result) '
+                                '(relfleet_notifications_total{channel="dingtalk"})')
+        got = {r["metric"]["result"]: float(r["value"][1]) for r in rows}
+        return got.get("failed", 0) >= 3 and got.get("retried", 0) >= 3 and \
+            got.get("sent", 0) >= 1 and got
+    h.wait_for(counted, 30, "Prometheus to see the notifications counted by result")
 
 
 def test_dingtalk_robot_never_gets_more_than_its_rate(ctx):
