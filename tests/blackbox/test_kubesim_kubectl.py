@@ -258,3 +258,52 @@ def test_no_scaled_from_0_to_0_event(sim, name, replicas, extra, want):
     got = [m for _, m in events(sim, name)]
     assert got == first + [m.format(a=a, b=b) for m in want]
     assert "from 0 to 0" not in sim.kubectl("describe", "deployment", name).stdout
+
+
+# ---- fields newer than the 1.22 schema (schema-newer.json, from kubernetes-models 4.5.0) ----
+
+NEWER_FIELDS = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: nf}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: nf}}
+  template:
+    metadata: {labels: {app: nf}}
+    spec:
+      os: {name: linux}
+      schedulingGates: []
+      securityContext: {appArmorProfile: {type: RuntimeDefault}}
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, minDomains: 1,
+         labelSelector: {matchLabels: {app: nf}}, matchLabelKeys: [pod-template-hash]}
+      initContainers:
+      - {name: proxy, image: "example/proxy:1", restartPolicy: Always}
+      containers:
+      - name: app
+        image: "example/nf:1"
+        readinessProbe: {grpc: {port: 9090}}
+        resizePolicy: [{resourceName: cpu, restartPolicy: NotRequired}]
+        volumeMounts: [{name: data, mountPath: /data, readOnly: true, recursiveReadOnly: Disabled}]
+      volumes: [{name: data, emptyDir: {}}]
+"""
+
+
+def test_fields_newer_than_api_1_22_pass_strict_validation(sim):
+    """kubectl apply validates Strict: a sidecar (init container restartPolicy), a gRPC probe,
+    PodSpec.os, appArmorProfile, ... were unknown fields with the 1.22 schema alone."""
+    f = manifest(sim, "nf", NEWER_FIELDS)
+    for args in (["apply", "-f", f], ["apply", "--server-side", "--force-conflicts", "-f", f]):
+        res = sim.kubectl(*args, check=False)
+        assert res.returncode == 0, res.stderr
+        assert "unknown field" not in res.stderr
+    spec = sim.get_json("deploy", "nf")["spec"]["template"]["spec"]
+    assert spec["initContainers"][0]["restartPolicy"] == "Always"
+    assert spec["containers"][0]["readinessProbe"]["grpc"] == {"port": 9090}
+    assert spec["os"] == {"name": "linux"}
+    res = sim.kubectl("explain", "deployment.spec.template.spec.os.name")
+    assert "FIELD: name <string>" in res.stdout
+    # a wrong type in a newer field is a decoding error as any other
+    bad = manifest(sim, "nf-bad", NEWER_FIELDS.replace("grpc: {port: 9090}", 'grpc: {port: "9090"}'))
+    res = sim.kubectl("apply", "-f", bad, check=False)
+    assert res.returncode == 1 and "GRPCAction.spec.template.spec.containers.readinessProbe.grpc.port" in res.stderr
