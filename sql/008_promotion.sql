@@ -135,7 +135,8 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- A decision of user p_user on release p_rid (relctl approve|deny, the API): checks and
--- effect in one transaction. Returns {"error": "..."} when refused, else {"decision",
+-- effect in one transaction. Returns {"code": not_found|conflict|forbidden|invalid,
+-- "error": "..."} when refused, else {"decision",
 -- "status" (the release's status after it), "approvals" (given), "needed", "message",
 -- "request" (the stored request, when it is queued now and should be handed to render)}.
 -- A denial ends the release cancelled with its results message owed (results_owed, claim
@@ -151,29 +152,29 @@ DECLARE
     msg  text;
 BEGIN
     IF p_decision NOT IN ('approved', 'denied') THEN
-        RETURN jsonb_build_object('error', format('unknown decision ''%s''', p_decision));
+        RETURN jsonb_build_object('code', 'invalid', 'error', format('unknown decision ''%s''', p_decision));
     END IF;
     SELECT * INTO r FROM releases WHERE id = p_rid FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN jsonb_build_object('error', format('no release ''%s''', p_rid));
+        RETURN jsonb_build_object('code', 'not_found', 'error', format('no release ''%s''', p_rid));
     END IF;
     IF r.status <> 'awaiting_approval' THEN
-        RETURN jsonb_build_object('error', format('release %s is not awaiting approval (it is %s)',
+        RETURN jsonb_build_object('code', 'conflict', 'error', format('release %s is not awaiting approval (it is %s)',
                                                   p_rid, r.status));
     END IF;
     IF p_user = r.operator THEN
-        RETURN jsonb_build_object('error', format(
+        RETURN jsonb_build_object('code', 'forbidden', 'error', format(
             'user ''%s'' requested release %s: a release is %s by someone else (four eyes)',
             p_user, p_rid, p_decision));
     END IF;
     IF NOT relfleet_has_role(p_user, 'approver', r.service, r.env) THEN
-        RETURN jsonb_build_object('error', format(
+        RETURN jsonb_build_object('code', 'forbidden', 'error', format(
             'user ''%s'' has no approver role for service ''%s'' in env ''%s''',
             p_user, r.service, r.env));
     END IF;
     IF EXISTS (SELECT 1 FROM release_approvals a WHERE a.release_id = p_rid
                AND a.user_name = p_user) THEN
-        RETURN jsonb_build_object('error', format('user ''%s'' has already approved release %s',
+        RETURN jsonb_build_object('code', 'conflict', 'error', format('user ''%s'' has already decided on release %s',
                                                   p_user, p_rid));
     END IF;
     INSERT INTO release_approvals (release_id, user_name, decision, comment)

@@ -112,6 +112,11 @@ int api_releases_command(api_req_t *r, const char *id, const char *action);
 int api_services_rollback(api_req_t *r, const char *service, const char *env);
 int api_services_redo(api_req_t *r, const char *service, const char *env);
 
+/* Approvals (api_approvals.c): decision "approved" or "denied" of the user on release id;
+ * may_decide: 1 when the user may decide on the release record rec now. */
+int api_releases_decide(api_req_t *r, const char *id, const char *decision);
+int api_releases_may_decide(api_req_t *r, const json_t *rec);
+
 /* DORA statistics (api_stats.c). */
 int api_stats_get(api_req_t *r);
 

@@ -262,7 +262,9 @@ static void events_fill(events_stream_t *es)
                    " relfleet_iso(started_at), 'finished_at', relfleet_iso(finished_at),"
                    " 'duration_ms', duration_ms, 'error', error, 'progress', track ->"
                    " 'progress', 'pods', coalesce(pods, '[]'::jsonb), 'notifications',"
-                   " relfleet_notifications(id)) FROM releases WHERE id = $1::uuid",
+                   " relfleet_notifications(id), 'template_id', template_id, 'template_version',"
+                   " template_version, 'approvals_needed', approvals_needed, 'approvals',"
+                   " relfleet_approvals(id)) FROM releases WHERE id = $1::uuid",
                    1, p, &state, errstr, sizeof(errstr)) != RF_OK ||
         rf_db_exec(db,
                    "SELECT id, jsonb_strip_nulls(jsonb_build_object('id', id, 'at',"

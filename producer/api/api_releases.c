@@ -49,7 +49,7 @@ int api_releases_list(api_req_t *r)
                 return api_reply_error(r, MHD_HTTP_BAD_REQUEST, "status",
                                        "unknown status '%.32s' (queued, rendering, applying,"
                                        " progressing, paused, succeeded, failed, cancelled,"
-                                       " superseded, rejected)",
+                                       " superseded, rejected, awaiting_approval)",
                                        s);
     }
     if (limit_s) {
@@ -173,6 +173,10 @@ static json_t *releases_actions(api_req_t *r, const json_t *rec)
     rf_request_origin_t current;
     char errstr[512];
 
+    if (api_releases_may_decide(r, rec)) {
+        json_array_append_new(actions, json_string("approve"));
+        json_array_append_new(actions, json_string("deny"));
+    }
     if (!api_has_role(r, RF_ROLE_RELEASER, service, env))
         return actions;
     if (!rf_release_status_terminal(status))

@@ -271,6 +271,10 @@ static int route_api(api_req_t *r)
             return is(m, "GET") ? api_releases_get(r, p[1]) : route_method(r, "GET");
         if (n == 3 && is(p[2], "events"))
             return is(m, "GET") ? api_releases_events(r, p[1]) : route_method(r, "GET");
+        if (n == 3 && (is(p[2], "approve") || is(p[2], "deny")))
+            return is(m, "POST") ? api_releases_decide(r, p[1], is(p[2], "deny") ? "denied"
+                                                                               : "approved")
+                                 : route_method(r, "POST");
         if (n == 3 && (is(p[2], "rollback") || is(p[2], "redo") || is(p[2], "cancel") ||
                        is(p[2], "promote") || is(p[2], "abort"))) {
             if (!is(m, "POST"))

@@ -393,7 +393,8 @@ def test_openapi_document_describes_every_route(h, url):
     paths = set(doc["paths"])
     for p in ["/session", "/releases", "/releases/{id}", "/releases/{id}/events",
               "/releases/{id}/rollback", "/releases/{id}/redo", "/releases/{id}/cancel",
-              "/releases/{id}/promote", "/releases/{id}/abort", "/services",
+              "/releases/{id}/promote", "/releases/{id}/abort", "/releases/{id}/approve",
+              "/releases/{id}/deny", "/services",
               "/services/{service}/{env}", "/services/{service}/{env}/history",
               "/services/{service}/{env}/rollback", "/services/{service}/{env}/redo",
               "/templates", "/templates/{id}", "/images/{service}"]:

@@ -1,6 +1,7 @@
 """The web console in a real headless Chromium (Debian's chromium driven by playwright-core):
-log in, the release list, a release watched live to its end, rollback, an admin's
-configuration change and a releaser's refusal. Screenshots go to tests/artifacts/console/."""
+log in, the release list, a release watched live to its end (its template shown once
+rendered), rollback, an admin's configuration change, a releaser's refusal, and approve/deny
+of releases awaiting approval by an approver (none offered to the requester). Screenshots go to tests/artifacts/console/."""
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness import REPO, Harness
-from releases import setup_service
+from releases import deploy, setup_service, wait_status
 
 BROWSER_DIR = REPO / "tests" / "browser"
 ARTIFACTS = REPO / "tests" / "artifacts" / "console"
@@ -57,18 +58,29 @@ def test_console_in_chromium(stack, browser_tools):
     h.relctl("user", "add", user)
     h.relctl("user", "grant", user, "releaser", "--service", svc, "--env", "prod")
     releaser_token = h.relctl("user", "token", user).stdout.strip()
+    # Two of admin's releases awaiting one approval, and an approver who is not admin.
+    gated = setup_service(h, h.unique_service("console-gated"), approvals=1)
+    approver = "appr-" + gated[-8:]
+    h.relctl("user", "add", approver)
+    h.relctl("user", "grant", approver, "approver", "--service", gated, "--env", "prod")
+    approver_token = h.relctl("user", "token", approver).stdout.strip()
+    awaiting = [deploy(h, gated, "1.0.0") for _ in range(2)]
+    for rid in awaiting:
+        wait_status(h, rid, "awaiting_approval")
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
     env = dict(os.environ, RELFLEET_API_URL=h.env["RELFLEET_API_URL"],
                CONSOLE_ADMIN_TOKEN=h.env["RELFLEET_TOKEN"], CONSOLE_RELEASER_TOKEN=releaser_token,
                CONSOLE_SERVICE=svc, CONSOLE_ENV="prod", CONSOLE_VERSIONS="1.0.0,1.1.0",
-               CONSOLE_ARTIFACTS=str(ARTIFACTS))
+               CONSOLE_ARTIFACTS=str(ARTIFACTS), CONSOLE_APPROVER_TOKEN=approver_token,
+               CONSOLE_AWAITING=",".join(awaiting))
     proc = _run(["node", str(BROWSER_DIR / "console.js")], env=env, cwd=BROWSER_DIR, timeout=600)
     assert proc.returncode == 0, (f"{browser_tools}\nstdout:\n{proc.stdout}\nstderr:\n"
                                   f"{proc.stderr}\nscreenshots in {ARTIFACTS}")
     assert proc.stdout.rstrip().splitlines()[-1].startswith("ok: ")
     for name in ("01-release-list", "02-release-succeeded", "03-rollback-succeeded",
-                 "04-admin-edits-config", "05-releaser-readonly"):
+                 "04-admin-edits-config", "05-releaser-readonly", "06-approval-approved",
+                 "07-approval-denied"):
         shot = ARTIFACTS / f"{name}.png"
         assert shot.exists() and shot.stat().st_size > 5000, f"no screenshot {shot}"
     # What the browser did, as the system recorded it.
@@ -82,3 +94,8 @@ def test_console_in_chromium(stack, browser_tools):
     assert [(c["key"], c["new"], c["by"]) for c in changes if c["key"] == "replicas"][-1] == \
         ("replicas", "3", "admin")
     assert h.relctl_json("service", "show", svc, "--env", "prod")["replicas"] == 3
+    # The approvals the browser gave, on the records.
+    ok, denied = (h.relctl_json("show", rid) for rid in awaiting)
+    assert ok["status"] == "succeeded" and ok["approvals"][0]["user"] == approver
+    assert denied["status"] == "cancelled"
+    assert denied["error"] == f"denied by {approver}: not this week", denied["error"]

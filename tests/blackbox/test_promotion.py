@@ -151,7 +151,7 @@ def test_four_eyes_and_n_approvals(harness, approvers):
                                "--output", "json").stdout)
     assert (out["status"], out["approvals"], out["needed"]) == ("awaiting_approval", 1, 2)
     proc = relctl_as(h, a["alice"], "approve", rid, check=False)
-    assert proc.returncode == 1 and "already approved" in proc.stderr
+    assert proc.returncode == 1 and "already decided" in proc.stderr
     assert record(h, rid)["status"] == "awaiting_approval"
 
     proc = relctl_as(h, a["bob"], "approve", rid)
@@ -258,3 +258,42 @@ def test_subscribers_hear_of_awaiting_approval(harness, approvers):
                     hook, "--on", "queued", check=False)
     assert proc.returncode == 2 and "awaiting_approval" in proc.stderr
     assert shutil.which("psql")
+
+
+def test_api_approve_and_deny(harness, approvers):
+    """POST /api/v1/releases/ID/approve|deny: the same rules as relctl, as HTTP statuses, and
+    the buttons the record offers each user."""
+    import requests
+
+    h, a = harness, approvers
+    url = h.env["RELFLEET_API_URL"] + "/api/v1/releases/"
+
+    def post(token, rid, action, body=None):
+        return requests.post(url + f"{rid}/{action}", json=body, timeout=60,
+                             headers={"Authorization": "Bearer " + token})
+
+    def actions(token, rid):
+        r = requests.get(url + rid, timeout=60, headers={"Authorization": "Bearer " + token})
+        assert r.status_code == 200, r.text
+        return r.json()["actions"]
+
+    svc = setup_service(h, approvals=1)
+    rid, other = deploy(h, svc, "1.0.0"), deploy(h, svc, "1.0.0")
+    for x in (rid, other):
+        wait_status(h, x, "awaiting_approval")
+    assert "approve" not in actions(a["admin"], rid) and "cancel" in actions(a["admin"], rid)
+    assert actions(a["alice"], rid) == ["approve", "deny"]
+    r = post(a["admin"], rid, "approve")
+    assert r.status_code == 403 and "four eyes" in r.json()["error"], r.text
+    r = post(a["carol"], rid, "approve")
+    assert r.status_code == 403 and "no approver role" in r.json()["error"], r.text
+    r = post(a["alice"], rid, "deny", {})
+    assert r.status_code == 400 and r.json()["field"] == "message", r.text
+    r = post(a["alice"], rid, "approve", {"message": "ship it"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["approvals"], r.json()["needed"]) == ("queued", 1, 1)
+    assert post(a["bob"], rid, "approve").status_code == 409
+    r = post(a["bob"], other, "deny", {"message": "one is enough"})
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert wait_status(h, rid, "succeeded", timeout=90)["approvals"][0]["comment"] == "ship it"
+    assert post(a["bob"], "not-an-id", "approve").status_code == 404

@@ -1,7 +1,9 @@
 // Browser test of the Relfleet web console in Debian's headless Chromium (playwright-core).
 // Run by tests/blackbox/test_console.py, which prepares a stack and passes in the environment:
 //   RELFLEET_API_URL, CONSOLE_ADMIN_TOKEN, CONSOLE_RELEASER_TOKEN, CONSOLE_SERVICE,
-//   CONSOLE_ENV, CONSOLE_VERSIONS (two, comma-separated), CONSOLE_ARTIFACTS (screenshots).
+//   CONSOLE_ENV, CONSOLE_VERSIONS (two, comma-separated), CONSOLE_ARTIFACTS (screenshots),
+//   CONSOLE_APPROVER_TOKEN and CONSOLE_AWAITING (two ids of admin's releases awaiting one
+//   approval).
 // Exits 0 when every step passed; prints one line per step.
 "use strict";
 
@@ -106,6 +108,9 @@ async function main() {
     step(`new release ${V1} through the form, watched live until it succeeds`);
     const first = await newRelease(page, V1, "first from the console");
     await watchUntil(page, "succeeded", true);
+    // Opened while queued: the template it rendered with shows up live, as relctl show has it.
+    await page.waitForFunction(() => /Template\s*web @ [0-9a-f]{12}/.test(
+      document.querySelector("#params").textContent));
     await shot(page, "02-release-succeeded");
 
     step(`new release ${V2}, watched live`);
@@ -164,6 +169,39 @@ async function main() {
     const buttons = await rpage.$$eval("#actions button", (bs) => bs.map((b) => b.dataset.action));
     if (!buttons.includes("rollback")) throw new Error(`releaser buttons: ${buttons}`);
     await shot(rpage, "05-releaser-readonly");
+
+    const [toApprove, toDeny] = env("CONSOLE_AWAITING").split(",");
+    step("the requester of a release awaiting approval gets no approve button (four eyes)");
+    await page.goto(`${URL_}/#/releases/${toApprove}`);
+    await page.waitForSelector('#status .badge[data-status="awaiting_approval"]');
+    await page.waitForSelector("#approvals h2");
+    const own = await page.$$eval("#actions button", (bs) => bs.map((b) => b.dataset.action));
+    if (own.includes("approve") || own.includes("deny"))
+      throw new Error(`the requester was offered ${own}`);
+
+    step("an approver approves one: it runs to success, the approval on the page");
+    const appr = await launch();
+    const apage = await login(appr, env("CONSOLE_APPROVER_TOKEN"));
+    apage.on("pageerror", (e) => errors.push(String(e)));
+    await apage.goto(`${URL_}/#/releases/${toApprove}`);
+    await apage.waitForSelector('#actions button[data-action="approve"]');
+    apage.once("dialog", (d) => d.accept());
+    await apage.click('#actions button[data-action="approve"]');
+    await apage.waitForSelector('#status .badge[data-status="succeeded"]', { timeout: 60000 });
+    await apage.waitForSelector('#approvals td:text-is("approved")');
+    if (await apage.$('#actions button[data-action="approve"]'))
+      throw new Error("the approve button stayed after the approval");
+    await shot(apage, "06-approval-approved");
+
+    step("and denies the other with a reason: it ends cancelled with it");
+    await apage.goto(`${URL_}/#/releases/${toDeny}`);
+    await apage.waitForSelector('#actions button[data-action="deny"]');
+    apage.once("dialog", (d) => d.accept("not this week"));
+    await apage.click('#actions button[data-action="deny"]');
+    await apage.waitForSelector('#status .badge[data-status="cancelled"]');
+    await apage.waitForSelector('#error:has-text("not this week")');
+    await apage.waitForSelector('#approvals td:text-is("denied")');
+    await shot(apage, "07-approval-denied");
     if (errors.length) throw new Error(`errors in the page: ${errors.join("; ")}`);
     console.log(`ok: first=${first} second=${second}`);
   } catch (e) {

@@ -3,7 +3,8 @@
 
 const API = "/api/v1";
 const TERMINAL = ["succeeded", "failed", "cancelled", "superseded", "rejected"];
-const STATUSES = ["queued", "rendering", "applying", "progressing", "paused", ...TERMINAL];
+const STATUSES = ["awaiting_approval", "queued", "rendering", "applying", "progressing", "paused",
+  ...TERMINAL];
 const session = { user: null, csrf: null, roles: [] };
 let pageCleanup = null;
 let nextFlash = null; /* shown by the page the next navigation opens */
@@ -212,10 +213,43 @@ function notificationsView(list) {
 
 const ACTION_LABELS = {
   rollback: "Roll back to this version", redo: "Redo", cancel: "Cancel",
-  promote: "Promote", abort: "Abort",
+  promote: "Promote", abort: "Abort", approve: "Approve", deny: "Deny",
 };
 
+/* Who approved or denied a release awaiting approval, and when (docs/promotion.md). */
+function approvalsView(rec) {
+  if (rec.approvals_needed == null) return h("div", { id: "approvals" });
+  const given = (rec.approvals || []).filter((a) => a.decision === "approved").length;
+  return h("div", { id: "approvals" },
+    h("h2", {}, `Approvals: ${given} of ${rec.approvals_needed}`),
+    h("table", {}, h("thead", {}, h("tr", {}, ["User", "Decision", "At (UTC)", "Comment"].map((t) =>
+      h("th", {}, t)))),
+    h("tbody", {}, (rec.approvals || []).map((a) => h("tr", {}, h("td", {}, a.user),
+      h("td", {}, a.decision), h("td", {}, fmtTime(a.at)), h("td", {}, a.comment || ""))))));
+}
+
+async function decide(rec, action) {
+  let message = "";
+  if (action === "deny") {
+    message = window.prompt(`Deny release ${rec.id} of ${rec.service} in ${rec.env}: why?`);
+    if (!message) return;
+  } else if (!window.confirm(`Approve release ${rec.id}: ${rec.service} ${rec.version} in ${rec.env}?`)) {
+    return;
+  }
+  try {
+    const out = await api("POST", `/releases/${rec.id}/${action}`, message ? { message } : {});
+    flash(action === "deny" ? `denied: the release is ${out.status}`
+      : `approved (${out.approvals} of ${out.needed}): the release is ${out.status}`);
+    const fresh = await api("GET", "/releases/" + rec.id);
+    Object.assign(rec, { actions: fresh.actions, approvals: fresh.approvals });
+    if (rec.onDecided) rec.onDecided();
+  } catch (e) {
+    flash(e.message, true);
+  }
+}
+
 async function runAction(rec, action) {
+  if (action === "approve" || action === "deny") return decide(rec, action);
   const confirmText = {
     rollback: `Roll ${rec.service} in ${rec.env} back to version ${rec.version}?`,
     redo: `Release version ${rec.version} of ${rec.service} in ${rec.env} again?`,
@@ -265,17 +299,21 @@ async function pageRelease(id) {
   const setActions = () => {
     actions.replaceChildren(...(rec.actions || []).map((a) => h("button", {
       type: "button", "data-action": a,
-      class: a === "cancel" || a === "abort" ? "danger" : a === "promote" ? "primary" : "",
+      class: a === "cancel" || a === "abort" || a === "deny" ? "danger"
+        : a === "promote" || a === "approve" ? "primary" : "",
       onclick: () => runAction(rec, a) }, ACTION_LABELS[a] || a)));
   };
   setActions();
+  let approvals = approvalsView(rec);
+  const setApprovals = () => { const na = approvalsView(rec); approvals.replaceWith(na); approvals = na; };
+  rec.onDecided = () => { setActions(); setApprovals(); };
   let progress = progressView(rec);
   let pods = podsView(rec.pods);
   let notes = notificationsView(rec.notifications);
   const tbody = h("tbody", { id: "timeline-rows" }, rec.timeline.map(timelineRow));
   render(
     h("h1", {}, `${rec.service} ${rec.version} in ${rec.env} `, statusBox, " ", live),
-    h("div", { class: "card" }, params), actions, progress,
+    h("div", { class: "card" }, params), actions, approvals, progress,
     h("h2", {}, "Timeline"),
     h("table", { id: "timeline" }, h("thead", {}, h("tr", {},
       ["At (UTC)", "Stage", "Event", "Message"].map((t) => h("th", {}, t)))), tbody),
@@ -297,10 +335,21 @@ async function pageRelease(id) {
   });
   es.addEventListener("release", async (ev) => {
     const st = JSON.parse(ev.data);
+    const moved = st.status !== rec.status;
+    /* The template is known once rendered: a page opened while queued shows it then. */
     Object.assign(rec, { status: st.status, progress: st.progress, pods: st.pods,
       duration_ms: st.duration_ms, finished_at: st.finished_at, started_at: st.started_at,
-      error: st.error, notifications: st.notifications });
+      error: st.error, notifications: st.notifications, template_id: st.template_id,
+      template_version: st.template_version, approvals_needed: st.approvals_needed,
+      approvals: st.approvals });
     statusBox.replaceChildren(badge(st.status));
+    setApprovals();
+    if (moved) {
+      try {
+        rec.actions = (await api("GET", "/releases/" + rec.id)).actions;
+        setActions();
+      } catch (e) { /* the buttons follow at the end */ }
+    }
     const np = progressView(rec); progress.replaceWith(np); progress = np;
     const nd = podsView(rec.pods); pods.replaceWith(nd); pods = nd;
     const nn = notificationsView(rec.notifications); notes.replaceWith(nn); notes = nn;
