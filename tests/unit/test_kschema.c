@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <microhttpd.h>
+#include <pthread.h>
 
 #include "rf_kschema.h"
 #include "rf_schema.h"
@@ -352,12 +354,172 @@ static void validation_is_fast(void **state)
     rf_kschema_destroy(s);
 }
 
+/* ------------------------------------------------------------------ a cluster */
+
+/* A fake API server: /version, /openapi/v3 (or 404, or 503 for everything) and the apps/v1
+ * document of the built-in schema. */
+typedef struct fake {
+    pthread_mutex_t lock;
+    char git[32];
+    int mode; /* 0 serve, 1 no /openapi/v3, 2 every answer 503 */
+    int version_hits, index_hits, doc_hits;
+    char *apps_doc;
+} fake_t;
+
+static enum MHD_Result fake_answer(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version,
+                                   const char *upload_data, size_t *upload_data_size,
+                                   void **con_cls)
+{
+    fake_t *f = cls;
+    char buf[256];
+    const char *body = "{\"kind\":\"Status\",\"code\":404}";
+    unsigned status = 404;
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    (void)method, (void)version, (void)upload_data, (void)upload_data_size, (void)con_cls;
+    pthread_mutex_lock(&f->lock);
+    if (f->mode == 2) {
+        status = 503;
+        body = "{\"kind\":\"Status\",\"code\":503}";
+    } else if (strcmp(url, "/version") == 0) {
+        f->version_hits++;
+        snprintf(buf, sizeof(buf), "{\"gitVersion\":\"%s\"}", f->git);
+        body = buf;
+        status = 200;
+    } else if (strcmp(url, "/openapi/v3") == 0 && f->mode == 0) {
+        f->index_hits++;
+        body = "{\"paths\":{\"apis/apps/v1\":{\"serverRelativeURL\":"
+               "\"/openapi/v3/apis/apps/v1?hash=AB\"}}}";
+        status = 200;
+    } else if (strcmp(url, "/openapi/v3/apis/apps/v1") == 0 && f->mode == 0) {
+        f->doc_hits++;
+        body = f->apps_doc;
+        status = 200;
+    }
+    resp = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    pthread_mutex_unlock(&f->lock);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static rf_kube_t *fake_client(struct MHD_Daemon *d)
+{
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    rf_kubeconfig_t cfg;
+    char server[64], err[256];
+    rf_kube_t *k;
+
+    snprintf(server, sizeof(server), "http://127.0.0.1:%u", (unsigned)info->port);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.server = server;
+    cfg.namespace = (char *)"default";
+    k = rf_kube_new(&cfg, err, sizeof(err));
+    if (!k)
+        fail_msg("%s", err);
+    rf_kube_set_retry(k, 1, 10, 10);
+    return k;
+}
+
+static json_t *bad_deployment(void)
+{
+    json_t *m = parse(base_deployment);
+    set_path(m, "spec.replicas", "\"3\"");
+    return m;
+}
+
+static void cluster_schema_cached_per_version(void **state)
+{
+    char errstr[1024];
+    char path[4096];
+    fake_t f;
+    struct MHD_Daemon *d;
+    rf_kube_t *k;
+    rf_kschema_cache_t *cache;
+    rf_kschema_t *s = NULL, *again = NULL;
+    json_t *all, *m = bad_deployment(), *svc = parse(base_service), *errors = json_array();
+
+    (void)state;
+    memset(&f, 0, sizeof(f));
+    pthread_mutex_init(&f.lock, NULL);
+    snprintf(f.git, sizeof(f.git), "v1.30.1");
+    snprintf(path, sizeof(path), "%s/shared/kube/openapi/builtin.json",
+             getenv("RELFLEET_SOURCE_DIR") ? getenv("RELFLEET_SOURCE_DIR") : ".");
+    all = json_load_file(path, 0, NULL);
+    assert_non_null(all);
+    f.apps_doc = json_dumps(json_object_get(json_object_get(all, "documents"), "apis/apps/v1"),
+                            JSON_COMPACT);
+    d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, fake_answer, &f,
+                         MHD_OPTION_END);
+    assert_non_null(d);
+    k = fake_client(d);
+    cache = rf_kschema_cache_new(0); /* ask /version every time */
+
+    /* the cluster's own documents: index once, apps/v1 on first use, compiled once */
+    assert_int_equal(rf_kschema_cache_get(cache, "c", k, &s, errstr, sizeof(errstr)), RF_OK);
+    assert_string_equal(rf_kschema_describe(s), "the schema of cluster 'c' (v1.30.1)");
+    assert_int_equal(rf_kschema_validate(s, k, m, errors, 10, errstr, sizeof(errstr)),
+                     RF_ERR_PERM);
+    check_errors(errors, "spec.replicas: expected integer (int32), got string", "cluster");
+    json_array_clear(errors);
+    assert_int_equal(rf_kschema_validate(s, k, m, errors, 10, errstr, sizeof(errstr)),
+                     RF_ERR_PERM);
+    assert_int_equal(f.index_hits, 1);
+    assert_int_equal(f.doc_hits, 1);
+    /* what the cluster does not serve is an error there (not skipped as built-in) */
+    json_array_clear(errors);
+    assert_int_equal(rf_kschema_validate(s, k, svc, errors, 10, errstr, sizeof(errstr)),
+                     RF_ERR_PERM);
+    check_errors(errors,
+                 "kind: the schema of cluster 'c' (v1.30.1) serves no apiVersion 'v1'", "v1");
+
+    /* same version: the same schema; a new version: read again */
+    assert_int_equal(rf_kschema_cache_get(cache, "c", k, &again, errstr, sizeof(errstr)), RF_OK);
+    assert_ptr_equal(again, s);
+    assert_int_equal(f.index_hits, 1);
+    snprintf(f.git, sizeof(f.git), "v1.31.0");
+    assert_int_equal(rf_kschema_cache_get(cache, "c", k, &again, errstr, sizeof(errstr)), RF_OK);
+    assert_string_equal(rf_kschema_describe(again), "the schema of cluster 'c' (v1.31.0)");
+    assert_int_equal(f.index_hits, 2);
+
+    /* unreachable: a cached schema is kept; a cluster never read is RF_ERR_RETRY */
+    f.mode = 2;
+    assert_int_equal(rf_kschema_cache_get(cache, "c", k, &s, errstr, sizeof(errstr)), RF_OK);
+    assert_ptr_equal(s, again);
+    assert_int_equal(rf_kschema_cache_get(cache, "other", k, &s, errstr, sizeof(errstr)),
+                     RF_ERR_RETRY);
+
+    /* no /openapi/v3: the built-in schema, which says so */
+    f.mode = 1;
+    assert_int_equal(rf_kschema_cache_get(cache, "old", k, &s, errstr, sizeof(errstr)), RF_OK);
+    assert_non_null(strstr(rf_kschema_describe(s), "the built-in schema (Kubernetes API 1.22"));
+    assert_non_null(strstr(rf_kschema_describe(s), "cluster 'old' (v1.31.0) serves no /openapi/v3"));
+    json_array_clear(errors);
+    assert_int_equal(rf_kschema_validate(s, k, m, errors, 10, errstr, sizeof(errstr)),
+                     RF_ERR_PERM);
+    check_errors(errors, "spec.replicas: expected integer (int32), got string", "built-in");
+
+    rf_kschema_cache_destroy(cache);
+    rf_kube_destroy(k);
+    MHD_stop_daemon(d);
+    free(f.apps_doc);
+    json_decref(all);
+    json_decref(m);
+    json_decref(svc);
+    json_decref(errors);
+    pthread_mutex_destroy(&f.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(openapi_dialect),   cmocka_unit_test(draft7_unchanged),
         cmocka_unit_test(builtin_manifests), cmocka_unit_test(error_text),
         cmocka_unit_test(unknown_kinds),     cmocka_unit_test(validation_is_fast),
+        cmocka_unit_test(cluster_schema_cached_per_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
