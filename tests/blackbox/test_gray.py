@@ -261,6 +261,24 @@ def test_slow_analysis_holds_up_no_other_release(harness, prom):
     wait_deploy(h, svc, ns, 5, f"{svc}:1.1.0")
 
 
+def test_analysis_of_a_failing_prometheus_pauses_for_a_person(harness, prom):
+    """A fault a real Prometheus does not produce on demand, from the fake: a 503 answer is an
+    inconclusive measurement, and the release waits for a person."""
+    h = harness
+    q = "errors_5xx"
+    prom.errors[q] = 503
+    svc, ns = setup_gray(h, analysis_strategy(prom, q, count=1))
+    rid = deploy(h, svc, "1.1.0")
+    rec = wait_progress(h, rid, "paused", weight=20)
+    an = events(rec, "analysis")
+    assert an and an[-1]["data"]["verdict"] == "inconclusive", an
+    assert "prometheus answered 503" in an[-1]["message"], an[-1]
+    h.relctl("abort", rid)
+    rec = wait_status(h, rid, TERMINAL, timeout=60)
+    assert rec["status"] == "failed", rec
+    wait_deploy(h, svc, ns, 5, f"{svc}:1.0.0")
+
+
 def test_analysis_failing_aborts(harness, exporter):
     h = harness
     svc = h.unique_service("gray")
