@@ -117,6 +117,12 @@ int api_services_redo(api_req_t *r, const char *service, const char *env);
 int api_releases_decide(api_req_t *r, const char *id, const char *decision);
 int api_releases_may_decide(api_req_t *r, const json_t *rec);
 
+/* Waves (api_waves.c). */
+int api_waves_list(api_req_t *r);
+int api_waves_get(api_req_t *r, const char *id);
+int api_waves_create(api_req_t *r);
+int api_waves_command(api_req_t *r, const char *id, const char *action);
+
 /* DORA statistics (api_stats.c). */
 int api_stats_get(api_req_t *r);
 

@@ -306,6 +306,16 @@ static int route_api(api_req_t *r)
         if (n == 2)
             return is(m, "GET") ? api_templates_get(r, p[1]) : route_method(r, "GET");
     }
+    if (n >= 1 && is(p[0], "waves")) {
+        if (n == 1)
+            return is(m, "GET")    ? api_waves_list(r)
+                   : is(m, "POST") ? api_waves_create(r)
+                                   : route_method(r, "GET, POST");
+        if (n == 2)
+            return is(m, "GET") ? api_waves_get(r, p[1]) : route_method(r, "GET");
+        if (n == 3 && (is(p[2], "pause") || is(p[2], "resume") || is(p[2], "abort")))
+            return is(m, "POST") ? api_waves_command(r, p[1], p[2]) : route_method(r, "POST");
+    }
     if (n == 1 && is(p[0], "stats"))
         return is(m, "GET") ? api_stats_get(r) : route_method(r, "GET");
     if (n == 2 && is(p[0], "images"))

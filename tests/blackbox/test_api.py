@@ -397,5 +397,6 @@ def test_openapi_document_describes_every_route(h, url):
               "/releases/{id}/deny", "/services",
               "/services/{service}/{env}", "/services/{service}/{env}/history",
               "/services/{service}/{env}/rollback", "/services/{service}/{env}/redo",
-              "/templates", "/templates/{id}", "/images/{service}"]:
+              "/templates", "/templates/{id}", "/images/{service}", "/waves", "/waves/{id}",
+              "/waves/{id}/pause", "/waves/{id}/resume", "/waves/{id}/abort"]:
         assert p in paths, p

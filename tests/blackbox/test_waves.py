@@ -283,3 +283,46 @@ def test_permissions_and_bad_input(harness):
     assert p.returncode == 1 and "no service in env 'prod' has group 'none-such'" in p.stderr
     p = h.relctl("wave", "show", "00000000-0000-0000-0000-000000000000", check=False)
     assert p.returncode == 1 and "no wave" in p.stderr
+
+
+def test_api_creates_shows_and_commands_waves(harness):
+    import requests
+
+    h = harness
+    group, names = group_of(h, 2)
+    url = h.env["RELFLEET_API_URL"] + "/api/v1/waves"
+    auth = {"Authorization": "Bearer " + h.env["RELFLEET_TOKEN"]}
+    r = requests.post(url, headers=auth, timeout=30, json={
+        "env": "prod", "select": {"group": group}, "version": "slow-1", "max_parallel": 1,
+        "steps": [{"services": [names[1]]}, {"percent": 100}], "description": "from the api"})
+    assert r.status_code == 201, r.text
+    w = r.json()
+    assert w["status"] == "running" and w["allowed"] == {"pause": True, "resume": False,
+                                                         "abort": True}
+    assert [x["service"] for x in w["releases"]] == [names[1], names[0]]
+    r = requests.post(f"{url}/{w['id']}/pause", headers=auth, json={"message": "wait"}, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "paused", r.text
+    assert r.json()["allowed"]["resume"] and r.json()["reason"] == "paused by admin: wait"
+    r = requests.post(f"{url}/{w['id']}/pause", headers=auth, timeout=30)
+    assert r.status_code == 409 and "cannot pause" in r.json()["error"]
+    listed = requests.get(url, headers=auth, params={"env": "prod"}, timeout=30).json()["waves"]
+    assert any(x["id"] == w["id"] for x in listed)
+    # A viewer sees it, without buttons, and may not change it.
+    user = h.unique_service("v")
+    h.relctl("user", "add", user)
+    h.relctl("user", "grant", user, "viewer", "--service", "*", "--env", "prod")
+    viewer = {"Authorization": "Bearer " + h.relctl("user", "token", user).stdout.strip()}
+    r = requests.get(f"{url}/{w['id']}", headers=viewer, timeout=30)
+    assert r.status_code == 200 and not any(r.json()["allowed"].values())
+    r = requests.post(f"{url}/{w['id']}/abort", headers=viewer, timeout=30)
+    assert r.status_code == 403 and "permission denied" in r.json()["error"]
+    r = requests.post(url, headers=viewer, timeout=30, json={
+        "env": "prod", "select": {"group": group}, "version": "1.0.0", "max_parallel": 1})
+    assert r.status_code == 403
+    r = requests.post(url, headers=auth, timeout=30, json={
+        "env": "prod", "select": {"group": group}, "version": "1.0.0", "max_parallel": 0})
+    assert r.status_code == 400 and "--max-parallel" in r.json()["error"]
+    r = requests.post(f"{url}/{w['id']}/abort", headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "aborted"
+    assert requests.get(f"{url}/00000000-0000-0000-0000-000000000000", headers=auth,
+                        timeout=30).status_code == 404
