@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 
 from harness import bin_path
+from test_console import browser_tools  # noqa: F401 (the fixture)
 from releases import TEMPLATES, TERMINAL, deploy, setup_service, wait_status
 
 
@@ -326,3 +327,29 @@ def test_api_creates_shows_and_commands_waves(harness):
     assert r.status_code == 200 and r.json()["status"] == "aborted"
     assert requests.get(f"{url}/00000000-0000-0000-0000-000000000000", headers=auth,
                         timeout=30).status_code == 404
+
+
+def test_console_wave_page(harness, browser_tools):
+    """The console's wave page in the real Chromium (tests/browser/waves.js)."""
+    import os
+
+    from test_console import ARTIFACTS, BROWSER_DIR, _run
+
+    h = harness
+    group, names = group_of(h, 2)
+    wid = wave(h, "--select", f"group={group}", "--version", "1.0.0", "--max-parallel", "1",
+               "--steps", json.dumps([{"percent": 50}, {"percent": 100}]))
+    h.relctl("wave", "pause", wid)
+    wid2 = wave(h, "--services", names[0], "--version", "1.0.0", "--max-parallel", "1")
+    h.relctl("wave", "pause", wid2)
+    user = h.unique_service("v")
+    h.relctl("user", "add", user)
+    h.relctl("user", "grant", user, "viewer", "--service", "*", "--env", "prod")
+    env = dict(os.environ, RELFLEET_API_URL=h.env["RELFLEET_API_URL"],
+               CONSOLE_ADMIN_TOKEN=h.env["RELFLEET_TOKEN"],
+               CONSOLE_VIEWER_TOKEN=h.relctl("user", "token", user).stdout.strip(),
+               CONSOLE_WAVE=wid, CONSOLE_WAVE2=wid2, CONSOLE_ARTIFACTS=str(ARTIFACTS))
+    proc = _run(["node", str(BROWSER_DIR / "waves.js")], env=env, cwd=BROWSER_DIR, timeout=300)
+    assert proc.returncode == 0, (f"{browser_tools}\nstdout:\n{proc.stdout}\nstderr:\n"
+                                  f"{proc.stderr}\nscreenshots in {ARTIFACTS}")
+    assert proc.stdout.rstrip().splitlines()[-1] == "ok: waves"

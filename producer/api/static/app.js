@@ -505,6 +505,8 @@ async function route() {
     else if (parts[0] === "services" && parts[2]) await pageService(parts[1], parts[2]);
     else if (parts[0] === "services") await pageServices();
     else if (parts[0] === "stats") await pageStats(params); /* stats.js */
+    else if (parts[0] === "waves" && parts[1]) await pageWave(parts[1]); /* waves.js */
+    else if (parts[0] === "waves") await pageWaves(params);
     else await pageReleases(params);
   } catch (e) {
     if (e.status !== 401) render(h("h1", {}, "Something went wrong"), h("p", { class: "field-error" }, e.message));
