@@ -591,11 +591,11 @@ def table(rep):
                 y = x[phase]
                 L.append(row.format(f"7. burst of {x['releases']} at once ({phase}): drain",
                                     f"{y['drain_s']:.0f} s ({y['releases_per_s']:.0f}/s)", ""))
-                L.append(row.format("   peak consumer lag per stage",
-                                    ", ".join(f"{k} {v}" for k, v in sorted(y["peak_lag"].items()))[:24], ""))
-                L.append(row.format("   peak RSS per worker, MiB (start)",
-                                    ", ".join(f"{v:.0f}({y['rss_mib_start'].get(k, 0):.0f})"
-                                              for k, v in sorted(y["rss_mib_peak"].items()))[:30], ""))
+                for k, v in sorted(y["peak_lag"].items()):
+                    L.append(row.format(f"   peak consumer lag, {k}", f"{v} messages", ""))
+                for k, v in sorted(y["rss_mib_peak"].items()):
+                    L.append(row.format(f"   peak RSS, {k} (at the start)",
+                                        f"{v:.1f} MiB ({y['rss_mib_start'].get(k, 0):.1f})", ""))
     if "render" in f:
         x = f["render"]
         L.append(row.format("4. render, renders/s on one core", _s(x["relfleet_renders_per_s"]),
