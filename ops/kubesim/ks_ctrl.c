@@ -43,7 +43,14 @@ struct ks_ctrl {
     size_t hlen, hcap;
     unsigned next_ip;
     int64_t event_ttl_ms; /* simulated ms, 0: events never expire */
+    /* the events recorded last, by what makes them the same (the recorder's EventLogger) */
+    struct ctrl_seen {
+        uint64_t key;
+        char name[300];
+    } *seen;
 };
+
+#define EVENT_CACHE 4096 /* client-go's maxLruCacheEntries */
 
 /* ---- pure helpers ---- */
 
@@ -250,11 +257,40 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
 
     if (!ks_store_get(c->st, KS_NAMESPACE, "", ns ? ns : "default"))
         return;
-    if (RAND_bytes(b, sizeof(b)) != 1)
-        memset(b, 1, sizeof(b));
-    for (int i = 0; i < 8; i++)
-        snprintf(hex + 2 * i, 3, "%02x", b[i]);
-    snprintf(name, sizeof(name), "%s.%s", ks_jstr(obj, "metadata.name"), hex);
+    /* an event like one recorded before (same object, type, reason, message, source) is that
+     * event again: its count grows and its lastTimestamp moves, as the recorder does */
+    {
+        const char *parts[] = {ns ? ns : "default", ks_jstr(obj, "metadata.uid") ?: "",
+                               ks_jstr(obj, "metadata.name") ?: "", type, reason, message, component};
+        uint64_t key = 1469598103934665603ULL;
+        struct ctrl_seen *slot;
+        ks_obj_t *old;
+
+        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+            for (const char *p = parts[i]; *p; p++)
+                key = (key ^ (unsigned char)*p) * 1099511628211ULL;
+            key = (key ^ 0xff) * 1099511628211ULL;
+        }
+        slot = c->seen ? &c->seen[key % EVENT_CACHE] : NULL;
+        old = slot && slot->key == key ? ks_store_get(c->st, KS_EVENT, ns ? ns : "default", slot->name) : NULL;
+        if (old) {
+            json_t *copy = ks_obj_copy(old->json);
+            ks_time_format(ks_now_ms(), ts, sizeof(ts));
+            json_object_set_new(copy, "count", json_integer(ks_jint(old->json, "count", 1) + 1));
+            json_object_set_new(copy, "lastTimestamp", json_string(ts));
+            ks_store_put(c->st, KS_EVENT, copy);
+            return;
+        }
+        if (slot)
+            slot->key = key;
+        if (RAND_bytes(b, sizeof(b)) != 1)
+            memset(b, 1, sizeof(b));
+        for (int i = 0; i < 8; i++)
+            snprintf(hex + 2 * i, 3, "%02x", b[i]);
+        snprintf(name, sizeof(name), "%.200s.%s", ks_jstr(obj, "metadata.name"), hex);
+        if (slot)
+            snprintf(slot->name, sizeof(slot->name), "%s", name);
+    }
     ks_time_format(ks_now_ms(), ts, sizeof(ts));
     ev = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:s, s:s, "
                    "s:{s:s, s:s}, s:s, s:s, s:i, s:s, s:n, s:s, s:s}",
@@ -1390,6 +1426,7 @@ ks_ctrl_t *ks_ctrl_new(ks_store_t *st, const ks_rules_t *rules, double scale)
     c->rules = rules;
     c->scale = scale > 0 ? scale : 1;
     c->event_ttl_ms = KS_EVENT_TTL_DEFAULT_MS;
+    c->seen = calloc(EVENT_CACHE, sizeof(*c->seen)); /* NULL: every event is a new one */
     pthread_cond_init(&c->wake, NULL);
     st->on_change = ctrl_on_change;
     st->on_change_cls = c;
@@ -1437,6 +1474,7 @@ void ks_ctrl_destroy(ks_ctrl_t *c)
         free(c->heap[i].name);
     }
     free(c->heap);
+    free(c->seen);
     pthread_cond_destroy(&c->wake);
     free(c);
 }

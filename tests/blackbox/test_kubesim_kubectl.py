@@ -307,3 +307,24 @@ def test_fields_newer_than_api_1_22_pass_strict_validation(sim):
     bad = manifest(sim, "nf-bad", NEWER_FIELDS.replace("grpc: {port: 9090}", 'grpc: {port: "9090"}'))
     res = sim.kubectl("apply", "-f", bad, check=False)
     assert res.returncode == 1 and "GRPCAction.spec.template.spec.containers.readinessProbe.grpc.port" in res.stderr
+
+
+def test_a_repeated_event_is_counted_not_recorded_again(sim):
+    """The recorder's EventLogger: the same event again (object, reason, message, source) raises
+    the count of the first and moves its lastTimestamp; describe shows '(x2 over ...)'."""
+    rollout(sim, "rp", "example/rp:1")
+    rollout(sim, "rp", "example/rp:2")
+    for _ in range(2):
+        sim.kubectl("rollout", "undo", "deploy/rp")
+        sim.kubectl("rollout", "status", "deploy/rp", "--timeout=60s")
+    evs = sim.session().get(f"{sim.url}/api/v1/namespaces/default/events",
+                            params={"fieldSelector": "involvedObject.name=rp"}).json()["items"]
+    msgs = [e["message"] for e in evs]
+    assert len(msgs) == len(set(msgs)), msgs
+    counts = {e["message"]: e["count"] for e in evs}
+    twice = [m for m, n in counts.items() if n == 2]
+    assert twice and all(n in (1, 2) for n in counts.values()), counts
+    again = [e for e in evs if e["count"] == 2]
+    assert all(e["lastTimestamp"] >= e["firstTimestamp"] for e in again)
+    out = sim.kubectl("describe", "deployment", "rp").stdout
+    assert "(x2 over" in out
