@@ -143,8 +143,8 @@ int relctl_cmd_decide(relctl_t *ctl, int argc, char **argv)
     if (!out)
         return relctl_fail("out of memory");
     if (json_string_value(json_object_get(out, "error"))) {
-        result = relctl_fail("cannot %s: %s", argv[0],
-                             json_string_value(json_object_get(out, "error")));
+        result =
+            relctl_fail("cannot %s: %s", argv[0], json_string_value(json_object_get(out, "error")));
         goto out;
     }
     status = json_string_value(json_object_get(out, "status"));
@@ -159,8 +159,9 @@ int relctl_cmd_decide(relctl_t *ctl, int argc, char **argv)
         if (!p || !text ||
             rf_producer_send(p, "requests", key, text, strlen(text), errstr, sizeof(errstr)) !=
                 RF_OK)
-            fprintf(stderr, "relctl: warning: release %s is queued; the render stage's sweep"
-                            " starts it (cannot publish its request now)\n",
+            fprintf(stderr,
+                    "relctl: warning: release %s is queued; the render stage's sweep"
+                    " starts it (cannot publish its request now)\n",
                     id);
         free(text);
         json_object_del(out, "request");

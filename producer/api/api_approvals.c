@@ -17,7 +17,8 @@ int api_releases_may_decide(api_req_t *r, const json_t *rec)
 
     if (!status || strcmp(status, "awaiting_approval") != 0 || (op && strcmp(op, r->user) == 0))
         return 0;
-    json_array_foreach(json_object_get(rec, "approvals"), i, a) {
+    json_array_foreach(json_object_get(rec, "approvals"), i, a)
+    {
         const char *who = json_string_value(json_object_get(a, "user"));
         if (who && strcmp(who, r->user) == 0)
             return 0;
@@ -36,8 +37,7 @@ static void approvals_hand_on(api_req_t *r, const json_t *request)
 
     if (!text)
         return;
-    snprintf(routing, sizeof(routing), "%s/%s",
-             json_string_value(json_object_get(request, "env")),
+    snprintf(routing, sizeof(routing), "%s/%s", json_string_value(json_object_get(request, "env")),
              json_string_value(json_object_get(request, "service")));
     pthread_mutex_lock(&r->api->produce_lock);
     err = rf_producer_send(r->api->producer, "requests", routing, text, strlen(text), errstr,
@@ -80,8 +80,8 @@ int api_releases_decide(api_req_t *r, const char *id, const char *decision)
                                "a denial needs a message: the reason goes on the record");
     {
         const char *params[4] = {id, r->user, decision, why};
-        rf_err_t err = rf_db_exec(r->db, "SELECT relfleet_decide($1::uuid, $2, $3, $4)::text",
-                                  4, params, &res, errstr, sizeof(errstr));
+        rf_err_t err = rf_db_exec(r->db, "SELECT relfleet_decide($1::uuid, $2, $3, $4)::text", 4,
+                                  params, &res, errstr, sizeof(errstr));
         if (err != RF_OK)
             return api_reply_failure(r, err, "cannot record the decision", errstr);
     }

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
 #include "rf_clock.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 
 /* "1h 5m", "30m", "45s": a duration in whole seconds for reasons people read. */
 static void gate_duration(long s, char *out, size_t size)
@@ -142,52 +142,44 @@ rf_err_t render_gate_await(rf_db_t *db, const char *id, const render_gate_rules_
     return result;
 }
 
+/* Ends expired waits in one statement, marking each result owed (claim lapsed) so that the
+ * track stage's owed-results sweep publishes it once: two render workers sweeping at the
+ * same time cannot both end, nor both publish, the same release. */
+static const char gate_expire_sql[] =
+    "WITH x AS (SELECT r.id, format('approval timed out after %s (%s of %s approvals)', $2::text,"
+    " (SELECT count(*) FROM release_approvals a WHERE a.release_id = r.id"
+    " AND a.decision = 'approved'), r.approvals_needed) AS why FROM releases r"
+    " WHERE r.status = 'awaiting_approval' AND r.awaiting_since < clock_timestamp() -"
+    " make_interval(secs => $1::double precision) ORDER BY r.awaiting_since LIMIT 100"
+    " FOR UPDATE SKIP LOCKED),"
+    " u AS (UPDATE releases r SET status = 'cancelled', error = x.why,"
+    " finished_at = clock_timestamp(), duration_ms = 0, results_owed = true,"
+    " track_until = clock_timestamp() FROM x WHERE r.id = x.id"
+    " AND r.status = 'awaiting_approval' RETURNING r.id, x.why)"
+    " INSERT INTO timeline (release_id, stage, event, status, message)"
+    " SELECT id, 'render', 'cancelled', 'cancelled', 'cancelled: ' || why FROM u"
+    " RETURNING release_id, message";
+
 void render_gate_expire(rf_worker_t *w)
 {
     long long timeout_ms = rf_clock_parse_ms(w->conf->approval_timeout);
     char timeout_s[24], errstr[1024], waited[32];
-    const char *params[1] = {timeout_s};
-    rf_worker_end_t *ends = NULL;
+    const char *params[2] = {timeout_s, waited};
     PGresult *res = NULL;
-    char **reasons = NULL;
-    int n;
 
     snprintf(timeout_s, sizeof(timeout_s), "%.3f", (double)timeout_ms / 1000.0);
     gate_duration((long)(timeout_ms / 1000), waited, sizeof(waited));
-    if (rf_db_exec(w->db,
-                   "SELECT r.id, r.service, r.env, r.approvals_needed, (SELECT count(*) FROM"
-                   " release_approvals a WHERE a.release_id = r.id AND a.decision = 'approved')"
-                   " FROM releases r WHERE r.status = 'awaiting_approval' AND r.awaiting_since"
-                   " < clock_timestamp() - make_interval(secs => $1::double precision)"
-                   " ORDER BY r.awaiting_since LIMIT 100",
-                   1, params, &res, errstr, sizeof(errstr)) != RF_OK) {
-        rf_log_warn("sweep: %s", errstr);
+    if (rf_db_exec(w->db, gate_expire_sql, 2, params, &res, errstr, sizeof(errstr)) != RF_OK) {
+        rf_log_warn("sweep: cannot end releases whose approval timed out: %s", errstr);
         return;
     }
-    n = PQntuples(res);
-    if (n == 0)
-        goto out;
-    ends = calloc((size_t)n, sizeof(*ends));
-    reasons = calloc((size_t)n, sizeof(*reasons));
-    if (!ends || !reasons)
-        abort();
-    for (int i = 0; i < n; i++) {
-        char reason[256];
-        snprintf(reason, sizeof(reason), "approval timed out after %s (%s of %s approvals)",
-                 waited, PQgetvalue(res, i, 4), PQgetvalue(res, i, 3));
-        reasons[i] = strdup(reason);
-        if (!reasons[i])
-            abort();
-        ends[i] = (rf_worker_end_t){PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                                    PQgetvalue(res, i, 2), 0, "cancelled", reasons[i], NULL,
-                                    RF_OK};
+    for (int i = 0; i < PQntuples(res); i++) {
+        rf_log_ctx_set("release", PQgetvalue(res, i, 0));
+        rf_log_info("release ended %s", PQgetvalue(res, i, 1));
+        rf_metrics_add(rf_metrics_counter("relfleet_releases_finished_total",
+                                          "Releases that reached a terminal state", "status"),
+                       RF_LABELS("cancelled"), 1);
     }
-    if (rf_worker_end_releases(w, ends, (size_t)n, errstr, sizeof(errstr)) != RF_OK)
-        rf_log_warn("sweep: cannot end releases whose approval timed out: %s", errstr);
-    for (int i = 0; i < n; i++)
-        free(reasons[i]);
-out:
-    free(reasons);
-    free(ends);
+    rf_log_ctx_clear();
     PQclear(res);
 }

@@ -36,7 +36,8 @@ rf_err_t render_gate_await(rf_db_t *db, const char *id, const render_gate_rules_
                            char *errstr, size_t errstr_size);
 
 /* The sweep's part: ends as cancelled, with the reason, releases that waited for approval
- * longer than the approval_timeout setting, and publishes their results. */
+ * longer than the approval_timeout setting; their results are owed, for the track stage's
+ * owed-results sweep to publish (as after a denial). */
 void render_gate_expire(rf_worker_t *w);
 
 #endif
