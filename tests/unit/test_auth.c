@@ -128,6 +128,8 @@ static void test_roles_and_token_hash(void **state)
     assert_int_equal(rf_auth_role_parse("viewer"), RF_ROLE_VIEWER);
     assert_int_equal(rf_auth_role_parse("releaser"), RF_ROLE_RELEASER);
     assert_int_equal(rf_auth_role_parse("admin"), RF_ROLE_ADMIN);
+    assert_int_equal(rf_auth_role_parse("approver"), RF_ROLE_APPROVER);
+    assert_string_equal(rf_auth_role_name(RF_ROLE_APPROVER), "approver");
     assert_int_equal(rf_auth_role_parse("root"), RF_ROLE_NONE);
     assert_int_equal(rf_auth_role_parse(NULL), RF_ROLE_NONE);
     assert_true(RF_ROLE_VIEWER < RF_ROLE_RELEASER && RF_ROLE_RELEASER < RF_ROLE_ADMIN);

@@ -39,6 +39,11 @@ static void test_check(void **state)
         {"timeout", "", -1, RF_ERR_PERM, NULL, NULL, "timeout: '" NOT_DURATION},
         {"timeout", "-5", -1, RF_ERR_PERM, NULL, NULL, "timeout: '-5" NOT_DURATION},
         {"timeout", LONG70, -1, RF_ERR_PERM, NULL, NULL, "timeout: '" LONG70 NOT_DURATION},
+        {"soak", "30m", -1, RF_OK, "soak_s", "int", "1800"},
+        {"soak", "", -1, RF_OK, "soak_s", "int", ""}, /* unsets it */
+        {"soak", "a while", -1, RF_ERR_PERM, NULL, NULL, "soak: 'a while" NOT_DURATION},
+        {"requires", "test", -1, RF_OK, "requires_env", "text", "test"},
+        {"approvals", "2", -1, RF_OK, "approvals", "int", "2"},
         {"timeout", LONG70, 64, RF_ERR_PERM, NULL, NULL, "timeout: '" LONG64 NOT_DURATION},
         {"strategy", "", -1, RF_OK, "strategy", "jsonb", ""},
         {"strategy", "{\"canary\":{\"steps\":[{\"setWeight\":20}]}}", -1, RF_OK, "strategy",
