@@ -83,6 +83,9 @@ def main():
     ap.add_argument("--scaling-plot", metavar="PNG", help="figure 6: also draw it into this PNG")
     ap.add_argument("--burst", type=int, metavar="N",
                     help="figure 7: N release requests for distinct services at once (e.g. 10000)")
+    ap.add_argument("--wave", type=int, metavar="N",
+                    help="also a wave of N services (docs/waves.md; --wave-parallel, default 500)")
+    ap.add_argument("--wave-parallel", type=int, default=500)
     ap.add_argument("--limit", type=float, help="hard time limit in seconds (default 1800, quick 170)")
     a = ap.parse_args()
     a.build_dir = os.path.abspath(a.build_dir)
@@ -138,6 +141,12 @@ def main():
                 stack.up()
                 ctx = bl.Context(stack)
             report["figures"]["burst"] = figures.burst(ctx, a.burst)
+        if a.wave:
+            if stack is None:
+                stack = bl.Stack(a.build_dir)
+                stack.up()
+                ctx = bl.Context(stack)
+            report["figures"]["wave"] = figures.wave(ctx, a.wave, a.wave_parallel)
         if 6 in only:
             if stack is not None and not a.keep:
                 stack.down()

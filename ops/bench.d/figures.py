@@ -848,3 +848,37 @@ def burst(ctx, n):
         say(f"  drained in {b['span_s']:.1f}s ({b['rate']:.0f}/s); peak lag " +
             ", ".join(f"{k} {int(v)}" for k, v in sampler.lag_peak.items()))
     return out
+
+
+# -- wave (issue 17): a wave of n services at max_parallel -------------------------------
+def wave(ctx, n, max_parallel):
+    """A wave of n services with --max-parallel max_parallel (ops/bench --wave N): its time
+    from creation to its end, releases per second, and the most of its releases that ran at
+    once (from the records' started_at/finished_at), beside figure 1's pipeline throughput."""
+    import json
+
+    ctx.services("wv", n)
+    ctx.psql("UPDATE services SET group_name = 'benchwave' WHERE env = '%s' AND service LIKE"
+             " 'wv%%'" % bl.ENV)
+    say(f"wave: {n} services, --max-parallel {max_parallel}")
+    t0 = time.time()
+    out = json.loads(ctx.relctl("wave", "create", "--select", "group=benchwave", "--version",
+                                "now-wv1", "--env", bl.ENV, "--max-parallel", str(max_parallel),
+                                "--max-failures", "100%", "--output", "json"))
+    wid = out["id"]
+    bl.wait_for(lambda: ctx.psql("SELECT finished_at IS NOT NULL FROM waves WHERE id = '%s'"
+                                 % wid)[0][0] == "t", 600 + n / 5, f"wave of {n} to end", 0.5)
+    wall = time.time() - t0
+    row = ctx.psql(
+        "SELECT w.status, w.failed, extract(epoch FROM max(r.finished_at) - min(r.started_at)),"
+        " (SELECT max(c) FROM (SELECT sum(d) OVER (ORDER BY t, d) AS c FROM ("
+        "  SELECT started_at AS t, 1 AS d FROM releases WHERE wave_id = w.id"
+        "  UNION ALL SELECT finished_at, -1 FROM releases WHERE wave_id = w.id) e) m)"
+        " FROM waves w JOIN releases r ON r.wave_id = w.id WHERE w.id = '%s' GROUP BY w.id"
+        % wid)[0]
+    span = float(row[2])
+    fig = {"services": n, "max_parallel": max_parallel, "status": row[0],
+           "failed": int(row[1]), "wall_s": round(wall, 1), "span_s": round(span, 1),
+           "releases_per_s": round(n / span, 1), "max_running": int(row[3])}
+    say(f"  {row[0]} in {wall:.1f}s ({n / span:.0f} releases/s), at most {row[3]} at once")
+    return fig
