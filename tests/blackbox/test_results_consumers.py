@@ -108,8 +108,8 @@ def test_a_consumer_group_reads_a_whole_run(harness):
                 for _ in range(3)]
     chains = {svc: [deploy(h, svc, v) for v in ("1.0.0", "1.1.0", "1.2.0")]
               for svc in services}
-    rejected = [deploy(h, svc, "0.0.0-unknown") for svc in services]
-    ids = {rid for chain in chains.values() for rid in chain} | set(rejected)
+    rejected = {svc: deploy(h, svc, "0.0.0-unknown") for svc in services}
+    ids = {rid for chain in chains.values() for rid in chain} | set(rejected.values())
     for rid in ids:
         wait_status(h, rid, TERMINAL, timeout=90)
 
@@ -133,10 +133,10 @@ def test_a_consumer_group_reads_a_whole_run(harness):
         r = first[rid]
         body = json.loads(r.value)
         assert r.key == f"{body['env']}/{body['service']}".encode()
-        assert body["status"] == ("rejected" if rid in rejected else "succeeded"), body
+        assert body["status"] == ("rejected" if rid in rejected.values() else "succeeded"), body
     for svc, chain in chains.items():
         # One key, one partition, and the queued releases' results in their order.
-        assert len({first[rid].partition for rid in chain + rejected}) == 1
+        assert len({first[rid].partition for rid in chain + [rejected[svc]]}) == 1
         offsets = [first[rid].offset for rid in chain]
         assert offsets == sorted(offsets), f"{svc}: results out of order: {offsets}"
 
