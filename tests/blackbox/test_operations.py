@@ -433,3 +433,36 @@ def test_usage_of_rollback_redo_user(h):
         p = h.relctl(verb, "--help", check=False)
         assert p.returncode == 0 and p.stdout.startswith(f"usage: relctl {verb}"), p
     assert h.relctl("rollback", str(uuid.uuid4()), check=False).returncode == 1
+
+
+def test_wave_releases_are_authorized_by_their_creator(h):
+    """With auth_required on, a wave's releases carry no signature: each start checks that the
+    wave's creator is still a releaser of the service (docs/waves.md)."""
+    a = setup_service(h, h.unique_service("wa"), timeout="5s")
+    b = setup_service(h, h.unique_service("wb"), timeout="5s")
+    user = h.unique_service("wu")
+    h.relctl("user", "add", user)
+    for svc in (a, b):
+        h.relctl("user", "grant", user, "releaser", "--service", svc, "--env", "prod")
+    env = dict(h.env, RELFLEET_TOKEN=h.relctl("user", "token", user).stdout.strip())
+
+    def as_user(*args):
+        return subprocess.run([str(bin_path("relctl")), *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    p = as_user("wave", "create", "--services", f"{a},{b}", "--version", "1.0.0", "--env", "prod",
+                "--max-parallel", "1", "--steps", json.dumps([{"services": [a]}, {"percent": 100}]),
+                "--pause-between", "5s", "--output", "json")
+    assert p.returncode == 0, p.stderr
+    wid = json.loads(p.stdout)["id"]
+    first = h.wait_for(lambda: (lambda w: w["releases"][0]["release_id"] if
+                                w["releases"][0]["status"] == "succeeded" else None)(
+        h.relctl_json("wave", "show", wid)), 60, "the first release to succeed")
+    h.relctl("user", "revoke", user, "releaser", "--service", b, "--env", "prod")
+    assert record(h, first)["operator"] == user
+    assert h.relctl("wave", "watch", wid, check=False, timeout=120).returncode == 1
+    w = h.relctl_json("wave", "show", wid)
+    assert w["status"] == "halted" and w["releases"][1]["status"] == "rejected", w
+    rec = record(h, w["releases"][1]["release_id"])
+    assert rec["error"] == f"user '{user}' has no releaser role for service '{b}' in env 'prod'"
