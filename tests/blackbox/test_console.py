@@ -53,7 +53,10 @@ def browser_tools():
 def test_console_in_chromium(stack, browser_tools):
     h = Harness(stack)
     assert "RELFLEET_API_URL" in h.env, "ops/stack env exports no RELFLEET_API_URL"
-    svc = setup_service(h, h.unique_service("console"), versions=("1.0.0", "1.1.0"))
+    # slow*: each pod takes 1 s to be ready on the tests' kubesim (time scale 20), so a
+    # release still runs when its page opens on a loaded machine (the test watches it live;
+    # a CI run with 1.x versions saw the second end before its page opened).
+    svc = setup_service(h, h.unique_service("console"), versions=("slow-1.0.0", "slow-1.1.0"))
     user = "rel-" + svc[-8:]
     h.relctl("user", "add", user)
     h.relctl("user", "grant", user, "releaser", "--service", svc, "--env", "prod")
@@ -71,7 +74,7 @@ def test_console_in_chromium(stack, browser_tools):
         shutil.rmtree(ARTIFACTS)
     env = dict(os.environ, RELFLEET_API_URL=h.env["RELFLEET_API_URL"],
                CONSOLE_ADMIN_TOKEN=h.env["RELFLEET_TOKEN"], CONSOLE_RELEASER_TOKEN=releaser_token,
-               CONSOLE_SERVICE=svc, CONSOLE_ENV="prod", CONSOLE_VERSIONS="1.0.0,1.1.0",
+               CONSOLE_SERVICE=svc, CONSOLE_ENV="prod", CONSOLE_VERSIONS="slow-1.0.0,slow-1.1.0",
                CONSOLE_ARTIFACTS=str(ARTIFACTS), CONSOLE_APPROVER_TOKEN=approver_token,
                CONSOLE_AWAITING=",".join(awaiting))
     proc = _run(["node", str(BROWSER_DIR / "console.js")], env=env, cwd=BROWSER_DIR, timeout=600)
@@ -86,8 +89,9 @@ def test_console_in_chromium(stack, browser_tools):
     # What the browser did, as the system recorded it.
     history = h.relctl_json("history", "--service", svc, "--env", "prod")
     kinds = sorted((r["kind"], r["version"], r["status"]) for r in history)
-    assert kinds == [("deploy", "1.0.0", "succeeded"), ("deploy", "1.1.0", "succeeded"),
-                     ("rollback", "1.0.0", "succeeded")], kinds
+    assert kinds == [("deploy", "slow-1.0.0", "succeeded"),
+                     ("deploy", "slow-1.1.0", "succeeded"),
+                     ("rollback", "slow-1.0.0", "succeeded")], kinds
     assert all(r["operator"] == "admin" for r in history)
     changes = json.loads(h.relctl("service", "history", svc, "--env", "prod", "--output",
                                   "json").stdout)
