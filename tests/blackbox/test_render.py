@@ -121,7 +121,7 @@ def test_render_error_fails_release_naming_placeholder(harness, tmp_path):
 # Statements of the render worker that are not a release's own: the sweep and readiness.
 PERIODIC = ("SELECT 1", "SELECT count(*) FROM releases WHERE status = 'queued'",
             "SELECT DISTINCT q.service", "SELECT id, env || '/' || service",
-            "SELECT r.id, r.service, r.env, r.approvals_needed",  # the approval-timeout sweep
+            "WITH x AS (SELECT r.id, format('approval timed out",  # the approval sweep (gate.c)
             "SELECT * FROM relfleet_wave_drive")  # the wave driver (workers/render/wave.c)
 
 
