@@ -1,4 +1,4 @@
-/* The Kubernetes REST API of kubesim: discovery, get, list, watch, create, update, patch, apply, delete. */
+/* The Kubernetes REST API of kubesim: get, list, watch, create, update, patch, apply, delete. */
 #ifndef KS_API_H
 #define KS_API_H
 
@@ -42,6 +42,9 @@ void ks_api_set_address(ks_api_t *api, const char *host_port);
 
 /* Answers one request; resp->body must be released by the caller. */
 void ks_api_handle(ks_api_t *api, const ks_req_t *req, ks_resp_t *resp);
+
+/* Fills resp with j as a JSON answer of status code ("{}" when j is NULL). */
+void ks_api_respond_json(ks_resp_t *resp, int code, const json_t *j);
 
 /* Fills resp with a metav1 Status failure object. */
 void ks_api_status(ks_resp_t *resp, int code, const char *reason, const char *message,
