@@ -149,6 +149,12 @@ const rf_config_prop_t rf_config_props[] = {
          " Kafka broker answers as soon as a message arrives, so the default costs no"
          " latency there; the dev broker (librdkafka's mock cluster) always waits this long"
          " when a partition is empty, so the local stack sets 5"),
+    PROP("kafka_queued_max_kbytes", RF_CONF_INT, kafka_queued_max_kbytes, "4096", 64, 2097151,
+         NULL,
+         "Consumer queued.max.messages.kbytes: the most KiB of fetched messages a worker's"
+         " consumer holds ahead of the worker (librdkafka's default, 65536, let an apply"
+         " worker reach 70 MiB in a burst of 10,000 releases of ~5 KiB); a fetch may overshoot"
+         " it by one fetch. Set after kafka_options"),
     PROP("metrics_addr", RF_CONF_STRING, metrics_addr, "127.0.0.1:9464", 0, 0, NULL,
          "Address (host:port) of the worker's /metrics, /healthz and /readyz; `off` to "
          "disable; 0.0.0.0:9464 in a container"),

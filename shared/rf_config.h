@@ -52,6 +52,7 @@ typedef struct rf_config {
     int shutdown_timeout_ms;
     int linger_ms;
     int kafka_fetch_wait_ms;
+    int kafka_queued_max_kbytes;
     int batch_max;
     int kafka_stats_interval_ms;
     int health_interval_ms;

@@ -460,6 +460,13 @@ rf_consumer_t *rf_consumer_new(const rf_config_t *conf, const char *group,
         rd_kafka_conf_destroy(kc);
         return NULL;
     }
+    /* The prefetch bound: what a burst costs in memory (librdkafka also caps
+     * fetch.max.bytes by it). */
+    snprintf(buf, sizeof(buf), "%d", conf->kafka_queued_max_kbytes);
+    if (kafka_set(kc, "queued.max.messages.kbytes", buf, errstr, errstr_size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
     c = calloc(1, sizeof(*c));
     if (!c)
         abort();

@@ -4,7 +4,7 @@
  * leader moves and a broker going down and up lose, duplicate and reorder nothing, and
  * cost no permanent error; refusals of a produce below min.insync.replicas are retried,
  * and retriable when they outlast message.timeout.ms; kafka_options cannot turn off
- * idempotence or acks=all. */
+ * idempotence or acks=all; the consumer's prefetch is kafka_queued_max_kbytes. */
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -408,6 +408,58 @@ static void test_kafka_options_cannot_weaken_delivery(void **state)
     }
 }
 
+/* The consumer's prefetch (queued.max.messages.kbytes) is kafka_queued_max_kbytes: 4096 by
+ * default, the value set otherwise, also over kafka_options; out of bounds is refused by
+ * name. */
+static void test_consumer_prefetch_is_kafka_queued_max_kbytes(void **state)
+{
+    static const char *const topics[] = {"prefetch", NULL};
+    static const struct {
+        const char *setting;  /* NULL: the default */
+        const char *options;  /* kafka_options or NULL */
+        const char *expected; /* the consumer's queued.max.messages.kbytes */
+    } cases[] = {
+        {NULL, NULL, "4096"},
+        {"512", NULL, "512"},
+        {"2048", "queued.max.messages.kbytes=65536", "2048"},
+    };
+    rf_config_t conf;
+    rf_consumer_t *c;
+    char errstr[512], value[64];
+    size_t size;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rf_config_init(&conf);
+        assert_int_equal(
+            rf_config_set(&conf, "kafka_brokers", "127.0.0.1:1", errstr, sizeof(errstr)), RF_OK);
+        if (cases[i].setting)
+            assert_int_equal(rf_config_set(&conf, "kafka_queued_max_kbytes", cases[i].setting,
+                                           errstr, sizeof(errstr)),
+                             RF_OK);
+        if (cases[i].options)
+            assert_int_equal(
+                rf_config_set(&conf, "kafka_options", cases[i].options, errstr, sizeof(errstr)),
+                RF_OK);
+        c = rf_consumer_new(&conf, "prefetch-test", topics, errstr, sizeof(errstr));
+        if (!c)
+            fail_msg("consumer refused: %s", errstr);
+        size = sizeof(value);
+        assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rf_consumer_handle(c)),
+                                           "queued.max.messages.kbytes", value, &size),
+                         RD_KAFKA_CONF_OK);
+        assert_string_equal(value, cases[i].expected);
+        rf_consumer_destroy(c);
+        rf_config_release(&conf);
+    }
+    rf_config_init(&conf);
+    assert_int_not_equal(rf_config_set(&conf, "kafka_queued_max_kbytes", "0", errstr,
+                                       sizeof(errstr)),
+                         RF_OK);
+    assert_non_null(strstr(errstr, "kafka_queued_max_kbytes"));
+    rf_config_release(&conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_a_broker_down_and_up_loses_duplicates_and_reorders_nothing),
         cmocka_unit_test(test_not_enough_replicas_is_retried_and_at_worst_retriable),
         cmocka_unit_test(test_kafka_options_cannot_weaken_delivery),
+        cmocka_unit_test(test_consumer_prefetch_is_kafka_queued_max_kbytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
