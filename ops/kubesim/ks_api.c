@@ -443,6 +443,25 @@ static int same_ignoring_times(const json_t *a, const json_t *b)
     return eq;
 }
 
+/* Store lock held. 1 with resp filled (409 Conflict) when meta carries a resourceVersion
+ * as a precondition that is not old's, else 0. */
+static int stale_precondition(const ks_obj_t *old, const json_t *meta, ks_resp_t *resp)
+{
+    const char *want_rv = json_string_value(json_object_get(meta, "resourceVersion"));
+    char q_[64], msg[512];
+
+    if (!want_rv || !*want_rv ||
+        strcmp(want_rv, ks_jstr(old->json, "metadata.resourceVersion") ?: "") == 0)
+        return 0;
+    qualified(old->kind, q_, sizeof(q_));
+    snprintf(msg, sizeof(msg),
+             "Operation cannot be fulfilled on %s \"%s\": the object has been modified; "
+             "please apply your changes to the latest version and try again",
+             q_, old->name);
+    ks_api_status(resp, 409, "Conflict", msg, details_for(old->kind, old->name));
+    return 1;
+}
+
 /* Store lock held. Finishes a write of o (stolen) over old (NULL: create): defaults,
  * validates, keeps what the server owns, stores. Returns the stored object (borrowed)
  * or NULL with resp filled. */
@@ -467,15 +486,7 @@ static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj
         json_object_set_new(o, "metadata", meta);
     }
     if (oldj) {
-        const char *want_rv = json_string_value(json_object_get(meta, "resourceVersion"));
-        char q_[64], msg[512];
-        if (want_rv && *want_rv && strcmp(want_rv, ks_jstr(oldj, "metadata.resourceVersion") ?: "") != 0) {
-            qualified(kind, q_, sizeof(q_));
-            snprintf(msg, sizeof(msg),
-                     "Operation cannot be fulfilled on %s \"%s\": the object has been modified; "
-                     "please apply your changes to the latest version and try again",
-                     q_, old->name);
-            ks_api_status(resp, 409, "Conflict", msg, details_for(kind, old->name));
+        if (stale_precondition(old, meta, resp)) {
             json_decref(o);
             return NULL;
         }
@@ -723,6 +734,11 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
             ks_api_status(resp, 400, "BadRequest", msg, NULL);
             goto cleanup;
         }
+        /* A forced apply never conflicts on fields, so a stale resourceVersion is the
+         * answer (api_commit's 409) before the merge and its field sets are worked out. */
+        if (old && q_true(req, "force") &&
+            stale_precondition(old, json_object_get(body, "metadata"), resp))
+            goto cleanup;
         if (r->ns)
             ks_jset(body, "metadata.namespace", json_string(r->ns));
         o = ks_apply(old ? old->json : NULL, body, manager, ks_kinds[r->kind].api_version,

@@ -426,6 +426,13 @@ def test_errors_not_found_and_conflicts(sim, tmp_path):
     current = sim.get_json("deploy", "cf")["metadata"]["resourceVersion"]
     r = s.patch(url, data=json.dumps(applied), headers=ssa)
     assert r.status_code == 409 and r.json()["reason"] == "Conflict", r.text
+    modified = ('Operation cannot be fulfilled on deployments.apps "cf": the object has been '
+                'modified; please apply your changes to the latest version and try again')
+    assert r.json()["message"] == modified
+    assert r.json()["details"] == {"name": "cf", "kind": "deployments", "group": "apps"}
+    # the same answer without force (checked after the merge there, found in the same place)
+    r = s.patch(url.replace("&force=true", ""), data=json.dumps(applied), headers=ssa)
+    assert r.status_code == 409 and r.json()["message"] == modified, r.text
     assert sim.get_json("deploy", "cf")["metadata"]["resourceVersion"] == current
     applied["metadata"]["resourceVersion"] = current
     r = s.patch(url, data=json.dumps(applied), headers=ssa)
