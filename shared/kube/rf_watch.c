@@ -21,6 +21,7 @@ struct rf_watch_parser {
     int discarding;  /* dropping an oversize line until its newline */
     int ended;       /* rf_watch_parser_end was called */
     json_t *current; /* the last event returned (owns ev->object) */
+    rf_buf_t slim;   /* a line without object.metadata.managedFields (watch_slim) */
 };
 
 static const char *const watch_type_names[] = {
@@ -44,6 +45,7 @@ rf_watch_parser_t *rf_watch_parser_new(size_t max_line)
     if (!p)
         abort();
     rf_buf_init(&p->buf, 0);
+    rf_buf_init(&p->slim, 0);
     p->max_line = max_line ? max_line : WATCH_DEFAULT_MAX_LINE;
     return p;
 }
@@ -54,6 +56,7 @@ void rf_watch_parser_destroy(rf_watch_parser_t *p)
         return;
     json_decref(p->current);
     rf_buf_release(&p->buf);
+    rf_buf_release(&p->slim);
     free(p);
 }
 
@@ -153,6 +156,121 @@ static int watch_is_blank(const char *s, size_t n)
     return 1;
 }
 
+static size_t watch_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. */
+static size_t watch_string_end(const char *s, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return len + 1;
+}
+
+/* The index just past the JSON value at s[i] (after blanks), unparsed; len + 1 when it does
+ * not end. Only delimits: jansson checks what is kept. */
+static size_t watch_skip(const char *s, size_t len, size_t i)
+{
+    int depth = 0;
+
+    i = watch_ws(s, len, i);
+    if (i >= len)
+        return len + 1;
+    if (s[i] == '"')
+        return watch_string_end(s, len, i);
+    if (s[i] != '{' && s[i] != '[') {
+        while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+               s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            i++;
+        return i;
+    }
+    for (; i < len; i++) {
+        if (s[i] == '"') {
+            i = watch_string_end(s, len, i) - 1;
+            if (i >= len)
+                return len + 1;
+        } else if (s[i] == '{' || s[i] == '[') {
+            depth++;
+        } else if ((s[i] == '}' || s[i] == ']') && --depth == 0) {
+            return i + 1;
+        }
+    }
+    return len + 1;
+}
+
+/* Finds member key of the object at s[i] (after blanks). Returns 1 with [*ks, *ve) the member
+ * (key to the end of its value), *vs its value's start, and *cut the range that removing the
+ * member takes out (with one comma); 0 when the object has no such member; -1 when s[i] is not
+ * an object as expected. */
+static int watch_member(const char *s, size_t len, size_t i, const char *key, size_t *vs,
+                        size_t *ve, size_t *cut_from, size_t *cut_to)
+{
+    size_t klen = strlen(key), prev_end = 0, ks, ke, v, e;
+    int first = 1;
+
+    i = watch_ws(s, len, i);
+    if (i >= len || s[i] != '{')
+        return -1;
+    i = watch_ws(s, len, i + 1);
+    while (i < len && s[i] != '}') {
+        ks = i;
+        if (s[i] != '"' || (ke = watch_string_end(s, len, i)) > len)
+            return -1;
+        i = watch_ws(s, len, ke);
+        if (i >= len || s[i] != ':')
+            return -1;
+        v = watch_ws(s, len, i + 1);
+        e = watch_skip(s, len, v);
+        if (e > len)
+            return -1;
+        i = watch_ws(s, len, e);
+        if (ke - ks - 2 == klen && memcmp(s + ks + 1, key, klen) == 0) {
+            *vs = v;
+            *ve = e;
+            if (i < len && s[i] == ',') {
+                *cut_from = ks; /* the member and the comma after it */
+                *cut_to = watch_ws(s, len, i + 1);
+            } else {
+                *cut_from = first ? ks : prev_end; /* the comma before it and the member */
+                *cut_to = e;
+            }
+            return 1;
+        }
+        first = 0;
+        prev_end = e;
+        if (i < len && s[i] == ',')
+            i = watch_ws(s, len, i + 1);
+        else if (i >= len || s[i] != '}')
+            return -1;
+    }
+    return i < len ? 0 : -1;
+}
+
+/* The line without object.metadata.managedFields, in p->slim: a Deployment's managedFields
+ * are the larger part of its event and no consumer reads them (issue 20). Returns 0 when
+ * there is one to take out, -1 when not (or the line is not as expected: parsed whole). */
+static int watch_slim(rf_watch_parser_t *p, const char *line, size_t n)
+{
+    size_t ovs, ove, mvs, mve, fvs, fve, from, to;
+
+    if (watch_member(line, n, 0, "object", &ovs, &ove, &from, &to) != 1 ||
+        watch_member(line, ove, ovs, "metadata", &mvs, &mve, &from, &to) != 1 ||
+        watch_member(line, mve, mvs, "managedFields", &fvs, &fve, &from, &to) != 1)
+        return -1;
+    rf_buf_reset(&p->slim);
+    rf_buf_add(&p->slim, line, from);
+    rf_buf_add(&p->slim, line + to, n - to);
+    return 0;
+}
+
 /* Decodes one line into ev. Returns 1, or -1 with errstr. */
 static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_watch_event_t *ev,
                         char *errstr, size_t errstr_size)
@@ -174,7 +292,12 @@ static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_wat
     size_t i;
     int result = -1;
 
-    root = json_loadb(line, n, 0, &jerr);
+    if (watch_slim(p, line, n) == 0)
+        root = json_loadb(rf_buf_str(&p->slim), p->slim.len, 0, &jerr);
+    else
+        root = NULL;
+    if (!root)
+        root = json_loadb(line, n, 0, &jerr);
     if (!root) {
         rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad watch event: not json: %s", jerr.text);
         goto cleanup;

@@ -46,7 +46,9 @@ void rf_watch_parser_feed(rf_watch_parser_t *p, const void *data, size_t len);
 /* Marks the end of the stream: a final line without its newline becomes complete. */
 void rf_watch_parser_end(rf_watch_parser_t *p);
 
-/* Takes the next complete event. Returns 1 and fills ev; 0 when more bytes are needed; -1
+/* Takes the next complete event. Returns 1 and fills ev; the event's object comes without
+ * metadata.managedFields (not parsed: the larger part of a Deployment's event, and no
+ * consumer reads it); 0 when more bytes are needed; -1
  * when a line was bad (not JSON, not an event, unknown type, oversize) and was skipped, with
  * the reason in errstr; parsing goes on with the following line. Empty lines are skipped. */
 int rf_watch_parser_next(rf_watch_parser_t *p, rf_watch_event_t *ev, char *errstr,

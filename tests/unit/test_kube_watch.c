@@ -282,6 +282,60 @@ static void test_parser_random_input(void **state)
     }
 }
 
+/* Events whose object.metadata has managedFields (first, in the middle, last, alone;
+ * pretty-printed; braces, brackets, quotes and the word in strings): the object comes without
+ * them and is otherwise what the line says; a managedFields anywhere else stays. */
+static const struct {
+    const char *line;
+    const char *want; /* the object expected, as JSON */
+} slim_cases[] = {
+    {"{\"type\":\"ADDED\",\"object\":{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"a\","
+     "\"managedFields\":[{\"manager\":\"x\",\"fieldsV1\":{\"f:spec\":{}}}]},\"spec\":{\"r\":1}}}",
+     "{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"a\"},\"spec\":{\"r\":1}}"},
+    {"{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"managedFields\":[{\"m\":\"}]\\\"{[\"}],"
+     "\"name\":\"b\",\"labels\":{\"k\":\"managedFields\"}},\"status\":{\"x\":\"\\\\\"}}}",
+     "{\"metadata\":{\"name\":\"b\",\"labels\":{\"k\":\"managedFields\"}},\"status\":{\"x\":"
+     "\"\\\\\"}}"},
+    {"{ \"object\" : { \"metadata\" : { \"managedFields\" : [ ] } , \"kind\" : \"Pod\" } ,"
+     " \"type\" : \"DELETED\" }",
+     "{\"metadata\":{},\"kind\":\"Pod\"}"},
+    {"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"c\",\"uid\":\"u\","
+     "\"managedFields\":[{\"a\":[1,2,{\"b\":null}]},{\"c\":true}]}}}",
+     "{\"metadata\":{\"name\":\"c\",\"uid\":\"u\"}}"},
+    {"{\"type\":\"ADDED\",\"object\":{\"spec\":{\"template\":{\"metadata\":{\"managedFields\":"
+     "[1]}}},\"metadata\":{\"name\":\"d\"}}}",
+     "{\"spec\":{\"template\":{\"metadata\":{\"managedFields\":[1]}}},\"metadata\":{\"name\":"
+     "\"d\"}}"},
+    {"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"e\",\"managedFields\":[1]},"
+     "\"managedFields\":2}}",
+     "{\"metadata\":{\"name\":\"e\"},\"managedFields\":2}"},
+};
+
+static void test_parser_drops_managed_fields(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(slim_cases) / sizeof(slim_cases[0]); i++) {
+        rf_watch_parser_t *p = rf_watch_parser_new(0);
+        json_t *want = json_loads(slim_cases[i].want, 0, NULL);
+        rf_watch_event_t ev;
+        char err[256] = "";
+
+        assert_non_null(want);
+        rf_watch_parser_feed(p, slim_cases[i].line, strlen(slim_cases[i].line));
+        rf_watch_parser_feed(p, "\n", 1);
+        if (rf_watch_parser_next(p, &ev, err, sizeof(err)) != 1)
+            fail_msg("slim case %zu: not decoded: %s", i, err);
+        if (!json_equal(ev.object, want)) {
+            char *got = json_dumps(ev.object, JSON_COMPACT | JSON_SORT_KEYS);
+            fail_msg("slim case %zu: got %s, want %s", i, got, slim_cases[i].want);
+        }
+        json_decref(want);
+        rf_watch_parser_destroy(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_parser_every_split),
         cmocka_unit_test(test_parser_memory_bounded),
         cmocka_unit_test(test_parser_random_input),
+        cmocka_unit_test(test_parser_drops_managed_fields),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
