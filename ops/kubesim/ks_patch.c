@@ -441,18 +441,23 @@ static void fields_collect(const json_t *v, const char *prefix, json_t *set, int
             const char *ak = assoc_key(sub);
             size_t i;
             json_t *el;
+            rf_buf_t ks = RF_BUF_INIT;
             json_array_foreach(sub, i, el) {
-                json_t *k = json_pack("{s:O}", ak, json_object_get(el, ak));
-                char *ks = json_dumps(k, JSON_COMPACT);
-                char *epath = path_join(path, strlen(path), "k:", ks);
-                char *dot = path_join(epath, strlen(epath), ".", "");
+                /* k:{"<ak>":<value>} as json_dumps writes {ak: value} compactly */
+                char *epath, *dot;
+                rf_buf_reset(&ks);
+                if (rf_buf_adds(&ks, "{\"") != 0 || rf_buf_adds(&ks, ak) != 0 ||
+                    rf_buf_adds(&ks, "\":") != 0 ||
+                    ks_json_append_value(&ks, json_object_get(el, ak)) != 0 || rf_buf_addc(&ks, '}') != 0)
+                    abort();
+                epath = path_join(path, strlen(path), "k:", ks.data);
+                dot = path_join(epath, strlen(epath), ".", "");
                 json_object_set_new(set, dot, json_true());
                 fields_collect(el, epath, set, depth + 2);
                 free(dot);
                 free(epath);
-                free(ks);
-                json_decref(k);
             }
+            rf_buf_release(&ks);
         } else {
             json_object_set_new(set, path, json_true());
         }
@@ -502,6 +507,63 @@ static void fields_from_v1(const json_t *tree, const char *prefix, json_t *set)
     }
 }
 
+/* The element of arr that a k: segment (seg, n bytes: {"<key>":<value>}) names, without
+ * parsing the segment, when it has the one key and a string without escapes or an
+ * integer as its value, as fields_collect writes them: 1 with *found (NULL when no
+ * element matches) and *index, 0 when the segment takes jansson's parse. */
+static int key_find(const json_t *arr, const char *seg, size_t n, json_t **found, size_t *index)
+{
+    const char *end = seg + n, *key, *val, *q;
+    size_t klen, vlen, i;
+    int is_str;
+    long long num = 0;
+    json_t *el;
+
+    *found = NULL;
+    if (n < 7 || seg[0] != '{' || seg[1] != '"' || end[-1] != '}')
+        return 0;
+    key = seg + 2;
+    q = memchr(key, '"', (size_t)(end - key));
+    if (!q || memchr(key, '\\', (size_t)(q - key)) || q + 2 >= end || q[1] != ':')
+        return 0;
+    klen = (size_t)(q - key);
+    val = q + 2;
+    vlen = (size_t)(end - 1 - val);
+    is_str = val[0] == '"';
+    if (is_str) {
+        if (vlen < 2 || val[vlen - 1] != '"')
+            return 0;
+        val++;
+        vlen -= 2;
+        for (size_t j = 0; j < vlen; j++)
+            if ((unsigned char)val[j] < 0x20 || val[j] == '"' || val[j] == '\\')
+                return 0;
+    } else {
+        size_t d = val[0] == '-' ? 1 : 0;
+        if (vlen <= d || vlen > 18 || (val[d] == '0' && vlen > d + 1))
+            return 0;
+        for (size_t j = d; j < vlen; j++) {
+            if (val[j] < '0' || val[j] > '9')
+                return 0;
+            num = num * 10 + (val[j] - '0');
+        }
+        if (d)
+            num = -num;
+    }
+    json_array_foreach(arr, i, el) {
+        json_t *v = json_object_getn(el, key, klen);
+        if (is_str ? json_is_string(v) && json_string_length(v) == vlen &&
+                         memcmp(json_string_value(v), val, vlen) == 0
+                   : json_is_integer(v) && json_integer_value(v) == num) {
+            *found = el;
+            if (index)
+                *index = i;
+            break;
+        }
+    }
+    return 1;
+}
+
 /* The value at a field path, NULL when absent. */
 static json_t *field_get(const json_t *obj, const char *path, json_t **parent, size_t *index)
 {
@@ -518,10 +580,18 @@ static json_t *field_get(const json_t *obj, const char *path, json_t **parent, s
                 *parent = cur;
             cur = json_object_getn(cur, p + 2, n - 2);
         } else if (n >= 2 && strncmp(p, "k:", 2) == 0) {
-            json_t *k = json_loadb(p + 2, n - 2, 0, NULL), *el, *found = NULL;
+            json_t *k, *el, *found = NULL;
             const char *kk;
             json_t *kv;
             size_t i;
+            int fast = key_find(cur, p + 2, n - 2, &found, index);
+            if (fast) {
+                if (parent)
+                    *parent = cur;
+                cur = found;
+                goto next;
+            }
+            k = json_loadb(p + 2, n - 2, 0, NULL);
             json_array_foreach(cur, i, el) {
                 int all = 1;
                 json_object_foreach(k, kk, kv) {
@@ -540,6 +610,7 @@ static json_t *field_get(const json_t *obj, const char *path, json_t **parent, s
                 *parent = cur;
             cur = found;
         }
+    next:
         p += n;
         if (*p == '\n')
             p++;
@@ -639,14 +710,22 @@ static void managed_store(json_t *obj, json_t *entries)
     json_object_set_new(json_object_get(obj, "metadata"), "managedFields", out);
 }
 
+/* The field set of entries[i], built on first use and kept in sets[i]. */
+static json_t *entry_set_at(const json_t *entries, json_t **sets, size_t i)
+{
+    if (!sets[i])
+        sets[i] = entry_set(json_array_get(entries, i));
+    return sets[i];
+}
+
 json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
                  const char *api_version, int force, json_t **conflicts, char *errstr,
                  size_t errstr_size)
 {
     json_t *s_new = json_object(), *merged = NULL, *entries = NULL, *e, *unused;
-    json_t *s_old = NULL, *found = NULL;
+    json_t *s_old = NULL, *found = NULL, **sets = NULL;
     const char *path;
-    size_t i;
+    size_t i, nsets = 0;
     int nconf = 0;
     char first_mgr[128] = "";
     char list[2048] = "";
@@ -668,6 +747,11 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
         json_decref(entries);
         entries = json_array();
     }
+    /* each entry's field set is built once, when a path first needs it */
+    nsets = json_array_size(entries);
+    sets = calloc(nsets ? nsets : 1, sizeof(*sets));
+    if (!sets)
+        abort();
     /* conflicts: a field this apply sets to another value, owned by someone else */
     json_object_foreach(s_new, path, unused) {
         size_t plen = strlen(path);
@@ -682,7 +766,7 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
             json_t *set;
             if (entry_is(e, manager, "Apply"))
                 continue;
-            set = entry_set(e);
+            set = entry_set_at(entries, sets, i);
             if (json_object_get(set, path)) {
                 char pretty[512];
                 const char *m = json_string_value(json_object_get(e, "manager")) ?: "";
@@ -699,7 +783,6 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
                     json_object_set_new(e, "fieldsV1", fields_to_v1(set));
                 }
             }
-            json_decref(set);
         }
     }
     if (nconf && !force) {
@@ -716,7 +799,8 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
     json_array_foreach(entries, i, e) {
         if (entry_is(e, manager, "Apply")) {
             found = e;
-            s_old = entry_set(e);
+            json_decref(s_old);
+            s_old = json_incref(entry_set_at(entries, sets, i));
         }
     }
     /* fields this manager applied before and no longer does, owned by nobody else */
@@ -726,12 +810,9 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
             if (json_object_get(s_new, path))
                 continue;
             json_array_foreach(entries, i, e) {
-                json_t *set;
                 if (e == found)
                     continue;
-                set = entry_set(e);
-                owned = owned || json_object_get(set, path) != NULL;
-                json_decref(set);
+                owned = owned || json_object_get(entry_set_at(entries, sets, i), path) != NULL;
             }
             if (!owned)
                 field_remove(merged, path);
@@ -743,6 +824,9 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
         json_array_append_new(entries, entry_new(manager, "Apply", api_version, s_new));
     managed_store(merged, entries);
 cleanup:
+    for (i = 0; i < nsets; i++)
+        json_decref(sets[i]);
+    free(sets);
     json_decref(entries);
     json_decref(s_new);
     json_decref(s_old);

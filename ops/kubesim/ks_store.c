@@ -355,6 +355,11 @@ int ks_json_append(rf_buf_t *b, const json_t *j)
     return store_put(b, j);
 }
 
+int ks_json_append_value(rf_buf_t *b, const json_t *j)
+{
+    return j ? store_put(b, j) : -1;
+}
+
 const char *ks_store_event_line(ks_event_t *e, size_t *len)
 {
     if (!e->line) {

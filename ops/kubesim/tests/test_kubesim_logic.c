@@ -169,6 +169,50 @@ static void test_apply_conflict_and_removal(void **state)
     json_decref(cfg2);
 }
 
+/* Field paths into lists by key (k:{"name":"c"}, k:{"containerPort":-9}, a key with an
+ * escape): the conflict names the element, and an element dropped from the config and
+ * owned by nobody else goes. */
+static void test_apply_keyed_list_fields(void **state)
+{
+    json_t *cfg1 = json_loads(
+        "{\"metadata\":{\"name\":\"d\"},\"spec\":{\"template\":{\"spec\":{\"containers\":[{"
+        "\"name\":\"c\",\"image\":\"i:1\",\"ports\":[{\"containerPort\":80},{\"containerPort\":-9}],"
+        "\"env\":[{\"name\":\"E\\\\1\",\"value\":\"v\"}]}]}}}}", 0, NULL);
+    json_t *cfg2 = json_loads(
+        "{\"metadata\":{\"name\":\"d\"},\"spec\":{\"template\":{\"spec\":{\"containers\":[{"
+        "\"name\":\"c\",\"image\":\"i:2\",\"ports\":[{\"containerPort\":80}],"
+        "\"env\":[{\"name\":\"E\\\\1\",\"value\":\"v2\"}]}]}}}}", 0, NULL);
+    json_t *conflicts = NULL, *live, *upd, *c, *forced;
+    char err[512];
+
+    (void)state;
+    live = ks_apply(NULL, cfg1, "ci", "apps/v1", 0, &conflicts, err, sizeof(err));
+    assert_non_null(live);
+    upd = json_deep_copy(live);
+    c = json_array_get(ks_jget(upd, "spec.template.spec.containers"), 0);
+    json_object_set_new(c, "image", json_string("i:other"));
+    json_object_set_new(json_array_get(json_object_get(c, "env"), 0), "value", json_string("o"));
+    ks_apply_record_update(upd, live, "other", "apps/v1");
+    assert_null(ks_apply(upd, cfg2, "ci", "apps/v1", 0, &conflicts, err, sizeof(err)));
+    assert_string_equal(err, "Apply failed with 2 conflicts: conflicts with \"other\":\n"
+                             "- .spec.template.spec.containers[name=\"c\"].image\n"
+                             "- .spec.template.spec.containers[name=\"c\"].env[name=\"E\\\\1\"].value");
+    json_decref(conflicts);
+    conflicts = NULL;
+    forced = ks_apply(upd, cfg2, "ci", "apps/v1", 1, &conflicts, err, sizeof(err));
+    assert_non_null(forced);
+    c = json_array_get(ks_jget(forced, "spec.template.spec.containers"), 0);
+    assert_string_equal(ks_jstr(c, "image"), "i:2");
+    assert_string_equal(ks_jstr(json_array_get(json_object_get(c, "env"), 0), "value"), "v2");
+    assert_int_equal(json_array_size(json_object_get(c, "ports")), 1);
+    assert_int_equal(ks_jint(json_array_get(json_object_get(c, "ports"), 0), "containerPort", 0), 80);
+    json_decref(forced);
+    json_decref(upd);
+    json_decref(live);
+    json_decref(cfg1);
+    json_decref(cfg2);
+}
+
 static void test_yaml_scalars(void **state)
 {
     static const char doc[] = "a: 1\nb: \"1\"\nc: true\nd: ~\ne: 1.5\nf: web:1.0\ng: [x, 2]\n";
@@ -552,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_scaled_rounding),   cmocka_unit_test(test_fenceposts),
         cmocka_unit_test(test_template_hash),     cmocka_unit_test(test_label_selectors),
         cmocka_unit_test(test_merge_patch),       cmocka_unit_test(test_apply_conflict_and_removal),
+        cmocka_unit_test(test_apply_keyed_list_fields),
         cmocka_unit_test(test_yaml_scalars),      cmocka_unit_test(test_glob),
         cmocka_unit_test(test_pod_states),
         cmocka_unit_test(test_json_bodies_parse_as_yaml_does),
