@@ -348,7 +348,7 @@ static void api_default(ks_api_t *api, ks_kind_t kind, json_t *o)
                 continue;
             DEF(p, "protocol", json_string("TCP"));
             if (json_object_get(p, "port"))
-                DEF(p, "targetPort", json_deep_copy(json_object_get(p, "port")));
+                DEF(p, "targetPort", ks_json_copy(json_object_get(p, "port")));
         }
         DEF(o, "status", json_pack("{s:{}}", "loadBalancer"));
         break;
@@ -406,7 +406,7 @@ json_t *ks_api_applies(ks_api_t *api)
     json_t *out;
 
     pthread_mutex_lock(&api->applies_lock);
-    out = json_deep_copy(api->applies);
+    out = ks_json_copy(api->applies);
     pthread_mutex_unlock(&api->applies_lock);
     return out;
 }
@@ -496,7 +496,7 @@ static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj
             json_object_set(meta, "ownerReferences", ks_jget(oldj, "metadata.ownerReferences"));
         if (status_write) {
             json_t *st = json_incref(json_object_get(o, "status"));
-            json_t *copy = json_deep_copy(oldj);
+            json_t *copy = ks_json_copy(oldj);
             if (st)
                 json_object_set_new(copy, "status", st);
             json_decref(o);
@@ -711,7 +711,7 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
             ks_api_status(resp, 422, "Invalid", "Scale.autoscaling \"\" is invalid: spec.replicas: Required value", NULL);
             goto cleanup;
         }
-        o = json_deep_copy(old->json);
+        o = ks_json_copy(old->json);
         ks_jset(o, "spec.replicas", json_incref(ks_jget(ns, "spec.replicas")));
         json_decref(ns);
         out = api_commit(api, r->kind, o, old, 0, "scale", manager, dry ? &dry_obj : NULL,
@@ -767,7 +767,7 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     } else if (!is_patch) {
         o = json_incref(body);
     } else {
-        base = json_deep_copy(old->json);
+        base = ks_json_copy(old->json);
         if (strstr(ct, "json-patch"))
             o = ks_json_patch(base, body, err, sizeof(err));
         else
@@ -802,7 +802,7 @@ static void delete_tree(ks_api_t *api, ks_obj_t *o, int orphan)
     if (orphan) {
         while (o->nkids > 0) {
             ks_obj_t *k = o->kids[0];
-            json_t *copy = json_deep_copy(k->json);
+            json_t *copy = ks_json_copy(k->json);
             json_object_del(json_object_get(copy, "metadata"), "ownerReferences");
             ks_store_put(api->st, k->kind, copy);
             o->kids[0] = o->kids[--o->nkids];
@@ -847,7 +847,7 @@ static void api_delete(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
         goto cleanup;
     }
     if (r->kind == KS_POD) {
-        json_t *copy = json_deep_copy(o->json);
+        json_t *copy = ks_json_copy(o->json);
         char ts[32];
         ks_time_format(ks_now_ms(), ts, sizeof(ts));
         ks_jset(copy, "metadata.deletionTimestamp", json_string(ts));

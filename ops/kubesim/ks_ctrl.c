@@ -83,12 +83,14 @@ void ks_ctrl_template_hash(const json_t *tmpl, int64_t collision_count, char *ou
                            size_t out_size)
 {
     static const char alphabet[] = "bcdfghjklmnpqrstvwxz2456789";
-    char *s = json_dumps(tmpl, JSON_COMPACT | JSON_SORT_KEYS);
+    rf_buf_t s = RF_BUF_INIT;
     uint32_t h = 2166136261u;
     char dec[16];
     size_t i;
 
-    for (const char *p = s ? s : ""; *p; p++)
+    if (ks_json_append_sorted(&s, tmpl) != 0)
+        rf_buf_reset(&s);
+    for (const char *p = rf_buf_str(&s); *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
     if (collision_count > 0) {
         char cc[24];
@@ -96,7 +98,7 @@ void ks_ctrl_template_hash(const json_t *tmpl, int64_t collision_count, char *ou
         for (const char *p = cc; *p; p++)
             h = (h ^ (unsigned char)*p) * 16777619u;
     }
-    free(s);
+    rf_buf_release(&s);
     snprintf(dec, sizeof(dec), "%u", h);
     for (i = 0; dec[i] && i + 1 < out_size; i++)
         out[i] = alphabet[(unsigned char)dec[i] % (sizeof(alphabet) - 1)];
@@ -533,9 +535,9 @@ static void create_pod(ks_ctrl_t *c, ks_obj_t *rs)
         ks_jset(pod, "metadata.generateName", json_string(gen));
     }
     if (ks_jget(tmpl, "metadata.labels"))
-        ks_jset(pod, "metadata.labels", json_deep_copy(ks_jget(tmpl, "metadata.labels")));
+        ks_jset(pod, "metadata.labels", ks_json_copy(ks_jget(tmpl, "metadata.labels")));
     if (ks_jget(tmpl, "metadata.annotations"))
-        ks_jset(pod, "metadata.annotations", json_deep_copy(ks_jget(tmpl, "metadata.annotations")));
+        ks_jset(pod, "metadata.annotations", ks_json_copy(ks_jget(tmpl, "metadata.annotations")));
     ks_jset(pod, "metadata.ownerReferences",
             json_pack("[{s:s, s:s, s:s, s:s, s:b, s:b}]", "apiVersion", "apps/v1", "kind",
                       "ReplicaSet", "name", rs->name, "uid", ks_jstr(rs->json, "metadata.uid") ?: "",
@@ -833,7 +835,7 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
         return;
     /* create the new ReplicaSet */
     {
-        json_t *tmpl = json_deep_copy(ks_jget(x->dj, "spec.template"));
+        json_t *tmpl = ks_json_copy(ks_jget(x->dj, "spec.template"));
         int64_t collisions = ks_jint(x->dj, "status.collisionCount", 0);
         char hash[32], name[300];
         json_t *rs, *sel, *ann, *dann, *v;
@@ -850,7 +852,7 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
             return;
         }
         ks_jset(tmpl, "metadata.labels." HASH_LABEL, json_string(hash));
-        sel = json_deep_copy(ks_jget(x->dj, "spec.selector"));
+        sel = ks_json_copy(ks_jget(x->dj, "spec.selector"));
         ks_jset(sel, "matchLabels." HASH_LABEL, json_string(hash));
         ann = json_object();
         dann = ks_jget(x->dj, "metadata.annotations");
@@ -959,7 +961,7 @@ static void dep_sync_status(dep_ctx_t *x, int rollout)
     ks_obj_t **all = malloc((x->nold + 2) * sizeof(*all));
     size_t n = 0;
     json_t *old_status = json_object_get(x->d->json, "status");
-    json_t *st = json_deep_copy(json_object_get(x->dj, "status"));
+    json_t *st = ks_json_copy(json_object_get(x->dj, "status"));
     int available, total_spec, unavail;
 
     if (!st)
@@ -1201,7 +1203,7 @@ static void dep_rolling(dep_ctx_t *x)
     }
     free(all);
     if (!changed) {
-        json_t *probe = json_deep_copy(json_object_get(x->dj, "status"));
+        json_t *probe = ks_json_copy(json_object_get(x->dj, "status"));
         dep_sync_status(x, 0);
         if (dep_complete(x, json_object_get(x->dj, "status")))
             dep_cleanup(x);
@@ -1238,7 +1240,7 @@ static void dep_recreate(dep_ctx_t *x)
     if (x->new_rs && spec_replicas(x->new_rs->json) != x->replicas)
         scale_rs(x, x->new_rs, x->replicas);
     {
-        json_t *probe = json_deep_copy(json_object_get(x->dj, "status"));
+        json_t *probe = ks_json_copy(json_object_get(x->dj, "status"));
         dep_sync_status(x, 0);
         if (dep_complete(x, json_object_get(x->dj, "status")))
             dep_cleanup(x);
@@ -1257,7 +1259,7 @@ static void sync_deployment(ks_ctrl_t *c, ks_obj_t *d)
     /* the working copy: status and annotations change, spec is shared with d */
     x.dj = ks_obj_copy(d->json);
     if (json_is_object(json_object_get(x.dj, "status")))
-        json_object_set_new(x.dj, "status", json_deep_copy(json_object_get(x.dj, "status")));
+        json_object_set_new(x.dj, "status", ks_json_copy(json_object_get(x.dj, "status")));
     else
         json_object_set_new(x.dj, "status", json_object());
     x.replicas = spec_replicas(d->json);

@@ -257,18 +257,62 @@ static int store_put_string(rf_buf_t *b, const char *s, size_t n)
     return rf_buf_addc(b, '"');
 }
 
-static int store_put(rf_buf_t *b, const json_t *j)
+typedef struct put_key {
+    const char *key;
+    size_t len;
+    json_t *value;
+} put_key_t;
+
+/* jansson's order for JSON_SORT_KEYS: bytes, then length */
+static int put_key_cmp(const void *a, const void *b)
+{
+    const put_key_t *x = a, *y = b;
+    int r = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+
+    return r ? r : (x->len > y->len) - (x->len < y->len);
+}
+
+static int store_put(rf_buf_t *b, const json_t *j, int sorted);
+
+/* An object's members sorted by key, as json_dumps with JSON_SORT_KEYS writes them. */
+static int store_put_sorted(rf_buf_t *b, const json_t *j)
+{
+    size_t n = json_object_size(j), i = 0;
+    put_key_t *keys = malloc((n ? n : 1) * sizeof(*keys));
+    int rc = 0;
+
+    if (!keys)
+        abort();
+    for (void *it = json_object_iter((json_t *)j); it && i < n;
+         it = json_object_iter_next((json_t *)j, it), i++) {
+        keys[i].key = json_object_iter_key(it);
+        keys[i].len = json_object_iter_key_len(it);
+        keys[i].value = json_object_iter_value(it);
+    }
+    qsort(keys, i, sizeof(*keys), put_key_cmp);
+    rc = rf_buf_addc(b, '{');
+    for (size_t k = 0; k < i && rc == 0; k++)
+        if ((k && rf_buf_addc(b, ',') != 0) || store_put_string(b, keys[k].key, keys[k].len) != 0 ||
+            rf_buf_addc(b, ':') != 0 || store_put(b, keys[k].value, 1) != 0)
+            rc = -1;
+    free(keys);
+    return rc == 0 ? rf_buf_addc(b, '}') : -1;
+}
+
+static int store_put(rf_buf_t *b, const json_t *j, int sorted)
 {
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         int first = 1;
+        if (sorted)
+            return store_put_sorted(b, j);
         if (rf_buf_addc(b, '{') != 0)
             return -1;
         for (void *it = json_object_iter((json_t *)j); it;
              it = json_object_iter_next((json_t *)j, it)) {
             if ((!first && rf_buf_addc(b, ',') != 0) ||
                 store_put_string(b, json_object_iter_key(it), json_object_iter_key_len(it)) != 0 ||
-                rf_buf_addc(b, ':') != 0 || store_put(b, json_object_iter_value(it)) != 0)
+                rf_buf_addc(b, ':') != 0 || store_put(b, json_object_iter_value(it), 0) != 0)
                 return -1;
             first = 0;
         }
@@ -278,7 +322,7 @@ static int store_put(rf_buf_t *b, const json_t *j)
         if (rf_buf_addc(b, '[') != 0)
             return -1;
         for (size_t i = 0; i < json_array_size(j); i++)
-            if ((i && rf_buf_addc(b, ',') != 0) || store_put(b, json_array_get(j, i)) != 0)
+            if ((i && rf_buf_addc(b, ',') != 0) || store_put(b, json_array_get(j, i), sorted) != 0)
                 return -1;
         return rf_buf_addc(b, ']');
     case JSON_STRING:
@@ -352,12 +396,19 @@ int ks_json_append(rf_buf_t *b, const json_t *j)
 {
     if (!json_is_object(j) && !json_is_array(j))
         return -1;
-    return store_put(b, j);
+    return store_put(b, j, 0);
+}
+
+int ks_json_append_sorted(rf_buf_t *b, const json_t *j)
+{
+    if (!json_is_object(j) && !json_is_array(j))
+        return -1;
+    return store_put(b, j, 1);
 }
 
 int ks_json_append_value(rf_buf_t *b, const json_t *j)
 {
-    return j ? store_put(b, j) : -1;
+    return j ? store_put(b, j, 0) : -1;
 }
 
 const char *ks_store_event_line(ks_event_t *e, size_t *len)

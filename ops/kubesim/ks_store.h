@@ -137,6 +137,8 @@ const char *ks_store_event_line(ks_event_t *e, size_t *len);
 
 /* Appends the compact JSON of j to b (as json_dumps(j, JSON_COMPACT) writes it); 0 or -1. */
 int ks_json_append(rf_buf_t *b, const json_t *j);
+/* The same with every object's keys sorted (json_dumps with JSON_COMPACT | JSON_SORT_KEYS). */
+int ks_json_append_sorted(rf_buf_t *b, const json_t *j);
 /* The same for any value (a string, a number, ... as json_dumps with JSON_ENCODE_ANY). */
 int ks_json_append_value(rf_buf_t *b, const json_t *j);
 

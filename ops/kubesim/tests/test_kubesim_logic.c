@@ -69,6 +69,8 @@ static void test_template_hash(void **state)
     ks_ctrl_template_hash(c, 0, hc, sizeof(hc));
     ks_ctrl_template_hash(a, 1, hcol, sizeof(hcol));
     assert_string_equal(ha, hb); /* key order does not matter */
+    /* FNV-1a of the key-sorted compact JSON: the names of ReplicaSets made before stay */
+    assert_string_equal(ha, "7449bbdf48");
     assert_string_not_equal(ha, hc);
     assert_string_not_equal(ha, hcol);
     assert_true(strspn(ha, "bcdfghjklmnpqrstvwxz2456789") == strlen(ha));
@@ -563,6 +565,7 @@ static void test_json_append_writes_what_jansson_dumps(void **state)
         "{\"s\":\"quote \\\" backslash \\\\ slash / tab \\t nl \\n cr \\r bs \\b ff \\f "
         "ctl \\u0001\\u001f del \\u007f utf8 \\u00e9\\u4e2d\\ud83d\\ude00 ls \\u2028\"}",
         "{\"k\\\"ey\\n\":\"v\",\"\\u00e9\":1,\"nul\":\"a\\u0000b\"}",
+        "{\"b\":{\"zz\":1,\"z\":[{\"y\":1,\"x\":2}],\"\":0},\"a\":{\"ab\":1,\"a\":2},\"B\":null}",
     };
 
     (void)state;
@@ -577,6 +580,12 @@ static void test_json_append_writes_what_jansson_dumps(void **state)
         assert_int_equal(ks_json_append(&b, j), 0);
         assert_string_equal(rf_buf_str(&b), want);
         assert_int_equal(b.len, strlen(want));
+        free(want);
+        /* and sorted, as the template hash writes it */
+        rf_buf_reset(&b);
+        want = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        assert_int_equal(ks_json_append_sorted(&b, j), 0);
+        assert_string_equal(rf_buf_str(&b), want);
         free(want);
         rf_buf_release(&b);
         json_decref(j);
