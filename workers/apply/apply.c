@@ -18,6 +18,7 @@
 
 #define APPLY_THREADS 8 /* messages of a poll batch whose objects are applied at once */
 #define APPLY_FENCE_ANNOTATION "relfleet.io/fence"
+#define APPLY_SHARD_LABEL "relfleet.io/shard" /* track watches by it (workers/track) */
 
 typedef struct apply_cluster {
     char *name; /* context; "" for the kubeconfig's current one */
@@ -38,6 +39,7 @@ typedef struct apply_msg {
     const rf_input_t *in;
     const char *id, *service, *env, *ns;
     int64_t fence;
+    int shard; /* the partition of the message (-1 unknown): label and track state */
     char key[300], fence_s[24];
     rf_err_t result; /* final */
     char *errstr;
@@ -92,7 +94,7 @@ static rf_kube_t *apply_kube(apply_stage_t *as, const char *cluster, char *errst
 
 /* Labels and annotations Relfleet puts on everything it applies. */
 static void apply_mark(json_t *manifest, const char *ns, const char *release_id,
-                       const char *fence_s)
+                       const char *fence_s, int shard)
 {
     json_t *meta = json_object_get(manifest, "metadata");
     json_t *labels, *ann;
@@ -106,6 +108,11 @@ static void apply_mark(json_t *manifest, const char *ns, const char *release_id,
         json_object_set_new(meta, "labels", labels);
     }
     json_object_set_new(labels, "app.kubernetes.io/managed-by", json_string("relfleet"));
+    if (shard >= 0) {
+        char num[16];
+        snprintf(num, sizeof(num), "%d", shard);
+        json_object_set_new(labels, APPLY_SHARD_LABEL, json_string(num));
+    }
     ann = json_object_get(meta, "annotations");
     if (!json_is_object(ann)) {
         ann = json_object();
@@ -195,6 +202,9 @@ static void apply_msg_init(apply_msg_t *m, const rf_input_t *in, char *errstr, s
     m->fence = json_integer_value(json_object_get(b, "fence"));
     snprintf(m->key, sizeof(m->key), "%s/%s", m->env, m->service);
     snprintf(m->fence_s, sizeof(m->fence_s), "%lld", (long long)m->fence);
+    /* The key is <env>/<service> on every topic: with equal partition counts (the normal
+     * layout) the release's `applied` message, hence its track worker, has this partition. */
+    m->shard = in->m ? (int)in->m->partition : -1;
     m->errstr = errstr;
     m->errstr_size = errstr_size;
     m->errstr[0] = '\0';
@@ -313,13 +323,14 @@ static void apply_cluster_work(apply_stage_t *as, apply_msg_t *m)
     if (result != RF_OK)
         goto out;
     if (m->gray)
-        apply_mark(json_object_get(m->gray, "stable_manifest"), m->ns, m->id, m->fence_s);
+        apply_mark(json_object_get(m->gray, "stable_manifest"), m->ns, m->id, m->fence_s,
+                   m->shard);
     json_array_foreach(notes, i, manifest)
         apply_event(m, "gray", json_string_value(manifest), NULL);
     json_array_foreach(to_apply, i, manifest) {
         json_t *mc = json_deep_copy(manifest);
         json_t *stored = NULL, *meta, *obj;
-        apply_mark(mc, m->ns, m->id, m->fence_s);
+        apply_mark(mc, m->ns, m->id, m->fence_s, m->shard);
         result = rf_kube_apply_fenced(m->kube, mc, "relfleet", APPLY_FENCE_ANNOTATION, m->fence,
                                       &stored, m->errstr, m->errstr_size);
         json_decref(mc);
@@ -435,6 +446,8 @@ static rf_err_t apply_finish(rf_worker_t *w, apply_msg_t *m)
                       (json_int_t)m->timeout_s, "applied", applied);
     if (m->gray)
         json_object_set(track, "gray", m->gray);
+    if (m->shard >= 0) /* the track stage watches the Deployments of its shards only */
+        json_object_set_new(track, "shard", json_integer(m->shard));
     track_text = json_dumps(track, JSON_COMPACT);
     events_text = json_dumps(m->events, JSON_COMPACT);
     snprintf(msg, sizeof(msg), "applied %zu objects; following the rollout",

@@ -1,4 +1,4 @@
-/* The track stage: follows every active rollout through one informer per cluster, ends each release once. */
+/* The track stage: follows every active rollout through a watch per shard, ends each release once. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +21,7 @@
 #include "worker.h"
 
 #define TRACK_CLAIM_MS 1000      /* look for releases nobody follows */
+#define TRACK_CLAIM_GRACE_MS 3000 /* a release never claimed waits this long for its worker */
 #define TRACK_OWED_MS 2000       /* look for results messages a dead worker owes */
 #define TRACK_PROGRESS_MS 250    /* record progress at most this often (ends: at once) */
 #define TRACK_RETRY_END_MS 1000  /* an end that could not be stored is tried again */
@@ -34,28 +35,49 @@
 #define TRACK_MAX_PODS 10
 #define TRACK_LOG_BYTES 8000 /* the result schema's log_tail limit, with room to spare */
 #define TRACK_SELECTOR "app.kubernetes.io%2Fmanaged-by%3Drelfleet"
+#define TRACK_SHARD_LABEL "relfleet.io%2Fshard" /* set by apply: the release's partition */
+#define TRACK_SHARD_SWEEP_MS 1000 /* look for shards without releases this often */
+#define TRACK_SHARD_IDLE_MS 10000 /* a shard's watch ends this long after its last release */
 
-typedef struct track_cluster {
+typedef struct track_stage track_stage_t;
+typedef struct track_cluster track_cluster_t;
+
+/* One informer of a cluster's Deployments: those of one shard (label relfleet.io/shard,
+ * which apply sets to the partition of the release's messages and records in its track
+ * state), or, shard -1, those without the label (applied before it existed). A worker
+ * watches only the shards it follows releases in, so n track workers share the events
+ * instead of each decoding all of them (issue 20). */
+typedef struct track_shard {
+    struct track_shard *next;
+    track_stage_t *ts;
+    track_cluster_t *tc;
+    int shard;
+    rf_kube_watch_t *watch;
+    json_t *cache; /* "cluster|ns/name" -> summary of the Deployment */
+    long used_ms;  /* when a release of the shard was last followed */
+} track_shard_t;
+
+struct track_cluster {
     char *name; /* "" for the current context */
     rf_kube_t *kube;
-    rf_kube_watch_t *watch;
-} track_cluster_t;
+    track_shard_t *shards; /* the watches open */
+};
 
-typedef struct track_stage {
+struct track_stage {
     rf_worker_t *w;
     char owner[128];
     rf_kube_multi_t *multi;
     track_cluster_t clusters[16];
     int nclusters;
-    json_t *cache;    /* "cluster|ns/name" -> summary of the Deployment */
-    json_t *tracked;  /* release id -> {service, env, fence, cluster, deadline_ms, deploys, message} */
+    json_t *tracked;  /* release id -> {service, env, fence, cluster, shard, deadline_ms,
+                       * deploys, message} */
     json_t *by_deploy; /* "cluster|ns/name" -> release id */
     json_t *dirty;     /* release id -> true: progress not recorded yet ("pmessage") */
     json_t *ending;    /* release id -> true: decided, to end at the next flush ("end") */
     rf_kube_t *probe;  /* readiness: the default cluster answers */
-    long last_claim, last_renew, last_timeouts, last_progress, last_owed;
+    long last_claim, last_renew, last_timeouts, last_progress, last_owed, last_shards;
     rf_metric_t *timed_out; /* releases this worker ended for passing their timeout */
-} track_stage_t;
+};
 
 static const char *jstr(const json_t *o, const char *k)
 {
@@ -145,6 +167,37 @@ static int track_rollout_status(const json_t *sum, json_int_t min_generation, co
 
 static track_cluster_t *track_cluster(track_stage_t *ts, const char *name, char *errstr,
                                       size_t errstr_size);
+
+/* The watch of a cluster's shard, if open. */
+static track_shard_t *track_shard_find(track_stage_t *ts, const char *cluster, int shard)
+{
+    track_shard_t *sh;
+
+    for (int i = 0; i < ts->nclusters; i++) {
+        if (strcmp(ts->clusters[i].name, cluster) != 0)
+            continue;
+        for (sh = ts->clusters[i].shards; sh; sh = sh->next)
+            if (sh->shard == shard)
+                return sh;
+    }
+    return NULL;
+}
+
+/* The shard of a followed release: -1 when applied without one (before the label). */
+static int track_release_shard(const json_t *t)
+{
+    const json_t *v = json_object_get(t, "shard");
+
+    return json_is_integer(v) ? (int)json_integer_value(v) : -1;
+}
+
+/* The summary of a Deployment of a followed release (NULL: not seen yet). */
+static const json_t *track_summary(track_stage_t *ts, const json_t *t, const char *key)
+{
+    track_shard_t *sh = track_shard_find(ts, jstr(t, "cluster"), track_release_shard(t));
+
+    return sh ? json_object_get(sh->cache, key) : NULL;
+}
 
 /* The pods of a failed Deployment that are not running well, with their last log lines. */
 static json_t *track_failing_pods(track_stage_t *ts, const char *cluster, const char *ns,
@@ -523,7 +576,7 @@ static void track_evaluate(track_stage_t *ts, const char *id)
     if (!t || json_object_get(t, "end"))
         return; /* decided already */
     json_array_foreach(json_object_get(t, "deploys"), i, d) {
-        json_t *sum = json_object_get(ts->cache, jstr(d, "key"));
+        const json_t *sum = track_summary(ts, t, jstr(d, "key"));
         int st = track_rollout_status(sum, jint(d, "generation"), jstr(d, "name"), msg,
                                       sizeof(msg));
         if (st < 0) {
@@ -576,16 +629,13 @@ static void track_evaluate(track_stage_t *ts, const char *id)
 
 static void track_on_event(rf_kube_watch_t *wch, const rf_watch_event_t *ev, void *opaque)
 {
-    track_cluster_t *tc = NULL;
-    track_stage_t *ts = opaque;
-    const json_t *meta;
+    track_shard_t *sh = opaque;
+    track_stage_t *ts = sh->ts;
+    const json_t *meta, *t;
     char key[600];
     const char *id;
 
-    for (int i = 0; i < ts->nclusters; i++)
-        if (ts->clusters[i].watch == wch)
-            tc = &ts->clusters[i];
-    if (!tc)
+    if (sh->watch != wch)
         return;
     if (ev->type == RF_WATCH_ERROR || ev->type == RF_WATCH_EXPIRED) {
         rf_metrics_add(rf_metrics_counter("relfleet_watch_reconnects_total",
@@ -593,25 +643,134 @@ static void track_on_event(rf_kube_watch_t *wch, const rf_watch_event_t *ev, voi
                                           " or relist",
                                           "reason"),
                        RF_LABELS(ev->type == RF_WATCH_EXPIRED ? "expired" : "error"), 1);
-        rf_log_info("deployment watch: %s (%d)", ev->message ? ev->message : "", ev->code);
+        rf_log_info("deployment watch of shard %d: %s (%d)", sh->shard,
+                    ev->message ? ev->message : "", ev->code);
         return;
     }
     if (!ev->object || ev->type == RF_WATCH_BOOKMARK)
         return;
     meta = json_object_get(ev->object, "metadata");
-    snprintf(key, sizeof(key), "%s|%s/%s", tc->name, jstr(meta, "namespace"), jstr(meta, "name"));
+    snprintf(key, sizeof(key), "%s|%s/%s", sh->tc->name, jstr(meta, "namespace"),
+             jstr(meta, "name"));
     if (ev->type == RF_WATCH_DELETED)
-        json_object_del(ts->cache, key);
+        json_object_del(sh->cache, key);
     else
-        json_object_set_new(ts->cache, key, track_summarize(ev->object));
+        json_object_set_new(sh->cache, key, track_summarize(ev->object));
     id = json_string_value(json_object_get(ts->by_deploy, key));
-    if (id) {
+    t = id ? json_object_get(ts->tracked, id) : NULL;
+    /* Only the watch of the release's own shard speaks for it (a Deployment whose shard
+     * changed leaves one watch and enters another). */
+    if (t && track_release_shard(t) == sh->shard) {
         char idbuf[64];
         snprintf(idbuf, sizeof(idbuf), "%s", id);
         rf_log_ctx_set("release", idbuf);
         track_evaluate(ts, idbuf);
         rf_log_ctx_clear();
     }
+}
+
+static void track_shards_gauge(track_stage_t *ts)
+{
+    rf_metric_t *g = rf_metrics_gauge("relfleet_track_watches",
+                                      "Deployment watches open, by cluster and shard (none:"
+                                      " the Deployments without a shard label)",
+                                      "cluster,shard");
+    char num[16];
+
+    rf_metrics_clear(g);
+    for (int i = 0; i < ts->nclusters; i++) {
+        for (track_shard_t *sh = ts->clusters[i].shards; sh; sh = sh->next) {
+            snprintf(num, sizeof(num), "%d", sh->shard);
+            rf_metrics_set(g, RF_LABELS(ts->clusters[i].name, sh->shard < 0 ? "none" : num), 1);
+        }
+    }
+}
+
+/* The watch of a cluster's shard, opened when not yet: a list, then the watch, of the
+ * managed Deployments with that shard's label (shard -1: without any). */
+static track_shard_t *track_shard_open(track_stage_t *ts, track_cluster_t *tc, int shard,
+                                       char *errstr, size_t errstr_size)
+{
+    track_shard_t *sh = track_shard_find(ts, tc->name, shard);
+    char path[256];
+
+    if (sh)
+        return sh;
+    if (shard < 0) /* managed-by=relfleet,!relfleet.io/shard */
+        snprintf(path, sizeof(path), "/apis/apps/v1/deployments?labelSelector=%s%%2C%%21%s",
+                 TRACK_SELECTOR, TRACK_SHARD_LABEL);
+    else /* managed-by=relfleet,relfleet.io/shard=N */
+        snprintf(path, sizeof(path), "/apis/apps/v1/deployments?labelSelector=%s%%2C%s%%3D%d",
+                 TRACK_SELECTOR, TRACK_SHARD_LABEL, shard);
+    sh = calloc(1, sizeof(*sh));
+    if (!sh)
+        abort();
+    sh->ts = ts;
+    sh->tc = tc;
+    sh->shard = shard;
+    sh->cache = json_object();
+    sh->watch = rf_kube_watch_new(ts->multi, tc->kube, path, track_on_event, sh, errstr,
+                                  errstr_size);
+    if (!sh->watch) {
+        json_decref(sh->cache);
+        free(sh);
+        return NULL;
+    }
+    /* Lists of 100 Deployments: a page is parsed whole, so its size bounds the memory a
+     * (re)list of a large cluster takes at once (500 of ~12 KiB parsed each: ~60 MiB). */
+    rf_kube_watch_set_page_size(sh->watch, 100);
+    sh->next = tc->shards;
+    tc->shards = sh;
+    rf_log_info("watching the deployments of shard %d of cluster '%s'", shard, tc->name);
+    {
+        char num[16];
+        snprintf(num, sizeof(num), "%d", shard);
+        rf_metrics_add(rf_metrics_counter("relfleet_track_watch_opens_total",
+                                          "Deployment watches opened, by cluster and shard"
+                                          " (none: the Deployments without a shard label)",
+                                          "cluster,shard"),
+                       RF_LABELS(tc->name, shard < 0 ? "none" : num), 1);
+    }
+    track_shards_gauge(ts);
+    return sh;
+}
+
+static void track_shard_destroy(track_shard_t *sh)
+{
+    rf_kube_watch_destroy(sh->watch);
+    json_decref(sh->cache);
+    free(sh);
+}
+
+/* Ends the watches of shards that have had no release to follow for TRACK_SHARD_IDLE_MS. */
+static void track_shards_sweep(track_stage_t *ts, long now)
+{
+    json_t *t;
+    const char *id;
+    int closed = 0;
+
+    json_object_foreach(ts->tracked, id, t) {
+        track_shard_t *sh = track_shard_find(ts, jstr(t, "cluster"), track_release_shard(t));
+        if (sh)
+            sh->used_ms = now;
+    }
+    for (int i = 0; i < ts->nclusters; i++) {
+        track_shard_t **link = &ts->clusters[i].shards;
+        while (*link) {
+            track_shard_t *sh = *link;
+            if (now - sh->used_ms < TRACK_SHARD_IDLE_MS) {
+                link = &sh->next;
+                continue;
+            }
+            rf_log_info("no release of shard %d of cluster '%s' to follow: its watch ends",
+                        sh->shard, ts->clusters[i].name);
+            *link = sh->next;
+            track_shard_destroy(sh);
+            closed = 1;
+        }
+    }
+    if (closed)
+        track_shards_gauge(ts);
 }
 
 static track_cluster_t *track_cluster(track_stage_t *ts, const char *name, char *errstr,
@@ -643,16 +802,7 @@ static track_cluster_t *track_cluster(track_stage_t *ts, const char *name, char 
     rf_kubeconfig_destroy(cfg);
     if (!tc->kube)
         return NULL;
-    tc->watch = rf_kube_watch_new(ts->multi, tc->kube,
-                                  "/apis/apps/v1/deployments?labelSelector=" TRACK_SELECTOR,
-                                  track_on_event, ts, errstr, errstr_size);
-    if (!tc->watch) {
-        rf_kube_destroy(tc->kube);
-        return NULL;
-    }
-    /* Lists of 100 Deployments: a page is parsed whole, so its size bounds the memory a
-     * (re)list of a large cluster takes at once (500 of ~12 KiB parsed each: ~60 MiB). */
-    rf_kube_watch_set_page_size(tc->watch, 100);
+    tc->shards = NULL; /* opened by the releases that need them (track_shard_open) */
     tc->name = strdup(name);
     ts->nclusters++;
     return tc;
@@ -688,6 +838,9 @@ static void track_adopt(track_stage_t *ts, PGresult *res, int row)
     json_t *track = json_loads(rf_db_value(res, row, 4) ? rf_db_value(res, row, 4) : "{}", 0, NULL);
     json_t *deploys = json_array(), *t, *o;
     char errstr[512], key[600];
+    track_cluster_t *tc;
+    track_shard_t *sh;
+    int shard;
     size_t i;
 
     if (json_object_get(ts->tracked, id)) {
@@ -695,8 +848,15 @@ static void track_adopt(track_stage_t *ts, PGresult *res, int row)
         json_decref(deploys);
         return;
     }
-    if (!track_cluster(ts, cluster, errstr, sizeof(errstr)))
+    /* The shard apply recorded (none: applied before shards, watched by the absence of the
+     * label); its watch is opened now if this worker has none yet. */
+    shard = track_release_shard(track);
+    tc = track_cluster(ts, cluster, errstr, sizeof(errstr));
+    sh = tc ? track_shard_open(ts, tc, shard, errstr, sizeof(errstr)) : NULL;
+    if (!sh)
         rf_log_warn("cannot watch cluster '%s': %s", cluster, errstr);
+    else
+        sh->used_ms = rf_clock_mono_ms();
     json_array_foreach(json_object_get(track, "objects"), i, o) {
         if (strcmp(jstr(o, "kind"), "Deployment") != 0)
             continue;
@@ -712,6 +872,8 @@ static void track_adopt(track_stage_t *ts, PGresult *res, int row)
                   (json_int_t)strtoll(PQgetvalue(res, row, 3), NULL, 10), "cluster", cluster,
                   "deadline_ms", jint(track, "deadline_ms"), "deploys", deploys, "message", "",
                   "renewed", (json_int_t)0); /* the lock's lease: renewed at the next pass */
+    if (shard >= 0)
+        json_object_set_new(t, "shard", json_integer(shard));
     json_object_set_new(ts->tracked, id, t);
     if (!json_is_object(json_object_get(track, "gray")) &&
         json_array_size(json_object_get(track, "commands")) > 0)
@@ -732,6 +894,9 @@ static const char track_claim_sql[] =
     "secs => $2::int) FROM services s WHERE s.service = r.service AND s.env = r.env AND r.id IN ("
     " SELECT id FROM releases WHERE status IN ('progressing', 'paused') AND (track_owner IS NULL"
     " OR track_until < clock_timestamp()) AND ($3::uuid[] IS NULL OR id = ANY($3::uuid[]))"
+    " AND ($3::uuid[] IS NOT NULL OR track_until IS NOT NULL OR coalesce((track ->>"
+    " 'deadline_ms')::bigint - 1000 * (track ->> 'timeout_s')::bigint, 0) <"
+    " extract(epoch FROM clock_timestamp()) * 1000 - $4::bigint)"
     " ORDER BY track_until NULLS FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"
     " RETURNING r.id, r.service, r.env, r.fence, r.track::text, s.cluster";
 
@@ -787,15 +952,20 @@ static void track_send_owed(track_stage_t *ts)
 }
 
 /* Claims releases nobody follows (or only those of only_ids, a PostgreSQL array literal
- * of ids), and follows them. Our own claims are extended by track_renew, not here. */
+ * of ids), and follows them. Our own claims are extended by track_renew, not here. The
+ * sweep (only_ids NULL) leaves a release that was never claimed to the worker its `applied`
+ * message goes to for TRACK_CLAIM_GRACE_MS after it started progressing (apply's deadline_ms
+ * less its timeout): taken by another worker, it would open a watch of another shard
+ * (track_shard_open) for one release. Lapsed and handed-back claims are taken at once. */
 static void track_claim(track_stage_t *ts, const char *only_ids)
 {
-    char lease[16], errstr[1024];
-    const char *params[3] = {ts->owner, lease, only_ids};
+    char lease[16], grace[16], errstr[1024];
+    const char *params[4] = {ts->owner, lease, only_ids, grace};
     PGresult *res = NULL;
 
     snprintf(lease, sizeof(lease), "%d", TRACK_LEASE_S);
-    if (rf_db_exec(ts->w->db, track_claim_sql, 3, params, &res, errstr, sizeof(errstr)) != RF_OK) {
+    snprintf(grace, sizeof(grace), "%d", TRACK_CLAIM_GRACE_MS);
+    if (rf_db_exec(ts->w->db, track_claim_sql, 4, params, &res, errstr, sizeof(errstr)) != RF_OK) {
         rf_log_warn("cannot claim releases: %s", errstr);
         return;
     }
@@ -898,7 +1068,7 @@ static void track_timeouts(track_stage_t *ts)
                      *jstr(t, "message") ? jstr(t, "message") : "the rollout did not finish");
             json_array_foreach(json_object_get(t, "deploys"), i, d) {
                 json_t *more = track_failing_pods(ts, jstr(t, "cluster"), jstr(d, "namespace"),
-                                                  json_object_get(ts->cache, jstr(d, "key")));
+                                                  track_summary(ts, t, jstr(d, "key")));
                 json_array_extend(pods, more);
                 json_decref(more);
             }
@@ -928,6 +1098,10 @@ static void track_tick(void *state)
     if (now - ts->last_claim >= TRACK_CLAIM_MS) {
         ts->last_claim = now;
         track_claim(ts, NULL);
+    }
+    if (now - ts->last_shards >= TRACK_SHARD_SWEEP_MS) {
+        ts->last_shards = now;
+        track_shards_sweep(ts, now);
     }
     /* Renew claims and service locks well inside their lease, however short it is. */
     if (now - ts->last_renew >= TRACK_RENEW_PASS_MS) {
@@ -1100,7 +1274,6 @@ static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t er
     rf_msg_uuid4(id);
     snprintf(ts->owner, sizeof(ts->owner), "%s/%d/%.8s", host, (int)getpid(), id);
     ts->multi = rf_kube_multi_new();
-    ts->cache = json_object();
     ts->tracked = json_object();
     ts->by_deploy = json_object();
     ts->dirty = json_object();
@@ -1112,7 +1285,6 @@ static rf_err_t track_init(rf_worker_t *w, void **state, char *errstr, size_t er
     if (!ts->probe || !track_cluster(ts, NULL, errstr, errstr_size)) {
         rf_kube_destroy(ts->probe);
         rf_kube_multi_destroy(ts->multi);
-        json_decref(ts->cache);
         json_decref(ts->tracked);
         json_decref(ts->by_deploy);
         json_decref(ts->dirty);
@@ -1138,12 +1310,18 @@ static void track_destroy(void *state)
         track_flush_progress(ts);
     rf_db_exec(ts->w->db, "UPDATE releases SET track_owner = NULL WHERE track_owner = $1", 1,
                params, NULL, errstr, sizeof(errstr));
+    for (int i = 0; i < ts->nclusters; i++) {
+        while (ts->clusters[i].shards) {
+            track_shard_t *sh = ts->clusters[i].shards;
+            ts->clusters[i].shards = sh->next;
+            track_shard_destroy(sh);
+        }
+    }
     rf_kube_multi_destroy(ts->multi);
     for (int i = 0; i < ts->nclusters; i++) {
         rf_kube_destroy(ts->clusters[i].kube);
         free(ts->clusters[i].name);
     }
-    json_decref(ts->cache);
     json_decref(ts->tracked);
     json_decref(ts->by_deploy);
     json_decref(ts->dirty);
