@@ -710,6 +710,23 @@ static void managed_store(json_t *obj, json_t *entries)
     json_object_set_new(json_object_get(obj, "metadata"), "managedFields", out);
 }
 
+/* merge(live, cfg) without a copy of live's managedFields, which managed_store replaces:
+ * merged over a shallow view of live whose managedFields is null, in the same place. */
+static json_t *merge_live(const json_t *live, const json_t *cfg)
+{
+    json_t *meta = json_object_get(live, "metadata"), *view, *out;
+
+    if (!json_is_object(meta) || !json_object_get(meta, "managedFields"))
+        return merge(live, cfg, 1);
+    view = json_copy((json_t *)live);
+    meta = json_copy(meta);
+    json_object_set_new(meta, "managedFields", json_null());
+    json_object_set_new(view, "metadata", meta);
+    out = merge(view, cfg, 1);
+    json_decref(view);
+    return out;
+}
+
 /* The field set of entries[i], built on first use and kept in sets[i]. */
 static json_t *entry_set_at(const json_t *entries, json_t **sets, size_t i)
 {
@@ -742,11 +759,11 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
         managed_store(merged, entries);
         goto cleanup;
     }
-    entries = ks_json_copy(json_object_get(json_object_get(live, "metadata"), "managedFields"));
-    if (!json_is_array(entries)) {
-        json_decref(entries);
-        entries = json_array();
-    }
+    /* the entries are changed by replacing their members, so each is a shallow copy whose
+     * fieldsV1 tree is shared with live's until replaced (stored trees never change) */
+    entries = json_array();
+    json_array_foreach(json_object_get(json_object_get(live, "metadata"), "managedFields"), i, e)
+        json_array_append_new(entries, json_copy(e));
     /* each entry's field set is built once, when a path first needs it */
     nsets = json_array_size(entries);
     sets = calloc(nsets ? nsets : 1, sizeof(*sets));
@@ -795,7 +812,7 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
                      nconf, first_mgr, list);
         goto cleanup;
     }
-    merged = merge(live, cfg, 1);
+    merged = merge_live(live, cfg);
     json_array_foreach(entries, i, e) {
         if (entry_is(e, manager, "Apply")) {
             found = e;
