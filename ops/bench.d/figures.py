@@ -582,6 +582,16 @@ def table(rep):
             L.append(row.format(f"   {r['workers_per_stage']} worker(s)/stage ({r['releases']}): quota used "
                                 + "/".join(f"{q.get(s_, 0) or 0:.2f}" for s_ in STAGES),
                                 f"{r['releases_per_s']:.0f} ({r.get('efficiency', 0):.2f})", ""))
+            c = r.get("stage_cpu_ms_per_release")
+            if c:
+                L.append(row.format("     CPU ms/release render/apply/track; broker, kubesim",
+                                    "/".join(f"{c.get(s_, 0):.2f}" for s_ in STAGES) +
+                                    f"; {c.get('devbroker', 0):.2f}, {c.get('kubesim', 0):.2f}", ""))
+            tw = r.get("track_watches")
+            if tw:
+                L.append(row.format("     Deployment watches open per track worker",
+                                    "/".join(f"{v['open_at_end']:g}" for _, v in sorted(tw.items())),
+                                    ""))
     elif "scaling" in f:
         L.append(row.format("6. scale-out", f["scaling"].get("error", "-")[:24], ""))
     if "burst" in f:
@@ -702,6 +712,17 @@ def measured_run(ctx, services, version, cg=None):
     return b, wall, stages
 
 
+def _track_watches(stack):
+    """{track-N: (Deployment watches open, opened so far)}: relfleet_track_watches,
+    relfleet_track_watch_opens_total (one watch per shard a worker follows releases in)."""
+    out = {}
+    for _, n, _, addr in stack.workers("track"):
+        text = bl.metrics_text(addr)
+        out[f"track-{n}"] = (bl.metric_total(text, "relfleet_track_watches"),
+                             bl.metric_total(text, "relfleet_track_watch_opens_total"))
+    return out
+
+
 def scaling(build_dir, quick, quota, counts):
     """Figure 6: throughput with n workers per stage, each worker in a cgroup of its own
     limited to `quota` of a core, on a stack of its own with 16 partitions per topic."""
@@ -735,17 +756,35 @@ def scaling(build_dir, quick, quota, counts):
             batch(ctx, services[:20 * n], f"now-scw{n}", timeout=300)
             size = per_worker * n
             say(f"scaling: {n} worker(s) per stage, {size} releases")
+            watches0 = _track_watches(stack)
             b, wall, stages = measured_run(ctx, services[:size], f"now-sc{n}", cg)
+            watches1 = _track_watches(stack)
             run = {"workers_per_stage": n, "releases": size, "releases_per_s": round(b["rate"], 1),
                    "stages": stages, "cpu_ms_per_release": b["cpu_ms"],
                    "stage_latency": stage_breakdown(b["sent"], b["points"], b["results"])}
+            # CPU per release of each stage (its workers summed) and of the shared servers;
+            # the Deployment watches each track worker opened during the run (one per shard
+            # it followed releases in: workers/track/track.c).
+            run["stage_cpu_ms_per_release"] = {
+                k: round(sum(v for w, v in b["cpu_ms"].items()
+                             if w == k or w.startswith(k + "-")), 3)
+                for k in STAGES + ("notify", "devbroker", "kubesim", "redis")}
+            run["stage_cpu_ms_per_release"]["postgres"] = round(
+                sum(v for w, v in b["cpu_ms"].items() if w.startswith("postgres")), 3)
+            run["track_watches"] = {w: {"open_at_end": v[0],
+                                        "opened_during_run": v[1] - watches0.get(w, (0, 0))[1]}
+                                    for w, v in watches1.items()}
             for s in STAGES:
                 ws = stages[s]["workers"].values()
                 run.setdefault("quota_used", {})[s] = round(
                     sum(w["cpu_s"] for w in ws) / (len(ws) * quota * b["span_s"]), 2) if ws else None
             out["runs"].append(run)
             say(f"  {b['rate']:.0f} releases/s; quota used " +
-                ", ".join(f"{s} {run['quota_used'][s]}" for s in STAGES))
+                ", ".join(f"{s} {run['quota_used'][s]}" for s in STAGES) + "; CPU ms/release " +
+                ", ".join(f"{k} {v}" for k, v in run["stage_cpu_ms_per_release"].items()) +
+                "; track watches open (opened during the run) " +
+                ", ".join(f"{k} {v['open_at_end']:g} ({v['opened_during_run']:g})"
+                          for k, v in sorted(run["track_watches"].items())))
         t1 = out["runs"][0]["releases_per_s"]
         for r in out["runs"]:
             r["efficiency"] = round(r["releases_per_s"] / (r["workers_per_stage"] * t1), 2)
