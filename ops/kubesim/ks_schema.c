@@ -232,6 +232,24 @@ typedef struct walk {
     char idx[512]; /* the path with indices: spec.template.spec.containers[0].ports[1] */
 } walk_t;
 
+/* Appends pre, the klen bytes of key and post to the path in buf (len bytes of size used),
+ * cut short as snprintf would cut it: no printf, since this runs for every field decoded. */
+static void path_put(char *buf, size_t size, size_t len, const char *pre, const char *key,
+                     size_t klen, const char *post)
+{
+    const char *part[3] = {pre, key, post};
+    size_t plen[3] = {strlen(pre), klen, strlen(post)}, room = size - len - 1;
+    char *w = buf + len;
+
+    for (int i = 0; i < 3; i++) {
+        size_t n = plen[i] < room ? plen[i] : room;
+        memcpy(w, part[i], n);
+        w += n;
+        room -= n;
+    }
+    *w = '\0';
+}
+
 static const char *json_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -348,7 +366,13 @@ static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v
             break;
         }
         json_array_foreach(v, i, e) {
-            snprintf(w->idx + idx_len, sizeof(w->idx) - idx_len, "[%zu]", i);
+            char num[24], *np = num + sizeof(num);
+            size_t u = i;
+            do {
+                *--np = (char)('0' + u % 10);
+                u /= 10;
+            } while (u);
+            path_put(w->idx, sizeof(w->idx), idx_len, "[", np, (size_t)(num + sizeof(num) - np), "]");
             walk_value(w, strct, t->elem, e);
         }
         w->idx[idx_len] = '\0';
@@ -359,7 +383,7 @@ static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v
             break;
         }
         json_object_foreach(v, key, e) {
-            snprintf(w->idx + idx_len, sizeof(w->idx) - idx_len, "[%s]", key);
+            path_put(w->idx, sizeof(w->idx), idx_len, "[", key, strlen(key), "]");
             walk_value(w, strct, t->elem, e);
         }
         w->idx[idx_len] = '\0';
@@ -389,8 +413,9 @@ static void walk_struct(walk_t *w, const stype_t *st, json_t *obj)
 
     json_object_foreach_safe(obj, tmp, key, v) {
         json_t *pos = json_object_get(st->index, key);
-        snprintf(w->go + go_len, sizeof(w->go) - go_len, "%s%s", go_len ? "." : "", key);
-        snprintf(w->idx + idx_len, sizeof(w->idx) - idx_len, "%s%s", idx_len ? "." : "", key);
+        size_t klen = strlen(key);
+        path_put(w->go, sizeof(w->go), go_len, go_len ? "." : "", key, klen, "");
+        path_put(w->idx, sizeof(w->idx), idx_len, idx_len ? "." : "", key, klen, "");
         if (!pos) {
             json_array_append_new(w->d->unknown, json_string(w->idx));
             json_object_del(obj, key);

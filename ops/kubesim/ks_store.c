@@ -236,19 +236,24 @@ static int store_put_string(rf_buf_t *b, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         static const char from[] = "\"\\\b\f\n\r\t", to[] = "\"\\bfnrt";
+        static const char hex[] = "0123456789ABCDEF";
         const char *hit;
-        char esc[8];
+        char esc[8] = {'\\', 'u', '0', '0'};
+        size_t elen = 6;
 
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         hit = c ? memchr(from, c, sizeof(from) - 1) : NULL;
         if (rf_buf_add(b, s + run, i - run) != 0)
             return -1;
-        if (hit)
-            snprintf(esc, sizeof(esc), "\\%c", to[hit - from]);
-        else
-            snprintf(esc, sizeof(esc), "\\u%04X", (unsigned int)c);
-        if (rf_buf_adds(b, esc) != 0)
+        if (hit) {
+            esc[1] = to[hit - from];
+            elen = 2;
+        } else {
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+        }
+        if (rf_buf_add(b, esc, elen) != 0)
             return -1;
         run = i + 1;
     }
