@@ -37,6 +37,7 @@ static struct {
     rf_metric_t *dead_lettered;
     rf_metric_t *seconds;
     rf_metric_t *batch;
+    rf_metric_t *delivery;
 } worker_metrics;
 
 static void worker_metrics_init(const char *stage)
@@ -44,6 +45,9 @@ static void worker_metrics_init(const char *stage)
     static const double bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                     0.5,   1,     2.5,  5,     10,   30,  60};
     static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 1024};
+    static const double delivery_bounds[] = {0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004,
+                                             0.005,   0.006,  0.008, 0.010, 0.015, 0.020,
+                                             0.030,   0.050,  0.1,   0.25,  1,     10};
 
     rf_metrics_const_label("stage", stage);
     worker_metrics.consumed = rf_metrics_counter(
@@ -68,6 +72,11 @@ static void worker_metrics_init(const char *stage)
         "relfleet_poll_batch_messages",
         "Messages taken from the consumer at once (a poll batch, at most batch_max)", NULL,
         batch_bounds, sizeof(batch_bounds) / sizeof(batch_bounds[0]));
+    worker_metrics.delivery = rf_metrics_histogram(
+        "relfleet_delivery_wait_seconds",
+        "Time a poll batch that produced messages waited for their delivery reports before"
+        " storing its offsets",
+        NULL, delivery_bounds, sizeof(delivery_bounds) / sizeof(delivery_bounds[0]));
 }
 
 static double worker_seconds_since(const struct timespec *start)
@@ -323,7 +332,8 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
 {
     char errstr[512];
     rf_err_t delivered;
-    int retried = 0;
+    struct timespec wait_start;
+    int retried = 0, sent;
 
     rf_metrics_observe(worker_metrics.batch, NULL, (double)n);
     rf_producer_batch_begin(w->producer);
@@ -331,7 +341,11 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
         worker_parse(w, &items[i]);
     worker_handle(w, stage, state, items, n);
     /* Offsets only once everything the batch produced is delivered. */
+    clock_gettime(CLOCK_MONOTONIC, &wait_start);
+    sent = rf_producer_batch_sent(w->producer);
     delivered = rf_producer_batch_end(w->producer, errstr, sizeof(errstr));
+    if (sent > 0)
+        rf_metrics_observe(worker_metrics.delivery, NULL, worker_seconds_since(&wait_start));
     for (size_t i = 0; i < n; i++) {
         batch_item_t *it = &items[i];
         int first_of_partition = 1;

@@ -12,7 +12,9 @@ stack. Everything stays on loopback; every wait has a deadline (hard limit --lim
      two workers per stage, distinct services, pods ready at once; per-stage p50/p99 from
      the timeline timestamps
   2. added latency at a steady 50 releases/s: publish -> first object applied, rollout
-     complete (seen by a watch of the bench's own) -> `results` produced
+     complete (seen by a watch of the bench's own) -> `results` produced; the apply
+     worker's time by part (its histograms relfleet_apply_part_seconds and
+     relfleet_delivery_wait_seconds)
   3. tracking scale: one track worker following N concurrent rollouts (RSS, CPU,
      connections, delay from the last status change to the terminal state), beside one
      `kubectl rollout status` per rollout
@@ -73,7 +75,7 @@ def main():
     ap.add_argument("--only", default="1,2,3,4,5", help="figures to run (comma-separated; 6, the scale-out, only when named)")
     ap.add_argument("--build-dir", default=os.environ.get("RELFLEET_BUILD_DIR",
                                                           os.path.join(ROOT, "build")))
-    ap.add_argument("--runs", type=int, help="repetitions of figures 1, 4, 5 (default 3, quick 1)")
+    ap.add_argument("--runs", type=int, help="repetitions of figures 1, 2, 4, 5 (default 3, quick 1)")
     ap.add_argument("--track-sizes", help="figure 3 sizes (default 1000,10000; quick 300)")
     ap.add_argument("--keep", action="store_true", help="leave the stack up (prints its folder)")
     ap.add_argument("--scaling-quota", type=float, default=0.04,
@@ -128,7 +130,7 @@ def main():
             if 1 in only:
                 report["figures"]["throughput"] = figures.throughput(ctx, runs, a.quick)
             if 2 in only:
-                report["figures"]["latency"] = figures.latency(ctx, a.quick)
+                report["figures"]["latency"] = figures.latency(ctx, a.quick, runs)
             if 5 in only:
                 report["figures"]["apply"] = figures.apply(ctx, runs, a.quick)
             if 1 in only:

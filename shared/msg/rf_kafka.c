@@ -359,6 +359,11 @@ void rf_producer_batch_begin(rf_producer_t *p)
     p->batch.err = RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
+int rf_producer_batch_sent(const rf_producer_t *p)
+{
+    return p->batching ? p->batch_sent : 0;
+}
+
 rf_err_t rf_producer_batch_end(rf_producer_t *p, char *errstr, size_t errstr_size)
 {
     int sent = p->batch_sent;

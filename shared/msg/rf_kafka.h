@@ -39,6 +39,8 @@ rf_err_t rf_producer_send_headers(rf_producer_t *p, const char *suffix, const ch
  * only after end succeeded. */
 void rf_producer_batch_begin(rf_producer_t *p);
 rf_err_t rf_producer_batch_end(rf_producer_t *p, char *errstr, size_t errstr_size);
+/* Messages produced in the open batch scope so far (0 outside one). */
+int rf_producer_batch_sent(const rf_producer_t *p);
 
 /* Joins group and subscribes to the topics of the NULL-terminated suffixes. Offsets are
  * committed automatically, but only those stored with rf_consumer_store(). */

@@ -20,3 +20,12 @@ def test_bench_quick_runs_and_prints_the_table(tmp_path):
     report = json.loads(out.read_text())
     assert set(report["figures"]) == {"throughput", "latency", "tracking", "render", "apply"}
     assert "error" not in report, report.get("error")
+    # figure 2's breakdown of the apply worker's time: every part counted each applied
+    # release of the steady run, the API round trips by method
+    lat = report["figures"]["latency"]
+    parts = lat["apply_breakdown"]
+    for part in ("queue", "batch", "pg_read", "lock", "api", "round", "pg_finish", "after"):
+        assert parts[part]["n"] == lat["releases"], (part, parts[part], lat["releases"])
+    assert parts["delivery (per poll batch)"]["n"] > 0, parts
+    assert parts["API PATCH (each)"]["per_release"] >= 2, parts  # Deployment + Service
+    assert "apply's time by part" in table, table

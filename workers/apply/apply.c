@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <math.h>
 #include <time.h>
 
 #include "common.h"
@@ -11,6 +12,7 @@
 #include "rf_buf.h"
 #include "rf_kube.h"
 #include "rf_log.h"
+#include "rf_metrics.h"
 #include "rf_msg.h"
 #include "rf_store.h"
 #include "rf_strategy.h"
@@ -25,8 +27,41 @@ typedef struct apply_cluster {
     rf_kube_t *kube;
 } apply_cluster_t;
 
+/* Where a message's time goes, in order (relfleet_apply_part_seconds{part}; they add up
+ * to `rendered` produced -> the poll batch handled; the delivery wait of the batch's
+ * `applied` messages is relfleet_delivery_wait_seconds of the poll loop). */
+enum {
+    APPLY_T_BATCH,    /* the poll batch is handed to the stage */
+    APPLY_T_ROUND,    /* its round starts: the read of PostgreSQL */
+    APPLY_T_LOADED,   /* read; the round's checks and lock renewals (Redis) follow */
+    APPLY_T_CLUSTER,  /* the round's cluster parts start */
+    APPLY_T_APPLIED,  /* its own cluster part ended */
+    APPLY_T_FINISH,   /* its closing statement starts */
+    APPLY_T_FINISHED, /* closing statement done, `applied` queued */
+    APPLY_T_N
+};
+
+/* Fine enough for a p99 of a few ms (ops/bench figure 2 reads them). */
+static const double apply_part_bounds[] = {0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004,
+                                           0.005,   0.006,  0.008, 0.010,  0.012, 0.015, 0.020,
+                                           0.025,   0.030,  0.040, 0.050,  0.075, 0.1,   0.15,
+                                           0.25,    0.5,    1,     2.5,    5,     10};
+
+static const char *const apply_part_names[APPLY_T_N + 1] = {
+    "queue",   /* `rendered` CreateTime -> the batch handed to the stage (Kafka, consumer
+                * queue, earlier batches) */
+    "batch",   /* -> its round (earlier rounds of the batch) */
+    "pg_read", /* the round's read of PostgreSQL */
+    "lock",    /* the round's fence checks and lock renewals (Redis) */
+    "api",     /* its API round trips (namespace, gray, server-side applies) */
+    "round",   /* waiting for the round's slowest cluster part, earlier closing statements */
+    "pg_finish", /* its closing statement (rf_store_apply_finish) and the produce call */
+    "after",     /* -> the batch handled (later closing statements, later rounds) */
+};
+
 typedef struct apply_stage {
     rf_worker_t *w;
+    rf_metric_t *parts; /* relfleet_apply_part_seconds{part} */
     apply_cluster_t clusters[16];
     rf_kube_t *probe; /* readiness: the default cluster answers */
     int nclusters;
@@ -57,7 +92,45 @@ typedef struct apply_msg {
     json_t *objects; /* applied: kind, namespace, name, generation, resourceVersion */
     json_t *events;  /* timeline rows: event, message, data */
     json_t *gray;
+    double t[APPLY_T_N]; /* apply_clock() at each APPLY_T_ point */
+    int timed;           /* went through the cluster part and its closing statement */
 } apply_msg_t;
+
+static double apply_clock(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Seconds from the message's Kafka CreateTime to now (its wait upstream of the stage);
+ * NaN without a creation time. */
+static double apply_queued_s(const rd_kafka_message_t *m)
+{
+    rd_kafka_timestamp_type_t type;
+    int64_t ts = rd_kafka_message_timestamp(m, &type);
+    struct timespec now;
+    double s;
+
+    if (ts <= 0 || type != RD_KAFKA_TIMESTAMP_CREATE_TIME)
+        return NAN;
+    clock_gettime(CLOCK_REALTIME, &now);
+    s = (double)now.tv_sec + (double)now.tv_nsec / 1e9 - (double)ts / 1000.0;
+    return s < 0 ? 0 : s;
+}
+
+/* Counts the parts of a message that went through its closing statement. */
+static void apply_observe(apply_stage_t *as, const apply_msg_t *m, double queued_s, double end)
+{
+    if (!m->timed)
+        return;
+    rf_metrics_observe(as->parts, RF_LABELS(apply_part_names[0]), queued_s);
+    for (int i = 1; i < APPLY_T_N; i++)
+        rf_metrics_observe(as->parts, RF_LABELS(apply_part_names[i]), m->t[i] - m->t[i - 1]);
+    rf_metrics_observe(as->parts, RF_LABELS(apply_part_names[APPLY_T_N]),
+                       end - m->t[APPLY_T_N - 1]);
+}
 
 /* The client of a cluster (a kubeconfig context), created on first use. */
 static rf_kube_t *apply_kube(apply_stage_t *as, const char *cluster, char *errstr,
@@ -514,6 +587,7 @@ static void *apply_pool_run(void *arg)
             return NULL;
         rf_worker_log_ctx(p->todo[i]->in->m, p->todo[i]->in->body);
         apply_cluster_work(p->as, p->todo[i]);
+        p->todo[i]->t[APPLY_T_APPLIED] = apply_clock();
     }
 }
 
@@ -545,10 +619,16 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
     size_t ntodo = 0;
     rf_err_t result;
 
+    double t0, t1;
+
     if (!todo)
         abort();
+    t0 = apply_clock();
     result = apply_load(as->w, msgs, n, errstr, sizeof(errstr));
+    t1 = apply_clock();
     for (size_t i = 0; i < n; i++) {
+        msgs[i]->t[APPLY_T_ROUND] = t0;
+        msgs[i]->t[APPLY_T_LOADED] = t1;
         if (result != RF_OK) {
             msgs[i]->result = result;
             snprintf(msgs[i]->errstr, msgs[i]->errstr_size, "%s", errstr);
@@ -558,14 +638,21 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
                 todo[ntodo++] = msgs[i];
         }
     }
+    t0 = apply_clock();
+    for (size_t i = 0; i < ntodo; i++)
+        todo[i]->t[APPLY_T_CLUSTER] = t0;
     apply_cluster_all(as, todo, ntodo);
     for (size_t i = 0; i < ntodo; i++) {
         apply_msg_t *m = todo[i];
         rf_worker_log_ctx(m->in->m, m->in->body);
-        if (m->result == RF_OK)
+        m->t[APPLY_T_FINISH] = apply_clock();
+        if (m->result == RF_OK) {
             m->result = apply_finish(as->w, m);
-        else
+            m->timed = m->result == RF_OK;
+        } else {
             m->result = apply_unfinished(as->w, m);
+        }
+        m->t[APPLY_T_FINISHED] = apply_clock();
     }
     free(todo);
 }
@@ -579,13 +666,18 @@ static void apply_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_
     apply_msg_t *msgs = calloc(n, sizeof(*msgs));
     apply_msg_t **round = calloc(n, sizeof(*round));
     char *done = calloc(n, 1);
+    double *queued = calloc(n, sizeof(*queued));
     json_t *blocked = json_object(), *used = json_object();
     size_t left = n;
+    double t0 = apply_clock();
 
-    if (!msgs || !round || !done)
+    if (!msgs || !round || !done || !queued)
         abort();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         apply_msg_init(&msgs[i], in[i], errstrs[i], errstr_size);
+        msgs[i].t[APPLY_T_BATCH] = t0;
+        queued[i] = apply_queued_s(in[i]->m);
+    }
     while (left > 0) {
         size_t k = 0;
         json_object_clear(used);
@@ -608,10 +700,13 @@ static void apply_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_
             if (round[i]->result == RF_ERR_RETRY)
                 json_object_set_new(blocked, round[i]->key, json_true());
     }
+    t0 = apply_clock();
     for (size_t i = 0; i < n; i++) {
         results[i] = msgs[i].result;
+        apply_observe(as, &msgs[i], queued[i], t0);
         apply_msg_release(&msgs[i]);
     }
+    free(queued);
     json_decref(blocked);
     json_decref(used);
     free(done);
@@ -636,6 +731,15 @@ static rf_err_t apply_init(rf_worker_t *w, void **state, char *errstr, size_t er
     if (!as)
         abort();
     as->w = w;
+    as->parts = rf_metrics_histogram(
+        "relfleet_apply_part_seconds",
+        "Where an applied release's time went, per part in order: queue (`rendered` created"
+        " -> its poll batch handed to the stage), batch (earlier rounds of the batch),"
+        " pg_read (the round's read), lock (the round's checks and lock renewals), api (its"
+        " API round trips), round (waiting for the round's slowest and earlier closing"
+        " statements), pg_finish (its closing statement and produce), after (later closing"
+        " statements and rounds of the batch)",
+        "part", apply_part_bounds, sizeof(apply_part_bounds) / sizeof(apply_part_bounds[0]));
     pthread_mutex_init(&as->ns_lock, NULL);
     as->namespaces = json_object();
     /* Fail at start, not at the first release, when the cluster is not configured. */
