@@ -147,7 +147,7 @@ void rf_worker_count_lock_renewals(size_t renewed, size_t lost, size_t failed)
 static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int scope,
                            char *errstr, size_t errstr_size)
 {
-    json_t *rows = json_array(), *ended = NULL, *kicked = json_object();
+    json_t *rows = json_array(), *kicked = json_object();
     const char **ids = calloc(n ? n : 1, sizeof(*ids));
     rf_lock_item_t *locks = calloc(n ? n : 1, sizeof(*locks));
     size_t nlocks = 0, k = 0;
@@ -173,31 +173,26 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
     /* Outside a poll batch (scope) no consumed message covers the results message: it is
      * owed until delivered, and the claim holds past our delivery wait before a sweep may
      * send it instead. */
-    result = rf_store_finish_many(w->db, rows, w->stage, scope ? rf_worker_results_hold_s(w) : -1,
-                                  &ended, errstr, errstr_size);
+    result = rf_store_end_many(w->db, rows, w->stage, scope ? rf_worker_results_hold_s(w) : -1,
+                               &res, errstr, errstr_size);
     if (result != RF_OK)
         goto out;
-    for (size_t i = 0; i < n; i++) {
-        if (!json_object_get(ended, ends[i].release_id))
-            continue;
-        rf_log_ctx_set("release", ends[i].release_id);
-        rf_log_ctx_set("service", ends[i].service);
-        rf_log_info("release ended %s%s%s", ends[i].status, ends[i].error ? ": " : "",
-                    ends[i].error ? ends[i].error : "");
-        rf_metrics_add(rf_metrics_counter("relfleet_releases_finished_total",
-                                          "Releases that reached a terminal state", "status"),
-                       RF_LABELS(ends[i].status), 1);
-    }
-    result = rf_store_results_many(w->db, ids, n, &res, errstr, errstr_size);
-    if (result != RF_OK)
-        goto out;
-    /* Rows come in the order of ids (those that exist): the ended ones are published. */
+    /* Rows come in the order of ends (those that exist): the terminal ones are published. */
     for (int row = 0; row < PQntuples(res); row++) {
         while (k < n && strcmp(ends[k].release_id, PQgetvalue(res, row, 0)) != 0)
             k++;
         if (k == n)
             break;
-        if (!PQgetisnull(res, row, 1)) {
+        if (strcmp(PQgetvalue(res, row, 1), "t") == 0) {
+            rf_log_ctx_set("release", ends[k].release_id);
+            rf_log_ctx_set("service", ends[k].service);
+            rf_log_info("release ended %s%s%s", ends[k].status, ends[k].error ? ": " : "",
+                        ends[k].error ? ends[k].error : "");
+            rf_metrics_add(rf_metrics_counter("relfleet_releases_finished_total",
+                                              "Releases that reached a terminal state", "status"),
+                           RF_LABELS(ends[k].status), 1);
+        }
+        if (!PQgetisnull(res, row, 2)) {
             ends[k].result = RF_OK;
             locks[nlocks++] = (rf_lock_item_t){ends[k].env, ends[k].service, ends[k].release_id, 0};
         }
@@ -208,19 +203,19 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
     if (scope)
         rf_producer_batch_begin(w->producer);
     for (int row = 0; row < PQntuples(res) && result == RF_OK; row++) {
-        if (PQgetisnull(res, row, 1))
+        if (PQgetisnull(res, row, 2))
             continue;
-        result = rf_worker_send_result(w, PQgetvalue(res, row, 2), PQgetvalue(res, row, 1),
-                                       (size_t)PQgetlength(res, row, 1), errstr, errstr_size);
+        result = rf_worker_send_result(w, PQgetvalue(res, row, 3), PQgetvalue(res, row, 2),
+                                       (size_t)PQgetlength(res, row, 2), errstr, errstr_size);
     }
     /* The next queued release of each service starts now (once per service). */
     for (int row = 0; row < PQntuples(res) && result == RF_OK; row++) {
-        const char *key = PQgetvalue(res, row, 2);
-        if (PQgetisnull(res, row, 1) || PQgetisnull(res, row, 3) || json_object_get(kicked, key))
+        const char *key = PQgetvalue(res, row, 3);
+        if (PQgetisnull(res, row, 2) || PQgetisnull(res, row, 4) || json_object_get(kicked, key))
             continue;
         json_object_set_new(kicked, key, json_true());
-        result = rf_producer_send(w->producer, "requests", key, PQgetvalue(res, row, 3),
-                                  (size_t)PQgetlength(res, row, 3), errstr, errstr_size);
+        result = rf_producer_send(w->producer, "requests", key, PQgetvalue(res, row, 4),
+                                  (size_t)PQgetlength(res, row, 4), errstr, errstr_size);
     }
     if (scope) {
         delivered = result == RF_OK ? rf_producer_batch_end(w->producer, errstr, errstr_size)
@@ -241,7 +236,6 @@ out:
                 ends[i].result = result;
     PQclear(res);
     json_decref(rows);
-    json_decref(ended);
     json_decref(kicked);
     free(ids);
     free(locks);

@@ -209,22 +209,22 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
     return result;
 }
 
-rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage,
-                              int owed_hold_s, json_t **ended, char *errstr,
-                              size_t errstr_size)
+rf_err_t rf_store_end_many(rf_db_t *db, const json_t *ends, const char *stage, int owed_hold_s,
+                           PGresult **res, char *errstr, size_t errstr_size)
 {
     char *text = json_dumps(ends, JSON_COMPACT);
     char hold[16];
     const char *params[3] = {text, stage, hold};
-    PGresult *res = NULL;
     rf_err_t result;
 
-    *ended = NULL;
     snprintf(hold, sizeof(hold), "%d", owed_hold_s);
+    /* The ended rows' messages come from RETURNING (the new versions); the others' from
+     * the statement's snapshot, like the next queued release (less those ended now). */
     result = rf_db_exec(
         db,
-        "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, fence bigint,"
-        "  status text, error text, message text, pods jsonb)),"
+        "WITH x AS (SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid,"
+        "  fence bigint, status text, error text, message text, pods jsonb))"
+        "  WITH ORDINALITY AS x(id, fence, status, error, message, pods, n)),"
         " u AS (UPDATE releases r SET status = x.status, error = x.error,"
         "  finished_at = clock_timestamp(), duration_ms = (extract(epoch FROM clock_timestamp() -"
         "   coalesce(r.started_at, clock_timestamp())) * 1000)::bigint,"
@@ -237,19 +237,18 @@ rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage
         "   'awaiting_approval')) OR"
         "   (r.fence = x.fence AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
         "    AND s.env = r.env AND s.fence = x.fence)))"
-        "  RETURNING r.id, x.status, x.message),"
+        "  RETURNING r.id, x.status, x.message, relfleet_result_of(r)::text AS result),"
         " t AS (INSERT INTO timeline (release_id, stage, event, status, message)"
         "  SELECT id, $2, status, status, message FROM u)"
-        " SELECT id FROM u",
-        3, params, &res, errstr, errstr_size);
+        " SELECT x.id, u.id IS NOT NULL, coalesce(u.result, relfleet_result_of(r)::text),"
+        "  r.env || '/' || r.service,"
+        "  (SELECT q.request::text FROM releases q WHERE q.service = r.service AND q.env = r.env"
+        "   AND q.status = 'queued' AND NOT EXISTS (SELECT 1 FROM u WHERE u.id = q.id)"
+        "   ORDER BY q.created_at, q.id LIMIT 1)"
+        " FROM x JOIN releases r ON r.id = x.id LEFT JOIN u ON u.id = x.id ORDER BY x.n",
+        3, params, res, errstr, errstr_size);
     free(text);
-    if (result != RF_OK)
-        return result;
-    *ended = json_object();
-    for (int i = 0; i < PQntuples(res); i++)
-        json_object_set_new(*ended, PQgetvalue(res, i, 0), json_true());
-    PQclear(res);
-    return RF_OK;
+    return result;
 }
 
 /* Runs sql with $1 the PostgreSQL array literal "{id,id,...}" of n release ids. */
@@ -294,19 +293,6 @@ rf_err_t rf_store_results_owed(rf_db_t *db, const char *owner, int lease_s, int 
                       " track_until LIMIT $3::int FOR UPDATE SKIP LOCKED)"
                       " RETURNING r.id, relfleet_result(r.id)::text, r.env || '/' || r.service",
                       3, params, res, errstr, errstr_size);
-}
-
-rf_err_t rf_store_results_many(rf_db_t *db, const char *const *ids, size_t n, PGresult **res,
-                               char *errstr, size_t errstr_size)
-{
-    return store_exec_ids(
-        db,
-        "SELECT x.id, relfleet_result(x.id)::text, r.env || '/' || r.service,"
-        " (SELECT q.request::text FROM releases q WHERE q.service = r.service AND q.env = r.env"
-        "  AND q.status = 'queued' ORDER BY q.created_at, q.id LIMIT 1)"
-        " FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, n) JOIN releases r ON r.id = x.id"
-        " ORDER BY x.n",
-        ids, n, res, errstr, errstr_size);
 }
 
 rf_err_t rf_store_events(rf_db_t *db, const char *release_id, const char *stage,

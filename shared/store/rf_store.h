@@ -45,16 +45,18 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
                                  size_t key_len, const char *reason, const void *payload,
                                  size_t len, char *errstr, size_t errstr_size);
 
-/* rf_store_finish for many releases in one statement. ends is an array of
- * {"id", "fence", "status", "error" (null), "message", "pods" (null or an array, stored
- * when not empty)}, at most one per release. owed_hold_s >= 0: the ended releases' results
- * messages are owed (results_owed) and their claims held that many seconds for the
- * caller's delivery (rf_store_results_delivered clears it); < 0: a consumed message's
- * redelivery covers them. *ended gets an object whose keys are the ids ended now; the
- * others had ended already or lost their fence (nothing changed). */
-rf_err_t rf_store_finish_many(rf_db_t *db, const json_t *ends, const char *stage,
-                              int owed_hold_s, json_t **ended, char *errstr,
-                              size_t errstr_size);
+/* rf_store_finish for many releases, and their results messages, in one statement. ends
+ * is an array of {"id", "fence", "status", "error" (null), "message", "pods" (null or an
+ * array, stored when not empty)}, at most one per release. owed_hold_s >= 0: the ended
+ * releases' results messages are owed (results_owed) and their claims held that many
+ * seconds for the caller's delivery (rf_store_results_delivered clears it); < 0: a consumed
+ * message's redelivery covers them. For each release of ends that exists, in their order,
+ * one row: id, "t" if it ended now ("f": it had ended already or lost its fence, nothing
+ * changed), the text of its `results` message (NULL if it is not terminal: rf_store_result's
+ * bytes), its key "env/service", and the stored request of its service's oldest queued
+ * release (NULL if none). The caller PQclears *res. */
+rf_err_t rf_store_end_many(rf_db_t *db, const json_t *ends, const char *stage, int owed_hold_s,
+                           PGresult **res, char *errstr, size_t errstr_size);
 
 /* The results messages of the n releases were delivered: no longer owed. */
 rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t n,
@@ -65,13 +67,6 @@ rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t 
  * caller PQclears *res. */
 rf_err_t rf_store_results_owed(rf_db_t *db, const char *owner, int lease_s, int limit,
                                PGresult **res, char *errstr, size_t errstr_size);
-
-/* For each of n release ids that exists, in order, one row: id, the text of its `results`
- * message (NULL if it is not terminal: rf_store_result's bytes), its key "env/service",
- * and the stored request of its service's oldest queued release (NULL if none). The
- * caller PQclears *res. */
-rf_err_t rf_store_results_many(rf_db_t *db, const char *const *ids, size_t n, PGresult **res,
-                               char *errstr, size_t errstr_size);
 
 /* Appends the timeline rows events (an array of {event, status, message, data}, status
  * and data optional) in their order, in one statement. */
