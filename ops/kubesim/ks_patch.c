@@ -420,6 +420,62 @@ static char *path_join(const char *prefix, size_t plen, const char *a, const cha
     return p;
 }
 
+/* The k: segment of el in a list keyed by ak into ks: {"<ak>":<value>} as json_dumps
+ * writes {ak: value} compactly. */
+static int assoc_segment(rf_buf_t *ks, const char *ak, const json_t *el)
+{
+    rf_buf_reset(ks);
+    if (rf_buf_adds(ks, "{\"") != 0 || rf_buf_adds(ks, ak) != 0 || rf_buf_adds(ks, "\":") != 0 ||
+        ks_json_append_value(ks, json_object_get(el, ak)) != 0 || rf_buf_addc(ks, '}') != 0)
+        return -1;
+    return 0;
+}
+
+/* The child of a fieldsV1 node (NULL: none) named pre + key, created empty when absent;
+ * *created says whether it was. */
+static json_t *tree_child(json_t *node, const char *pre, const char *key, size_t klen,
+                          int *created)
+{
+    char stack[256], *name = stack;
+    size_t plen = strlen(pre);
+    json_t *child;
+
+    *created = 0;
+    if (!node)
+        return NULL;
+    if (plen + klen + 1 > sizeof(stack)) {
+        name = malloc(plen + klen + 1);
+        if (!name)
+            abort();
+    }
+    memcpy(name, pre, plen);
+    memcpy(name + plen, key, klen);
+    name[plen + klen] = '\0';
+    child = json_object_getn(node, name, plen + klen);
+    if (!child) {
+        child = json_object();
+        json_object_setn_new(node, name, plen + klen, child);
+        *created = 1;
+    }
+    if (name != stack)
+        free(name);
+    return child;
+}
+
+/* Drops child from node when it was created for paths that never came (a metadata
+ * whose every field is skipped): fields_to_v1 would not have made it. */
+static void tree_prune(json_t *node, json_t *child, int created)
+{
+    if (!created || json_object_size(child) > 0)
+        return;
+    for (void *it = json_object_iter(node); it; it = json_object_iter_next(node, it)) {
+        if (json_object_iter_value(it) == child) {
+            json_object_del(node, json_object_iter_key(it));
+            return;
+        }
+    }
+}
+
 static void fields_collect(const json_t *v, const char *prefix, json_t *set, int depth)
 {
     const char *key;
@@ -443,12 +499,8 @@ static void fields_collect(const json_t *v, const char *prefix, json_t *set, int
             json_t *el;
             rf_buf_t ks = RF_BUF_INIT;
             json_array_foreach(sub, i, el) {
-                /* k:{"<ak>":<value>} as json_dumps writes {ak: value} compactly */
                 char *epath, *dot;
-                rf_buf_reset(&ks);
-                if (rf_buf_adds(&ks, "{\"") != 0 || rf_buf_adds(&ks, ak) != 0 ||
-                    rf_buf_adds(&ks, "\":") != 0 ||
-                    ks_json_append_value(&ks, json_object_get(el, ak)) != 0 || rf_buf_addc(&ks, '}') != 0)
+                if (assoc_segment(&ks, ak, el) != 0)
                     abort();
                 epath = path_join(path, strlen(path), "k:", ks.data);
                 dot = path_join(epath, strlen(epath), ".", "");
@@ -462,6 +514,45 @@ static void fields_collect(const json_t *v, const char *prefix, json_t *set, int
             json_object_set_new(set, path, json_true());
         }
         free(path);
+    }
+}
+
+/* The fields of v (depth levels down; metadata: v is the object's metadata) as a fieldsV1
+ * tree under node: what fields_to_v1 makes of fields_collect's set, in the same order,
+ * without the set's path strings. */
+static void fields_tree(const json_t *v, int depth, int metadata, json_t *node)
+{
+    const char *key;
+    json_t *sub;
+
+    json_object_foreach((json_t *)v, key, sub) {
+        json_t *child;
+        int created;
+        if (depth == 0 && (strcmp(key, "apiVersion") == 0 || strcmp(key, "kind") == 0 ||
+                           strcmp(key, "status") == 0))
+            continue;
+        if (depth == 1 && metadata && meta_skipped(key))
+            continue;
+        child = tree_child(node, "f:", key, strlen(key), &created);
+        if (json_is_object(sub) && json_object_size(sub) > 0) {
+            fields_tree(sub, depth + 1, depth == 0 && strcmp(key, "metadata") == 0, child);
+            tree_prune(node, child, created);
+        } else if (json_is_array(sub) && assoc_key(sub)) {
+            const char *ak = assoc_key(sub);
+            size_t i;
+            json_t *el;
+            rf_buf_t ks = RF_BUF_INIT;
+            json_array_foreach(sub, i, el) {
+                json_t *knode;
+                int kcreated;
+                if (assoc_segment(&ks, ak, el) != 0)
+                    abort();
+                knode = tree_child(child, "k:", ks.data, ks.len, &kcreated);
+                tree_child(knode, ".", "", 0, &kcreated);
+                fields_tree(el, depth + 2, 0, knode);
+            }
+            rf_buf_release(&ks);
+        }
     }
 }
 
@@ -678,15 +769,22 @@ static json_t *entry_set(const json_t *entry)
     return set;
 }
 
-static json_t *entry_new(const char *manager, const char *op, const char *api_version,
-                         const json_t *set)
+/* A managedFields entry whose fieldsV1 is tree (stolen). */
+static json_t *entry_new_tree(const char *manager, const char *op, const char *api_version,
+                              json_t *tree)
 {
     char ts[32];
 
     ks_time_format(ks_now_ms(), ts, sizeof(ts));
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "manager", manager, "operation", op,
                      "apiVersion", api_version, "time", ts, "fieldsType", "FieldsV1", "fieldsV1",
-                     fields_to_v1(set));
+                     tree);
+}
+
+static json_t *entry_new(const char *manager, const char *op, const char *api_version,
+                         const json_t *set)
+{
+    return entry_new_tree(manager, op, api_version, fields_to_v1(set));
 }
 
 static int entry_is(const json_t *entry, const char *manager, const char *op)
@@ -727,7 +825,28 @@ static json_t *merge_live(const json_t *live, const json_t *cfg)
     return out;
 }
 
-/* The field set of entries[i], built on first use and kept in sets[i]. */
+/* Whether path (made by fields_collect, never empty) is in the field set of the fieldsV1
+ * tree, as fields_from_v1 lists it: the node its segments lead to has no children. */
+static int tree_has(const json_t *tree, const char *path)
+{
+    const json_t *cur = tree;
+    const char *p = path;
+
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        cur = json_object_getn(cur, p, n);
+        if (!cur)
+            return 0;
+        p += n;
+        if (*p == '\n')
+            p++;
+    }
+    return cur != tree && json_object_size(cur) == 0;
+}
+
+/* The field set of entries[i], built on first use and kept in sets[i]: what a forced
+ * apply takes from it is written back to its fieldsV1 at once, so both stay the same. */
 static json_t *entry_set_at(const json_t *entries, json_t **sets, size_t i)
 {
     if (!sets[i])
@@ -735,27 +854,107 @@ static json_t *entry_set_at(const json_t *entries, json_t **sets, size_t i)
     return sets[i];
 }
 
+/* Calls fn(path, ctx) for each field path of the fieldsV1 tree node under the path in
+ * buf, in the order fields_from_v1 lists them, without building the set. */
+static void tree_walk(const json_t *node, rf_buf_t *buf, void (*fn)(const char *, void *),
+                      void *ctx)
+{
+    const char *key;
+    json_t *sub;
+    size_t len = buf->len;
+
+    json_object_foreach((json_t *)node, key, sub) {
+        if ((len && rf_buf_addc(buf, '\n') != 0) || rf_buf_adds(buf, key) != 0)
+            abort();
+        if (json_object_size(sub) == 0)
+            fn(rf_buf_str(buf), ctx);
+        else
+            tree_walk(sub, buf, fn, ctx);
+        buf->len = len;
+        buf->data[len] = '\0';
+    }
+}
+
+typedef struct apply_ctx {
+    const json_t *live, *cfg, *t_new, *found;
+    json_t *entries, **sets, *merged, *conflicts;
+    const char *manager;
+    int force, nconf;
+    char first_mgr[128];
+    char list[2048];
+    size_t lw;
+} apply_ctx_t;
+
+/* conflicts: a field this apply sets to another value, owned by someone else */
+static void apply_conflict(const char *path, void *cls)
+{
+    apply_ctx_t *x = cls;
+    size_t plen = strlen(path), i;
+    json_t *lv, *cv, *e;
+
+    if (plen >= 2 && strcmp(path + plen - 2, "\n.") == 0)
+        return;
+    lv = field_get(x->live, path, NULL, NULL);
+    cv = field_get(x->cfg, path, NULL, NULL);
+    if (!lv || json_equal(lv, cv))
+        return;
+    json_array_foreach(x->entries, i, e) {
+        char pretty[512];
+        const char *m;
+        if (entry_is(e, x->manager, "Apply") || !tree_has(json_object_get(e, "fieldsV1"), path))
+            continue;
+        m = json_string_value(json_object_get(e, "manager")) ?: "";
+        field_pretty(path, pretty, sizeof(pretty));
+        json_array_append_new(x->conflicts, json_pack("{s:s, s:s}", "manager", m, "field", pretty));
+        if (!x->nconf)
+            snprintf(x->first_mgr, sizeof(x->first_mgr), "%s", m);
+        if (x->lw < sizeof(x->list))
+            x->lw += (size_t)snprintf(x->list + x->lw, sizeof(x->list) - x->lw, "\n- %s", pretty);
+        x->nconf++;
+        if (x->force) {
+            json_t *set = entry_set_at(x->entries, x->sets, i);
+            json_object_del(set, path);
+            json_object_set_new(e, "fieldsV1", fields_to_v1(set));
+        }
+    }
+}
+
+/* fields this manager applied before and no longer does, owned by nobody else */
+static void apply_dropped(const char *path, void *cls)
+{
+    apply_ctx_t *x = cls;
+    size_t i;
+    json_t *e;
+
+    if (tree_has(x->t_new, path))
+        return;
+    json_array_foreach(x->entries, i, e) {
+        if (e != x->found && tree_has(json_object_get(e, "fieldsV1"), path))
+            return;
+    }
+    field_remove(x->merged, path);
+}
+
 json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
                  const char *api_version, int force, json_t **conflicts, char *errstr,
                  size_t errstr_size)
 {
-    json_t *s_new = json_object(), *merged = NULL, *entries = NULL, *e, *unused;
-    json_t *s_old = NULL, *found = NULL, **sets = NULL;
-    const char *path;
+    json_t *t_new = json_object(), *merged = NULL, *entries = NULL, *e, *found = NULL;
+    json_t *old_tree = NULL, **sets = NULL;
     size_t i, nsets = 0;
-    int nconf = 0;
-    char first_mgr[128] = "";
-    char list[2048] = "";
-    size_t lw = 0;
+    apply_ctx_t x;
+    rf_buf_t buf = RF_BUF_INIT;
 
+    memset(&x, 0, sizeof(x));
     *conflicts = json_array();
-    fields_collect(cfg, "", s_new, 0);
+    fields_tree(cfg, 0, 0, t_new);
     if (!live) {
         merged = ks_json_copy(cfg);
         if (!json_is_object(json_object_get(merged, "metadata")))
             json_object_set_new(merged, "metadata", json_object());
         entries = json_array();
-        json_array_append_new(entries, entry_new(manager, "Apply", api_version, s_new));
+        json_array_append_new(entries, entry_new_tree(manager, "Apply", api_version,
+                                                      json_incref(t_new)));
         managed_store(merged, entries);
         goto cleanup;
     }
@@ -764,89 +963,55 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
     entries = json_array();
     json_array_foreach(json_object_get(json_object_get(live, "metadata"), "managedFields"), i, e)
         json_array_append_new(entries, json_copy(e));
-    /* each entry's field set is built once, when a path first needs it */
+    /* an entry's field set is built only when a forced apply takes fields from it */
     nsets = json_array_size(entries);
     sets = calloc(nsets ? nsets : 1, sizeof(*sets));
     if (!sets)
         abort();
-    /* conflicts: a field this apply sets to another value, owned by someone else */
-    json_object_foreach(s_new, path, unused) {
-        size_t plen = strlen(path);
-        json_t *lv, *cv;
-        if (plen >= 2 && strcmp(path + plen - 2, "\n.") == 0)
-            continue;
-        lv = field_get(live, path, NULL, NULL);
-        cv = field_get(cfg, path, NULL, NULL);
-        if (!lv || json_equal(lv, cv))
-            continue;
-        json_array_foreach(entries, i, e) {
-            json_t *set;
-            if (entry_is(e, manager, "Apply"))
-                continue;
-            set = entry_set_at(entries, sets, i);
-            if (json_object_get(set, path)) {
-                char pretty[512];
-                const char *m = json_string_value(json_object_get(e, "manager")) ?: "";
-                field_pretty(path, pretty, sizeof(pretty));
-                json_array_append_new(*conflicts,
-                                      json_pack("{s:s, s:s}", "manager", m, "field", pretty));
-                if (!nconf)
-                    snprintf(first_mgr, sizeof(first_mgr), "%s", m);
-                if (lw < sizeof(list))
-                    lw += (size_t)snprintf(list + lw, sizeof(list) - lw, "\n- %s", pretty);
-                nconf++;
-                if (force) {
-                    json_object_del(set, path);
-                    json_object_set_new(e, "fieldsV1", fields_to_v1(set));
-                }
-            }
-        }
-    }
-    if (nconf && !force) {
-        if (nconf == 1)
+    x.live = live;
+    x.cfg = cfg;
+    x.t_new = t_new;
+    x.entries = entries;
+    x.sets = sets;
+    x.conflicts = *conflicts;
+    x.manager = manager;
+    x.force = force;
+    tree_walk(t_new, &buf, apply_conflict, &x);
+    if (x.nconf && !force) {
+        if (x.nconf == 1)
             snprintf(errstr, errstr_size,
-                     "Apply failed with 1 conflict: conflict with \"%s\" using %s: %s", first_mgr,
-                     api_version, list + 3);
+                     "Apply failed with 1 conflict: conflict with \"%s\" using %s: %s",
+                     x.first_mgr, api_version, x.list + 3);
         else
             snprintf(errstr, errstr_size, "Apply failed with %d conflicts: conflicts with \"%s\":%s",
-                     nconf, first_mgr, list);
+                     x.nconf, x.first_mgr, x.list);
         goto cleanup;
     }
     merged = merge_live(live, cfg);
     json_array_foreach(entries, i, e) {
         if (entry_is(e, manager, "Apply")) {
             found = e;
-            json_decref(s_old);
-            s_old = json_incref(entry_set_at(entries, sets, i));
+            old_tree = json_object_get(e, "fieldsV1");
         }
     }
-    /* fields this manager applied before and no longer does, owned by nobody else */
-    if (s_old) {
-        json_object_foreach(s_old, path, unused) {
-            int owned = 0;
-            if (json_object_get(s_new, path))
-                continue;
-            json_array_foreach(entries, i, e) {
-                if (e == found)
-                    continue;
-                owned = owned || json_object_get(entry_set_at(entries, sets, i), path) != NULL;
-            }
-            if (!owned)
-                field_remove(merged, path);
-        }
+    if (found) {
+        x.found = found;
+        x.merged = merged;
+        rf_buf_reset(&buf);
+        tree_walk(old_tree, &buf, apply_dropped, &x);
+        json_object_set(found, "fieldsV1", t_new);
+    } else {
+        json_array_append_new(entries, entry_new_tree(manager, "Apply", api_version,
+                                                      json_incref(t_new)));
     }
-    if (found)
-        json_object_set_new(found, "fieldsV1", fields_to_v1(s_new));
-    else
-        json_array_append_new(entries, entry_new(manager, "Apply", api_version, s_new));
     managed_store(merged, entries);
 cleanup:
+    rf_buf_release(&buf);
     for (i = 0; i < nsets; i++)
         json_decref(sets[i]);
     free(sets);
     json_decref(entries);
-    json_decref(s_new);
-    json_decref(s_old);
+    json_decref(t_new);
     if (merged) {
         json_decref(*conflicts);
         *conflicts = NULL;
