@@ -12,6 +12,7 @@ struct rf_lock {
     rf_redis_t *redis;
     char renew_sha[41]; /* SHA1 of the scripts, for EVALSHA */
     char release_sha[41];
+    char acquire_sha[41];
 };
 
 #define LOCK_PIPELINE 512 /* commands per round trip of the *_many calls */
@@ -64,6 +65,7 @@ rf_lock_t *rf_lock_new(const rf_config_t *conf, rf_err_t *err, char *errstr,
         abort();
     lock_sha(lock_renew_lua, lock->renew_sha);
     lock_sha(lock_release_lua, lock->release_sha);
+    lock_sha(lock_acquire_lua, lock->acquire_sha);
     lock->redis = rf_redis_new(conf, errstr, errstr_size);
     if (lock->redis)
         result = rf_redis_check(lock->redis, peer, sizeof(peer));
@@ -124,6 +126,21 @@ static void lock_key(char *buf, size_t size, const char *kind, const char *env,
     snprintf(buf, size, "relfleet:%s:%s/%s", kind, env, service);
 }
 
+/* The acquire script's answer: {1, token} or {0, holder}. */
+static rf_err_t lock_acquire_reply(const redisReply *r, int *acquired, int64_t *fence,
+                                   char *holder, char *errstr, size_t errstr_size)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING)
+        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: unexpected lock reply");
+    *acquired = (int)r->element[0]->integer;
+    if (*acquired)
+        *fence = strtoll(r->element[1]->str, NULL, 10);
+    else if (holder)
+        snprintf(holder, 64, "%s", r->element[1]->str);
+    return RF_OK;
+}
+
 rf_err_t rf_lock_acquire(rf_lock_t *lock, const char *env, const char *service,
                          const char *release_id, int lease_ms, int64_t floor, int *acquired,
                          int64_t *fence, char *holder, char *errstr, size_t errstr_size)
@@ -142,18 +159,9 @@ rf_err_t rf_lock_acquire(rf_lock_t *lock, const char *env, const char *service,
     result = lock_eval(lock, lock_acquire_lua, 6, argv, &r, errstr, errstr_size);
     if (result != RF_OK)
         return result;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[1]->type != REDIS_REPLY_STRING) {
-        freeReplyObject(r);
-        return rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: unexpected lock reply");
-    }
-    *acquired = (int)r->element[0]->integer;
-    if (*acquired)
-        *fence = strtoll(r->element[1]->str, NULL, 10);
-    else if (holder)
-        snprintf(holder, 64, "%s", r->element[1]->str);
+    result = lock_acquire_reply(r, acquired, fence, holder, errstr, errstr_size);
     freeReplyObject(r);
-    return RF_OK;
+    return result;
 }
 
 rf_err_t rf_lock_renew(rf_lock_t *lock, const char *env, const char *service,
@@ -287,4 +295,90 @@ rf_err_t rf_lock_release_many(rf_lock_t *lock, const rf_lock_item_t *items, size
                               char *errstr, size_t errstr_size)
 {
     return lock_pipeline(lock, NULL, items, n, 0, 0, errstr, errstr_size);
+}
+
+/* Takes the locks [start, end) in one round trip (EVALSHA; a NOSCRIPT answer is run again
+ * with the whole script, as lock_chunk does). */
+static rf_err_t lock_acquire_chunk(rf_lock_t *lock, rf_lock_take_t *items, size_t start,
+                                   size_t end, int lease_ms, char *errstr, size_t errstr_size)
+{
+    char lkey[300], fkey[300], lease[24], floor_s[24];
+    unsigned char lost[LOCK_PIPELINE];
+    rf_err_t result = RF_OK, fatal = RF_OK;
+    size_t sent = 0;
+    int nlost = 0;
+
+    snprintf(lease, sizeof(lease), "%d", lease_ms);
+    for (size_t i = start; i < end && result == RF_OK; i++) {
+        rf_lock_take_t *it = &items[i];
+        const char *args[7] = {"EVALSHA", lock->acquire_sha, "2", lkey, fkey, it->release_id,
+                               lease};
+        const char *all[8];
+        size_t lens[8];
+
+        lock_key(lkey, sizeof(lkey), "lock", it->env, it->service);
+        lock_key(fkey, sizeof(fkey), "fence", it->env, it->service);
+        snprintf(floor_s, sizeof(floor_s), "%lld", (long long)it->floor);
+        for (int a = 0; a < 7; a++)
+            all[a] = args[a];
+        all[7] = floor_s;
+        for (int a = 0; a < 8; a++)
+            lens[a] = strlen(all[a]);
+        result = rf_redis_append(lock->redis, 8, all, lens, errstr, errstr_size);
+        if (result == RF_OK)
+            sent++;
+    }
+    /* every reply is read, so the connection stays in step after an error reply */
+    for (size_t i = start; i < start + sent && !fatal; i++) {
+        redisReply *r = NULL;
+
+        lost[i - start] = 0;
+        fatal = rf_redis_get_reply(lock->redis, &r, errstr, errstr_size);
+        if (fatal != RF_OK) {
+            result = fatal;
+        } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+            lost[i - start] = 1;
+            nlost++;
+        } else if (r->type == REDIS_REPLY_ERROR) {
+            if (result == RF_OK)
+                result = rf_errf(RF_ERR_RETRY, errstr, errstr_size, "redis: %s", r->str);
+        } else if (result == RF_OK) {
+            result = lock_acquire_reply(r, &items[i].acquired, &items[i].fence, items[i].holder,
+                                        errstr, errstr_size);
+        }
+        freeReplyObject(r);
+    }
+    for (size_t i = start; i < end && nlost && result == RF_OK; i++) {
+        rf_lock_take_t *it = &items[i];
+        if (!lost[i - start])
+            continue;
+        result = rf_lock_acquire(lock, it->env, it->service, it->release_id, lease_ms, it->floor,
+                                 &it->acquired, &it->fence, it->holder, errstr, errstr_size);
+    }
+    return result;
+}
+
+rf_err_t rf_lock_acquire_many(rf_lock_t *lock, rf_lock_take_t *items, size_t n, int lease_ms,
+                              char *errstr, size_t errstr_size)
+{
+    rf_err_t result = RF_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        items[i].acquired = 0;
+        items[i].fence = 0;
+        items[i].holder[0] = '\0';
+    }
+    /* A round trip a failover interrupted runs once more on the new master: the holder's
+     * acquisition only extends its lease and answers its token again. */
+    for (size_t start = 0; start < n && result == RF_OK; start += LOCK_PIPELINE) {
+        size_t end = n - start > LOCK_PIPELINE ? start + LOCK_PIPELINE : n;
+
+        for (int attempt = 0; attempt < 2; attempt++) {
+            unsigned drops = rf_redis_drops(lock->redis);
+            result = lock_acquire_chunk(lock, items, start, end, lease_ms, errstr, errstr_size);
+            if (result != RF_ERR_RETRY || rf_redis_drops(lock->redis) == drops)
+                break;
+        }
+    }
+    return result;
 }

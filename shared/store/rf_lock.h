@@ -48,6 +48,24 @@ typedef struct rf_lock_item {
 rf_err_t rf_lock_renew_many(rf_lock_t *lock, rf_lock_item_t *items, size_t n, int lease_ms,
                             char *errstr, size_t errstr_size);
 
+/* One lock to take in a pipelined call: which one, the PostgreSQL floor, and the answer. */
+typedef struct rf_lock_take {
+    const char *env;
+    const char *service;
+    const char *release_id;
+    int64_t floor;   /* as rf_lock_acquire's floor */
+    int acquired;    /* set by rf_lock_acquire_many, as rf_lock_acquire's *acquired */
+    int64_t fence;   /* on acquisition, the token (larger than floor) */
+    char holder[64]; /* when not acquired, the release that holds it */
+} rf_lock_take_t;
+
+/* rf_lock_acquire for n locks (of distinct services) in pipelined round trips, each with
+ * the same script, so the fencing token and the floor rule are those of rf_lock_acquire.
+ * On an error the items not yet answered keep acquired 0 and the call can be repeated as
+ * a whole (acquisition by the holder is idempotent: the same token again). */
+rf_err_t rf_lock_acquire_many(rf_lock_t *lock, rf_lock_take_t *items, size_t n, int lease_ms,
+                              char *errstr, size_t errstr_size);
+
 /* rf_lock_release for n locks in pipelined round trips. */
 rf_err_t rf_lock_release_many(rf_lock_t *lock, const rf_lock_item_t *items, size_t n,
                               char *errstr, size_t errstr_size);

@@ -245,6 +245,61 @@ static void test_pipelined_renew_and_release(void **state)
     rf_lock_destroy(l);
 }
 
+/* More locks than one round trip holds, taken at once: each free one acquired with a token
+ * above its floor, a busy one names its holder, the holder's own again gets the same token
+ * (a redelivered batch), after a SCRIPT FLUSH and a dropped connection too. */
+static void test_pipelined_acquire(void **state)
+{
+    enum { N = 600 };
+    static char services[N][16], ids[N][16];
+    static rf_lock_take_t items[N];
+    redisContext *rc = redisConnect("127.0.0.1", redis_port);
+    char err[256];
+    int acquired;
+    int64_t fence, first[N];
+    rf_lock_t *l = lock_at(redis_url, err, sizeof(err));
+    redisReply *r;
+
+    (void)state;
+    assert_non_null(l);
+    assert_true(rc && !rc->err);
+    assert_int_equal(rf_lock_acquire(l, "take", "svc7", "OTHER", 60000, 0, &acquired, &fence, NULL,
+                                     err, sizeof(err)), RF_OK);
+    for (int i = 0; i < N; i++) {
+        snprintf(services[i], sizeof(services[i]), "svc%d", i);
+        snprintf(ids[i], sizeof(ids[i]), "R%d", i);
+        items[i] = (rf_lock_take_t){"take", services[i], ids[i], i == 3 ? 1000 : 0, -1, -1, "x"};
+    }
+    assert_int_equal(rf_lock_acquire_many(l, items, N, 60000, err, sizeof(err)), RF_OK);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(items[i].acquired, i != 7);
+        first[i] = items[i].fence;
+    }
+    assert_string_equal(items[7].holder, "OTHER");
+    assert_int_equal(items[7].fence, 0);
+    assert_int_equal(items[3].fence, 1001); /* the floor from PostgreSQL wins */
+    assert_int_equal(items[599].fence, 1);
+    /* The same again (a redelivery): the same tokens, nothing incremented. */
+    r = redisCommand(rc, "SCRIPT FLUSH");
+    freeReplyObject(r);
+    assert_int_equal(rf_lock_acquire_many(l, items, N, 60000, err, sizeof(err)), RF_OK);
+    for (int i = 0; i < N; i++)
+        assert_true(items[i].acquired == (i != 7) && items[i].fence == first[i]);
+    r = redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes");
+    freeReplyObject(r);
+    assert_int_equal(rf_lock_acquire_many(l, items, 2, 60000, err, sizeof(err)), RF_OK);
+    assert_int_equal(items[1].acquired, 1);
+    assert_int_equal(items[1].fence, first[1]);
+    /* Freed, the next release of a service gets a larger token. */
+    assert_int_equal(rf_lock_release(l, "take", "svc3", "R3", err, sizeof(err)), RF_OK);
+    items[3].release_id = "R3b";
+    assert_int_equal(rf_lock_acquire_many(l, &items[3], 1, 60000, err, sizeof(err)), RF_OK);
+    assert_int_equal(items[3].acquired, 1);
+    assert_true(items[3].fence > first[3]);
+    redisFree(rc);
+    rf_lock_destroy(l);
+}
+
 /* Redis gone at a pipelined renewal: the error says why the connection could not be made
  * again (the first command's own error), not a generic "connection lost". */
 static void test_renew_many_reports_why_redis_is_unreachable(void **state)
@@ -274,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_lease_expiry_and_renew),
         cmocka_unit_test(test_restart_keeps_fence_growing),
         cmocka_unit_test(test_pipelined_renew_and_release),
+        cmocka_unit_test(test_pipelined_acquire),
         cmocka_unit_test(test_renew_many_reports_why_redis_is_unreachable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
