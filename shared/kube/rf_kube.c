@@ -32,6 +32,7 @@
 #define KUBE_EASY_POOL 16            /* idle easy handles kept for reuse */
 #define KUBE_FENCE_CACHE_MAX 4096    /* objects whose last apply answer is remembered */
 #define KUBE_FENCED_MAX_CONFLICTS 8
+#define KUBE_FENCE_KINDS_MAX 256     /* kinds whose conflicts are counted */
 
 struct rf_kube {
     char *server;
@@ -68,9 +69,12 @@ struct rf_kube {
     CURL *pool[KUBE_EASY_POOL];
     int npool;
 
-    /* rf_kube_apply_fenced: path -> [resourceVersion, fence, stale] of the last answer. */
+    /* rf_kube_apply_fenced: path -> [resourceVersion, fence, stale] of the last answer;
+     * "<apiVersion> <kind>" -> [applies from a remembered answer that went through, that
+     * met a 409] (fence_kinds). */
     pthread_mutex_t fence_lock;
     json_t *fence_cache;
+    json_t *fence_kinds;
     unsigned long requests;
     rf_metric_t *request_seconds; /* relfleet_kube_request_seconds{method} */
 };
@@ -233,6 +237,7 @@ rf_kube_t *rf_kube_new(const rf_kubeconfig_t *cfg, char *errstr, size_t errstr_s
     pthread_mutex_init(&k->pool_lock, NULL);
     pthread_mutex_init(&k->fence_lock, NULL);
     k->fence_cache = json_object();
+    k->fence_kinds = json_object();
     k->request_seconds = rf_metrics_histogram(
         "relfleet_kube_request_seconds",
         "API requests (not watches) and their time, retries included, by method",
@@ -280,6 +285,7 @@ void rf_kube_destroy(rf_kube_t *k)
     pthread_mutex_destroy(&k->pool_lock);
     pthread_mutex_destroy(&k->fence_lock);
     json_decref(k->fence_cache);
+    json_decref(k->fence_kinds);
     free(k->server);
     free(k->namespace);
     free(k->ca_pem);
@@ -1114,15 +1120,51 @@ static void kube_fence_cache_put(rf_kube_t *k, const char *path, const char *rv,
     pthread_mutex_unlock(&k->fence_lock);
 }
 
+/* 1 when the objects of a kind are written by others between our applies as a rule (a
+ * Deployment's status by its controller moves its resourceVersion after each of ours):
+ * most applies of the kind from a remembered answer met a 409, at least two. Its objects
+ * are then read before each apply (GET, PATCH) rather than conflicting first (PATCH 409,
+ * GET, PATCH), from the first apply of each object on. */
+static int kube_fence_kind_stale(rf_kube_t *k, const char *kind)
+{
+    json_t *e;
+    json_int_t ok, conflicts;
+
+    pthread_mutex_lock(&k->fence_lock);
+    e = json_object_get(k->fence_kinds, kind);
+    ok = json_integer_value(json_array_get(e, 0));
+    conflicts = json_integer_value(json_array_get(e, 1));
+    pthread_mutex_unlock(&k->fence_lock);
+    return conflicts >= 2 && conflicts > ok;
+}
+
+/* Counts an apply of the kind from a remembered answer: through, or met a 409. */
+static void kube_fence_kind_count(rf_kube_t *k, const char *kind, int conflict)
+{
+    json_t *e;
+
+    pthread_mutex_lock(&k->fence_lock);
+    e = json_object_get(k->fence_kinds, kind);
+    if (!e) {
+        if (json_object_size(k->fence_kinds) >= KUBE_FENCE_KINDS_MAX)
+            json_object_clear(k->fence_kinds);
+        e = json_pack("[I, I]", (json_int_t)0, (json_int_t)0);
+        json_object_set_new(k->fence_kinds, kind, e);
+    }
+    json_array_set_new(e, conflict ? 1 : 0,
+                       json_integer(json_integer_value(json_array_get(e, conflict ? 1 : 0)) + 1));
+    pthread_mutex_unlock(&k->fence_lock);
+}
+
 rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_manager,
                               const char *fence_key, int64_t fence, json_t **result_out,
                               char *errstr, size_t errstr_size)
 {
     json_t *meta = json_object_get(manifest, "metadata");
-    char path[1024];
+    char path[1024], kind[512];
     char *rv = NULL;
     int64_t live_fence = -1;
-    int cached = 0;
+    int cached = 0, kind_stale;
     rf_err_t result;
     int attempt;
 
@@ -1130,12 +1172,16 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
     result = rf_kube_object_path(manifest, k->namespace, path, sizeof(path), errstr, errstr_size);
     if (result != RF_OK)
         return result;
+    snprintf(kind, sizeof(kind), "%s %s", /* both there: the path has them */
+             json_string_value(json_object_get(manifest, "apiVersion")) ?: "",
+             json_string_value(json_object_get(manifest, "kind")) ?: "");
+    kind_stale = kube_fence_kind_stale(k, kind);
     for (attempt = 0; attempt < KUBE_FENCED_MAX_CONFLICTS; attempt++) {
         json_t *live = NULL;
 
         free(rv);
         rv = NULL;
-        cached = attempt == 0 && kube_fence_cache_get(k, path, &rv, &live_fence);
+        cached = attempt == 0 && !kind_stale && kube_fence_cache_get(k, path, &rv, &live_fence);
         if (!cached) {
             kube_req_t get = {"GET", path, NULL, NULL, 0};
             /* only the fence and resourceVersion are looked at */
@@ -1161,6 +1207,8 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
         json_object_del(meta, "resourceVersion");
         if (result == RF_OK) {
             json_t *smeta = json_object_get(*result_out, "metadata");
+            if (cached)
+                kube_fence_kind_count(k, kind, 0);
             kube_fence_cache_put(k, path,
                                  json_string_value(json_object_get(smeta, "resourceVersion")),
                                  kube_object_fence(*result_out, fence_key), 0);
@@ -1168,8 +1216,10 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
         }
         if (result == RF_ERR_PERM && strstr(errstr, ": 409 ")) {
             /* Written since our last answer (cached) or our read: read it and decide. */
-            if (cached)
+            if (cached) {
                 kube_fence_cache_put(k, path, rv, live_fence, 1);
+                kube_fence_kind_count(k, kind, 1);
+            }
             rf_log_debug("conflict on '%s', reading its fence again", path);
             continue;
         }

@@ -651,6 +651,108 @@ static void test_apply_fenced(void **state)
     fake_stop(f);
 }
 
+/* Objects by path; a Deployment's controller writes its status after each apply (its
+ * resourceVersion moves once more after the answer). */
+typedef struct kinds_fake {
+    char paths[8][512];
+    int rv[8];
+    int n;
+} kinds_fake_t;
+
+static void kinds_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *resp)
+{
+    kinds_fake_t *o = f->data;
+    int deploy = strstr(req->path, "/deployments/") != NULL;
+    const char *name = strrchr(req->path, '/') + 1;
+    const char *want;
+    json_t *body;
+    int i;
+
+    (void)n;
+    for (i = 0; i < o->n && strcmp(o->paths[i], req->path) != 0; i++)
+        ;
+    if (strcmp(req->method, "GET") != 0) {
+        body = json_loads(req->body, 0, NULL);
+        want = json_string_value(
+            json_object_get(json_object_get(body, "metadata"), "resourceVersion"));
+        if (i < o->n && want && atoi(want) != o->rv[i]) {
+            resp->status = 409;
+            resp->body = status_body(409, "Conflict", "the object has been modified");
+            json_decref(body);
+            return;
+        }
+        json_decref(body);
+        if (i == o->n) {
+            snprintf(o->paths[o->n], sizeof(o->paths[0]), "%s", req->path);
+            o->rv[o->n++] = 0;
+        }
+        o->rv[i]++;
+    } else if (i == o->n) {
+        resp->status = 404;
+        resp->body = status_body(404, "NotFound", "not found");
+        return;
+    }
+    resp->body = xprintf("{\"apiVersion\":\"%s\",\"kind\":\"%s\",\"metadata\":{\"name\":"
+                         "\"%s\",\"namespace\":\"shop\",\"resourceVersion\":\"%d\","
+                         "\"annotations\":{\"relfleet.io/fence\":\"5\"}}}",
+                         deploy ? "apps/v1" : "v1", deploy ? "Deployment" : "Service", name,
+                         o->rv[i]);
+    if (deploy && strcmp(req->method, "GET") != 0)
+        o->rv[i]++; /* the controller's status write */
+}
+
+static json_t *kinds_manifest(const char *kind, const char *name)
+{
+    return json_pack("{s:s, s:s, s:{s:s, s:s}}", "apiVersion",
+                     strcmp(kind, "Deployment") == 0 ? "apps/v1" : "v1", "kind", kind,
+                     "metadata", "name", name, "namespace", "shop");
+}
+
+/* Applies one object; expects the requests it made (methods and preconditions). */
+static void kinds_apply(rf_kube_t *k, fake_t *f, const char *kind, const char *name,
+                        const char *const *expect)
+{
+    json_t *m = kinds_manifest(kind, name), *out = NULL;
+    int n = fake_count(f), i;
+    char err[512];
+
+    if (rf_kube_apply_fenced(k, m, NULL, "relfleet.io/fence", 5, &out, err, sizeof(err)) != RF_OK)
+        fail_msg("%s %s: %s", kind, name, err);
+    for (i = 0; expect[i]; i++)
+        fenced_expect(f, n + i, expect[i]);
+    assert_int_equal(fake_count(f), n + i);
+    json_decref(out);
+    json_decref(m);
+}
+
+#define KINDS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* A kind whose objects conflict as a rule (most applies from a remembered answer met a
+ * 409, at least two) is read before each apply; a kind that does not keeps applying from
+ * the last answer. */
+static void test_apply_fenced_learns_kinds_written_by_others(void **state)
+{
+    kinds_fake_t o = {{{0}}, {0}, 0};
+    fake_t *f = fake_start(kinds_handler, &o, 0);
+    rf_kube_t *k = client_for(f->url);
+
+    (void)state;
+    kinds_apply(k, f, "Deployment", "a", KINDS("GET", "PATCH"));
+    kinds_apply(k, f, "Deployment", "b", KINDS("GET", "PATCH"));
+    kinds_apply(k, f, "Deployment", "c", KINDS("GET", "PATCH"));
+    kinds_apply(k, f, "Service", "s", KINDS("GET", "PATCH"));
+    /* The status writes moved a and b since our answers: a conflict each. */
+    kinds_apply(k, f, "Deployment", "a", KINDS("PATCH@1", "GET", "PATCH@2"));
+    kinds_apply(k, f, "Deployment", "b", KINDS("PATCH@1", "GET", "PATCH@2"));
+    /* Two of two conflicted: c, never conflicted itself, is read first. */
+    kinds_apply(k, f, "Deployment", "c", KINDS("GET", "PATCH@2"));
+    /* Services still from the last answer. */
+    kinds_apply(k, f, "Service", "s", KINDS("PATCH@1"));
+    kinds_apply(k, f, "Service", "s", KINDS("PATCH@2"));
+    rf_kube_destroy(k);
+    fake_stop(f);
+}
+
 static void test_object_paths(void **state)
 {
     static const struct {
@@ -1384,6 +1486,7 @@ int main(void)
         cmocka_unit_test(test_apply_request),
         cmocka_unit_test(test_apply_fenced),
         cmocka_unit_test(test_apply_fenced_answer_is_slim),
+        cmocka_unit_test(test_apply_fenced_learns_kinds_written_by_others),
         cmocka_unit_test(test_object_paths),
         cmocka_unit_test(test_status_errors),
         cmocka_unit_test(test_retries),
