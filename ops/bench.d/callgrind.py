@@ -47,7 +47,12 @@ def main():
                                                           os.path.join(bl.ROOT, "build")))
     a = ap.parse_args()
     a.build_dir = os.path.abspath(a.build_dir)
+    # Under callgrind a worker is ~50 times slower: a release may wait in its partition
+    # longer than the lock lease, and the render worker's sweep then publishes its
+    # `rendered` again (a lost message, as it must assume): duplicates the target would
+    # count as work per release. A lease of 10 minutes keeps one message per release.
     stack = bl.Stack(a.build_dir)
+    stack.base_env["RELFLEET_LOCK_LEASE_MS"] = "600000"
     proc = None
     out = os.path.join(os.path.abspath(a.out), f"callgrind.{a.target}.{os.getpid()}.out")
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
