@@ -21,7 +21,7 @@
 #include "worker.h"
 
 #define TRACK_CLAIM_MS 1000      /* look for releases nobody follows */
-#define TRACK_CLAIM_GRACE_MS 3000 /* a release never claimed waits this long for its worker */
+#define TRACK_CLAIM_GRACE_MS 10000 /* a release never claimed waits this long for its worker */
 #define TRACK_OWED_MS 2000       /* look for results messages a dead worker owes */
 #define TRACK_PROGRESS_MS 250    /* record progress at most this often (ends: at once) */
 #define TRACK_RETRY_END_MS 1000  /* an end that could not be stored is tried again */
@@ -894,9 +894,9 @@ static const char track_claim_sql[] =
     "secs => $2::int) FROM services s WHERE s.service = r.service AND s.env = r.env AND r.id IN ("
     " SELECT id FROM releases WHERE status IN ('progressing', 'paused') AND (track_owner IS NULL"
     " OR track_until < clock_timestamp()) AND ($3::uuid[] IS NULL OR id = ANY($3::uuid[]))"
-    " AND ($3::uuid[] IS NOT NULL OR track_until IS NOT NULL OR coalesce((track ->>"
-    " 'deadline_ms')::bigint - 1000 * (track ->> 'timeout_s')::bigint, 0) <"
-    " extract(epoch FROM clock_timestamp()) * 1000 - $4::bigint)"
+    " AND ($3::uuid[] IS NOT NULL OR track_until IS NOT NULL OR (track ->> 'shard')::int ="
+    " ANY($5::int[]) OR coalesce((track ->> 'deadline_ms')::bigint - 1000 * (track ->>"
+    " 'timeout_s')::bigint, 0) < extract(epoch FROM clock_timestamp()) * 1000 - $4::bigint)"
     " ORDER BY track_until NULLS FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"
     " RETURNING r.id, r.service, r.env, r.fence, r.track::text, s.cluster";
 
@@ -953,19 +953,31 @@ static void track_send_owed(track_stage_t *ts)
 
 /* Claims releases nobody follows (or only those of only_ids, a PostgreSQL array literal
  * of ids), and follows them. Our own claims are extended by track_renew, not here. The
- * sweep (only_ids NULL) leaves a release that was never claimed to the worker its `applied`
- * message goes to for TRACK_CLAIM_GRACE_MS after it started progressing (apply's deadline_ms
- * less its timeout): taken by another worker, it would open a watch of another shard
- * (track_shard_open) for one release. Lapsed and handed-back claims are taken at once. */
+ * sweep (only_ids NULL) takes lapsed and handed-back claims at once, and a release that was
+ * never claimed at once only if this worker watches its shard already: else it is left to
+ * the worker its `applied` message goes to for TRACK_CLAIM_GRACE_MS after it started
+ * progressing (apply's deadline_ms less its timeout), since taken here it would open a watch
+ * of another shard (track_shard_open) for one release. */
 static void track_claim(track_stage_t *ts, const char *only_ids)
 {
     char lease[16], grace[16], errstr[1024];
-    const char *params[4] = {ts->owner, lease, only_ids, grace};
+    const char *params[5] = {ts->owner, lease, only_ids, grace, NULL};
+    rf_buf_t shards = RF_BUF_INIT;
     PGresult *res = NULL;
+    rf_err_t result;
 
     snprintf(lease, sizeof(lease), "%d", TRACK_LEASE_S);
     snprintf(grace, sizeof(grace), "%d", TRACK_CLAIM_GRACE_MS);
-    if (rf_db_exec(ts->w->db, track_claim_sql, 4, params, &res, errstr, sizeof(errstr)) != RF_OK) {
+    rf_buf_addc(&shards, '{');
+    for (int i = 0; i < ts->nclusters; i++)
+        for (track_shard_t *sh = ts->clusters[i].shards; sh; sh = sh->next)
+            if (sh->shard >= 0)
+                rf_buf_addf(&shards, "%s%d", shards.len > 1 ? "," : "", sh->shard);
+    rf_buf_addc(&shards, '}');
+    params[4] = rf_buf_str(&shards);
+    result = rf_db_exec(ts->w->db, track_claim_sql, 5, params, &res, errstr, sizeof(errstr));
+    rf_buf_release(&shards);
+    if (result != RF_OK) {
         rf_log_warn("cannot claim releases: %s", errstr);
         return;
     }
