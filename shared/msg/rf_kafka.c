@@ -280,15 +280,23 @@ void rf_producer_destroy(rf_producer_t *p)
 
 /* Serves delivery reports until w->done reaches want. The reports arrive within
  * message.timeout.ms; past it and a margin, what is in flight is purged so that no report
- * can touch w after the caller returns (purged messages report __PURGE_*). */
-static void producer_wait(rf_producer_t *p, produce_wait_t *w, int want)
+ * can touch w after the caller returns (purged messages report __PURGE_*). flush: wait
+ * in rd_kafka_flush(), during which librdkafka sends what it holds at once instead of
+ * after linger.ms, for a batch scope's end: its sends all came before (lingering batches
+ * nothing more, it only delays the wait: ops/bench figure 2, the apply worker's delivery
+ * wait per poll batch), and the scope's thread is the producer's only one (a flush waits
+ * for every message in flight, so not for a send among other threads' sends). */
+static void producer_wait(rf_producer_t *p, produce_wait_t *w, int want, int flush)
 {
     struct timespec start, now;
     long waited_ms;
 
     clock_gettime(CLOCK_MONOTONIC, &start);
     while (w->done < want) {
-        rd_kafka_poll(p->rk, 50);
+        if (flush) /* returns once nothing is in flight (reports served), or after 50 ms */
+            rd_kafka_flush(p->rk, 50);
+        else
+            rd_kafka_poll(p->rk, 50);
         clock_gettime(CLOCK_MONOTONIC, &now);
         waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
         if (w->done < want && waited_ms > p->conf->kafka_timeout_ms + 5000) {
@@ -342,7 +350,7 @@ rf_err_t rf_producer_send_headers(rf_producer_t *p, const char *suffix, const ch
         rd_kafka_poll(p->rk, 0);
         return RF_OK;
     }
-    producer_wait(p, &w, 1);
+    producer_wait(p, &w, 1, 0);
     if (w.err) {
         producer_check_fatal(p);
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size,
@@ -370,7 +378,7 @@ rf_err_t rf_producer_batch_end(rf_producer_t *p, char *errstr, size_t errstr_siz
 
     p->batching = 0;
     p->batch_sent = 0;
-    producer_wait(p, &p->batch, sent);
+    producer_wait(p, &p->batch, sent, 1);
     if (p->batch.err) {
         producer_check_fatal(p);
         return rf_errf(RF_ERR_RETRY, errstr, errstr_size,

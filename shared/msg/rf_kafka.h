@@ -36,7 +36,8 @@ rf_err_t rf_producer_send_headers(rf_producer_t *p, const char *suffix, const ch
  * queued (RF_OK) without waiting for its delivery report; rf_producer_batch_end() waits for
  * every report of the scope (bounded as one send) and gives RF_ERR_RETRY if any message
  * was not delivered. The poll loop wraps a poll batch in it and stores the batch's offsets
- * only after end succeeded. */
+ * only after end succeeded. end sends at once what librdkafka holds for linger.ms, and
+ * waits for every message in flight: a batch scope is for a producer's only thread. */
 void rf_producer_batch_begin(rf_producer_t *p);
 rf_err_t rf_producer_batch_end(rf_producer_t *p, char *errstr, size_t errstr_size);
 /* Messages produced in the open batch scope so far (0 outside one). */
