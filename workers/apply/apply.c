@@ -48,13 +48,14 @@ static const double apply_part_bounds[] = {0.00025, 0.0005, 0.001, 0.0015, 0.002
                                            0.25,    0.5,    1,     2.5,    5,     10};
 
 static const char *const apply_part_names[APPLY_T_N + 1] = {
-    "queue",   /* `rendered` CreateTime -> the batch handed to the stage (Kafka, consumer
-                * queue, earlier batches) */
-    "batch",   /* -> its round (earlier rounds of the batch) */
-    "pg_read", /* the round's read of PostgreSQL */
-    "lock",    /* the round's fence checks and lock renewals (Redis) */
-    "api",     /* its API round trips (namespace, gray, server-side applies) */
-    "round",   /* waiting for the round's slowest cluster part, earlier closing statements */
+    "queue",     /* `rendered` CreateTime -> the batch handed to the stage (Kafka, consumer
+                  * queue, earlier batches) */
+    "batch",     /* -> its round (earlier rounds of the batch) */
+    "pg_read",   /* the round's read of PostgreSQL */
+    "lock",      /* the round's fence checks and lock renewals (Redis) */
+    "api",       /* its API round trips (namespace, gray, server-side applies) */
+    "round",     /* waiting for the closing statements of those whose cluster part ended
+                  * before its own */
     "pg_finish", /* its closing statement (rf_store_apply_finish) and the produce call */
     "after",     /* -> the batch handled (later closing statements, later rounds) */
 };
@@ -570,8 +571,11 @@ typedef struct apply_pool {
     apply_stage_t *as;
     apply_msg_t **todo;
     size_t n;
-    size_t next;
+    size_t next;        /* the next message to take */
+    apply_msg_t **done; /* those whose cluster part ended, in that order */
+    size_t ndone;
     pthread_mutex_t lock;
+    pthread_cond_t cond; /* signalled at each one done */
 } apply_pool_t;
 
 static void *apply_pool_run(void *arg)
@@ -588,37 +592,71 @@ static void *apply_pool_run(void *arg)
         rf_worker_log_ctx(p->todo[i]->in->m, p->todo[i]->in->body);
         apply_cluster_work(p->as, p->todo[i]);
         p->todo[i]->t[APPLY_T_APPLIED] = apply_clock();
+        pthread_mutex_lock(&p->lock);
+        p->done[p->ndone++] = p->todo[i];
+        pthread_cond_signal(&p->cond);
+        pthread_mutex_unlock(&p->lock);
     }
+}
+
+/* The closing statement of a message after its cluster part (main thread). */
+static void apply_close(apply_stage_t *as, apply_msg_t *m)
+{
+    rf_worker_log_ctx(m->in->m, m->in->body);
+    m->t[APPLY_T_FINISH] = apply_clock();
+    if (m->result == RF_OK) {
+        m->result = apply_finish(as->w, m);
+        m->timed = m->result == RF_OK;
+    } else {
+        m->result = apply_unfinished(as->w, m);
+    }
+    m->t[APPLY_T_FINISHED] = apply_clock();
 }
 
 /* The cluster parts of messages of distinct keys, up to APPLY_THREADS at once (the
- * client shares its connections between threads). */
+ * client shares its connections between threads), and each one's closing statement on
+ * this thread as soon as its cluster part ended: distinct keys, so no order among them
+ * to keep, and a message does not wait for the round's slowest. */
 static void apply_cluster_all(apply_stage_t *as, apply_msg_t **todo, size_t n)
 {
-    apply_pool_t p = {as, todo, n, 0, PTHREAD_MUTEX_INITIALIZER};
+    apply_pool_t p = {as, todo, n, 0, calloc(n ? n : 1, sizeof(*p.done)), 0,
+                      PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
     pthread_t threads[APPLY_THREADS];
     size_t started = 0;
 
-    while (n > 1 && started + 1 < n && started + 1 < APPLY_THREADS) {
+    if (!p.done)
+        abort();
+    while (n > 1 && started < n && started < APPLY_THREADS) {
         if (pthread_create(&threads[started], NULL, apply_pool_run, &p) != 0)
-            break; /* the ones started and this thread do the rest */
+            break;
         started++;
     }
-    apply_pool_run(&p);
+    if (started == 0) /* one message, or no thread to be had: all here, then close */
+        apply_pool_run(&p);
+    for (size_t k = 0; k < n; k++) {
+        apply_msg_t *m;
+        pthread_mutex_lock(&p.lock);
+        while (p.ndone <= k)
+            pthread_cond_wait(&p.cond, &p.lock);
+        m = p.done[k];
+        pthread_mutex_unlock(&p.lock);
+        apply_close(as, m);
+    }
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
+    pthread_cond_destroy(&p.cond);
     pthread_mutex_destroy(&p.lock);
+    free(p.done);
 }
 
-/* Messages of distinct keys: one read of PostgreSQL, the cluster parts together, then
- * each message's closing statement and `applied` in order. */
+/* Messages of distinct keys: one read of PostgreSQL, the cluster parts together, each
+ * message's closing statement and `applied` once its cluster part ended. */
 static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
 {
     apply_msg_t **todo = calloc(n, sizeof(*todo));
     char errstr[512];
     size_t ntodo = 0;
     rf_err_t result;
-
     double t0, t1;
 
     if (!todo)
@@ -642,18 +680,6 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
     for (size_t i = 0; i < ntodo; i++)
         todo[i]->t[APPLY_T_CLUSTER] = t0;
     apply_cluster_all(as, todo, ntodo);
-    for (size_t i = 0; i < ntodo; i++) {
-        apply_msg_t *m = todo[i];
-        rf_worker_log_ctx(m->in->m, m->in->body);
-        m->t[APPLY_T_FINISH] = apply_clock();
-        if (m->result == RF_OK) {
-            m->result = apply_finish(as->w, m);
-            m->timed = m->result == RF_OK;
-        } else {
-            m->result = apply_unfinished(as->w, m);
-        }
-        m->t[APPLY_T_FINISHED] = apply_clock();
-    }
     free(todo);
 }
 
@@ -736,8 +762,8 @@ static rf_err_t apply_init(rf_worker_t *w, void **state, char *errstr, size_t er
         "Where an applied release's time went, per part in order: queue (`rendered` created"
         " -> its poll batch handed to the stage), batch (earlier rounds of the batch),"
         " pg_read (the round's read), lock (the round's checks and lock renewals), api (its"
-        " API round trips), round (waiting for the round's slowest and earlier closing"
-        " statements), pg_finish (its closing statement and produce), after (later closing"
+        " API round trips), round (waiting for the closing statements of those whose cluster"
+        " part ended before), pg_finish (its closing statement and produce), after (later closing"
         " statements and rounds of the batch)",
         "part", apply_part_bounds, sizeof(apply_part_bounds) / sizeof(apply_part_bounds[0]));
     pthread_mutex_init(&as->ns_lock, NULL);
