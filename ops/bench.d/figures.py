@@ -690,9 +690,9 @@ def table(rep):
         if x.get("apply_breakdown"):
             L.append(row.format("   apply's time by part, in order (mean):", "", ""))
             for part, v in x["apply_breakdown"].items():
-                if v.get("per_release") is not None:
-                    part = f"{part}, {v['per_release']:.2f} per release"
-                L.append(row.format(f"     {part} ({v['mean_ms']:.2f})",
+                label = part if v.get("per_release") is None else \
+                    f"{part}, {v['per_release']:.2f} per release"
+                L.append(row.format(f"     {label} ({v['mean_ms']:.2f})",
                                     f"p50 {v['p50_ms']:.1f} / p99 "
                                     + p99s("apply " + part, v["p99_ms"], "{:.1f}") + " ms", ""))
     if "tracking" in f:
