@@ -724,16 +724,27 @@ static void render_build(render_stage_t *rs, render_job_t *j)
     j->step = RENDER_RECORD;
 }
 
-/* Started: `rendered` is what the row now holds, built here, not read back. */
+/* Started: `rendered` is what the row now holds, built here, not read back: the message
+ * less its manifests through jansson, then the manifests as the row holds them (their
+ * canonical text: the same JSON, keys sorted), so they are not written out twice. */
 static void render_started(render_stage_t *rs, render_job_t *j)
 {
-    char *text;
+    rf_buf_t text = RF_BUF_INIT;
+    char *head;
 
     rf_log_info("rendered %zu objects, fence %s", json_array_size(j->manifests), j->fence_s);
-    text = json_dumps(j->rendered, JSON_COMPACT);
-    j->result = rf_producer_send(rs->w->producer, "rendered", j->key, text, strlen(text),
-                                 j->errstr, j->errstr_size);
-    free(text);
+    json_object_del(j->rendered, "manifests");
+    head = json_dumps(j->rendered, JSON_COMPACT);
+    if (!head)
+        abort();
+    rf_buf_add(&text, head, strlen(head) - 1); /* without its closing brace */
+    rf_buf_adds(&text, ",\"manifests\":");
+    rf_buf_adds(&text, j->manifests_text);
+    rf_buf_addc(&text, '}');
+    free(head);
+    j->result = rf_producer_send(rs->w->producer, "rendered", j->key, rf_buf_str(&text),
+                                 text.len, j->errstr, j->errstr_size);
+    rf_buf_release(&text);
     j->step = RENDER_DONE;
 }
 
@@ -789,8 +800,13 @@ static void render_record_row(rf_buf_t *b, const render_job_t *j, size_t n)
         abort();
     /* text ends with '}': the JSON values follow before it */
     rf_buf_add(b, text, strlen(text) - 1);
-    rf_buf_addf(b, ",\"params\":%s,\"manifests\":%s,\"data\":%s}", j->values_text,
-                j->manifests_text, j->data_text);
+    rf_buf_adds(b, ",\"params\":");
+    rf_buf_adds(b, j->values_text);
+    rf_buf_adds(b, ",\"manifests\":");
+    rf_buf_adds(b, j->manifests_text);
+    rf_buf_adds(b, ",\"data\":");
+    rf_buf_adds(b, j->data_text);
+    rf_buf_addc(b, '}');
     free(text);
     json_decref(o);
 }
