@@ -61,3 +61,11 @@ CREATE OR REPLACE FUNCTION relfleet_result(rid uuid) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT relfleet_result_of(r) FROM releases r WHERE r.id = rid
 $$;
+
+-- 002's relfleet_iso, STABLE as to_char is: an IMMUTABLE SQL function over a STABLE one is
+-- never inlined, so each timestamp of a result or record was a function call of its own.
+-- Same text (the format has no locale-dependent field).
+CREATE OR REPLACE FUNCTION relfleet_iso(t timestamptz) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
