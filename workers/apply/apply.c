@@ -401,13 +401,14 @@ static void apply_cluster_work(apply_stage_t *as, apply_msg_t *m)
                    m->shard);
     json_array_foreach(notes, i, manifest)
         apply_event(m, "gray", json_string_value(manifest), NULL);
+    /* Marked in place, no copy: to_apply holds the message's own manifests (or copies,
+     * variants and the stable manifest of m->gray, marked alike above), which nothing
+     * reads after this; rf_kube_apply_fenced leaves them without resourceVersion. */
     json_array_foreach(to_apply, i, manifest) {
-        json_t *mc = json_deep_copy(manifest);
         json_t *stored = NULL, *meta, *obj;
-        apply_mark(mc, m->ns, m->id, m->fence_s, m->shard);
-        result = rf_kube_apply_fenced(m->kube, mc, "relfleet", APPLY_FENCE_ANNOTATION, m->fence,
-                                      &stored, m->errstr, m->errstr_size);
-        json_decref(mc);
+        apply_mark(manifest, m->ns, m->id, m->fence_s, m->shard);
+        result = rf_kube_apply_fenced(m->kube, manifest, "relfleet", APPLY_FENCE_ANNOTATION,
+                                      m->fence, &stored, m->errstr, m->errstr_size);
         if (result == RF_ERR_NOTFOUND && apply_namespace_forget(as, m->kube, m->ns)) {
             result = RF_ERR_RETRY; /* the namespace may be gone since: look again */
             goto out;
