@@ -248,6 +248,14 @@ static void random_suffix(char *out, size_t n)
     out[n] = '\0';
 }
 
+/* Sets key (a literal) to the string v; 0 when v is not UTF-8, as json_pack refuses it. */
+static int ev_str(json_t *o, const char *key, const char *v)
+{
+    json_t *s = json_string(v);
+
+    return s && json_object_set_new_nocheck(o, key, s) == 0;
+}
+
 /* Records a v1 Event about obj, as the controllers' event recorders do. */
 static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const char *reason,
                        const char *message, const char *component)
@@ -287,24 +295,53 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
             slot->key = key;
         if (RAND_bytes(b, sizeof(b)) != 1)
             memset(b, 1, sizeof(b));
-        for (int i = 0; i < 8; i++)
-            snprintf(hex + 2 * i, 3, "%02x", b[i]);
+        for (int i = 0; i < 8; i++) {
+            hex[2 * i] = "0123456789abcdef"[b[i] >> 4];
+            hex[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
+        }
+        hex[16] = '\0';
         snprintf(name, sizeof(name), "%.200s.%s", ks_jstr(obj, "metadata.name"), hex);
         if (slot)
             snprintf(slot->name, sizeof(slot->name), "%s", name);
     }
     ks_time_format(ks_now_ms(), ts, sizeof(ts));
-    ev = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:s, s:s, "
-                   "s:{s:s, s:s}, s:s, s:s, s:i, s:s, s:n, s:s, s:s}",
-                   "apiVersion", "v1", "kind", "Event", "metadata", "name", name, "namespace",
-                   ns ? ns : "default", "involvedObject", "kind", json_string_value(json_object_get(obj, "kind")) ?: "",
-                   "namespace", ns ? ns : "default", "name", ks_jstr(obj, "metadata.name"), "uid",
-                   ks_jstr(obj, "metadata.uid") ?: "", "apiVersion",
-                   json_string_value(json_object_get(obj, "apiVersion")) ?: "", "resourceVersion",
-                   ks_jstr(obj, "metadata.resourceVersion") ?: "", "reason", reason, "message",
-                   message, "source", "component", component, "host", NODE_NAME, "firstTimestamp", ts,
-                   "lastTimestamp", ts, "count", 1, "type", type, "eventTime", "reportingComponent",
-                   component, "reportingInstance", NODE_NAME);
+    /* what json_pack of the Event writes, in its order, without parsing a format per event */
+    {
+        const char *nsv = ns ? ns : "default", *oname = ks_jstr(obj, "metadata.name");
+        json_t *meta = json_object(), *inv = json_object(), *src = json_object();
+        int ok = oname != NULL;
+
+        ev = json_object();
+        ok = ok && ev_str(ev, "apiVersion", "v1") && ev_str(ev, "kind", "Event") &&
+             ev_str(meta, "name", name) && ev_str(meta, "namespace", nsv) &&
+             json_object_set_new_nocheck(ev, "metadata", meta) == 0 &&
+             ev_str(inv, "kind", json_string_value(json_object_get(obj, "kind")) ?: "") &&
+             ev_str(inv, "namespace", nsv) && ev_str(inv, "name", oname) &&
+             ev_str(inv, "uid", ks_jstr(obj, "metadata.uid") ?: "") &&
+             ev_str(inv, "apiVersion", json_string_value(json_object_get(obj, "apiVersion")) ?: "") &&
+             ev_str(inv, "resourceVersion", ks_jstr(obj, "metadata.resourceVersion") ?: "") &&
+             json_object_set_new_nocheck(ev, "involvedObject", inv) == 0 &&
+             ev_str(ev, "reason", reason) && ev_str(ev, "message", message) &&
+             ev_str(src, "component", component) && ev_str(src, "host", NODE_NAME) &&
+             json_object_set_new_nocheck(ev, "source", src) == 0 &&
+             ev_str(ev, "firstTimestamp", ts) && ev_str(ev, "lastTimestamp", ts) &&
+             json_object_set_new_nocheck(ev, "count", json_integer(1)) == 0 &&
+             ev_str(ev, "type", type) &&
+             json_object_set_new_nocheck(ev, "eventTime", json_null()) == 0 &&
+             ev_str(ev, "reportingComponent", component) &&
+             ev_str(ev, "reportingInstance", NODE_NAME);
+        if (!ok) {
+            /* as json_pack fails (a NULL name, a string that is not UTF-8): no Event */
+            if (!json_object_get(ev, "metadata"))
+                json_decref(meta);
+            if (!json_object_get(ev, "involvedObject"))
+                json_decref(inv);
+            if (!json_object_get(ev, "source"))
+                json_decref(src);
+            json_decref(ev);
+            ev = NULL;
+        }
+    }
     if (ev)
         ks_store_put(c->st, KS_EVENT, ev);
 }

@@ -498,6 +498,41 @@ static void test_stored_versions_never_change(void **state)
     assert_non_null(first_rs);
     assert_true(rs_events > 1);
     assert_true(seen_v2 > 1);
+    {
+        /* the Events the controller recorded: every member, in the recorder's order */
+        ks_event_t *e = ks_store_ring_at(st, KS_EVENT, 0);
+        rf_buf_t b = RF_BUF_INIT;
+        json_t *ev, *skel;
+        char *txt;
+        assert_non_null(e);
+        ev = ks_json_copy(e->obj);
+        json_object_del(json_object_get(ev, "metadata"), "resourceVersion");
+        json_object_del(json_object_get(ev, "metadata"), "uid");
+        json_object_del(json_object_get(ev, "metadata"), "creationTimestamp");
+        skel = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "name",
+                         ks_jstr(ev, "metadata.name"), "uid", ks_jstr(ev, "involvedObject.uid"),
+                         "rv", ks_jstr(ev, "involvedObject.resourceVersion"), "reason",
+                         ks_jstr(ev, "reason"), "message", ks_jstr(ev, "message"), "ts",
+                         ks_jstr(ev, "firstTimestamp"));
+        assert_int_equal(ks_json_append(&b, ev), 0);
+        assert_true(asprintf(&txt,
+                             "{\"apiVersion\":\"v1\",\"kind\":\"Event\",\"metadata\":{\"name\":\"%s\","
+                             "\"namespace\":\"default\"},\"involvedObject\":{\"kind\":\"Deployment\","
+                             "\"namespace\":\"default\",\"name\":\"web\",\"uid\":\"%s\",\"apiVersion\":"
+                             "\"apps/v1\",\"resourceVersion\":\"%s\"},\"reason\":\"%s\",\"message\":"
+                             "\"%s\",\"source\":{\"component\":\"deployment-controller\",\"host\":\"kubesim-node\"},"
+                             "\"firstTimestamp\":\"%s\",\"lastTimestamp\":\"%s\",\"count\":1,\"type\":"
+                             "\"Normal\",\"eventTime\":null,\"reportingComponent\":\"deployment-controller\","
+                             "\"reportingInstance\":\"kubesim-node\"}",
+                             ks_jstr(skel, "name"), ks_jstr(skel, "uid"), ks_jstr(skel, "rv"),
+                             ks_jstr(skel, "reason"), ks_jstr(skel, "message"), ks_jstr(skel, "ts"),
+                             ks_jstr(skel, "ts")) > 0);
+        assert_string_equal(rf_buf_str(&b), txt);
+        free(txt);
+        json_decref(skel);
+        json_decref(ev);
+        rf_buf_release(&b);
+    }
     ks_api_destroy(api);
     ks_ctrl_destroy(ctrl);
     ks_store_destroy(st);
