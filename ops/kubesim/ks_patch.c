@@ -655,7 +655,43 @@ static int key_find(const json_t *arr, const char *seg, size_t n, json_t **found
     return 1;
 }
 
-/* The value at a field path, NULL when absent. */
+/* One step of a field path: the value the segment (n bytes at seg) names under cur
+ * (f:<key> a member, k:{..} the list element with those keys, "." cur itself); NULL when
+ * absent. *index (when not NULL) is set to a found element's index. */
+static json_t *field_step(json_t *cur, const char *seg, size_t n, size_t *index)
+{
+    json_t *k, *el, *found = NULL, *kv;
+    const char *kk;
+    size_t i;
+
+    if (!cur)
+        return NULL;
+    if (n >= 2 && strncmp(seg, "f:", 2) == 0)
+        return json_object_getn(cur, seg + 2, n - 2);
+    if (n < 2 || strncmp(seg, "k:", 2) != 0)
+        return cur;
+    if (key_find(cur, seg + 2, n - 2, &found, index))
+        return found;
+    k = json_loadb(seg + 2, n - 2, 0, NULL);
+    json_array_foreach(cur, i, el) {
+        int all = 1;
+        json_object_foreach(k, kk, kv) {
+            if (!json_equal(json_object_get(el, kk), kv))
+                all = 0;
+        }
+        if (all && k) {
+            found = el;
+            if (index)
+                *index = i;
+            break;
+        }
+    }
+    json_decref(k);
+    return found;
+}
+
+/* The value at a field path, NULL when absent; *parent is the object or list the last
+ * f: or k: segment was looked up in. */
 static json_t *field_get(const json_t *obj, const char *path, json_t **parent, size_t *index)
 {
     json_t *cur = (json_t *)obj;
@@ -666,42 +702,9 @@ static json_t *field_get(const json_t *obj, const char *path, json_t **parent, s
     while (*p && cur) {
         const char *nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        if (n >= 2 && strncmp(p, "f:", 2) == 0) {
-            if (parent)
-                *parent = cur;
-            cur = json_object_getn(cur, p + 2, n - 2);
-        } else if (n >= 2 && strncmp(p, "k:", 2) == 0) {
-            json_t *k, *el, *found = NULL;
-            const char *kk;
-            json_t *kv;
-            size_t i;
-            int fast = key_find(cur, p + 2, n - 2, &found, index);
-            if (fast) {
-                if (parent)
-                    *parent = cur;
-                cur = found;
-                goto next;
-            }
-            k = json_loadb(p + 2, n - 2, 0, NULL);
-            json_array_foreach(cur, i, el) {
-                int all = 1;
-                json_object_foreach(k, kk, kv) {
-                    if (!json_equal(json_object_get(el, kk), kv))
-                        all = 0;
-                }
-                if (all && k) {
-                    found = el;
-                    if (index)
-                        *index = i;
-                    break;
-                }
-            }
-            json_decref(k);
-            if (parent)
-                *parent = cur;
-            cur = found;
-        }
-    next:
+        if (parent && n >= 2 && (strncmp(p, "f:", 2) == 0 || strncmp(p, "k:", 2) == 0))
+            *parent = cur;
+        cur = field_step(cur, p, n, index);
         p += n;
         if (*p == '\n')
             p++;
@@ -876,7 +879,7 @@ static void tree_walk(const json_t *node, rf_buf_t *buf, void (*fn)(const char *
 }
 
 typedef struct apply_ctx {
-    const json_t *live, *cfg, *t_new, *found;
+    const json_t *t_new, *found;
     json_t *entries, **sets, *merged, *conflicts;
     const char *manager;
     int force, nconf;
@@ -885,17 +888,15 @@ typedef struct apply_ctx {
     size_t lw;
 } apply_ctx_t;
 
-/* conflicts: a field this apply sets to another value, owned by someone else */
-static void apply_conflict(const char *path, void *cls)
+/* conflicts: a field this apply sets to another value (lv live's, cv the config's),
+ * owned by someone else */
+static void apply_conflict(const char *path, json_t *lv, json_t *cv, apply_ctx_t *x)
 {
-    apply_ctx_t *x = cls;
     size_t plen = strlen(path), i;
-    json_t *lv, *cv, *e;
+    json_t *e;
 
     if (plen >= 2 && strcmp(path + plen - 2, "\n.") == 0)
         return;
-    lv = field_get(x->live, path, NULL, NULL);
-    cv = field_get(x->cfg, path, NULL, NULL);
     if (!lv || json_equal(lv, cv))
         return;
     json_array_foreach(x->entries, i, e) {
@@ -916,6 +917,30 @@ static void apply_conflict(const char *path, void *cls)
             json_object_del(set, path);
             json_object_set_new(e, "fieldsV1", fields_to_v1(set));
         }
+    }
+}
+
+/* apply_conflict for each field path of t_new under the path in buf, with the values the
+ * path names in live (lv) and the config (cv), stepped down with the walk rather than
+ * looked up from the root for each path (as field_get would find them). */
+static void conflicts_walk(const json_t *node, rf_buf_t *buf, json_t *lv, json_t *cv,
+                           apply_ctx_t *x)
+{
+    const char *key;
+    json_t *sub;
+    size_t len = buf->len;
+
+    json_object_foreach((json_t *)node, key, sub) {
+        size_t klen = strlen(key);
+        json_t *l = field_step(lv, key, klen, NULL), *c = field_step(cv, key, klen, NULL);
+        if ((len && rf_buf_addc(buf, '\n') != 0) || rf_buf_add(buf, key, klen) != 0)
+            abort();
+        if (json_object_size(sub) == 0)
+            apply_conflict(rf_buf_str(buf), l, c, x);
+        else
+            conflicts_walk(sub, buf, l, c, x);
+        buf->len = len;
+        buf->data[len] = '\0';
     }
 }
 
@@ -968,15 +993,13 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
     sets = calloc(nsets ? nsets : 1, sizeof(*sets));
     if (!sets)
         abort();
-    x.live = live;
-    x.cfg = cfg;
     x.t_new = t_new;
     x.entries = entries;
     x.sets = sets;
     x.conflicts = *conflicts;
     x.manager = manager;
     x.force = force;
-    tree_walk(t_new, &buf, apply_conflict, &x);
+    conflicts_walk(t_new, &buf, (json_t *)live, (json_t *)cfg, &x);
     if (x.nconf && !force) {
         if (x.nconf == 1)
             snprintf(errstr, errstr_size,
