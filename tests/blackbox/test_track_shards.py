@@ -168,7 +168,7 @@ def test_a_deployment_without_the_shard_label_is_still_tracked(h):
     """As after an upgrade: a release applied before the label existed (no shard in its
     track state) whose Deployment has no shard label."""
     svc = setup_service(h, replicas=2)
-    ns_of = lambda: h.relctl_json("service", "show", svc, "--env", "prod")["namespace"]  # noqa
+    ns = h.relctl_json("service", "show", svc, "--env", "prod")["namespace"]
     pids = list(track_workers(h).values())
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
@@ -176,10 +176,10 @@ def test_a_deployment_without_the_shard_label_is_still_tracked(h):
         rid = deploy(h, svc, "1.0.0")
         wait_status(h, rid, "progressing", timeout=60)
         h.psql(f"UPDATE releases SET track = track - 'shard' WHERE id = '{rid}'")
-        subprocess.run(["kubectl", "--kubeconfig", h.env["RELFLEET_KUBECONFIG"], "-n", ns_of(),
+        subprocess.run(["kubectl", "--kubeconfig", h.env["RELFLEET_KUBECONFIG"], "-n", ns,
                         "label", "deployment", svc, "relfleet.io/shard-"],
                        capture_output=True, text=True, timeout=30, check=True)
-        assert "relfleet.io/shard" not in deployment(h, ns_of(), svc)["metadata"]["labels"]
+        assert "relfleet.io/shard" not in deployment(h, ns, svc)["metadata"]["labels"]
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
