@@ -54,6 +54,7 @@ def main():
     stack = bl.Stack(a.build_dir)
     stack.base_env["RELFLEET_LOCK_LEASE_MS"] = "600000"
     proc = None
+    os.makedirs(a.out, exist_ok=True)  # valgrind cannot create it: the worker would die unseen
     out = os.path.join(os.path.abspath(a.out), f"callgrind.{a.target}.{os.getpid()}.out")
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
           "--separate-threads=no", "--collect-atstart=yes"]
