@@ -156,14 +156,23 @@ def test_refused_messages_in_the_middle_of_a_batch_are_dead_lettered_alone(h):
         messages.append(msg)
         ids.append(rid)
     garbage = b"{not json " + uuid.uuid4().hex.encode()
-    # Another request under the first one's id, right after it in the same batch.
+    # Another request under the first one's id, right after it in the same batch, and a
+    # request of the same service after that one.
     (clash_key, clash), _ = request(services[0], "9.9.9", rid=ids[0])
-    messages[1:1] = [(clash_key, clash)]
-    messages[3:3] = [(f"prod/{services[2]}".encode(), garbage)]
+    after, after_id = request(services[0], "1.0.0")
+    messages[1:1] = [(clash_key, clash), after]
+    messages[4:4] = [(f"prod/{services[2]}".encode(), garbage)]
     start = publish_to_stopped_render(h, messages)
-    for rid in ids:
+    for rid in ids + [after_id]:
         assert wait_status(h, rid, TERMINAL, timeout=90)["status"] == "succeeded", rid
     assert record(h, ids[0])["version"] == "1.0.0"
+    # The service's request after the refused one is recorded after its dead letter: the
+    # batch's statement left it out and it came again behind the rejection.
+    order = h.psql(
+        f"SELECT (SELECT min(at) FROM timeline WHERE release_id = '{after_id}'"
+        f" AND event = 'queued') >= (SELECT max(at) FROM rejected_messages"
+        f" WHERE stage = 'render' AND convert_from(payload, 'UTF8') LIKE '%{ids[0]}%9.9.9%')")
+    assert order == [["t"]], order
     statements = render_statements(h, start)
     assert any(BATCH_RECORD in s for s in statements), statements
     def payload(m):
@@ -178,7 +187,7 @@ def test_refused_messages_in_the_middle_of_a_batch_are_dead_lettered_alone(h):
     rows = h.psql(f"SELECT reason FROM rejected_messages WHERE stage = 'render' AND"
                   f" convert_from(payload, 'UTF8') LIKE '%{ids[0]}%9.9.9%'")
     assert rows == [[reasons["clash"]]], rows
-    for rid, got in results_of(h, ids).items():
+    for rid, got in results_of(h, ids + [after_id]).items():
         assert len(got) == 1, (rid, got)
 
 

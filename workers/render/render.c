@@ -1048,22 +1048,31 @@ typedef struct render_msg {
  * one (a redelivery) or not (another request with the same id). Status NULL: another
  * worker is recording the same id right now. A request's created_at is the statement's
  * time plus n microseconds, so that two requests of one service in one batch queue in
- * their order, as two statements would. */
+ * their order, as two statements would. A request refused here (its id already holds
+ * other content, recorded or earlier in the batch) is dead-lettered once the hook
+ * returns: the requests of its service after it are not recorded ('deferred') but
+ * redelivered after the dead letter, so that a service's effects keep their order. */
 static const char render_insert_sql[] =
     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(n int, id uuid, service text,"
     " env text, version text, kind text, parent uuid, operator text, description text,"
     " request jsonb, message text)),"
+    " refused AS (SELECT x.service, x.env, min(x.n) AS n FROM x"
+    " WHERE EXISTS (SELECT 1 FROM releases r WHERE r.id = x.id AND r.request <> x.request)"
+    " OR EXISTS (SELECT 1 FROM x y WHERE y.id = x.id AND y.n < x.n AND y.request <> x.request)"
+    " GROUP BY x.service, x.env),"
     " ins AS (INSERT INTO releases (id, service, env, version, kind, parent, operator,"
     " description, status, request, created_at) SELECT DISTINCT ON (x.id) x.id, x.service,"
     " x.env, x.version, x.kind, x.parent, x.operator, x.description, 'queued', x.request,"
-    " now() + x.n * interval '1 microsecond' FROM x ORDER BY x.id, x.n"
+    " now() + x.n * interval '1 microsecond' FROM x LEFT JOIN refused f ON"
+    " f.service = x.service AND f.env = x.env WHERE f.n IS NULL OR x.n < f.n ORDER BY x.id, x.n"
     " ON CONFLICT (id) DO NOTHING RETURNING id, request),"
     " ev AS (INSERT INTO timeline (release_id, stage, event, status, message)"
     " SELECT i.id, 'render', 'queued', 'queued', (SELECT x.message FROM x WHERE x.id = i.id"
     " ORDER BY x.n LIMIT 1) FROM ins i)"
-    " SELECT x.n, CASE WHEN i.id IS NOT NULL THEN 'queued' ELSE r.status END,"
-    " coalesce(i.request, r.request) = x.request"
-    " FROM x LEFT JOIN ins i ON i.id = x.id LEFT JOIN releases r ON r.id = x.id ORDER BY x.n";
+    " SELECT x.n, CASE WHEN f.n < x.n THEN 'deferred' WHEN i.id IS NOT NULL THEN 'queued'"
+    " ELSE r.status END, coalesce(i.request, r.request) = x.request"
+    " FROM x LEFT JOIN ins i ON i.id = x.id LEFT JOIN releases r ON r.id = x.id"
+    " LEFT JOIN refused f ON f.service = x.service AND f.env = x.env ORDER BY x.n";
 
 /* The row of render_insert_sql's $1 for one request. */
 static json_t *render_insert_row(const render_msg_t *m, size_t n)
@@ -1116,7 +1125,10 @@ static rf_err_t render_insert(render_stage_t *rs, render_msg_t **msgs, size_t n,
     }
     for (size_t i = 0; i < n; i++) {
         render_msg_t *m = msgs[i];
-        if (PQgetisnull(res, (int)i, 1))
+        if (strcmp(PQgetvalue(res, (int)i, 1), "deferred") == 0)
+            m->result = rf_errf(RF_ERR_RETRY, m->errstr, m->errstr_size,
+                                "an earlier request of '%s' is refused", m->key);
+        else if (PQgetisnull(res, (int)i, 1))
             m->result = rf_errf(RF_ERR_RETRY, m->errstr, m->errstr_size,
                                 "release '%s' is being recorded by another worker", m->id);
         else if (strcmp(PQgetvalue(res, (int)i, 2), "t") != 0)
@@ -1180,7 +1192,8 @@ static void render_round(render_stage_t *rs, render_msg_t **round, size_t k)
  * distinct services (env/service, the message key), each service's messages in their order:
  * the first round starts the first queued release of every service at once, a second one
  * (two requests of one service in the batch) tries again behind it, as one message after
- * the other would. A message after one of its service that is retried is retried too.
+ * the other would. A message after one of its service that is retried or refused is
+ * retried too (after the dead letter, for a refused one).
  */
 static void render_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_err_t *results,
                                 char *const *errstrs, size_t errstr_size)
@@ -1214,9 +1227,18 @@ static void render_handle_batch(void *state, rf_input_t *const *in, size_t n, rf
         rf_log_warn("the record of %zu requests at once failed (%s): one by one", n, errstrs[0]);
         result = RF_OK;
         for (size_t i = 0; i < n; i++) {
-            rf_err_t one = render_insert(rs, &round[i], 1, msgs[i].errstr, errstr_size);
+            rf_err_t one;
+
+            if (json_object_get(blocked, msgs[i].key)) {
+                msgs[i].result = rf_errf(RF_ERR_RETRY, msgs[i].errstr, errstr_size,
+                                         "an earlier request of '%s' is refused", msgs[i].key);
+                continue;
+            }
+            one = render_insert(rs, &round[i], 1, msgs[i].errstr, errstr_size);
             if (one != RF_OK)
                 msgs[i].result = one;
+            if (msgs[i].result == RF_ERR_PERM)
+                json_object_set_new(blocked, msgs[i].key, json_true());
         }
     } else if (result != RF_OK) {
         for (size_t i = 0; i < n; i++) {
@@ -1236,16 +1258,17 @@ static void render_handle_batch(void *state, rf_input_t *const *in, size_t n, rf
             json_object_set_new(used, m->key, json_true());
             done[i] = 1;
             left--;
-            if (json_object_get(blocked, m->key)) {
+            if (m->result == RF_OK && json_object_get(blocked, m->key)) {
                 m->result = rf_errf(RF_ERR_RETRY, m->errstr, m->errstr_size,
-                                    "an earlier message of '%s' is retried", m->key);
+                                    "an earlier message of '%s' is retried or refused",
+                                    m->key);
                 continue;
             }
             round[k++] = m;
         }
         render_round(rs, round, k);
         for (size_t i = 0; i < k; i++)
-            if (round[i]->result == RF_ERR_RETRY)
+            if (round[i]->result == RF_ERR_RETRY || round[i]->result == RF_ERR_PERM)
                 json_object_set_new(blocked, round[i]->key, json_true());
     }
     for (size_t i = 0; i < n; i++)
