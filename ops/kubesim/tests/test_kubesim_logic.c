@@ -625,6 +625,55 @@ static void test_json_append_writes_what_jansson_dumps(void **state)
         rf_buf_release(&b);
         json_decref(j);
     }
+    /* strings of every length up to 40 with a byte that is escaped (or one next to those
+     * that are not) at every place, for the eight-at-a-time scan; written into a buffer
+     * with room (the direct path), into a new one (through rf_buf) and into capped ones */
+    {
+        static const char *const bytes[] = {"\"", "\\", "\x01", "\x1f", "\n", " ",
+                                            "\x7f", "!", "[", "]", "\xc3\xa9", "\xe4\xb8\xad"};
+        for (size_t bi = 0; bi < sizeof(bytes) / sizeof(bytes[0]); bi++)
+            for (size_t len = 0; len <= 40; len++)
+                for (size_t at = 0; at <= len; at++) {
+                    char s[64];
+                    json_t *j = json_object();
+                    rf_buf_t room = RF_BUF_INIT, fresh = RF_BUF_INIT;
+                    char *want;
+                    size_t wlen;
+                    memset(s, 'a', len);
+                    s[len] = '\0';
+                    memcpy(s + at, bytes[bi], strlen(bytes[bi]));
+                    s[len + strlen(bytes[bi])] = '\0';
+                    if (at < len)
+                        memset(s + at + strlen(bytes[bi]), 'b', len - at);
+                    s[len + strlen(bytes[bi])] = '\0';
+                    json_object_set_new(j, s, json_string(s));
+                    json_object_set_new(j, "k", json_pack("[s, i, b, n]", s, (json_int_t)-7, 1));
+                    want = json_dumps(j, JSON_COMPACT);
+                    assert_non_null(want);
+                    wlen = strlen(want);
+                    rf_buf_add(&room, "x", 1);
+                    for (int g = 0; g < 4; g++)
+                        rf_buf_add(&room, want, wlen);
+                    rf_buf_reset(&room);
+                    assert_int_equal(ks_json_append(&room, j), 0);
+                    assert_string_equal(rf_buf_str(&room), want);
+                    assert_int_equal(ks_json_append(&fresh, j), 0);
+                    assert_string_equal(rf_buf_str(&fresh), want);
+                    for (size_t max = wlen - 3; max <= wlen + 1; max++) {
+                        rf_buf_t capped;
+                        rf_buf_init(&capped, max);
+                        assert_int_equal(ks_json_append(&capped, j), wlen <= max ? 0 : -1);
+                        assert_true(capped.len <= max);
+                        if (wlen <= max)
+                            assert_string_equal(rf_buf_str(&capped), want);
+                        rf_buf_release(&capped);
+                    }
+                    free(want);
+                    rf_buf_release(&room);
+                    rf_buf_release(&fresh);
+                    json_decref(j);
+                }
+    }
     {
         json_t *j = json_string("not a container");
         rf_buf_t b = RF_BUF_INIT;
