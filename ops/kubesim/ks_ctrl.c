@@ -3,7 +3,6 @@
 #include "rf_log.h"
 
 #include <math.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,10 +194,9 @@ static int spec_replicas(const json_t *o)
 
 static int status_int(const json_t *o, const char *field)
 {
-    char path[64];
+    json_t *v = json_object_get(json_object_get(o, "status"), field);
 
-    snprintf(path, sizeof(path), "status.%s", field);
-    return (int)ks_jint(o, path, 0);
+    return json_is_integer(v) ? (int)json_integer_value(v) : 0;
 }
 
 /* Annotation keys hold dots, so they are looked up directly. */
@@ -236,12 +234,12 @@ static void ctrl_commit(ks_ctrl_t *c, ks_obj_t *o, json_t *copy)
         ks_store_put(c->st, o->kind, copy);
 }
 
-static void random_suffix(char *out, size_t n)
+static void random_suffix(ks_ctrl_t *c, char *out, size_t n)
 {
     static const char alphabet[] = "bcdfghjklmnpqrstvwxz2456789";
     unsigned char b[16];
 
-    if (RAND_bytes(b, sizeof(b)) != 1)
+    if (ks_store_random(c->st, b, sizeof(b)) != 0)
         memset(b, 7, sizeof(b));
     for (size_t i = 0; i < n && i < sizeof(b); i++)
         out[i] = alphabet[b[i] % (sizeof(alphabet) - 1)];
@@ -293,7 +291,7 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
         }
         if (slot)
             slot->key = key;
-        if (RAND_bytes(b, sizeof(b)) != 1)
+        if (ks_store_random(c->st, b, sizeof(b)) != 0)
             memset(b, 1, sizeof(b));
         for (int i = 0; i < 8; i++) {
             hex[2 * i] = "0123456789abcdef"[b[i] >> 4];
@@ -560,7 +558,7 @@ static void create_pod(ks_ctrl_t *c, ks_obj_t *rs)
     char name[300], suffix[6];
 
     do {
-        random_suffix(suffix, 5);
+        random_suffix(c, suffix, 5);
         snprintf(name, sizeof(name), "%s-%s", rs->name, suffix);
     } while (ks_store_get(c->st, KS_POD, rs->ns, name));
     pod = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:o}", "apiVersion", "v1", "kind", "Pod",
@@ -681,6 +679,22 @@ static int template_matches(const json_t *rs_tmpl, const json_t *d_tmpl)
     return eq;
 }
 
+/* template_matches of rs's template and d_tmpl, answered from rs's last comparison
+ * when it was of these two trees (a sync compares the same ones again and again) */
+static int rs_template_matches(ks_obj_t *rs, json_t *d_tmpl)
+{
+    json_t *own = ks_jget(rs->json, "spec.template");
+
+    if (!own || !d_tmpl || own != rs->tmpl_own || d_tmpl != rs->tmpl_dep) {
+        json_decref(rs->tmpl_own);
+        json_decref(rs->tmpl_dep);
+        rs->tmpl_own = json_incref(own);
+        rs->tmpl_dep = json_incref(d_tmpl);
+        rs->tmpl_match = template_matches(own, d_tmpl);
+    }
+    return rs->tmpl_match;
+}
+
 static int rs_cmp_created(const void *a, const void *b)
 {
     const ks_obj_t *x = *(ks_obj_t *const *)a, *y = *(ks_obj_t *const *)b;
@@ -714,7 +728,7 @@ static void dep_classify(dep_ctx_t *x)
             all[n++] = d->kids[i];
     qsort(all, n, sizeof(*all), rs_cmp_created);
     for (size_t i = 0; i < n; i++) {
-        if (!x->new_rs && template_matches(ks_jget(all[i]->json, "spec.template"), tmpl))
+        if (!x->new_rs && rs_template_matches(all[i], tmpl))
             x->new_rs = all[i];
         else
             x->old[x->nold++] = all[i];
@@ -872,7 +886,10 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
         return;
     /* create the new ReplicaSet */
     {
-        json_t *tmpl = ks_json_copy(ks_jget(x->dj, "spec.template"));
+        /* the Deployment's template, but for the labels (the hash label goes there): a
+         * copy of the path to them, the rest (spec above all) shared, so that this
+         * template and the Deployment's compare equal at their spec's pointer */
+        json_t *tmpl = json_copy(ks_jget(x->dj, "spec.template"));
         int64_t collisions = ks_jint(x->dj, "status.collisionCount", 0);
         char hash[32], name[300];
         json_t *rs, *sel, *ann, *dann, *v;
@@ -888,6 +905,7 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
             ctrl_enqueue(x->c, x->d);
             return;
         }
+        ks_jcow(ks_jcow(tmpl, "metadata"), "labels");
         ks_jset(tmpl, "metadata.labels." HASH_LABEL, json_string(hash));
         sel = ks_json_copy(ks_jget(x->dj, "spec.selector"));
         ks_jset(sel, "matchLabels." HASH_LABEL, json_string(hash));
@@ -998,7 +1016,7 @@ static void dep_sync_status(dep_ctx_t *x, int rollout)
     ks_obj_t **all = malloc((x->nold + 2) * sizeof(*all));
     size_t n = 0;
     json_t *old_status = json_object_get(x->d->json, "status");
-    json_t *st = ks_json_copy(json_object_get(x->dj, "status"));
+    json_t *st = json_copy(json_object_get(x->dj, "status"));
     int available, total_spec, unavail;
 
     if (!st)
@@ -1240,7 +1258,7 @@ static void dep_rolling(dep_ctx_t *x)
     }
     free(all);
     if (!changed) {
-        json_t *probe = ks_json_copy(json_object_get(x->dj, "status"));
+        json_t *probe = json_copy(json_object_get(x->dj, "status"));
         dep_sync_status(x, 0);
         if (dep_complete(x, json_object_get(x->dj, "status")))
             dep_cleanup(x);
@@ -1277,7 +1295,7 @@ static void dep_recreate(dep_ctx_t *x)
     if (x->new_rs && spec_replicas(x->new_rs->json) != x->replicas)
         scale_rs(x, x->new_rs, x->replicas);
     {
-        json_t *probe = ks_json_copy(json_object_get(x->dj, "status"));
+        json_t *probe = json_copy(json_object_get(x->dj, "status"));
         dep_sync_status(x, 0);
         if (dep_complete(x, json_object_get(x->dj, "status")))
             dep_cleanup(x);
@@ -1293,10 +1311,12 @@ static void sync_deployment(ks_ctrl_t *c, ks_obj_t *d)
     memset(&x, 0, sizeof(x));
     x.c = c;
     x.d = d;
-    /* the working copy: status and annotations change, spec is shared with d */
+    /* the working copy: status and annotations change, spec is shared with d; status is a
+     * copy of one level (each change of it replaces a member: conditions are written as a
+     * new array, a changed condition as a new object), so members are shared with d */
     x.dj = ks_obj_copy(d->json);
     if (json_is_object(json_object_get(x.dj, "status")))
-        json_object_set_new(x.dj, "status", ks_json_copy(json_object_get(x.dj, "status")));
+        json_object_set_new(x.dj, "status", json_copy(json_object_get(x.dj, "status")));
     else
         json_object_set_new(x.dj, "status", json_object());
     x.replicas = spec_replicas(d->json);

@@ -127,6 +127,8 @@ static void event_release(ks_event_t *e)
 static void obj_free(ks_obj_t *o)
 {
     json_decref(o->json);
+    json_decref(o->tmpl_own);
+    json_decref(o->tmpl_dep);
     free(o->ns);
     free(o->name);
     free(o->kids);
@@ -182,21 +184,58 @@ ks_obj_t *ks_store_get(ks_store_t *st, ks_kind_t kind, const char *ns, const cha
     return o;
 }
 
-static void store_uid(ks_store_t *st, char *out, size_t out_size)
+int ks_store_random(ks_store_t *st, unsigned char *out, size_t n)
 {
-    unsigned char b[16];
+    if (n > 64)
+        return -1;
+    if (st->rand_left < n) {
+        if (RAND_bytes(st->rand_pool, sizeof(st->rand_pool)) != 1) {
+            st->rand_left = 0;
+            return -1;
+        }
+        st->rand_left = sizeof(st->rand_pool);
+    }
+    st->rand_left -= n;
+    memcpy(out, st->rand_pool + st->rand_left, n);
+    /* a byte handed out is not kept */
+    memset(st->rand_pool + st->rand_left, 0, n);
+    return 0;
+}
 
-    if (RAND_bytes(b, sizeof(b)) != 1) {
+/* The decimal digits of v and a NUL at out (at least 21 bytes). */
+static void store_u64(char *out, uint64_t v)
+{
+    char num[24], *p = num + sizeof(num);
+
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(out, p, (size_t)(num + sizeof(num) - p));
+}
+
+/* A version 4 uid ("%02x" of each byte, dashes after bytes 4, 6, 8 and 10); out has 37 bytes. */
+static void store_uid(ks_store_t *st, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    char *p = out;
+
+    if (ks_store_random(st, b, sizeof(b)) != 0) {
         memset(b, 0, sizeof(b));
         memcpy(b, &st->uid_counter, sizeof(st->uid_counter));
     }
     st->uid_counter++;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, out_size,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[b[i] >> 4];
+        *p++ = hex[b[i] & 15];
+    }
+    *p = '\0';
 }
 
 static const char *const event_names[] = {"ADDED", "MODIFIED", "DELETED"};
@@ -530,12 +569,12 @@ ks_obj_t *ks_store_put(ks_store_t *st, ks_kind_t kind, json_t *obj)
     json_t *prev = NULL;
 
     st->rv++;
-    snprintf(rvs, sizeof(rvs), "%llu", (unsigned long long)st->rv);
-    json_object_set_new(meta, "resourceVersion", json_string(rvs));
+    store_u64(rvs, st->rv);
+    json_object_set_new(meta, "resourceVersion", json_stringn_nocheck(rvs, strlen(rvs)));
     if (!o) {
         char uid[40], ts[32];
         if (!json_object_get(meta, "uid")) {
-            store_uid(st, uid, sizeof(uid));
+            store_uid(st, uid);
             json_object_set_new(meta, "uid", json_string(uid));
         }
         if (!json_object_get(meta, "creationTimestamp") ||
@@ -610,7 +649,7 @@ void ks_store_delete(ks_store_t *st, ks_obj_t *o)
     *pp = o->hnext;
     t->count--;
     st->rv++;
-    snprintf(rvs, sizeof(rvs), "%llu", (unsigned long long)st->rv);
+    store_u64(rvs, st->rv);
     gone = ks_obj_copy(o->json);
     json_object_set_new(json_object_get(gone, "metadata"), "resourceVersion", json_string(rvs));
     store_record(st, o->kind, KS_EV_DELETED, gone, o->json);
@@ -718,16 +757,13 @@ json_t *ks_jget(const json_t *obj, const char *dotted)
 {
     const json_t *cur = obj;
     const char *p = dotted;
-    char seg[128];
 
     while (*p && cur) {
         const char *dot = strchr(p, '.');
         size_t n = dot ? (size_t)(dot - p) : strlen(p);
-        if (n >= sizeof(seg))
+        if (n >= 128) /* as the segment buffer this had */
             return NULL;
-        memcpy(seg, p, n);
-        seg[n] = '\0';
-        cur = json_object_get(cur, seg);
+        cur = json_object_getn(cur, p, n);
         p += n;
         if (*p == '.')
             p++;

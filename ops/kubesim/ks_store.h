@@ -67,6 +67,11 @@ typedef struct ks_obj {
     int64_t progress_ms; /* deployments: when the Progressing condition last changed */
     int64_t ready_ms;    /* pods: when the Ready condition became true, 0 when not ready */
     int64_t expire_ms;   /* events: when the Event expires (--event-ttl), 0 never */
+    /* replicasets: the controller's last comparison of this one's template (tmpl_own) with
+     * its Deployment's (tmpl_dep), both held (so neither address is reused while kept:
+     * stored trees never change), and its answer */
+    json_t *tmpl_own, *tmpl_dep;
+    int tmpl_match;
 } ks_obj_t;
 
 /* One event in a kind's ring: shared by every watcher, read under the store lock. */
@@ -99,6 +104,9 @@ typedef struct ks_store {
     ks_table_t tables[KS_KIND_COUNT];
     ks_ring_t rings[KS_KIND_COUNT];
     int stopping;
+    /* random bytes for uids and generated names, drawn from RAND_bytes a pool at a time */
+    unsigned char rand_pool[4096];
+    size_t rand_left;
     /* hook called (lock held) after every stored change, for the controller */
     void (*on_change)(void *cls, ks_obj_t *obj, ks_event_type_t type);
     void *on_change_cls;
@@ -146,6 +154,11 @@ int ks_json_append_value(rf_buf_t *b, const json_t *j);
  * loop check (a snprintf and a hash table entry per object and array); objects and arrays
  * here are trees. */
 json_t *ks_json_copy(const json_t *j);
+
+/* Lock held. Fills out with n (at most 64) random bytes from OpenSSL's RAND_bytes, which
+ * fills a pool of them at a time (a call costs ~6,600 instructions whatever its size);
+ * -1 when RAND_bytes fails. */
+int ks_store_random(ks_store_t *st, unsigned char *out, size_t n);
 
 /* Lock held. Waits for a change or until deadline_ms (CLOCK_REALTIME ms). */
 void ks_store_wait(ks_store_t *st, int64_t deadline_ms);

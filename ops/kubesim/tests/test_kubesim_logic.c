@@ -467,10 +467,44 @@ static void test_stored_versions_never_change(void **state)
     snprintf(body, sizeof(body), DEPLOY_BODY, "example/web:1");
     assert_int_equal(api_apply(api, DEPLOY_PATH, body), 201);
     wait_rolled_out(st, "example/web:1");
+    /* every version stored so far, as written now: the second rollout (whose versions
+     * share members with these) must not change one of them */
+    json_t *before = json_array();
+    ks_store_lock(st);
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        ks_event_t *e;
+        for (size_t i = 0; (e = ks_store_ring_at(st, (ks_kind_t)k, i)) != NULL; i++) {
+            rf_buf_t b = RF_BUF_INIT;
+            assert_int_equal(ks_json_append(&b, e->obj), 0);
+            json_array_append_new(before, json_pack("{s:i, s:i, s:s}", "kind", k, "rv", (json_int_t)e->rv,
+                                                    "text", rf_buf_str(&b)));
+            rf_buf_release(&b);
+        }
+    }
+    ks_store_unlock(st);
     snprintf(body, sizeof(body), DEPLOY_BODY, "example/web:2");
     assert_int_equal(api_apply(api, DEPLOY_PATH, body), 200);
     wait_rolled_out(st, "example/web:2");
     ks_ctrl_stop(ctrl);
+    {
+        json_t *was;
+        size_t wi;
+        assert_true(json_array_size(before) > 10);
+        json_array_foreach(before, wi, was) {
+            ks_kind_t k = (ks_kind_t)json_integer_value(json_object_get(was, "kind"));
+            uint64_t rv = (uint64_t)json_integer_value(json_object_get(was, "rv"));
+            ks_event_t *e;
+            rf_buf_t b = RF_BUF_INIT;
+            size_t i = 0;
+            while ((e = ks_store_ring_at(st, k, i)) != NULL && e->rv != rv)
+                i++;
+            assert_non_null(e);
+            assert_int_equal(ks_json_append(&b, e->obj), 0);
+            assert_string_equal(rf_buf_str(&b), json_string_value(json_object_get(was, "text")));
+            rf_buf_release(&b);
+        }
+        json_decref(before);
+    }
     for (int k = 0; k < KS_KIND_COUNT; k++) {
         ks_event_t *e;
         for (size_t i = 0; (e = ks_store_ring_at(st, (ks_kind_t)k, i)) != NULL; i++) {
@@ -484,6 +518,16 @@ static void test_stored_versions_never_change(void **state)
             if (k == KS_REPLICASET && first_rs && strcmp(ks_jstr(e->obj, "metadata.name"), first_rs) == 0 &&
                 rs_events++ == 0)
                 assert_int_equal(ks_jint(e->obj, "spec.replicas", -1), 1);
+            if (k == KS_DEPLOYMENT)
+                /* the hash label is the ReplicaSets', never the Deployment's template's */
+                assert_null(json_object_get(ks_jget(e->obj, "spec.template.metadata.labels"), "pod-template-hash"));
+            if (k == KS_REPLICASET) {
+                const char *hash = json_string_value(
+                    json_object_get(ks_jget(e->obj, "spec.template.metadata.labels"), "pod-template-hash"));
+                const char *name = ks_jstr(e->obj, "metadata.name");
+                assert_non_null(hash);
+                assert_true(strlen(name) > strlen(hash) && strcmp(name + strlen(name) - strlen(hash), hash) == 0);
+            }
             if (k == KS_DEPLOYMENT) {
                 /* revision 1 until the controller sees the new template: also in the API's
                  * write of example/web:2, which keeps the annotations it had */
