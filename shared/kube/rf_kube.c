@@ -1305,6 +1305,7 @@ struct rf_kube_watch {
     struct curl_slist *headers;
     rf_buf_t body; /* list answer, or the error answer of a watch */
     rf_watch_parser_t *parser;
+    const char *const *drop; /* members left out of each object (rf_kube_watch_set_drop) */
     char curl_err[CURL_ERROR_SIZE];
     int destroyed; /* destroyed from inside its callback */
 };
@@ -1385,6 +1386,7 @@ rf_kube_watch_t *rf_kube_watch_new(rf_kube_multi_t *m, rf_kube_t *k, const char 
     w->retry_after_ms = -1;
     rf_buf_init(&w->body, 0);
     w->parser = rf_watch_parser_new(0);
+    w->drop = rf_watch_drop_default;
     w->next = m->head;
     if (m->head)
         m->head->prev = w;
@@ -1417,6 +1419,12 @@ void rf_kube_watch_destroy(rf_kube_watch_t *w)
 void rf_kube_watch_set_timeout(rf_kube_watch_t *w, int seconds)
 {
     w->timeout_s = seconds > 0 ? seconds : WATCH_DEFAULT_TIMEOUT_S;
+}
+
+void rf_kube_watch_set_drop(rf_kube_watch_t *w, const char *const *paths)
+{
+    w->drop = paths;
+    rf_watch_parser_set_drop(w->parser, paths);
 }
 
 void rf_kube_watch_set_page_size(rf_kube_watch_t *w, int limit)
@@ -1615,7 +1623,7 @@ static int watch_list_done(rf_kube_watch_t *w)
 {
     rf_watch_event_t ev;
     json_error_t jerr;
-    json_t *list;
+    json_t *list = NULL;
     json_t *items;
     json_t *item;
     const char *cont;
@@ -1623,8 +1631,14 @@ static int watch_list_done(rf_kube_watch_t *w)
     char msg[300];
     size_t i;
     int delivered = 0;
+    rf_buf_t slim = RF_BUF_INIT;
 
-    list = json_loadb(rf_buf_str(&w->body), w->body.len, 0, &jerr);
+    /* The items without the members nobody reads, like the events (rf_watch_slim_list). */
+    if (rf_watch_slim_list(rf_buf_str(&w->body), w->body.len, w->drop, &slim) == 0)
+        list = json_loadb(rf_buf_str(&slim), slim.len, 0, &jerr);
+    rf_buf_release(&slim);
+    if (!list)
+        list = json_loadb(rf_buf_str(&w->body), w->body.len, 0, &jerr);
     items = json_object_get(list, "items");
     if (!json_is_array(items)) {
         snprintf(msg, sizeof(msg), "list '%s': answer is not a list: %s", w->path,

@@ -143,6 +143,11 @@ void rf_kube_watch_destroy(rf_kube_watch_t *w);
 void rf_kube_watch_set_timeout(rf_kube_watch_t *w, int seconds);
 void rf_kube_watch_set_page_size(rf_kube_watch_t *w, int limit);
 
+/* The members left out of each object the watch delivers (list pages and events), unparsed:
+ * dotted paths from the object's root, as for rf_watch_parser_set_drop, borrowed for the
+ * watch's life; NULL: none. Default: rf_watch_drop_default (metadata.managedFields). */
+void rf_kube_watch_set_drop(rf_kube_watch_t *w, const char *const *paths);
+
 /* The last resourceVersion seen ("" before the first list completed). */
 const char *rf_kube_watch_resource_version(const rf_kube_watch_t *w);
 

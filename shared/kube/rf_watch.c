@@ -21,8 +21,14 @@ struct rf_watch_parser {
     int discarding;  /* dropping an oversize line until its newline */
     int ended;       /* rf_watch_parser_end was called */
     json_t *current; /* the last event returned (owns ev->object) */
-    rf_buf_t slim;   /* a line without object.metadata.managedFields (watch_slim) */
+    const char *const *drop; /* members left out of each object (rf_watch_parser_set_drop) */
+    rf_buf_t slim;   /* a line without the members of drop (watch_slim) */
 };
+
+/* Dotted paths of members, from an object's root, longer than this are kept. */
+#define WATCH_PATH_MAX 256
+
+const char *const rf_watch_drop_default[] = {"metadata.managedFields", NULL};
 
 static const char *const watch_type_names[] = {
     [RF_WATCH_ADDED] = "ADDED",     [RF_WATCH_MODIFIED] = "MODIFIED",
@@ -47,7 +53,13 @@ rf_watch_parser_t *rf_watch_parser_new(size_t max_line)
     rf_buf_init(&p->buf, 0);
     rf_buf_init(&p->slim, 0);
     p->max_line = max_line ? max_line : WATCH_DEFAULT_MAX_LINE;
+    p->drop = rf_watch_drop_default;
     return p;
+}
+
+void rf_watch_parser_set_drop(rf_watch_parser_t *p, const char *const *paths)
+{
+    p->drop = paths;
 }
 
 void rf_watch_parser_destroy(rf_watch_parser_t *p)
@@ -163,17 +175,31 @@ static size_t watch_ws(const char *s, size_t len, size_t i)
     return i;
 }
 
-/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. */
+/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. A
+ * quote ends it unless an odd run of backslashes comes before it (memchr finds quotes in
+ * long strings fast: the scans of watch_copy_slim cost as much as jansson's parse of what
+ * is kept when they went byte by byte). */
 static size_t watch_string_end(const char *s, size_t len, size_t i)
 {
-    for (i++; i < len; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
+    size_t start = i + 1, j, k;
+    const char *q;
+
+    for (i = start; i < len; i = j + 1) {
+        q = memchr(s + i, '"', len - i);
+        if (!q)
+            break;
+        j = (size_t)(q - s);
+        for (k = j; k > start && s[k - 1] == '\\'; k--)
+            ;
+        if ((j - k) % 2 == 0)
+            return j + 1;
     }
     return len + 1;
 }
+
+/* The bytes that open or close a value inside an object or array. */
+static const unsigned char watch_nesting[256] = {['"'] = 1, ['{'] = 1, ['['] = 1,
+                                                 ['}'] = 1, [']'] = 1};
 
 /* The index just past the JSON value at s[i] (after blanks), unparsed; len + 1 when it does
  * not end. Only delimits: jansson checks what is kept. */
@@ -193,82 +219,190 @@ static size_t watch_skip(const char *s, size_t len, size_t i)
         return i;
     }
     for (; i < len; i++) {
+        while (i < len && !watch_nesting[(unsigned char)s[i]])
+            i++;
+        if (i >= len)
+            break;
         if (s[i] == '"') {
             i = watch_string_end(s, len, i) - 1;
             if (i >= len)
                 return len + 1;
         } else if (s[i] == '{' || s[i] == '[') {
             depth++;
-        } else if ((s[i] == '}' || s[i] == ']') && --depth == 0) {
+        } else if (--depth == 0) {
             return i + 1;
         }
     }
     return len + 1;
 }
 
-/* Finds member key of the object at s[i] (after blanks). Returns 1 with [*ks, *ve) the member
- * (key to the end of its value), *vs its value's start, and *cut the range that removing the
- * member takes out (with one comma); 0 when the object has no such member; -1 when s[i] is not
- * an object as expected. */
-static int watch_member(const char *s, size_t len, size_t i, const char *key, size_t *vs,
-                        size_t *ve, size_t *cut_from, size_t *cut_to)
+/* The next member of the object whose members start at s[*i] (after its '{' or a comma):
+ * 1 with its key [*ks, *ke) (quotes included) and value [*vs, *ve), *i past it and its
+ * comma; 0 at the object's '}'; -1 when not an object as expected. */
+static int watch_next_member(const char *s, size_t len, size_t *i, size_t *ks, size_t *ke,
+                             size_t *vs, size_t *ve)
 {
-    size_t klen = strlen(key), prev_end = 0, ks, ke, v, e;
-    int first = 1;
+    size_t j = watch_ws(s, len, *i);
 
-    i = watch_ws(s, len, i);
-    if (i >= len || s[i] != '{')
+    if (j < len && s[j] == '}')
+        return s[*i - 1] == ',' ? -1 : 0; /* a comma before it is not JSON */
+    *ks = j;
+    if (j >= len || s[j] != '"' || (*ke = watch_string_end(s, len, j)) > len)
         return -1;
-    i = watch_ws(s, len, i + 1);
-    while (i < len && s[i] != '}') {
-        ks = i;
-        if (s[i] != '"' || (ke = watch_string_end(s, len, i)) > len)
-            return -1;
-        i = watch_ws(s, len, ke);
-        if (i >= len || s[i] != ':')
-            return -1;
-        v = watch_ws(s, len, i + 1);
-        e = watch_skip(s, len, v);
-        if (e > len)
-            return -1;
-        i = watch_ws(s, len, e);
-        if (ke - ks - 2 == klen && memcmp(s + ks + 1, key, klen) == 0) {
-            *vs = v;
-            *ve = e;
-            if (i < len && s[i] == ',') {
-                *cut_from = ks; /* the member and the comma after it */
-                *cut_to = watch_ws(s, len, i + 1);
-            } else {
-                *cut_from = first ? ks : prev_end; /* the comma before it and the member */
-                *cut_to = e;
-            }
-            return 1;
-        }
-        first = 0;
-        prev_end = e;
-        if (i < len && s[i] == ',')
-            i = watch_ws(s, len, i + 1);
-        else if (i >= len || s[i] != '}')
-            return -1;
-    }
-    return i < len ? 0 : -1;
+    j = watch_ws(s, len, *ke);
+    if (j >= len || s[j] != ':')
+        return -1;
+    *vs = watch_ws(s, len, j + 1);
+    *ve = watch_skip(s, len, *vs);
+    if (*ve > len)
+        return -1;
+    j = watch_ws(s, len, *ve);
+    if (j < len && s[j] == ',')
+        j++;
+    else if (j >= len || s[j] != '}')
+        return -1;
+    *i = j;
+    return 1;
 }
 
-/* The line without object.metadata.managedFields, in p->slim: a Deployment's managedFields
- * are the larger part of its event and no consumer reads them (issue 20). Returns 0 when
- * there is one to take out, -1 when not (or the line is not as expected: parsed whole). */
+/* 2 when drop names the member at path[0..n), 1 when it names one inside it, else 0. */
+static int watch_drop_match(const char *const *drop, const char *path, size_t n)
+{
+    int r = 0;
+
+    for (; drop && *drop; drop++) {
+        size_t dl = strlen(*drop);
+        if (dl < n || memcmp(*drop, path, n) != 0)
+            continue;
+        if (dl == n)
+            return 2;
+        if ((*drop)[n] == '.')
+            r = 1;
+    }
+    return r;
+}
+
+/* Appends the object s[vs..ve) to out without the members drop names, path[0..plen) being
+ * its own dotted path ("" for the root); a value that is not an object is copied as it is.
+ * -1 when the text is not as expected. */
+static int watch_copy_object(const char *s, size_t ve, size_t vs, const char *const *drop,
+                             char *path, size_t plen, rf_buf_t *out)
+{
+    size_t i = watch_ws(s, ve, vs), ks, ke, mvs, mve;
+    int first = 1, r;
+
+    if (i >= ve || s[i] != '{') {
+        rf_buf_add(out, s + vs, ve - vs);
+        return 0;
+    }
+    i++;
+    rf_buf_addc(out, '{');
+    while ((r = watch_next_member(s, ve, &i, &ks, &ke, &mvs, &mve)) == 1) {
+        size_t klen = ke - ks - 2, n = plen + (plen > 0) + klen;
+        int m = 0;
+
+        if (n < WATCH_PATH_MAX) {
+            if (plen > 0)
+                path[plen] = '.';
+            memcpy(path + n - klen, s + ks + 1, klen);
+            m = watch_drop_match(drop, path, n);
+        }
+        if (m == 2)
+            continue;
+        if (!first)
+            rf_buf_addc(out, ',');
+        first = 0;
+        rf_buf_add(out, s + ks, ke - ks);
+        rf_buf_addc(out, ':');
+        if (m == 1) {
+            if (watch_copy_object(s, mve, mvs, drop, path, n, out) != 0)
+                return -1;
+        } else {
+            rf_buf_add(out, s + mvs, mve - mvs);
+        }
+    }
+    if (r < 0)
+        return -1;
+    rf_buf_addc(out, '}');
+    return 0;
+}
+
+/* Copies the object s[0..len) to out; the value of its member key is copied by each: an
+ * object (items 0) or the objects of an array (items 1) without the members of drop. */
+static int watch_copy_slim(const char *s, size_t len, const char *key, int items,
+                           const char *const *drop, rf_buf_t *out)
+{
+    char path[WATCH_PATH_MAX];
+    size_t i = watch_ws(s, len, 0), ks, ke, vs, ve, klen = strlen(key);
+    int first = 1, r;
+
+    if (i >= len || s[i] != '{')
+        return -1;
+    i++;
+    rf_buf_addc(out, '{');
+    while ((r = watch_next_member(s, len, &i, &ks, &ke, &vs, &ve)) == 1) {
+        if (!first)
+            rf_buf_addc(out, ',');
+        first = 0;
+        rf_buf_add(out, s + ks, ke - ks);
+        rf_buf_addc(out, ':');
+        if (ke - ks - 2 != klen || memcmp(s + ks + 1, key, klen) != 0) {
+            rf_buf_add(out, s + vs, ve - vs);
+        } else if (!items) {
+            if (watch_copy_object(s, ve, vs, drop, path, 0, out) != 0)
+                return -1;
+        } else {
+            size_t j = vs + 1, es, ee;
+            int n = 0;
+            if (s[vs] != '[')
+                return -1;
+            rf_buf_addc(out, '[');
+            for (j = watch_ws(s, ve, j); j < ve && s[j] != ']'; n++) {
+                es = j;
+                ee = watch_skip(s, ve, es);
+                if (ee > ve)
+                    return -1;
+                if (n > 0)
+                    rf_buf_addc(out, ',');
+                if (watch_copy_object(s, ee, es, drop, path, 0, out) != 0)
+                    return -1;
+                j = watch_ws(s, ve, ee);
+                if (j < ve && s[j] == ',') {
+                    j = watch_ws(s, ve, j + 1);
+                    if (j < ve && s[j] == ']')
+                        return -1; /* a comma before it is not JSON */
+                } else if (j >= ve || s[j] != ']') {
+                    return -1;
+                }
+            }
+            if (j >= ve)
+                return -1;
+            rf_buf_addc(out, ']');
+        }
+    }
+    if (r < 0 || i >= len)
+        return -1;
+    rf_buf_addc(out, '}');
+    return 0;
+}
+
+/* The line without the members of p->drop in its object, in p->slim: a Deployment's
+ * managedFields are the larger part of its event and no consumer reads them (issue 20).
+ * Returns 0, or -1 when there is nothing to drop or the line is not as expected (then
+ * it is parsed whole). */
 static int watch_slim(rf_watch_parser_t *p, const char *line, size_t n)
 {
-    size_t ovs, ove, mvs, mve, fvs, fve, from, to;
-
-    if (watch_member(line, n, 0, "object", &ovs, &ove, &from, &to) != 1 ||
-        watch_member(line, ove, ovs, "metadata", &mvs, &mve, &from, &to) != 1 ||
-        watch_member(line, mve, mvs, "managedFields", &fvs, &fve, &from, &to) != 1)
+    if (!p->drop || !p->drop[0])
         return -1;
     rf_buf_reset(&p->slim);
-    rf_buf_add(&p->slim, line, from);
-    rf_buf_add(&p->slim, line + to, n - to);
-    return 0;
+    return watch_copy_slim(line, n, "object", 0, p->drop, &p->slim);
+}
+
+int rf_watch_slim_list(const char *s, size_t len, const char *const *drop, rf_buf_t *out)
+{
+    if (!drop || !drop[0])
+        return -1;
+    return watch_copy_slim(s, len, "items", 1, drop, out);
 }
 
 /* Decodes one line into ev. Returns 1, or -1 with errstr. */

@@ -6,6 +6,8 @@
 
 #include <jansson.h>
 
+#include "rf_buf.h"
+
 typedef enum rf_watch_type {
     RF_WATCH_ADDED = 0,
     RF_WATCH_MODIFIED,
@@ -36,6 +38,21 @@ const char *rf_watch_type_name(rf_watch_type_t type);
 rf_watch_parser_t *rf_watch_parser_new(size_t max_line);
 void rf_watch_parser_destroy(rf_watch_parser_t *p);
 
+/* Members that no consumer reads, left out of each event's object unparsed:
+ * {"metadata.managedFields", NULL} (the larger part of a Deployment's event). */
+extern const char *const rf_watch_drop_default[];
+
+/* The members left out of each event's object, as dotted paths from the object's root
+ * ("spec.template"; keys without dots), NULL-terminated; borrowed for the parser's life.
+ * NULL: none (the object as it came). Default: rf_watch_drop_default. */
+void rf_watch_parser_set_drop(rf_watch_parser_t *p, const char *const *paths);
+
+/* The text of a list answer (an object whose "items" is an array of objects) without the
+ * members drop names (as for rf_watch_parser_set_drop) in each item, appended to out,
+ * unparsed: 0, or -1 when drop is empty or the text is not as expected (then out holds
+ * a part: reset it and parse the text whole). */
+int rf_watch_slim_list(const char *s, size_t len, const char *const *drop, rf_buf_t *out);
+
 /* Forgets buffered bytes and the end-of-stream mark (for a new connection). */
 void rf_watch_parser_reset(rf_watch_parser_t *p);
 
@@ -47,8 +64,7 @@ void rf_watch_parser_feed(rf_watch_parser_t *p, const void *data, size_t len);
 void rf_watch_parser_end(rf_watch_parser_t *p);
 
 /* Takes the next complete event. Returns 1 and fills ev; the event's object comes without
- * metadata.managedFields (not parsed: the larger part of a Deployment's event, and no
- * consumer reads it); 0 when more bytes are needed; -1
+ * the members of the parser's drop list (not parsed); 0 when more bytes are needed; -1
  * when a line was bad (not JSON, not an event, unknown type, oversize) and was skipped, with
  * the reason in errstr; parsing goes on with the following line. Empty lines are skipped. */
 int rf_watch_parser_next(rf_watch_parser_t *p, rf_watch_event_t *ev, char *errstr,

@@ -336,6 +336,112 @@ static void test_parser_drops_managed_fields(void **state)
     }
 }
 
+/* A drop list of the caller's (track's kind): the members named go at any depth they are
+ * named at, nothing else does (a member of the same name elsewhere, a value that is not an
+ * object where one is walked into); NULL keeps everything; a line that is not JSON stays
+ * refused (a comma before a closing brace or bracket, also next to a dropped member). */
+static const char *const drop_paths[] = {"metadata.managedFields", "metadata.labels",
+                                         "spec.template", NULL};
+
+static const struct {
+    const char *line;
+    const char *want; /* the object expected, as JSON; NULL: the line is refused */
+    int keep_all;     /* parsed with no drop list */
+} drop_cases[] = {
+    {"{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"a\",\"labels\":{\"x\":\"y\"},"
+     "\"managedFields\":[{}]},\"spec\":{\"replicas\":2,\"template\":{\"spec\":{}},\"selector\":"
+     "{\"matchLabels\":{\"app\":\"a\"}}},\"status\":{\"template\":1}}}",
+     "{\"metadata\":{\"name\":\"a\"},\"spec\":{\"replicas\":2,\"selector\":{\"matchLabels\":"
+     "{\"app\":\"a\"}}},\"status\":{\"template\":1}}",
+     0},
+    {"{ \"object\" : { \"spec\" : 5 , \"metadata\" : [ 1 ] , \"template\" : { } } ,"
+     " \"type\" : \"ADDED\" }",
+     "{\"spec\":5,\"metadata\":[1],\"template\":{}}", 0},
+    {"{\"type\":\"ADDED\",\"object\":{\"spec\":{\"template\":{\"metadata\":{\"labels\":{}}}}}}",
+     "{\"spec\":{}}", 0},
+    {"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"managedFields\":[1],\"name\":\"b\"}}}",
+     "{\"metadata\":{\"managedFields\":[1],\"name\":\"b\"}}", 1},
+    {"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"c\",}}}", NULL, 0},
+    {"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"managedFields\":[1],}}}", NULL, 0},
+    {"{\"type\":\"ADDED\",\"object\":{\"spec\":{\"replicas\":1,},\"kind\":\"D\"}}", NULL, 0},
+};
+
+static void test_parser_drops_named_members(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(drop_cases) / sizeof(drop_cases[0]); i++) {
+        rf_watch_parser_t *p = rf_watch_parser_new(0);
+        json_t *want = drop_cases[i].want ? json_loads(drop_cases[i].want, 0, NULL) : NULL;
+        rf_watch_event_t ev;
+        char err[256] = "";
+        int r;
+
+        rf_watch_parser_set_drop(p, drop_cases[i].keep_all ? NULL : drop_paths);
+        rf_watch_parser_feed(p, drop_cases[i].line, strlen(drop_cases[i].line));
+        rf_watch_parser_feed(p, "\n", 1);
+        r = rf_watch_parser_next(p, &ev, err, sizeof(err));
+        if (!drop_cases[i].want) {
+            if (r != -1)
+                fail_msg("drop case %zu: decoded, want refused", i);
+        } else if (r != 1) {
+            fail_msg("drop case %zu: not decoded: %s", i, err);
+        } else if (!json_equal(ev.object, want)) {
+            char *got = json_dumps(ev.object, JSON_COMPACT | JSON_SORT_KEYS);
+            fail_msg("drop case %zu: got %s, want %s", i, got, drop_cases[i].want);
+        }
+        json_decref(want);
+        rf_watch_parser_destroy(p);
+    }
+}
+
+/* A list answer: each item without the members named, the rest (metadata's continue
+ * token, kind) as it came; -1 for what is not a list of objects as expected. */
+static const struct {
+    const char *text;
+    const char *want; /* NULL: -1 */
+} list_cases[] = {
+    {"{\"kind\":\"DeploymentList\",\"metadata\":{\"continue\":\"c\",\"labels\":1},\"items\":"
+     "[{\"metadata\":{\"name\":\"a\",\"managedFields\":[{\"f\":\"]\"}]}},{\"spec\":{\"template\":"
+     "{},\"replicas\":1}} , {}]}",
+     "{\"kind\":\"DeploymentList\",\"metadata\":{\"continue\":\"c\",\"labels\":1},\"items\":"
+     "[{\"metadata\":{\"name\":\"a\"}},{\"spec\":{\"replicas\":1}},{}]}"},
+    {"{\"items\":[],\"metadata\":{}}", "{\"items\":[],\"metadata\":{}}"},
+    {"{\"items\":{}}", NULL},
+    {"{\"items\":[{\"a\":1},]}", NULL},
+    {"{\"items\":[{\"a\":1}]", NULL},
+    {"[]", NULL},
+};
+
+static void test_list_drops_named_members(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(list_cases) / sizeof(list_cases[0]); i++) {
+        rf_buf_t out = RF_BUF_INIT;
+        int r = rf_watch_slim_list(list_cases[i].text, strlen(list_cases[i].text), drop_paths,
+                                   &out);
+
+        if (!list_cases[i].want) {
+            if (r != -1)
+                fail_msg("list case %zu: slimmed to %s, want -1", i, rf_buf_str(&out));
+        } else {
+            json_t *want = json_loads(list_cases[i].want, 0, NULL);
+            json_t *got = r == 0 ? json_loads(rf_buf_str(&out), 0, NULL) : NULL;
+            if (!got || !json_equal(got, want))
+                fail_msg("list case %zu: got %s, want %s", i, r == 0 ? rf_buf_str(&out) : "-1",
+                         list_cases[i].want);
+            json_decref(got);
+            json_decref(want);
+        }
+        rf_buf_release(&out);
+    }
+    /* No drop list: nothing to do (the caller parses the text whole). */
+    assert_int_equal(rf_watch_slim_list("{\"items\":[]}", 12, NULL, NULL), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +450,8 @@ int main(void)
         cmocka_unit_test(test_parser_memory_bounded),
         cmocka_unit_test(test_parser_random_input),
         cmocka_unit_test(test_parser_drops_managed_fields),
+        cmocka_unit_test(test_parser_drops_named_members),
+        cmocka_unit_test(test_list_drops_named_members),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -39,6 +39,12 @@
 #define TRACK_SHARD_SWEEP_MS 1000 /* look for shards without releases this often */
 #define TRACK_SHARD_IDLE_MS 10000 /* a shard's watch ends this long after its last release */
 
+/* What a watch leaves out of each Deployment, unparsed: track_summarize reads the rest
+ * (metadata's name, namespace, generation, resourceVersion; spec's replicas and selector;
+ * status). The pod template is most of what is left once managedFields are gone. */
+static const char *const track_watch_drop[] = {"metadata.managedFields", "metadata.annotations",
+                                               "metadata.labels", "spec.template", NULL};
+
 typedef struct track_stage track_stage_t;
 typedef struct track_cluster track_cluster_t;
 
@@ -716,9 +722,11 @@ static track_shard_t *track_shard_open(track_stage_t *ts, track_cluster_t *tc, i
         free(sh);
         return NULL;
     }
-    /* Lists of 100 Deployments: a page is parsed whole, so its size bounds the memory a
-     * (re)list of a large cluster takes at once (500 of ~12 KiB parsed each: ~60 MiB). */
+    /* Lists of 100 Deployments: a page is parsed at once (less track_watch_drop), so its
+     * size bounds the memory a (re)list of a large cluster takes (500 of ~12 KiB parsed
+     * whole each: ~60 MiB). */
     rf_kube_watch_set_page_size(sh->watch, 100);
+    rf_kube_watch_set_drop(sh->watch, track_watch_drop);
     sh->next = tc->shards;
     tc->shards = sh;
     rf_log_info("watching the deployments of shard %d of cluster '%s'", shard, tc->name);
