@@ -334,3 +334,31 @@ rf_err_t rf_store_apply_finish(rf_db_t *db, const char *const params[5], PGresul
         " SELECT count(*) FROM up",
         5, params, res, errstr, errstr_size);
 }
+
+rf_err_t rf_store_apply_finish_many(rf_db_t *db, const char *rows, PGresult **res, char *errstr,
+                                    size_t errstr_size)
+{
+    const char *params[1] = {rows};
+
+    /* rf_store_apply_finish per row of x: each release's fence and status checked in its
+     * own row, its timeline rows (then its "progressing" row if it moved) in the order of n. */
+    return rf_db_exec(
+        db,
+        "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(n int, id uuid,"
+        " fence bigint, track jsonb, events jsonb, message text)),"
+        " up AS (UPDATE releases r SET status = 'progressing', track = coalesce(r.track,"
+        " '{}'::jsonb) || x.track || jsonb_build_object('deadline_ms', (extract(epoch FROM"
+        " clock_timestamp()) * 1000)::bigint + 1000 * (x.track ->> 'timeout_s')::bigint)"
+        " FROM x WHERE r.id = x.id AND r.status = 'applying' AND r.fence = x.fence"
+        " AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service AND s.env = r.env"
+        " AND s.fence = x.fence) RETURNING r.id),"
+        " ev AS (INSERT INTO timeline (release_id, stage, event, status, message, data)"
+        " SELECT t.id, 'apply', t.e ->> 'event', t.e ->> 'status', t.e ->> 'message',"
+        " t.e -> 'data' FROM (SELECT x.n, x.id, e.x AS e, e.k FROM x,"
+        " jsonb_array_elements(x.events) WITH ORDINALITY AS e(x, k) UNION ALL"
+        " SELECT x.n, x.id, jsonb_build_object('event', 'progressing', 'status', 'progressing',"
+        " 'message', x.message), 9223372036854775807 FROM x JOIN up ON up.id = x.id) AS t"
+        " ORDER BY t.n, t.k RETURNING 1)"
+        " SELECT x.id, up.id IS NOT NULL FROM x LEFT JOIN up ON up.id = x.id ORDER BY x.n",
+        1, params, res, errstr, errstr_size);
+}

@@ -83,4 +83,13 @@ rf_err_t rf_store_events(rf_db_t *db, const char *release_id, const char *stage,
 rf_err_t rf_store_apply_finish(rf_db_t *db, const char *const params[5], PGresult **res,
                                char *errstr, size_t errstr_size);
 
+/* rf_store_apply_finish for many releases in one statement. rows is the text of a JSON
+ * array of {"n" (its place), "id", "fence", "track" (object), "events" (array), "message"},
+ * at most one per release: each row is checked and moved on its own (fence, status), as
+ * rf_store_apply_finish would, and its timeline rows appended either way. *res has one
+ * row per row of rows, in the order of n: id, "t" when it moved, "f" when its fence or
+ * status no longer matched (the caller PQclear()s it). */
+rf_err_t rf_store_apply_finish_many(rf_db_t *db, const char *rows, PGresult **res, char *errstr,
+                                    size_t errstr_size);
+
 #endif

@@ -56,7 +56,8 @@ static const char *const apply_part_names[APPLY_T_N + 1] = {
     "api",       /* its API round trips (namespace, gray, server-side applies) */
     "round",     /* waiting for the closing statements of those whose cluster part ended
                   * before its own */
-    "pg_finish", /* its closing statement (rf_store_apply_finish) and the produce call */
+    "pg_finish", /* its closing statement (rf_store_apply_finish, or _many with those whose
+                  * cluster part ended at the same time) and the produce call */
     "after",     /* -> the batch handled (later closing statements, later rounds) */
 };
 
@@ -502,53 +503,129 @@ static int apply_start(apply_stage_t *as, apply_msg_t *m)
     return 1;
 }
 
-/* The closing statement: progressing (fenced) and every timeline row of the message,
- * the objects' and gray notes' rows even when the fence was lost meanwhile. */
-static rf_err_t apply_finish(rf_worker_t *w, apply_msg_t *m)
+/* What the closing statement of a message writes and what it then sends. */
+typedef struct apply_fin {
+    json_t *applied;   /* the `applied` message */
+    char *track_text;  /* merged into the release's track */
+    char *events_text; /* its timeline rows */
+    char msg[200];     /* the "progressing" row's message */
+} apply_fin_t;
+
+static void apply_fin_init(apply_fin_t *f, const apply_msg_t *m)
 {
-    json_t *applied = NULL, *track = NULL;
-    char now[40], msg[200];
-    char *track_text = NULL, *events_text = NULL, *applied_text = NULL;
-    PGresult *res = NULL;
-    rf_err_t result;
+    json_t *track;
+    char now[40];
 
     rf_msg_now_iso(now, sizeof(now));
-    applied = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:s}", "schema",
-                        "relfleet.applied.v1", "release_id", m->id, "service", m->service, "env",
-                        m->env, "fence", (json_int_t)m->fence, "namespace", m->ns, "objects",
-                        m->objects, "applied_at", now);
+    f->applied = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:s}", "schema",
+                           "relfleet.applied.v1", "release_id", m->id, "service", m->service,
+                           "env", m->env, "fence", (json_int_t)m->fence, "namespace", m->ns,
+                           "objects", m->objects, "applied_at", now);
     track = json_pack("{s:O, s:I, s:O}", "objects", m->objects, "timeout_s",
-                      (json_int_t)m->timeout_s, "applied", applied);
+                      (json_int_t)m->timeout_s, "applied", f->applied);
     if (m->gray)
         json_object_set(track, "gray", m->gray);
     if (m->shard >= 0) /* the track stage watches the Deployments of its shards only */
         json_object_set_new(track, "shard", json_integer(m->shard));
-    track_text = json_dumps(track, JSON_COMPACT);
-    events_text = json_dumps(m->events, JSON_COMPACT);
-    snprintf(msg, sizeof(msg), "applied %zu objects; following the rollout",
-             json_array_size(m->objects));
-    {
-        const char *params[5] = {m->id, m->fence_s, track_text, events_text, msg};
-        result = rf_store_apply_finish(w->db, params, &res, m->errstr, m->errstr_size);
-    }
-    if (result != RF_OK)
-        goto out;
-    if (strcmp(PQgetvalue(res, 0, 0), "1") != 0) {
-        result = rf_errf(RF_ERR_FENCED, m->errstr, m->errstr_size,
-                         "release '%s' lost fence %s before progressing", m->id, m->fence_s);
-        goto out;
-    }
-    applied_text = json_dumps(applied, JSON_COMPACT);
-    result = rf_producer_send(w->producer, "applied", m->key, applied_text, strlen(applied_text),
-                              m->errstr, m->errstr_size);
-out:
-    PQclear(res);
-    free(track_text);
-    free(events_text);
-    free(applied_text);
+    f->track_text = json_dumps(track, JSON_COMPACT);
+    f->events_text = json_dumps(m->events, JSON_COMPACT);
+    if (!f->applied || !f->track_text || !f->events_text)
+        abort();
     json_decref(track);
-    json_decref(applied);
+    snprintf(f->msg, sizeof(f->msg), "applied %zu objects; following the rollout",
+             json_array_size(m->objects));
+}
+
+static void apply_fin_release(apply_fin_t *f)
+{
+    json_decref(f->applied);
+    free(f->track_text);
+    free(f->events_text);
+}
+
+/* After the closing statement: `applied` when the release moved, else its lost fence. */
+static rf_err_t apply_fin_send(rf_worker_t *w, apply_msg_t *m, const apply_fin_t *f, int moved)
+{
+    char *text;
+    rf_err_t result;
+
+    if (!moved)
+        return rf_errf(RF_ERR_FENCED, m->errstr, m->errstr_size,
+                       "release '%s' lost fence %s before progressing", m->id, m->fence_s);
+    text = json_dumps(f->applied, JSON_COMPACT);
+    if (!text)
+        abort();
+    result = rf_producer_send(w->producer, "applied", m->key, text, strlen(text), m->errstr,
+                              m->errstr_size);
+    free(text);
     return result;
+}
+
+/* The closing statement of one message: progressing (fenced) and every timeline row of
+ * the message, the objects' and gray notes' rows even when the fence was lost meanwhile. */
+static rf_err_t apply_finish(rf_worker_t *w, apply_msg_t *m, const apply_fin_t *f)
+{
+    const char *params[5] = {m->id, m->fence_s, f->track_text, f->events_text, f->msg};
+    PGresult *res = NULL;
+    rf_err_t result;
+
+    result = rf_store_apply_finish(w->db, params, &res, m->errstr, m->errstr_size);
+    if (result == RF_OK)
+        result = apply_fin_send(w, m, f, strcmp(PQgetvalue(res, 0, 0), "1") == 0);
+    PQclear(res);
+    return result;
+}
+
+/* The closing statements of n messages (2 or more, of distinct releases) in one
+ * (rf_store_apply_finish_many): each release's fence is checked in its own row, so each
+ * message has its own outcome. A retriable failure retries them all; another (a row the
+ * statement refuses) closes each alone, so the others go on. */
+static void apply_finish_many(rf_worker_t *w, apply_msg_t **ms, const apply_fin_t *fins,
+                              size_t n)
+{
+    rf_buf_t rows = RF_BUF_INIT;
+    PGresult *res = NULL;
+    rf_err_t result;
+
+    rf_buf_addc(&rows, '[');
+    for (size_t i = 0; i < n; i++) {
+        /* the id is a release's (apply_load found it), the rest numbers and our texts */
+        rf_buf_addf(&rows, "%s{\"n\":%zu,\"id\":\"%s\",\"fence\":%s,\"message\":\"%s\",\"track\":",
+                    i ? "," : "", i, ms[i]->id, ms[i]->fence_s, fins[i].msg);
+        rf_buf_adds(&rows, fins[i].track_text);
+        rf_buf_adds(&rows, ",\"events\":");
+        rf_buf_adds(&rows, fins[i].events_text);
+        rf_buf_addc(&rows, '}');
+    }
+    rf_buf_addc(&rows, ']');
+    result = rf_store_apply_finish_many(w->db, rf_buf_str(&rows), &res, ms[0]->errstr,
+                                        ms[0]->errstr_size);
+    rf_buf_release(&rows);
+    if (result == RF_OK && PQntuples(res) != (int)n)
+        result = rf_errf(RF_ERR_RETRY, ms[0]->errstr, ms[0]->errstr_size,
+                         "the closing statement of %zu releases answered %d rows", n,
+                         PQntuples(res));
+    if (result == RF_OK) {
+        for (size_t i = 0; i < n; i++) { /* rows in the order of n */
+            rf_worker_log_ctx(ms[i]->in->m, ms[i]->in->body);
+            ms[i]->result = apply_fin_send(w, ms[i], &fins[i],
+                                           strcmp(PQgetvalue(res, (int)i, 1), "t") == 0);
+        }
+    } else if (result == RF_ERR_RETRY) {
+        for (size_t i = 0; i < n; i++) {
+            ms[i]->result = result;
+            if (i > 0)
+                snprintf(ms[i]->errstr, ms[i]->errstr_size, "%s", ms[0]->errstr);
+        }
+    } else {
+        rf_log_info("the closing statement of %zu releases failed (%s): one by one", n,
+                    ms[0]->errstr);
+        for (size_t i = 0; i < n; i++) {
+            rf_worker_log_ctx(ms[i]->in->m, ms[i]->in->body);
+            ms[i]->result = apply_finish(w, ms[i], &fins[i]);
+        }
+    }
+    PQclear(res);
 }
 
 /* After a cluster part that did not complete: its timeline rows, then the outcome. */
@@ -600,24 +677,70 @@ static void *apply_pool_run(void *arg)
     }
 }
 
-/* The closing statement of a message after its cluster part (main thread). */
-static void apply_close(apply_stage_t *as, apply_msg_t *m)
+/* The closing statements of messages whose cluster parts ended (main thread): those that
+ * completed together in one statement, each of the others alone in its place (its
+ * timeline rows, then its outcome), a release met twice alone after the rest. */
+static void apply_close_many(apply_stage_t *as, apply_msg_t **ms, size_t n)
 {
-    rf_worker_log_ctx(m->in->m, m->in->body);
-    m->t[APPLY_T_FINISH] = apply_clock();
-    if (m->result == RF_OK) {
-        m->result = apply_finish(as->w, m);
-        m->timed = m->result == RF_OK;
-    } else {
-        m->result = apply_unfinished(as->w, m);
+    rf_worker_t *w = as->w;
+    apply_msg_t **ok = calloc(n, sizeof(*ok)), **again = calloc(n, sizeof(*again));
+    apply_fin_t *fins = calloc(n, sizeof(*fins));
+    size_t nok = 0, nagain = 0;
+    double t0 = apply_clock(), t1;
+
+    if (!ok || !again || !fins)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        apply_msg_t *m = ms[i];
+        int dup = 0;
+        m->t[APPLY_T_FINISH] = t0;
+        if (m->result != RF_OK) {
+            rf_worker_log_ctx(m->in->m, m->in->body);
+            m->result = apply_unfinished(w, m);
+            m->t[APPLY_T_FINISHED] = apply_clock();
+            continue;
+        }
+        for (size_t j = 0; j < nok && !dup; j++)
+            dup = strcasecmp(ok[j]->id, m->id) == 0;
+        if (dup)
+            again[nagain++] = m;
+        else
+            ok[nok++] = m;
     }
-    m->t[APPLY_T_FINISHED] = apply_clock();
+    for (size_t i = 0; i < nok; i++)
+        apply_fin_init(&fins[i], ok[i]);
+    if (nok == 1) {
+        rf_worker_log_ctx(ok[0]->in->m, ok[0]->in->body);
+        ok[0]->result = apply_finish(w, ok[0], &fins[0]);
+    } else if (nok > 1) {
+        apply_finish_many(w, ok, fins, nok);
+    }
+    t1 = apply_clock();
+    for (size_t i = 0; i < nok; i++) {
+        ok[i]->timed = ok[i]->result == RF_OK;
+        ok[i]->t[APPLY_T_FINISHED] = t1;
+        apply_fin_release(&fins[i]);
+    }
+    for (size_t i = 0; i < nagain; i++) {
+        apply_msg_t *m = again[i];
+        rf_worker_log_ctx(m->in->m, m->in->body);
+        apply_fin_init(&fins[0], m);
+        m->result = apply_finish(w, m, &fins[0]);
+        apply_fin_release(&fins[0]);
+        m->timed = m->result == RF_OK;
+        m->t[APPLY_T_FINISHED] = apply_clock();
+    }
+    free(fins);
+    free(again);
+    free(ok);
 }
 
 /* The cluster parts of messages of distinct keys, up to APPLY_THREADS at once (the
- * client shares its connections between threads), and each one's closing statement on
- * this thread as soon as its cluster part ended: distinct keys, so no order among them
- * to keep, and a message does not wait for the round's slowest. */
+ * client shares its connections between threads), and the closing statements on this
+ * thread as soon as cluster parts ended: those that ended while it was busy (the
+ * statement before, the wait) close together in one statement, one that ended alone
+ * closes at once. Distinct keys, so no order among them to keep, and a message does not
+ * wait for the round's slowest. */
 static void apply_cluster_all(apply_stage_t *as, apply_msg_t **todo, size_t n)
 {
     apply_pool_t p = {as, todo, n, 0, calloc(n ? n : 1, sizeof(*p.done)), 0,
@@ -634,14 +757,15 @@ static void apply_cluster_all(apply_stage_t *as, apply_msg_t **todo, size_t n)
     }
     if (started == 0) /* one message, or no thread to be had: all here, then close */
         apply_pool_run(&p);
-    for (size_t k = 0; k < n; k++) {
-        apply_msg_t *m;
+    for (size_t k = 0; k < n;) {
+        size_t ndone;
         pthread_mutex_lock(&p.lock);
         while (p.ndone <= k)
             pthread_cond_wait(&p.cond, &p.lock);
-        m = p.done[k];
+        ndone = p.ndone; /* p.done[k .. ndone) stay as they are: read without the lock */
         pthread_mutex_unlock(&p.lock);
-        apply_close(as, m);
+        apply_close_many(as, p.done + k, ndone - k);
+        k = ndone;
     }
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
@@ -650,8 +774,8 @@ static void apply_cluster_all(apply_stage_t *as, apply_msg_t **todo, size_t n)
     free(p.done);
 }
 
-/* Messages of distinct keys: one read of PostgreSQL, the cluster parts together, each
- * message's closing statement and `applied` once its cluster part ended. */
+/* Messages of distinct keys: one read of PostgreSQL, the cluster parts together, the
+ * closing statements and `applied` messages as their cluster parts end. */
 static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
 {
     apply_msg_t **todo = calloc(n, sizeof(*todo));
@@ -685,7 +809,8 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
 }
 
 /* A poll batch: rounds of messages of distinct keys (env/service), each key's messages in
- * their order; a message after one of its key that is retried is retried too. */
+ * their order; a message after one of its key that is retried or refused is retried too
+ * (after the dead letter, for a refused one). */
 static void apply_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_err_t *results,
                                char *const *errstrs, size_t errstr_size)
 {
@@ -717,15 +842,20 @@ static void apply_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_
             left--;
             if (json_object_get(blocked, m->key)) {
                 m->result = rf_errf(RF_ERR_RETRY, m->errstr, m->errstr_size,
-                                    "an earlier message of '%s' is retried", m->key);
+                                    "an earlier message of '%s' is %s", m->key,
+                                    json_string_value(json_object_get(blocked, m->key)));
                 continue;
             }
             round[k++] = m;
         }
         apply_round(as, round, k);
+        /* A message refused for good is dead-lettered once the hook returns: its key's
+         * later messages come again after the dead letter, as they would one by one. */
         for (size_t i = 0; i < k; i++)
-            if (round[i]->result == RF_ERR_RETRY)
-                json_object_set_new(blocked, round[i]->key, json_true());
+            if (round[i]->result == RF_ERR_RETRY || round[i]->result == RF_ERR_PERM)
+                json_object_set_new(blocked, round[i]->key,
+                                    json_string(round[i]->result == RF_ERR_PERM ? "refused"
+                                                                                : "retried"));
     }
     t0 = apply_clock();
     for (size_t i = 0; i < n; i++) {
