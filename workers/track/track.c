@@ -897,16 +897,25 @@ static void track_adopt(track_stage_t *ts, PGresult *res, int row)
     track_evaluate(ts, id);
 }
 
-static const char track_claim_sql[] =
-    "UPDATE releases r SET track_owner = $1, track_until = clock_timestamp() + make_interval("
-    "secs => $2::int) FROM services s WHERE s.service = r.service AND s.env = r.env AND r.id IN ("
-    " SELECT id FROM releases WHERE status IN ('progressing', 'paused') AND (track_owner IS NULL"
-    " OR track_until < clock_timestamp()) AND ($3::uuid[] IS NULL OR id = ANY($3::uuid[]))"
-    " AND ($3::uuid[] IS NOT NULL OR track_until IS NOT NULL OR (track ->> 'shard')::int ="
-    " ANY($5::int[]) OR coalesce((track ->> 'deadline_ms')::bigint - 1000 * (track ->>"
-    " 'timeout_s')::bigint, 0) < extract(epoch FROM clock_timestamp()) * 1000 - $4::bigint)"
-    " ORDER BY track_until NULLS FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"
-    " RETURNING r.id, r.service, r.env, r.fence, r.track::text, s.cluster";
+/* Two statements, so each is planned once (a prepared statement's generic plan): a claim
+ * of given releases ($3, those of applied messages) by their ids; the sweep over the
+ * active releases. One statement for both (`$3 IS NULL OR id = ANY($3)`) had no generic
+ * plan fit for either and was planned again at every call. */
+#define TRACK_CLAIM_SQL(filter)                                                                \
+    "UPDATE releases r SET track_owner = $1, track_until = clock_timestamp() + make_interval("  \
+    "secs => $2::int) FROM services s WHERE s.service = r.service AND s.env = r.env AND r.id"   \
+    " IN (SELECT id FROM releases WHERE status IN ('progressing', 'paused') AND (track_owner"   \
+    " IS NULL OR track_until < clock_timestamp()) AND " filter " ORDER BY track_until NULLS"    \
+    " FIRST LIMIT 1000 FOR UPDATE SKIP LOCKED)"                                                 \
+    " RETURNING r.id, r.service, r.env, r.fence, (r.track - 'applied' - 'progress')::text,"      \
+    " s.cluster"
+
+static const char track_claim_ids_sql[] = TRACK_CLAIM_SQL("id = ANY($3::uuid[])");
+
+static const char track_claim_sweep_sql[] = TRACK_CLAIM_SQL(
+    "(track_until IS NOT NULL OR (track ->> 'shard')::int = ANY($3::int[]) OR coalesce((track"
+    " ->> 'deadline_ms')::bigint - 1000 * (track ->> 'timeout_s')::bigint, 0) < extract(epoch"
+    " FROM clock_timestamp()) * 1000 - $4::bigint)");
 
 /* Sends the results messages that ended releases still owe (their ending worker died
  * or the broker did not confirm in time; sql/007_results_owed.sql), byte for byte. */
@@ -969,21 +978,27 @@ static void track_send_owed(track_stage_t *ts)
 static void track_claim(track_stage_t *ts, const char *only_ids)
 {
     char lease[16], grace[16], errstr[1024];
-    const char *params[5] = {ts->owner, lease, only_ids, grace, NULL};
+    const char *params[4] = {ts->owner, lease, only_ids, grace};
     rf_buf_t shards = RF_BUF_INIT;
     PGresult *res = NULL;
     rf_err_t result;
 
     snprintf(lease, sizeof(lease), "%d", TRACK_LEASE_S);
-    snprintf(grace, sizeof(grace), "%d", TRACK_CLAIM_GRACE_MS);
-    rf_buf_addc(&shards, '{');
-    for (int i = 0; i < ts->nclusters; i++)
-        for (track_shard_t *sh = ts->clusters[i].shards; sh; sh = sh->next)
-            if (sh->shard >= 0)
-                rf_buf_addf(&shards, "%s%d", shards.len > 1 ? "," : "", sh->shard);
-    rf_buf_addc(&shards, '}');
-    params[4] = rf_buf_str(&shards);
-    result = rf_db_exec(ts->w->db, track_claim_sql, 5, params, &res, errstr, sizeof(errstr));
+    if (only_ids) {
+        result = rf_db_exec(ts->w->db, track_claim_ids_sql, 3, params, &res, errstr,
+                            sizeof(errstr));
+    } else {
+        snprintf(grace, sizeof(grace), "%d", TRACK_CLAIM_GRACE_MS);
+        rf_buf_addc(&shards, '{');
+        for (int i = 0; i < ts->nclusters; i++)
+            for (track_shard_t *sh = ts->clusters[i].shards; sh; sh = sh->next)
+                if (sh->shard >= 0)
+                    rf_buf_addf(&shards, "%s%d", shards.len > 1 ? "," : "", sh->shard);
+        rf_buf_addc(&shards, '}');
+        params[2] = rf_buf_str(&shards);
+        result = rf_db_exec(ts->w->db, track_claim_sweep_sql, 4, params, &res, errstr,
+                            sizeof(errstr));
+    }
     rf_buf_release(&shards);
     if (result != RF_OK) {
         rf_log_warn("cannot claim releases: %s", errstr);
