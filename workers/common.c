@@ -163,10 +163,12 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
             snprintf(msg, sizeof(msg), "%s: %s", e->status, e->error);
         else
             snprintf(msg, sizeof(msg), "release %s", e->status);
-        json_array_append_new(rows, json_pack("{s:s, s:I, s:s, s:s?, s:s, s:O?}", "id",
-                                              e->release_id, "fence", (json_int_t)e->fence,
+        json_array_append_new(rows, json_pack("{s:s, s:I, s:s, s:s?, s:s, s:O?, s:s?, s:O?}",
+                                              "id", e->release_id, "fence", (json_int_t)e->fence,
                                               "status", e->status, "error", e->error, "message",
-                                              msg, "pods", (json_t *)e->pods));
+                                              msg, "pods", (json_t *)e->pods, "pmessage",
+                                              e->progress_message, "progress",
+                                              (json_t *)e->progress));
         ids[i] = e->release_id;
         e->result = RF_ERR_FENCED;
     }
@@ -253,7 +255,7 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
                                const char *error, const json_t *pods, char *errstr,
                                size_t errstr_size)
 {
-    rf_worker_end_t e = {release_id, service, env, fence, status, error, pods, RF_OK};
+    rf_worker_end_t e = {release_id, service, env, fence, status, error, pods, RF_OK, NULL, NULL};
     rf_err_t result = worker_end(w, &e, 1, 0, errstr, errstr_size);
 
     if (result == RF_OK && e.result == RF_ERR_FENCED)

@@ -37,6 +37,8 @@ typedef struct rf_worker_end {
     rf_err_t result;    /* set: RF_OK ended (now or earlier: its result is published),
                          * RF_ERR_FENCED (fence lost, nothing changed), else the error of
                          * the batch (to be tried again) */
+    const char *progress_message; /* may be NULL: the last progress not yet recorded, */
+    const json_t *progress;       /* written with the end (rf_store_end_many); may be NULL */
 } rf_worker_end_t;
 
 /* rf_worker_end_release for n releases (at most one entry per release) at once, outside a

@@ -219,33 +219,45 @@ rf_err_t rf_store_end_many(rf_db_t *db, const json_t *ends, const char *stage, i
 
     snprintf(hold, sizeof(hold), "%d", owed_hold_s);
     /* The ended rows' messages come from RETURNING (the new versions); the others' from
-     * the statement's snapshot, like the next queued release (less those ended now). */
+     * the statement's snapshot, like the next queued release (less those ended now). The
+     * releases are found by their ids as an array (the primary key), in the update and in
+     * the answer: joined to the 100 rows the planner guesses for jsonb_to_recordset, the
+     * generic plan could be a hash join over a scan of every release (not yet ended). */
     result = rf_db_exec(
         db,
         "WITH x AS (SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid,"
-        "  fence bigint, status text, error text, message text, pods jsonb))"
-        "  WITH ORDINALITY AS x(id, fence, status, error, message, pods, n)),"
+        "  fence bigint, status text, error text, message text, pods jsonb, progress jsonb,"
+        "  pmessage text)) WITH ORDINALITY AS x(id, fence, status, error, message, pods,"
+        "  progress, pmessage, n)),"
         " u AS (UPDATE releases r SET status = x.status, error = x.error,"
+        "  track = CASE WHEN x.progress IS NULL THEN r.track ELSE jsonb_set(r.track,"
+        "   '{progress}', coalesce(r.track -> 'progress', '{}'::jsonb) || x.progress) END,"
         "  finished_at = clock_timestamp(), duration_ms = (extract(epoch FROM clock_timestamp() -"
         "   coalesce(r.started_at, clock_timestamp())) * 1000)::bigint,"
         "  pods = CASE WHEN jsonb_typeof(x.pods) = 'array' AND jsonb_array_length(x.pods) > 0"
         "   THEN x.pods ELSE r.pods END, results_owed = $3::int >= 0,"
         "  track_until = CASE WHEN $3::int >= 0 THEN clock_timestamp() +"
         "   make_interval(secs => $3::int) ELSE r.track_until END"
-        "  FROM x WHERE r.id = x.id AND r.status NOT IN ('succeeded','failed','cancelled',"
+        "  FROM x WHERE r.id = x.id AND r.id = ANY (ARRAY(SELECT id FROM x)) AND"
+        "  r.status NOT IN ('succeeded','failed','cancelled',"
         "   'superseded','rejected') AND ((x.fence = 0 AND r.status IN ('queued',"
         "   'awaiting_approval')) OR"
         "   (r.fence = x.fence AND EXISTS (SELECT 1 FROM services s WHERE s.service = r.service"
         "    AND s.env = r.env AND s.fence = x.fence)))"
-        "  RETURNING r.id, x.status, x.message, relfleet_result_of(r)::text AS result),"
-        " t AS (INSERT INTO timeline (release_id, stage, event, status, message)"
-        "  SELECT id, $2, status, status, message FROM u)"
+        "  RETURNING r.id, x.n, x.status, x.message, x.progress, x.pmessage,"
+        "   relfleet_result_of(r)::text AS result),"
+        " t AS (INSERT INTO timeline (release_id, stage, event, status, message, data)"
+        "  SELECT e.id, $2, e.event, e.status, e.message, e.data FROM ("
+        "   SELECT id, n, 0 AS k, 'progress' AS event, NULL::text AS status, pmessage AS message,"
+        "    progress AS data FROM u WHERE pmessage IS NOT NULL UNION ALL"
+        "   SELECT id, n, 1, status, status, message, NULL::jsonb FROM u) e ORDER BY e.n, e.k)"
         " SELECT x.id, u.id IS NOT NULL, coalesce(u.result, relfleet_result_of(r)::text),"
         "  r.env || '/' || r.service,"
         "  (SELECT q.request::text FROM releases q WHERE q.service = r.service AND q.env = r.env"
         "   AND q.status = 'queued' AND NOT EXISTS (SELECT 1 FROM u WHERE u.id = q.id)"
         "   ORDER BY q.created_at, q.id LIMIT 1)"
-        " FROM x JOIN releases r ON r.id = x.id LEFT JOIN u ON u.id = x.id ORDER BY x.n",
+        " FROM x JOIN releases r ON r.id = x.id AND r.id = ANY (ARRAY(SELECT id FROM x))"
+        " LEFT JOIN u ON u.id = x.id ORDER BY x.n",
         3, params, res, errstr, errstr_size);
     free(text);
     return result;

@@ -47,10 +47,13 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
 
 /* rf_store_finish for many releases, and their results messages, in one statement. ends
  * is an array of {"id", "fence", "status", "error" (null), "message", "pods" (null or an
- * array, stored when not empty)}, at most one per release. owed_hold_s >= 0: the ended
- * releases' results messages are owed (results_owed) and their claims held that many
- * seconds for the caller's delivery (rf_store_results_delivered clears it); < 0: a consumed
- * message's redelivery covers them. For each release of ends that exists, in their order,
+ * array, stored when not empty), "pmessage", "progress" (both may be absent)}, at most one
+ * per release; a release that ends now with a "pmessage" gets its last progress first, as
+ * track's progress statement writes it (track.progress merged with "progress" when given,
+ * and a timeline row 'progress' with pmessage and progress, before its end's row).
+ * owed_hold_s >= 0: the ended releases' results messages are owed (results_owed) and
+ * their claims held that many seconds for the caller's delivery (rf_store_results_delivered
+ * clears it); < 0: a consumed message's redelivery covers them. For each release of ends that exists, in their order,
  * one row: id, "t" if it ended now ("f": it had ended already or lost its fence, nothing
  * changed), the text of its `results` message (NULL if it is not terminal: rf_store_result's
  * bytes), its key "env/service", and the stored request of its service's oldest queued

@@ -39,7 +39,8 @@ void render_wave_drive(rf_worker_t *w, int limit, render_wave_start_fn start, vo
         rf_log_ctx_set("service", service);
         if (strcmp(PQgetvalue(res, i, 4), "cancel") == 0) {
             ends[nends++] = (rf_worker_end_t){
-                release, service, env, 0, "cancelled", PQgetvalue(res, i, 5), NULL, RF_OK};
+                release, service, env, 0, "cancelled", PQgetvalue(res, i, 5), NULL, RF_OK, NULL,
+                NULL};
             continue;
         }
         /* Created now; a failure here leaves it queued for the sweep. */

@@ -302,13 +302,15 @@ static const char track_progress_sql[] =
     "  progress jsonb, message text)),"
     " u AS (UPDATE releases r SET track = CASE WHEN x.progress IS NULL THEN r.track ELSE"
     "  jsonb_set(r.track, '{progress}', coalesce(r.track -> 'progress', '{}'::jsonb) ||"
-    "  x.progress) END FROM x WHERE r.id = x.id AND r.fence = x.fence AND r.status IN"
+    "  x.progress) END FROM x WHERE r.id = x.id AND r.id = ANY (ARRAY(SELECT id FROM x)) AND"
+    "  r.fence = x.fence AND r.status IN"
     "  ('progressing', 'paused') RETURNING r.id, x.progress, x.message)"
     " INSERT INTO timeline (release_id, stage, event, message, data) SELECT id, 'track',"
     " 'progress', message, progress FROM u";
 
 /* Records the latest unrecorded progress of every release, TRACK_BATCH per statement
- * (track.progress and one timeline row each); kept for the next flush on an error. */
+ * (track.progress and one timeline row each); kept for the next flush on an error. The rows
+ * are found by their ids as an array (rf_store_end_many says why). */
 static void track_flush_progress(track_stage_t *ts)
 {
     json_t *ids = json_array(), *v, *t;
@@ -355,10 +357,10 @@ static void track_flush_progress(track_stage_t *ts)
     json_decref(ids);
 }
 
-/* Ends every decided release, TRACK_BATCH at a time (rf_worker_end_releases): their
- * progress first, then one statement for the ends, one for their results, the locks in
- * pipelined round trips, one wait for all deliveries. An end that fails is tried again
- * after TRACK_RETRY_END_MS. */
+/* Ends every decided release, TRACK_BATCH at a time (rf_worker_end_releases): one
+ * statement for the ends with their last progress not yet recorded, one for their results,
+ * the locks in pipelined round trips, one wait for all deliveries. An end that fails is
+ * tried again after TRACK_RETRY_END_MS (its progress meanwhile goes with the others'). */
 static void track_flush_ends(track_stage_t *ts)
 {
     long now = rf_clock_mono_ms();
@@ -370,8 +372,6 @@ static void track_flush_ends(track_stage_t *ts)
 
     if (!ends)
         abort();
-    if (json_object_size(ts->dirty) > 0)
-        track_flush_progress(ts);
     json_object_foreach(ts->ending, id, v) {
         t = json_object_get(ts->tracked, id);
         if (t && json_object_get(t, "end") && jint(t, "retry_at") <= now)
@@ -387,7 +387,9 @@ static void track_flush_ends(track_stage_t *ts)
             ends[n++] = (rf_worker_end_t){json_string_value(v), jstr(t, "service"), jstr(t, "env"),
                                           jint(t, "fence"), jstr(e, "status"),
                                           json_string_value(json_object_get(e, "error")),
-                                          json_object_get(e, "pods"), RF_OK};
+                                          json_object_get(e, "pods"), RF_OK,
+                                          json_string_value(json_object_get(t, "pmessage")),
+                                          json_object_get(t, "progress")};
         }
         if (rf_worker_end_releases(ts->w, ends, n, errstr, sizeof(errstr)) != RF_OK)
             rf_log_warn("cannot end %zu releases yet: %s", n, errstr);
