@@ -505,40 +505,63 @@ static int apply_start(apply_stage_t *as, apply_msg_t *m)
 
 /* What the closing statement of a message writes and what it then sends. */
 typedef struct apply_fin {
-    json_t *applied;   /* the `applied` message */
-    char *track_text;  /* merged into the release's track */
-    char *events_text; /* its timeline rows */
-    char msg[200];     /* the "progressing" row's message */
+    char *applied_text; /* the `applied` message */
+    char *track_text;   /* merged into the release's track: objects, timeout_s, applied, ... */
+    char *events_text;  /* its timeline rows */
+    char msg[200];      /* the "progressing" row's message */
 } apply_fin_t;
 
+/* The texts of the closing statement and `applied`, the objects written out once: the
+ * bytes json_dumps(JSON_COMPACT) made of {schema .. namespace, objects, applied_at} and of
+ * {objects, timeout_s, applied, gray, shard}, without building and dumping them whole. */
 static void apply_fin_init(apply_fin_t *f, const apply_msg_t *m)
 {
-    json_t *track;
-    char now[40];
+    rf_buf_t applied = RF_BUF_INIT, track = RF_BUF_INIT;
+    char now[40], *objects, *head_text, *gray = NULL;
+    json_t *head;
 
     rf_msg_now_iso(now, sizeof(now));
-    f->applied = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:O, s:s}", "schema",
-                           "relfleet.applied.v1", "release_id", m->id, "service", m->service,
-                           "env", m->env, "fence", (json_int_t)m->fence, "namespace", m->ns,
-                           "objects", m->objects, "applied_at", now);
-    track = json_pack("{s:O, s:I, s:O}", "objects", m->objects, "timeout_s",
-                      (json_int_t)m->timeout_s, "applied", f->applied);
+    head = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "schema", "relfleet.applied.v1",
+                     "release_id", m->id, "service", m->service, "env", m->env, "fence",
+                     (json_int_t)m->fence, "namespace", m->ns);
+    head_text = head ? json_dumps(head, JSON_COMPACT) : NULL;
+    objects = json_dumps(m->objects, JSON_COMPACT);
     if (m->gray)
-        json_object_set(track, "gray", m->gray);
-    if (m->shard >= 0) /* the track stage watches the Deployments of its shards only */
-        json_object_set_new(track, "shard", json_integer(m->shard));
-    f->track_text = json_dumps(track, JSON_COMPACT);
+        gray = json_dumps(m->gray, JSON_COMPACT);
     f->events_text = json_dumps(m->events, JSON_COMPACT);
-    if (!f->applied || !f->track_text || !f->events_text)
+    if (!head_text || !objects || (m->gray && !gray) || !f->events_text)
         abort();
-    json_decref(track);
+    /* head_text ends with '}': the members that follow go before it */
+    rf_buf_add(&applied, head_text, strlen(head_text) - 1);
+    rf_buf_adds(&applied, ",\"objects\":");
+    rf_buf_adds(&applied, objects);
+    rf_buf_addf(&applied, ",\"applied_at\":\"%s\"}", now); /* ISO 8601: nothing to escape */
+    rf_buf_adds(&track, "{\"objects\":");
+    rf_buf_adds(&track, objects);
+    rf_buf_addf(&track, ",\"timeout_s\":%lld,\"applied\":", m->timeout_s);
+    rf_buf_adds(&track, rf_buf_str(&applied));
+    if (gray) {
+        rf_buf_adds(&track, ",\"gray\":");
+        rf_buf_adds(&track, gray);
+    }
+    if (m->shard >= 0) /* the track stage watches the Deployments of its shards only */
+        rf_buf_addf(&track, ",\"shard\":%d", m->shard);
+    rf_buf_addc(&track, '}');
+    f->applied_text = rf_buf_detach(&applied);
+    f->track_text = rf_buf_detach(&track);
+    if (!f->applied_text || !f->track_text)
+        abort();
     snprintf(f->msg, sizeof(f->msg), "applied %zu objects; following the rollout",
              json_array_size(m->objects));
+    free(gray);
+    free(objects);
+    free(head_text);
+    json_decref(head);
 }
 
 static void apply_fin_release(apply_fin_t *f)
 {
-    json_decref(f->applied);
+    free(f->applied_text);
     free(f->track_text);
     free(f->events_text);
 }
@@ -546,19 +569,11 @@ static void apply_fin_release(apply_fin_t *f)
 /* After the closing statement: `applied` when the release moved, else its lost fence. */
 static rf_err_t apply_fin_send(rf_worker_t *w, apply_msg_t *m, const apply_fin_t *f, int moved)
 {
-    char *text;
-    rf_err_t result;
-
     if (!moved)
         return rf_errf(RF_ERR_FENCED, m->errstr, m->errstr_size,
                        "release '%s' lost fence %s before progressing", m->id, m->fence_s);
-    text = json_dumps(f->applied, JSON_COMPACT);
-    if (!text)
-        abort();
-    result = rf_producer_send(w->producer, "applied", m->key, text, strlen(text), m->errstr,
-                              m->errstr_size);
-    free(text);
-    return result;
+    return rf_producer_send(w->producer, "applied", m->key, f->applied_text,
+                            strlen(f->applied_text), m->errstr, m->errstr_size);
 }
 
 /* The closing statement of one message: progressing (fenced) and every timeline row of

@@ -310,7 +310,7 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
     *gray = NULL;
     *to_apply = NULL;
     if (!d) {
-        *to_apply = json_deep_copy(manifests);
+        *to_apply = json_incref((json_t *)manifests);
         return RF_OK;
     }
     dname = gstr(json_object_get(d, "metadata"), "name");
@@ -333,7 +333,7 @@ rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *man
             return result;
     }
     if (strcmp(kind, "canary") != 0 && strcmp(kind, "bluegreen") != 0) {
-        *to_apply = json_deep_copy(manifests);
+        *to_apply = json_incref((json_t *)manifests);
         return RF_OK;
     }
     stable = json_deep_copy(d);

@@ -42,7 +42,8 @@ typedef enum gray_outcome {
  * release of a service whose Deployment already runs a labelled stable version, returns
  * in *to_apply the objects to apply instead (the canary or preview Deployment, the
  * preview Service) and in *gray the initial step state; otherwise *to_apply is the
- * manifests (the stable pod label added for gray services) and *gray NULL. notes
+ * manifests (the stable pod label added for gray services; for others manifests
+ * itself, a new reference, not a copy: the caller may change them) and *gray NULL. notes
  * receives timeline sentences. */
 rf_err_t gray_prepare(rf_kube_t *kube, const json_t *strategy, const json_t *manifests,
                       const char *ns, long long timeout_s, int gray_ever, json_t **to_apply,
