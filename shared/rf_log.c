@@ -41,6 +41,16 @@ int rf_log_level_parse(const char *s, rf_log_level_t *level)
     return -1;
 }
 
+/* snprintf(dst, size, "%s", src) without the format machinery: the context is set for
+ * every message a worker handles, several times (issue 20). */
+static void log_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void rf_log_ctx_set(const char *key, const char *value)
 {
     int i;
@@ -60,9 +70,9 @@ void rf_log_ctx_set(const char *key, const char *value)
         if (log_ctx_len == LOG_CTX_MAX)
             return;
         log_ctx_len++;
-        snprintf(log_ctx[i].key, sizeof(log_ctx[i].key), "%s", key);
+        log_copy(log_ctx[i].key, sizeof(log_ctx[i].key), key);
     }
-    snprintf(log_ctx[i].value, sizeof(log_ctx[i].value), "%s", value);
+    log_copy(log_ctx[i].value, sizeof(log_ctx[i].value), value);
 }
 
 void rf_log_ctx_clear(void)

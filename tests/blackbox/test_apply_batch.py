@@ -199,6 +199,10 @@ def test_closing_statements_of_a_batch_run_together_each_release_fenced_alone(h)
         if rid not in victims:
             events = events_of(h, rid)
             assert events.count("progressing") == 1, events
+    # The batch's service locks were renewed together, each counted by its outcome.
+    samples = scrape(addr)
+    assert metric(samples, "relfleet_lock_renewals_total", outcome="renewed") >= len(ids), samples
+    assert metric(samples, "relfleet_lock_renewals_total", outcome="failed") == 0
     closing = [s for s in apply_statements(h, start) if s.startswith((CLOSE_ONE, CLOSE_MANY))]
     # one for the first (it waited for the lock), the rest together (a cluster part may
     # end just after the others were taken)

@@ -456,14 +456,13 @@ static rf_err_t apply_fail(rf_worker_t *w, apply_msg_t *m, const char *prefix)
                                  m->errstr, m->errstr_size);
 }
 
-/* Checks what apply_load read and prepares the cluster part (main thread: PostgreSQL,
- * Redis, the cluster clients). Returns 1 when the message goes on to the cluster, else
- * 0 with m->result set. */
+/* Checks what apply_load read and finds the cluster client (main thread: PostgreSQL,
+ * the cluster clients). Returns 1 when the message goes on (its lock renewed, then
+ * apply_prepare), else 0 with m->result set. */
 static int apply_start(apply_stage_t *as, apply_msg_t *m)
 {
     rf_worker_t *w = as->w;
-    char msg[1024], cluster[256];
-    int held = 0;
+    char cluster[256];
 
     if (!m->found) {
         m->result = rf_errf(RF_ERR_PERM, m->errstr, m->errstr_size, "unknown release '%s'",
@@ -489,15 +488,51 @@ static int apply_start(apply_stage_t *as, apply_msg_t *m)
         m->result = apply_fail(w, m, "cannot reach the cluster: ");
         return 0;
     }
-    if (rf_lock_renew(w->lock, m->env, m->service, m->id, w->conf->lock_lease_ms, &held, msg,
-                      sizeof(msg)) != RF_OK)
-        rf_worker_count_lock_renewals(0, 0, 1);
-    else
-        rf_worker_count_lock_renewals(held != 0, held == 0, 0);
+    return 1;
+}
+
+/* Renews the service locks of the n messages apply_start let through, in pipelined round
+ * trips (the lease runs from here on; the fence, not the lock, guards the writes). */
+static void apply_renew(apply_stage_t *as, apply_msg_t **ms, size_t n)
+{
+    rf_lock_item_t *items = calloc(n ? n : 1, sizeof(*items));
+    size_t renewed = 0, lost = 0;
+    char errstr[512];
+    rf_err_t result;
+
+    if (!items)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        items[i].env = ms[i]->env;
+        items[i].service = ms[i]->service;
+        items[i].release_id = ms[i]->id;
+    }
+    result = rf_lock_renew_many(as->w->lock, items, n, as->w->conf->lock_lease_ms, errstr,
+                                sizeof(errstr));
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].held)
+            renewed++;
+        else if (result == RF_OK)
+            lost++;
+    }
+    if (result != RF_OK) {
+        rf_log_ctx_clear(); /* about the round, not one message */
+        rf_log_warn("cannot renew %zu service locks: %s", n - renewed, errstr);
+    }
+    rf_worker_count_lock_renewals(renewed, lost, n - renewed - lost);
+    free(items);
+}
+
+/* The last check before the cluster part: the service's strategy. Returns 1 when the
+ * message goes on to the cluster, else 0 with m->result set. */
+static int apply_prepare(apply_stage_t *as, apply_msg_t *m)
+{
+    char msg[1024];
+
     m->strategy = rf_strategy_parse_text(m->strategy_text, msg, sizeof(msg));
     if (!m->strategy) {
         snprintf(m->errstr, m->errstr_size, "%s", msg);
-        m->result = apply_fail(w, m, "invalid strategy of the service: ");
+        m->result = apply_fail(as->w, m, "invalid strategy of the service: ");
         return 0;
     }
     return 1;
@@ -795,7 +830,7 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
 {
     apply_msg_t **todo = calloc(n, sizeof(*todo));
     char errstr[512];
-    size_t ntodo = 0;
+    size_t ntodo = 0, k;
     rf_err_t result;
     double t0, t1;
 
@@ -816,6 +851,15 @@ static void apply_round(apply_stage_t *as, apply_msg_t **msgs, size_t n)
                 todo[ntodo++] = msgs[i];
         }
     }
+    if (ntodo > 0)
+        apply_renew(as, todo, ntodo);
+    k = 0;
+    for (size_t i = 0; i < ntodo; i++) {
+        rf_worker_log_ctx(todo[i]->in->m, todo[i]->in->body);
+        if (apply_prepare(as, todo[i]))
+            todo[k++] = todo[i];
+    }
+    ntodo = k;
     t0 = apply_clock();
     for (size_t i = 0; i < ntodo; i++)
         todo[i]->t[APPLY_T_CLUSTER] = t0;
