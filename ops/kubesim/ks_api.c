@@ -110,6 +110,18 @@ void ks_api_respond_json(ks_resp_t *resp, int code, const json_t *j)
     resp->content_type = "application/json";
 }
 
+/* Store lock held. ks_api_respond_json of a stored object (ks_store_append_stored). */
+static void respond_stored(ks_api_t *api, ks_resp_t *resp, int code, const json_t *j)
+{
+    rf_buf_reset(&resp->body);
+    if (ks_store_append_stored(api->st, &resp->body, j) != 0) {
+        rf_buf_reset(&resp->body);
+        rf_buf_adds(&resp->body, "{}");
+    }
+    resp->status = code;
+    resp->content_type = "application/json";
+}
+
 /* ---- routing ---- */
 
 static int kind_by_resource(const char *group, const char *res, ks_kind_t *kind)
@@ -786,8 +798,10 @@ static void api_update(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t
     out = api_commit(api, r->kind, o, old, status_write, is_apply ? "apply" : (is_patch ? "patch" : "update"),
                      manager, dry ? &dry_obj : NULL, fv, resp);
     o = NULL;
-    if (out)
+    if (out && dry_obj)
         ks_api_respond_json(resp, old ? 200 : 201, out);
+    else if (out)
+        respond_stored(api, resp, old ? 200 : 201, out);
 cleanup:
     ks_store_unlock(api->st);
     json_decref(body);
@@ -905,6 +919,11 @@ static void api_get(ks_api_t *api, const ks_req_t *req, route_t *r, ks_resp_t *r
     o = ks_store_get(api->st, r->kind, r->ns ? r->ns : "", r->name);
     if (!o) {
         status_not_found(resp, r->kind, r->name);
+        ks_store_unlock(api->st);
+        return;
+    }
+    if (!r->sub && !wants_table(req)) {
+        respond_stored(api, resp, 200, o->json);
         ks_store_unlock(api->st);
         return;
     }
@@ -1164,14 +1183,14 @@ static void watch_collect(ks_watch_t *w)
                 if (w->table) {
                     watch_emit(w, "DELETED", e->obj);
                 } else {
-                    line = ks_store_event_line(e, &line_len);
+                    line = ks_store_event_line(st, e, &line_len);
                     rf_buf_add(&w->pending, line, line_len);
                 }
             }
         } else if (now_in) {
             const char *type = e->type == KS_EV_ADDED || !was_in ? "ADDED" : "MODIFIED";
             if (!w->table && ((e->type == KS_EV_ADDED) == (type[0] == 'A'))) {
-                line = ks_store_event_line(e, &line_len);
+                line = ks_store_event_line(st, e, &line_len);
                 rf_buf_add(&w->pending, line, line_len);
             } else {
                 watch_emit(w, type, e->obj);

@@ -33,6 +33,22 @@ const ks_kind_info_t ks_kinds[KS_KIND_COUNT] = {
                                "ClusterRoleBindingList", 0, 0},
 };
 
+#define KS_FRAGS 512
+#define KS_FRAG_MIN 64 /* shorter texts are written again, not kept */
+
+struct ks_frag {
+    json_t *j; /* held */
+    char *text;
+    size_t len;
+};
+
+static void frag_release(struct ks_frag *f)
+{
+    json_decref(f->j);
+    free(f->text);
+    memset(f, 0, sizeof(*f));
+}
+
 int64_t ks_now_ms(void)
 {
     struct timespec ts;
@@ -104,6 +120,9 @@ ks_store_t *ks_store_new(size_t ring_size)
 
     if (!st)
         return NULL;
+    st->frags = calloc(KS_FRAGS, sizeof(*st->frags));
+    if (!st->frags)
+        abort();
     pthread_mutex_init(&st->lock, NULL);
     pthread_cond_init(&st->changed, NULL);
     for (int k = 0; k < KS_KIND_COUNT; k++) {
@@ -156,6 +175,9 @@ void ks_store_destroy(ks_store_t *st)
             event_release(&r->ev[(r->start + i) % r->cap]);
         free(r->ev);
     }
+    for (size_t i = 0; i < KS_FRAGS; i++)
+        frag_release(&st->frags[i]);
+    free(st->frags);
     pthread_mutex_destroy(&st->lock);
     pthread_cond_destroy(&st->changed);
     free(st);
@@ -538,7 +560,69 @@ int ks_json_append_value(rf_buf_t *b, const json_t *j)
     return j ? store_put(b, j, 0) : -1;
 }
 
-const char *ks_store_event_line(ks_event_t *e, size_t *len)
+/* j (a member at depth 1 or 2 of a stored object) as store_put writes it, from its kept
+ * text when there is one; members of a depth 1 member go the same way. */
+static int store_put_frag(ks_store_t *st, rf_buf_t *b, const json_t *j, int depth)
+{
+    struct ks_frag *f;
+    size_t start = b->len;
+    int rc;
+
+    if (!json_is_object(j) && !json_is_array(j))
+        return store_put(b, j, 0);
+    f = &st->frags[((uintptr_t)j >> 4) % KS_FRAGS];
+    if (f->j == j)
+        return put_n(b, f->text, f->len);
+    if (depth >= 2 || json_is_array(j)) {
+        rc = store_put(b, j, 0);
+    } else {
+        int first = 1;
+        rc = put_c(b, '{');
+        for (void *it = json_object_iter((json_t *)j); it && rc == 0;
+             it = json_object_iter_next((json_t *)j, it)) {
+            rc = store_put_string_sep(b, json_object_iter_key(it), json_object_iter_key_len(it),
+                                      first ? 0 : ',', 1);
+            if (rc == 0)
+                rc = store_put_frag(st, b, json_object_iter_value(it), depth + 1);
+            first = 0;
+        }
+        if (rc == 0)
+            rc = put_c(b, '}');
+    }
+    if (rc == 0 && b->len - start >= KS_FRAG_MIN) {
+        /* the member's slot may have been taken while its members were written */
+        f = &st->frags[((uintptr_t)j >> 4) % KS_FRAGS];
+        frag_release(f);
+        f->text = malloc(b->len - start);
+        if (!f->text)
+            abort();
+        memcpy(f->text, b->data + start, b->len - start);
+        f->len = b->len - start;
+        f->j = json_incref((json_t *)j);
+    }
+    return rc;
+}
+
+int ks_store_append_stored(ks_store_t *st, rf_buf_t *b, const json_t *obj)
+{
+    int first = 1;
+
+    if (!json_is_object(obj))
+        return ks_json_append(b, obj);
+    if (put_c(b, '{') != 0)
+        return -1;
+    for (void *it = json_object_iter((json_t *)obj); it;
+         it = json_object_iter_next((json_t *)obj, it)) {
+        if (store_put_string_sep(b, json_object_iter_key(it), json_object_iter_key_len(it),
+                                 first ? 0 : ',', 1) != 0 ||
+            store_put_frag(st, b, json_object_iter_value(it), 1) != 0)
+            return -1;
+        first = 0;
+    }
+    return put_c(b, '}');
+}
+
+const char *ks_store_event_line(ks_store_t *st, ks_event_t *e, size_t *len)
 {
     if (!e->line) {
         rf_buf_t b = RF_BUF_INIT;
@@ -546,7 +630,7 @@ const char *ks_store_event_line(ks_event_t *e, size_t *len)
         rf_buf_adds(&b, "{\"type\":\"");
         rf_buf_adds(&b, event_names[e->type]);
         rf_buf_adds(&b, "\",\"object\":");
-        if (ks_json_append(&b, e->obj) != 0)
+        if (ks_store_append_stored(st, &b, e->obj) != 0)
             abort();
         rf_buf_adds(&b, "}\n");
         e->line_len = b.len;

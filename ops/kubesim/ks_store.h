@@ -46,6 +46,9 @@ typedef enum ks_event_type {
     KS_EV_DELETED,
 } ks_event_type_t;
 
+/* The written text of a member of stored objects (ks_store_append_stored). */
+struct ks_frag;
+
 /* One pod's simulated life, owned by the controller. */
 struct ks_podsim;
 
@@ -107,6 +110,7 @@ typedef struct ks_store {
     /* random bytes for uids and generated names, drawn from RAND_bytes a pool at a time */
     unsigned char rand_pool[4096];
     size_t rand_left;
+    struct ks_frag *frags; /* KS_FRAGS slots, by the member's address */
     /* hook called (lock held) after every stored change, for the controller */
     void (*on_change)(void *cls, ks_obj_t *obj, ks_event_type_t type);
     void *on_change_cls;
@@ -140,8 +144,16 @@ size_t ks_store_ring_seek(ks_store_t *st, ks_kind_t kind, uint64_t rv, int *expi
 /* Lock held. The i-th event of the ring (0 = oldest kept), NULL past the end. */
 ks_event_t *ks_store_ring_at(ks_store_t *st, ks_kind_t kind, size_t i);
 /* Lock held. The watch line of e ({"type":..,"object":..} and a newline), serialised on
- * first use and kept with the event; *len is its length. */
-const char *ks_store_event_line(ks_event_t *e, size_t *len);
+ * first use (ks_store_append_stored) and kept with the event; *len is its length. */
+const char *ks_store_event_line(ks_store_t *st, ks_event_t *e, size_t *len);
+
+/* Lock held. ks_json_append of obj, a stored object (or a version of one in a ring): the
+ * same bytes, but the members of obj and of its members that are objects or arrays are
+ * written once and their text kept (a few hundred, by address, each member held so its
+ * address is not reused: stored trees never change), since the versions of an object
+ * share most of them (a Deployment's status write shares spec and managedFields with the
+ * version before; the answer to a write and the watch line of it share everything). */
+int ks_store_append_stored(ks_store_t *st, rf_buf_t *b, const json_t *obj);
 
 /* Appends the compact JSON of j to b (as json_dumps(j, JSON_COMPACT) writes it); 0 or -1. */
 int ks_json_append(rf_buf_t *b, const json_t *j);

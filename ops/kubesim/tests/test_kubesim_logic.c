@@ -377,8 +377,8 @@ static void test_store_event_line_written_on_first_use(void **state)
     e = ks_store_ring_at(st, KS_CONFIGMAP, 0);
     assert_non_null(e);
     assert_null(e->line);
-    line = ks_store_event_line(e, &len);
-    assert_ptr_equal(ks_store_event_line(e, &len), line);
+    line = ks_store_event_line(st, e, &len);
+    assert_ptr_equal(ks_store_event_line(st, e, &len), line);
     {
         json_t *wrap = json_pack("{s:s, s:O}", "type", "ADDED", "object", e->obj);
         char *txt = json_dumps(wrap, JSON_COMPACT);
@@ -537,6 +537,24 @@ static void test_stored_versions_never_change(void **state)
                 if (strcmp(image ?: "", "example/web:1") == 0 || !seen_v2++)
                     assert_true(!rev || strcmp(rev, "1") == 0);
             }
+        }
+    }
+    /* each watch line (its members written once and kept, ks_store_append_stored) is the
+     * event around what ks_json_append writes of its object */
+    for (int k = 0; k < KS_KIND_COUNT; k++) {
+        static const char *const types[] = {"ADDED", "MODIFIED", "DELETED"};
+        ks_event_t *e;
+        for (size_t i = 0; (e = ks_store_ring_at(st, (ks_kind_t)k, i)) != NULL; i++) {
+            rf_buf_t b = RF_BUF_INIT;
+            size_t len;
+            const char *line;
+            rf_buf_addf(&b, "{\"type\":\"%s\",\"object\":", types[e->type]);
+            assert_int_equal(ks_json_append(&b, e->obj), 0);
+            rf_buf_adds(&b, "}\n");
+            line = ks_store_event_line(st, e, &len);
+            assert_string_equal(line, rf_buf_str(&b));
+            assert_int_equal(len, b.len);
+            rf_buf_release(&b);
         }
     }
     assert_non_null(first_rs);
