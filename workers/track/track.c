@@ -42,8 +42,11 @@
 /* What a watch leaves out of each Deployment, unparsed: track_summarize reads the rest
  * (metadata's name, namespace, generation, resourceVersion; spec's replicas and selector;
  * status). The pod template is most of what is left once managedFields are gone. */
-static const char *const track_watch_drop[] = {"metadata.managedFields", "metadata.annotations",
-                                               "metadata.labels", "spec.template", NULL};
+static const char *const track_watch_drop[] = {
+    "metadata.managedFields", "metadata.annotations", "metadata.labels",
+    "metadata.uid", "metadata.creationTimestamp", "spec.template", "spec.strategy",
+    "spec.revisionHistoryLimit", "spec.progressDeadlineSeconds", "spec.minReadySeconds",
+    NULL};
 
 typedef struct track_stage track_stage_t;
 typedef struct track_cluster track_cluster_t;
