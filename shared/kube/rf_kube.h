@@ -67,8 +67,8 @@ rf_err_t rf_kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_m
  * reads the object and decides again (a cached version that conflicted is not used again
  * for that object: someone else writes it); a newer fence is RF_ERR_FENCED. The client
  * remembers the last answer of up to 4096 objects. *result_out receives the object as
- * stored, but only its apiVersion, kind and metadata without managedFields (the rest of
- * the answer is not parsed). */
+ * stored, but only its apiVersion, kind and of its metadata name, namespace, generation,
+ * resourceVersion and annotations (the rest of the answer is not parsed). */
 rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_manager,
                               const char *fence_key, int64_t fence, json_t **result_out,
                               char *errstr, size_t errstr_size);

@@ -523,13 +523,15 @@ static void slim_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *r
         "{\n  \"kind\" : \"Service\",\n  \"spec\": {\"note\": \"} ] { [ \\\" \\\\\", \"ports\": "
         "[{\"port\": 80}]},\n  \"apiVersion\": \"v1\",\n  \"metadata\": {\"managedFields\": "
         "[{\"manager\": \"relfleet\", \"fieldsV1\": {\"f:spec\": {}}}], \"name\": \"web\", "
-        "\"namespace\": \"shop\", \"generation\": 3, \"resourceVersion\": \"42\", "
+        "\"namespace\": \"shop\", \"uid\": \"u-1\", \"labels\": {\"app\": \"web\"}, "
+        "\"generation\": 3, \"resourceVersion\": \"42\", "
         "\"annotations\": {\"relfleet.io/fence\": \"5\", \"x\": \"{\\\"a\\\": 1}\"}},\n"
         "  \"status\": {\"loadBalancer\": {}}\n}\n");
 }
 
-/* The answer of a fenced apply is parsed only as far as apiVersion, kind and metadata
- * without managedFields; what is kept is as the server wrote it. */
+/* The answer of a fenced apply is parsed only as far as apiVersion, kind and metadata's
+ * name, namespace, generation, resourceVersion and annotations; what is kept is as the
+ * server wrote it. */
 static void test_apply_fenced_answer_is_slim(void **state)
 {
     fake_t *f = fake_start(slim_handler, NULL, 0);
@@ -554,6 +556,10 @@ static void test_apply_fenced_answer_is_slim(void **state)
     assert_null(json_object_get(out, "spec"));
     assert_null(json_object_get(out, "status"));
     assert_null(json_object_get(meta, "managedFields"));
+    assert_string_equal(json_string_value(json_object_get(meta, "namespace")), "shop");
+    assert_null(json_object_get(meta, "labels"));
+    assert_null(json_object_get(meta, "uid"));
+    assert_int_equal(json_object_size(meta), 5);
     assert_int_equal(json_object_size(out), 3);
     json_decref(out);
     /* rf_kube_apply still gives the whole answer */
