@@ -13,6 +13,7 @@
 #include <yaml.h>
 
 #include "rf_buf.h"
+#include "rf_json.h"
 
 /*
  * How it works. A text pre-pass turns every placeholder (`{{ name }}`, `__NAME__`) into a
@@ -1446,7 +1447,8 @@ rf_err_t rf_render_canonical(const json_t *manifests, char **text_out, char out_
     out_hex[0] = '\0';
     if (!manifests)
         return RF_ERR_PERM;
-    canon = json_dumps(manifests, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    /* json_dumps(manifests, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY), the same bytes */
+    canon = rf_json_dumps(manifests, RF_JSON_SORT_KEYS);
     if (!canon) {
         result = RF_ERR_PERM;
         goto cleanup;

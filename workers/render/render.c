@@ -6,6 +6,7 @@
 
 #include "rf_auth.h"
 #include "rf_buf.h"
+#include "rf_json.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 #include "rf_msg.h"
@@ -709,12 +710,12 @@ static void render_build(render_stage_t *rs, render_job_t *j)
             return;
         }
     }
-    j->values_text = json_dumps(j->values, JSON_COMPACT | JSON_SORT_KEYS);
+    j->values_text = rf_json_dumps(j->values, RF_JSON_SORT_KEYS);
     {
         json_t *data = json_pack("{s:s, s:s, s:s, s:I}", "template", j->tpl_id,
                                  "template_version", j->tpl_version, "sha256", j->digest,
                                  "objects", (json_int_t)json_array_size(j->manifests));
-        j->data_text = json_dumps(data, JSON_COMPACT);
+        j->data_text = rf_json_dumps(data, 0);
         json_decref(data);
     }
     snprintf(j->started, sizeof(j->started), "lock acquired (fence %s)", j->fence_s);
@@ -734,7 +735,7 @@ static void render_started(render_stage_t *rs, render_job_t *j)
 
     rf_log_info("rendered %zu objects, fence %s", json_array_size(j->manifests), j->fence_s);
     json_object_del(j->rendered, "manifests");
-    head = json_dumps(j->rendered, JSON_COMPACT);
+    head = rf_json_dumps(j->rendered, 0);
     if (!head)
         abort();
     rf_buf_add(&text, head, strlen(head) - 1); /* without its closing brace */
@@ -794,7 +795,7 @@ static void render_record_row(rf_buf_t *b, const render_job_t *j, size_t n)
                           j->service, "env", j->env, "template_id", j->tpl_id,
                           "template_version", j->tpl_version, "manifests_sha256", j->digest,
                           "started", j->started, "message", j->msg);
-    char *text = json_dumps(o, JSON_COMPACT);
+    char *text = rf_json_dumps(o, 0);
 
     if (!o || !text)
         abort();

@@ -1,0 +1,28 @@
+/* Compact JSON text of jansson values, byte for byte as json_dumps writes it, faster. */
+#ifndef RF_JSON_H
+#define RF_JSON_H
+
+#include <jansson.h>
+
+#include "rf_buf.h"
+
+/* Flags of rf_json_append. */
+#define RF_JSON_SORT_KEYS 0x1 /* every object's members in key order (JSON_SORT_KEYS) */
+
+/*
+ * Appends the JSON text of j (any value) to b exactly as json_dumps(j, JSON_COMPACT |
+ * JSON_ENCODE_ANY, plus JSON_SORT_KEYS with RF_JSON_SORT_KEYS) writes it: strings with '"',
+ * '\\' and control characters escaped (\b \f \n \r \t, else \u00XX), everything else as it
+ * is; keys sorted by their bytes, a prefix first; integers in decimal; reals through jansson.
+ * Without jansson 2.14's loop check, which costs a snprintf("%p") and a hash table entry for
+ * every object and array (j must hold no cycle: jansson's own setters refuse one).
+ * Returns 0, or -1 where json_dumps returns NULL (a string that is not valid UTF-8, which
+ * only the _nocheck setters let in) or when b's cap is reached; b then holds a part.
+ * A key that is not valid UTF-8 is -1 here where jansson writes a broken text.
+ */
+int rf_json_append(rf_buf_t *b, const json_t *j, int flags);
+
+/* rf_json_append into a new string (free() it); NULL where that returns -1. */
+char *rf_json_dumps(const json_t *j, int flags);
+
+#endif
