@@ -6,6 +6,7 @@
 #include <math.h>
 #include <regex.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,8 +93,15 @@ typedef struct sc_prop {
     sc_node_t *node;
 } sc_prop_t;
 
-typedef struct sc_pattern {
+/* A compiled regex and its number: distinct for every regex compiled in the process, never
+ * reused (a regex_t's address is, once freed), the key of the match memo. */
+typedef struct sc_regex {
     regex_t re;
+    uint64_t id;
+} sc_regex_t;
+
+typedef struct sc_pattern {
+    sc_regex_t re;
     sc_node_t *node;
 } sc_pattern_t;
 
@@ -122,7 +130,7 @@ struct sc_node {
     json_int_t min_length, max_length, min_items, max_items, min_props, max_props; /* -1: none */
     int unique_items;
     int has_pattern;
-    regex_t pattern;
+    sc_regex_t pattern;
     const char *pattern_src;
 
     const json_t *properties; /* the "properties" object, for membership tests */
@@ -505,9 +513,9 @@ static void node_free(sc_node_t *n)
         return;
     free(n->ref_uri);
     if (n->has_pattern)
-        regfree(&n->pattern);
+        regfree(&n->pattern.re);
     for (i = 0; i < n->npprops; i++)
-        regfree(&n->pprops[i].re);
+        regfree(&n->pprops[i].re.re);
     free(n->pprops);
     free(n->props);
     free(n->deps);
@@ -670,18 +678,20 @@ static rf_err_t check_portable_regex(cctx_t *c, const sc_path_t *loc, const char
     return RF_OK;
 }
 
-static rf_err_t compile_regex(cctx_t *c, const sc_path_t *loc, const char *src, regex_t *re)
+static rf_err_t compile_regex(cctx_t *c, const sc_path_t *loc, const char *src, sc_regex_t *re)
 {
+    static _Atomic uint64_t last_id;
     char msg[256];
     int rc;
 
     if (c->strict && check_portable_regex(c, loc, src) != RF_OK)
         return RF_ERR_PERM;
-    rc = regcomp(re, src, REG_EXTENDED | REG_NOSUB);
+    rc = regcomp(&re->re, src, REG_EXTENDED | REG_NOSUB);
     if (rc != 0) {
-        regerror(rc, re, msg, sizeof(msg)); /* a failed regcomp leaves nothing to free */
+        regerror(rc, &re->re, msg, sizeof(msg)); /* a failed regcomp leaves nothing to free */
         return cerr(c, loc, "invalid regular expression '%s': %s", src, msg);
     }
+    re->id = atomic_fetch_add(&last_id, 1) + 1;
     return RF_OK;
 }
 
@@ -1425,6 +1435,49 @@ static int vfail(vctx_t *c, int report, const sc_path_t *path, const char *fmt, 
     return 0;
 }
 
+/*
+ * The match memo. glibc's regexec costs ~5,000 instructions on a label of 20 characters
+ * (a DFA state's halt check at every character for a pattern ending in '$'), and a
+ * release's manifests match the same few strings again and again: label keys and values,
+ * container, port and env names, quantities (74 matches per release of the bench's
+ * template, ~60% of the render stage's validation). A match depends only on the regex and
+ * the string, so each thread remembers its last answers in a table indexed by a hash of
+ * both: a hit compares the regex's number and the text, a miss asks regexec and takes the
+ * slot. Strings longer than MEMO_TEXT bytes are not remembered.
+ */
+#define MEMO_SLOTS 512 /* a power of two */
+#define MEMO_TEXT 54
+
+typedef struct memo_slot {
+    uint64_t id; /* 0: empty */
+    unsigned char len;
+    unsigned char matches;
+    char text[MEMO_TEXT];
+} memo_slot_t;
+
+static _Thread_local memo_slot_t regex_memo[MEMO_SLOTS];
+
+/* regexec(&re->re, s, 0, NULL, 0) == 0, remembered. */
+static int regex_matches(const sc_regex_t *re, const char *s)
+{
+    uint64_t h = 14695981039346656037ULL ^ re->id; /* FNV-1a over the id, then the text */
+    memo_slot_t *slot;
+    size_t len;
+
+    for (len = 0; s[len] && len <= MEMO_TEXT; len++)
+        h = (h ^ (unsigned char)s[len]) * 1099511628211ULL;
+    if (len > MEMO_TEXT)
+        return regexec(&re->re, s, 0, NULL, 0) == 0;
+    slot = &regex_memo[(h ^ (h >> 32)) & (MEMO_SLOTS - 1)];
+    if (slot->id == re->id && slot->len == len && memcmp(slot->text, s, len) == 0)
+        return slot->matches;
+    slot->id = re->id;
+    slot->len = (unsigned char)len;
+    memcpy(slot->text, s, len);
+    slot->matches = regexec(&re->re, s, 0, NULL, 0) == 0;
+    return slot->matches;
+}
+
 /* Compact JSON of v for messages, cut at about 200 bytes. */
 static void json_brief(const json_t *v, char *buf, size_t size)
 {
@@ -1497,7 +1550,7 @@ static int v_string(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
             return vfail(c, report, path, "string too short (%zu < %" JSON_INTEGER_FORMAT ")",
                          count, n->min_length);
     }
-    if (n->has_pattern && regexec(&n->pattern, json_string_value(x), 0, NULL, 0) != 0)
+    if (n->has_pattern && !regex_matches(&n->pattern, json_string_value(x)))
         return vfail(c, report, path, "string does not match pattern '%s'", n->pattern_src);
     return 1;
 }
@@ -1514,32 +1567,37 @@ static int multiple_ok(const json_t *x, const json_t *m)
     return fabs(q - nearbyint(q)) < 1e-9;
 }
 
-static int v_number(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c,
-                    int report)
+/* The failure of v_number, its two numbers written out only then. */
+static int v_number_fail(vctx_t *c, int report, const sc_path_t *path, const char *what,
+                         const json_t *x, const json_t *bound)
 {
     char a[40], b[40];
 
+    if (!report)
+        return 0;
     num_str(x, a, sizeof(a));
-    if (n->minimum && num_cmp(x, n->minimum) < 0) {
-        num_str(n->minimum, b, sizeof(b));
-        return vfail(c, report, path, "number %s is less than the minimum %s", a, b);
-    }
-    if (n->maximum && num_cmp(x, n->maximum) > 0) {
-        num_str(n->maximum, b, sizeof(b));
-        return vfail(c, report, path, "number %s is greater than the maximum %s", a, b);
-    }
-    if (n->exclusive_minimum && num_cmp(x, n->exclusive_minimum) <= 0) {
-        num_str(n->exclusive_minimum, b, sizeof(b));
-        return vfail(c, report, path, "number %s is not greater than %s", a, b);
-    }
-    if (n->exclusive_maximum && num_cmp(x, n->exclusive_maximum) >= 0) {
-        num_str(n->exclusive_maximum, b, sizeof(b));
-        return vfail(c, report, path, "number %s is not less than %s", a, b);
-    }
-    if (n->multiple_of && !multiple_ok(x, n->multiple_of)) {
-        num_str(n->multiple_of, b, sizeof(b));
-        return vfail(c, report, path, "number %s is not a multiple of %s", a, b);
-    }
+    num_str(bound, b, sizeof(b));
+    return vfail(c, report, path, what, a, b);
+}
+
+static int v_number(const sc_node_t *n, const json_t *x, const sc_path_t *path, vctx_t *c,
+                    int report)
+{
+    if (n->minimum && num_cmp(x, n->minimum) < 0)
+        return v_number_fail(c, report, path, "number %s is less than the minimum %s", x,
+                             n->minimum);
+    if (n->maximum && num_cmp(x, n->maximum) > 0)
+        return v_number_fail(c, report, path, "number %s is greater than the maximum %s", x,
+                             n->maximum);
+    if (n->exclusive_minimum && num_cmp(x, n->exclusive_minimum) <= 0)
+        return v_number_fail(c, report, path, "number %s is not greater than %s", x,
+                             n->exclusive_minimum);
+    if (n->exclusive_maximum && num_cmp(x, n->exclusive_maximum) >= 0)
+        return v_number_fail(c, report, path, "number %s is not less than %s", x,
+                             n->exclusive_maximum);
+    if (n->multiple_of && !multiple_ok(x, n->multiple_of))
+        return v_number_fail(c, report, path, "number %s is not a multiple of %s", x,
+                             n->multiple_of);
     return 1;
 }
 
@@ -1595,7 +1653,7 @@ static int is_additional(const sc_node_t *n, const char *key)
     if (n->properties && json_object_get(n->properties, key))
         return 0;
     for (i = 0; i < n->npprops; i++) {
-        if (regexec(&n->pprops[i].re, key, 0, NULL, 0) == 0)
+        if (regex_matches(&n->pprops[i].re, key))
             return 0;
     }
     return 1;
@@ -1684,7 +1742,7 @@ static int v_object(const sc_node_t *n, const json_t *x, const sc_path_t *path, 
         json_object_foreach((json_t *)x, key, val)
         {
             sc_path_t field = {path, key, 0};
-            if (regexec(&n->pprops[k].re, key, 0, NULL, 0) != 0)
+            if (!regex_matches(&n->pprops[k].re, key))
                 continue;
             if (!v_node(n->pprops[k].node, val, &field, c, report, depth + 1))
                 OBJECT_FAILED();

@@ -447,6 +447,88 @@ static void huge_string_refused_by_length(void **state)
     rf_schema_registry_destroy(reg);
 }
 
+/* ------------------------------------------------------------------ the match memo */
+
+static rf_err_t validate_text(const char *schema, const char *doc_text, char *errstr, size_t size)
+{
+    rf_schema_registry_t *reg = rf_schema_registry_new();
+    json_t *sc = parse(schema);
+    json_t *doc = parse(doc_text);
+    rf_err_t err;
+
+    assert_int_equal(rf_schema_registry_add(reg, "m", sc, errstr, size), RF_OK);
+    err = rf_schema_validate(reg, "m", doc, errstr, size);
+    json_decref(doc);
+    json_decref(sc);
+    rf_schema_registry_destroy(reg);
+    return err;
+}
+
+/* Matches are remembered per thread by regex and text (rf_schema.c's memo): every answer is
+ * still regexec's, through evictions, texts too long to remember, texts that agree in their
+ * first bytes, and a regex compiled where a freed one was (the same address, likely). */
+static void regex_memo_answers_as_regexec(void **state)
+{
+    rf_schema_registry_t *reg = rf_schema_registry_new();
+    json_t *sc = parse("{\"pattern\":\"^x[0-9]*[02468]$\"}");
+    char errstr[256], text[200];
+    json_t *doc;
+    int round, i, len;
+
+    (void)state;
+    assert_int_equal(rf_schema_registry_add(reg, "even", sc, errstr, sizeof(errstr)), RF_OK);
+    json_decref(sc);
+    for (round = 0; round < 2; round++) {
+        for (i = 0; i < 3000; i++) { /* more texts than the memo holds: evictions, collisions */
+            snprintf(text, sizeof(text), "x%d", i);
+            doc = json_string(text);
+            assert_int_equal(rf_schema_validate(reg, "even", doc, errstr, sizeof(errstr)),
+                             i % 2 ? RF_ERR_PERM : RF_OK);
+            json_decref(doc);
+        }
+    }
+    rf_schema_registry_destroy(reg);
+
+    for (len = 50; len <= 60; len++) { /* around the longest text remembered */
+        char json_a[200], json_ab[200];
+        memset(text, 'a', (size_t)len);
+        snprintf(json_a, sizeof(json_a), "\"%.*s\"", len, text);
+        snprintf(json_ab, sizeof(json_ab), "\"%.*sb\"", len, text);
+        for (round = 0; round < 2; round++) {
+            assert_int_equal(
+                validate_text("{\"pattern\":\"^a*$\"}", json_a, errstr, sizeof(errstr)), RF_OK);
+            assert_int_equal(
+                validate_text("{\"pattern\":\"^a*$\"}", json_ab, errstr, sizeof(errstr)),
+                RF_ERR_PERM);
+        }
+    }
+
+    /* the same text against other regexes compiled after the first were freed, as malloc
+     * hands their memory out again */
+    for (i = 0; i < 50; i++) {
+        assert_int_equal(validate_text(i % 2 ? "{\"pattern\":\"^b+$\"}" : "{\"pattern\":\"^a+$\"}",
+                                       "\"aaa\"", errstr, sizeof(errstr)),
+                         i % 2 ? RF_ERR_PERM : RF_OK);
+    }
+    assert_string_equal(errstr, "document: string does not match pattern '^b+$'");
+
+    /* patternProperties and additionalProperties ask the memo too */
+    for (round = 0; round < 2; round++) {
+        assert_int_equal(validate_text("{\"patternProperties\":{\"^x\":{\"type\":\"integer\"}},"
+                                       "\"additionalProperties\":{\"type\":\"string\"}}",
+                                       "{\"xa\":1,\"ya\":\"s\"}", errstr, sizeof(errstr)),
+                         RF_OK);
+        assert_int_equal(validate_text("{\"patternProperties\":{\"^x\":{\"type\":\"integer\"}},"
+                                       "\"additionalProperties\":{\"type\":\"string\"}}",
+                                       "{\"xa\":\"s\"}", errstr, sizeof(errstr)),
+                         RF_ERR_PERM);
+        assert_int_equal(validate_text("{\"patternProperties\":{\"^x\":{\"type\":\"integer\"}},"
+                                       "\"additionalProperties\":{\"type\":\"string\"}}",
+                                       "{\"ya\":1}", errstr, sizeof(errstr)),
+                         RF_ERR_PERM);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -457,6 +539,7 @@ int main(void)
         cmocka_unit_test(validation_is_fast),
         cmocka_unit_test(validation_is_thread_safe),
         cmocka_unit_test(huge_string_refused_by_length),
+        cmocka_unit_test(regex_memo_answers_as_regexec),
     };
 
     return cmocka_run_group_tests_name("schema", tests, NULL, NULL);
