@@ -668,6 +668,7 @@ static void apply_finish_many(rf_worker_t *w, apply_msg_t **ms, const apply_fin_
                 snprintf(ms[i]->errstr, ms[i]->errstr_size, "%s", ms[0]->errstr);
         }
     } else {
+        rf_log_ctx_clear(); /* about the round's messages, not one of them */
         rf_log_info("the closing statement of %zu releases failed (%s): one by one", n,
                     ms[0]->errstr);
         for (size_t i = 0; i < n; i++) {
