@@ -12,6 +12,7 @@
 
 #include "rf_clock.h"
 #include "rf_cloudevents.h"
+#include "rf_json.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 #include "rf_msg.h"
@@ -421,6 +422,63 @@ static rf_err_t notify_handle(void *state, const rf_input_t *in, char *errstr, s
     return RF_OK;
 }
 
+/* A poll batch of results in one statement: notify_handle's insert for every result, in
+ * the batch's order (each release's rows by subscription, as one by one). Duplicates in the
+ * batch (a redelivery) insert once, as one after the other did. */
+static void notify_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_err_t *results,
+                                char *const *errstrs, size_t errstr_size)
+{
+    notify_stage_t *ns = state;
+    json_t *rows = json_array();
+    const char *params[1];
+    PGresult *res = NULL;
+    char *text;
+    rf_err_t result;
+    size_t i;
+
+    if (!rows)
+        abort();
+    for (i = 0; i < n; i++) {
+        json_t *row = json_pack("{s:I, s:O?, s:O?}", "n", (json_int_t)i, "release_id",
+                                json_object_get(in[i]->body, "release_id"), "event_id",
+                                json_object_get(in[i]->body, "event_id"));
+        if (!row || json_array_append_new(rows, row) != 0)
+            abort();
+    }
+    text = rf_json_dumps(rows, 0);
+    if (!text)
+        abort();
+    params[0] = text;
+    result = rf_db_exec(ns->w->db,
+                        "INSERT INTO notifications (release_id, subscription_id, event_id, channel,"
+                        " target) SELECT r.id, s.id, m.event_id, s.channel, s.target"
+                        " FROM jsonb_to_recordset($1::jsonb) AS m(n int, release_id uuid,"
+                        " event_id uuid) JOIN releases r ON r.id = m.release_id"
+                        " JOIN notify_subscriptions s ON s.service = r.service"
+                        " AND s.env = r.env AND r.status = ANY (s.on_status)"
+                        " AND s.created_at <= r.finished_at"
+                        " ORDER BY m.n, s.id ON CONFLICT DO NOTHING RETURNING id",
+                        1, params, &res, errstrs[0], errstr_size);
+    if (result != RF_OK && n > 1) {
+        /* each alone, as without the batch: a refusal is then its message's own */
+        rf_log_warn("cannot record the notifications of %zu results at once, one by one: %s", n,
+                    errstrs[0]);
+        for (i = 0; i < n; i++)
+            results[i] = notify_handle(ns, in[i], errstrs[i], errstr_size);
+    } else {
+        for (i = 0; i < n; i++)
+            results[i] = result;
+    }
+    if (result == RF_OK && PQntuples(res) > 0) {
+        rf_log_info("%d notification%s to send", PQntuples(res), PQntuples(res) > 1 ? "s" : "");
+        atomic_store(&ns->kick, 1);
+        curl_multi_wakeup(ns->multi);
+    }
+    PQclear(res);
+    free(text);
+    json_decref(rows);
+}
+
 static void notify_destroy(void *state)
 {
     notify_stage_t *ns = state;
@@ -485,6 +543,7 @@ const rf_stage_t rf_stage_notify = {
     .needs_lock = 0,
     .init = notify_init,
     .handle = notify_handle,
+    .handle_batch = notify_handle_batch,
     .tick = NULL,
     .destroy = notify_destroy,
 };
