@@ -1,5 +1,6 @@
 /* The object store of kubesim: objects per kind, resourceVersions, and the watch event rings. */
 #include "ks_store.h"
+#include "rf_json.h"
 
 #include <errno.h>
 #include <openssl/rand.h>
@@ -286,223 +287,6 @@ static void store_record(ks_store_t *st, ks_kind_t kind, ks_event_type_t type, j
     e->line_len = 0;
 }
 
-/* The serialiser writes into b's memory while it has room (put_room), and through rf_buf
- * (which grows it) otherwise: per byte and per call, rf_buf_add and a byte loop with
- * its escape test were ~20% of kubesim's instructions per release, watch lines and
- * answers above all (issue 20). The bytes written are the same either way. */
-
-/* Room for n more bytes and the NUL without growing b, and within its cap. */
-static inline int put_room(const rf_buf_t *b, size_t n)
-{
-    return b->cap - b->len > n && (!b->max || n <= b->max - b->len);
-}
-
-static inline int put_c(rf_buf_t *b, char c)
-{
-    if (!put_room(b, 1))
-        return rf_buf_addc(b, c);
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-static inline int put_n(rf_buf_t *b, const char *s, size_t n)
-{
-    if (!put_room(b, n))
-        return rf_buf_add(b, s, n);
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-/* The bytes a JSON string escapes: '"', '\\' and control characters. */
-static const unsigned char put_escaped[256] = {
-    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1,
-    [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1,
-    [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
-    [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1,
-    [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, ['"'] = 1, ['\\'] = 1,
-};
-
-/* The length of s's first run of bytes written as they are: eight at a time while no
- * byte of the eight is below 0x20, '"' or '\\' (the bit tricks "hasless" and "haszero",
- * exact for "some byte of the word"), then one at a time. */
-static size_t put_plain(const char *s, size_t n)
-{
-    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-    size_t i = 0;
-
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x, q, bs;
-        memcpy(&x, s + i, sizeof(x));
-        q = x ^ (ones * '"');
-        bs = x ^ (ones * '\\');
-        if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & high)
-            break;
-    }
-    while (i < n && !put_escaped[(unsigned char)s[i]])
-        i++;
-    return i;
-}
-
-/* A JSON string as jansson's dump writes it without flags: '"', '\\' and control
- * characters escaped, everything else (UTF-8 included) as it is; with sep (',' or 0)
- * before it and ':' after it for an object's key. */
-static int store_put_string_sep(rf_buf_t *b, const char *s, size_t n, char sep, int key)
-{
-    size_t run = 0, plain = put_plain(s, n);
-    size_t need = n + 2 + (sep != 0) + (key != 0);
-
-    if (plain == n && put_room(b, need)) {
-        char *d = b->data + b->len;
-        if (sep)
-            *d++ = sep;
-        *d++ = '"';
-        memcpy(d, s, n);
-        d += n;
-        *d++ = '"';
-        if (key)
-            *d++ = ':';
-        *d = '\0';
-        b->len += need;
-        return 0;
-    }
-    if ((sep && put_c(b, sep) != 0) || put_c(b, '"') != 0)
-        return -1;
-    for (size_t i = plain; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        static const char from[] = "\"\\\b\f\n\r\t", to[] = "\"\\bfnrt";
-        static const char hex[] = "0123456789ABCDEF";
-        const char *hit;
-        char esc[8] = {'\\', 'u', '0', '0'};
-        size_t elen = 6;
-
-        if (!put_escaped[c])
-            continue;
-        hit = c ? memchr(from, c, sizeof(from) - 1) : NULL;
-        if (put_n(b, s + run, i - run) != 0)
-            return -1;
-        if (hit) {
-            esc[1] = to[hit - from];
-            elen = 2;
-        } else {
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-        }
-        if (put_n(b, esc, elen) != 0)
-            return -1;
-        run = i + 1;
-    }
-    if (put_n(b, s + run, n - run) != 0 || put_c(b, '"') != 0)
-        return -1;
-    return key ? put_c(b, ':') : 0;
-}
-
-static int store_put_string(rf_buf_t *b, const char *s, size_t n)
-{
-    return store_put_string_sep(b, s, n, 0, 0);
-}
-
-typedef struct put_key {
-    const char *key;
-    size_t len;
-    json_t *value;
-} put_key_t;
-
-/* jansson's order for JSON_SORT_KEYS: bytes, then length */
-static int put_key_cmp(const void *a, const void *b)
-{
-    const put_key_t *x = a, *y = b;
-    int r = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
-
-    return r ? r : (x->len > y->len) - (x->len < y->len);
-}
-
-static int store_put(rf_buf_t *b, const json_t *j, int sorted);
-
-/* An object's members sorted by key, as json_dumps with JSON_SORT_KEYS writes them. */
-static int store_put_sorted(rf_buf_t *b, const json_t *j)
-{
-    size_t n = json_object_size(j), i = 0;
-    put_key_t *keys = malloc((n ? n : 1) * sizeof(*keys));
-    int rc = 0;
-
-    if (!keys)
-        abort();
-    for (void *it = json_object_iter((json_t *)j); it && i < n;
-         it = json_object_iter_next((json_t *)j, it), i++) {
-        keys[i].key = json_object_iter_key(it);
-        keys[i].len = json_object_iter_key_len(it);
-        keys[i].value = json_object_iter_value(it);
-    }
-    qsort(keys, i, sizeof(*keys), put_key_cmp);
-    rc = put_c(b, '{');
-    for (size_t k = 0; k < i && rc == 0; k++)
-        if (store_put_string_sep(b, keys[k].key, keys[k].len, k ? ',' : 0, 1) != 0 ||
-            store_put(b, keys[k].value, 1) != 0)
-            rc = -1;
-    free(keys);
-    return rc == 0 ? put_c(b, '}') : -1;
-}
-
-static int store_put(rf_buf_t *b, const json_t *j, int sorted)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        int first = 1;
-        if (sorted)
-            return store_put_sorted(b, j);
-        if (put_c(b, '{') != 0)
-            return -1;
-        for (void *it = json_object_iter((json_t *)j); it;
-             it = json_object_iter_next((json_t *)j, it)) {
-            if (store_put_string_sep(b, json_object_iter_key(it), json_object_iter_key_len(it),
-                                     first ? 0 : ',', 1) != 0 ||
-                store_put(b, json_object_iter_value(it), 0) != 0)
-                return -1;
-            first = 0;
-        }
-        return put_c(b, '}');
-    }
-    case JSON_ARRAY: {
-        size_t n = json_array_size(j);
-        if (put_c(b, '[') != 0)
-            return -1;
-        for (size_t i = 0; i < n; i++)
-            if ((i && put_c(b, ',') != 0) || store_put(b, json_array_get(j, i), sorted) != 0)
-                return -1;
-        return put_c(b, ']');
-    }
-    case JSON_STRING:
-        return store_put_string(b, json_string_value(j), json_string_length(j));
-    case JSON_INTEGER: {
-        char num[24], *p = num + sizeof(num);
-        json_int_t v = json_integer_value(j);
-        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-        do {
-            *--p = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
-        if (v < 0)
-            *--p = '-';
-        return put_n(b, p, (size_t)(num + sizeof(num) - p));
-    }
-    case JSON_REAL: { /* rare in objects: jansson's own formatting */
-        char *t = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
-        int rc = t ? rf_buf_adds(b, t) : -1;
-        free(t);
-        return rc;
-    }
-    case JSON_TRUE:
-        return put_n(b, "true", 4);
-    case JSON_FALSE:
-        return put_n(b, "false", 5);
-    default:
-        return put_n(b, "null", 4);
-    }
-}
-
 json_t *ks_json_copy(const json_t *j)
 {
     json_t *out;
@@ -537,30 +321,30 @@ json_t *ks_json_copy(const json_t *j)
 }
 
 /* Byte for byte what json_dump_callback(j, ..., JSON_COMPACT) writes (keys in insertion
- * order), without jansson 2.14's loop check, which costs a snprintf("%p") and a hash table
- * entry for every object and array dumped: dumping was ~30% of kubesim's instructions per
- * release, watch lines above all (issue 20). -1 when b's cap is reached or j is not an
- * object or array (as json_dump_callback without JSON_ENCODE_ANY). */
+ * order): rf_json_append, without jansson 2.14's loop check, which costs a snprintf("%p")
+ * and a hash table entry for every object and array dumped (dumping was ~30% of kubesim's
+ * instructions per release, watch lines above all: issue 20). -1 when b's cap is reached
+ * or j is not an object or array (as json_dump_callback without JSON_ENCODE_ANY). */
 int ks_json_append(rf_buf_t *b, const json_t *j)
 {
     if (!json_is_object(j) && !json_is_array(j))
         return -1;
-    return store_put(b, j, 0);
+    return rf_json_append(b, j, 0);
 }
 
 int ks_json_append_sorted(rf_buf_t *b, const json_t *j)
 {
     if (!json_is_object(j) && !json_is_array(j))
         return -1;
-    return store_put(b, j, 1);
+    return rf_json_append(b, j, RF_JSON_SORT_KEYS);
 }
 
 int ks_json_append_value(rf_buf_t *b, const json_t *j)
 {
-    return j ? store_put(b, j, 0) : -1;
+    return rf_json_append(b, j, 0);
 }
 
-/* j (a member at depth 1 or 2 of a stored object) as store_put writes it, from its kept
+/* j (a member at depth 1 or 2 of a stored object) as rf_json_append writes it, from its kept
  * text when there is one; members of a depth 1 member go the same way. */
 static int store_put_frag(ks_store_t *st, rf_buf_t *b, const json_t *j, int depth)
 {
@@ -569,25 +353,25 @@ static int store_put_frag(ks_store_t *st, rf_buf_t *b, const json_t *j, int dept
     int rc;
 
     if (!json_is_object(j) && !json_is_array(j))
-        return store_put(b, j, 0);
+        return rf_json_append(b, j, 0);
     f = &st->frags[((uintptr_t)j >> 4) % KS_FRAGS];
     if (f->j == j)
-        return put_n(b, f->text, f->len);
+        return rf_buf_add(b, f->text, f->len);
     if (depth >= 2 || json_is_array(j)) {
-        rc = store_put(b, j, 0);
+        rc = rf_json_append(b, j, 0);
     } else {
         int first = 1;
-        rc = put_c(b, '{');
+        rc = rf_buf_addc(b, '{');
         for (void *it = json_object_iter((json_t *)j); it && rc == 0;
              it = json_object_iter_next((json_t *)j, it)) {
-            rc = store_put_string_sep(b, json_object_iter_key(it), json_object_iter_key_len(it),
-                                      first ? 0 : ',', 1);
+            rc = rf_json_append_key(b, json_object_iter_key(it), json_object_iter_key_len(it),
+                                    first ? 0 : ',');
             if (rc == 0)
                 rc = store_put_frag(st, b, json_object_iter_value(it), depth + 1);
             first = 0;
         }
         if (rc == 0)
-            rc = put_c(b, '}');
+            rc = rf_buf_addc(b, '}');
     }
     if (rc == 0 && b->len - start >= KS_FRAG_MIN) {
         /* the member's slot may have been taken while its members were written */
@@ -609,17 +393,17 @@ int ks_store_append_stored(ks_store_t *st, rf_buf_t *b, const json_t *obj)
 
     if (!json_is_object(obj))
         return ks_json_append(b, obj);
-    if (put_c(b, '{') != 0)
+    if (rf_buf_addc(b, '{') != 0)
         return -1;
     for (void *it = json_object_iter((json_t *)obj); it;
          it = json_object_iter_next((json_t *)obj, it)) {
-        if (store_put_string_sep(b, json_object_iter_key(it), json_object_iter_key_len(it),
-                                 first ? 0 : ',', 1) != 0 ||
+        if (rf_json_append_key(b, json_object_iter_key(it), json_object_iter_key_len(it),
+                               first ? 0 : ',') != 0 ||
             store_put_frag(st, b, json_object_iter_value(it), 1) != 0)
             return -1;
         first = 0;
     }
-    return put_c(b, '}');
+    return rf_buf_addc(b, '}');
 }
 
 const char *ks_store_event_line(ks_store_t *st, ks_event_t *e, size_t *len)

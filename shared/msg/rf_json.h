@@ -22,6 +22,11 @@
  */
 int rf_json_append(rf_buf_t *b, const json_t *j, int flags);
 
+/* An object member's key as rf_json_append writes it: sep first when not 0 (','), then the
+ * key as a JSON string and ':'. For a writer of its own objects' members (kubesim's
+ * stored-text cache); -1 as rf_json_append. */
+int rf_json_append_key(rf_buf_t *b, const char *key, size_t len, char sep);
+
 /* rf_json_append into a new string (free() it); NULL where that returns -1. */
 char *rf_json_dumps(const json_t *j, int flags);
 
