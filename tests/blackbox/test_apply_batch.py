@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 from test_batch import log_text, stop_worker
-from test_fleet import metric, scrape, workers
+from test_fleet import metric, scrape
 from test_hostile import produce_batch
-from test_render import _backends_of
+from test_render import backend_statements, log_every_statement, newest_worker
 
 from conftest import start_stack, stop_stack
 from harness import Harness
@@ -32,11 +32,7 @@ CLOSE_MANY = "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(n int,
 def astack(request):
     # One partition: the `rendered` messages waiting for the worker come in one fetch.
     s = start_stack({"RELFLEET_STACK_PARTITIONS": "1"})
-    h = Harness(s)
-    # The stack's user is the server's superuser: statements are logged with their backend.
-    h.psql("ALTER SYSTEM SET log_statement = 'all'")
-    h.psql("ALTER SYSTEM SET log_line_prefix = '%p '")
-    h.psql("SELECT pg_reload_conf()")
+    log_every_statement(Harness(s))
     yield s
     stop_stack(s, save_logs_as="apply-batch-logs" if request.session.testsfailed else None)
 
@@ -48,24 +44,13 @@ def h(astack):
 
 def apply_worker(h):
     """(pid, metrics address) of the newest apply worker."""
-    name, addr = max(((n, a) for n, a in workers(h.stack).items() if n.startswith("apply-")),
-                     key=lambda kv: int(kv[0].split("-")[1]))
-    return h.stack.pids()[name], addr
+    return newest_worker(h, "apply")
 
 
 def apply_statements(h, start):
     """The statements of the (one) apply worker's backends since start in the postgres log,
     whitespace folded."""
-    backends = _backends_of(h, apply_worker(h)[0])
-    assert backends
-    out = []
-    with open(h.stack.state_dir / "logs" / "postgres.log", errors="replace") as f:
-        f.seek(start)
-        for line in f:
-            m = re.match(r"(\d+) LOG:  (?:statement|execute [^:]*): (.*)", line)
-            if m and int(m.group(1)) in backends:
-                out.append(re.sub(r"\s+", " ", m.group(2)))
-    return out
+    return [re.sub(r"\s+", " ", s) for s in backend_statements(h, start, apply_worker(h)[0])]
 
 
 def psql_session(h):

@@ -8,6 +8,7 @@ import urllib.parse
 import uuid
 
 from harness import Harness
+from test_fleet import workers
 from releases import ACTIVE, deploy, kcat_read, record, setup_service, wait_status
 
 
@@ -146,6 +147,36 @@ def _backends_of(h, pid):
     rows = h.psql("SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL"
                   " AND application_name <> 'relfleet-readiness'")
     return {int(p) for p, port in rows if int(port) in ports}
+
+
+def log_every_statement(h):
+    """Has the stack's server log every statement with its backend's pid (the stack's user
+    is the server's superuser), for backend_statements."""
+    h.psql("ALTER SYSTEM SET log_statement = 'all'")
+    h.psql("ALTER SYSTEM SET log_line_prefix = '%p '")
+    h.psql("SELECT pg_reload_conf()")
+
+
+def newest_worker(h, stage):
+    """(pid, metrics address) of the newest worker of stage."""
+    name, addr = max(((n, a) for n, a in workers(h.stack).items() if n.startswith(stage + "-")),
+                     key=lambda kv: int(kv[0].split("-")[1]))
+    return h.stack.pids()[name], addr
+
+
+def backend_statements(h, start, pid):
+    """The statements the backends of process pid ran since offset start of the postgres
+    log (log_every_statement), in their order."""
+    backends = _backends_of(h, pid)
+    assert backends
+    out = []
+    with open(h.stack.state_dir / "logs" / "postgres.log", errors="replace") as f:
+        f.seek(start)
+        for line in f:
+            m = re.match(r"(\d+) LOG:  (?:statement|execute [^:]*): (.*)", line)
+            if m and int(m.group(1)) in backends:
+                out.append(m.group(2))
+    return out
 
 
 def test_render_statement_budget(stack_factory):

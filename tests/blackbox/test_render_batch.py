@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 from test_batch import stop_worker
-from test_fleet import metric, scrape, workers
-from test_render import PERIODIC, _backends_of
+from test_fleet import metric, scrape
+from test_render import PERIODIC, backend_statements, log_every_statement, newest_worker
 
 from conftest import start_stack, stop_stack
 from harness import Harness
@@ -26,11 +26,7 @@ from releases import TERMINAL, record, setup_service, wait_status
 @pytest.fixture(scope="module")
 def rstack(request):
     s = start_stack()
-    h = Harness(s)
-    # The stack's user is the server's superuser: statements are logged with their backend.
-    h.psql("ALTER SYSTEM SET log_statement = 'all'")
-    h.psql("ALTER SYSTEM SET log_line_prefix = '%p '")
-    h.psql("SELECT pg_reload_conf()")
+    log_every_statement(Harness(s))
     yield s
     stop_stack(s, save_logs_as="render-batch-logs" if request.session.testsfailed else None)
 
@@ -69,25 +65,14 @@ ONE_START = "WITH f AS (UPDATE services SET fence"
 
 
 def render_worker(h):
-    name, addr = max(((n, a) for n, a in workers(h.stack).items() if n.startswith("render-")),
-                     key=lambda kv: int(kv[0].split("-")[1]))
-    return h.stack.pids()[name], addr
+    return newest_worker(h, "render")
 
 
 def render_statements(h, start):
     """The statements the render worker ran since start in the postgres log, without the
     periodic ones (sweeps, readiness)."""
-    pid, _ = render_worker(h)
-    backends = _backends_of(h, pid)
-    assert backends
-    out = []
-    with open(h.stack.state_dir / "logs" / "postgres.log", errors="replace") as f:
-        f.seek(start)
-        for line in f:
-            m = re.match(r"(\d+) LOG:  (?:statement|execute [^:]*): (.*)", line)
-            if m and int(m.group(1)) in backends and not m.group(2).startswith(PERIODIC):
-                out.append(m.group(2)[:200])
-    return out
+    return [s[:200] for s in backend_statements(h, start, render_worker(h)[0])
+            if not s.startswith(PERIODIC)]
 
 
 def results_of(h, ids, timeout=60):
