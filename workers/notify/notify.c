@@ -424,7 +424,10 @@ static rf_err_t notify_handle(void *state, const rf_input_t *in, char *errstr, s
 
 /* A poll batch of results in one statement: notify_handle's insert for every result, in
  * the batch's order (each release's rows by subscription, as one by one). Duplicates in the
- * batch (a redelivery) insert once, as one after the other did. */
+ * batch (a redelivery) insert once, as one after the other did. The planner guesses 100 rows
+ * for jsonb_to_recordset and joined them to a scan of every release (auto_explain, 0.36 ms
+ * of PostgreSQL per release at 4,000 releases); the ids named as an array are a primary-key
+ * lookup at any table size, as in rf_store_end_many. */
 static void notify_handle_batch(void *state, rf_input_t *const *in, size_t n, rf_err_t *results,
                                 char *const *errstrs, size_t errstr_size)
 {
@@ -450,10 +453,12 @@ static void notify_handle_batch(void *state, rf_input_t *const *in, size_t n, rf
         abort();
     params[0] = text;
     result = rf_db_exec(ns->w->db,
-                        "INSERT INTO notifications (release_id, subscription_id, event_id, channel,"
+                        "WITH m AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(n int,"
+                        " release_id uuid, event_id uuid))"
+                        " INSERT INTO notifications (release_id, subscription_id, event_id, channel,"
                         " target) SELECT r.id, s.id, m.event_id, s.channel, s.target"
-                        " FROM jsonb_to_recordset($1::jsonb) AS m(n int, release_id uuid,"
-                        " event_id uuid) JOIN releases r ON r.id = m.release_id"
+                        " FROM m JOIN releases r ON r.id = m.release_id"
+                        " AND r.id = ANY (ARRAY(SELECT release_id FROM m))"
                         " JOIN notify_subscriptions s ON s.service = r.service"
                         " AND s.env = r.env AND r.status = ANY (s.on_status)"
                         " AND s.created_at <= r.finished_at"

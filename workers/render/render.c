@@ -246,7 +246,10 @@ static const char render_start_sql[] =
  * service row; the service takes its fence, the release becomes `applying` with its two
  * timeline rows; the others change nothing. Rows, in the order of n: id, whether it
  * started, and why not. A second active release of a service (23505) fails it all: the
- * caller then starts them one by one. */
+ * caller then starts them one by one. The planner takes c, f and u for one row each, so
+ * a join between two of them is a nested loop over a CTE scan, quadratic in the batch
+ * (auto_explain: 38 of 100 ms for 256 releases): u finds f's ids as an array, and u
+ * returns what t needs instead of t joining c to u. */
 static const char render_start_many_sql[] =
     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(n int, id uuid, fence bigint,"
     " service text, env text, params jsonb, template_id text, template_version text,"
@@ -255,16 +258,17 @@ static const char render_start_many_sql[] =
     " JOIN services s ON s.service = x.service AND s.env = x.env AND s.fence < x.fence"
     " FOR UPDATE OF r, s),"
     " f AS (UPDATE services s SET fence = c.fence FROM c WHERE s.service = c.service"
-    " AND s.env = c.env AND s.fence < c.fence RETURNING s.service, s.env),"
+    " AND s.env = c.env AND s.fence < c.fence RETURNING c.id),"
     " u AS (UPDATE releases r SET status = 'applying', fence = c.fence,"
     " started_at = clock_timestamp(), params = c.params, template_id = c.template_id,"
     " template_version = c.template_version, manifests = c.manifests,"
-    " manifests_sha256 = c.manifests_sha256 FROM c JOIN f ON f.service = c.service"
-    " AND f.env = c.env WHERE r.id = c.id AND r.status = 'queued' RETURNING r.id),"
+    " manifests_sha256 = c.manifests_sha256 FROM c WHERE r.id = c.id"
+    " AND c.id = ANY (ARRAY(SELECT id FROM f)) AND r.status = 'queued'"
+    " RETURNING r.id, c.n, c.started, c.message, c.data),"
     " t AS (INSERT INTO timeline (release_id, stage, event, status, message, data)"
-    " SELECT c.id, 'render', e.event, e.event, e.message, e.data FROM c JOIN u ON u.id = c.id,"
-    " LATERAL (VALUES (1, 'rendering', c.started, NULL::jsonb), (2, 'applying', c.message,"
-    " c.data)) AS e (k, event, message, data) ORDER BY c.n, e.k)"
+    " SELECT u.id, 'render', e.event, e.event, e.message, e.data FROM u,"
+    " LATERAL (VALUES (1, 'rendering', u.started, NULL::jsonb), (2, 'applying', u.message,"
+    " u.data)) AS e (k, event, message, data) ORDER BY u.n, e.k)"
     " SELECT x.id, u.id IS NOT NULL, CASE WHEN u.id IS NOT NULL THEN ''"
     " WHEN s.fence >= x.fence THEN format('fence %s is older than the service''s', x.fence)"
     " ELSE 'release left ''queued'' meanwhile' END"
@@ -1052,7 +1056,9 @@ typedef struct render_msg {
  * their order, as two statements would. A request refused here (its id already holds
  * other content, recorded or earlier in the batch) is dead-lettered once the hook
  * returns: the requests of its service after it are not recorded ('deferred') but
- * redelivered after the dead letter, so that a service's effects keep their order. */
+ * redelivered after the dead letter, so that a service's effects keep their order. The
+ * queued rows take each id's first message by a join (a subquery per row scanned x once
+ * per row: 30 of 42 ms for 256 requests). */
 static const char render_insert_sql[] =
     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(n int, id uuid, service text,"
     " env text, version text, kind text, parent uuid, operator text, description text,"
@@ -1068,8 +1074,9 @@ static const char render_insert_sql[] =
     " f.service = x.service AND f.env = x.env WHERE f.n IS NULL OR x.n < f.n ORDER BY x.id, x.n"
     " ON CONFLICT (id) DO NOTHING RETURNING id, request),"
     " ev AS (INSERT INTO timeline (release_id, stage, event, status, message)"
-    " SELECT i.id, 'render', 'queued', 'queued', (SELECT x.message FROM x WHERE x.id = i.id"
-    " ORDER BY x.n LIMIT 1) FROM ins i)"
+    " SELECT i.id, 'render', 'queued', 'queued', m.message FROM ins i"
+    " JOIN (SELECT DISTINCT ON (id) id, message FROM x ORDER BY id, n) m ON m.id = i.id"
+    " ORDER BY i.id)"
     " SELECT x.n, CASE WHEN f.n < x.n THEN 'deferred' WHEN i.id IS NOT NULL THEN 'queued'"
     " ELSE r.status END, coalesce(i.request, r.request) = x.request"
     " FROM x LEFT JOIN ins i ON i.id = x.id LEFT JOIN releases r ON r.id = x.id"
