@@ -25,7 +25,8 @@ from releases import TERMINAL, deploy, record, setup_service, wait_status
 
 # The closing statements (shared/store/rf_store.c): one release's, many releases'.
 CLOSE_ONE = "WITH up AS ( UPDATE releases r SET status = 'progressing'"
-CLOSE_MANY = "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(n int, id uuid, fence bigint, track jsonb"
+CLOSE_MANY = ("WITH x AS (SELECT *, 'applying'::text AS was FROM jsonb_to_recordset($1::jsonb)"
+              " AS x(n int, id uuid, fence bigint, track jsonb")
 
 
 @pytest.fixture(scope="module")
