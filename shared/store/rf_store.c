@@ -284,9 +284,12 @@ static rf_err_t store_exec_ids(rf_db_t *db, const char *sql, const char *const *
 rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t n,
                                     char *errstr, size_t errstr_size)
 {
+    /* `IS TRUE`: found by primary key, not through the partial index releases_results_owed,
+     * which holds a dead entry of every release since the last vacuum (a bitmap scan of it
+     * in a bench stack) */
     return store_exec_ids(db,
                           "UPDATE releases SET results_owed = false WHERE id = ANY($1::uuid[])"
-                          " AND results_owed",
+                          " AND results_owed IS TRUE",
                           ids, n, NULL, errstr, errstr_size);
 }
 
