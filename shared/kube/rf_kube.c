@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "rf_buf.h"
+#include "rf_json.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 
@@ -676,17 +677,30 @@ static size_t kube_json_ws(const char *s, size_t len, size_t i)
     return i;
 }
 
-/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. */
+/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. A
+ * quote ends it unless an odd run of backslashes comes before it (memchr finds the quotes:
+ * byte by byte, the scans of a Deployment's answer cost a tenth of the apply worker). */
 static size_t kube_json_string_end(const char *s, size_t len, size_t i)
 {
-    for (i++; i < len; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
+    size_t start = i + 1, j, k;
+    const char *q;
+
+    for (i = start; i < len; i = j + 1) {
+        q = memchr(s + i, '"', len - i);
+        if (!q)
+            break;
+        j = (size_t)(q - s);
+        for (k = j; k > start && s[k - 1] == '\\'; k--)
+            ;
+        if ((j - k) % 2 == 0)
+            return j + 1;
     }
     return len + 1;
 }
+
+/* The bytes that open or close a value inside an object or array. */
+static const unsigned char kube_json_nesting[256] = {['"'] = 1, ['{'] = 1, ['['] = 1,
+                                                     ['}'] = 1, [']'] = 1};
 
 /* The index just past the JSON value at s[i] (after blanks), unparsed; len + 1 when it
  * does not end. Only delimits: what is in between is checked by whoever parses it. */
@@ -706,13 +720,17 @@ static size_t kube_json_skip(const char *s, size_t len, size_t i)
         return i;
     }
     for (; i < len; i++) {
+        while (i < len && !kube_json_nesting[(unsigned char)s[i]])
+            i++;
+        if (i >= len)
+            break;
         if (s[i] == '"') {
             i = kube_json_string_end(s, len, i) - 1;
             if (i >= len)
                 return len + 1;
         } else if (s[i] == '{' || s[i] == '[') {
             depth++;
-        } else if ((s[i] == '}' || s[i] == ']') && --depth == 0) {
+        } else if (--depth == 0) {
             return i + 1;
         }
     }
@@ -1044,7 +1062,7 @@ static rf_err_t kube_apply(rf_kube_t *k, const json_t *manifest, const char *fie
     result = rf_kube_object_path(manifest, k->namespace, path, sizeof(path), errstr, errstr_size);
     if (result != RF_OK)
         goto cleanup;
-    body = json_dumps(manifest, JSON_COMPACT);
+    body = rf_json_dumps(manifest, 0); /* json_dumps(JSON_COMPACT)'s bytes, faster */
     if (!body) {
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot apply '%s': bad json", path);
         goto cleanup;

@@ -10,6 +10,7 @@
 #include "common.h"
 #include "track/gray.h"
 #include "rf_buf.h"
+#include "rf_json.h"
 #include "rf_kube.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
@@ -255,7 +256,7 @@ static rf_err_t apply_republish(rf_worker_t *w, const char *track, const char *k
     rf_err_t result = RF_OK;
 
     if (json_is_object(msg)) {
-        text = json_dumps(msg, JSON_COMPACT);
+        text = rf_json_dumps(msg, 0);
         result = rf_producer_send(w->producer, "applied", key, text, strlen(text), errstr,
                                   errstr_size);
         free(text);
@@ -559,11 +560,11 @@ static void apply_fin_init(apply_fin_t *f, const apply_msg_t *m)
     head = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "schema", "relfleet.applied.v1",
                      "release_id", m->id, "service", m->service, "env", m->env, "fence",
                      (json_int_t)m->fence, "namespace", m->ns);
-    head_text = head ? json_dumps(head, JSON_COMPACT) : NULL;
-    objects = json_dumps(m->objects, JSON_COMPACT);
+    head_text = head ? rf_json_dumps(head, 0) : NULL;
+    objects = rf_json_dumps(m->objects, 0);
     if (m->gray)
-        gray = json_dumps(m->gray, JSON_COMPACT);
-    f->events_text = json_dumps(m->events, JSON_COMPACT);
+        gray = rf_json_dumps(m->gray, 0);
+    f->events_text = rf_json_dumps(m->events, 0);
     if (!head_text || !objects || (m->gray && !gray) || !f->events_text)
         abort();
     /* head_text ends with '}': the members that follow go before it */
