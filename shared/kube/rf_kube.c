@@ -677,27 +677,6 @@ static size_t kube_json_ws(const char *s, size_t len, size_t i)
     return i;
 }
 
-/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. A
- * quote ends it unless an odd run of backslashes comes before it (memchr finds the quotes:
- * byte by byte, the scans of a Deployment's answer cost a tenth of the apply worker). */
-static size_t kube_json_string_end(const char *s, size_t len, size_t i)
-{
-    size_t start = i + 1, j, k;
-    const char *q;
-
-    for (i = start; i < len; i = j + 1) {
-        q = memchr(s + i, '"', len - i);
-        if (!q)
-            break;
-        j = (size_t)(q - s);
-        for (k = j; k > start && s[k - 1] == '\\'; k--)
-            ;
-        if ((j - k) % 2 == 0)
-            return j + 1;
-    }
-    return len + 1;
-}
-
 /* The bytes that open or close a value inside an object or array. */
 static const unsigned char kube_json_nesting[256] = {['"'] = 1, ['{'] = 1, ['['] = 1,
                                                      ['}'] = 1, [']'] = 1};
@@ -712,7 +691,7 @@ static size_t kube_json_skip(const char *s, size_t len, size_t i)
     if (i >= len)
         return len + 1;
     if (s[i] == '"')
-        return kube_json_string_end(s, len, i);
+        return rf_json_string_end(s, len, i);
     if (s[i] != '{' && s[i] != '[') {
         while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
                s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
@@ -725,7 +704,7 @@ static size_t kube_json_skip(const char *s, size_t len, size_t i)
         if (i >= len)
             break;
         if (s[i] == '"') {
-            i = kube_json_string_end(s, len, i) - 1;
+            i = rf_json_string_end(s, len, i) - 1;
             if (i >= len)
                 return len + 1;
         } else if (s[i] == '{' || s[i] == '[') {
@@ -758,7 +737,7 @@ static int kube_json_slim(const char *s, size_t len, rf_buf_t *out, int depth)
         const char *key = s + ks + 1;
         int keep;
 
-        if (s[i] != '"' || (ke = kube_json_string_end(s, len, i)) > len)
+        if (s[i] != '"' || (ke = rf_json_string_end(s, len, i)) > len)
             return -1;
         i = kube_json_ws(s, len, ke);
         if (i >= len || s[i] != ':')

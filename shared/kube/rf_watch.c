@@ -6,6 +6,7 @@
 
 #include "rf_buf.h"
 #include "rf_err.h"
+#include "rf_json.h"
 
 #define WATCH_DEFAULT_MAX_LINE ((size_t)16 << 20)
 
@@ -175,28 +176,6 @@ static size_t watch_ws(const char *s, size_t len, size_t i)
     return i;
 }
 
-/* The index just past the JSON string that starts at s[i] ('"'); len + 1 when unclosed. A
- * quote ends it unless an odd run of backslashes comes before it (memchr finds quotes in
- * long strings fast: the scans of watch_copy_slim cost as much as jansson's parse of what
- * is kept when they went byte by byte). */
-static size_t watch_string_end(const char *s, size_t len, size_t i)
-{
-    size_t start = i + 1, j, k;
-    const char *q;
-
-    for (i = start; i < len; i = j + 1) {
-        q = memchr(s + i, '"', len - i);
-        if (!q)
-            break;
-        j = (size_t)(q - s);
-        for (k = j; k > start && s[k - 1] == '\\'; k--)
-            ;
-        if ((j - k) % 2 == 0)
-            return j + 1;
-    }
-    return len + 1;
-}
-
 /* The bytes that open or close a value inside an object or array. */
 static const unsigned char watch_nesting[256] = {['"'] = 1, ['{'] = 1, ['['] = 1,
                                                  ['}'] = 1, [']'] = 1};
@@ -211,7 +190,7 @@ static size_t watch_skip(const char *s, size_t len, size_t i)
     if (i >= len)
         return len + 1;
     if (s[i] == '"')
-        return watch_string_end(s, len, i);
+        return rf_json_string_end(s, len, i);
     if (s[i] != '{' && s[i] != '[') {
         while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
                s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
@@ -224,7 +203,7 @@ static size_t watch_skip(const char *s, size_t len, size_t i)
         if (i >= len)
             break;
         if (s[i] == '"') {
-            i = watch_string_end(s, len, i) - 1;
+            i = rf_json_string_end(s, len, i) - 1;
             if (i >= len)
                 return len + 1;
         } else if (s[i] == '{' || s[i] == '[') {
@@ -247,7 +226,7 @@ static int watch_next_member(const char *s, size_t len, size_t *i, size_t *ks, s
     if (j < len && s[j] == '}')
         return s[*i - 1] == ',' ? -1 : 0; /* a comma before it is not JSON */
     *ks = j;
-    if (j >= len || s[j] != '"' || (*ke = watch_string_end(s, len, j)) > len)
+    if (j >= len || s[j] != '"' || (*ke = rf_json_string_end(s, len, j)) > len)
         return -1;
     j = watch_ws(s, len, *ke);
     if (j >= len || s[j] != ':')

@@ -310,3 +310,21 @@ char *rf_json_dumps(const json_t *j, int flags)
     }
     return rf_buf_detach(&b);
 }
+
+size_t rf_json_string_end(const char *s, size_t len, size_t i)
+{
+    size_t start = i + 1, j, k;
+    const char *q;
+
+    for (i = start; i < len; i = j + 1) {
+        q = memchr(s + i, '"', len - i);
+        if (!q)
+            break;
+        j = (size_t)(q - s);
+        for (k = j; k > start && s[k - 1] == '\\'; k--)
+            ;
+        if ((j - k) % 2 == 0)
+            return j + 1;
+    }
+    return len + 1;
+}
