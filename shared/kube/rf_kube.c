@@ -18,6 +18,7 @@
 
 #include "rf_buf.h"
 #include "rf_json.h"
+#include "rf_jtext.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 
@@ -670,52 +671,6 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
     return result;
 }
 
-static size_t kube_json_ws(const char *s, size_t len, size_t i)
-{
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* The bytes that open or close a value inside an object or array. */
-static const unsigned char kube_json_nesting[256] = {['"'] = 1, ['{'] = 1, ['['] = 1,
-                                                     ['}'] = 1, [']'] = 1};
-
-/* The index just past the JSON value at s[i] (after blanks), unparsed; len + 1 when it
- * does not end. Only delimits: what is in between is checked by whoever parses it. */
-static size_t kube_json_skip(const char *s, size_t len, size_t i)
-{
-    int depth = 0;
-
-    i = kube_json_ws(s, len, i);
-    if (i >= len)
-        return len + 1;
-    if (s[i] == '"')
-        return rf_json_string_end(s, len, i);
-    if (s[i] != '{' && s[i] != '[') {
-        while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
-               s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
-            i++;
-        return i;
-    }
-    for (; i < len; i++) {
-        while (i < len && !kube_json_nesting[(unsigned char)s[i]])
-            i++;
-        if (i >= len)
-            break;
-        if (s[i] == '"') {
-            i = rf_json_string_end(s, len, i) - 1;
-            if (i >= len)
-                return len + 1;
-        } else if (s[i] == '{' || s[i] == '[') {
-            depth++;
-        } else if (--depth == 0) {
-            return i + 1;
-        }
-    }
-    return len + 1;
-}
-
 /* The text of an object's members apiVersion, kind and metadata, the last with only
  * name, namespace, generation, resourceVersion and annotations (depth 1: the members of
  * metadata), copied from an answer's JSON text into out without parsing the rest: a
@@ -725,13 +680,13 @@ static size_t kube_json_skip(const char *s, size_t len, size_t i)
  * instead). */
 static int kube_json_slim(const char *s, size_t len, rf_buf_t *out, int depth)
 {
-    size_t i = kube_json_ws(s, len, 0);
+    size_t i = rf_jtext_ws(s, len, 0);
     int first = 1;
 
     if (i >= len || s[i] != '{')
         return -1;
     rf_buf_addc(out, '{');
-    i = kube_json_ws(s, len, i + 1);
+    i = rf_jtext_ws(s, len, i + 1);
     while (i < len && s[i] != '}') {
         size_t ks = i, ke, vs, ve, klen;
         const char *key = s + ks + 1;
@@ -739,11 +694,11 @@ static int kube_json_slim(const char *s, size_t len, rf_buf_t *out, int depth)
 
         if (s[i] != '"' || (ke = rf_json_string_end(s, len, i)) > len)
             return -1;
-        i = kube_json_ws(s, len, ke);
+        i = rf_jtext_ws(s, len, ke);
         if (i >= len || s[i] != ':')
             return -1;
-        vs = kube_json_ws(s, len, i + 1);
-        ve = kube_json_skip(s, len, vs);
+        vs = rf_jtext_ws(s, len, i + 1);
+        ve = rf_jtext_skip(s, len, vs);
         if (ve > len)
             return -1;
         klen = ke - ks - 2;
@@ -767,9 +722,9 @@ static int kube_json_slim(const char *s, size_t len, rf_buf_t *out, int depth)
             }
         }
 #undef KUBE_KEY_IS
-        i = kube_json_ws(s, len, ve);
+        i = rf_jtext_ws(s, len, ve);
         if (i < len && s[i] == ',')
-            i = kube_json_ws(s, len, i + 1);
+            i = rf_jtext_ws(s, len, i + 1);
         else if (i >= len || s[i] != '}')
             return -1;
     }

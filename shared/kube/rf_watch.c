@@ -6,7 +6,7 @@
 
 #include "rf_buf.h"
 #include "rf_err.h"
-#include "rf_json.h"
+#include "rf_jtext.h"
 
 #define WATCH_DEFAULT_MAX_LINE ((size_t)16 << 20)
 
@@ -169,81 +169,6 @@ static int watch_is_blank(const char *s, size_t n)
     return 1;
 }
 
-static size_t watch_ws(const char *s, size_t len, size_t i)
-{
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* The bytes that open or close a value inside an object or array. */
-static const unsigned char watch_nesting[256] = {['"'] = 1, ['{'] = 1, ['['] = 1,
-                                                 ['}'] = 1, [']'] = 1};
-
-/* The index just past the JSON value at s[i] (after blanks), unparsed; len + 1 when it does
- * not end. Only delimits: jansson checks what is kept. */
-static size_t watch_skip(const char *s, size_t len, size_t i)
-{
-    int depth = 0;
-
-    i = watch_ws(s, len, i);
-    if (i >= len)
-        return len + 1;
-    if (s[i] == '"')
-        return rf_json_string_end(s, len, i);
-    if (s[i] != '{' && s[i] != '[') {
-        while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
-               s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
-            i++;
-        return i;
-    }
-    for (; i < len; i++) {
-        while (i < len && !watch_nesting[(unsigned char)s[i]])
-            i++;
-        if (i >= len)
-            break;
-        if (s[i] == '"') {
-            i = rf_json_string_end(s, len, i) - 1;
-            if (i >= len)
-                return len + 1;
-        } else if (s[i] == '{' || s[i] == '[') {
-            depth++;
-        } else if (--depth == 0) {
-            return i + 1;
-        }
-    }
-    return len + 1;
-}
-
-/* The next member of the object whose members start at s[*i] (after its '{' or a comma):
- * 1 with its key [*ks, *ke) (quotes included) and value [*vs, *ve), *i past it and its
- * comma; 0 at the object's '}'; -1 when not an object as expected. */
-static int watch_next_member(const char *s, size_t len, size_t *i, size_t *ks, size_t *ke,
-                             size_t *vs, size_t *ve)
-{
-    size_t j = watch_ws(s, len, *i);
-
-    if (j < len && s[j] == '}')
-        return s[*i - 1] == ',' ? -1 : 0; /* a comma before it is not JSON */
-    *ks = j;
-    if (j >= len || s[j] != '"' || (*ke = rf_json_string_end(s, len, j)) > len)
-        return -1;
-    j = watch_ws(s, len, *ke);
-    if (j >= len || s[j] != ':')
-        return -1;
-    *vs = watch_ws(s, len, j + 1);
-    *ve = watch_skip(s, len, *vs);
-    if (*ve > len)
-        return -1;
-    j = watch_ws(s, len, *ve);
-    if (j < len && s[j] == ',')
-        j++;
-    else if (j >= len || s[j] != '}')
-        return -1;
-    *i = j;
-    return 1;
-}
-
 /* 2 when drop names the member at path[0..n), 1 when it names one inside it, else 0. */
 static int watch_drop_match(const char *const *drop, const char *path, size_t n)
 {
@@ -267,7 +192,7 @@ static int watch_drop_match(const char *const *drop, const char *path, size_t n)
 static int watch_copy_object(const char *s, size_t ve, size_t vs, const char *const *drop,
                              char *path, size_t plen, rf_buf_t *out)
 {
-    size_t i = watch_ws(s, ve, vs), ks, ke, mvs, mve;
+    size_t i = rf_jtext_ws(s, ve, vs), ks, ke, mvs, mve;
     int first = 1, r;
 
     if (i >= ve || s[i] != '{') {
@@ -276,7 +201,7 @@ static int watch_copy_object(const char *s, size_t ve, size_t vs, const char *co
     }
     i++;
     rf_buf_addc(out, '{');
-    while ((r = watch_next_member(s, ve, &i, &ks, &ke, &mvs, &mve)) == 1) {
+    while ((r = rf_jtext_next_member(s, ve, &i, &ks, &ke, &mvs, &mve)) == 1) {
         size_t klen = ke - ks - 2, n = plen + (plen > 0) + klen;
         int m = 0;
 
@@ -312,14 +237,14 @@ static int watch_copy_slim(const char *s, size_t len, const char *key, int items
                            const char *const *drop, rf_buf_t *out)
 {
     char path[WATCH_PATH_MAX];
-    size_t i = watch_ws(s, len, 0), ks, ke, vs, ve, klen = strlen(key);
+    size_t i = rf_jtext_ws(s, len, 0), ks, ke, vs, ve, klen = strlen(key);
     int first = 1, r;
 
     if (i >= len || s[i] != '{')
         return -1;
     i++;
     rf_buf_addc(out, '{');
-    while ((r = watch_next_member(s, len, &i, &ks, &ke, &vs, &ve)) == 1) {
+    while ((r = rf_jtext_next_member(s, len, &i, &ks, &ke, &vs, &ve)) == 1) {
         if (!first)
             rf_buf_addc(out, ',');
         first = 0;
@@ -336,18 +261,18 @@ static int watch_copy_slim(const char *s, size_t len, const char *key, int items
             if (s[vs] != '[')
                 return -1;
             rf_buf_addc(out, '[');
-            for (j = watch_ws(s, ve, j); j < ve && s[j] != ']'; n++) {
+            for (j = rf_jtext_ws(s, ve, j); j < ve && s[j] != ']'; n++) {
                 es = j;
-                ee = watch_skip(s, ve, es);
+                ee = rf_jtext_skip(s, ve, es);
                 if (ee > ve)
                     return -1;
                 if (n > 0)
                     rf_buf_addc(out, ',');
                 if (watch_copy_object(s, ee, es, drop, path, 0, out) != 0)
                     return -1;
-                j = watch_ws(s, ve, ee);
+                j = rf_jtext_ws(s, ve, ee);
                 if (j < ve && s[j] == ',') {
-                    j = watch_ws(s, ve, j + 1);
+                    j = rf_jtext_ws(s, ve, j + 1);
                     if (j < ve && s[j] == ']')
                         return -1; /* a comma before it is not JSON */
                 } else if (j >= ve || s[j] != ']') {

@@ -1,0 +1,48 @@
+/* JSON text delimited (or checked) without parsing it: for members a consumer only passes
+ * on or leaves out. */
+#ifndef RF_JTEXT_H
+#define RF_JTEXT_H
+
+#include <stddef.h>
+
+/*
+ * Indexes into s[0..len). rf_jtext_skip and rf_jtext_next_member only delimit (strings,
+ * nesting), so what is kept must still be checked by whoever parses it (jansson); a text
+ * that does not end where expected gives len + 1 (or -1), and the caller parses it whole
+ * instead. rf_jtext_valid also checks.
+ */
+
+/* The index of the first byte at or after s[i] that is not a JSON blank. */
+size_t rf_jtext_ws(const char *s, size_t len, size_t i);
+
+/* The index just past the JSON value at s[i] (after blanks); len + 1 when it does not end.
+ * A value that is neither a string, an object nor an array ends at the first blank, ',',
+ * '}' or ']' (i itself when there is none before it: an empty value). */
+size_t rf_jtext_skip(const char *s, size_t len, size_t i);
+
+/*
+ * The next member of the object whose members start at s[*i] (just after its '{' or a
+ * comma): 1 with its key [*ks, *ke) (quotes included) and value [*vs, *ve) (not empty), *i
+ * past it and its comma; 0 at the object's '}' (*i at it); -1 when not an object as
+ * expected (a comma before the '}' too).
+ */
+int rf_jtext_next_member(const char *s, size_t len, size_t *i, size_t *ks, size_t *ke, size_t *vs,
+                         size_t *ve);
+
+/* Nesting rf_jtext_valid follows (arrays and objects); deeper is not valid. */
+#define RF_JTEXT_MAX_DEPTH 64
+
+/*
+ * The index just past the JSON value at s[i] (after blanks) when it is one that jansson's
+ * json_loadb(JSON_REJECT_DUPLICATES) takes: RFC 8259 grammar, strings valid UTF-8 without
+ * control characters, escapes as JSON has them (\u surrogates in pairs, no \u0000), no
+ * object with a key twice, integers within long long and reals within double. Else len + 1,
+ * also for what it does not check byte by byte and leaves to a parser: an object key with a
+ * backslash, an integer of 19 digits or more, a real with an exponent of 4 digits or more
+ * or beyond 1e308, nesting past RF_JTEXT_MAX_DEPTH (so a valid value may be refused; a
+ * value it takes jansson takes). No recursion past that depth, no allocation for objects
+ * of up to 32 members.
+ */
+size_t rf_jtext_valid(const char *s, size_t len, size_t i);
+
+#endif
