@@ -556,6 +556,114 @@ static void fields_tree(const json_t *v, int depth, int metadata, json_t *node)
     }
 }
 
+/* Whether fields_tree(v, depth, metadata) would add to an empty node nothing at all: every
+ * member of v is skipped (a metadata of name and namespace only). */
+static int fields_none(const json_t *v, int depth, int metadata)
+{
+    const char *key;
+    json_t *sub;
+
+    json_object_foreach((json_t *)v, key, sub) {
+        if (depth == 0 && (strcmp(key, "apiVersion") == 0 || strcmp(key, "kind") == 0 ||
+                           strcmp(key, "status") == 0))
+            continue;
+        if (depth == 1 && metadata && meta_skipped(key))
+            continue;
+        return 0;
+    }
+    return 1;
+}
+
+/* Whether the member at it (NULL: none) is named pre + key (klen bytes). */
+static int tree_key_is(void *it, const char *pre, const char *key, size_t klen)
+{
+    size_t plen = strlen(pre);
+
+    return it && json_object_iter_key_len(it) == plen + klen &&
+           memcmp(json_object_iter_key(it), pre, plen) == 0 &&
+           memcmp(json_object_iter_key(it) + plen, key, klen) == 0;
+}
+
+/* Whether fields_tree(v, depth, metadata) on a node holding the members of node before it
+ * would leave node as it is, members in the same order: 1 when it is sure, 0 otherwise
+ * (also for what fields_tree merges, as two list elements with the same key). Reads only:
+ * an apply whose field set is its manager's last one keeps that tree (issue 20). */
+static int fields_tree_same_from(const json_t *v, int depth, int metadata, const json_t *node,
+                                 void *it)
+{
+    const char *key;
+    json_t *sub;
+
+    json_object_foreach((json_t *)v, key, sub) {
+        size_t klen = strlen(key);
+        json_t *child;
+        if (depth == 0 && (strcmp(key, "apiVersion") == 0 || strcmp(key, "kind") == 0 ||
+                           strcmp(key, "status") == 0))
+            continue;
+        if (depth == 1 && metadata && meta_skipped(key))
+            continue;
+        if (json_is_object(sub) && json_object_size(sub) > 0) {
+            int meta = depth == 0 && strcmp(key, "metadata") == 0;
+            if (fields_none(sub, depth + 1, meta))
+                continue; /* tree_prune drops it */
+            if (!tree_key_is(it, "f:", key, klen))
+                return 0;
+            child = json_object_iter_value(it);
+            if (!json_is_object(child) ||
+                !fields_tree_same_from(sub, depth + 1, meta, child, json_object_iter(child)))
+                return 0;
+        } else if (json_is_array(sub) && assoc_key(sub)) {
+            const char *ak = assoc_key(sub);
+            size_t i;
+            json_t *el;
+            void *kit;
+            rf_buf_t ks = RF_BUF_INIT;
+            int same = 1;
+            if (!tree_key_is(it, "f:", key, klen))
+                return 0;
+            child = json_object_iter_value(it);
+            kit = json_is_object(child) ? json_object_iter(child) : NULL;
+            json_array_foreach(sub, i, el) {
+                json_t *knode;
+                void *dit;
+                if (assoc_segment(&ks, ak, el) != 0)
+                    abort();
+                if (!tree_key_is(kit, "k:", ks.data, ks.len)) {
+                    same = 0;
+                    break;
+                }
+                knode = json_object_iter_value(kit);
+                dit = json_is_object(knode) ? json_object_iter(knode) : NULL;
+                if (!tree_key_is(dit, ".", "", 0) ||
+                    json_object_size(json_object_iter_value(dit)) != 0 ||
+                    !fields_tree_same_from(el, depth + 2, 0, knode,
+                                           json_object_iter_next(knode, dit))) {
+                    same = 0;
+                    break;
+                }
+                kit = json_object_iter_next(child, kit);
+            }
+            rf_buf_release(&ks);
+            if (!same || kit)
+                return 0;
+        } else {
+            if (!tree_key_is(it, "f:", key, klen))
+                return 0;
+            child = json_object_iter_value(it);
+            if (!json_is_object(child) || json_object_size(child) != 0)
+                return 0;
+        }
+        it = json_object_iter_next((json_t *)node, it);
+    }
+    return it == NULL;
+}
+
+static int fields_tree_same(const json_t *cfg, const json_t *tree)
+{
+    return json_is_object(tree) &&
+           fields_tree_same_from(cfg, 0, 0, tree, json_object_iter((json_t *)tree));
+}
+
 static json_t *fields_to_v1(const json_t *set)
 {
     json_t *root = json_object(), *unused;
@@ -967,12 +1075,26 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
     json_t *t_new = json_object(), *merged = NULL, *entries = NULL, *e, *found = NULL;
     json_t *old_tree = NULL, **sets = NULL;
     size_t i, nsets = 0;
+    int same = 0;
     apply_ctx_t x;
     rf_buf_t buf = RF_BUF_INIT;
 
     memset(&x, 0, sizeof(x));
     *conflicts = json_array();
-    fields_tree(cfg, 0, 0, t_new);
+    /* the manager's last applied tree, kept when this apply's field set is the same one
+     * (values changed only, as most applies): no new tree, and no field was dropped */
+    json_array_foreach(json_object_get(json_object_get(live, "metadata"), "managedFields"), i, e) {
+        if (entry_is(e, manager, "Apply"))
+            old_tree = json_object_get(e, "fieldsV1");
+    }
+    if (live && old_tree && fields_tree_same(cfg, old_tree)) {
+        json_decref(t_new);
+        t_new = json_incref(old_tree);
+        same = 1;
+    } else {
+        fields_tree(cfg, 0, 0, t_new);
+    }
+    old_tree = NULL;
     if (!live) {
         merged = ks_json_copy(cfg);
         if (!json_is_object(json_object_get(merged, "metadata")))
@@ -1021,7 +1143,8 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
         x.found = found;
         x.merged = merged;
         rf_buf_reset(&buf);
-        tree_walk(old_tree, &buf, apply_dropped, &x);
+        if (!same)
+            tree_walk(old_tree, &buf, apply_dropped, &x);
         json_object_set(found, "fieldsV1", t_new);
     } else {
         json_array_append_new(entries, entry_new_tree(manager, "Apply", api_version,

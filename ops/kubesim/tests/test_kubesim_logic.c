@@ -215,6 +215,92 @@ static void test_apply_keyed_list_fields(void **state)
     json_decref(cfg2);
 }
 
+/* The fieldsV1 tree of manager's Apply entry in obj's managedFields. */
+static json_t *applied_tree(const json_t *obj, const char *manager)
+{
+    size_t i;
+    json_t *e, *tree = NULL;
+
+    json_array_foreach(ks_jget(obj, "metadata.managedFields"), i, e) {
+        if (strcmp(ks_jstr(e, "manager") ?: "", manager) == 0 &&
+            strcmp(ks_jstr(e, "operation") ?: "", "Apply") == 0)
+            tree = json_object_get(e, "fieldsV1");
+    }
+    return tree;
+}
+
+/* A second apply by the same manager keeps its last fieldsV1 tree (the same object) only
+ * when the new config's field set is the same, in the same order; either way the tree is
+ * the one a first apply of that config makes. */
+static void test_apply_same_field_set_keeps_tree(void **state)
+{
+    static const struct {
+        const char *cfg1, *cfg2;
+        int kept;
+    } cases[] = {
+        /* values only */
+        {"{\"metadata\":{\"name\":\"d\",\"labels\":{\"a\":\"1\"}},\"spec\":{\"replicas\":3,"
+         "\"c\":[{\"name\":\"x\",\"image\":\"i:1\",\"ports\":[{\"containerPort\":80}]}]}}",
+         "{\"metadata\":{\"name\":\"d\",\"labels\":{\"a\":\"2\"}},\"spec\":{\"replicas\":4,"
+         "\"c\":[{\"name\":\"x\",\"image\":\"i:2\",\"ports\":[{\"containerPort\":80}]}]}}", 1},
+        /* skipped members and apiVersion, kind, status: not fields */
+        {"{\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"d\"},\"spec\":{\"a\":1}}",
+         "{\"metadata\":{\"name\":\"e\",\"namespace\":\"n\"},\"kind\":\"K\",\"spec\":{\"a\":2},"
+         "\"status\":{\"b\":1}}", 1},
+        /* a metadata of name only is no field, an empty one is one */
+        {"{\"spec\":{\"a\":1}}", "{\"metadata\":{\"name\":\"d\"},\"spec\":{\"a\":1}}", 1},
+        {"{\"metadata\":{\"name\":\"d\"},\"spec\":{\"a\":1}}", "{\"spec\":{\"a\":1}}", 1},
+        {"{\"metadata\":{\"name\":\"d\"},\"spec\":{\"a\":1}}", "{\"metadata\":{},\"spec\":{\"a\":1}}", 0},
+        /* order, a field more or less, a value that becomes an object */
+        {"{\"spec\":{\"a\":1,\"b\":2}}", "{\"spec\":{\"b\":2,\"a\":1}}", 0},
+        {"{\"spec\":{\"a\":1}}", "{\"spec\":{\"a\":1,\"b\":2}}", 0},
+        {"{\"spec\":{\"a\":1,\"b\":2}}", "{\"spec\":{\"a\":1}}", 0},
+        {"{\"spec\":{\"a\":1}}", "{\"spec\":{\"a\":{\"x\":1}}}", 0},
+        {"{\"spec\":{\"a\":{}}}", "{\"spec\":{\"a\":5}}", 1},
+        /* list elements: added, dropped, renamed, reordered, twice the same key, atomic */
+        {"{\"spec\":{\"c\":[{\"name\":\"x\"}]}}", "{\"spec\":{\"c\":[{\"name\":\"x\"},{\"name\":\"y\"}]}}", 0},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\"},{\"name\":\"y\"}]}}", "{\"spec\":{\"c\":[{\"name\":\"x\"}]}}", 0},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\"}]}}", "{\"spec\":{\"c\":[{\"name\":\"z\"}]}}", 0},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\"},{\"name\":\"y\"}]}}",
+         "{\"spec\":{\"c\":[{\"name\":\"y\"},{\"name\":\"x\"}]}}", 0},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\",\"v\":1}]}}",
+         "{\"spec\":{\"c\":[{\"name\":\"x\",\"v\":1},{\"name\":\"x\",\"w\":2}]}}", 0},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\",\"v\":1},{\"name\":\"x\",\"w\":2}]}}",
+         "{\"spec\":{\"c\":[{\"name\":\"x\",\"v\":1},{\"name\":\"x\",\"w\":2}]}}", 0},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\",\"v\":1}]}}", "{\"spec\":{\"c\":[{\"name\":\"x\",\"v\":2}]}}", 1},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\",\"v\":1}]}}", "{\"spec\":{\"c\":[{\"name\":\"x\",\"w\":1}]}}", 0},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\"}]}}", "{\"spec\":{\"c\":[{\"v\":1}]}}", 0},
+        {"{\"spec\":{\"c\":[1,2]}}", "{\"spec\":{\"c\":[3]}}", 1},
+        {"{\"spec\":{\"c\":[{\"name\":\"x\"}]}}", "{\"spec\":{\"c\":[]}}", 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *cfg1 = json_loads(cases[i].cfg1, 0, NULL), *cfg2 = json_loads(cases[i].cfg2, 0, NULL);
+        json_t *conflicts = NULL, *live, *next, *fresh;
+        char err[512], *got, *want;
+        live = ks_apply(NULL, cfg1, "ci", "apps/v1", 0, &conflicts, err, sizeof(err));
+        next = ks_apply(live, cfg2, "ci", "apps/v1", 0, &conflicts, err, sizeof(err));
+        fresh = ks_apply(NULL, cfg2, "ci", "apps/v1", 0, &conflicts, err, sizeof(err));
+        assert_non_null(live);
+        assert_non_null(next);
+        assert_non_null(fresh);
+        got = json_dumps(applied_tree(next, "ci"), JSON_COMPACT | JSON_ENCODE_ANY);
+        want = json_dumps(applied_tree(fresh, "ci"), JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!got || !want || strcmp(got, want) != 0 ||
+            (applied_tree(next, "ci") == applied_tree(live, "ci")) != cases[i].kept)
+            fail_msg("case %zu: %s, want %s (kept %d)", i, got ? got : "none",
+                     want ? want : "none", cases[i].kept);
+        free(got);
+        free(want);
+        json_decref(fresh);
+        json_decref(next);
+        json_decref(live);
+        json_decref(cfg1);
+        json_decref(cfg2);
+    }
+}
+
 static void test_yaml_scalars(void **state)
 {
     static const char doc[] = "a: 1\nb: \"1\"\nc: true\nd: ~\ne: 1.5\nf: web:1.0\ng: [x, 2]\n";
@@ -752,6 +838,7 @@ int main(void)
         cmocka_unit_test(test_template_hash),     cmocka_unit_test(test_label_selectors),
         cmocka_unit_test(test_merge_patch),       cmocka_unit_test(test_apply_conflict_and_removal),
         cmocka_unit_test(test_apply_keyed_list_fields),
+        cmocka_unit_test(test_apply_same_field_set_keeps_tree),
         cmocka_unit_test(test_yaml_scalars),      cmocka_unit_test(test_glob),
         cmocka_unit_test(test_pod_states),
         cmocka_unit_test(test_json_bodies_parse_as_yaml_does),
