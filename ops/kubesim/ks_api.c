@@ -227,7 +227,7 @@ static json_t *parse_body(const ks_req_t *req, int yaml, char *errstr, size_t n,
         return ks_proto_decode(req->body, req->body_len, code, errstr, n);
     if (yaml)
         return ks_yaml_parse(req->body, req->body_len, errstr, n);
-    j = json_loadb(req->body, req->body_len, 0, &jerr);
+    j = ks_json_loadb(req->body, req->body_len, &jerr);
     if (!j)
         snprintf(errstr, n, "couldn't get version/kind; json parse error: %s", jerr.text);
     return j;

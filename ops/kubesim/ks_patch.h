@@ -5,6 +5,16 @@
 #include <jansson.h>
 #include <stddef.h>
 
+/* json_loadb(data, len, 0, error): the same value, or NULL with the same error, cheaper for
+ * plain JSON (ks_json_load_plain's). New reference. */
+json_t *ks_json_loadb(const char *data, size_t len, json_error_t *error);
+
+/* The value json_loadb(data, len, 0, NULL) makes of plain JSON text (an object or array of
+ * ASCII strings with the short escapes but \u, integers of up to 18 digits, no reals, no
+ * key twice, up to 64 levels); NULL for anything else, which jansson's parse may take or
+ * refuse. New reference. */
+json_t *ks_json_load_plain(const char *data, size_t len);
+
 /* Parses a YAML (or JSON) document into JSON, resolving plain scalars as
  * sigs.k8s.io/yaml does. NULL on error with the reason in errstr. New reference. */
 json_t *ks_yaml_parse(const char *data, size_t len, char *errstr, size_t errstr_size);
