@@ -434,14 +434,20 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
 
     if (json_is_object(patch)) {
         /* each member of target is copied once: merged where the patch has it, else
-         * deep-copied; then the members only the patch has, in the patch's order */
+         * deep-copied; then the members only the patch has, in the patch's order (none
+         * when target had every one of them) */
+        size_t matched = 0;
         out = json_object();
         json_object_foreach((json_t *)target, key, v) {
             json_t *pv = keyed && key[0] == '$' ? NULL : json_object_get(patch, key);
+            if (pv)
+                matched++;
             if (json_is_null(pv))
                 continue;
             json_object_set_new(out, key, pv ? merge(v, pv, keyed) : ks_json_copy(v));
         }
+        if (matched == json_object_size(patch))
+            return out;
         json_object_foreach((json_t *)patch, key, v) {
             if ((keyed && key[0] == '$') || json_is_null(v) || json_object_get(target, key))
                 continue;
@@ -468,7 +474,9 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
             return out;
         }
     }
-    return ks_json_copy(patch);
+    /* a patch's value as it is, shared: the patch is the caller's and is not used for
+     * anything after its merge (stored trees, which never change, are never patches) */
+    return json_incref((json_t *)patch);
 }
 
 json_t *ks_merge_patch(const json_t *target, const json_t *patch, int strategic)

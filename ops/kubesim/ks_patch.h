@@ -21,7 +21,9 @@ json_t *ks_yaml_parse(const char *data, size_t len, char *errstr, size_t errstr_
 
 /* RFC 7386 merge patch: returns the patched copy of target (new reference). With
  * strategic set, arrays of objects that carry a "name" key merge element by element,
- * as strategic merge patch does for containers, env, ports and volumes. */
+ * as strategic merge patch does for containers, env, ports and volumes. The result may
+ * share values of patch (never of target): a change to either shows in the other, so
+ * patch is for reading only (or to be dropped) once patched. */
 json_t *ks_merge_patch(const json_t *target, const json_t *patch, int strategic);
 
 /* RFC 6902 JSON patch (add, remove, replace, test, move, copy). NULL on error. */
@@ -30,7 +32,8 @@ json_t *ks_json_patch(const json_t *target, const json_t *ops, char *errstr, siz
 /* Server-side apply of the applied configuration cfg onto live (NULL on creation) by
  * manager. Returns the merged object with metadata.managedFields updated (new reference),
  * or NULL on a conflict: then errstr holds the Kubernetes conflict message and *conflicts
- * (new reference) an array of {"manager","field"}. */
+ * (new reference) an array of {"manager","field"}. The merged object may share values of
+ * cfg (as ks_merge_patch's of its patch) and managedFields' fieldsV1 trees of live. */
 json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
                  const char *api_version, int force, json_t **conflicts, char *errstr,
                  size_t errstr_size);
