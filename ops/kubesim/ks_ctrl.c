@@ -374,6 +374,28 @@ static void sim_time(const ks_ctrl_t *c, const ks_obj_t *pod, int64_t age, char 
     ks_time_format(pod->sim->start_ms + ctrl_real(c, (double)age), out, n);
 }
 
+/* {"<key>":value} (value stolen): what json_pack("{s:o}") makes, without a format to read
+ * (a pod's status is built at each of its changes: issue 20). */
+static json_t *pod_obj1(const char *key, json_t *value)
+{
+    json_t *o = json_object();
+
+    json_object_set_new_nocheck(o, key, value);
+    return o;
+}
+
+/* A pod condition as json_pack("{s:s, s:s, s:n, s:s}", "type", ...) makes it. */
+static json_t *pod_cond(const char *type, const char *status, const char *when)
+{
+    json_t *o = json_object();
+
+    json_object_set_new_nocheck(o, "type", json_string(type));
+    json_object_set_new_nocheck(o, "status", json_string(status));
+    json_object_set_new_nocheck(o, "lastProbeTime", json_null());
+    json_object_set_new_nocheck(o, "lastTransitionTime", json_string(when));
+    return o;
+}
+
 /* Builds the pod status for now; *next is the real ms of the next change or -1. */
 static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *next,
                           int64_t *ready_since_ms)
@@ -395,10 +417,10 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
             next_age = cs.next_change;
         if (cs.running) {
             sim_time(c, pod, cs.started_at, ts, sizeof(ts));
-            state = json_pack("{s:{s:s}}", "running", "startedAt", ts);
+            state = pod_obj1("running", pod_obj1("startedAt", json_string(ts)));
             any_started = 1;
         } else if (strcmp(cs.waiting, "ContainerCreating") == 0) {
-            state = json_pack("{s:{s:s}}", "waiting", "reason", cs.waiting);
+            state = pod_obj1("waiting", pod_obj1("reason", json_string(cs.waiting)));
             all_started = 0;
         } else if (strcmp(cs.waiting, "CrashLoopBackOff") == 0) {
             char msg[256];
@@ -419,13 +441,23 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
             state = json_pack("{s:{s:s, s:s}}", "waiting", "reason", cs.waiting, "message", msg);
             all_started = 0;
         }
-        st = json_pack("{s:s, s:o, s:b, s:i, s:s, s:s, s:s, s:b}", "name",
-                       json_string_value(json_object_get(ct, "name")) ?: "", "state", state,
-                       "ready", cs.ready, "restartCount", cs.restarts, "image",
-                       json_string_value(json_object_get(ct, "image")) ?: "", "imageID",
-                       cs.running || cs.restarts ? "docker-pullable://kubesim/image@sha256:0" : "",
-                       "containerID",
-                       cs.running || cs.restarts ? "containerd://kubesim" : "", "started", cs.running);
+        /* as json_pack("{s:s, s:o, s:b, s:i, s:s, s:s, s:s, s:b}", ...) makes it (the name
+         * and image come from a parsed tree: UTF-8) */
+        st = json_object();
+        json_object_set_new_nocheck(st, "name",
+                                    json_string(json_string_value(json_object_get(ct, "name")) ?: ""));
+        json_object_set_new_nocheck(st, "state", state);
+        json_object_set_new_nocheck(st, "ready", json_boolean(cs.ready));
+        json_object_set_new_nocheck(st, "restartCount", json_integer(cs.restarts));
+        json_object_set_new_nocheck(st, "image",
+                                    json_string(json_string_value(json_object_get(ct, "image")) ?: ""));
+        json_object_set_new_nocheck(st, "imageID",
+                                    json_string(cs.running || cs.restarts
+                                                    ? "docker-pullable://kubesim/image@sha256:0"
+                                                    : ""));
+        json_object_set_new_nocheck(st, "containerID",
+                                    json_string(cs.running || cs.restarts ? "containerd://kubesim" : ""));
+        json_object_set_new_nocheck(st, "started", json_boolean(cs.running));
         if (!cs.running && !cs.restarts) {
             json_object_del(st, "imageID");
             json_object_set_new(st, "imageID", json_string(""));
@@ -456,11 +488,11 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
             sim_time(c, pod, ready_since, ready_t, sizeof(ready_t));
         else
             snprintf(ready_t, sizeof(ready_t), "%s", t0);
-        json_array_append_new(conds, json_pack("{s:s, s:s, s:n, s:s}", "type", "PodReadyToStartContainers", "status", any_started ? "True" : "False", "lastProbeTime", "lastTransitionTime", t0));
-        json_array_append_new(conds, json_pack("{s:s, s:s, s:n, s:s}", "type", "Initialized", "status", "True", "lastProbeTime", "lastTransitionTime", t0));
-        json_array_append_new(conds, json_pack("{s:s, s:s, s:n, s:s}", "type", "Ready", "status", all_ready ? "True" : "False", "lastProbeTime", "lastTransitionTime", ready_t));
-        json_array_append_new(conds, json_pack("{s:s, s:s, s:n, s:s}", "type", "ContainersReady", "status", all_ready ? "True" : "False", "lastProbeTime", "lastTransitionTime", ready_t));
-        json_array_append_new(conds, json_pack("{s:s, s:s, s:n, s:s}", "type", "PodScheduled", "status", "True", "lastProbeTime", "lastTransitionTime", t0));
+        json_array_append_new(conds, pod_cond("PodReadyToStartContainers", any_started ? "True" : "False", t0));
+        json_array_append_new(conds, pod_cond("Initialized", "True", t0));
+        json_array_append_new(conds, pod_cond("Ready", all_ready ? "True" : "False", ready_t));
+        json_array_append_new(conds, pod_cond("ContainersReady", all_ready ? "True" : "False", ready_t));
+        json_array_append_new(conds, pod_cond("PodScheduled", "True", t0));
         if (!all_ready) {
             for (size_t k = 2; k <= 3; k++) {
                 json_t *cd = json_array_get(conds, k);
@@ -473,9 +505,11 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
     json_object_set_new(status, "phase", json_string(any_started && all_started ? "Running" : (any_started ? "Running" : "Pending")));
     json_object_set_new(status, "conditions", conds);
     json_object_set_new(status, "hostIP", json_string("10.0.0.1"));
-    json_object_set_new(status, "hostIPs", json_pack("[{s:s}]", "ip", "10.0.0.1"));
+    json_object_set_new(status, "hostIPs", json_array());
+    json_array_append_new(json_object_get(status, "hostIPs"), pod_obj1("ip", json_string("10.0.0.1")));
     json_object_set_new(status, "podIP", json_string(ip));
-    json_object_set_new(status, "podIPs", json_pack("[{s:s}]", "ip", ip));
+    json_object_set_new(status, "podIPs", json_array());
+    json_array_append_new(json_object_get(status, "podIPs"), pod_obj1("ip", json_string(ip)));
     json_object_set_new(status, "startTime", json_string(t0));
     json_object_set_new(status, "containerStatuses", statuses);
     json_object_set_new(status, "qosClass", json_string("BestEffort"));
