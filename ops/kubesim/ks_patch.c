@@ -269,9 +269,11 @@ static json_t *plain_number(plain_t *x)
         p++;
     }
     for (digits = 0; p + digits < x->end && p[digits] >= '0' && p[digits] <= '9'; digits++)
-        v = v * 10 + (p[digits] - '0');
+        ;
     if (digits == 0 || digits > 18 || (p[0] == '0' && digits > 1))
         return NULL;
+    for (size_t i = 0; i < digits; i++)
+        v = v * 10 + (p[i] - '0');
     p += digits;
     if (p < x->end && (*p == '.' || *p == 'e' || *p == 'E'))
         return NULL; /* a real: jansson's own conversion */
