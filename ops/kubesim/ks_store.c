@@ -344,9 +344,52 @@ int ks_json_append_value(rf_buf_t *b, const json_t *j)
     return rf_json_append(b, j, 0);
 }
 
-/* j (a member at depth 1 or 2 of a stored object) as rf_json_append writes it, from its kept
- * text when there is one; members of a depth 1 member go the same way. */
-static int store_put_frag(ks_store_t *st, rf_buf_t *b, const json_t *j, int depth)
+static int store_put_frag(ks_store_t *st, rf_buf_t *b, const json_t *j, int depth, int managed);
+
+/* A managedFields list (arr) as rf_json_append writes it, each entry's fieldsV1 from its
+ * kept text when there is one: server-side apply keeps a manager's tree from one version to
+ * the next when its field set is the same (ks_apply), and the other entries' trees are
+ * shared as they are, so most versions of an object carry the trees of the one before. */
+static int store_put_managed(ks_store_t *st, rf_buf_t *b, const json_t *arr)
+{
+    size_t i;
+    json_t *e;
+    int rc = rf_buf_addc(b, '[');
+
+    json_array_foreach(arr, i, e) {
+        int first = 1;
+        if (rc == 0 && i > 0)
+            rc = rf_buf_addc(b, ',');
+        if (rc != 0)
+            break;
+        if (!json_is_object(e)) {
+            rc = rf_json_append(b, e, 0);
+            continue;
+        }
+        rc = rf_buf_addc(b, '{');
+        for (void *it = json_object_iter(e); it && rc == 0; it = json_object_iter_next(e, it)) {
+            const char *key = json_object_iter_key(it);
+            size_t klen = json_object_iter_key_len(it);
+            json_t *v = json_object_iter_value(it);
+            rc = rf_json_append_key(b, key, klen, first ? 0 : ',');
+            if (rc == 0)
+                rc = klen == 8 && memcmp(key, "fieldsV1", 8) == 0 && json_is_object(v)
+                         ? store_put_frag(st, b, v, 3, 0)
+                         : rf_json_append(b, v, 0);
+            first = 0;
+        }
+        if (rc == 0)
+            rc = rf_buf_addc(b, '}');
+    }
+    if (rc == 0)
+        rc = rf_buf_addc(b, ']');
+    return rc;
+}
+
+/* j (a member at depth 1 or 2 of a stored object, or a managedFields entry's fieldsV1 at 3)
+ * as rf_json_append writes it, from its kept text when there is one; members of a depth 1
+ * member go the same way, and a depth 2 managedFields list (managed) by store_put_managed. */
+static int store_put_frag(ks_store_t *st, rf_buf_t *b, const json_t *j, int depth, int managed)
 {
     struct ks_frag *f;
     size_t start = b->len;
@@ -357,17 +400,21 @@ static int store_put_frag(ks_store_t *st, rf_buf_t *b, const json_t *j, int dept
     f = &st->frags[((uintptr_t)j >> 4) % KS_FRAGS];
     if (f->j == j)
         return rf_buf_add(b, f->text, f->len);
-    if (depth >= 2 || json_is_array(j)) {
+    if (depth == 2 && managed && json_is_array(j)) {
+        rc = store_put_managed(st, b, j);
+    } else if (depth >= 2 || json_is_array(j)) {
         rc = rf_json_append(b, j, 0);
     } else {
         int first = 1;
         rc = rf_buf_addc(b, '{');
         for (void *it = json_object_iter((json_t *)j); it && rc == 0;
              it = json_object_iter_next((json_t *)j, it)) {
-            rc = rf_json_append_key(b, json_object_iter_key(it), json_object_iter_key_len(it),
-                                    first ? 0 : ',');
+            size_t klen = json_object_iter_key_len(it);
+            rc = rf_json_append_key(b, json_object_iter_key(it), klen, first ? 0 : ',');
             if (rc == 0)
-                rc = store_put_frag(st, b, json_object_iter_value(it), depth + 1);
+                rc = store_put_frag(st, b, json_object_iter_value(it), depth + 1,
+                                    klen == 13 &&
+                                        memcmp(json_object_iter_key(it), "managedFields", 13) == 0);
             first = 0;
         }
         if (rc == 0)
@@ -399,7 +446,7 @@ int ks_store_append_stored(ks_store_t *st, rf_buf_t *b, const json_t *obj)
          it = json_object_iter_next((json_t *)obj, it)) {
         if (rf_json_append_key(b, json_object_iter_key(it), json_object_iter_key_len(it),
                                first ? 0 : ',') != 0 ||
-            store_put_frag(st, b, json_object_iter_value(it), 1) != 0)
+            store_put_frag(st, b, json_object_iter_value(it), 1, 0) != 0)
             return -1;
         first = 0;
     }
