@@ -679,6 +679,62 @@ static void wait_rolled_out(ks_store_t *st, const char *image)
 /* The controller and the API write new versions that share members with the old ones; no
  * version kept for watchers may change after it was stored (a change in place would show
  * in an older event: its resourceVersion, the first ReplicaSet's replicas, the revision). */
+/* The resourceVersion of web in st (store lock held by the caller), "" when none. */
+static const char *web_rv(ks_store_t *st)
+{
+    ks_obj_t *d = ks_store_get(st, KS_DEPLOYMENT, "default", "web");
+
+    return d ? ks_jstr(d->json, "metadata.resourceVersion") ?: "" : "";
+}
+
+/* A write that changes nothing but the times of managedFields entries is no write: the
+ * same apply again keeps the resourceVersion; a label more, one changed, one less or
+ * other replicas make a new one. */
+static void test_noop_apply_keeps_resource_version(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"metadata\":{\"name\":\"web\"},\"spec\":{\"replicas\":3}}",
+        "{\"metadata\":{\"name\":\"web\",\"labels\":{\"a\":\"1\"}},\"spec\":{\"replicas\":3}}",
+        "{\"metadata\":{\"name\":\"web\",\"labels\":{\"a\":\"2\"}},\"spec\":{\"replicas\":3}}",
+        "{\"metadata\":{\"name\":\"web\"},\"spec\":{\"replicas\":3}}",
+        "{\"metadata\":{\"name\":\"web\"},\"spec\":{\"replicas\":2}}",
+    };
+    ks_store_t *st = ks_store_new(4096);
+    ks_api_t *api = ks_api_new(st, NULL);
+    char body[1024], rv[32];
+
+    (void)state;
+    snprintf(body, sizeof(body), DEPLOY_BODY, "example/web:1");
+    assert_int_equal(api_apply(api, DEPLOY_PATH, body), 201);
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char full[1024];
+        const char *extra = strstr(bodies[i], "\"spec\":");
+        /* the bench body with this one's metadata and replicas */
+        snprintf(full, sizeof(full),
+                 "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",%.*s\"spec\":{\"replicas\":%c,"
+                 "\"selector\":{\"matchLabels\":{\"app\":\"web\"}},\"template\":{\"metadata\":{"
+                 "\"labels\":{\"app\":\"web\"}},\"spec\":{\"containers\":[{\"name\":\"c\","
+                 "\"image\":\"example/web:1\"}]}}}}",
+                 (int)(extra - bodies[i] - 1), bodies[i] + 1, extra[strlen("\"spec\":{\"replicas\":")]);
+        ks_store_lock(st);
+        snprintf(rv, sizeof(rv), "%s", web_rv(st));
+        ks_store_unlock(st);
+        assert_int_equal(api_apply(api, DEPLOY_PATH, full), 200);
+        ks_store_lock(st);
+        if (strcmp(web_rv(st), rv) == 0)
+            fail_msg("body %zu: no new resourceVersion", i);
+        snprintf(rv, sizeof(rv), "%s", web_rv(st));
+        ks_store_unlock(st);
+        /* the same again (its entry's time a second later or not) */
+        assert_int_equal(api_apply(api, DEPLOY_PATH, full), 200);
+        ks_store_lock(st);
+        assert_string_equal(web_rv(st), rv);
+        ks_store_unlock(st);
+    }
+    ks_api_destroy(api);
+    ks_store_destroy(st);
+}
+
 static void test_stored_versions_never_change(void **state)
 {
     char err[256], body[1024];
@@ -988,6 +1044,7 @@ int main(void)
         cmocka_unit_test(test_obj_copy_shares_until_copied_on_write),
         cmocka_unit_test(test_store_event_line_written_on_first_use),
         cmocka_unit_test(test_stored_versions_never_change),
+        cmocka_unit_test(test_noop_apply_keeps_resource_version),
         cmocka_unit_test(test_events_expire_after_ttl),
         cmocka_unit_test(test_json_append_writes_what_jansson_dumps),
     };
