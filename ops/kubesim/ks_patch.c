@@ -1385,7 +1385,13 @@ json_t *ks_apply(const json_t *live, const json_t *cfg, const char *manager,
     x.conflicts = *conflicts;
     x.manager = manager;
     x.force = force;
-    conflicts_walk(t_new, &buf, (json_t *)live, (json_t *)cfg, &x);
+    /* only another manager's entry (or this one's Update) can conflict: none, no walk */
+    json_array_foreach(entries, i, e) {
+        if (!entry_is(e, manager, "Apply")) {
+            conflicts_walk(t_new, &buf, (json_t *)live, (json_t *)cfg, &x);
+            break;
+        }
+    }
     if (x.nconf && !force) {
         if (x.nconf == 1)
             snprintf(errstr, errstr_size,
