@@ -210,7 +210,7 @@ static int worker_blocked(const batch_item_t *items, size_t i)
 }
 
 /* Parses and validates a message against its topic's schema family. */
-static void worker_parse(rf_worker_t *w, batch_item_t *it)
+static void worker_parse(rf_worker_t *w, const rf_stage_t *stage, batch_item_t *it)
 {
     const rd_kafka_message_t *m = it->m;
     const char *topic = rd_kafka_topic_name(m->rkt);
@@ -227,8 +227,14 @@ static void worker_parse(rf_worker_t *w, batch_item_t *it)
         if (strcmp(topic_schemas[i].topic, it->in.topic_suffix) == 0)
             prefix = topic_schemas[i].schema_prefix;
     it->reason_class = "invalid";
-    it->result = rf_msg_parse(w->schemas, m->payload, m->len, m->key, m->key_len, prefix,
-                              &it->in.body, it->errstr, sizeof(it->errstr));
+    if (stage->lean_array)
+        it->result = rf_msg_parse_lean(w->schemas, m->payload, m->len, m->key, m->key_len,
+                                       prefix, stage->lean_array, stage->lean_keep, &it->in.body,
+                                       &it->in.lean, it->errstr,
+                                       sizeof(it->errstr));
+    else
+        it->result = rf_msg_parse(w->schemas, m->payload, m->len, m->key, m->key_len, prefix,
+                                  &it->in.body, it->errstr, sizeof(it->errstr));
     if (it->result == RF_OK)
         it->reason_class = "refused";
 }
@@ -338,7 +344,7 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
     rf_metrics_observe(worker_metrics.batch, NULL, (double)n);
     rf_producer_batch_begin(w->producer);
     for (size_t i = 0; i < n; i++)
-        worker_parse(w, &items[i]);
+        worker_parse(w, stage, &items[i]);
     worker_handle(w, stage, state, items, n);
     /* Offsets only once everything the batch produced is delivered. */
     clock_gettime(CLOCK_MONOTONIC, &wait_start);
@@ -371,6 +377,8 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
                            worker_seconds_since(&it->start));
         json_decref(it->in.body);
         it->in.body = NULL;
+        rf_msg_lean_destroy(it->in.lean);
+        it->in.lean = NULL;
     }
     rf_log_ctx_clear();
     return retried ? RF_ERR_RETRY : RF_OK;

@@ -10,6 +10,7 @@
 #include "rf_err.h"
 #include "rf_kafka.h"
 #include "rf_lock.h"
+#include "rf_msg.h"
 #include "rf_schema.h"
 
 /* What every stage gets from main: configuration and the connections to the world. */
@@ -28,6 +29,9 @@ typedef struct rf_input {
     const rd_kafka_message_t *m;
     const char *topic_suffix; /* "requests", "commands", ... */
     json_t *body;             /* validated against its schema */
+    /* The stage's lean_array parsed lean (rf_msg_parse_lean): the text of its objects' other
+     * members; NULL when the body is whole. */
+    rf_msg_lean_t *lean;
 } rf_input_t;
 
 typedef struct rf_stage {
@@ -35,6 +39,10 @@ typedef struct rf_stage {
     const char *const *topics;  /* suffixes consumed, NULL-terminated */
     int poll_ms;                /* longest wait for a message before the next tick */
     int needs_lock;             /* connect to Redis */
+    /* Optional: a top-level array of the stage's messages whose objects it mostly passes on
+     * as they came: only their members lean_keep names are parsed (rf_msg_parse_lean). */
+    const char *lean_array;
+    const char *const *lean_keep;
     /* Sets up the stage's own state. */
     rf_err_t (*init)(rf_worker_t *w, void **state, char *errstr, size_t errstr_size);
     /* Turns one message into effects and the next message. RF_OK: done, the offset is

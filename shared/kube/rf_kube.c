@@ -981,13 +981,15 @@ rf_err_t rf_kube_object_path(const json_t *manifest, const char *default_namespa
     return RF_OK;
 }
 
-static rf_err_t kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_manager,
-                           int slim, json_t **result_out, char *errstr, size_t errstr_size)
+/* The apply of manifest, with rest[0..rest_len) (JSON members) after its own members. */
+static rf_err_t kube_apply(rf_kube_t *k, const json_t *manifest, const char *rest,
+                           size_t rest_len, const char *field_manager, int slim,
+                           json_t **result_out, char *errstr, size_t errstr_size)
 {
     char path[1024];
     char *full = NULL;
     char *query = NULL;
-    char *body = NULL;
+    rf_buf_t body = RF_BUF_INIT;
     kube_req_t req = {"PATCH", NULL, "application/apply-patch+yaml", NULL, 0};
     rf_err_t result;
 
@@ -996,29 +998,36 @@ static rf_err_t kube_apply(rf_kube_t *k, const json_t *manifest, const char *fie
     result = rf_kube_object_path(manifest, k->namespace, path, sizeof(path), errstr, errstr_size);
     if (result != RF_OK)
         goto cleanup;
-    body = rf_json_dumps(manifest, 0); /* json_dumps(JSON_COMPACT)'s bytes, faster */
-    if (!body) {
+    /* json_dumps(JSON_COMPACT)'s bytes, faster */
+    if (!json_is_object(manifest) || rf_json_append(&body, manifest, 0) != 0) {
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "cannot apply '%s': bad json", path);
         goto cleanup;
+    }
+    if (rest_len > 0) { /* the text ends with the object's '}': rest goes before it */
+        body.data[--body.len] = '\0';
+        if (body.len > 1)
+            rf_buf_addc(&body, ',');
+        rf_buf_add(&body, rest, rest_len);
+        rf_buf_addc(&body, '}');
     }
     query = kube_path_with(path, "fieldManager", field_manager ? field_manager : "relfleet");
     full = kube_path_with(query, "force", "true");
     req.path = full;
-    req.body = body;
-    req.body_len = strlen(body);
+    req.body = rf_buf_str(&body);
+    req.body_len = body.len;
     result = kube_request_json_as(k, &req, slim, result_out, errstr, errstr_size);
 
 cleanup:
     free(full);
     free(query);
-    free(body);
+    rf_buf_release(&body);
     return result;
 }
 
 rf_err_t rf_kube_apply(rf_kube_t *k, const json_t *manifest, const char *field_manager,
                        json_t **result_out, char *errstr, size_t errstr_size)
 {
-    return kube_apply(k, manifest, field_manager, 0, result_out, errstr, errstr_size);
+    return kube_apply(k, manifest, NULL, 0, field_manager, 0, result_out, errstr, errstr_size);
 }
 
 /* The fence an object carries in its annotation key (-1 when none or not a number). */
@@ -1116,6 +1125,15 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
                               const char *fence_key, int64_t fence, json_t **result_out,
                               char *errstr, size_t errstr_size)
 {
+    return rf_kube_apply_fenced_rest(k, manifest, NULL, 0, field_manager, fence_key, fence,
+                                     result_out, errstr, errstr_size);
+}
+
+rf_err_t rf_kube_apply_fenced_rest(rf_kube_t *k, json_t *manifest, const char *rest,
+                                   size_t rest_len, const char *field_manager,
+                                   const char *fence_key, int64_t fence, json_t **result_out,
+                                   char *errstr, size_t errstr_size)
+{
     json_t *meta = json_object_get(manifest, "metadata");
     char path[1024], kind[512];
     char *rv = NULL;
@@ -1159,7 +1177,8 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
             json_object_set_new(meta, "resourceVersion", json_string(rv));
         else
             json_object_del(meta, "resourceVersion");
-        result = kube_apply(k, manifest, field_manager, 1, result_out, errstr, errstr_size);
+        result = kube_apply(k, manifest, rest, rest_len, field_manager, 1, result_out, errstr,
+                            errstr_size);
         json_object_del(meta, "resourceVersion");
         if (result == RF_OK) {
             json_t *smeta = json_object_get(*result_out, "metadata");

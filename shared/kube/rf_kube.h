@@ -73,6 +73,16 @@ rf_err_t rf_kube_apply_fenced(rf_kube_t *k, json_t *manifest, const char *field_
                               const char *fence_key, int64_t fence, json_t **result_out,
                               char *errstr, size_t errstr_size);
 
+/* rf_kube_apply_fenced of a manifest whose members other than those in manifest (its
+ * apiVersion, kind and metadata, which the fence and path are read from) are JSON text:
+ * rest[0..rest_len), comma-separated members as rf_msg_parse_lean leaves them (0 bytes:
+ * none; rf_msg_parse_lean has checked them as JSON). The body is manifest's JSON text with
+ * rest after its members, as it is. */
+rf_err_t rf_kube_apply_fenced_rest(rf_kube_t *k, json_t *manifest, const char *rest,
+                                   size_t rest_len, const char *field_manager,
+                                   const char *fence_key, int64_t fence, json_t **result_out,
+                                   char *errstr, size_t errstr_size);
+
 /* Requests the client has sent (each try counts). */
 unsigned long rf_kube_requests(rf_kube_t *k);
 

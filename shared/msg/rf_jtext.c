@@ -15,8 +15,8 @@ size_t rf_jtext_ws(const char *s, size_t len, size_t i)
 }
 
 /* The bytes that open or close a value inside an object or array. */
-static const unsigned char jtext_nesting[256] = {['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1,
-                                                 [']'] = 1};
+static const unsigned char jtext_nesting[256] = {
+    ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1};
 
 size_t rf_jtext_skip(const char *s, size_t len, size_t i)
 {
@@ -85,6 +85,7 @@ int rf_jtext_next_member(const char *s, size_t len, size_t *i, size_t *ks, size_
 
 /* What a byte inside a string is: 0 plain, 1 '"', 2 '\\', 3 a control character (not
  * JSON), 4 the lead of a UTF-8 sequence (checked as one). */
+/* clang-format off */
 #define JT4(x) x, x, x, x
 #define JT16(x) JT4(x), JT4(x), JT4(x), JT4(x)
 static const unsigned char jtext_in_string[256] = {
@@ -96,6 +97,7 @@ static const unsigned char jtext_in_string[256] = {
     JT16(4), JT16(4), JT16(4), JT16(4), JT16(4), JT16(4), JT16(4), JT16(4)};
 #undef JT16
 #undef JT4
+/* clang-format on */
 
 /* The length of the valid UTF-8 sequence at s (n bytes left), or 0 (rf_msg.c's rule:
  * no overlong forms, no surrogates, nothing past U+10FFFF). */
@@ -191,9 +193,8 @@ static size_t jtext_string(const char *s, size_t len, size_t i, int *escaped)
                                      * low surrogate alone */
                 i += 6;
                 if (v >= 0xD800 && v <= 0xDBFF) { /* a high one: its low one follows */
-                    long w = i + 6 <= len && s[i] == '\\' && s[i + 1] == 'u'
-                                 ? jtext_hex4(s + i + 2)
-                                 : -1;
+                    long w = i + 6 <= len && s[i] == '\\' && s[i + 1] == 'u' ? jtext_hex4(s + i + 2)
+                                                                             : -1;
                     if (w < 0xDC00 || w > 0xDFFF)
                         return len + 1;
                     i += 6;
@@ -310,8 +311,7 @@ static size_t jtext_object(const char *s, size_t len, size_t i, int depth)
         return i + 1;
     for (;;) {
         size_t ks = i, ke;
-        if (i >= len || s[i] != '"' || (ke = jtext_string(s, len, i, &escaped)) > len ||
-            escaped)
+        if (i >= len || s[i] != '"' || (ke = jtext_string(s, len, i, &escaped)) > len || escaped)
             goto out; /* an escaped key may equal another one written plain: left to jansson */
         if (n == cap) {
             jtext_key_t *more = malloc(2 * cap * sizeof(*more));

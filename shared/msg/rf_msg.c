@@ -10,6 +10,8 @@
 #include <time.h>
 
 #include "rf_buf.h"
+#include "rf_json.h"
+#include "rf_jtext.h"
 
 #define QUOTE_MAX 128 /* bytes of the input a reason quotes */
 
@@ -157,9 +159,11 @@ static rf_err_t check_key(const json_t *body, const void *key, size_t key_len, c
     return RF_OK;
 }
 
-rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size_t len,
-                      const void *key, size_t key_len, const char *expect_prefix, json_t **out,
-                      char *errstr, size_t errstr_size)
+/* rf_msg_parse with the bounds checked on payload and jansson parsing text (payload, or
+ * its lean copy). */
+static rf_err_t msg_parse(const rf_schema_registry_t *reg, const void *payload, size_t len,
+                          const char *text, size_t text_len, const void *key, size_t key_len,
+                          const char *expect_prefix, json_t **out, char *errstr, size_t errstr_size)
 {
     json_t *body = NULL;
     json_error_t jerr;
@@ -182,7 +186,7 @@ rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size
     if (nests_deeper(payload, len, RF_MSG_MAX_DEPTH))
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload nests deeper than %d levels",
                        RF_MSG_MAX_DEPTH);
-    body = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+    body = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!body)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size,
                        "payload is not JSON: %s (line %d, column %d)", jerr.text, jerr.line,
@@ -226,6 +230,224 @@ cleanup:
     else
         json_decref(body);
     return result;
+}
+
+rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size_t len,
+                      const void *key, size_t key_len, const char *expect_prefix, json_t **out,
+                      char *errstr, size_t errstr_size)
+{
+    return msg_parse(reg, payload, len, payload, len, key, key_len, expect_prefix, out, errstr,
+                     errstr_size);
+}
+
+static int lean_keeps(const char *const *keep, const char *key, size_t klen)
+{
+    for (; *keep; keep++)
+        if (strlen(*keep) == klen && memcmp(*keep, key, klen) == 0)
+            return 1;
+    return 0;
+}
+
+/* Members of one object of the lean array, at most (more: parsed whole). */
+#define LEAN_MEMBERS_MAX 32
+
+/* Appends the object at s[i] (after blanks) to out with only the members keep names and the
+ * others to rest, comma-separated as they came. Those others jansson never sees, so each is
+ * checked by rf_jtext_valid, and no key may come twice. Returns the index just past the
+ * object, or len + 1 when it is not an object as expected, has more than LEAN_MEMBERS_MAX
+ * members, a key with an escape (it could name a kept member in other bytes) or twice, or a
+ * member to pass on that rf_jtext_valid refuses: the payload is then parsed whole. */
+static size_t lean_copy_object(const char *s, size_t len, size_t i, const char *const *keep,
+                               rf_buf_t *out, rf_buf_t *rest)
+{
+    const char *keys[LEAN_MEMBERS_MAX];
+    size_t klens[LEAN_MEMBERS_MAX], n = 0;
+    int first = 1;
+
+    i = rf_jtext_ws(s, len, i);
+    if (i >= len || s[i] != '{')
+        return len + 1;
+    rf_buf_addc(out, '{');
+    i = rf_jtext_ws(s, len, i + 1);
+    if (i < len && s[i] == '}') {
+        rf_buf_addc(out, '}');
+        return i + 1;
+    }
+    for (;;) {
+        size_t ks = i, ke, vs, ve, klen;
+        int kept;
+        if (i >= len || s[i] != '"' || n == LEAN_MEMBERS_MAX)
+            return len + 1;
+        ke = rf_jtext_valid(s, len, ks);
+        if (ke > len || memchr(s + ks + 1, '\\', ke - ks - 2))
+            return len + 1;
+        klen = ke - ks - 2;
+        for (size_t k = 0; k < n; k++)
+            if (klens[k] == klen && memcmp(keys[k], s + ks + 1, klen) == 0)
+                return len + 1; /* jansson refuses it (JSON_REJECT_DUPLICATES) */
+        keys[n] = s + ks + 1;
+        klens[n++] = klen;
+        i = rf_jtext_ws(s, len, ke);
+        if (i >= len || s[i] != ':')
+            return len + 1;
+        vs = rf_jtext_ws(s, len, i + 1);
+        kept = lean_keeps(keep, s + ks + 1, klen);
+        /* a kept member is only delimited: jansson parses it */
+        ve = kept ? rf_jtext_skip(s, len, vs) : rf_jtext_valid(s, len, vs);
+        if (ve > len || ve == vs)
+            return len + 1;
+        if (kept ? !first : rest->len > 0)
+            rf_buf_addc(kept ? out : rest, ',');
+        if (kept)
+            first = 0;
+        rf_buf_add(kept ? out : rest, s + ks, ve - ks);
+        i = rf_jtext_ws(s, len, ve);
+        if (i < len && s[i] == '}')
+            break;
+        if (i >= len || s[i] != ',')
+            return len + 1;
+        i = rf_jtext_ws(s, len, i + 1);
+    }
+    rf_buf_addc(out, '}');
+    return i + 1;
+}
+
+/* The lean copy of the object s[0..len) into out: the objects of its member array with
+ * only the members keep names; the others' texts go to a new lean (NULL when the text is
+ * not as expected: an object whose member array, once, is an array of objects that
+ * lean_copy_object takes). The rest of the object is copied as it is, for jansson. */
+static rf_msg_lean_t *lean_copy(const char *s, size_t len, const char *array,
+                                const char *const *keep, rf_buf_t *out)
+{
+    rf_buf_t rests = RF_BUF_INIT, rest = RF_BUF_INIT;
+    size_t i = rf_jtext_ws(s, len, 0), alen = strlen(array), cap = 0, n = 0;
+    size_t *offs = NULL, *lens = NULL;
+    rf_msg_lean_t *l = NULL;
+    int found = 0;
+
+    if (i >= len || s[i] != '{')
+        goto fail;
+    rf_buf_addc(out, '{');
+    i = rf_jtext_ws(s, len, i + 1);
+    while (i < len && s[i] != '}') {
+        size_t ks = i, ke, vs, ve;
+        if (s[i] != '"' || (ke = rf_json_string_end(s, len, i)) > len)
+            goto fail;
+        i = rf_jtext_ws(s, len, ke);
+        if (i >= len || s[i] != ':')
+            goto fail;
+        vs = rf_jtext_ws(s, len, i + 1);
+        if (out->len > 1)
+            rf_buf_addc(out, ',');
+        rf_buf_add(out, s + ks, vs - ks); /* the key and ':' */
+        if (ke - ks - 2 != alen || memcmp(s + ks + 1, array, alen) != 0) {
+            ve = rf_jtext_skip(s, len, vs);
+            if (ve > len || ve == vs)
+                goto fail;
+            rf_buf_add(out, s + vs, ve - vs);
+        } else {
+            size_t j;
+            if (found || vs >= len || s[vs] != '[')
+                goto fail; /* twice (jansson refuses it) or not an array: parsed whole */
+            found = 1;
+            rf_buf_addc(out, '[');
+            j = rf_jtext_ws(s, len, vs + 1);
+            if (j < len && s[j] == ']')
+                j++; /* empty: the schema's to refuse */
+            else
+                for (;;) {
+                    size_t ee;
+                    if (n == cap) {
+                        cap = cap ? 2 * cap : 8;
+                        offs = realloc(offs, cap * sizeof(*offs));
+                        lens = realloc(lens, cap * sizeof(*lens));
+                        if (!offs || !lens)
+                            abort();
+                    }
+                    if (n > 0)
+                        rf_buf_addc(out, ',');
+                    rf_buf_reset(&rest);
+                    ee = lean_copy_object(s, len, j, keep, out, &rest);
+                    if (ee > len)
+                        goto fail;
+                    offs[n] = rests.len;
+                    lens[n] = rest.len;
+                    rf_buf_add(&rests, rest.data ? rest.data : "", rest.len);
+                    rf_buf_addc(&rests, '\0');
+                    n++;
+                    j = rf_jtext_ws(s, len, ee);
+                    if (j < len && s[j] == ']') {
+                        j++;
+                        break;
+                    }
+                    if (j >= len || s[j] != ',')
+                        goto fail;
+                    j = rf_jtext_ws(s, len, j + 1);
+                }
+            rf_buf_addc(out, ']');
+            ve = j;
+        }
+        i = rf_jtext_ws(s, len, ve);
+        if (i < len && s[i] == ',') {
+            i = rf_jtext_ws(s, len, i + 1);
+            if (i >= len || s[i] != '"')
+                goto fail; /* a comma before '}' is not JSON */
+        } else if (i >= len || s[i] != '}') {
+            goto fail;
+        }
+    }
+    if (i >= len || !found || rf_jtext_ws(s, len, i + 1) != len || rf_buf_addc(out, '}') != 0)
+        goto fail;
+    l = calloc(1, sizeof(*l) + n * sizeof(*l->rest) + n * sizeof(*l->rest_len));
+    if (!l)
+        abort();
+    l->n = n;
+    l->rest = (const char **)(l + 1);
+    l->rest_len = (size_t *)(l->rest + n);
+    l->text = rf_buf_detach(&rests);
+    for (size_t k = 0; k < n; k++) {
+        l->rest[k] = l->text + offs[k];
+        l->rest_len[k] = lens[k];
+    }
+fail:
+    free(offs);
+    free(lens);
+    rf_buf_release(&rest);
+    rf_buf_release(&rests);
+    return l;
+}
+
+rf_err_t rf_msg_parse_lean(const rf_schema_registry_t *reg, const void *payload, size_t len,
+                           const void *key, size_t key_len, const char *expect_prefix,
+                           const char *array, const char *const *keep, json_t **out,
+                           rf_msg_lean_t **lean, char *errstr, size_t errstr_size)
+{
+    rf_buf_t text = RF_BUF_INIT;
+    rf_msg_lean_t *l = NULL;
+    rf_err_t result = RF_ERR_PERM;
+
+    *lean = NULL;
+    if (payload && len > 0 && len <= RF_MSG_MAX_BYTES)
+        l = lean_copy(payload, len, array, keep, &text);
+    if (l)
+        result = msg_parse(reg, payload, len, rf_buf_str(&text), text.len, key, key_len,
+                           expect_prefix, out, errstr, errstr_size);
+    rf_buf_release(&text);
+    if (result == RF_OK) {
+        *lean = l;
+        return RF_OK;
+    }
+    /* Refused, or not as expected: parsed whole, so the reason is the one it always was. */
+    rf_msg_lean_destroy(l);
+    return rf_msg_parse(reg, payload, len, key, key_len, expect_prefix, out, errstr, errstr_size);
+}
+
+void rf_msg_lean_destroy(rf_msg_lean_t *l)
+{
+    if (!l)
+        return;
+    free(l->text);
+    free(l);
 }
 
 char *rf_msg_dlq_build(const char *stage, const char *reason, const char *topic, int32_t partition,

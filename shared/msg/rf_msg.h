@@ -45,6 +45,35 @@ rf_err_t rf_msg_parse(const rf_schema_registry_t *reg, const void *payload, size
                       const void *key, size_t key_len, const char *expect_prefix, json_t **out,
                       char *errstr, size_t errstr_size);
 
+/* What rf_msg_parse_lean left unparsed: the other members of each object of the array. */
+typedef struct rf_msg_lean {
+    size_t n;          /* objects in the array */
+    const char **rest; /* rest[i]: object i's other members as they came, "k":v,"k2":v2 ("" none) */
+    size_t *rest_len;  /* their lengths */
+    char *text;        /* where they are */
+} rf_msg_lean_t;
+
+/*
+ * rf_msg_parse for a consumer that passes most of each object of a top-level array on as
+ * it came (the apply stage: a manifest's spec goes to the API server): in *out the objects
+ * of the member array have only the members keep names (NULL-terminated); the text of each
+ * one's other members is in *lean (the caller owns it: rf_msg_lean_destroy). Those members
+ * are not parsed into a tree but checked as text (rf_jtext_valid: grammar, UTF-8, escapes,
+ * no key twice, numbers within jansson's limits), and no member of such an object may come
+ * twice or have a key with an escape; the whole payload is still checked for its size, UTF-8
+ * and depth. So it takes exactly what rf_msg_parse takes: whenever the text is not as
+ * expected, rf_jtext_valid cannot vouch for it, or anything is refused, the payload is
+ * parsed whole as by rf_msg_parse (same result, same reason) and *lean is NULL. keep must
+ * name every member the schema constrains in those objects (the others are not validated).
+ */
+rf_err_t rf_msg_parse_lean(const rf_schema_registry_t *reg, const void *payload, size_t len,
+                           const void *key, size_t key_len, const char *expect_prefix,
+                           const char *array, const char *const *keep, json_t **out,
+                           rf_msg_lean_t **lean, char *errstr, size_t errstr_size);
+
+/* Frees what rf_msg_parse_lean left; NULL is fine. */
+void rf_msg_lean_destroy(rf_msg_lean_t *l);
+
 /*
  * The JSON text of a relfleet.dlq.v1 message for a refused message: stage (e.g.
  * "render"), reason, the message's topic, partition and offset (-1 when unknown), its key

@@ -216,6 +216,16 @@ def topic_setup(h, topic, run):
         evil["release_id"] = new_id()
         evil["manifests"][0]["metadata"]["name"] = "../x"
         cases.append(Case("manifest-name-dotdot", key, dumps(evil), "metadata.name"))
+        # Broken JSON where the apply worker only checks the text (a manifest's members
+        # beside apiVersion, kind and metadata, rf_msg_parse_lean): refused as before.
+        marked = {**base, "manifests": [{**base["manifests"][0], "spec": "@@"}]
+                  + base["manifests"][1:]}
+        for name, spec, reason in (
+                ("manifest-spec-not-json", b'{"replicas":tru}', "payload is not JSON"),
+                ("manifest-spec-key-twice", b'{"replicas":1,"replicas":2}',
+                 "duplicate object key"),
+                ("manifest-spec-lone-surrogate", b'"\\ud800"', "payload is not JSON")):
+            cases.append(Case(name, key, dumps(marked).replace(b'"@@"', spec), reason))
         cases.append(Case("unknown-release", key, dumps(base), "unknown release"))
         return run["rendered"], run["rendered"], cases, {}
     if topic == "applied":

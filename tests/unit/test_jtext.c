@@ -41,9 +41,9 @@ static void skip_delimits(void **state)
         long end; /* -1: len + 1 */
     } cases[] = {
         {"\"abc\",", 5},
-        {"\"a\\\"b\"}", 6},          /* an escaped quote */
-        {"\"a\\\\\"x", 5},           /* an escaped backslash, then the end */
-        {"\"a\\\\\\\"\"", 7},        /* \\ then \" */
+        {"\"a\\\"b\"}", 6},   /* an escaped quote */
+        {"\"a\\\\\"x", 5},    /* an escaped backslash, then the end */
+        {"\"a\\\\\\\"\"", 7}, /* \\ then \" */
         {"\"unclosed", -1},
         {"\"ends with \\\"", -1},
         {"  {\"a\":[1,{\"b\":\"]}\"}]}, 1", 22},
@@ -53,7 +53,7 @@ static void skip_delimits(void **state)
         {"123,4", 3},
         {"true}", 4},
         {"-1.5e3 ", 6},
-        {",", 0},  /* an empty value: ends where it starts */
+        {",", 0}, /* an empty value: ends where it starts */
         {"", -1},
         {"   ", -1},
     };
@@ -89,8 +89,8 @@ static void next_member_walks(void **state)
     assert_int_equal(s[i], '}');
 
     static const char *const bad[] = {
-        "{\"a\":1,}", "{\"a\":,\"b\":1}", "{\"a\" 1}", "{a:1}", "{\"a\":1 \"b\":2}",
-        "{\"a\":1", "{\"a\":\"x}", "{\"a\":",
+        "{\"a\":1,}",        "{\"a\":,\"b\":1}", "{\"a\" 1}",   "{a:1}",
+        "{\"a\":1 \"b\":2}", "{\"a\":1",         "{\"a\":\"x}", "{\"a\":",
     };
     for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
         len = strlen(bad[b]);
@@ -110,8 +110,8 @@ static void valid_table(void **state)
 {
     static const struct {
         const char *text;
-        size_t len; /* 0: strlen */
-        int valid;  /* rf_jtext_valid takes it whole */
+        size_t len;  /* 0: strlen */
+        int valid;   /* rf_jtext_valid takes it whole */
         int jansson; /* json_loadb takes it */
     } cases[] = {
         {"{}", 0, 1, 1},
@@ -147,19 +147,19 @@ static void valid_table(void **state)
         {"[0x10]", 0, 0, 0},
         {"[NaN]", 0, 0, 0},
         {"[1 2]", 0, 0, 0},
-        {"\"a\nb\"", 0, 0, 0},   /* a control character */
+        {"\"a\nb\"", 0, 0, 0}, /* a control character */
         {"\"a\tb\"", 0, 0, 0},
-        {"\"\\x41\"", 0, 0, 0},  /* no such escape */
+        {"\"\\x41\"", 0, 0, 0}, /* no such escape */
         {"\"\\u12G4\"", 0, 0, 0},
         {"\"\\u123\"", 0, 0, 0},
         {"\"\\u0000\"", 0, 0, 0}, /* jansson: not without JSON_ALLOW_NUL */
         {"\"\\uD83D\"", 0, 0, 0}, /* a high surrogate alone */
         {"\"\\uD83Dx\"", 0, 0, 0},
         {"\"\\uD83D\\u0041\"", 0, 0, 0},
-        {"\"\\uDE03\"", 0, 0, 0}, /* a low one alone */
-        {"\"\xc3\"", 0, 0, 0},    /* UTF-8 cut */
-        {"\"\xc0\xaf\"", 0, 0, 0}, /* overlong */
-        {"\"\xed\xa0\x80\"", 0, 0, 0}, /* a surrogate in UTF-8 */
+        {"\"\\uDE03\"", 0, 0, 0},          /* a low one alone */
+        {"\"\xc3\"", 0, 0, 0},             /* UTF-8 cut */
+        {"\"\xc0\xaf\"", 0, 0, 0},         /* overlong */
+        {"\"\xed\xa0\x80\"", 0, 0, 0},     /* a surrogate in UTF-8 */
         {"\"\xf4\x90\x80\x80\"", 0, 0, 0}, /* past U+10FFFF */
         {"\"a\0b\"", 5, 0, 0},
         {"\"abc", 0, 0, 0},
@@ -168,9 +168,9 @@ static void valid_table(void **state)
         {"99999999999999999999", 0, 0, 0}, /* too big an integer */
         {"1e999", 0, 0, 0},                /* a real overflowing double */
         /* what jansson takes and rf_jtext_valid leaves to it */
-        {"{\"a\\u0062\":1}", 0, 0, 1},     /* a key with an escape */
+        {"{\"a\\u0062\":1}", 0, 0, 1}, /* a key with an escape */
         {"{\"ab\":1,\"a\\u0062\":2}", 0, 0, 0},
-        {"1234567890123456789", 0, 0, 1},  /* 19 digits */
+        {"1234567890123456789", 0, 0, 1}, /* 19 digits */
         {"1e1000", 0, 0, 0},
         {"1e-1000", 0, 0, 1},
         {"1.5e308", 0, 0, 1},
@@ -258,9 +258,17 @@ static uint32_t rnd(void)
 
 static json_t *random_tree(int depth)
 {
-    static const char *const strs[] = {"", "a", "nginx:1.27", "caf\xc3\xa9", "\xf0\x9f\x98\x83",
-                                       "tab\there", "quote\"back\\slash", "nl\n", "\x7f",
-                                       "\x01\x1f", "/path/x"};
+    static const char *const strs[] = {"",
+                                       "a",
+                                       "nginx:1.27",
+                                       "caf\xc3\xa9",
+                                       "\xf0\x9f\x98\x83",
+                                       "tab\there",
+                                       "quote\"back\\slash",
+                                       "nl\n",
+                                       "\x7f",
+                                       "\x01\x1f",
+                                       "/path/x"};
     int kind = (int)(rnd() % (depth > 4 ? 5 : 7));
     json_t *j;
 

@@ -572,6 +572,61 @@ static void test_apply_fenced_answer_is_slim(void **state)
     fake_stop(f);
 }
 
+/* rf_kube_apply_fenced_rest: the body is the manifest's members, then the other members'
+ * text as given (one JSON object, no key twice); the fence works as without them. */
+static void test_apply_fenced_rest_body(void **state)
+{
+    fenced_obj_t o = {0, 10, ""};
+    fake_t *f = fake_start(fenced_handler, &o, 0);
+    rf_kube_t *k = client_for(f->url);
+    json_t *m5 = fenced_manifest("5"), *m4 = fenced_manifest("4"), *out = NULL, *sent, *want;
+    static const char rest[] = "\"spec\" : {\"ports\":[{\"port\":80}],\"note\":\"} \\\"{\"},"
+                               "\"data\":[1,2.5,null]";
+    json_error_t jerr;
+    char err[512];
+    rf_err_t rc;
+
+    (void)state;
+    rc = rf_kube_apply_fenced_rest(k, m5, rest, strlen(rest), NULL, "relfleet.io/fence", 5, &out,
+                                   err, sizeof(err));
+    if (rc != RF_OK)
+        fail_msg("%s", err);
+    json_decref(out);
+    assert_int_equal(fake_count(f), 2);
+    fenced_expect(f, 1, "PATCH");
+    sent = json_loads(f->reqs[1].body, JSON_REJECT_DUPLICATES, &jerr);
+    if (!sent)
+        fail_msg("the body is not JSON: %s: %s", jerr.text, f->reqs[1].body);
+    want = json_deep_copy(m5);
+    json_object_set_new(want, "spec",
+                        json_pack("{s:[{s:i}], s:s}", "ports", "port", 80, "note", "} \"{"));
+    json_object_set_new(want, "data", json_pack("[i, f, n]", 1, 2.5));
+    assert_true(json_equal(sent, want));
+    json_decref(sent);
+    json_decref(want);
+    assert_string_equal(o.fence, "5");
+    /* an older fence writes nothing, rest or not */
+    rc = rf_kube_apply_fenced_rest(k, m4, rest, strlen(rest), NULL, "relfleet.io/fence", 4, &out,
+                                   err, sizeof(err));
+    assert_int_equal(rc, RF_ERR_FENCED);
+    assert_null(out);
+    assert_string_equal(o.fence, "5");
+    /* no rest: the manifest alone, as rf_kube_apply_fenced */
+    rc = rf_kube_apply_fenced_rest(k, m5, NULL, 0, NULL, "relfleet.io/fence", 5, &out, err,
+                                   sizeof(err));
+    assert_int_equal(rc, RF_OK);
+    json_decref(out);
+    sent = json_loads(f->reqs[fake_count(f) - 1].body, JSON_REJECT_DUPLICATES, &jerr);
+    assert_non_null(sent);
+    json_object_del(json_object_get(sent, "metadata"), "resourceVersion");
+    assert_true(json_equal(sent, m5));
+    json_decref(sent);
+    json_decref(m5);
+    json_decref(m4);
+    rf_kube_destroy(k);
+    fake_stop(f);
+}
+
 static void test_apply_fenced(void **state)
 {
     fenced_obj_t o = {0, 10, ""};
@@ -1492,6 +1547,7 @@ int main(void)
         cmocka_unit_test(test_apply_request),
         cmocka_unit_test(test_apply_fenced),
         cmocka_unit_test(test_apply_fenced_answer_is_slim),
+        cmocka_unit_test(test_apply_fenced_rest_body),
         cmocka_unit_test(test_apply_fenced_learns_kinds_written_by_others),
         cmocka_unit_test(test_object_paths),
         cmocka_unit_test(test_status_errors),

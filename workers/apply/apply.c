@@ -91,6 +91,10 @@ typedef struct apply_msg {
     /* apply_start, apply_cluster_work */
     rf_kube_t *kube;
     json_t *strategy;
+    json_t *manifests; /* what gray_prepare reads: the body's, or whole (apply_whole) */
+    /* the text of the other members of manifests' objects while manifests is the body's
+     * own (parsed lean): NULL when whole */
+    const rf_msg_lean_t *lean;
     int fail;        /* end the release failed, errstr the reason */
     json_t *objects; /* applied: kind, namespace, name, generation, resourceVersion */
     json_t *events;  /* timeline rows: event, message, data */
@@ -293,6 +297,7 @@ static void apply_msg_release(apply_msg_t *m)
     free(m->cluster);
     free(m->strategy_text);
     json_decref(m->strategy);
+    json_decref(m->manifests);
     json_decref(m->objects);
     json_decref(m->events);
     json_decref(m->gray);
@@ -383,6 +388,7 @@ static void apply_event(apply_msg_t *m, const char *event, const char *message, 
 static void apply_cluster_work(apply_stage_t *as, apply_msg_t *m)
 {
     json_t *to_apply = NULL, *notes = json_array(), *manifest;
+    const rf_msg_lean_t *lean;
     char msg[1024];
     rf_err_t result;
     size_t i;
@@ -391,9 +397,9 @@ static void apply_cluster_work(apply_stage_t *as, apply_msg_t *m)
     m->events = json_array();
     result = apply_namespace(as, m->kube, m->ns, m->errstr, m->errstr_size);
     if (result == RF_OK) /* a canary or blue-green release applies beside the stable one */
-        result = gray_prepare(m->kube, m->strategy, json_object_get(m->in->body, "manifests"),
-                              m->ns, m->timeout_s, m->gray_ever, &to_apply, &m->gray, notes,
-                              m->errstr, m->errstr_size);
+        result = gray_prepare(m->kube, m->strategy, m->manifests, m->ns, m->timeout_s,
+                              m->gray_ever, &to_apply, &m->gray, notes, m->errstr,
+                              m->errstr_size);
     if (result == RF_ERR_PERM) /* a stable ingress missing or without the service's path */
         m->fail = 1;
     if (result != RF_OK)
@@ -405,12 +411,21 @@ static void apply_cluster_work(apply_stage_t *as, apply_msg_t *m)
         apply_event(m, "gray", json_string_value(manifest), NULL);
     /* Marked in place, no copy: to_apply holds the message's own manifests (or copies,
      * variants and the stable manifest of m->gray, marked alike above), which nothing
-     * reads after this; rf_kube_apply_fenced leaves them without resourceVersion. */
+     * reads after this; rf_kube_apply_fenced leaves them without resourceVersion. The
+     * message's own, parsed lean, go with the text of their other members as it came. */
+    lean = m->lean && to_apply == m->manifests ? m->lean : NULL;
+    if (lean && lean->n != json_array_size(to_apply)) {
+        result = rf_errf(RF_ERR_PERM, m->errstr, m->errstr_size,
+                         "%zu manifests, but the text of %zu", json_array_size(to_apply), lean->n);
+        goto out;
+    }
     json_array_foreach(to_apply, i, manifest) {
         json_t *stored = NULL, *meta, *obj;
         apply_mark(manifest, m->ns, m->id, m->fence_s, m->shard);
-        result = rf_kube_apply_fenced(m->kube, manifest, "relfleet", APPLY_FENCE_ANNOTATION,
-                                      m->fence, &stored, m->errstr, m->errstr_size);
+        result = rf_kube_apply_fenced_rest(m->kube, manifest, lean ? lean->rest[i] : NULL,
+                                           lean ? lean->rest_len[i] : 0, "relfleet",
+                                           APPLY_FENCE_ANNOTATION, m->fence, &stored, m->errstr,
+                                           m->errstr_size);
         if (result == RF_ERR_NOTFOUND && apply_namespace_forget(as, m->kube, m->ns)) {
             result = RF_ERR_RETRY; /* the namespace may be gone since: look again */
             goto out;
@@ -524,10 +539,53 @@ static void apply_renew(apply_stage_t *as, apply_msg_t **ms, size_t n)
     free(items);
 }
 
+/* The manifests of a message parsed lean, whole: each one's kept members with the text of
+ * the others, parsed as rf_msg_parse would have (NULL with errstr when that refuses it). */
+static json_t *apply_whole(const json_t *manifests, const rf_msg_lean_t *lean, char *errstr,
+                           size_t errstr_size)
+{
+    json_t *whole = json_array(), *item;
+    rf_buf_t text = RF_BUF_INIT;
+    json_error_t jerr;
+    size_t i;
+
+    json_array_foreach(manifests, i, item) {
+        json_t *one = NULL;
+        rf_buf_reset(&text);
+        if (i < lean->n && rf_json_append(&text, item, 0) == 0 && text.len > 2) {
+            text.data[--text.len] = '\0'; /* its '}': the other members go before it */
+            if (lean->rest_len[i] > 0)
+                rf_buf_addc(&text, ',');
+            rf_buf_add(&text, lean->rest[i], lean->rest_len[i]);
+            rf_buf_addc(&text, '}');
+            one = json_loadb(rf_buf_str(&text), text.len, JSON_REJECT_DUPLICATES, &jerr);
+        } else {
+            snprintf(jerr.text, sizeof(jerr.text), "no text of its other members");
+        }
+        if (!one) {
+            rf_errf(RF_ERR_PERM, errstr, errstr_size, "manifest %zu is not JSON: %s", i,
+                    jerr.text);
+            json_decref(whole);
+            whole = NULL;
+            break;
+        }
+        json_array_append_new(whole, one);
+    }
+    if (whole && json_array_size(whole) != lean->n) {
+        rf_errf(RF_ERR_PERM, errstr, errstr_size, "%zu manifests, but the text of %zu",
+                json_array_size(whole), lean->n);
+        json_decref(whole);
+        whole = NULL;
+    }
+    rf_buf_release(&text);
+    return whole;
+}
+
 /* The last check before the cluster part: the service's strategy. Returns 1 when the
  * message goes on to the cluster, else 0 with m->result set. */
 static int apply_prepare(apply_stage_t *as, apply_msg_t *m)
 {
+    const char *kind;
     char msg[1024];
 
     m->strategy = rf_strategy_parse_text(m->strategy_text, msg, sizeof(msg));
@@ -535,6 +593,21 @@ static int apply_prepare(apply_stage_t *as, apply_msg_t *m)
         snprintf(m->errstr, m->errstr_size, "%s", msg);
         m->result = apply_fail(as->w, m, "invalid strategy of the service: ");
         return 0;
+    }
+    m->manifests = json_incref(json_object_get(m->in->body, "manifests"));
+    m->lean = m->in->lean;
+    kind = json_string_value(json_object_get(m->strategy, "kind"));
+    /* A canary or blue-green step reads and copies the Deployment's and Service's specs
+     * (and may hand back the array it was given: then whole, without the texts). */
+    if (m->lean && (!kind || strcmp(kind, "rolling") != 0)) {
+        json_t *whole = apply_whole(m->manifests, m->lean, m->errstr, m->errstr_size);
+        json_decref(m->manifests);
+        m->manifests = whole;
+        m->lean = NULL;
+        if (!whole) {
+            m->result = RF_ERR_PERM;
+            return 0;
+        }
     }
     return 1;
 }
@@ -993,12 +1066,18 @@ static int apply_ready(void *state)
 }
 
 static const char *const apply_topics[] = {"rendered", NULL};
+/* What apply reads of a manifest (rf_kube_object_path, the fence, apply_mark) and what the
+ * schema constrains: the rest goes to the API server as it came (apply_whole for a gray
+ * strategy's copies). */
+static const char *const apply_lean_keep[] = {"apiVersion", "kind", "metadata", NULL};
 
 const rf_stage_t rf_stage_apply = {
     .name = "apply",
     .topics = apply_topics,
     .poll_ms = 100,
     .needs_lock = 1,
+    .lean_array = "manifests",
+    .lean_keep = apply_lean_keep,
     .init = apply_init,
     .handle = apply_handle,
     .handle_batch = apply_handle_batch,
