@@ -1402,6 +1402,11 @@ void rf_kube_watch_set_drop(rf_kube_watch_t *w, const char *const *paths)
     rf_watch_parser_set_drop(w->parser, paths);
 }
 
+void rf_kube_watch_set_raw(rf_kube_watch_t *w, int raw)
+{
+    rf_watch_parser_set_raw(w->parser, raw);
+}
+
 void rf_kube_watch_set_page_size(rf_kube_watch_t *w, int limit)
 {
     w->page_size = limit > 0 ? limit : KUBE_PAGE_SIZE;
@@ -1532,10 +1537,11 @@ static int watch_start(rf_kube_watch_t *w)
 }
 
 /* Records the resourceVersion of an object or bookmark. */
-static void watch_note_rv(rf_kube_watch_t *w, json_t *object)
+static void watch_note_rv(rf_kube_watch_t *w, const rf_watch_event_t *ev)
 {
-    const char *rv =
-        json_string_value(json_object_get(json_object_get(object, "metadata"), "resourceVersion"));
+    const char *rv = ev->object ? json_string_value(json_object_get(
+                                      json_object_get(ev->object, "metadata"), "resourceVersion"))
+                                : ev->rv;
 
     if (rv && *rv && strcmp(rv, w->rv) != 0) {
         free(w->rv);
@@ -1586,7 +1592,7 @@ static int watch_drain(rf_kube_watch_t *w)
                 return -1;
             return delivered;
         }
-        watch_note_rv(w, ev.object);
+        watch_note_rv(w, &ev);
         w->failures = 0;
         if (watch_emit(w, &ev))
             return -1;

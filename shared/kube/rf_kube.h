@@ -158,6 +158,11 @@ void rf_kube_watch_set_page_size(rf_kube_watch_t *w, int limit);
  * watch's life; NULL: none. Default: rf_watch_drop_default (metadata.managedFields). */
 void rf_kube_watch_set_drop(rf_kube_watch_t *w, const char *const *paths);
 
+/* The watch's events as text (rf_watch_parser_set_raw): ADDED, MODIFIED, DELETED and
+ * BOOKMARK events with object NULL and text/len/rv set, unless a line is not plainly an
+ * event; the objects of lists (RF_WATCH_SYNC) still come as trees, less the drop list. */
+void rf_kube_watch_set_raw(rf_kube_watch_t *w, int raw);
+
 /* The last resourceVersion seen ("" before the first list completed). */
 const char *rf_kube_watch_resource_version(const rf_kube_watch_t *w);
 

@@ -24,6 +24,8 @@ struct rf_watch_parser {
     json_t *current; /* the last event returned (owns ev->object) */
     const char *const *drop; /* members left out of each object (rf_watch_parser_set_drop) */
     rf_buf_t slim;   /* a line without the members of drop (watch_slim) */
+    int raw;         /* rf_watch_parser_set_raw */
+    rf_buf_t rv;     /* a raw event's resourceVersion (rf_watch_event_t.rv) */
 };
 
 /* Dotted paths of members, from an object's root, longer than this are kept. */
@@ -53,6 +55,7 @@ rf_watch_parser_t *rf_watch_parser_new(size_t max_line)
         abort();
     rf_buf_init(&p->buf, 0);
     rf_buf_init(&p->slim, 0);
+    rf_buf_init(&p->rv, 0);
     p->max_line = max_line ? max_line : WATCH_DEFAULT_MAX_LINE;
     p->drop = rf_watch_drop_default;
     return p;
@@ -63,6 +66,11 @@ void rf_watch_parser_set_drop(rf_watch_parser_t *p, const char *const *paths)
     p->drop = paths;
 }
 
+void rf_watch_parser_set_raw(rf_watch_parser_t *p, int raw)
+{
+    p->raw = raw;
+}
+
 void rf_watch_parser_destroy(rf_watch_parser_t *p)
 {
     if (!p)
@@ -70,6 +78,7 @@ void rf_watch_parser_destroy(rf_watch_parser_t *p)
     json_decref(p->current);
     rf_buf_release(&p->buf);
     rf_buf_release(&p->slim);
+    rf_buf_release(&p->rv);
     free(p);
 }
 
@@ -284,8 +293,8 @@ static int watch_copy_slim(const char *s, size_t len, const char *key, int items
             rf_buf_addc(out, ']');
         }
     }
-    if (r < 0 || i >= len)
-        return -1;
+    if (r < 0 || i >= len || rf_jtext_ws(s, len, i + 1) != len)
+        return -1; /* and nothing but blanks after the object, as jansson wants */
     rf_buf_addc(out, '}');
     return 0;
 }
@@ -309,18 +318,93 @@ int rf_watch_slim_list(const char *s, size_t len, const char *const *drop, rf_bu
     return watch_copy_slim(s, len, "items", 1, drop, out);
 }
 
+/* The event types of a watch line's "type". */
+static const struct {
+    const char *name;
+    rf_watch_type_t type;
+} watch_line_types[] = {
+    {"ADDED", RF_WATCH_ADDED},     {"MODIFIED", RF_WATCH_MODIFIED},
+    {"DELETED", RF_WATCH_DELETED}, {"BOOKMARK", RF_WATCH_BOOKMARK},
+    {"ERROR", RF_WATCH_ERROR},
+};
+#define WATCH_LINE_TYPES (sizeof(watch_line_types) / sizeof(watch_line_types[0]))
+
+/* 1 when the member key s[ks..ke) (quotes included) is name. */
+static int watch_key_is(const char *s, size_t ks, size_t ke, const char *name)
+{
+    size_t n = strlen(name);
+
+    return ke - ks == n + 2 && memcmp(s + ks + 1, name, n) == 0;
+}
+
+/* The object s[os..oe)'s metadata.resourceVersion, when a string without escapes (those a
+ * server writes), in p->rv; NULL when there is none. */
+static const char *watch_raw_rv(rf_watch_parser_t *p, const char *s, size_t os, size_t oe)
+{
+    size_t i = os + 1, ks, ke, vs, ve;
+
+    while (rf_jtext_next_member(s, oe, &i, &ks, &ke, &vs, &ve) == 1) {
+        if (!watch_key_is(s, ks, ke, "metadata"))
+            continue;
+        size_t me = ve; /* the metadata's end */
+        if (s[vs] != '{')
+            return NULL;
+        i = vs + 1;
+        while (rf_jtext_next_member(s, me, &i, &ks, &ke, &vs, &ve) == 1) {
+            if (!watch_key_is(s, ks, ke, "resourceVersion"))
+                continue;
+            if (s[vs] != '"' || memchr(s + vs, '\\', ve - vs))
+                return NULL;
+            rf_buf_reset(&p->rv);
+            rf_buf_add(&p->rv, s + vs + 1, ve - vs - 2);
+            return rf_buf_str(&p->rv);
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+/* Raw mode: the line's type and object read without parsing. 1 when ev is filled; 0 when
+ * the line is not plainly an event of a type other than ERROR (then it is parsed whole). */
+static int watch_raw(rf_watch_parser_t *p, const char *line, size_t n, rf_watch_event_t *ev)
+{
+    size_t i = rf_jtext_ws(line, n, 0), ks, ke, vs, ve, ts = 0, te = 0, os = 0, oe = 0, t;
+    int r;
+
+    if (i >= n || line[i] != '{')
+        return 0;
+    i++;
+    while ((r = rf_jtext_next_member(line, n, &i, &ks, &ke, &vs, &ve)) == 1) {
+        if (watch_key_is(line, ks, ke, "type")) {
+            ts = vs;
+            te = ve;
+        } else if (watch_key_is(line, ks, ke, "object")) {
+            os = vs;
+            oe = ve;
+        }
+    }
+    /* one object, nothing after it, both members, the object an object, the type plain */
+    if (r < 0 || rf_jtext_ws(line, n, i + 1) != n || te == 0 || oe == 0 || line[os] != '{' ||
+        line[ts] != '"' || memchr(line + ts, '\\', te - ts))
+        return 0;
+    for (t = 0; t < WATCH_LINE_TYPES; t++) {
+        if (watch_key_is(line, ts, te, watch_line_types[t].name))
+            break;
+    }
+    if (t == WATCH_LINE_TYPES || watch_line_types[t].type == RF_WATCH_ERROR)
+        return 0;
+    memset(ev, 0, sizeof(*ev));
+    ev->type = watch_line_types[t].type;
+    ev->text = line + os;
+    ev->len = oe - os;
+    ev->rv = watch_raw_rv(p, line, os, oe);
+    return 1;
+}
+
 /* Decodes one line into ev. Returns 1, or -1 with errstr. */
 static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_watch_event_t *ev,
                         char *errstr, size_t errstr_size)
 {
-    static const struct {
-        const char *name;
-        rf_watch_type_t type;
-    } types[] = {
-        {"ADDED", RF_WATCH_ADDED},     {"MODIFIED", RF_WATCH_MODIFIED},
-        {"DELETED", RF_WATCH_DELETED}, {"BOOKMARK", RF_WATCH_BOOKMARK},
-        {"ERROR", RF_WATCH_ERROR},
-    };
     json_error_t jerr;
     json_t *root;
     json_t *object;
@@ -330,6 +414,8 @@ static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_wat
     size_t i;
     int result = -1;
 
+    if (p->raw && watch_raw(p, line, n, ev))
+        return 1;
     if (watch_slim(p, line, n) == 0)
         root = json_loadb(rf_buf_str(&p->slim), p->slim.len, 0, &jerr);
     else
@@ -347,16 +433,16 @@ static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_wat
                 "bad watch event: not an object with 'type' and 'object'");
         goto cleanup;
     }
-    for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        if (strcmp(type, types[i].name) == 0)
+    for (i = 0; i < WATCH_LINE_TYPES; i++) {
+        if (strcmp(type, watch_line_types[i].name) == 0)
             break;
     }
-    if (i == sizeof(types) / sizeof(types[0])) {
+    if (i == WATCH_LINE_TYPES) {
         rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad watch event: unknown type '%.64s'", type);
         goto cleanup;
     }
     memset(ev, 0, sizeof(*ev));
-    ev->type = types[i].type;
+    ev->type = watch_line_types[i].type;
     ev->object = object;
     if (ev->type == RF_WATCH_ERROR) {
         code = json_object_get(object, "code");

@@ -117,7 +117,17 @@ static const parser_case_t parser_cases[] = {
      {{-1, 0, "not json", 0}}},
 };
 
-static void check_case(const parser_case_t *c)
+/* The event's object: its tree, or in raw mode its text parsed (a new reference each). */
+static json_t *event_object(const rf_watch_event_t *ev)
+{
+    if (ev->object)
+        return json_incref(ev->object);
+    assert_non_null(ev->text);
+    assert_true(ev->len >= 2 && ev->text[0] == '{' && ev->text[ev->len - 1] == '}');
+    return json_loadb(ev->text, ev->len, 0, NULL);
+}
+
+static void check_case(const parser_case_t *c, int raw)
 {
     rf_watch_parser_t *p = rf_watch_parser_new(c->max_line);
     rf_watch_event_t ev;
@@ -126,6 +136,7 @@ static void check_case(const parser_case_t *c)
     int i;
     int r;
 
+    rf_watch_parser_set_raw(p, raw);
     for (i = 0; c->chunks[i]; i++)
         rf_watch_parser_feed(p, c->chunks[i], strlen(c->chunks[i]));
     if (c->end)
@@ -147,10 +158,13 @@ static void check_case(const parser_case_t *c)
                 assert_non_null(strstr(ev.message, e->text));
                 assert_int_equal(ev.code, e->code);
             } else if (e->text) {
-                name = json_string_value(
-                    json_object_get(json_object_get(ev.object, "metadata"), "name"));
+                json_t *o = event_object(&ev);
+                /* raw mode: every event but an ERROR comes as text */
+                assert_int_equal(raw, ev.object == NULL);
+                name = json_string_value(json_object_get(json_object_get(o, "metadata"), "name"));
                 assert_non_null(name);
                 assert_string_equal(name, e->text);
+                json_decref(o);
             }
         } else if (r == -1) {
             if (!strstr(err, e->text))
@@ -170,8 +184,95 @@ static void test_parser_table(void **state)
     size_t i;
 
     (void)state;
-    for (i = 0; i < sizeof(parser_cases) / sizeof(parser_cases[0]); i++)
-        check_case(&parser_cases[i]);
+    for (i = 0; i < sizeof(parser_cases) / sizeof(parser_cases[0]); i++) {
+        check_case(&parser_cases[i], 0);
+        check_case(&parser_cases[i], 1);
+    }
+}
+
+/* Raw mode against the whole parse (no drop list), line by line: the same outcome and type;
+ * an event's text parses into the same object, and rv is its metadata.resourceVersion
+ * (NULL when that is not a plain string); ERROR events and lines that are not plainly an
+ * event (type escaped, object not an object, something after it, not JSON) as parsed
+ * whole. */
+static void check_raw_line(const char *line)
+{
+    rf_watch_parser_t *whole = rf_watch_parser_new(0), *raw = rf_watch_parser_new(0);
+    rf_watch_event_t ew, er;
+    char errw[256], errr[256];
+    int rw, rr;
+
+    rf_watch_parser_set_drop(whole, NULL);
+    rf_watch_parser_set_raw(raw, 1);
+    rf_watch_parser_feed(whole, line, strlen(line));
+    rf_watch_parser_feed(raw, line, strlen(line));
+    rf_watch_parser_end(whole);
+    rf_watch_parser_end(raw);
+    for (;;) {
+        rw = rf_watch_parser_next(whole, &ew, errw, sizeof(errw));
+        rr = rf_watch_parser_next(raw, &er, errr, sizeof(errr));
+        if (rw != rr)
+            fail_msg("line %s: raw %d (%s), whole %d (%s)", line, rr, errr, rw, errw);
+        if (rw == 0)
+            break;
+        if (rw < 0) {
+            assert_string_equal(errr, errw);
+            continue;
+        }
+        assert_int_equal(er.type, ew.type);
+        if (er.object) {
+            assert_true(json_equal(er.object, ew.object));
+            assert_null(er.text);
+            assert_null(er.rv);
+        } else {
+            json_t *o = event_object(&er);
+            const char *rv = json_string_value(
+                json_object_get(json_object_get(ew.object, "metadata"), "resourceVersion"));
+            if (!o || !json_equal(o, ew.object))
+                fail_msg("line %s: raw text %.*s", line, (int)er.len, er.text);
+            json_decref(o);
+            if (rv && !strchr(rv, '\\') && !strchr(line, '\\'))
+                assert_string_equal(er.rv, rv);
+            else if (!rv)
+                assert_null(er.rv);
+            assert_true(er.type != RF_WATCH_ERROR && er.type != RF_WATCH_EXPIRED);
+        }
+    }
+    rf_watch_parser_destroy(whole);
+    rf_watch_parser_destroy(raw);
+}
+
+static const char *const raw_lines[] = {
+    EV("ADDED", "a"),
+    EV("BOOKMARK", ""),
+    GONE,
+    FAIL500,
+    " { \"type\" : \"MODIFIED\" ,\n",
+    "{ \"type\" : \"MODIFIED\" , \"object\" : { \"metadata\" : { \"name\" : \"p\" ,"
+    " \"resourceVersion\" : \"99\" } } } \r\n",
+    "{\"object\":{\"metadata\":{\"resourceVersion\":\"3\",\"name\":\"o\"}},\"type\":\"DELETED\"}\n",
+    "{\"type\":\"ADDED\",\"object\":{\"kind\":\"Pod\"}}\n",
+    "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"resourceVersion\":7}}}\n",
+    "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"resourceVersion\":\"1\\\"2\"}}}\n",
+    "{\"type\":\"ADDED\",\"object\":{\"metadata\":[1]}}\n",
+    "{\"type\":\"AD\\u0044ED\",\"object\":{\"metadata\":{\"name\":\"esc\"}}}\n",
+    "{\"type\":\"ADDED\",\"object\":[1]}\n",
+    "{\"type\":\"ADDED\",\"object\":{}} x\n",
+    "{\"type\":\"ADDED\",\"object\":{},}\n",
+    "{\"type\":\"ADDED\",\"object\":{\"a\":\"}\\\"{\"}}\n",
+    "{\"type\":\"ERROR\",\"object\":{\"code\":410}}\n",
+    "{\"type\":\"EXPLODED\",\"object\":{}}\n",
+    "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"\xc3\xa9\",\"managedFields\":[{\"m\":"
+    "\"]}\"}],\"resourceVersion\":\"5\"},\"spec\":{\"template\":{\"spec\":{\"c\":[{},[]]}}}}}\n",
+    "not json\n",
+    "[1,2]\n",
+};
+
+static void test_raw_same_as_parsed(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(raw_lines) / sizeof(raw_lines[0]); i++)
+        check_raw_line(raw_lines[i]);
 }
 
 /* Every split of a stream into two chunks, and byte by byte, gives the same events. */
@@ -252,10 +353,12 @@ static void test_parser_random_input(void **state)
     size_t k;
     int round;
     int i;
+    int r;
 
     (void)state;
     for (round = 0; round < 2000; round++) {
         p = rf_watch_parser_new(64);
+        rf_watch_parser_set_raw(p, round % 2);
         for (i = 0; i < 20; i++) {
             len = 0;
             for (k = 0; k < 8; k++) {
@@ -272,8 +375,9 @@ static void test_parser_random_input(void **state)
             }
             rf_watch_parser_feed(p, buf, len);
             assert_true(rf_watch_parser_pending(p) <= 64 + len + 2);
-            while (rf_watch_parser_next(p, &ev, err, sizeof(err)) != 0)
-                ;
+            while ((r = rf_watch_parser_next(p, &ev, err, sizeof(err))) != 0)
+                assert_true(r < 0 || !ev.text ||
+                            (ev.len >= 2 && ev.text[0] == '{' && ev.text[ev.len - 1] == '}'));
         }
         rf_watch_parser_end(p);
         while (rf_watch_parser_next(p, &ev, err, sizeof(err)) != 0)
@@ -446,6 +550,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parser_table),
+        cmocka_unit_test(test_raw_same_as_parsed),
         cmocka_unit_test(test_parser_every_split),
         cmocka_unit_test(test_parser_memory_bounded),
         cmocka_unit_test(test_parser_random_input),

@@ -12,6 +12,8 @@
 #include "gray.h"
 #include "rf_auth.h"
 #include "rf_buf.h"
+#include "rf_jtext.h"
+#include "rf_json.h"
 #include "rf_kube.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
@@ -39,9 +41,10 @@
 #define TRACK_SHARD_SWEEP_MS 1000 /* look for shards without releases this often */
 #define TRACK_SHARD_IDLE_MS 10000 /* a shard's watch ends this long after its last release */
 
-/* What a watch leaves out of each Deployment, unparsed: track_summarize reads the rest
- * (metadata's name, namespace, generation, resourceVersion; spec's replicas and selector;
- * status). The pod template is most of what is left once managedFields are gone. */
+/* What a list page leaves out of each Deployment, unparsed (its events come as text,
+ * rf_kube_watch_set_raw): track_summarize reads the rest (metadata's name, namespace,
+ * generation, resourceVersion; spec's replicas and selector; status). The pod template is
+ * most of what is left once managedFields are gone. */
 static const char *const track_watch_drop[] = {
     "metadata.managedFields", "metadata.annotations", "metadata.labels",
     "metadata.uid", "metadata.creationTimestamp", "spec.template", "spec.strategy",
@@ -99,37 +102,185 @@ static json_int_t jint(const json_t *o, const char *k)
     return json_integer_value(json_object_get(o, k));
 }
 
-/* The fields of a Deployment that decide its rollout, kept per object. */
-static json_t *track_summarize(const json_t *d)
-{
-    const json_t *meta = json_object_get(d, "metadata");
-    const json_t *spec = json_object_get(d, "spec");
-    const json_t *st = json_object_get(d, "status");
-    const json_t *labels = json_object_get(json_object_get(spec, "selector"), "matchLabels");
-    json_t *sum = json_object();
-    rf_buf_t sel = RF_BUF_INIT;
-    const char *k;
-    json_t *v, *c;
-    size_t i;
+/* The members of a JSON object in text, one at a time (rf_jtext_next_member): the watch
+ * hands Deployments over as text (rf_kube_watch_set_raw), and a rollout needs a dozen of
+ * their members; parsing each event into a tree was most of the stage's CPU (issue 20). */
+typedef struct track_members {
+    const char *s;
+    size_t end, i;   /* the object's end; the next member's start */
+    size_t ks, ke;   /* the member's key, quotes included */
+    size_t vs, ve;   /* its value */
+} track_members_t;
 
-    json_object_set_new(sum, "generation", json_integer(jint(meta, "generation")));
-    json_object_set_new(sum, "observed", json_integer(jint(st, "observedGeneration")));
-    json_object_set_new(sum, "desired", json_integer(json_is_integer(json_object_get(spec, "replicas"))
-                                                         ? jint(spec, "replicas")
-                                                         : 1));
-    json_object_set_new(sum, "replicas", json_integer(jint(st, "replicas")));
-    json_object_set_new(sum, "updated", json_integer(jint(st, "updatedReplicas")));
-    json_object_set_new(sum, "ready", json_integer(jint(st, "readyReplicas")));
-    json_object_set_new(sum, "available", json_integer(jint(st, "availableReplicas")));
-    json_array_foreach(json_object_get(st, "conditions"), i, c) {
-        if (strcmp(jstr(c, "type"), "Progressing") == 0) {
-            json_object_set_new(sum, "reason", json_string(jstr(c, "reason")));
-            json_object_set_new(sum, "cond_message", json_string(jstr(c, "message")));
+/* The members of the value s[vs..ve): none when it is not an object. */
+static void track_members(track_members_t *m, const char *s, size_t vs, size_t ve)
+{
+    m->s = s;
+    m->end = ve;
+    m->i = ve > vs && s[vs] == '{' ? vs + 1 : ve;
+}
+
+/* 1 with the next member in m, 0 at the end (or where the text is not as expected). */
+static int track_member_next(track_members_t *m)
+{
+    return m->i < m->end &&
+           rf_jtext_next_member(m->s, m->end, &m->i, &m->ks, &m->ke, &m->vs, &m->ve) == 1;
+}
+
+/* 1 when the text s[b..e) is the JSON string of name (quotes included, no escapes). */
+static int track_text_is(const char *s, size_t b, size_t e, const char *name)
+{
+    size_t n = strlen(name);
+
+    return e - b == n + 2 && s[b] == '"' && memcmp(s + b + 1, name, n) == 0;
+}
+
+/* The member's value as a string: its bytes when it has no escapes, else as jansson decodes
+ * it; NULL when it is not a string (or not valid UTF-8). */
+static json_t *track_member_string(const track_members_t *m)
+{
+    const char *v = m->s + m->vs;
+    size_t n = m->ve - m->vs;
+    json_t *j;
+
+    if (n < 2 || v[0] != '"')
+        return NULL;
+    if (!memchr(v + 1, '\\', n - 2))
+        return json_stringn(v + 1, n - 2);
+    j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
+    if (!json_is_string(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* The member's value as an integer (up to 18 digits), else dflt. */
+static json_int_t track_member_int(const track_members_t *m, json_int_t dflt)
+{
+    const char *v = m->s + m->vs;
+    size_t n = m->ve - m->vs, i = v[0] == '-';
+    json_int_t x = 0;
+
+    if (i >= n || n - i > 18)
+        return dflt;
+    for (; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return dflt;
+        x = x * 10 + (v[i] - '0');
+    }
+    return v[0] == '-' ? -x : x;
+}
+
+/* The Progressing condition of the conditions array s[vs..ve), into sum. */
+static void track_conditions(json_t *sum, const char *s, size_t vs, size_t ve)
+{
+    size_t j = vs + 1, ee;
+
+    if (ve <= vs || s[vs] != '[')
+        return;
+    for (j = rf_jtext_ws(s, ve, j); j < ve && s[j] != ']'; j = rf_jtext_ws(s, ve, j)) {
+        track_members_t c;
+        json_t *reason = NULL, *message = NULL;
+        int progressing = 0;
+        ee = rf_jtext_skip(s, ve, j);
+        if (ee > ve)
+            return;
+        track_members(&c, s, j, ee);
+        while (track_member_next(&c)) {
+            if (track_text_is(s, c.ks, c.ke, "type"))
+                progressing = track_text_is(s, c.vs, c.ve, "Progressing");
+            else if (track_text_is(s, c.ks, c.ke, "reason") && !reason)
+                reason = track_member_string(&c);
+            else if (track_text_is(s, c.ks, c.ke, "message") && !message)
+                message = track_member_string(&c);
+        }
+        if (progressing) {
+            json_object_set_new(sum, "reason", reason ? reason : json_string(""));
+            json_object_set_new(sum, "cond_message", message ? message : json_string(""));
+        } else {
+            json_decref(reason);
+            json_decref(message);
+        }
+        j = rf_jtext_ws(s, ve, ee);
+        if (j < ve && s[j] == ',')
+            j++;
+    }
+}
+
+/* The fields of a Deployment that decide its rollout, kept per object, from its JSON text
+ * s[0..len); *key is "cluster|namespace/name". */
+static json_t *track_summarize(const char *s, size_t len, const char *cluster, char *key,
+                               size_t key_size)
+{
+    json_t *sum = json_object(), *name = NULL, *ns = NULL;
+    json_int_t generation = 0, observed = 0, desired = 1, replicas = 0, updated = 0, ready = 0,
+               available = 0;
+    track_members_t root, a, b, c;
+    rf_buf_t sel = RF_BUF_INIT;
+
+    track_members(&root, s, 0, len);
+    while (track_member_next(&root)) {
+        if (track_text_is(s, root.ks, root.ke, "metadata")) {
+            track_members(&a, s, root.vs, root.ve);
+            while (track_member_next(&a)) {
+                if (track_text_is(s, a.ks, a.ke, "name") && !name)
+                    name = track_member_string(&a);
+                else if (track_text_is(s, a.ks, a.ke, "namespace") && !ns)
+                    ns = track_member_string(&a);
+                else if (track_text_is(s, a.ks, a.ke, "generation"))
+                    generation = track_member_int(&a, 0);
+            }
+        } else if (track_text_is(s, root.ks, root.ke, "spec")) {
+            track_members(&a, s, root.vs, root.ve);
+            while (track_member_next(&a)) {
+                if (track_text_is(s, a.ks, a.ke, "replicas")) {
+                    desired = track_member_int(&a, 1);
+                } else if (track_text_is(s, a.ks, a.ke, "selector")) {
+                    track_members(&b, s, a.vs, a.ve);
+                    while (track_member_next(&b)) {
+                        if (!track_text_is(s, b.ks, b.ke, "matchLabels"))
+                            continue;
+                        track_members(&c, s, b.vs, b.ve);
+                        while (track_member_next(&c)) {
+                            json_t *v = track_member_string(&c);
+                            rf_buf_addf(&sel, "%s%.*s=%s", sel.len ? "," : "",
+                                        (int)(c.ke - c.ks - 2), s + c.ks + 1,
+                                        v ? json_string_value(v) : "");
+                            json_decref(v);
+                        }
+                    }
+                }
+            }
+        } else if (track_text_is(s, root.ks, root.ke, "status")) {
+            track_members(&a, s, root.vs, root.ve);
+            while (track_member_next(&a)) {
+                if (track_text_is(s, a.ks, a.ke, "observedGeneration"))
+                    observed = track_member_int(&a, 0);
+                else if (track_text_is(s, a.ks, a.ke, "replicas"))
+                    replicas = track_member_int(&a, 0);
+                else if (track_text_is(s, a.ks, a.ke, "updatedReplicas"))
+                    updated = track_member_int(&a, 0);
+                else if (track_text_is(s, a.ks, a.ke, "readyReplicas"))
+                    ready = track_member_int(&a, 0);
+                else if (track_text_is(s, a.ks, a.ke, "availableReplicas"))
+                    available = track_member_int(&a, 0);
+                else if (track_text_is(s, a.ks, a.ke, "conditions"))
+                    track_conditions(sum, s, a.vs, a.ve);
+            }
         }
     }
-    json_object_foreach((json_t *)labels, k, v) {
-        rf_buf_addf(&sel, "%s%s=%s", sel.len ? "," : "", k, json_string_value(v));
-    }
+    snprintf(key, key_size, "%s|%s/%s", cluster, ns ? json_string_value(ns) : "",
+             name ? json_string_value(name) : "");
+    json_decref(name);
+    json_decref(ns);
+    json_object_set_new(sum, "generation", json_integer(generation));
+    json_object_set_new(sum, "observed", json_integer(observed));
+    json_object_set_new(sum, "desired", json_integer(desired));
+    json_object_set_new(sum, "replicas", json_integer(replicas));
+    json_object_set_new(sum, "updated", json_integer(updated));
+    json_object_set_new(sum, "ready", json_integer(ready));
+    json_object_set_new(sum, "available", json_integer(available));
     json_object_set_new(sum, "selector", json_string(rf_buf_str(&sel)));
     rf_buf_release(&sel);
     return sum;
@@ -642,8 +793,9 @@ static void track_on_event(rf_kube_watch_t *wch, const rf_watch_event_t *ev, voi
 {
     track_shard_t *sh = opaque;
     track_stage_t *ts = sh->ts;
-    const json_t *meta, *t;
-    char key[600];
+    const json_t *t;
+    json_t *sum;
+    char key[600], *text;
     const char *id;
 
     if (sh->watch != wch)
@@ -658,15 +810,20 @@ static void track_on_event(rf_kube_watch_t *wch, const rf_watch_event_t *ev, voi
                     ev->message ? ev->message : "", ev->code);
         return;
     }
-    if (!ev->object || ev->type == RF_WATCH_BOOKMARK)
+    if ((!ev->object && !ev->text) || ev->type == RF_WATCH_BOOKMARK)
         return;
-    meta = json_object_get(ev->object, "metadata");
-    snprintf(key, sizeof(key), "%s|%s/%s", sh->tc->name, jstr(meta, "namespace"),
-             jstr(meta, "name"));
-    if (ev->type == RF_WATCH_DELETED)
+    /* events come as text (rf_kube_watch_set_raw); list items, and a line the watch could
+     * not read plainly, as trees: written back to text, the same members */
+    text = ev->object ? rf_json_dumps(ev->object, 0) : NULL;
+    sum = text ? track_summarize(text, strlen(text), sh->tc->name, key, sizeof(key))
+               : track_summarize(ev->text, ev->len, sh->tc->name, key, sizeof(key));
+    free(text);
+    if (ev->type == RF_WATCH_DELETED) {
+        json_decref(sum);
         json_object_del(sh->cache, key);
-    else
-        json_object_set_new(sh->cache, key, track_summarize(ev->object));
+    } else {
+        json_object_set_new(sh->cache, key, sum);
+    }
     id = json_string_value(json_object_get(ts->by_deploy, key));
     t = id ? json_object_get(ts->tracked, id) : NULL;
     /* Only the watch of the release's own shard speaks for it (a Deployment whose shard
@@ -732,6 +889,7 @@ static track_shard_t *track_shard_open(track_stage_t *ts, track_cluster_t *tc, i
      * whole each: ~60 MiB). */
     rf_kube_watch_set_page_size(sh->watch, 100);
     rf_kube_watch_set_drop(sh->watch, track_watch_drop);
+    rf_kube_watch_set_raw(sh->watch, 1);
     sh->next = tc->shards;
     tc->shards = sh;
     rf_log_info("watching the deployments of shard %d of cluster '%s'", shard, tc->name);
