@@ -297,10 +297,10 @@ static int jtext_keys_repeat(jtext_key_t *keys, size_t n)
     return 0;
 }
 
-static size_t jtext_value(const char *s, size_t len, size_t i, int depth);
+static size_t jtext_value(const char *s, size_t len, size_t i, int depth, int max);
 
 /* Just past the valid object at s[i] ('{'), or len + 1. */
-static size_t jtext_object(const char *s, size_t len, size_t i, int depth)
+static size_t jtext_object(const char *s, size_t len, size_t i, int depth, int max)
 {
     jtext_key_t few[16], *keys = few;
     size_t n = 0, cap = sizeof(few) / sizeof(few[0]), bad = len + 1;
@@ -329,7 +329,7 @@ static size_t jtext_object(const char *s, size_t len, size_t i, int depth)
         i = rf_jtext_ws(s, len, ke);
         if (i >= len || s[i] != ':')
             goto out;
-        i = jtext_value(s, len, i + 1, depth);
+        i = jtext_value(s, len, i + 1, depth, max);
         if (i > len)
             goto out;
         i = rf_jtext_ws(s, len, i);
@@ -349,7 +349,7 @@ out:
 
 /* Just past the valid value at s[i] (after blanks), or len + 1; depth: arrays and objects
  * around it. */
-static size_t jtext_value(const char *s, size_t len, size_t i, int depth)
+static size_t jtext_value(const char *s, size_t len, size_t i, int depth, int max)
 {
     int escaped;
 
@@ -360,17 +360,17 @@ static size_t jtext_value(const char *s, size_t len, size_t i, int depth)
     case '"':
         return jtext_string(s, len, i, &escaped);
     case '{':
-        if (depth >= RF_JTEXT_MAX_DEPTH)
+        if (depth >= max)
             return len + 1;
-        return jtext_object(s, len, i, depth + 1);
+        return jtext_object(s, len, i, depth + 1, max);
     case '[':
-        if (depth >= RF_JTEXT_MAX_DEPTH)
+        if (depth >= max)
             return len + 1;
         i = rf_jtext_ws(s, len, i + 1);
         if (i < len && s[i] == ']')
             return i + 1;
         for (;;) {
-            i = jtext_value(s, len, i, depth + 1);
+            i = jtext_value(s, len, i, depth + 1, max);
             if (i > len)
                 return len + 1;
             i = rf_jtext_ws(s, len, i);
@@ -391,9 +391,17 @@ static size_t jtext_value(const char *s, size_t len, size_t i, int depth)
     }
 }
 
+size_t rf_jtext_valid_depth(const char *s, size_t len, size_t i, int max_depth)
+{
+    size_t end;
+
+    if (max_depth > RF_JTEXT_MAX_DEPTH) /* the recursion's bound */
+        max_depth = RF_JTEXT_MAX_DEPTH;
+    end = jtext_value(s, len, i, 0, max_depth);
+    return end > len ? len + 1 : end;
+}
+
 size_t rf_jtext_valid(const char *s, size_t len, size_t i)
 {
-    size_t end = jtext_value(s, len, i, 0);
-
-    return end > len ? len + 1 : end;
+    return rf_jtext_valid_depth(s, len, i, RF_JTEXT_MAX_DEPTH);
 }

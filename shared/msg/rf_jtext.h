@@ -45,4 +45,8 @@ int rf_jtext_next_member(const char *s, size_t len, size_t *i, size_t *ks, size_
  */
 size_t rf_jtext_valid(const char *s, size_t len, size_t i);
 
+/* rf_jtext_valid with at most max_depth (at most RF_JTEXT_MAX_DEPTH) levels of arrays and
+ * objects: for a value that is itself max - max_depth levels inside a text of max. */
+size_t rf_jtext_valid_depth(const char *s, size_t len, size_t i, int max_depth);
+
 #endif

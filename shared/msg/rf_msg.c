@@ -159,8 +159,11 @@ static rf_err_t check_key(const json_t *body, const void *key, size_t key_len, c
     return RF_OK;
 }
 
-/* rf_msg_parse with the bounds checked on payload and jansson parsing text (payload, or
- * its lean copy). */
+/* rf_msg_parse with the size checked on payload and jansson parsing text: payload, or its
+ * lean copy. For a lean copy the payload's own UTF-8 and depth scans are left out: what
+ * jansson parses it checks for UTF-8 (the same rule as utf8_check) and nests_deeper checks
+ * text's depth, and rf_jtext_valid has checked the members left out of text for both
+ * (depth LEAN_VALUE_DEPTH), so the payload passes them exactly when both parts do. */
 static rf_err_t msg_parse(const rf_schema_registry_t *reg, const void *payload, size_t len,
                           const char *text, size_t text_len, const void *key, size_t key_len,
                           const char *expect_prefix, json_t **out, char *errstr, size_t errstr_size)
@@ -179,11 +182,11 @@ static rf_err_t msg_parse(const rf_schema_registry_t *reg, const void *payload, 
     if (len > RF_MSG_MAX_BYTES)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload too large (%zu > %d bytes)", len,
                        RF_MSG_MAX_BYTES);
-    bad = utf8_check(payload, len);
+    bad = text == payload ? utf8_check(payload, len) : len;
     if (bad < len)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload is not valid UTF-8 (byte %zu)",
                        bad);
-    if (nests_deeper(payload, len, RF_MSG_MAX_DEPTH))
+    if (nests_deeper(text, text_len, RF_MSG_MAX_DEPTH))
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload nests deeper than %d levels",
                        RF_MSG_MAX_DEPTH);
     body = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
@@ -250,6 +253,9 @@ static int lean_keeps(const char *const *keep, const char *key, size_t klen)
 
 /* Members of one object of the lean array, at most (more: parsed whole). */
 #define LEAN_MEMBERS_MAX 32
+/* The levels a member of an object of the lean array may nest: it is 3 levels down (the
+ * payload, the array, the object). */
+#define LEAN_VALUE_DEPTH (RF_MSG_MAX_DEPTH - 3)
 
 /* Appends the object at s[i] (after blanks) to out with only the members keep names and the
  * others to rest, comma-separated as they came. Those others jansson never sees, so each is
@@ -293,7 +299,7 @@ static size_t lean_copy_object(const char *s, size_t len, size_t i, const char *
         vs = rf_jtext_ws(s, len, i + 1);
         kept = lean_keeps(keep, s + ks + 1, klen);
         /* a kept member is only delimited: jansson parses it */
-        ve = kept ? rf_jtext_skip(s, len, vs) : rf_jtext_valid(s, len, vs);
+        ve = kept ? rf_jtext_skip(s, len, vs) : rf_jtext_valid_depth(s, len, vs, LEAN_VALUE_DEPTH);
         if (ve > len || ve == vs)
             return len + 1;
         if (kept ? !first : rest->len > 0)

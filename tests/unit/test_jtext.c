@@ -209,9 +209,15 @@ static void valid_depth(void **state)
         assert_true(jansson_takes(b.data, b.len));
         assert_int_equal(jtext_takes(b.data, b.len), d <= RF_JTEXT_MAX_DEPTH);
     }
+    for (size_t d = 9; d <= 11; d++) { /* a lower limit */
+        memset(s, '[', d);
+        memset(s + d, ']', d);
+        assert_int_equal(rf_jtext_valid_depth(s, 2 * d, 0, 10) == 2 * d, d <= 10);
+    }
     memset(s, '[', n);
     memset(s + n, ']', n);
     assert_false(jtext_takes(s, 2 * n));
+    assert_true(rf_jtext_valid_depth(s, 2 * n, 0, 1 << 30) > 2 * n); /* capped */
     assert_true(rf_jtext_skip(s, 2 * n, 0) == 2 * n); /* the delimiter has no limit */
     free(s);
     rf_buf_release(&b);

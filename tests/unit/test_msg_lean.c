@@ -373,6 +373,63 @@ static void big_and_deep_alike(void **state)
     rf_buf_release(&b);
 }
 
+/* What jansson parses of the lean copy (the kept members, the rest of the body) is not
+ * scanned for UTF-8 and depth before it: the same answers as rf_msg_parse's scans give. */
+static void utf8_and_depth_of_kept_parts_alike(void **state)
+{
+    static const char *const bad_utf8[] = {
+        "\xff", "\xc3\x28", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xc0\xaf", "\xe2\x82"};
+    rf_buf_t b = RF_BUF_INIT;
+    char e[768];
+    json_t *body;
+    rf_msg_lean_t *l;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad_utf8) / sizeof(bad_utf8[0]); i++)
+        for (int where = 0; where < 4; where++) {
+            rf_buf_reset(&b);
+            rf_buf_adds(&b, HEAD "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",");
+            rf_buf_addf(&b, "\"metadata\":{\"name\":\"web\",\"labels\":{\"a\":\"%s\"}},",
+                        where == 0 ? bad_utf8[i] : "x");
+            rf_buf_addf(&b, "\"spec\":{\"k\":\"%s\"}},", where == 1 ? bad_utf8[i] : "y");
+            rf_buf_addf(&b, "%s" SERVICE "],\"x%s\":1}", where == 3 ? " " : "",
+                        where == 2 ? bad_utf8[i] : "");
+            if (where == 3) /* between members, outside any string */
+                memcpy(strstr(b.data, "}, " SERVICE) + 2, bad_utf8[i], 1);
+            assert_same(b.data, b.len, "prod/web");
+            assert_int_equal(rf_msg_parse_lean(reg, b.data, b.len, "prod/web", 8,
+                                               "relfleet.rendered.", "manifests", keep, &body, &l,
+                                               e, sizeof(e)),
+                             RF_ERR_PERM);
+            assert_non_null(strstr(e, "UTF-8"));
+            assert_null(l);
+        }
+    /* depth in a kept member and in the rest of the body: 64 levels in all, not 65 */
+    for (int where = 0; where < 2; where++)
+        for (int d = 59; d <= 62; d++) {
+            rf_buf_reset(&b);
+            rf_buf_adds(&b, HEAD "{" DEPLOY_META);
+            b.len--; /* metadata's '}' */
+            rf_buf_adds(&b, ",\"x\":");
+            for (int k = 0; k < (where == 0 ? d - 1 : 1); k++)
+                rf_buf_adds(&b, "[");
+            for (int k = 0; k < (where == 0 ? d - 1 : 1); k++)
+                rf_buf_adds(&b, "]");
+            rf_buf_adds(&b, "}}]");
+            if (where == 1) { /* a member of the body the schema refuses, after the scan */
+                rf_buf_adds(&b, ",\"y\":");
+                for (int k = 0; k < d + 2; k++)
+                    rf_buf_adds(&b, "[");
+                for (int k = 0; k < d + 2; k++)
+                    rf_buf_adds(&b, "]");
+            }
+            rf_buf_adds(&b, "}");
+            /* x's value is 4 levels down, y's 1: d = 61 is 64 levels in all */
+            assert_int_equal(assert_same(b.data, b.len, "prod/web"), where == 0 && d <= 61);
+        }
+    rf_buf_release(&b);
+}
+
 /* A message whose manifests are not what the lean parse expects: parsed whole, same
  * answer (manifests not an array, a manifest not an object, manifests twice, none). */
 static void not_lean_alike(void **state)
@@ -399,6 +456,7 @@ int main(void)
         cmocka_unit_test(truncated_and_edited_alike),
         cmocka_unit_test(random_edits_alike),
         cmocka_unit_test(big_and_deep_alike),
+        cmocka_unit_test(utf8_and_depth_of_kept_parts_alike),
         cmocka_unit_test(not_lean_alike),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
