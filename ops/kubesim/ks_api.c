@@ -463,7 +463,7 @@ static int equal_without(const json_t *a, const json_t *b, const char *skip,
         if (skip && strcmp(key, skip) == 0)
             continue;
         bv = json_object_get(b, key);
-        if (!bv || !(member_equal ? member_equal(key, v, bv) : json_equal(v, bv)))
+        if (!bv || !(member_equal ? member_equal(key, v, bv) : ks_json_equal(v, bv)))
             return 0;
     }
     return 1;
@@ -489,13 +489,13 @@ static int managed_equal(const json_t *a, const json_t *b)
 
 static int meta_member_equal(const char *key, const json_t *a, const json_t *b)
 {
-    return strcmp(key, "managedFields") == 0 ? managed_equal(a, b) : json_equal(a, b);
+    return strcmp(key, "managedFields") == 0 ? managed_equal(a, b) : ks_json_equal(a, b);
 }
 
 static int top_member_equal(const char *key, const json_t *a, const json_t *b)
 {
     return strcmp(key, "metadata") == 0 ? equal_without(a, b, "resourceVersion", meta_member_equal)
-                                        : json_equal(a, b);
+                                        : ks_json_equal(a, b);
 }
 
 /* Equal but for the timestamps of managedFields entries, which alone make no write: what
@@ -602,7 +602,7 @@ static const json_t *api_commit(ks_api_t *api, ks_kind_t kind, json_t *o, ks_obj
     }
     if (ks_kinds[kind].has_generation) {
         int64_t gen = oldj ? ks_jint(oldj, "metadata.generation", 1) : 1;
-        if (oldj && !json_equal(json_object_get(o, "spec"), json_object_get(oldj, "spec")))
+        if (oldj && !ks_json_equal(json_object_get(o, "spec"), json_object_get(oldj, "spec")))
             gen++;
         json_object_set_new(meta, "generation", json_integer(gen));
     }

@@ -228,7 +228,7 @@ static void set_annotation(json_t *o, const char *key, const char *value)
 /* Stores copy when it differs from o's current json; steals copy. */
 static void ctrl_commit(ks_ctrl_t *c, ks_obj_t *o, json_t *copy)
 {
-    if (json_equal(copy, o->json))
+    if (ks_json_equal(copy, o->json))
         json_decref(copy);
     else
         ks_store_put(c->st, o->kind, copy);
@@ -708,7 +708,7 @@ static int template_matches(const json_t *rs_tmpl, const json_t *d_tmpl)
     json_object_del(labels, HASH_LABEL);
     if (labels && json_object_size(labels) == 0 && !ks_jget(d_tmpl, "metadata.labels"))
         json_object_del(json_object_get(a, "metadata"), "labels");
-    eq = json_equal(a, d_tmpl);
+    eq = ks_json_equal(a, d_tmpl);
     json_decref(a);
     return eq;
 }

@@ -287,6 +287,37 @@ static void store_record(ks_store_t *st, ks_kind_t kind, ks_event_type_t type, j
     e->line_len = 0;
 }
 
+int ks_json_equal(const json_t *a, const json_t *b)
+{
+    if (a == b)
+        return a != NULL;
+    if (json_is_object(a) && json_is_object(b)) {
+        void *ia = json_object_iter((json_t *)a), *ib = json_object_iter((json_t *)b);
+        if (json_object_size(a) != json_object_size(b))
+            return 0;
+        for (; ia && ib; ia = json_object_iter_next((json_t *)a, ia),
+                         ib = json_object_iter_next((json_t *)b, ib)) {
+            size_t n = json_object_iter_key_len(ia);
+            if (n != json_object_iter_key_len(ib) ||
+                memcmp(json_object_iter_key(ia), json_object_iter_key(ib), n) != 0)
+                return json_equal(a, b); /* another order: by key */
+            if (!ks_json_equal(json_object_iter_value(ia), json_object_iter_value(ib)))
+                return 0;
+        }
+        return 1;
+    }
+    if (json_is_array(a) && json_is_array(b)) {
+        size_t n = json_array_size(a);
+        if (n != json_array_size(b))
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            if (!ks_json_equal(json_array_get(a, i), json_array_get(b, i)))
+                return 0;
+        return 1;
+    }
+    return json_equal(a, b);
+}
+
 json_t *ks_json_copy(const json_t *j)
 {
     json_t *out;

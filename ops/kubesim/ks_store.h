@@ -167,6 +167,10 @@ int ks_json_append_value(rf_buf_t *b, const json_t *j);
  * here are trees. */
 json_t *ks_json_copy(const json_t *j);
 
+/* json_equal(a, b), without a hash lookup per member where two objects have their members in
+ * the same order (a version and its changed copy: the controller's every commit asks). */
+int ks_json_equal(const json_t *a, const json_t *b);
+
 /* Lock held. Fills out with n (at most 64) random bytes from OpenSSL's RAND_bytes, which
  * fills a pool of them at a time (a call costs ~6,600 instructions whatever its size);
  * -1 when RAND_bytes fails. */

@@ -442,6 +442,72 @@ static void test_plain_json_parses_as_jansson(void **state)
         fail_msg("plain took %d of %d", taken, want_taken);
 }
 
+/* A copy of t with every object's members in another order when shuffle is set (the
+ * same order else), and one value somewhere changed when *change reaches 0 on the way. */
+static json_t *equal_variant(const json_t *t, unsigned *seed, int shuffle, int *change)
+{
+    if (*change >= 0 && (*change)-- == 0)
+        return json_is_integer(t) ? json_integer(json_integer_value(t) + 1) : json_string("changed");
+    if (json_is_object(t)) {
+        const char *keys[64];
+        size_t n = 0;
+        const char *key;
+        json_t *v, *out = json_object();
+        json_object_foreach((json_t *)t, key, v) {
+            if (n < 64)
+                keys[n++] = key;
+        }
+        for (size_t i = 0; shuffle && n > 1 && i < n; i++) {
+            size_t j = plain_rand(seed) % n;
+            const char *k = keys[i];
+            keys[i] = keys[j];
+            keys[j] = k;
+        }
+        for (size_t i = 0; i < n; i++)
+            json_object_set_new(out, keys[i], equal_variant(json_object_get(t, keys[i]), seed, shuffle, change));
+        return out;
+    }
+    if (json_is_array(t)) {
+        json_t *out = json_array();
+        for (size_t i = 0; i < json_array_size(t); i++)
+            json_array_append_new(out, equal_variant(json_array_get(t, i), seed, shuffle, change));
+        return out;
+    }
+    return json_incref((json_t *)t);
+}
+
+/* ks_json_equal answers as json_equal: same order, another order, one value changed, a
+ * member more, shared members, NULL. */
+static void test_json_equal_as_jansson(void **state)
+{
+    unsigned seed = 7;
+
+    (void)state;
+    assert_false(ks_json_equal(NULL, NULL));
+    for (int i = 0; i < 2000; i++) {
+        json_t *t = plain_random_tree(&seed, 0);
+        for (int shuffle = 0; shuffle <= 1; shuffle++) {
+            for (int at = -1; at < 12; at++) {
+                int change = at;
+                json_t *v = equal_variant(t, &seed, shuffle, &change);
+                if (ks_json_equal(t, v) != json_equal(t, v) || ks_json_equal(v, t) != json_equal(v, t))
+                    fail_msg("tree %d shuffle %d change %d: %d, jansson %d", i, shuffle, at,
+                             ks_json_equal(t, v), json_equal(t, v));
+                if (at < 0 && !ks_json_equal(t, v))
+                    fail_msg("tree %d shuffle %d: not equal to its copy", i, shuffle);
+                if (json_is_object(v)) {
+                    json_object_set_new(v, "extra member", json_true());
+                    assert_int_equal(ks_json_equal(t, v), json_equal(t, v));
+                    assert_int_equal(ks_json_equal(v, t), json_equal(v, t));
+                }
+                json_decref(v);
+            }
+        }
+        assert_true(ks_json_equal(t, t));
+        json_decref(t);
+    }
+}
+
 static void test_yaml_scalars(void **state)
 {
     static const char doc[] = "a: 1\nb: \"1\"\nc: true\nd: ~\ne: 1.5\nf: web:1.0\ng: [x, 2]\n";
@@ -1040,6 +1106,7 @@ int main(void)
         cmocka_unit_test(test_pod_states),
         cmocka_unit_test(test_json_bodies_parse_as_yaml_does),
         cmocka_unit_test(test_plain_json_parses_as_jansson),
+        cmocka_unit_test(test_json_equal_as_jansson),
         cmocka_unit_test(test_merge_patch_copies_and_keeps_order),
         cmocka_unit_test(test_obj_copy_shares_until_copied_on_write),
         cmocka_unit_test(test_store_event_line_written_on_first_use),
