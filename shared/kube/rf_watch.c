@@ -329,66 +329,70 @@ static const struct {
 };
 #define WATCH_LINE_TYPES (sizeof(watch_line_types) / sizeof(watch_line_types[0]))
 
-/* 1 when the member key s[ks..ke) (quotes included) is name. */
-static int watch_key_is(const char *s, size_t ks, size_t ke, const char *name)
+/* 1 when the JSON string s[b..e) (quotes included) is name, without escapes. */
+static int watch_text_is(const char *s, size_t b, size_t e, const char *name)
 {
     size_t n = strlen(name);
 
-    return ke - ks == n + 2 && memcmp(s + ks + 1, name, n) == 0;
+    return e - b == n + 2 && s[b] == '"' && memcmp(s + b + 1, name, n) == 0;
 }
 
-/* The object s[os..oe)'s metadata.resourceVersion, when a string without escapes (those a
- * server writes), in p->rv; NULL when there is none. */
-static const char *watch_raw_rv(rf_watch_parser_t *p, const char *s, size_t os, size_t oe)
+/* The members of the object being read in it, to its end, with metadata.resourceVersion
+ * (a string without escapes, those a server writes) in p->rv: one read of each byte. NULL
+ * when there is none. */
+static const char *watch_raw_object(rf_watch_parser_t *p, rf_jtext_it_t *it)
 {
-    size_t i = os + 1, ks, ke, vs, ve;
+    rf_jtext_it_t meta;
+    const char *rv = NULL;
 
-    while (rf_jtext_next_member(s, oe, &i, &ks, &ke, &vs, &ve) == 1) {
-        if (!watch_key_is(s, ks, ke, "metadata"))
+    while (rf_jtext_it_next(it)) {
+        if (!rf_jtext_it_key_is(it, "metadata") || rv)
             continue;
-        size_t me = ve; /* the metadata's end */
-        if (s[vs] != '{')
-            return NULL;
-        i = vs + 1;
-        while (rf_jtext_next_member(s, me, &i, &ks, &ke, &vs, &ve) == 1) {
-            if (!watch_key_is(s, ks, ke, "resourceVersion"))
+        rf_jtext_it_enter(&meta, it);
+        while (rf_jtext_it_next(&meta)) {
+            size_t ve;
+            if (!rf_jtext_it_key_is(&meta, "resourceVersion") || rv)
                 continue;
-            if (s[vs] != '"' || memchr(s + vs, '\\', ve - vs))
-                return NULL;
-            rf_buf_reset(&p->rv);
-            rf_buf_add(&p->rv, s + vs + 1, ve - vs - 2);
-            return rf_buf_str(&p->rv);
+            ve = rf_jtext_it_value_end(&meta);
+            if (ve <= meta.len && meta.s[meta.vs] == '"' &&
+                !memchr(meta.s + meta.vs, '\\', ve - meta.vs)) {
+                rf_buf_reset(&p->rv);
+                rf_buf_add(&p->rv, meta.s + meta.vs + 1, ve - meta.vs - 2);
+                rv = rf_buf_str(&p->rv);
+            }
         }
-        return NULL;
     }
-    return NULL;
+    return rv;
 }
 
 /* Raw mode: the line's type and object read without parsing. 1 when ev is filled; 0 when
  * the line is not plainly an event of a type other than ERROR (then it is parsed whole). */
 static int watch_raw(rf_watch_parser_t *p, const char *line, size_t n, rf_watch_event_t *ev)
 {
-    size_t i = rf_jtext_ws(line, n, 0), ks, ke, vs, ve, ts = 0, te = 0, os = 0, oe = 0, t;
-    int r;
+    rf_jtext_it_t top, obj;
+    size_t ts = 0, te = 0, os = 0, oe = 0, t;
+    const char *rv = NULL;
 
-    if (i >= n || line[i] != '{')
+    rf_jtext_it_init(&top, line, n, 0);
+    if (top.state < 0)
         return 0;
-    i++;
-    while ((r = rf_jtext_next_member(line, n, &i, &ks, &ke, &vs, &ve)) == 1) {
-        if (watch_key_is(line, ks, ke, "type")) {
-            ts = vs;
-            te = ve;
-        } else if (watch_key_is(line, ks, ke, "object")) {
-            os = vs;
-            oe = ve;
+    while (rf_jtext_it_next(&top)) {
+        if (rf_jtext_it_key_is(&top, "type")) {
+            ts = top.vs;
+            te = rf_jtext_it_value_end(&top);
+        } else if (rf_jtext_it_key_is(&top, "object") && line[top.vs] == '{') {
+            rf_jtext_it_enter(&obj, &top);
+            rv = watch_raw_object(p, &obj);
+            os = top.vs;
+            oe = obj.bad ? 0 : rf_jtext_it_value_end(&top);
         }
     }
-    /* one object, nothing after it, both members, the object an object, the type plain */
-    if (r < 0 || rf_jtext_ws(line, n, i + 1) != n || te == 0 || oe == 0 || line[os] != '{' ||
+    /* one object, nothing after it, both members, the object read, the type plain */
+    if (top.bad || rf_jtext_ws(line, n, top.end + 1) != n || te == 0 || te > n || oe == 0 ||
         line[ts] != '"' || memchr(line + ts, '\\', te - ts))
         return 0;
     for (t = 0; t < WATCH_LINE_TYPES; t++) {
-        if (watch_key_is(line, ts, te, watch_line_types[t].name))
+        if (watch_text_is(line, ts, te, watch_line_types[t].name))
             break;
     }
     if (t == WATCH_LINE_TYPES || watch_line_types[t].type == RF_WATCH_ERROR)
@@ -397,7 +401,7 @@ static int watch_raw(rf_watch_parser_t *p, const char *line, size_t n, rf_watch_
     ev->type = watch_line_types[t].type;
     ev->text = line + os;
     ev->len = oe - os;
-    ev->rv = watch_raw_rv(p, line, os, oe);
+    ev->rv = rv;
     return 1;
 }
 

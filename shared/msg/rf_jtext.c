@@ -81,6 +81,94 @@ int rf_jtext_next_member(const char *s, size_t len, size_t *i, size_t *ks, size_
     return 1;
 }
 
+void rf_jtext_it_init(rf_jtext_it_t *it, const char *s, size_t len, size_t i)
+{
+    memset(it, 0, sizeof(*it));
+    it->s = s;
+    it->len = len;
+    i = rf_jtext_ws(s, len, i);
+    it->i = i + 1;
+    it->state = i < len && s[i] == '{' ? 0 : -1;
+}
+
+static int jtext_it_fail(rf_jtext_it_t *it)
+{
+    for (; it; it = it->parent) {
+        it->bad = 1;
+        it->state = -1;
+    }
+    return 0;
+}
+
+int rf_jtext_it_next(rf_jtext_it_t *it)
+{
+    const char *s = it->s;
+    size_t len = it->len, j;
+
+    if (it->state < 0)
+        return 0;
+    it->comma = 0;
+    if (it->state == 1) { /* past the current value and its comma */
+        j = rf_jtext_ws(s, len, rf_jtext_it_value_end(it));
+        if (j >= len || (s[j] != ',' && s[j] != '}'))
+            return jtext_it_fail(it);
+        it->comma = s[j] == ',';
+        it->i = j + it->comma;
+    }
+    j = rf_jtext_ws(s, len, it->i);
+    if (j < len && s[j] == '}') {
+        if (it->comma)
+            return jtext_it_fail(it); /* a comma before it is not JSON */
+        it->end = j;
+        it->state = -1;
+        if (it->parent && it->parent->state == 1 && !it->parent->ve)
+            it->parent->ve = j + 1;
+        return 0;
+    }
+    it->ks = j;
+    if (j >= len || s[j] != '"' || (it->ke = rf_json_string_end(s, len, j)) > len)
+        return jtext_it_fail(it);
+    j = rf_jtext_ws(s, len, it->ke);
+    if (j >= len || s[j] != ':')
+        return jtext_it_fail(it);
+    it->vs = rf_jtext_ws(s, len, j + 1);
+    if (it->vs >= len)
+        return jtext_it_fail(it);
+    it->ve = 0;
+    it->state = 1;
+    return 1;
+}
+
+int rf_jtext_it_key_is(const rf_jtext_it_t *it, const char *name)
+{
+    size_t n = strlen(name);
+
+    return it->state == 1 && it->ke - it->ks == n + 2 && memcmp(it->s + it->ks + 1, name, n) == 0;
+}
+
+size_t rf_jtext_it_value_end(rf_jtext_it_t *it)
+{
+    if (it->state != 1)
+        return it->len + 1;
+    if (!it->ve) {
+        it->ve = rf_jtext_skip(it->s, it->len, it->vs);
+        if (it->ve == it->vs) /* an empty value */
+            it->ve = it->len + 1;
+    }
+    return it->ve;
+}
+
+void rf_jtext_it_enter(rf_jtext_it_t *child, rf_jtext_it_t *it)
+{
+    if (it->state != 1) {
+        rf_jtext_it_init(child, it->s, 0, 0);
+        return;
+    }
+    /* a value already delimited bounds its reader; else the reader finds its end */
+    rf_jtext_it_init(child, it->s, it->ve ? it->ve : it->len, it->vs);
+    child->parent = it->ve ? NULL : it;
+}
+
 /* --- rf_jtext_valid ------------------------------------------------------------------- */
 
 /* What a byte inside a string is: 0 plain, 1 '"', 2 '\\', 3 a control character (not

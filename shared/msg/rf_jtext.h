@@ -29,6 +29,45 @@ size_t rf_jtext_skip(const char *s, size_t len, size_t i);
 int rf_jtext_next_member(const char *s, size_t len, size_t *i, size_t *ks, size_t *ke, size_t *vs,
                          size_t *ve);
 
+/*
+ * The members of a JSON object in text, one at a time, for a reader that goes down into some
+ * of them: a value is delimited only when asked (rf_jtext_it_value_end) or passed over by
+ * entering it (rf_jtext_it_enter), so each byte is read once however deep the reader goes
+ * (rf_jtext_next_member delimits every value, and a reader that then enters one reads it
+ * twice). Delimits only, as rf_jtext_skip: what is read must be checked by its reader.
+ */
+typedef struct rf_jtext_it {
+    const char *s;
+    size_t len;                /* the text's end */
+    size_t i;                  /* where the next member starts */
+    size_t ks, ke;             /* the current member's key, quotes included */
+    size_t vs, ve;             /* its value; ve 0 until delimited */
+    size_t end;                /* the object's '}', once reached */
+    int state;                 /* 0 before a member, 1 in one, -1 at the end */
+    int comma;                 /* the current member came after a comma */
+    int bad;                   /* the text is not an object as expected (ends it, and its
+                                * parents: they cannot go on) */
+    struct rf_jtext_it *parent; /* entered from; learns the value's end at our '}' */
+} rf_jtext_it_t;
+
+/* The members of the object at s[i] (after blanks): none when it is not an object. */
+void rf_jtext_it_init(rf_jtext_it_t *it, const char *s, size_t len, size_t i);
+
+/* 1 with the next member (ks, ke, vs); 0 at the object's end (end set) or when the text is
+ * not as expected (bad set). */
+int rf_jtext_it_next(rf_jtext_it_t *it);
+
+/* 1 when the current member's key is name (no escapes). */
+int rf_jtext_it_key_is(const rf_jtext_it_t *it, const char *name);
+
+/* The end of the current member's value (delimited now if not yet); len + 1 when it does
+ * not end. */
+size_t rf_jtext_it_value_end(rf_jtext_it_t *it);
+
+/* child: the members of the current member's value (none when not an object). Reading it
+ * to its end tells it the value's end; leaving it early only costs it a second read. */
+void rf_jtext_it_enter(rf_jtext_it_t *child, rf_jtext_it_t *it);
+
 /* Nesting rf_jtext_valid follows (arrays and objects); deeper is not valid. */
 #define RF_JTEXT_MAX_DEPTH 64
 

@@ -320,6 +320,101 @@ static void valid_takes_written_trees(void **state)
     }
 }
 
+/* Walks the object it reads against want (its members in order): enters an object value
+ * two times in three and sometimes leaves it after its first member (its parent then
+ * delimits it again), else delimits the value and parses it. */
+static void it_walk(rf_jtext_it_t *it, const json_t *want)
+{
+    void *w = json_object_iter((json_t *)want);
+    size_t n = 0;
+
+    while (rf_jtext_it_next(it)) {
+        const char *key = json_object_iter_key(w);
+        const json_t *v = json_object_iter_value(w);
+        assert_non_null(key);
+        assert_true(rf_jtext_it_key_is(it, key));
+        if (json_is_object(v) && rnd() % 3) {
+            rf_jtext_it_t child;
+            rf_jtext_it_enter(&child, it);
+            if (rnd() % 5 == 0) {
+                if (rf_jtext_it_next(&child))
+                    assert_true(rf_jtext_it_key_is(&child, json_object_iter_key(
+                                                               json_object_iter((json_t *)v))));
+            } else {
+                it_walk(&child, v);
+                assert_int_equal(it->ve, child.end + 1); /* the parent learnt the end */
+            }
+        } else {
+            size_t ve = rf_jtext_it_value_end(it);
+            json_t *got;
+            assert_true(ve <= it->len);
+            got = json_loadb(it->s + it->vs, ve - it->vs, JSON_DECODE_ANY, NULL);
+            assert_true(got && json_equal(got, v));
+            json_decref(got);
+        }
+        w = json_object_iter_next((json_t *)want, w);
+        n++;
+    }
+    assert_false(it->bad);
+    assert_int_equal(n, json_object_size(want));
+    assert_int_equal(it->s[it->end], '}');
+}
+
+/* rf_jtext_it over written trees (compact and indented): each member and value as jansson
+ * has them, however the reader goes down; every shorter prefix of a text ends bad. */
+static void it_walks_written_trees(void **state)
+{
+    (void)state;
+    for (int t = 0; t < 2000; t++) {
+        json_t *j = json_pack("{s:o,s:o,s:i}", "a", random_tree(0), "b", random_tree(0), "c", t);
+        char *text = t % 2 ? rf_json_dumps(j, 0) : json_dumps(j, JSON_INDENT(t % 4));
+        size_t len = strlen(text);
+        rf_jtext_it_t it;
+
+        rf_jtext_it_init(&it, text, len, 0);
+        it_walk(&it, j);
+        assert_int_equal(rf_jtext_ws(text, len, it.end + 1), len);
+        for (int k = 0; k < 4; k++) {
+            size_t cut = rnd() % len;
+            rf_jtext_it_init(&it, text, cut, 0);
+            while (rf_jtext_it_next(&it)) {
+                rf_jtext_it_t child;
+                rf_jtext_it_enter(&child, &it);
+                while (rf_jtext_it_next(&child))
+                    ;
+            }
+            assert_true(it.bad || cut == 0);
+        }
+        free(text);
+        json_decref(j);
+    }
+    /* bad objects end bad; a value that is not an object has no members */
+    static const char *const bad[] = {"{\"a\":1,}", "{\"a\":,\"b\":1}", "{\"a\" 1}", "{a:1}",
+                                      "{\"a\":1 \"b\":2}", "{\"a\":{\"b\":1,}}", "{\"a\":"};
+    for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+        rf_jtext_it_t it, child;
+        rf_jtext_it_init(&it, bad[b], strlen(bad[b]), 0);
+        while (rf_jtext_it_next(&it)) {
+            rf_jtext_it_enter(&child, &it);
+            while (rf_jtext_it_next(&child))
+                ;
+        }
+        if (!it.bad)
+            fail_msg("iterator took '%s'", bad[b]);
+    }
+    rf_jtext_it_t it, child;
+    rf_jtext_it_init(&it, "[1]", 3, 0);
+    assert_false(rf_jtext_it_next(&it));
+    assert_false(it.bad);
+    rf_jtext_it_init(&it, "{\"a\":[{\"b\":1}]}", 15, 0);
+    assert_true(rf_jtext_it_next(&it));
+    rf_jtext_it_enter(&child, &it);
+    assert_false(rf_jtext_it_next(&child));
+    assert_false(rf_jtext_it_next(&it));
+    assert_false(it.bad);
+    assert_int_equal(it.end, 14);
+}
+
 /* Random edits of valid texts: whatever rf_jtext_valid takes, jansson takes. */
 static void valid_mutations_as_jansson(void **state)
 {
@@ -382,6 +477,7 @@ int main(void)
         cmocka_unit_test(valid_depth),
         cmocka_unit_test(valid_big_objects),
         cmocka_unit_test(valid_takes_written_trees),
+        cmocka_unit_test(it_walks_written_trees),
         cmocka_unit_test(valid_mutations_as_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

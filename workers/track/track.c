@@ -102,31 +102,6 @@ static json_int_t jint(const json_t *o, const char *k)
     return json_integer_value(json_object_get(o, k));
 }
 
-/* The members of a JSON object in text, one at a time (rf_jtext_next_member): the watch
- * hands Deployments over as text (rf_kube_watch_set_raw), and a rollout needs a dozen of
- * their members; parsing each event into a tree was most of the stage's CPU (issue 20). */
-typedef struct track_members {
-    const char *s;
-    size_t end, i;   /* the object's end; the next member's start */
-    size_t ks, ke;   /* the member's key, quotes included */
-    size_t vs, ve;   /* its value */
-} track_members_t;
-
-/* The members of the value s[vs..ve): none when it is not an object. */
-static void track_members(track_members_t *m, const char *s, size_t vs, size_t ve)
-{
-    m->s = s;
-    m->end = ve;
-    m->i = ve > vs && s[vs] == '{' ? vs + 1 : ve;
-}
-
-/* 1 with the next member in m, 0 at the end (or where the text is not as expected). */
-static int track_member_next(track_members_t *m)
-{
-    return m->i < m->end &&
-           rf_jtext_next_member(m->s, m->end, &m->i, &m->ks, &m->ke, &m->vs, &m->ve) == 1;
-}
-
 /* 1 when the text s[b..e) is the JSON string of name (quotes included, no escapes). */
 static int track_text_is(const char *s, size_t b, size_t e, const char *name)
 {
@@ -135,15 +110,15 @@ static int track_text_is(const char *s, size_t b, size_t e, const char *name)
     return e - b == n + 2 && s[b] == '"' && memcmp(s + b + 1, name, n) == 0;
 }
 
-/* The member's value as a string: its bytes when it has no escapes, else as jansson decodes
- * it; NULL when it is not a string (or not valid UTF-8). */
-static json_t *track_member_string(const track_members_t *m)
+/* The current member's value as a string: its bytes when it has no escapes, else as jansson
+ * decodes it; NULL when it is not a string (or not valid UTF-8). */
+static json_t *track_member_string(rf_jtext_it_t *m)
 {
+    size_t ve = rf_jtext_it_value_end(m), n;
     const char *v = m->s + m->vs;
-    size_t n = m->ve - m->vs;
     json_t *j;
 
-    if (n < 2 || v[0] != '"')
+    if (ve > m->len || (n = ve - m->vs) < 2 || v[0] != '"')
         return NULL;
     if (!memchr(v + 1, '\\', n - 2))
         return json_stringn(v + 1, n - 2);
@@ -155,13 +130,17 @@ static json_t *track_member_string(const track_members_t *m)
     return j;
 }
 
-/* The member's value as an integer (up to 18 digits), else dflt. */
-static json_int_t track_member_int(const track_members_t *m, json_int_t dflt)
+/* The current member's value as an integer (up to 18 digits), else dflt. */
+static json_int_t track_member_int(rf_jtext_it_t *m, json_int_t dflt)
 {
+    size_t ve = rf_jtext_it_value_end(m), n, i;
     const char *v = m->s + m->vs;
-    size_t n = m->ve - m->vs, i = v[0] == '-';
     json_int_t x = 0;
 
+    if (ve > m->len)
+        return dflt;
+    n = ve - m->vs;
+    i = v[0] == '-';
     if (i >= n || n - i > 18)
         return dflt;
     for (; i < n; i++) {
@@ -172,27 +151,28 @@ static json_int_t track_member_int(const track_members_t *m, json_int_t dflt)
     return v[0] == '-' ? -x : x;
 }
 
-/* The Progressing condition of the conditions array s[vs..ve), into sum. */
-static void track_conditions(json_t *sum, const char *s, size_t vs, size_t ve)
+/* The Progressing condition of the conditions array that is m's value, into sum. */
+static void track_conditions(json_t *sum, rf_jtext_it_t *m)
 {
-    size_t j = vs + 1, ee;
+    const char *s = m->s;
+    size_t ve = rf_jtext_it_value_end(m), j, ee;
 
-    if (ve <= vs || s[vs] != '[')
+    if (ve > m->len || s[m->vs] != '[')
         return;
-    for (j = rf_jtext_ws(s, ve, j); j < ve && s[j] != ']'; j = rf_jtext_ws(s, ve, j)) {
-        track_members_t c;
+    for (j = rf_jtext_ws(s, ve, m->vs + 1); j < ve && s[j] != ']'; j = rf_jtext_ws(s, ve, j)) {
+        rf_jtext_it_t c;
         json_t *reason = NULL, *message = NULL;
         int progressing = 0;
         ee = rf_jtext_skip(s, ve, j);
         if (ee > ve)
             return;
-        track_members(&c, s, j, ee);
-        while (track_member_next(&c)) {
-            if (track_text_is(s, c.ks, c.ke, "type"))
-                progressing = track_text_is(s, c.vs, c.ve, "Progressing");
-            else if (track_text_is(s, c.ks, c.ke, "reason") && !reason)
+        rf_jtext_it_init(&c, s, ee, j);
+        while (rf_jtext_it_next(&c)) {
+            if (rf_jtext_it_key_is(&c, "type"))
+                progressing = track_text_is(s, c.vs, rf_jtext_it_value_end(&c), "Progressing");
+            else if (rf_jtext_it_key_is(&c, "reason") && !reason)
                 reason = track_member_string(&c);
-            else if (track_text_is(s, c.ks, c.ke, "message") && !message)
+            else if (rf_jtext_it_key_is(&c, "message") && !message)
                 message = track_member_string(&c);
         }
         if (progressing) {
@@ -209,40 +189,42 @@ static void track_conditions(json_t *sum, const char *s, size_t vs, size_t ve)
 }
 
 /* The fields of a Deployment that decide its rollout, kept per object, from its JSON text
- * s[0..len); *key is "cluster|namespace/name". */
+ * s[0..len) (the watch hands events over as text, rf_kube_watch_set_raw: parsing each into
+ * a tree for a dozen members was most of the stage's CPU, issue 20), read in one pass
+ * (rf_jtext_it); *key is "cluster|namespace/name". */
 static json_t *track_summarize(const char *s, size_t len, const char *cluster, char *key,
                                size_t key_size)
 {
     json_t *sum = json_object(), *name = NULL, *ns = NULL;
     json_int_t generation = 0, observed = 0, desired = 1, replicas = 0, updated = 0, ready = 0,
                available = 0;
-    track_members_t root, a, b, c;
+    rf_jtext_it_t root, a, b, c;
     rf_buf_t sel = RF_BUF_INIT;
 
-    track_members(&root, s, 0, len);
-    while (track_member_next(&root)) {
-        if (track_text_is(s, root.ks, root.ke, "metadata")) {
-            track_members(&a, s, root.vs, root.ve);
-            while (track_member_next(&a)) {
-                if (track_text_is(s, a.ks, a.ke, "name") && !name)
+    rf_jtext_it_init(&root, s, len, 0);
+    while (rf_jtext_it_next(&root)) {
+        if (rf_jtext_it_key_is(&root, "metadata")) {
+            rf_jtext_it_enter(&a, &root);
+            while (rf_jtext_it_next(&a)) {
+                if (rf_jtext_it_key_is(&a, "name") && !name)
                     name = track_member_string(&a);
-                else if (track_text_is(s, a.ks, a.ke, "namespace") && !ns)
+                else if (rf_jtext_it_key_is(&a, "namespace") && !ns)
                     ns = track_member_string(&a);
-                else if (track_text_is(s, a.ks, a.ke, "generation"))
+                else if (rf_jtext_it_key_is(&a, "generation"))
                     generation = track_member_int(&a, 0);
             }
-        } else if (track_text_is(s, root.ks, root.ke, "spec")) {
-            track_members(&a, s, root.vs, root.ve);
-            while (track_member_next(&a)) {
-                if (track_text_is(s, a.ks, a.ke, "replicas")) {
+        } else if (rf_jtext_it_key_is(&root, "spec")) {
+            rf_jtext_it_enter(&a, &root);
+            while (rf_jtext_it_next(&a)) {
+                if (rf_jtext_it_key_is(&a, "replicas")) {
                     desired = track_member_int(&a, 1);
-                } else if (track_text_is(s, a.ks, a.ke, "selector")) {
-                    track_members(&b, s, a.vs, a.ve);
-                    while (track_member_next(&b)) {
-                        if (!track_text_is(s, b.ks, b.ke, "matchLabels"))
+                } else if (rf_jtext_it_key_is(&a, "selector")) {
+                    rf_jtext_it_enter(&b, &a);
+                    while (rf_jtext_it_next(&b)) {
+                        if (!rf_jtext_it_key_is(&b, "matchLabels"))
                             continue;
-                        track_members(&c, s, b.vs, b.ve);
-                        while (track_member_next(&c)) {
+                        rf_jtext_it_enter(&c, &b);
+                        while (rf_jtext_it_next(&c)) {
                             json_t *v = track_member_string(&c);
                             rf_buf_addf(&sel, "%s%.*s=%s", sel.len ? "," : "",
                                         (int)(c.ke - c.ks - 2), s + c.ks + 1,
@@ -252,21 +234,21 @@ static json_t *track_summarize(const char *s, size_t len, const char *cluster, c
                     }
                 }
             }
-        } else if (track_text_is(s, root.ks, root.ke, "status")) {
-            track_members(&a, s, root.vs, root.ve);
-            while (track_member_next(&a)) {
-                if (track_text_is(s, a.ks, a.ke, "observedGeneration"))
+        } else if (rf_jtext_it_key_is(&root, "status")) {
+            rf_jtext_it_enter(&a, &root);
+            while (rf_jtext_it_next(&a)) {
+                if (rf_jtext_it_key_is(&a, "observedGeneration"))
                     observed = track_member_int(&a, 0);
-                else if (track_text_is(s, a.ks, a.ke, "replicas"))
+                else if (rf_jtext_it_key_is(&a, "replicas"))
                     replicas = track_member_int(&a, 0);
-                else if (track_text_is(s, a.ks, a.ke, "updatedReplicas"))
+                else if (rf_jtext_it_key_is(&a, "updatedReplicas"))
                     updated = track_member_int(&a, 0);
-                else if (track_text_is(s, a.ks, a.ke, "readyReplicas"))
+                else if (rf_jtext_it_key_is(&a, "readyReplicas"))
                     ready = track_member_int(&a, 0);
-                else if (track_text_is(s, a.ks, a.ke, "availableReplicas"))
+                else if (rf_jtext_it_key_is(&a, "availableReplicas"))
                     available = track_member_int(&a, 0);
-                else if (track_text_is(s, a.ks, a.ke, "conditions"))
-                    track_conditions(sum, s, a.vs, a.ve);
+                else if (rf_jtext_it_key_is(&a, "conditions"))
+                    track_conditions(sum, &a);
             }
         }
     }
