@@ -680,28 +680,17 @@ static rf_err_t kube_request(rf_kube_t *k, const kube_req_t *req, rf_buf_t *body
  * instead). */
 static int kube_json_slim(const char *s, size_t len, rf_buf_t *out, int depth)
 {
-    size_t i = rf_jtext_ws(s, len, 0);
-    int first = 1;
+    size_t i = rf_jtext_ws(s, len, 0), ks, ke, vs, ve;
+    int first = 1, r;
 
     if (i >= len || s[i] != '{')
         return -1;
+    i++;
     rf_buf_addc(out, '{');
-    i = rf_jtext_ws(s, len, i + 1);
-    while (i < len && s[i] != '}') {
-        size_t ks = i, ke, vs, ve, klen;
+    while ((r = rf_jtext_next_member(s, len, &i, &ks, &ke, &vs, &ve)) == 1) {
         const char *key = s + ks + 1;
+        size_t klen = ke - ks - 2;
         int keep;
-
-        if (s[i] != '"' || (ke = rf_json_string_end(s, len, i)) > len)
-            return -1;
-        i = rf_jtext_ws(s, len, ke);
-        if (i >= len || s[i] != ':')
-            return -1;
-        vs = rf_jtext_ws(s, len, i + 1);
-        ve = rf_jtext_skip(s, len, vs);
-        if (ve > len)
-            return -1;
-        klen = ke - ks - 2;
 #define KUBE_KEY_IS(name) (klen == sizeof(name) - 1 && memcmp(key, name, klen) == 0)
         keep = depth == 0
                    ? KUBE_KEY_IS("apiVersion") || KUBE_KEY_IS("kind") || KUBE_KEY_IS("metadata")
@@ -722,13 +711,9 @@ static int kube_json_slim(const char *s, size_t len, rf_buf_t *out, int depth)
             }
         }
 #undef KUBE_KEY_IS
-        i = rf_jtext_ws(s, len, ve);
-        if (i < len && s[i] == ',')
-            i = rf_jtext_ws(s, len, i + 1);
-        else if (i >= len || s[i] != '}')
-            return -1;
     }
-    if (i >= len)
+    /* a comma before a '}' or anything after the object: parsed whole (jansson refuses it) */
+    if (r < 0 || rf_jtext_ws(s, len, i + 1) != len)
         return -1;
     rf_buf_addc(out, '}');
     return 0;

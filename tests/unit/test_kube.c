@@ -572,6 +572,48 @@ static void test_apply_fenced_answer_is_slim(void **state)
     fake_stop(f);
 }
 
+/* Answers GET with 404 and PATCH with f->data's text. */
+static void text_handler(fake_t *f, const fake_req_t *req, int n, fake_resp_t *resp)
+{
+    (void)n;
+    if (strcmp(req->method, "GET") == 0) {
+        resp->status = 404;
+        resp->body = status_body(404, "NotFound", "services \\\"web\\\" not found");
+        return;
+    }
+    resp->body = xstrdup(f->data);
+}
+
+/* An answer that is not JSON is refused as such by the slim parse too: a comma before a
+ * '}' of the object or its metadata, more after it, an empty value. (What the slim copy
+ * leaves out, spec and status, is only delimited, not checked.) */
+static void test_apply_fenced_broken_answer(void **state)
+{
+    static const char *const answers[] = {
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\"},}",
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\",}}",
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\"}} {}",
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\",\"uid\":}}",
+    };
+    char err[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        fake_t *f = fake_start(text_handler, (void *)answers[i], 0);
+        rf_kube_t *k = client_for(f->url);
+        json_t *m5 = fenced_manifest("5"), *out = NULL;
+        rf_err_t rc = rf_kube_apply_fenced(k, m5, NULL, "relfleet.io/fence", 5, &out, err,
+                                           sizeof(err));
+        if (rc == RF_OK)
+            fail_msg("took the answer %s", answers[i]);
+        assert_non_null(strstr(err, "not json"));
+        assert_null(out);
+        json_decref(m5);
+        rf_kube_destroy(k);
+        fake_stop(f);
+    }
+}
+
 /* rf_kube_apply_fenced_rest: the body is the manifest's members, then the other members'
  * text as given (one JSON object, no key twice); the fence works as without them. */
 static void test_apply_fenced_rest_body(void **state)
@@ -1548,6 +1590,7 @@ int main(void)
         cmocka_unit_test(test_apply_fenced),
         cmocka_unit_test(test_apply_fenced_answer_is_slim),
         cmocka_unit_test(test_apply_fenced_rest_body),
+        cmocka_unit_test(test_apply_fenced_broken_answer),
         cmocka_unit_test(test_apply_fenced_learns_kinds_written_by_others),
         cmocka_unit_test(test_object_paths),
         cmocka_unit_test(test_status_errors),
