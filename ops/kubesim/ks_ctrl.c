@@ -216,8 +216,13 @@ static int64_t revision_of(const json_t *rs)
 static void set_annotation(json_t *o, const char *key, const char *value)
 {
     json_t *meta = json_object_get(o, "metadata");
-    json_t *ann = ks_jcow(meta, "annotations");
+    json_t *ann = json_object_get(json_object_get(meta, "annotations"), key);
 
+    /* the same value already: nothing to write (and the annotations stay shared) */
+    if (json_is_string(ann) && json_string_length(ann) == strlen(value) &&
+        strcmp(json_string_value(ann), value) == 0)
+        return;
+    ann = ks_jcow(meta, "annotations");
     if (!json_is_object(ann)) {
         ann = json_object();
         json_object_set_new(meta, "annotations", ann);
@@ -254,7 +259,14 @@ static int ev_str(json_t *o, const char *key, const char *v)
     return s && json_object_set_new_nocheck(o, key, s) == 0;
 }
 
-/* Records a v1 Event about obj, as the controllers' event recorders do. */
+/* Sets key (a literal) to v, a literal or a time of ASCII: no UTF-8 check to make. */
+static int ev_lit(json_t *o, const char *key, const char *v)
+{
+    return json_object_set_new_nocheck(o, key, json_string_nocheck(v)) == 0;
+}
+
+/* Records a v1 Event about obj, as the controllers' event recorders do; type, reason and
+ * component are literals of ASCII. */
 static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const char *reason,
                        const char *message, const char *component)
 {
@@ -310,7 +322,7 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
         int ok = oname != NULL;
 
         ev = json_object();
-        ok = ok && ev_str(ev, "apiVersion", "v1") && ev_str(ev, "kind", "Event") &&
+        ok = ok && ev_lit(ev, "apiVersion", "v1") && ev_lit(ev, "kind", "Event") &&
              ev_str(meta, "name", name) && ev_str(meta, "namespace", nsv) &&
              json_object_set_new_nocheck(ev, "metadata", meta) == 0 &&
              ev_str(inv, "kind", json_string_value(json_object_get(obj, "kind")) ?: "") &&
@@ -319,15 +331,15 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
              ev_str(inv, "apiVersion", json_string_value(json_object_get(obj, "apiVersion")) ?: "") &&
              ev_str(inv, "resourceVersion", ks_jstr(obj, "metadata.resourceVersion") ?: "") &&
              json_object_set_new_nocheck(ev, "involvedObject", inv) == 0 &&
-             ev_str(ev, "reason", reason) && ev_str(ev, "message", message) &&
-             ev_str(src, "component", component) && ev_str(src, "host", NODE_NAME) &&
+             ev_lit(ev, "reason", reason) && ev_str(ev, "message", message) &&
+             ev_lit(src, "component", component) && ev_lit(src, "host", NODE_NAME) &&
              json_object_set_new_nocheck(ev, "source", src) == 0 &&
-             ev_str(ev, "firstTimestamp", ts) && ev_str(ev, "lastTimestamp", ts) &&
+             ev_lit(ev, "firstTimestamp", ts) && ev_lit(ev, "lastTimestamp", ts) &&
              json_object_set_new_nocheck(ev, "count", json_integer(1)) == 0 &&
-             ev_str(ev, "type", type) &&
+             ev_lit(ev, "type", type) &&
              json_object_set_new_nocheck(ev, "eventTime", json_null()) == 0 &&
-             ev_str(ev, "reportingComponent", component) &&
-             ev_str(ev, "reportingInstance", NODE_NAME);
+             ev_lit(ev, "reportingComponent", component) &&
+             ev_lit(ev, "reportingInstance", NODE_NAME);
         if (!ok) {
             /* as json_pack fails (a NULL name, a string that is not UTF-8): no Event */
             if (!json_object_get(ev, "metadata"))
@@ -529,12 +541,6 @@ static void sync_pod(ks_ctrl_t *c, ks_obj_t *pod)
     status = pod_status(c, pod, now, &next, &ready_since);
     pod->ready_ms = ready_since;
     old_phase = ks_jstr(pod->json, "status.phase");
-    copy = ks_obj_copy(pod->json);
-    json_object_set_new(copy, "status", status);
-    if (!ks_jstr(copy, "spec.nodeName")) {
-        ks_jcow(copy, "spec");
-        ks_jset(copy, "spec.nodeName", json_string(NODE_NAME));
-    }
     if (!old_phase) {
         char msg[256];
         snprintf(msg, sizeof(msg), "Successfully assigned %s/%s to %s", pod->ns, pod->name, NODE_NAME);
@@ -556,7 +562,19 @@ static void sync_pod(ks_ctrl_t *c, ks_obj_t *pod)
             }
         }
     }
-    ctrl_commit(c, pod, copy);
+    /* the copy differs from the pod only at its status and nodeName: none when neither would */
+    if (ks_jstr(pod->json, "spec.nodeName") &&
+        ks_json_equal(status, json_object_get(pod->json, "status"))) {
+        json_decref(status);
+    } else {
+        copy = ks_obj_copy(pod->json);
+        json_object_set_new(copy, "status", status);
+        if (!ks_jstr(copy, "spec.nodeName")) {
+            ks_jcow(copy, "spec");
+            ks_jset(copy, "spec.nodeName", json_string(NODE_NAME));
+        }
+        ctrl_commit(c, pod, copy);
+    }
     if (next >= 0)
         ctrl_timer(c, pod, next);
 }
@@ -666,7 +684,6 @@ static void sync_replicaset(ks_ctrl_t *c, ks_obj_t *rs)
         else if (next_avail < 0 || avail_at < next_avail)
             next_avail = avail_at;
     }
-    copy = ks_obj_copy(rs->json);
     status = json_object();
     json_object_set_new(status, "replicas", json_integer(have));
     if (labeled)
@@ -677,8 +694,14 @@ static void sync_replicaset(ks_ctrl_t *c, ks_obj_t *rs)
         json_object_set_new(status, "availableReplicas", json_integer(available));
     json_object_set_new(status, "observedGeneration",
                         json_integer(ks_jint(rs->json, "metadata.generation", 1)));
-    json_object_set_new(copy, "status", status);
-    ctrl_commit(c, rs, copy);
+    /* the copy differs from rs only at its status: none when that is the same */
+    if (ks_json_equal(status, json_object_get(rs->json, "status"))) {
+        json_decref(status);
+    } else {
+        copy = ks_obj_copy(rs->json);
+        json_object_set_new(copy, "status", status);
+        ctrl_commit(c, rs, copy);
+    }
     if (next_avail >= 0)
         ctrl_timer(c, rs, next_avail);
 }
@@ -889,8 +912,13 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
     snprintf(rev, sizeof(rev), "%lld", (long long)new_rev);
     if (x->new_rs) {
         int64_t cur = revision_of(x->new_rs->json);
-        json_t *copy = ks_obj_copy(x->new_rs->json);
-        if (cur < new_rev) {
+        int64_t min_ready = ks_jint(x->dj, "spec.minReadySeconds", 0);
+        /* a copy only when it would differ (else ctrl_commit would drop it as equal) */
+        json_t *copy = cur < new_rev || json_integer_value(ks_jget(x->new_rs->json,
+                                                                   "spec.minReadySeconds")) != min_ready
+                           ? ks_obj_copy(x->new_rs->json)
+                           : NULL;
+        if (copy && cur < new_rev) {
             if (cur > 0) {
                 const char *hist = annotation(copy, REVISION_HISTORY_ANN);
                 char h[512];
@@ -899,13 +927,12 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
             }
             set_annotation(copy, REVISION_ANN, rev);
         }
-        if (json_integer_value(ks_jget(copy, "spec.minReadySeconds")) !=
-            ks_jint(x->dj, "spec.minReadySeconds", 0)) {
+        if (copy && json_integer_value(ks_jget(copy, "spec.minReadySeconds")) != min_ready) {
             ks_jcow(copy, "spec");
-            ks_jset(copy, "spec.minReadySeconds",
-                    json_integer(ks_jint(x->dj, "spec.minReadySeconds", 0)));
+            ks_jset(copy, "spec.minReadySeconds", json_integer(min_ready));
         }
-        ctrl_commit(x->c, x->new_rs, copy);
+        if (copy)
+            ctrl_commit(x->c, x->new_rs, copy);
         set_annotation(x->dj, REVISION_ANN, annotation(x->new_rs->json, REVISION_ANN) ?: rev);
         if (json_is_integer(ks_jget(x->dj, "spec.progressDeadlineSeconds")) &&
             !dep_condition(status, "Progressing")) {
