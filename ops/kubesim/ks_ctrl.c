@@ -793,6 +793,12 @@ static void dep_classify(dep_ctx_t *x)
     free(all);
 }
 
+/* ks_jstr of a key without dots: the member itself, no path to walk */
+static const char *cond_str(const json_t *cd, const char *key)
+{
+    return json_string_value(json_object_get(cd, key));
+}
+
 static void dep_set_condition(json_t *status, const char *type, const char *cstatus,
                               const char *reason, const char *message, int *changed_update)
 {
@@ -805,21 +811,31 @@ static void dep_set_condition(json_t *status, const char *type, const char *csta
         json_object_set_new(status, "conditions", conds);
     }
     json_array_foreach(conds, i, cd) {
-        if (strcmp(ks_jstr(cd, "type") ?: "", type) == 0)
+        if (strcmp(cond_str(cd, "type") ?: "", type) == 0)
             cur = cd;
     }
-    if (cur && strcmp(ks_jstr(cur, "status") ?: "", cstatus) == 0 &&
-        strcmp(ks_jstr(cur, "reason") ?: "", reason) == 0)
+    if (cur && strcmp(cond_str(cur, "status") ?: "", cstatus) == 0 &&
+        strcmp(cond_str(cur, "reason") ?: "", reason) == 0)
         return;
     ks_time_format(ks_now_ms(), ts, sizeof(ts));
-    cd = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", type, "status", cstatus,
-                   "lastUpdateTime", ts, "lastTransitionTime", ts, "reason", reason, "message",
-                   message);
-    if (cur && strcmp(ks_jstr(cur, "status") ?: "", cstatus) == 0)
+    /* what json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", ...) makes, in its order: type, status
+     * and reason are literals of ASCII, ts is ASCII; a message that is not UTF-8 makes none */
+    cd = json_string(message);
+    if (cd) {
+        json_t *m = cd;
+        cd = json_object();
+        json_object_set_new_nocheck(cd, "type", json_string_nocheck(type));
+        json_object_set_new_nocheck(cd, "status", json_string_nocheck(cstatus));
+        json_object_set_new_nocheck(cd, "lastUpdateTime", json_string_nocheck(ts));
+        json_object_set_new_nocheck(cd, "lastTransitionTime", json_string_nocheck(ts));
+        json_object_set_new_nocheck(cd, "reason", json_string_nocheck(reason));
+        json_object_set_new_nocheck(cd, "message", m);
+    }
+    if (cur && strcmp(cond_str(cur, "status") ?: "", cstatus) == 0)
         json_object_set(cd, "lastTransitionTime", json_object_get(cur, "lastTransitionTime"));
     out = json_array();
     json_array_foreach(conds, i, cur) {
-        if (strcmp(ks_jstr(cur, "type") ?: "", type) != 0)
+        if (strcmp(cond_str(cur, "type") ?: "", type) != 0)
             json_array_append(out, cur);
     }
     json_array_append_new(out, cd);
@@ -834,7 +850,7 @@ static void dep_remove_condition(json_t *status, const char *type)
     size_t i;
 
     json_array_foreach(conds, i, cd) {
-        if (strcmp(ks_jstr(cd, "type") ?: "", type) != 0)
+        if (strcmp(cond_str(cd, "type") ?: "", type) != 0)
             json_array_append(out, cd);
     }
     json_object_set_new(status, "conditions", out);
@@ -846,7 +862,7 @@ static json_t *dep_condition(const json_t *status, const char *type)
     size_t i;
 
     json_array_foreach(json_object_get(status, "conditions"), i, cd) {
-        if (strcmp(ks_jstr(cd, "type") ?: "", type) == 0)
+        if (strcmp(cond_str(cd, "type") ?: "", type) == 0)
             return cd;
     }
     return NULL;
@@ -1077,11 +1093,16 @@ static void dep_sync_status(dep_ctx_t *x, int rollout)
     ks_obj_t **all = malloc((x->nold + 2) * sizeof(*all));
     size_t n = 0;
     json_t *old_status = json_object_get(x->d->json, "status");
-    json_t *st = json_copy(json_object_get(x->dj, "status"));
+    /* x->dj's status is its own (a copy of one level, or a new object: sync_deployment,
+     * dep_rolling's probe), so it is changed in place */
+    json_t *st = json_object_get(x->dj, "status");
     int available, total_spec, unavail;
 
-    if (!st)
+    if (json_is_object(st)) {
+        json_incref(st);
+    } else {
         st = json_object();
+    }
     for (size_t i = 0; i < x->nold; i++)
         all[n++] = x->old[i];
     if (x->new_rs)
