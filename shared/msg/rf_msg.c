@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,12 +50,22 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-/* Offset of the first byte that is not valid UTF-8, or n. */
+/* Offset of the first byte that is not valid UTF-8, or n. ASCII eight bytes at a time:
+ * every stage checks each payload whole (issue 20: ~40 K instructions per message a byte
+ * at a time). */
 static size_t utf8_check(const unsigned char *s, size_t n)
 {
     size_t i = 0, len;
+    uint64_t w;
 
     while (i < n) {
+        if (n - i >= 8) {
+            memcpy(&w, s + i, 8);
+            if ((w & 0x8080808080808080ULL) == 0) {
+                i += 8;
+                continue;
+            }
+        }
         if (s[i] < 0x80) {
             i++;
             continue;
@@ -109,27 +120,29 @@ static void quote_bytes(char *dst, size_t size, const void *p, size_t n)
         snprintf(dst + used, size - used, "...");
 }
 
+/* The bytes nests_deeper stops at outside strings. */
+static const unsigned char nest_bytes[256] = {
+    ['"'] = 1, ['['] = 1, ['{'] = 1, [']'] = 1, ['}'] = 1};
+
 /* Nonzero when arrays and objects nest deeper than max. Scans the bytes (strings and
- * their escapes skipped) without recursion, so any input is safe. */
+ * their escapes skipped: rf_json_string_end, memchr for the quotes) without recursion, so
+ * any input is safe. */
 static int nests_deeper(const char *s, size_t n, int max)
 {
-    int depth = 0, in_string = 0;
+    int depth = 0;
     size_t i;
 
     for (i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == '[' || c == '{') {
-            depth++;
-            if (depth > max)
+        while (i < n && !nest_bytes[(unsigned char)s[i]])
+            i++;
+        if (i >= n)
+            break;
+        if (s[i] == '"') {
+            i = rf_json_string_end(s, n, i) - 1; /* an unclosed string runs to the end */
+        } else if (s[i] == '[' || s[i] == '{') {
+            if (++depth > max)
                 return 1;
-        } else if (c == ']' || c == '}') {
+        } else {
             depth--;
         }
     }

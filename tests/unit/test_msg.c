@@ -165,6 +165,91 @@ static void expect_refused(const char *payload, size_t len, const char *reason)
         fail_msg("got '%s', want '%s'", errstr, reason);
 }
 
+/* The model of the payload scans before jansson (byte by byte): the first byte that is not
+ * UTF-8 (RFC 3629: no overlongs, surrogates or past U+10FFFF), and the depth. */
+static size_t model_utf8_bad(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                                 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+        unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        if (len == 0 || n - i < len || (len > 1 && (s[i + 1] < lo || s[i + 1] > hi)))
+            return i;
+        for (size_t k = 2; k < len; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return i;
+        i += len;
+    }
+    return n;
+}
+
+static int model_deeper(const char *s, size_t n, int max)
+{
+    int depth = 0, in_string = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (in_string) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                in_string = 0;
+        } else if (s[i] == '"') {
+            in_string = 1;
+        } else if (s[i] == '[' || s[i] == '{') {
+            if (++depth > max)
+                return 1;
+        } else if (s[i] == ']' || s[i] == '}') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+/* Random payloads of quotes, backslashes, brackets, ASCII and UTF-8 pieces (valid and not,
+ * across 8-byte boundaries), half of them after 62 '[': rf_msg_parse refuses each for UTF-8 at the model's byte, or
+ * for depth exactly when the model nests deeper. */
+static void payload_scans_as_model(void **state)
+{
+    static const char *const pieces[] = {
+        "\"", "\\", "[", "]", "{", "}", "a", "bcdefgh", ",", ":", "\xc3\xa9", "\xe2\x82\xac",
+        "\xf0\x9f\x98\x83", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xff", "\x80",
+        "\xe2\x82", "[[[[[[[[", "]]]]]]]]", "\\\"", "\\\\", "\"x\"[", "\"\"{", "\"\\\"\"["};
+    uint32_t x = 0x9e3779b9u;
+    char buf[512], errstr[1024], want[96];
+
+    (void)state;
+    for (int round = 0; round < 20000; round++) {
+        size_t n = round % 2 ? 62 : 0; /* half of them near the depth limit */
+        int parts = 1 + (int)(x % 60);
+        memset(buf, '[', n);
+        for (int k = 0; k < parts; k++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            const char *p = pieces[x % (sizeof(pieces) / sizeof(pieces[0]))];
+            size_t pl = strlen(p);
+            if (n + pl >= sizeof(buf))
+                break;
+            memcpy(buf + n, p, pl);
+            n += pl;
+        }
+        json_t *body = NULL;
+        size_t bad = model_utf8_bad((const unsigned char *)buf, n);
+        rf_err_t r = rf_msg_parse(reg, buf, n, "prod/web", 8, NULL, &body, errstr, sizeof(errstr));
+        json_decref(body);
+        assert_int_equal(r, RF_ERR_PERM);
+        if (bad < n)
+            snprintf(want, sizeof(want), "payload is not valid UTF-8 (byte %zu)", bad);
+        else
+            snprintf(want, sizeof(want), "payload nests deeper than %d levels", RF_MSG_MAX_DEPTH);
+        if ((bad < n || model_deeper(buf, n, RF_MSG_MAX_DEPTH)) != (strstr(errstr, want) != NULL))
+            fail_msg("round %d (%zu bytes): '%s', model: utf8 %zu, deeper %d", round, n, errstr,
+                     bad, model_deeper(buf, n, RF_MSG_MAX_DEPTH));
+    }
+}
+
 static void one_megabyte_string(void **state)
 {
     /* a 1 MB version fits the payload cap and is refused by maxLength */
@@ -390,6 +475,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hostile_and_good_inputs),
         cmocka_unit_test(one_megabyte_string),
+        cmocka_unit_test(payload_scans_as_model),
         cmocka_unit_test(deep_nesting),
         cmocka_unit_test(exactly_64_levels),
         cmocka_unit_test(dlq_round_trip),
