@@ -396,19 +396,22 @@ static json_t *pod_obj1(const char *key, json_t *value)
     return o;
 }
 
-/* A pod condition as json_pack("{s:s, s:s, s:n, s:s}", "type", ...) makes it. */
+/* A pod condition as json_pack("{s:s, s:s, s:n, s:s}", "type", ...) makes it (type and
+ * status are literals, when a time: ASCII). */
 static json_t *pod_cond(const char *type, const char *status, const char *when)
 {
     json_t *o = json_object();
 
-    json_object_set_new_nocheck(o, "type", json_string(type));
-    json_object_set_new_nocheck(o, "status", json_string(status));
+    json_object_set_new_nocheck(o, "type", json_string_nocheck(type));
+    json_object_set_new_nocheck(o, "status", json_string_nocheck(status));
     json_object_set_new_nocheck(o, "lastProbeTime", json_null());
-    json_object_set_new_nocheck(o, "lastTransitionTime", json_string(when));
+    json_object_set_new_nocheck(o, "lastTransitionTime", json_string_nocheck(when));
     return o;
 }
 
-/* Builds the pod status for now; *next is the real ms of the next change or -1. */
+/* Builds the pod status for now; *next is the real ms of the next change or -1. Literals,
+ * times and addresses (ASCII) go in with json_string_nocheck, literal keys with _nocheck:
+ * the same values json_string and json_object_set_new make of them, without the UTF-8 walk. */
 static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *next,
                           int64_t *ready_since_ms)
 {
@@ -429,10 +432,10 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
             next_age = cs.next_change;
         if (cs.running) {
             sim_time(c, pod, cs.started_at, ts, sizeof(ts));
-            state = pod_obj1("running", pod_obj1("startedAt", json_string(ts)));
+            state = pod_obj1("running", pod_obj1("startedAt", json_string_nocheck(ts)));
             any_started = 1;
         } else if (strcmp(cs.waiting, "ContainerCreating") == 0) {
-            state = pod_obj1("waiting", pod_obj1("reason", json_string(cs.waiting)));
+            state = pod_obj1("waiting", pod_obj1("reason", json_string_nocheck(cs.waiting)));
             all_started = 0;
         } else if (strcmp(cs.waiting, "CrashLoopBackOff") == 0) {
             char msg[256];
@@ -464,15 +467,15 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
         json_object_set_new_nocheck(st, "image",
                                     json_string(json_string_value(json_object_get(ct, "image")) ?: ""));
         json_object_set_new_nocheck(st, "imageID",
-                                    json_string(cs.running || cs.restarts
+                                    json_string_nocheck(cs.running || cs.restarts
                                                     ? "docker-pullable://kubesim/image@sha256:0"
                                                     : ""));
         json_object_set_new_nocheck(st, "containerID",
-                                    json_string(cs.running || cs.restarts ? "containerd://kubesim" : ""));
+                                    json_string_nocheck(cs.running || cs.restarts ? "containerd://kubesim" : ""));
         json_object_set_new_nocheck(st, "started", json_boolean(cs.running));
         if (!cs.running && !cs.restarts) {
             json_object_del(st, "imageID");
-            json_object_set_new(st, "imageID", json_string(""));
+            json_object_set_new_nocheck(st, "imageID", json_string_nocheck(""));
             json_object_del(st, "containerID");
         }
         if (cs.restarts > 0) {
@@ -484,7 +487,7 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
                                           1, "reason", "Error", "startedAt", a, "finishedAt", b,
                                           "containerID", "containerd://kubesim"));
         } else {
-            json_object_set_new(st, "lastState", json_object());
+            json_object_set_new_nocheck(st, "lastState", json_object());
         }
         json_array_append_new(statuses, st);
         if (!cs.ready)
@@ -508,23 +511,24 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
         if (!all_ready) {
             for (size_t k = 2; k <= 3; k++) {
                 json_t *cd = json_array_get(conds, k);
-                json_object_set_new(cd, "reason", json_string("ContainersNotReady"));
-                json_object_set_new(cd, "message", json_string("containers with unready status: [all]"));
+                json_object_set_new_nocheck(cd, "reason", json_string_nocheck("ContainersNotReady"));
+                json_object_set_new_nocheck(cd, "message",
+                                            json_string_nocheck("containers with unready status: [all]"));
             }
         }
     }
     snprintf(ip, sizeof(ip), "10.244.%u.%u", (pod->sim->ip / 250) % 250, pod->sim->ip % 250 + 2);
-    json_object_set_new(status, "phase", json_string(any_started && all_started ? "Running" : (any_started ? "Running" : "Pending")));
-    json_object_set_new(status, "conditions", conds);
-    json_object_set_new(status, "hostIP", json_string("10.0.0.1"));
-    json_object_set_new(status, "hostIPs", json_array());
-    json_array_append_new(json_object_get(status, "hostIPs"), pod_obj1("ip", json_string("10.0.0.1")));
-    json_object_set_new(status, "podIP", json_string(ip));
-    json_object_set_new(status, "podIPs", json_array());
-    json_array_append_new(json_object_get(status, "podIPs"), pod_obj1("ip", json_string(ip)));
-    json_object_set_new(status, "startTime", json_string(t0));
-    json_object_set_new(status, "containerStatuses", statuses);
-    json_object_set_new(status, "qosClass", json_string("BestEffort"));
+    json_object_set_new_nocheck(status, "phase", json_string_nocheck(any_started && all_started ? "Running" : (any_started ? "Running" : "Pending")));
+    json_object_set_new_nocheck(status, "conditions", conds);
+    json_object_set_new_nocheck(status, "hostIP", json_string_nocheck("10.0.0.1"));
+    json_object_set_new_nocheck(status, "hostIPs", json_array());
+    json_array_append_new(json_object_get(status, "hostIPs"), pod_obj1("ip", json_string_nocheck("10.0.0.1")));
+    json_object_set_new_nocheck(status, "podIP", json_string_nocheck(ip));
+    json_object_set_new_nocheck(status, "podIPs", json_array());
+    json_array_append_new(json_object_get(status, "podIPs"), pod_obj1("ip", json_string_nocheck(ip)));
+    json_object_set_new_nocheck(status, "startTime", json_string_nocheck(t0));
+    json_object_set_new_nocheck(status, "containerStatuses", statuses);
+    json_object_set_new_nocheck(status, "qosClass", json_string_nocheck("BestEffort"));
     *next = next_age < 0 ? -1 : pod->sim->start_ms + ctrl_real(c, (double)next_age);
     *ready_since_ms = all_ready ? pod->sim->start_ms + ctrl_real(c, (double)ready_since) : 0;
     return status;
@@ -604,6 +608,23 @@ static int pod_delete_cmp(const void *a, const void *b)
     return x->seq < y->seq ? 1 : -1;
 }
 
+/* [{"apiVersion":"apps/v1","kind":kind,"name":name,"uid":uid,"controller":true,
+ * "blockOwnerDeletion":true}]: json_pack("[{s:s, s:s, s:s, s:s, s:b, s:b}]", ...)'s list;
+ * kind is a literal, name and uid stored strings */
+static json_t *owner_refs(const char *kind, const char *name, const char *uid)
+{
+    json_t *ref = json_object(), *refs = json_array();
+
+    json_object_set_new_nocheck(ref, "apiVersion", json_string_nocheck("apps/v1"));
+    json_object_set_new_nocheck(ref, "kind", json_string_nocheck(kind));
+    json_object_set_new_nocheck(ref, "name", json_string(name));
+    json_object_set_new_nocheck(ref, "uid", json_string(uid));
+    json_object_set_new_nocheck(ref, "controller", json_true());
+    json_object_set_new_nocheck(ref, "blockOwnerDeletion", json_true());
+    json_array_append_new(refs, ref);
+    return refs;
+}
+
 static void create_pod(ks_ctrl_t *c, ks_obj_t *rs)
 {
     json_t *tmpl = ks_jget(rs->json, "spec.template"), *pod;
@@ -613,24 +634,34 @@ static void create_pod(ks_ctrl_t *c, ks_obj_t *rs)
         random_suffix(c, suffix, 5);
         snprintf(name, sizeof(name), "%s-%s", rs->name, suffix);
     } while (ks_store_get(c->st, KS_POD, rs->ns, name));
-    pod = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:o}", "apiVersion", "v1", "kind", "Pod",
-                    "metadata", "name", name, "generateName", "", "namespace", rs->ns, "spec",
-                    ks_jget(tmpl, "spec") ? json_copy(ks_jget(tmpl, "spec")) : json_object());
+    /* as json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:o}", ...) made it, then generateName,
+     * labels, annotations, ownerReferences, spec.nodeName and status set on it (in that order) */
     {
         char gen[300];
+        json_t *meta = json_object();
         snprintf(gen, sizeof(gen), "%s-", rs->name);
-        ks_jset(pod, "metadata.generateName", json_string(gen));
+        pod = json_object();
+        json_object_set_new_nocheck(pod, "apiVersion", json_string_nocheck("v1"));
+        json_object_set_new_nocheck(pod, "kind", json_string_nocheck("Pod"));
+        json_object_set_new_nocheck(meta, "name", json_string(name));
+        json_object_set_new_nocheck(meta, "generateName", json_string(gen));
+        json_object_set_new_nocheck(meta, "namespace", json_string(rs->ns));
+        json_object_set_new_nocheck(pod, "metadata", meta);
+        json_object_set_new_nocheck(pod, "spec", ks_jget(tmpl, "spec") ? json_copy(ks_jget(tmpl, "spec"))
+                                                                       : json_object());
+        if (ks_jget(tmpl, "metadata.labels"))
+            json_object_set_new_nocheck(meta, "labels", ks_json_copy(ks_jget(tmpl, "metadata.labels")));
+        if (ks_jget(tmpl, "metadata.annotations"))
+            json_object_set_new_nocheck(meta, "annotations",
+                                        ks_json_copy(ks_jget(tmpl, "metadata.annotations")));
+        json_object_set_new_nocheck(meta, "ownerReferences",
+                                    owner_refs("ReplicaSet", rs->name, ks_jstr(rs->json, "metadata.uid") ?: ""));
+        json_object_set_new_nocheck(json_object_get(pod, "spec"), "nodeName", json_string_nocheck(NODE_NAME));
+        json_t *st = json_object();
+        json_object_set_new_nocheck(st, "phase", json_string_nocheck("Pending"));
+        json_object_set_new_nocheck(st, "qosClass", json_string_nocheck("BestEffort"));
+        json_object_set_new_nocheck(pod, "status", st);
     }
-    if (ks_jget(tmpl, "metadata.labels"))
-        ks_jset(pod, "metadata.labels", ks_json_copy(ks_jget(tmpl, "metadata.labels")));
-    if (ks_jget(tmpl, "metadata.annotations"))
-        ks_jset(pod, "metadata.annotations", ks_json_copy(ks_jget(tmpl, "metadata.annotations")));
-    ks_jset(pod, "metadata.ownerReferences",
-            json_pack("[{s:s, s:s, s:s, s:s, s:b, s:b}]", "apiVersion", "apps/v1", "kind",
-                      "ReplicaSet", "name", rs->name, "uid", ks_jstr(rs->json, "metadata.uid") ?: "",
-                      "controller", 1, "blockOwnerDeletion", 1));
-    ks_jset(pod, "spec.nodeName", json_string(NODE_NAME));
-    ks_jset(pod, "status", json_pack("{s:s, s:s}", "phase", "Pending", "qosClass", "BestEffort"));
     ks_obj_t *p = ks_store_put(c->st, KS_POD, pod);
     ks_store_link(rs, p);
     {
@@ -1000,16 +1031,39 @@ static void dep_sync_revision(dep_ctx_t *x, int create)
         json_object_set_new(ann, DESIRED_ANN, json_string(buf));
         snprintf(buf, sizeof(buf), "%d", x->replicas + x->surge);
         json_object_set_new(ann, MAX_ANN, json_string(buf));
-        rs = json_pack("{s:s, s:s, s:{s:s, s:s, s:O, s:o, s:[{s:s, s:s, s:s, s:s, s:b, s:b}], s:i},"
-                       " s:{s:i, s:i, s:o, s:o}}",
-                       "apiVersion", "apps/v1", "kind", "ReplicaSet", "metadata", "name", name,
-                       "namespace", x->d->ns, "labels", ks_jget(tmpl, "metadata.labels"),
-                       "annotations", ann, "ownerReferences", "apiVersion", "apps/v1", "kind",
-                       "Deployment", "name", x->d->name, "uid", ks_jstr(x->dj, "metadata.uid") ?: "",
-                       "controller", 1, "blockOwnerDeletion", 1, "generation", 1, "spec",
-                       "replicas", 0, "minReadySeconds",
-                       (int)ks_jint(x->dj, "spec.minReadySeconds", 0), "selector", sel,
-                       "template", tmpl);
+        if (json_is_object(ks_jget(tmpl, "metadata.labels")) && json_is_object(sel)) {
+            /* what the json_pack below makes of these (stored strings, literals), in its order */
+            json_t *meta = json_object(), *spec = json_object();
+            rs = json_object();
+            json_object_set_new_nocheck(rs, "apiVersion", json_string_nocheck("apps/v1"));
+            json_object_set_new_nocheck(rs, "kind", json_string_nocheck("ReplicaSet"));
+            json_object_set_new_nocheck(meta, "name", json_string(name));
+            json_object_set_new_nocheck(meta, "namespace", json_string(x->d->ns));
+            json_object_set_nocheck(meta, "labels", ks_jget(tmpl, "metadata.labels"));
+            json_object_set_new_nocheck(meta, "annotations", ann);
+            json_object_set_new_nocheck(meta, "ownerReferences",
+                                        owner_refs("Deployment", x->d->name,
+                                                   ks_jstr(x->dj, "metadata.uid") ?: ""));
+            json_object_set_new_nocheck(meta, "generation", json_integer(1));
+            json_object_set_new_nocheck(rs, "metadata", meta);
+            json_object_set_new_nocheck(spec, "replicas", json_integer(0));
+            json_object_set_new_nocheck(spec, "minReadySeconds",
+                                        json_integer((int)ks_jint(x->dj, "spec.minReadySeconds", 0)));
+            json_object_set_new_nocheck(spec, "selector", sel);
+            json_object_set_new_nocheck(spec, "template", tmpl);
+            json_object_set_new_nocheck(rs, "spec", spec);
+        } else {
+            rs = json_pack("{s:s, s:s, s:{s:s, s:s, s:O, s:o, s:[{s:s, s:s, s:s, s:s, s:b, s:b}], s:i},"
+                           " s:{s:i, s:i, s:o, s:o}}",
+                           "apiVersion", "apps/v1", "kind", "ReplicaSet", "metadata", "name", name,
+                           "namespace", x->d->ns, "labels", ks_jget(tmpl, "metadata.labels"),
+                           "annotations", ann, "ownerReferences", "apiVersion", "apps/v1", "kind",
+                           "Deployment", "name", x->d->name, "uid", ks_jstr(x->dj, "metadata.uid") ?: "",
+                           "controller", 1, "blockOwnerDeletion", 1, "generation", 1, "spec",
+                           "replicas", 0, "minReadySeconds",
+                           (int)ks_jint(x->dj, "spec.minReadySeconds", 0), "selector", sel,
+                           "template", tmpl);
+        }
         /* NewRSNewReplicas: Recreate creates it only once the old pods are gone, at full size */
         if (strcmp(ks_jstr(x->dj, "spec.strategy.type") ?: "RollingUpdate", "Recreate") == 0) {
             n = x->replicas;
