@@ -151,7 +151,8 @@ static json_int_t track_member_int(rf_jtext_it_t *m, json_int_t dflt)
     return v[0] == '-' ? -x : x;
 }
 
-/* The Progressing condition of the conditions array that is m's value, into sum. */
+/* The Progressing condition's reason, of the conditions array that is m's value, into sum
+ * (its message, which nothing read, is no longer kept). */
 static void track_conditions(json_t *sum, rf_jtext_it_t *m)
 {
     const char *s = m->s;
@@ -161,7 +162,7 @@ static void track_conditions(json_t *sum, rf_jtext_it_t *m)
         return;
     for (j = rf_jtext_ws(s, ve, m->vs + 1); j < ve && s[j] != ']'; j = rf_jtext_ws(s, ve, j)) {
         rf_jtext_it_t c;
-        json_t *reason = NULL, *message = NULL;
+        json_t *reason = NULL;
         int progressing = 0;
         ee = rf_jtext_skip(s, ve, j);
         if (ee > ve)
@@ -172,16 +173,11 @@ static void track_conditions(json_t *sum, rf_jtext_it_t *m)
                 progressing = track_text_is(s, c.vs, rf_jtext_it_value_end(&c), "Progressing");
             else if (rf_jtext_it_key_is(&c, "reason") && !reason)
                 reason = track_member_string(&c);
-            else if (rf_jtext_it_key_is(&c, "message") && !message)
-                message = track_member_string(&c);
         }
-        if (progressing) {
+        if (progressing)
             json_object_set_new(sum, "reason", reason ? reason : json_string(""));
-            json_object_set_new(sum, "cond_message", message ? message : json_string(""));
-        } else {
+        else
             json_decref(reason);
-            json_decref(message);
-        }
         j = rf_jtext_ws(s, ve, ee);
         if (j < ve && s[j] == ',')
             j++;
