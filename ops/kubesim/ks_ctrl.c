@@ -225,7 +225,7 @@ static void set_annotation(json_t *o, const char *key, const char *value)
     ann = ks_jcow(meta, "annotations");
     if (!json_is_object(ann)) {
         ann = json_object();
-        json_object_set_new(meta, "annotations", ann);
+        json_object_set_new_nocheck(meta, "annotations", ann);
     }
     json_object_set_new(ann, key, json_string(value));
 }
@@ -296,8 +296,8 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
         if (old) {
             json_t *copy = ks_obj_copy(old->json);
             ks_time_format(ks_now_ms(), ts, sizeof(ts));
-            json_object_set_new(copy, "count", json_integer(ks_jint(old->json, "count", 1) + 1));
-            json_object_set_new(copy, "lastTimestamp", json_string(ts));
+            json_object_set_new_nocheck(copy, "count", json_integer(ks_jint(old->json, "count", 1) + 1));
+            json_object_set_new_nocheck(copy, "lastTimestamp", json_string_nocheck(ts));
             ks_store_put(c->st, KS_EVENT, copy);
             return;
         }
@@ -482,7 +482,7 @@ static json_t *pod_status(ks_ctrl_t *c, ks_obj_t *pod, int64_t now, int64_t *nex
             char a[32], b[32];
             sim_time(c, pod, cs.term_started_at, a, sizeof(a));
             sim_time(c, pod, cs.term_finished_at, b, sizeof(b));
-            json_object_set_new(st, "lastState",
+            json_object_set_new_nocheck(st, "lastState",
                                 json_pack("{s:{s:i, s:s, s:s, s:s, s:s}}", "terminated", "exitCode",
                                           1, "reason", "Error", "startedAt", a, "finishedAt", b,
                                           "containerID", "containerd://kubesim"));
@@ -572,7 +572,7 @@ static void sync_pod(ks_ctrl_t *c, ks_obj_t *pod)
         json_decref(status);
     } else {
         copy = ks_obj_copy(pod->json);
-        json_object_set_new(copy, "status", status);
+        json_object_set_new_nocheck(copy, "status", status);
         if (!ks_jstr(copy, "spec.nodeName")) {
             ks_jcow(copy, "spec");
             ks_jset(copy, "spec.nodeName", json_string(NODE_NAME));
@@ -716,21 +716,21 @@ static void sync_replicaset(ks_ctrl_t *c, ks_obj_t *rs)
             next_avail = avail_at;
     }
     status = json_object();
-    json_object_set_new(status, "replicas", json_integer(have));
+    json_object_set_new_nocheck(status, "replicas", json_integer(have));
     if (labeled)
-        json_object_set_new(status, "fullyLabeledReplicas", json_integer(labeled));
+        json_object_set_new_nocheck(status, "fullyLabeledReplicas", json_integer(labeled));
     if (ready)
-        json_object_set_new(status, "readyReplicas", json_integer(ready));
+        json_object_set_new_nocheck(status, "readyReplicas", json_integer(ready));
     if (available)
-        json_object_set_new(status, "availableReplicas", json_integer(available));
-    json_object_set_new(status, "observedGeneration",
+        json_object_set_new_nocheck(status, "availableReplicas", json_integer(available));
+    json_object_set_new_nocheck(status, "observedGeneration",
                         json_integer(ks_jint(rs->json, "metadata.generation", 1)));
     /* the copy differs from rs only at its status: none when that is the same */
     if (ks_json_equal(status, json_object_get(rs->json, "status"))) {
         json_decref(status);
     } else {
         copy = ks_obj_copy(rs->json);
-        json_object_set_new(copy, "status", status);
+        json_object_set_new_nocheck(copy, "status", status);
         ctrl_commit(c, rs, copy);
     }
     if (next_avail >= 0)
@@ -839,7 +839,7 @@ static void dep_set_condition(json_t *status, const char *type, const char *csta
 
     if (!json_is_array(conds)) {
         conds = json_array();
-        json_object_set_new(status, "conditions", conds);
+        json_object_set_new_nocheck(status, "conditions", conds);
     }
     json_array_foreach(conds, i, cd) {
         if (strcmp(cond_str(cd, "type") ?: "", type) == 0)
@@ -870,7 +870,7 @@ static void dep_set_condition(json_t *status, const char *type, const char *csta
             json_array_append(out, cur);
     }
     json_array_append_new(out, cd);
-    json_object_set_new(status, "conditions", out);
+    json_object_set_new_nocheck(status, "conditions", out);
     if (changed_update)
         *changed_update = 1;
 }
@@ -884,7 +884,7 @@ static void dep_remove_condition(json_t *status, const char *type)
         if (strcmp(cond_str(cd, "type") ?: "", type) != 0)
             json_array_append(out, cd);
     }
-    json_object_set_new(status, "conditions", out);
+    json_object_set_new_nocheck(status, "conditions", out);
 }
 
 static json_t *dep_condition(const json_t *status, const char *type)
@@ -912,7 +912,7 @@ static void scale_rs(dep_ctx_t *x, ks_obj_t *rs, int to)
     snprintf(buf, sizeof(buf), "%d", x->replicas + x->surge);
     set_annotation(copy, MAX_ANN, buf);
     if (from != to) {
-        json_object_set_new(json_object_get(copy, "metadata"), "generation",
+        json_object_set_new_nocheck(json_object_get(copy, "metadata"), "generation",
                             json_integer(ks_jint(rs->json, "metadata.generation", 1) + 1));
         snprintf(msg, sizeof(msg), "Scaled %s replica set %s to %d from %d",
                  to > from ? "up" : "down", rs->name, to, from);
@@ -1166,12 +1166,12 @@ static void dep_sync_status(dep_ctx_t *x, int rollout)
     unavail = total_spec - available;
     if (unavail < 0)
         unavail = 0;
-    json_object_set_new(st, "observedGeneration", json_integer(ks_jint(x->dj, "metadata.generation", 1)));
+    json_object_set_new_nocheck(st, "observedGeneration", json_integer(ks_jint(x->dj, "metadata.generation", 1)));
 #define SET_OR_DEL(key, val)                                                                       \
     do {                                                                                           \
         int v_ = (val);                                                                            \
         if (v_)                                                                                    \
-            json_object_set_new(st, key, json_integer(v_));                                        \
+            json_object_set_new_nocheck(st, key, json_integer(v_));                                \
         else                                                                                       \
             json_object_del(st, key);                                                              \
     } while (0)
@@ -1210,7 +1210,7 @@ static void dep_sync_status(dep_ctx_t *x, int rollout)
                 dep_remove_condition(st, "Progressing");
                 dep_set_condition(st, "Progressing", "True", "ReplicaSetUpdated", msg, NULL);
                 if (keep)
-                    json_object_set_new(dep_condition(st, "Progressing"), "lastTransitionTime", keep);
+                    json_object_set_new_nocheck(dep_condition(st, "Progressing"), "lastTransitionTime", keep);
                 x->d->progress_ms = ks_now_ms();
             } else if (dep_timed_out(x, st)) {
                 snprintf(msg, sizeof(msg), "ReplicaSet \"%s\" has timed out progressing.", x->new_rs ? x->new_rs->name : "");
@@ -1219,7 +1219,7 @@ static void dep_sync_status(dep_ctx_t *x, int rollout)
             }
         }
     }
-    json_object_set_new(x->dj, "status", st);
+    json_object_set_new_nocheck(x->dj, "status", st);
     /* requeueStuckDeployment */
     {
         json_t *cur = dep_condition(st, "Progressing");
@@ -1398,7 +1398,7 @@ static void dep_rolling(dep_ctx_t *x)
         dep_sync_status(x, 0);
         if (dep_complete(x, json_object_get(x->dj, "status")))
             dep_cleanup(x);
-        json_object_set_new(x->dj, "status", probe ? probe : json_object());
+        json_object_set_new_nocheck(x->dj, "status", probe ? probe : json_object());
     }
     dep_sync_status(x, 1);
 }
@@ -1435,7 +1435,7 @@ static void dep_recreate(dep_ctx_t *x)
         dep_sync_status(x, 0);
         if (dep_complete(x, json_object_get(x->dj, "status")))
             dep_cleanup(x);
-        json_object_set_new(x->dj, "status", probe ? probe : json_object());
+        json_object_set_new_nocheck(x->dj, "status", probe ? probe : json_object());
     }
     dep_sync_status(x, 1);
 }
@@ -1452,9 +1452,9 @@ static void sync_deployment(ks_ctrl_t *c, ks_obj_t *d)
      * new array, a changed condition as a new object), so members are shared with d */
     x.dj = ks_obj_copy(d->json);
     if (json_is_object(json_object_get(x.dj, "status")))
-        json_object_set_new(x.dj, "status", json_copy(json_object_get(x.dj, "status")));
+        json_object_set_new_nocheck(x.dj, "status", json_copy(json_object_get(x.dj, "status")));
     else
-        json_object_set_new(x.dj, "status", json_object());
+        json_object_set_new_nocheck(x.dj, "status", json_object());
     x.replicas = spec_replicas(d->json);
     if (strcmp(ks_jstr(d->json, "spec.strategy.type") ?: "RollingUpdate", "RollingUpdate") == 0)
         ks_ctrl_fenceposts(ks_jget(d->json, "spec.strategy.rollingUpdate"), x.replicas, &x.surge,
