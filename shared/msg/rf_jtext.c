@@ -187,13 +187,13 @@ static const unsigned char jtext_in_string[256] = {
 #undef JT4
 /* clang-format on */
 
-/* The length of the valid UTF-8 sequence at s (n bytes left), or 0 (rf_msg.c's rule:
- * no overlong forms, no surrogates, nothing past U+10FFFF). */
-static size_t jtext_utf8(const unsigned char *s, size_t n)
+size_t rf_jtext_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0], lo = 0x80, hi = 0xBF;
     size_t l;
 
+    if (c < 0x80)
+        return 1;
     if (c >= 0xC2 && c <= 0xDF)
         l = 2;
     else if (c >= 0xE0 && c <= 0xEF)
@@ -258,7 +258,7 @@ static size_t jtext_string(const char *s, size_t len, size_t i, int *escaped)
         case 3:
             return len + 1;
         case 4: {
-            size_t l = jtext_utf8(u + i, len - i);
+            size_t l = rf_jtext_utf8_len(u + i, len - i);
             if (l == 0)
                 return len + 1;
             i += l;

@@ -68,6 +68,11 @@ size_t rf_jtext_it_value_end(rf_jtext_it_t *it);
  * to its end tells it the value's end; leaving it early only costs it a second read. */
 void rf_jtext_it_enter(rf_jtext_it_t *child, rf_jtext_it_t *it);
 
+/* The length of the valid UTF-8 sequence at s (n bytes left, n > 0), 1 for ASCII, or 0
+ * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF): the rule of
+ * rf_jtext_valid and of rf_msg's payload check, which is jansson's. */
+size_t rf_jtext_utf8_len(const unsigned char *s, size_t n);
+
 /* Nesting rf_jtext_valid follows (arrays and objects); deeper is not valid. */
 #define RF_JTEXT_MAX_DEPTH 64
 

@@ -16,40 +16,6 @@
 
 #define QUOTE_MAX 128 /* bytes of the input a reason quotes */
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t len, i;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4;
-    else
-        return 0;
-    if (c == 0xE0)
-        lo = 0xA0; /* overlong */
-    else if (c == 0xED)
-        hi = 0x9F; /* surrogates */
-    else if (c == 0xF0)
-        lo = 0x90; /* overlong */
-    else if (c == 0xF4)
-        hi = 0x8F; /* past U+10FFFF */
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (i = 2; i < len; i++) {
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    }
-    return len;
-}
-
 /* Offset of the first byte that is not valid UTF-8, or n. ASCII eight bytes at a time:
  * every stage checks each payload whole (issue 20: ~40 K instructions per message a byte
  * at a time). */
@@ -70,7 +36,7 @@ static size_t utf8_check(const unsigned char *s, size_t n)
             i++;
             continue;
         }
-        len = utf8_seq(s + i, n - i);
+        len = rf_jtext_utf8_len(s + i, n - i);
         if (len == 0)
             return i;
         i += len;
@@ -88,7 +54,7 @@ static char *utf8_sanitize(const void *p, size_t n, size_t max)
 
     rf_buf_init(&b, 0);
     while (i < n) {
-        len = s[i] == 0 ? 0 : utf8_seq(s + i, n - i);
+        len = s[i] == 0 ? 0 : rf_jtext_utf8_len(s + i, n - i);
         if (b.len + (len ? len : 3) > max)
             break;
         if (len == 0) {
