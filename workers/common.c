@@ -143,9 +143,11 @@ void rf_worker_count_lock_renewals(size_t renewed, size_t lost, size_t failed)
 }
 
 /* Ends n releases; scope: wrap the produces in a batch scope of our own (not inside a poll
- * batch, whose scope the loop owns). */
+ * batch, whose scope the loop owns); owed: their results are owed until delivered (with a
+ * scope, cleared here after its deliveries; without, by the poll loop after the batch's,
+ * rf_worker_owed_delivered). */
 static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int scope,
-                           char *errstr, size_t errstr_size)
+                           int owed, char *errstr, size_t errstr_size)
 {
     json_t *rows = json_array(), *kicked = json_object();
     const char **ids = calloc(n ? n : 1, sizeof(*ids));
@@ -175,7 +177,7 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
     /* Outside a poll batch (scope) no consumed message covers the results message: it is
      * owed until delivered, and the claim holds past our delivery wait before a sweep may
      * send it instead. */
-    result = rf_store_end_many(w->db, rows, w->stage, scope ? rf_worker_results_hold_s(w) : -1,
+    result = rf_store_end_many(w->db, rows, w->stage, owed ? rf_worker_results_hold_s(w) : -1,
                                &res, errstr, errstr_size);
     if (result != RF_OK)
         goto out;
@@ -209,6 +211,11 @@ static rf_err_t worker_end(rf_worker_t *w, rf_worker_end_t *ends, size_t n, int 
             continue;
         result = rf_worker_send_result(w, PQgetvalue(res, row, 3), PQgetvalue(res, row, 2),
                                        (size_t)PQgetlength(res, row, 2), errstr, errstr_size);
+        if (result == RF_OK && owed && !scope) {
+            if (!w->owed_in_batch)
+                w->owed_in_batch = json_array();
+            json_array_append_new(w->owed_in_batch, json_string(PQgetvalue(res, row, 0)));
+        }
     }
     /* The next queued release of each service starts now (once per service). */
     for (int row = 0; row < PQntuples(res) && result == RF_OK; row++) {
@@ -247,7 +254,7 @@ out:
 rf_err_t rf_worker_end_releases(rf_worker_t *w, rf_worker_end_t *ends, size_t n, char *errstr,
                                 size_t errstr_size)
 {
-    return worker_end(w, ends, n, 1, errstr, errstr_size);
+    return worker_end(w, ends, n, 1, 1, errstr, errstr_size);
 }
 
 rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const char *service,
@@ -256,12 +263,45 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
                                size_t errstr_size)
 {
     rf_worker_end_t e = {release_id, service, env, fence, status, error, pods, RF_OK, NULL, NULL};
-    rf_err_t result = worker_end(w, &e, 1, 0, errstr, errstr_size);
+    rf_err_t result = worker_end(w, &e, 1, 0, 0, errstr, errstr_size);
 
     if (result == RF_OK && e.result == RF_ERR_FENCED)
         return rf_errf(RF_ERR_FENCED, errstr, errstr_size,
                        "release '%s' no longer holds fence %lld", release_id, (long long)fence);
     return result;
+}
+
+rf_err_t rf_worker_end_other(rf_worker_t *w, const char *release_id, const char *service,
+                             const char *env, int64_t fence, const char *status,
+                             const char *error, char *errstr, size_t errstr_size)
+{
+    rf_worker_end_t e = {release_id, service, env, fence, status, error, NULL, RF_OK, NULL, NULL};
+    rf_err_t result = worker_end(w, &e, 1, 0, 1, errstr, errstr_size);
+
+    if (result == RF_OK && e.result == RF_ERR_FENCED)
+        return rf_errf(RF_ERR_FENCED, errstr, errstr_size,
+                       "release '%s' no longer holds fence %lld", release_id, (long long)fence);
+    return result;
+}
+
+void rf_worker_owed_delivered(rf_worker_t *w)
+{
+    size_t n = json_array_size(w->owed_in_batch);
+    const char **ids;
+    char err[256];
+
+    if (n == 0)
+        return;
+    ids = calloc(n, sizeof(*ids));
+    if (!ids)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        ids[i] = json_string_value(json_array_get(w->owed_in_batch, i));
+    if (rf_store_results_delivered(w->db, ids, n, err, sizeof(err)) != RF_OK)
+        rf_log_warn("results delivered but still marked owed (a sweep sends them again): %s",
+                    err);
+    free(ids);
+    json_array_clear(w->owed_in_batch);
 }
 
 void rf_worker_log_ctx(const rd_kafka_message_t *m, const json_t *body)

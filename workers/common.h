@@ -25,6 +25,19 @@ rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const cha
                                const char *error, const json_t *pods, char *errstr,
                                size_t errstr_size);
 
+/* rf_worker_end_release, inside a poll batch, for a release that no message of the batch
+ * is about (render superseding the active release for a new request): a redelivery of the
+ * batch would not end it again, so its result is owed (a sweep of the track stage sends it)
+ * until the batch's deliveries are done; the poll loop then clears the mark. */
+rf_err_t rf_worker_end_other(rf_worker_t *w, const char *release_id, const char *service,
+                             const char *env, int64_t fence, const char *status,
+                             const char *error, char *errstr, size_t errstr_size);
+
+/* Clears the owed mark of the releases rf_worker_end_other ended in the poll batch whose
+ * deliveries are done (the poll loop calls it); a failure only logs (a sweep sends them
+ * again). */
+void rf_worker_owed_delivered(rf_worker_t *w);
+
 /* One release to end with rf_worker_end_releases. */
 typedef struct rf_worker_end {
     const char *release_id;

@@ -352,6 +352,11 @@ static rf_err_t worker_batch(rf_worker_t *w, const rf_stage_t *stage, void *stat
     delivered = rf_producer_batch_end(w->producer, errstr, sizeof(errstr));
     if (sent > 0)
         rf_metrics_observe(worker_metrics.delivery, NULL, worker_seconds_since(&wait_start));
+    /* Results owed by the batch (rf_worker_end_other): delivered, or left to a sweep. */
+    if (delivered == RF_OK)
+        rf_worker_owed_delivered(w);
+    else
+        json_array_clear(w->owed_in_batch);
     for (size_t i = 0; i < n; i++) {
         batch_item_t *it = &items[i];
         int first_of_partition = 1;
@@ -584,6 +589,7 @@ out:
     rf_producer_destroy(w.producer);
     rf_lock_destroy(w.lock);
     rf_db_destroy(w.db);
+    json_decref(w.owed_in_batch);
     rf_schema_registry_destroy(w.schemas);
     rf_health_destroy(health);
     rf_metrics_reset();

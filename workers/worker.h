@@ -22,6 +22,10 @@ typedef struct rf_worker {
     rf_producer_t *producer;
     rf_schema_registry_t *schemas;
     volatile int *run; /* 0 once a shutdown was asked for */
+    /* Releases ended in this poll batch for another message than their own
+     * (rf_worker_end_other): their results are owed until the batch's deliveries are done,
+     * then the loop clears the mark (a sweep sends them if the batch or the worker fails). */
+    json_t *owed_in_batch;
 } rf_worker_t;
 
 /* A message as a stage sees it: the validated body plus where it came from. */

@@ -114,6 +114,10 @@ def test_supersede_ends_the_running_release(harness):
     wait_status(h, second, "succeeded", timeout=120)
     statuses = sorted(m.json()["status"] for m in results_of(h, [first, second]))
     assert statuses == ["succeeded", "superseded"]
+    # The superseded release's result was owed until render's batch delivered it (a
+    # redelivered request would find nothing to supersede), then no longer: no sweep sends
+    # it again.
+    assert h.psql(f"SELECT results_owed FROM releases WHERE id = '{first}'") == [["f"]]
 
 
 def test_track_worker_killed_mid_rollout_release_still_ends_once(harness):

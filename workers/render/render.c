@@ -100,8 +100,9 @@ static rf_err_t render_supersede(render_stage_t *rs, const char *id, const char 
     PQclear(res);
     snprintf(reason, sizeof(reason), "superseded by release %s", id);
     rf_log_info("superseding release %s", active);
-    result = rf_worker_end_release(rs->w, active, service, env, fence, "superseded", reason, NULL,
-                                   errstr, errstr_size);
+    /* owed until this batch is delivered: a redelivered request finds nothing to supersede */
+    result = rf_worker_end_other(rs->w, active, service, env, fence, "superseded", reason,
+                                 errstr, errstr_size);
     return result == RF_ERR_FENCED ? RF_OK : result;
 }
 
