@@ -257,18 +257,26 @@ rf_err_t rf_worker_end_releases(rf_worker_t *w, rf_worker_end_t *ends, size_t n,
     return worker_end(w, ends, n, 1, 1, errstr, errstr_size);
 }
 
+/* One end inside a poll batch (owed: rf_worker_end_other's), RF_ERR_FENCED as its own. */
+static rf_err_t worker_end_one(rf_worker_t *w, rf_worker_end_t *e, int owed, char *errstr,
+                               size_t errstr_size)
+{
+    rf_err_t result = worker_end(w, e, 1, 0, owed, errstr, errstr_size);
+
+    if (result == RF_OK && e->result == RF_ERR_FENCED)
+        return rf_errf(RF_ERR_FENCED, errstr, errstr_size, "release '%s' no longer holds fence %lld",
+                       e->release_id, (long long)e->fence);
+    return result;
+}
+
 rf_err_t rf_worker_end_release(rf_worker_t *w, const char *release_id, const char *service,
                                const char *env, int64_t fence, const char *status,
                                const char *error, const json_t *pods, char *errstr,
                                size_t errstr_size)
 {
     rf_worker_end_t e = {release_id, service, env, fence, status, error, pods, RF_OK, NULL, NULL};
-    rf_err_t result = worker_end(w, &e, 1, 0, 0, errstr, errstr_size);
 
-    if (result == RF_OK && e.result == RF_ERR_FENCED)
-        return rf_errf(RF_ERR_FENCED, errstr, errstr_size,
-                       "release '%s' no longer holds fence %lld", release_id, (long long)fence);
-    return result;
+    return worker_end_one(w, &e, 0, errstr, errstr_size);
 }
 
 rf_err_t rf_worker_end_other(rf_worker_t *w, const char *release_id, const char *service,
@@ -276,12 +284,8 @@ rf_err_t rf_worker_end_other(rf_worker_t *w, const char *release_id, const char 
                              const char *error, char *errstr, size_t errstr_size)
 {
     rf_worker_end_t e = {release_id, service, env, fence, status, error, NULL, RF_OK, NULL, NULL};
-    rf_err_t result = worker_end(w, &e, 1, 0, 1, errstr, errstr_size);
 
-    if (result == RF_OK && e.result == RF_ERR_FENCED)
-        return rf_errf(RF_ERR_FENCED, errstr, errstr_size,
-                       "release '%s' no longer holds fence %lld", release_id, (long long)fence);
-    return result;
+    return worker_end_one(w, &e, 1, errstr, errstr_size);
 }
 
 void rf_worker_owed_delivered(rf_worker_t *w)
