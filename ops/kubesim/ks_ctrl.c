@@ -1,5 +1,6 @@
 /* The controllers of kubesim: Deployments, ReplicaSets and simulated pods, as kube-controller-manager and the kubelet run them. */
 #include "ks_ctrl.h"
+#include "ks_lru.h"
 #include "rf_log.h"
 
 #include <math.h>
@@ -43,10 +44,7 @@ struct ks_ctrl {
     unsigned next_ip;
     int64_t event_ttl_ms; /* simulated ms, 0: events never expire */
     /* the events recorded last, by what makes them the same (the recorder's EventLogger) */
-    struct ctrl_seen {
-        uint64_t key;
-        char name[300];
-    } *seen;
+    ks_lru_t *seen;
 };
 
 #define EVENT_CACHE 4096 /* client-go's maxLruCacheEntries */
@@ -283,7 +281,7 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
         const char *parts[] = {ns ? ns : "default", ks_jstr(obj, "metadata.uid") ?: "",
                                ks_jstr(obj, "metadata.name") ?: "", type, reason, message, component};
         uint64_t key = 1469598103934665603ULL;
-        struct ctrl_seen *slot;
+        const char *was;
         ks_obj_t *old;
 
         for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
@@ -291,8 +289,8 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
                 key = (key ^ (unsigned char)*p) * 1099511628211ULL;
             key = (key ^ 0xff) * 1099511628211ULL;
         }
-        slot = c->seen ? &c->seen[key % EVENT_CACHE] : NULL;
-        old = slot && slot->key == key ? ks_store_get(c->st, KS_EVENT, ns ? ns : "default", slot->name) : NULL;
+        was = c->seen ? ks_lru_get(c->seen, key) : NULL;
+        old = was ? ks_store_get(c->st, KS_EVENT, ns ? ns : "default", was) : NULL;
         if (old) {
             json_t *copy = ks_obj_copy(old->json);
             ks_time_format(ks_now_ms(), ts, sizeof(ts));
@@ -301,8 +299,6 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
             ks_store_put(c->st, KS_EVENT, copy);
             return;
         }
-        if (slot)
-            slot->key = key;
         if (ks_store_random(c->st, b, sizeof(b)) != 0)
             memset(b, 1, sizeof(b));
         for (int i = 0; i < 8; i++) {
@@ -311,8 +307,8 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
         }
         hex[16] = '\0';
         snprintf(name, sizeof(name), "%.200s.%s", ks_jstr(obj, "metadata.name"), hex);
-        if (slot)
-            snprintf(slot->name, sizeof(slot->name), "%s", name);
+        if (c->seen)
+            ks_lru_put(c->seen, key, name);
     }
     ks_time_format(ks_now_ms(), ts, sizeof(ts));
     /* what json_pack of the Event writes, in its order, without parsing a format per event */
@@ -1621,7 +1617,7 @@ ks_ctrl_t *ks_ctrl_new(ks_store_t *st, const ks_rules_t *rules, double scale)
     c->rules = rules;
     c->scale = scale > 0 ? scale : 1;
     c->event_ttl_ms = KS_EVENT_TTL_DEFAULT_MS;
-    c->seen = calloc(EVENT_CACHE, sizeof(*c->seen)); /* NULL: every event is a new one */
+    c->seen = ks_lru_new(EVENT_CACHE); /* NULL: every event is a new one */
     pthread_cond_init(&c->wake, NULL);
     st->on_change = ctrl_on_change;
     st->on_change_cls = c;
@@ -1669,7 +1665,7 @@ void ks_ctrl_destroy(ks_ctrl_t *c)
         free(c->heap[i].name);
     }
     free(c->heap);
-    free(c->seen);
+    ks_lru_free(c->seen);
     pthread_cond_destroy(&c->wake);
     free(c);
 }

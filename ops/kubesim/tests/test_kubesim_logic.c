@@ -6,6 +6,7 @@
 
 #include "ks_api.h"
 #include "ks_ctrl.h"
+#include "ks_lru.h"
 #include "ks_patch.h"
 #include "ks_rules.h"
 #include "ks_sel.h"
@@ -1094,6 +1095,48 @@ static void test_json_append_writes_what_jansson_dumps(void **state)
     }
 }
 
+/* The recorder's cache of events is an LRU of 4,096 (client-go's): an event recorded, then
+ * 4,095 others, is still known (a direct-mapped cache lost such events to any other event of
+ * the same slot, so a repeat was recorded anew); when full, the least recently used goes. */
+static void test_event_cache_is_lru(void **state)
+{
+    ks_lru_t *l = ks_lru_new(4096);
+    char name[32];
+    (void)state;
+    assert_non_null(l);
+    ks_lru_put(l, 7, "first");
+    for (uint64_t k = 1000; k < 1000 + 4095; k++) {
+        snprintf(name, sizeof(name), "ev-%llu", (unsigned long long)k);
+        ks_lru_put(l, k * 4096 + 7, name); /* every one in the bucket a modulus would share */
+    }
+    assert_int_equal(ks_lru_len(l), 4096);
+    assert_string_equal(ks_lru_get(l, 7), "first"); /* now the most recently used */
+    assert_string_equal(ks_lru_get(l, 1000 * 4096 + 7), "ev-1000");
+    ks_lru_put(l, 99, "new"); /* full: the least recent (ev-1001) goes */
+    assert_null(ks_lru_get(l, 1001 * 4096 + 7));
+    assert_string_equal(ks_lru_get(l, 7), "first");
+    assert_string_equal(ks_lru_get(l, 1002 * 4096 + 7), "ev-1002");
+    assert_string_equal(ks_lru_get(l, 99), "new");
+    ks_lru_put(l, 7, "again"); /* a kept key's name is replaced, nothing else goes */
+    assert_int_equal(ks_lru_len(l), 4096);
+    assert_string_equal(ks_lru_get(l, 7), "again");
+    assert_string_equal(ks_lru_get(l, 1003 * 4096 + 7), "ev-1003");
+    /* a small cache, entry by entry */
+    ks_lru_free(l);
+    l = ks_lru_new(2);
+    ks_lru_put(l, 1, "a");
+    ks_lru_put(l, 2, "b");
+    assert_string_equal(ks_lru_get(l, 1), "a");
+    ks_lru_put(l, 3, "c"); /* 2 is the least recent */
+    assert_null(ks_lru_get(l, 2));
+    assert_string_equal(ks_lru_get(l, 1), "a");
+    assert_string_equal(ks_lru_get(l, 3), "c");
+    ks_lru_put(l, 4, "d"); /* now 1 */
+    assert_null(ks_lru_get(l, 1));
+    assert_int_equal(ks_lru_len(l), 2);
+    ks_lru_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1113,6 +1156,7 @@ int main(void)
         cmocka_unit_test(test_stored_versions_never_change),
         cmocka_unit_test(test_noop_apply_keeps_resource_version),
         cmocka_unit_test(test_events_expire_after_ttl),
+        cmocka_unit_test(test_event_cache_is_lru),
         cmocka_unit_test(test_json_append_writes_what_jansson_dumps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
