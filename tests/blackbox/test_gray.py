@@ -537,3 +537,39 @@ def test_strategy_dropped_during_canary_next_release_scales_the_canary_down(harn
     assert any(f"scaled down {svc}-canary" in m for m in notes), notes
     assert deploy_state(h, f"{svc}-canary", ns)[0] == 0
     wait_deploy(h, svc, ns, 5, f"{svc}:1.2.0")
+
+
+CONFIG_ONLY = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ service }}-settings
+  namespace: {{ namespace }}
+data:
+  version: "{{ version }}"
+  note: "no Deployment: nothing to shift traffic between"
+"""
+
+
+@pytest.mark.parametrize("strategy", [{"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}},
+                                      {"blueGreen": {}}], ids=["canary", "bluegreen"])
+def test_gray_strategy_without_a_deployment_applies_the_objects_as_rendered(harness, tmp_path,
+                                                                          strategy):
+    """A gray strategy on a template with no Deployment has no canary or preview to make: apply
+    sends the rendered objects as they are (the lean path: members other than apiVersion, kind
+    and metadata passed on as text), the release succeeds without pausing, and the objects in
+    the API server hold what was rendered, the second release's values over the first's."""
+    h = harness
+    tid = "config-only"
+    (tmp_path / f"{tid}.yaml").write_text(CONFIG_ONLY)
+    h.relctl("template", "sync", tmp_path)
+    svc = setup_service(h, versions=("1.0.0", "1.1.0"), template=tid,
+                        strategy=json.dumps(strategy))
+    ns = h.relctl_json("service", "show", svc, "--env", "prod")["namespace"]
+    for version in ("1.0.0", "1.1.0"):
+        rid = deploy(h, svc, version)
+        rec = wait_status(h, rid, TERMINAL, timeout=60)
+        assert rec["status"] == "succeeded", rec
+        assert not events(rec, "paused"), rec["timeline"]
+        cm = get(h, "configmap", f"{svc}-settings", ns)
+        assert cm["data"] == {"version": version,
+                              "note": "no Deployment: nothing to shift traffic between"}, cm
