@@ -36,6 +36,38 @@ def total_ir(path):
     return 0
 
 
+def self_costs(path):
+    """{function: its own instructions (not its callees')} of a callgrind out file. In the
+    format, a cost line after a `calls=` line is the call's inclusive cost, any other the
+    current function's own; names are compressed as "(id) name" on first use, "(id)" after.
+    A function without a symbol is named by its address and its object (library)."""
+    names, objs, own, fn, ob, call = {}, {}, {}, "?", "", False
+    for line in open(path, errors="replace"):
+        if line.startswith(("ob=", "cob=")):
+            key, _, name = line.split("=", 1)[1].rstrip("\n").partition(" ")
+            if name:
+                objs[key] = os.path.basename(name)
+            if line[0] == "o":
+                ob = objs.get(key, key)
+        elif line.startswith(("fn=", "cfn=")):
+            ref = line.split("=", 1)[1].rstrip("\n")
+            key, _, name = ref.partition(" ")
+            if name:
+                names[key] = name
+            if line[0] == "f":
+                fn = names.get(key, ref)
+                fn = f"{fn} [{ob}]" if fn.startswith("0x") else fn
+        elif line.startswith("calls="):
+            call = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            parts = line.split()
+            if call:
+                call = False
+            elif len(parts) > 1 and parts[1].isdigit():
+                own[fn] = own.get(fn, 0) + int(parts[1])
+    return own
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,13 +127,19 @@ def main():
         print(f"{a.target}: {ir} instructions over {a.releases} releases: "
               f"{ir / a.releases / 1e6:.2f} M per release ({b['rate']:.0f} releases/s under "
               f"callgrind); {dump}")
-        for incl in (True, False):
-            p = subprocess.run(["callgrind_annotate", "--inclusive=" + ("yes" if incl else "no"),
-                                "--threshold=99", dump], capture_output=True, text=True)
-            lines = [l for l in p.stdout.splitlines() if l.strip()]
-            start = next((i for i, l in enumerate(lines) if "file:function" in l), 0)
-            print(("inclusive" if incl else "self") + ":")
-            print("\n".join(lines[start:start + a.top]))
+        p = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99", dump],
+                           capture_output=True, text=True)
+        lines = [l for l in p.stdout.splitlines() if l.strip()]
+        start = next((i for i, l in enumerate(lines) if "file:function" in l), 0)
+        print("inclusive:")
+        print("\n".join(lines[start:start + a.top]))
+        # callgrind_annotate --inclusive=no puts the whole program under (below main) in a
+        # dump taken after --zero: its own costs are read here instead
+        own = self_costs(dump)
+        total = sum(own.values()) or 1
+        print("self (thousands of instructions per release, share):")
+        for fn, ir in sorted(own.items(), key=lambda kv: -kv[1])[:a.top]:
+            print(f"{ir / a.releases / 1e3:10.1f} k {100 * ir / total:5.1f}%  {fn}")
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
