@@ -236,6 +236,61 @@ static void cap_refused(void **state)
     json_decref(j);
 }
 
+/* The model of rf_json_string_end: the first quote after s[i] that no odd run of backslashes
+ * comes before; len + 1 when there is none. */
+static size_t string_end_model(const char *s, size_t len, size_t i)
+{
+    for (size_t j = i + 1; j < len; j++) {
+        size_t k = j;
+        if (s[j] != '"')
+            continue;
+        while (k > i + 1 && s[k - 1] == '\\')
+            k--;
+        if ((j - k) % 2 == 0)
+            return j + 1;
+    }
+    return len + 1;
+}
+
+/* Strings of every length up to 40 from an alphabet heavy in quotes and backslashes, at every
+ * start, and a text cut at every length: the word-at-a-time scan ends where the model does.
+ * Read from a buffer of exactly len bytes, so ASan and valgrind see any read past it. */
+static void string_end_as_model(void **state)
+{
+    static const char alphabet[] = "\"\\\\ab\"\\x";
+    unsigned seed = 7;
+
+    (void)state;
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (size_t)(round % 41);
+        char *s = malloc(len ? len : 1);
+        assert_non_null(s);
+        for (size_t k = 0; k < len; k++) {
+            seed = seed * 1103515245u + 12345u;
+            s[k] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
+        }
+        for (size_t i = 0; i < len; i++) {
+            size_t got = rf_json_string_end(s, len, i), want = string_end_model(s, len, i);
+            if (got != want)
+                fail_msg("round %d, len %zu, start %zu: %zu, want %zu", round, len, i, got, want);
+        }
+        free(s);
+    }
+    /* long runs without a quote or backslash, the end at each offset of a word */
+    for (size_t n = 1; n < 70; n++) {
+        char *s = malloc(n + 2);
+        assert_non_null(s);
+        s[0] = '"';
+        memset(s + 1, 'a', n);
+        s[n + 1] = '"';
+        assert_int_equal(rf_json_string_end(s, n + 2, 0), n + 2);
+        assert_int_equal(rf_json_string_end(s, n + 1, 0), n + 2); /* unclosed: len + 1 */
+        s[n] = '\\';
+        assert_int_equal(rf_json_string_end(s, n + 2, 0), n + 3); /* its quote is escaped */
+        free(s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +298,7 @@ int main(void)
         cmocka_unit_test(invalid_utf8_refused),
         cmocka_unit_test(random_trees_as_jansson),
         cmocka_unit_test(cap_refused),
+        cmocka_unit_test(string_end_as_model),
     };
 
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
