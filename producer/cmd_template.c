@@ -37,23 +37,6 @@ static json_t *sample_values(void)
                      "00000000-0000-0000-0000-000000000000", "operator", "relctl");
 }
 
-/* The kubeconfig context of a service, as the workers choose it (rf_worker_cluster). */
-static void check_cluster(const relctl_t *ctl, const char *env, const char *service_cluster,
-                          char *buf, size_t size)
-{
-    const char *p = ctl->conf.clusters;
-    size_t n = strlen(env);
-
-    snprintf(buf, size, "%s", service_cluster ? service_cluster : "");
-    while (!*buf && p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len > n && strncmp(p, env, n) == 0 && p[n] == '=')
-            snprintf(buf, size, "%.*s", (int)(len - n - 1), p + n + 1);
-        p = comma ? comma + 1 : NULL;
-    }
-}
-
 typedef struct checker {
     relctl_t *ctl;
     rf_kschema_cache_t *cache;
@@ -214,7 +197,7 @@ int relctl_template_verify(relctl_t *ctl, rf_db_t *db, const char *id, const cha
         json_t *values = sample_values();
         char cluster[256];
         json_t *chk;
-        check_cluster(ctl, env ? env : "test", NULL, cluster, sizeof(cluster));
+        rf_config_cluster(&ctl->conf, env ? env : "test", NULL, cluster, sizeof(cluster));
         chk = check_one(&c, tpl, NULL, NULL, cluster, values);
         invalid += !json_is_true(json_object_get(chk, "valid"));
         if (print)
@@ -226,7 +209,8 @@ int relctl_template_verify(relctl_t *ctl, rf_db_t *db, const char *id, const cha
         json_t *values = json_loads(PQgetvalue(res, i, 3), 0, NULL);
         char cluster[256];
         json_t *chk;
-        check_cluster(ctl, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), cluster, sizeof(cluster));
+        rf_config_cluster(&ctl->conf, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), cluster,
+                          sizeof(cluster));
         chk = check_one(&c, tpl, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), cluster, values);
         invalid += !json_is_true(json_object_get(chk, "valid"));
         if (print)

@@ -490,3 +490,26 @@ char *rf_config_secret(const rf_config_t *conf, const char *name)
     v = getenv(env);
     return v ? strdup(v) : NULL;
 }
+
+const char *rf_config_cluster(const rf_config_t *conf, const char *env,
+                              const char *service_cluster, char *buf, size_t size)
+{
+    const char *p = conf->clusters;
+    size_t n = strlen(env);
+
+    buf[0] = '\0';
+    if (service_cluster && *service_cluster) {
+        snprintf(buf, size, "%s", service_cluster);
+        return buf;
+    }
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len > n && strncmp(p, env, n) == 0 && p[n] == '=') {
+            snprintf(buf, size, "%.*s", (int)(len - n - 1), p + n + 1);
+            break;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    return buf;
+}

@@ -110,6 +110,12 @@ rf_err_t rf_config_require(const rf_config_t *conf, const char *const *names, ch
 /* Writes the reference of every setting as a Markdown table (the docs are generated). */
 void rf_config_write_reference(FILE *out);
 
+/* The kubeconfig context of a release of env: service_cluster (the service's own cluster
+ * setting) when set, else the `clusters` map entry of env, else "" (the kube_context setting
+ * or the kubeconfig's current context). Writes into buf and returns it. */
+const char *rf_config_cluster(const rf_config_t *conf, const char *env,
+                              const char *service_cluster, char *buf, size_t size);
+
 /* Reads a secret by name from the secrets file (`name=value` lines) or, failing that,
  * from the environment variable RELFLEET_SECRET_<NAME>. Returns a new string or NULL. */
 char *rf_config_secret(const rf_config_t *conf, const char *name);

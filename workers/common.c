@@ -14,24 +14,7 @@
 const char *rf_worker_cluster(const rf_worker_t *w, const char *env, const char *service_cluster,
                               char *buf, size_t size)
 {
-    const char *p = w->conf->clusters;
-    size_t n = strlen(env);
-
-    buf[0] = '\0';
-    if (service_cluster && *service_cluster) {
-        snprintf(buf, size, "%s", service_cluster);
-        return buf;
-    }
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len > n && strncmp(p, env, n) == 0 && p[n] == '=') {
-            snprintf(buf, size, "%.*s", (int)(len - n - 1), p + n + 1);
-            break;
-        }
-        p = comma ? comma + 1 : NULL;
-    }
-    return buf;
+    return rf_config_cluster(w->conf, env, service_cluster, buf, size);
 }
 
 rf_kube_t *rf_worker_kube_probe_new(const rf_worker_t *w, char *errstr, size_t errstr_size)

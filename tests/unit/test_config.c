@@ -134,12 +134,38 @@ static void test_require_and_secret(void **state)
     clear_env();
 }
 
+/* The cluster of a release: the service's own, else its env's entry of `clusters` (the first
+ * one for that env, an empty value included), else "". */
+static void test_cluster(void **state)
+{
+    rf_config_t c;
+    char err[256], buf[64];
+
+    (void)state;
+    clear_env();
+    rf_config_init(&c);
+    assert_string_equal(rf_config_cluster(&c, "prod", NULL, buf, sizeof(buf)), "");
+    assert_int_equal(rf_config_set(&c, "clusters", "staging=kind-a,prod=east,prod=west,pro=x,dev=",
+                                   err, sizeof(err)), RF_OK);
+    assert_string_equal(rf_config_cluster(&c, "prod", NULL, buf, sizeof(buf)), "east");
+    assert_string_equal(rf_config_cluster(&c, "prod", "", buf, sizeof(buf)), "east");
+    assert_string_equal(rf_config_cluster(&c, "prod", "own", buf, sizeof(buf)), "own");
+    assert_string_equal(rf_config_cluster(&c, "staging", NULL, buf, sizeof(buf)), "kind-a");
+    assert_string_equal(rf_config_cluster(&c, "pr", NULL, buf, sizeof(buf)), "");
+    assert_string_equal(rf_config_cluster(&c, "dev", NULL, buf, sizeof(buf)), "");
+    assert_string_equal(rf_config_cluster(&c, "qa", NULL, buf, sizeof(buf)), "");
+    assert_string_equal(rf_config_cluster(&c, "prod", NULL, buf, 3), "ea"); /* cut to fit */
+    rf_config_release(&c);
+    clear_env();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_require_and_secret),
+        cmocka_unit_test(test_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
