@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void test_scaled_rounding(void **state)
 {
@@ -1137,6 +1138,38 @@ static void test_event_cache_is_lru(void **state)
     ks_lru_free(l);
 }
 
+/* ks_time_format keeps each thread's last second: every call, a repeat or not, writes what
+ * gmtime_r and strftime write for its second. */
+static void test_time_format_as_strftime(void **state)
+{
+    static const int64_t ms[] = {
+        1700000000123, 1700000000999, 1700000001000, 1700000000500, 0, 999, 1000,
+        -1, 253402300799000, 1700000001000, 1700000001001,
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
+        char got[32], want[32];
+        time_t t = (time_t)(ms[i] / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        ks_time_format(ms[i], got, sizeof(got));
+        assert_string_equal(got, want);
+        ks_time_format(ms[i], got, sizeof(got)); /* the kept text */
+        assert_string_equal(got, want);
+    }
+    {
+        /* a buffer the text fits exactly, then one byte short: nothing written past it */
+        char exact[21], small[32];
+        ks_time_format(1700000000000, exact, sizeof(exact));
+        assert_string_equal(exact, "2023-11-14T22:13:20Z");
+        memset(small, 'x', sizeof(small));
+        ks_time_format(1700000000000, small, 20);
+        for (size_t i = 20; i < sizeof(small); i++)
+            assert_int_equal(small[i], 'x');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1158,6 +1191,7 @@ int main(void)
         cmocka_unit_test(test_events_expire_after_ttl),
         cmocka_unit_test(test_event_cache_is_lru),
         cmocka_unit_test(test_json_append_writes_what_jansson_dumps),
+        cmocka_unit_test(test_time_format_as_strftime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
