@@ -29,6 +29,8 @@ struct ks_podsim {
     const ks_rule_t *rules[16];
 };
 
+#define EV_SHARED 32
+
 struct ks_ctrl {
     ks_store_t *st;
     const ks_rules_t *rules;
@@ -45,6 +47,14 @@ struct ks_ctrl {
     int64_t event_ttl_ms; /* simulated ms, 0: events never expire */
     /* the events recorded last, by what makes them the same (the recorder's EventLogger) */
     ks_lru_t *seen;
+    /* the string values of the literals Events are made of (type, reason, component, ...) by
+     * the literal's address, and each component's source object: a stored tree is never
+     * changed in place, so every Event holds the same ones (ev_lit, ev_source) */
+    struct ev_shared {
+        const char *lit;
+        json_t *str, *source;
+    } ev_shared[EV_SHARED];
+    size_t nev_shared;
 };
 
 #define EVENT_CACHE 4096 /* client-go's maxLruCacheEntries */
@@ -257,29 +267,93 @@ static int ev_str(json_t *o, const char *key, const char *v)
     return s && json_object_set_new_nocheck(o, key, s) == 0;
 }
 
-/* Sets key (a literal) to v, a literal or a time of ASCII: no UTF-8 check to make. */
-static int ev_lit(json_t *o, const char *key, const char *v)
+/* Sets key (a literal) to a new reference of value (held by the caller). */
+static int ev_ref(json_t *o, const char *key, json_t *value)
 {
-    return json_object_set_new_nocheck(o, key, json_string_nocheck(v)) == 0;
+    return json_object_set_new_nocheck(o, key, json_incref(value)) == 0;
+}
+
+/* Sets key (a literal) to v, a string member of a stored object (the Event's subject), shared
+ * when it is what json_string of its text makes (a string of no NUL byte), else as ev_str. */
+static int ev_member(json_t *o, const char *key, json_t *v)
+{
+    const char *text = json_string_value(v);
+
+    if (!text)
+        return ev_str(o, key, "");
+    if (strlen(text) == json_string_length(v))
+        return ev_ref(o, key, v);
+    return ev_str(o, key, text);
+}
+
+/* The shared entry of lit (a literal of ASCII), NULL when the table is full. */
+static struct ev_shared *ev_shared_of(ks_ctrl_t *c, const char *lit)
+{
+    struct ev_shared *e;
+
+    for (size_t i = 0; i < c->nev_shared; i++)
+        if (c->ev_shared[i].lit == lit)
+            return &c->ev_shared[i];
+    if (c->nev_shared == EV_SHARED)
+        return NULL;
+    e = &c->ev_shared[c->nev_shared];
+    e->str = json_string_nocheck(lit);
+    if (!e->str)
+        abort();
+    e->lit = lit;
+    e->source = NULL;
+    c->nev_shared++;
+    return e;
+}
+
+/* Sets key (a literal) to the literal v of ASCII: its shared string. */
+static int ev_lit(ks_ctrl_t *c, json_t *o, const char *key, const char *v)
+{
+    struct ev_shared *e = ev_shared_of(c, v);
+
+    if (!e)
+        return json_object_set_new_nocheck(o, key, json_string_nocheck(v)) == 0;
+    return ev_ref(o, key, e->str);
+}
+
+/* Sets "source" to {"component": component, "host": NODE_NAME}, shared per component. */
+static int ev_source(ks_ctrl_t *c, json_t *o, const char *component)
+{
+    struct ev_shared *e = ev_shared_of(c, component);
+    json_t *src;
+
+    if (e && e->source)
+        return ev_ref(o, "source", e->source);
+    src = json_object();
+    if (!src || !ev_lit(c, src, "component", component) || !ev_lit(c, src, "host", NODE_NAME)) {
+        json_decref(src);
+        return 0;
+    }
+    if (e)
+        e->source = json_incref(src);
+    return json_object_set_new_nocheck(o, "source", src) == 0;
 }
 
 /* Records a v1 Event about obj, as the controllers' event recorders do; type, reason and
- * component are literals of ASCII. */
+ * component are literals of ASCII. Store lock held. */
 static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const char *reason,
                        const char *message, const char *component)
 {
     char name[300], hex[17], ts[32];
     unsigned char b[8];
     json_t *ev;
-    const char *ns = ks_jstr(obj, "metadata.namespace");
+    json_t *ometa = json_object_get(obj, "metadata");
+    json_t *ns_v = json_object_get(ometa, "namespace"), *uid_v = json_object_get(ometa, "uid");
+    json_t *name_v = json_object_get(ometa, "name");
+    const char *ns = json_string_value(ns_v), *oname = json_string_value(name_v);
 
     if (!ks_store_get(c->st, KS_NAMESPACE, "", ns ? ns : "default"))
         return;
     /* an event like one recorded before (same object, type, reason, message, source) is that
      * event again: its count grows and its lastTimestamp moves, as the recorder does */
     {
-        const char *parts[] = {ns ? ns : "default", ks_jstr(obj, "metadata.uid") ?: "",
-                               ks_jstr(obj, "metadata.name") ?: "", type, reason, message, component};
+        const char *parts[] = {ns ? ns : "default", json_string_value(uid_v) ?: "",
+                               oname ?: "", type, reason, message, component};
         uint64_t key = 1469598103934665603ULL;
         const char *was;
         ks_obj_t *old;
@@ -306,44 +380,49 @@ static void ctrl_event(ks_ctrl_t *c, const json_t *obj, const char *type, const 
             hex[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
         }
         hex[16] = '\0';
-        snprintf(name, sizeof(name), "%.200s.%s", ks_jstr(obj, "metadata.name"), hex);
+        snprintf(name, sizeof(name), "%.200s.%s", oname, hex);
         if (c->seen)
             ks_lru_put(c->seen, key, name);
     }
     ks_time_format(ks_now_ms(), ts, sizeof(ts));
-    /* what json_pack of the Event writes, in its order, without parsing a format per event */
+    /* what json_pack of the Event writes, in its order, without parsing a format per event;
+     * the subject's strings, the literals and the source are shared, not copied */
     {
-        const char *nsv = ns ? ns : "default", *oname = ks_jstr(obj, "metadata.name");
-        json_t *meta = json_object(), *inv = json_object(), *src = json_object();
-        int ok = oname != NULL;
+        json_t *meta = json_object(), *inv = json_object(), *nsj, *tsj = json_string_nocheck(ts);
+        int ok = oname != NULL && tsj != NULL;
 
+        nsj = ns ? json_incref(ns_v) : json_string_nocheck("default");
+        if (nsj && ns && strlen(ns) != json_string_length(nsj)) {
+            json_decref(nsj); /* a NUL in it: json_pack's copy ends there */
+            nsj = json_string(ns);
+        }
+        ok = ok && nsj != NULL;
         ev = json_object();
-        ok = ok && ev_lit(ev, "apiVersion", "v1") && ev_lit(ev, "kind", "Event") &&
-             ev_str(meta, "name", name) && ev_str(meta, "namespace", nsv) &&
+        ok = ok && ev_lit(c, ev, "apiVersion", "v1") && ev_lit(c, ev, "kind", "Event") &&
+             ev_str(meta, "name", name) && ev_ref(meta, "namespace", nsj) &&
              json_object_set_new_nocheck(ev, "metadata", meta) == 0 &&
-             ev_str(inv, "kind", json_string_value(json_object_get(obj, "kind")) ?: "") &&
-             ev_str(inv, "namespace", nsv) && ev_str(inv, "name", oname) &&
-             ev_str(inv, "uid", ks_jstr(obj, "metadata.uid") ?: "") &&
-             ev_str(inv, "apiVersion", json_string_value(json_object_get(obj, "apiVersion")) ?: "") &&
-             ev_str(inv, "resourceVersion", ks_jstr(obj, "metadata.resourceVersion") ?: "") &&
+             ev_member(inv, "kind", json_object_get(obj, "kind")) &&
+             ev_ref(inv, "namespace", nsj) && ev_member(inv, "name", name_v) &&
+             ev_member(inv, "uid", uid_v) &&
+             ev_member(inv, "apiVersion", json_object_get(obj, "apiVersion")) &&
+             ev_member(inv, "resourceVersion", json_object_get(ometa, "resourceVersion")) &&
              json_object_set_new_nocheck(ev, "involvedObject", inv) == 0 &&
-             ev_lit(ev, "reason", reason) && ev_str(ev, "message", message) &&
-             ev_lit(src, "component", component) && ev_lit(src, "host", NODE_NAME) &&
-             json_object_set_new_nocheck(ev, "source", src) == 0 &&
-             ev_lit(ev, "firstTimestamp", ts) && ev_lit(ev, "lastTimestamp", ts) &&
+             ev_lit(c, ev, "reason", reason) && ev_str(ev, "message", message) &&
+             ev_source(c, ev, component) && ev_ref(ev, "firstTimestamp", tsj) &&
+             ev_ref(ev, "lastTimestamp", tsj) &&
              json_object_set_new_nocheck(ev, "count", json_integer(1)) == 0 &&
-             ev_lit(ev, "type", type) &&
+             ev_lit(c, ev, "type", type) &&
              json_object_set_new_nocheck(ev, "eventTime", json_null()) == 0 &&
-             ev_lit(ev, "reportingComponent", component) &&
-             ev_lit(ev, "reportingInstance", NODE_NAME);
+             ev_lit(c, ev, "reportingComponent", component) &&
+             ev_lit(c, ev, "reportingInstance", NODE_NAME);
+        json_decref(nsj);
+        json_decref(tsj);
         if (!ok) {
             /* as json_pack fails (a NULL name, a string that is not UTF-8): no Event */
             if (!json_object_get(ev, "metadata"))
                 json_decref(meta);
             if (!json_object_get(ev, "involvedObject"))
                 json_decref(inv);
-            if (!json_object_get(ev, "source"))
-                json_decref(src);
             json_decref(ev);
             ev = NULL;
         }
@@ -1666,6 +1745,10 @@ void ks_ctrl_destroy(ks_ctrl_t *c)
     }
     free(c->heap);
     ks_lru_free(c->seen);
+    for (size_t i = 0; i < c->nev_shared; i++) {
+        json_decref(c->ev_shared[i].str);
+        json_decref(c->ev_shared[i].source);
+    }
     pthread_cond_destroy(&c->wake);
     free(c);
 }

@@ -1170,6 +1170,87 @@ static void test_time_format_as_strftime(void **state)
     }
 }
 
+/* The controller's Events are what json_pack of the recorder's layout wrote: members in its
+ * order, the subject's identity in involvedObject, one time in both timestamps (their values
+ * are shared between Events and with the subject: each Event must still read as its own). */
+static void test_controller_events_layout(void **state)
+{
+    static const char *const keys[] = {
+        "apiVersion",     "kind",          "metadata", "involvedObject", "reason",
+        "message",        "source",        "firstTimestamp", "lastTimestamp", "count",
+        "type",           "eventTime",     "reportingComponent", "reportingInstance",
+    };
+    static const char *const inv_keys[] = {"kind", "namespace", "name", "uid", "apiVersion",
+                                           "resourceVersion"};
+    char err[256], body[1024];
+    ks_rules_t *rules = ks_rules_load(NULL, err, sizeof(err));
+    ks_store_t *st = ks_store_new(4096);
+    ks_ctrl_t *ctrl = ks_ctrl_new(st, rules, 1000);
+    ks_api_t *api = ks_api_new(st, ctrl);
+    size_t n, scaling = 0;
+    ks_obj_t **evs;
+
+    (void)state;
+    assert_int_equal(ks_ctrl_start(ctrl), 0);
+    snprintf(body, sizeof(body), DEPLOY_BODY, "example/web:1");
+    assert_int_equal(api_apply(api, DEPLOY_PATH, body), 201);
+    wait_rolled_out(st, "example/web:1");
+    ks_ctrl_stop(ctrl);
+    ks_store_lock(st);
+    evs = ks_store_list(st, KS_EVENT, "default", &n);
+    assert_true(n >= 2); /* the ReplicaSet scaled up, the pod created */
+    for (size_t i = 0; i < n; i++) {
+        json_t *ev = evs[i]->json, *inv = json_object_get(ev, "involvedObject");
+        json_t *src = json_object_get(ev, "source");
+        const char *comp = ks_jstr(ev, "reportingComponent");
+        size_t k = 0;
+        void *it;
+        ks_kind_t kind;
+        ks_obj_t *subject;
+
+        for (it = json_object_iter(ev); it; it = json_object_iter_next(ev, it), k++) {
+            assert_true(k < sizeof(keys) / sizeof(keys[0]));
+            assert_string_equal(json_object_iter_key(it), keys[k]);
+        }
+        assert_int_equal(k, sizeof(keys) / sizeof(keys[0]));
+        k = 0;
+        for (it = json_object_iter(inv); it; it = json_object_iter_next(inv, it), k++)
+            assert_string_equal(json_object_iter_key(it), inv_keys[k]);
+        assert_int_equal(k, sizeof(inv_keys) / sizeof(inv_keys[0]));
+        assert_string_equal(ks_jstr(ev, "apiVersion"), "v1");
+        assert_string_equal(ks_jstr(ev, "kind"), "Event");
+        assert_string_equal(ks_jstr(ev, "metadata.namespace"), "default");
+        assert_string_equal(ks_jstr(inv, "namespace"), "default");
+        assert_int_equal(json_object_size(src), 2);
+        assert_string_equal(ks_jstr(src, "component"), comp);
+        assert_string_equal(ks_jstr(src, "host"), "kubesim-node");
+        assert_string_equal(ks_jstr(ev, "reportingInstance"), "kubesim-node");
+        assert_string_equal(ks_jstr(ev, "firstTimestamp"), ks_jstr(ev, "lastTimestamp"));
+        assert_int_equal(ks_jint(ev, "count", 0), 1);
+        assert_true(json_is_null(json_object_get(ev, "eventTime")));
+        assert_true(strcmp(ks_jstr(ev, "type"), "Normal") == 0 ||
+                    strcmp(ks_jstr(ev, "type"), "Warning") == 0);
+        assert_true(strncmp(ks_jstr(ev, "metadata.name"), ks_jstr(inv, "name"),
+                            strlen(ks_jstr(inv, "name"))) == 0);
+        /* the subject is the object named, with that uid */
+        kind = strcmp(ks_jstr(inv, "kind"), "Deployment") == 0   ? KS_DEPLOYMENT
+               : strcmp(ks_jstr(inv, "kind"), "ReplicaSet") == 0 ? KS_REPLICASET
+                                                                 : KS_POD;
+        assert_string_equal(ks_jstr(inv, "apiVersion"), ks_kinds[kind].api_version);
+        subject = ks_store_get(st, kind, "default", ks_jstr(inv, "name"));
+        if (subject)
+            assert_string_equal(ks_jstr(inv, "uid"), ks_jstr(subject->json, "metadata.uid"));
+        scaling += strcmp(ks_jstr(ev, "reason"), "ScalingReplicaSet") == 0;
+    }
+    assert_true(scaling >= 1);
+    free(evs);
+    ks_store_unlock(st);
+    ks_api_destroy(api);
+    ks_ctrl_destroy(ctrl);
+    ks_store_destroy(st);
+    ks_rules_destroy(rules);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1192,6 +1273,7 @@ int main(void)
         cmocka_unit_test(test_event_cache_is_lru),
         cmocka_unit_test(test_json_append_writes_what_jansson_dumps),
         cmocka_unit_test(test_time_format_as_strftime),
+        cmocka_unit_test(test_controller_events_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
