@@ -226,14 +226,25 @@ const char *ks_schema_source(const ks_schema_t *s)
 
 /* ---- decoding ---- */
 
+/* One step of the path to the value being decoded: a struct's field, an array's index or a
+ * map's key. The paths are written from these only when a message needs them (an error, an
+ * unknown field), not for every field decoded. */
+typedef struct walk_seg {
+    enum { SEG_FIELD, SEG_INDEX, SEG_KEY } kind;
+    const char *key; /* SEG_FIELD, SEG_KEY */
+    size_t index;    /* SEG_INDEX */
+} walk_seg_t;
+
 typedef struct walk {
     ks_decode_t *d;
+    walk_seg_t *seg, first[64]; /* seg is first or, past 64 steps, on the heap */
+    size_t depth, cap;
     char go[512];  /* the Go decoder's field path: spec.template.spec.containers.ports */
     char idx[512]; /* the path with indices: spec.template.spec.containers[0].ports[1] */
 } walk_t;
 
 /* Appends pre, the klen bytes of key and post to the path in buf (len bytes of size used),
- * cut short as snprintf would cut it: no printf, since this runs for every field decoded. */
+ * cut short as snprintf would cut it. */
 static void path_put(char *buf, size_t size, size_t len, const char *pre, const char *key,
                      size_t klen, const char *post)
 {
@@ -248,6 +259,51 @@ static void path_put(char *buf, size_t size, size_t len, const char *pre, const 
         room -= n;
     }
     *w = '\0';
+}
+
+static void walk_push(walk_t *w, int kind, const char *key, size_t index)
+{
+    if (w->depth == w->cap) {
+        size_t ncap = w->cap * 2;
+        walk_seg_t *n = w->seg == w->first ? malloc(ncap * sizeof(*n))
+                                           : realloc(w->seg, ncap * sizeof(*n));
+        if (!n)
+            abort();
+        if (w->seg == w->first)
+            memcpy(n, w->first, sizeof(w->first));
+        w->seg = n;
+        w->cap = ncap;
+    }
+    w->seg[w->depth].kind = kind;
+    w->seg[w->depth].key = key;
+    w->seg[w->depth].index = index;
+    w->depth++;
+}
+
+/* Writes w->go and w->idx for the steps pushed, step by step as each field, index and key
+ * appends to them (each cut at its buffer's size). */
+static void walk_paths(walk_t *w)
+{
+    w->go[0] = w->idx[0] = '\0';
+    for (size_t i = 0; i < w->depth; i++) {
+        const walk_seg_t *g = &w->seg[i];
+        size_t go_len = strlen(w->go), idx_len = strlen(w->idx);
+        if (g->kind == SEG_FIELD) {
+            size_t klen = strlen(g->key);
+            path_put(w->go, sizeof(w->go), go_len, go_len ? "." : "", g->key, klen, "");
+            path_put(w->idx, sizeof(w->idx), idx_len, idx_len ? "." : "", g->key, klen, "");
+        } else if (g->kind == SEG_INDEX) {
+            char num[24], *np = num + sizeof(num);
+            size_t u = g->index;
+            do {
+                *--np = (char)('0' + u % 10);
+                u /= 10;
+            } while (u);
+            path_put(w->idx, sizeof(w->idx), idx_len, "[", np, (size_t)(num + sizeof(num) - np), "]");
+        } else {
+            path_put(w->idx, sizeof(w->idx), idx_len, "[", g->key, strlen(g->key), "]");
+        }
+    }
 }
 
 static const char *json_kind(const json_t *v)
@@ -275,6 +331,7 @@ static void type_error(walk_t *w, const char *strct, const json_t *v, const tnod
 
     if (w->d->error[0])
         return; /* Go's decoder keeps the first */
+    walk_paths(w);
     /* Go names the number only when it does not fit a numeric field */
     if (json_is_real(v) && numeric) {
         double x = json_real_value(v);
@@ -324,7 +381,7 @@ static void walk_struct(walk_t *w, const stype_t *st, json_t *obj);
 
 static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v)
 {
-    size_t go_len = strlen(w->go), idx_len = strlen(w->idx), i;
+    size_t i;
     const char *key;
     json_t *e;
     int ok = 1;
@@ -354,6 +411,7 @@ static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v
     case T_QUANTITY:
         if (!json_is_number(v) && !(json_is_string(v) && quantity_ok(json_string_value(v))) &&
             !w->d->error[0]) {
+            walk_paths(w);
             snprintf(w->d->error, sizeof(w->d->error),
                      "quantities must match the regular expression "
                      "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'");
@@ -366,16 +424,10 @@ static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v
             break;
         }
         json_array_foreach(v, i, e) {
-            char num[24], *np = num + sizeof(num);
-            size_t u = i;
-            do {
-                *--np = (char)('0' + u % 10);
-                u /= 10;
-            } while (u);
-            path_put(w->idx, sizeof(w->idx), idx_len, "[", np, (size_t)(num + sizeof(num) - np), "]");
+            walk_push(w, SEG_INDEX, NULL, i);
             walk_value(w, strct, t->elem, e);
+            w->depth--;
         }
-        w->idx[idx_len] = '\0';
         return;
     case T_MAP:
         if (!json_is_object(v)) {
@@ -383,10 +435,10 @@ static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v
             break;
         }
         json_object_foreach(v, key, e) {
-            path_put(w->idx, sizeof(w->idx), idx_len, "[", key, strlen(key), "]");
+            walk_push(w, SEG_KEY, key, 0);
             walk_value(w, strct, t->elem, e);
+            w->depth--;
         }
-        w->idx[idx_len] = '\0';
         return;
     case T_STRUCT:
         if (!json_is_object(v)) {
@@ -394,8 +446,6 @@ static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v
             break;
         }
         walk_struct(w, t->st, v);
-        w->go[go_len] = '\0';
-        w->idx[idx_len] = '\0';
         return;
     default:
         break;
@@ -406,25 +456,23 @@ static void walk_value(walk_t *w, const char *strct, const tnode_t *t, json_t *v
 
 static void walk_struct(walk_t *w, const stype_t *st, json_t *obj)
 {
-    size_t go_len = strlen(w->go), idx_len = strlen(w->idx);
     const char *key;
     json_t *v;
     void *tmp;
 
     json_object_foreach_safe(obj, tmp, key, v) {
         json_t *pos = json_object_get(st->index, key);
-        size_t klen = strlen(key);
-        path_put(w->go, sizeof(w->go), go_len, go_len ? "." : "", key, klen, "");
-        path_put(w->idx, sizeof(w->idx), idx_len, idx_len ? "." : "", key, klen, "");
+        walk_push(w, SEG_FIELD, key, 0);
         if (!pos) {
+            walk_paths(w);
             json_array_append_new(w->d->unknown, json_string(w->idx));
-            json_object_del(obj, key);
+            w->depth--;
+            json_object_del(obj, key); /* key is freed: after the path is written */
             continue;
         }
         walk_value(w, st->name, st->fields[json_integer_value(pos)].t, v);
+        w->depth--;
     }
-    w->go[go_len] = '\0';
-    w->idx[idx_len] = '\0';
 }
 
 int ks_schema_decode(const ks_schema_t *s, ks_kind_t kind, json_t *o, ks_decode_t *d)
@@ -434,9 +482,14 @@ int ks_schema_decode(const ks_schema_t *s, ks_kind_t kind, json_t *o, ks_decode_
     d->error[0] = d->error_field[0] = '\0';
     d->unknown = json_array();
     w.d = d;
+    w.seg = w.first;
+    w.depth = 0;
+    w.cap = sizeof(w.first) / sizeof(w.first[0]);
     w.go[0] = w.idx[0] = '\0';
     if (json_is_object(o))
         walk_struct(&w, s->kinds[kind], o);
+    if (w.seg != w.first)
+        free(w.seg);
     return d->error[0] ? -1 : 0;
 }
 
