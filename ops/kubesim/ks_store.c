@@ -34,7 +34,11 @@ const ks_kind_info_t ks_kinds[KS_KIND_COUNT] = {
                                "ClusterRoleBindingList", 0, 0},
 };
 
-#define KS_FRAGS 512
+/* Slots of kept texts, by the member's address: with 512, a bench run of 300 releases found
+ * 1,846 of 9,373 texts kept (the others taken by another member between two writes of one
+ * object's versions); with 4,096, 2,168 of 8,888. Each holds its member (a subtree of a
+ * stored version, shared with the next) until taken. */
+#define KS_FRAGS 4096
 #define KS_FRAG_MIN 64 /* shorter texts are written again, not kept */
 
 struct ks_frag {
