@@ -740,9 +740,9 @@ static rf_err_t kube_request_json_as(rf_kube_t *k, const kube_req_t *req, int sl
     if (result != RF_OK || !out)
         goto cleanup;
     if (slim && kube_json_slim(rf_buf_str(&body), body.len, &small, 0) == 0)
-        root = json_loadb(rf_buf_str(&small), small.len, 0, &jerr);
+        root = rf_json_loadb(rf_buf_str(&small), small.len, 0, &jerr);
     if (!root)
-        root = json_loadb(rf_buf_str(&body), body.len, 0, &jerr);
+        root = rf_json_loadb(rf_buf_str(&body), body.len, 0, &jerr);
     if (!root) {
         result = rf_errf(RF_ERR_PERM, errstr, errstr_size, "%s '%s': answer is not json: %s",
                          req->method, req->path, jerr.text);
@@ -1601,10 +1601,10 @@ static int watch_list_done(rf_kube_watch_t *w)
 
     /* The items without the members nobody reads, like the events (rf_watch_slim_list). */
     if (rf_watch_slim_list(rf_buf_str(&w->body), w->body.len, w->drop, &slim) == 0)
-        list = json_loadb(rf_buf_str(&slim), slim.len, 0, &jerr);
+        list = rf_json_loadb(rf_buf_str(&slim), slim.len, 0, &jerr);
     rf_buf_release(&slim);
     if (!list)
-        list = json_loadb(rf_buf_str(&w->body), w->body.len, 0, &jerr);
+        list = rf_json_loadb(rf_buf_str(&w->body), w->body.len, 0, &jerr);
     items = json_object_get(list, "items");
     if (!json_is_array(items)) {
         snprintf(msg, sizeof(msg), "list '%s': answer is not a list: %s", w->path,

@@ -6,6 +6,7 @@
 
 #include "rf_buf.h"
 #include "rf_err.h"
+#include "rf_json.h"
 #include "rf_jtext.h"
 
 #define WATCH_DEFAULT_MAX_LINE ((size_t)16 << 20)
@@ -421,11 +422,11 @@ static int watch_decode(rf_watch_parser_t *p, const char *line, size_t n, rf_wat
     if (p->raw && watch_raw(p, line, n, ev))
         return 1;
     if (watch_slim(p, line, n) == 0)
-        root = json_loadb(rf_buf_str(&p->slim), p->slim.len, 0, &jerr);
+        root = rf_json_loadb(rf_buf_str(&p->slim), p->slim.len, 0, &jerr);
     else
         root = NULL;
     if (!root)
-        root = json_loadb(line, n, 0, &jerr);
+        root = rf_json_loadb(line, n, 0, &jerr);
     if (!root) {
         rf_errf(RF_ERR_PERM, errstr, errstr_size, "bad watch event: not json: %s", jerr.text);
         goto cleanup;

@@ -328,3 +328,274 @@ size_t rf_json_string_end(const char *s, size_t len, size_t i)
     }
     return len + 1;
 }
+
+/* ---- plain JSON text ---- */
+
+/* A parse of the plainest JSON into the values jansson makes of it (rf_json_load_plain):
+ * whatever else makes it give up (NULL), and the caller takes jansson's parse, errors and
+ * all, so it never answers where jansson would not. kubesim's ks_json_load_plain is the
+ * same parse. */
+typedef struct plain {
+    const char *p, *end;
+    int depth;
+    rf_buf_t esc; /* a string with escapes, written out */
+} plain_t;
+
+#define PLAIN_MAX_DEPTH 64
+
+/* Whether c ends a plain run of string: '"', '\\', a control or a byte past ASCII. */
+static int plain_stop(unsigned char c)
+{
+    return (unsigned char)(c - 0x20) >= 0x60 || c == '"' || c == '\\';
+}
+
+static void plain_ws(plain_t *x)
+{
+    while (x->p < x->end && (*x->p == ' ' || *x->p == '\n' || *x->p == '\r' || *x->p == '\t'))
+        x->p++;
+}
+
+/* The string at x->p (its opening quote): 0 with [*s, *s + *n), which is x->esc's when it
+ * had escapes, and x->p past its closing quote; -1 to give up. */
+static int plain_string(plain_t *x, const char **s, size_t *n)
+{
+    const char *p = x->p + 1, *run = p;
+    int escaped = 0;
+
+    for (;;) {
+        while (p < x->end && !plain_stop((unsigned char)*p))
+            p++;
+        if (p >= x->end)
+            return -1;
+        if (*p == '"')
+            break;
+        if (*p != '\\' || p + 1 >= x->end)
+            return -1;
+        if (!escaped) {
+            rf_buf_reset(&x->esc);
+            escaped = 1;
+        }
+        if (rf_buf_add(&x->esc, run, (size_t)(p - run)) != 0)
+            return -1;
+        switch (p[1]) {
+        case '"':
+        case '\\':
+        case '/':
+            rf_buf_addc(&x->esc, p[1]);
+            break;
+        case 'b':
+            rf_buf_addc(&x->esc, '\b');
+            break;
+        case 'f':
+            rf_buf_addc(&x->esc, '\f');
+            break;
+        case 'n':
+            rf_buf_addc(&x->esc, '\n');
+            break;
+        case 'r':
+            rf_buf_addc(&x->esc, '\r');
+            break;
+        case 't':
+            rf_buf_addc(&x->esc, '\t');
+            break;
+        default:
+            return -1; /* \u and what jansson refuses */
+        }
+        p += 2;
+        run = p;
+    }
+    if (escaped) {
+        if (rf_buf_add(&x->esc, run, (size_t)(p - run)) != 0)
+            return -1;
+        *s = x->esc.data;
+        *n = x->esc.len;
+    } else {
+        *s = x->p + 1;
+        *n = (size_t)(p - (x->p + 1));
+    }
+    x->p = p + 1;
+    return 0;
+}
+
+static json_t *plain_value(plain_t *x);
+
+static json_t *plain_object(plain_t *x)
+{
+    json_t *o = json_object();
+
+    if (!o)
+        abort();
+    x->p++;
+    plain_ws(x);
+    if (x->p < x->end && *x->p == '}') {
+        x->p++;
+        return o;
+    }
+    for (;;) {
+        const char *k;
+        size_t kn, size = json_object_size(o);
+        char stack[128], *key = stack;
+        json_t *v = NULL;
+        if (x->p >= x->end || *x->p != '"' || plain_string(x, &k, &kn) != 0)
+            goto fail;
+        /* the key is copied out: a value's escapes reuse x->esc */
+        if (kn >= sizeof(stack)) {
+            key = malloc(kn + 1);
+            if (!key)
+                abort();
+        }
+        memcpy(key, k, kn);
+        key[kn] = '\0';
+        plain_ws(x);
+        if (x->p < x->end && *x->p == ':') {
+            x->p++;
+            v = plain_value(x);
+        }
+        if (v)
+            json_object_setn_new_nocheck(o, key, kn, v);
+        if (key != stack)
+            free(key);
+        if (!v || json_object_size(o) != size + 1)
+            goto fail; /* a key twice: jansson's parse says what it makes of it */
+        plain_ws(x);
+        if (x->p >= x->end)
+            goto fail;
+        if (*x->p == '}') {
+            x->p++;
+            return o;
+        }
+        if (*x->p != ',')
+            goto fail;
+        x->p++;
+        plain_ws(x);
+    }
+fail:
+    json_decref(o);
+    return NULL;
+}
+
+static json_t *plain_array(plain_t *x)
+{
+    json_t *a = json_array();
+
+    if (!a)
+        abort();
+    x->p++;
+    plain_ws(x);
+    if (x->p < x->end && *x->p == ']') {
+        x->p++;
+        return a;
+    }
+    for (;;) {
+        json_t *v = plain_value(x);
+        if (!v || json_array_append_new(a, v) != 0)
+            goto fail;
+        plain_ws(x);
+        if (x->p >= x->end)
+            goto fail;
+        if (*x->p == ']') {
+            x->p++;
+            return a;
+        }
+        if (*x->p != ',')
+            goto fail;
+        x->p++;
+    }
+fail:
+    json_decref(a);
+    return NULL;
+}
+
+/* Integers of up to 18 digits (no overflow on the way); reals are jansson's conversion. */
+static json_t *plain_number(plain_t *x)
+{
+    const char *p = x->p;
+    int neg = 0;
+    size_t digits;
+    long long v = 0;
+
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    for (digits = 0; p + digits < x->end && p[digits] >= '0' && p[digits] <= '9'; digits++)
+        ;
+    if (digits == 0 || digits > 18 || (p[0] == '0' && digits > 1))
+        return NULL;
+    for (size_t i = 0; i < digits; i++)
+        v = v * 10 + (p[i] - '0');
+    p += digits;
+    if (p < x->end && (*p == '.' || *p == 'e' || *p == 'E'))
+        return NULL;
+    x->p = p;
+    return json_integer(neg ? -v : v);
+}
+
+static json_t *plain_word(plain_t *x, const char *word, size_t n, json_t *value)
+{
+    if ((size_t)(x->end - x->p) < n || memcmp(x->p, word, n) != 0)
+        return NULL;
+    x->p += n;
+    return value;
+}
+
+static json_t *plain_value(plain_t *x)
+{
+    json_t *v;
+    const char *s;
+    size_t n;
+
+    plain_ws(x);
+    if (x->p >= x->end)
+        return NULL;
+    switch (*x->p) {
+    case '{':
+    case '[':
+        if (x->depth >= PLAIN_MAX_DEPTH)
+            return NULL;
+        x->depth++;
+        v = *x->p == '{' ? plain_object(x) : plain_array(x);
+        x->depth--;
+        return v;
+    case '"':
+        if (plain_string(x, &s, &n) != 0)
+            return NULL;
+        return json_stringn_nocheck(s, n);
+    case 't':
+        return plain_word(x, "true", 4, json_true());
+    case 'f':
+        return plain_word(x, "false", 5, json_false());
+    case 'n':
+        return plain_word(x, "null", 4, json_null());
+    default:
+        if (*x->p == '-' || (*x->p >= '0' && *x->p <= '9'))
+            return plain_number(x);
+        return NULL;
+    }
+}
+
+json_t *rf_json_load_plain(const char *data, size_t len)
+{
+    plain_t x = {data, data + len, 0, RF_BUF_INIT};
+    json_t *v = NULL;
+
+    plain_ws(&x);
+    if (x.p < x.end && (*x.p == '{' || *x.p == '['))
+        v = plain_value(&x);
+    plain_ws(&x);
+    if (v && x.p != x.end) {
+        json_decref(v);
+        v = NULL;
+    }
+    rf_buf_release(&x.esc);
+    return v;
+}
+
+json_t *rf_json_loadb(const char *data, size_t len, size_t flags, json_error_t *error)
+{
+    json_t *v = NULL;
+
+    if ((flags & ~(size_t)JSON_REJECT_DUPLICATES) == 0)
+        v = rf_json_load_plain(data, len);
+    return v ? v : json_loadb(data, len, flags, error);
+}

@@ -1,4 +1,5 @@
-/* Compact JSON text of jansson values, byte for byte as json_dumps writes it, faster. */
+/* Compact JSON text of jansson values, byte for byte as json_dumps writes it, and plain JSON
+ * text parsed into them as json_loadb does: both faster. */
 #ifndef RF_JSON_H
 #define RF_JSON_H
 
@@ -35,4 +36,19 @@ char *rf_json_dumps(const json_t *j, int flags);
  * byte by byte, the scans of apply's API answers and of track's watch lines cost a tenth of
  * those workers. For scanners of JSON text that skip what they do not parse. */
 size_t rf_json_string_end(const char *s, size_t len, size_t i);
+
+/*
+ * The value json_loadb(data, len, 0, NULL) makes of plain JSON text: an object or array of
+ * ASCII strings without control characters (the short escapes, not \u), integers of up to
+ * 18 digits, true, false and null, no real, no key twice, up to 64 levels, members in the
+ * order they came. NULL for anything else, which jansson's parse may take or refuse. Scans
+ * strings by runs where json_loadb reads a byte at a time through a stream. New reference.
+ */
+json_t *rf_json_load_plain(const char *data, size_t len);
+
+/* json_loadb(data, len, flags, error) for flags 0 or JSON_REJECT_DUPLICATES: the same value,
+ * or NULL with the same error (rf_json_load_plain's value, else jansson's parse). Other
+ * flags go to jansson as they are. New reference. */
+json_t *rf_json_loadb(const char *data, size_t len, size_t flags, json_error_t *error);
+
 #endif

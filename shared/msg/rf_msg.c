@@ -168,7 +168,7 @@ static rf_err_t msg_parse(const rf_schema_registry_t *reg, const void *payload, 
     if (nests_deeper(text, text_len, RF_MSG_MAX_DEPTH))
         return rf_errf(RF_ERR_PERM, errstr, errstr_size, "payload nests deeper than %d levels",
                        RF_MSG_MAX_DEPTH);
-    body = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
+    body = rf_json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!body)
         return rf_errf(RF_ERR_PERM, errstr, errstr_size,
                        "payload is not JSON: %s (line %d, column %d)", jerr.text, jerr.line,

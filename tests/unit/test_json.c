@@ -138,6 +138,8 @@ static unsigned rnd(unsigned n)
     return (unsigned)(rnd_state % n);
 }
 
+static int rnd_plain; /* rnd_value: only what rf_json_load_plain takes */
+
 /* A short text of a few letters, escapes and multibyte characters: keys that share prefixes. */
 static void rnd_text(char *buf, size_t *len)
 {
@@ -161,11 +163,11 @@ static void rnd_text(char *buf, size_t *len)
 
     *len = 0;
     for (i = 0; i < n; i++) {
-        const char *p = parts[rnd(sizeof(parts) / sizeof(parts[0]))];
+        const char *p = parts[rnd(rnd_plain ? 10 : sizeof(parts) / sizeof(parts[0]))];
         memcpy(buf + *len, p, strlen(p));
         *len += strlen(p);
     }
-    if (rnd(20) == 0)
+    if (!rnd_plain && rnd(20) == 0)
         buf[(*len)++] = '\0'; /* a NUL inside */
 }
 
@@ -184,6 +186,8 @@ static json_t *rnd_value(int depth)
     case 2:
         return json_integer((json_int_t)rnd(1u << 31) - (json_int_t)(1u << 30));
     case 3:
+        if (rnd_plain)
+            return json_integer((json_int_t)rnd(1000000) * 1000000000000LL);
         return json_real((double)rnd(100000) / (double)(1 + rnd(1000)));
     case 4:
     case 5:
@@ -291,6 +295,119 @@ static void string_end_as_model(void **state)
     }
 }
 
+/* rf_json_load_plain and rf_json_loadb against json_loadb, with flags 0 and
+ * JSON_REJECT_DUPLICATES: what plain takes jansson takes, into the same value with its
+ * members in the same order; rf_json_loadb gives jansson's value or its error (text, line,
+ * column, position). Counts in *taken the texts plain took. */
+static void loadb_agrees(const char *text, size_t len, int *taken)
+{
+    static const size_t flags[2] = {0, JSON_REJECT_DUPLICATES};
+    json_t *plain = rf_json_load_plain(text, len);
+
+    for (int f = 0; f < 2; f++) {
+        json_error_t want_err, got_err;
+        json_t *want = json_loadb(text, len, flags[f], &want_err);
+        json_t *got = rf_json_loadb(text, len, flags[f], &got_err);
+        char *a = plain ? json_dumps(plain, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        char *b = want ? json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        char *c = got ? json_dumps(got, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        if (plain && (!want || !a || !b || strcmp(a, b) != 0 || !json_equal(plain, want)))
+            fail_msg("plain made %s of %.*s, jansson %s", a ? a : "?", (int)len, text,
+                     b ? b : "(refused)");
+        if ((got == NULL) != (want == NULL) || (got && strcmp(b, c) != 0))
+            fail_msg("rf_json_loadb made %s of %.*s, json_loadb %s", c ? c : "(refused)",
+                     (int)len, text, b ? b : "(refused)");
+        if (!want && (strcmp(got_err.text, want_err.text) != 0 || got_err.line != want_err.line ||
+                      got_err.column != want_err.column ||
+                      got_err.position != want_err.position))
+            fail_msg("rf_json_loadb's error on %.*s: %s, json_loadb's %s", (int)len, text,
+                     got_err.text, want_err.text);
+        free(a);
+        free(b);
+        free(c);
+        json_decref(want);
+        json_decref(got);
+    }
+    if (plain)
+        (*taken)++;
+    json_decref(plain);
+}
+
+static void plain_loads_as_jansson(void **state)
+{
+    static const struct {
+        const char *text;
+        int taken;
+    } rows[] = {
+        {"{}", 1}, {"[]", 1}, {" \t\r\n{ \"a\" : [ 1 , -2 , 0 , -0 ] }\n ", 1},
+        {"{\"a\":\"x\\\"\\\\\\/\\b\\f\\n\\r\\ty\",\"b\":true,\"c\":false,\"d\":null}", 1},
+        {"{\"b\":1,\"a\":2,\"c\":{\"z\":[{}],\"y\":[[]]}}", 1},
+        {"[999999999999999999,-999999999999999999]", 1},
+        {"[9223372036854775807]", 0}, {"[9223372036854775808]", 0}, {"[1.5]", 0},
+        {"[1e3]", 0}, {"[1E3]", 0}, {"[01]", 0}, {"[-]", 0}, {"[+1]", 0}, {"[1x]", 0},
+        {"{\"a\":1,\"a\":2}", 0}, {"{\"a\":1,}", 0}, {"[1,]", 0}, {"[1 2]", 0},
+        {"{\"a\"1}", 0}, {"{a:1}", 0}, {"\"s\"", 0}, {"1", 0}, {"", 0}, {"  ", 0},
+        {"[\"\\u0041\"]", 0}, {"[\"\\u0000\"]", 0}, {"[\"\\x\"]", 0}, {"[\"a\x01\"]", 0},
+        {"[\"caf\xc3\xa9\"]", 0}, {"[\"\xff\"]", 0}, {"{\"k\xc3\xa9\":1}", 0},
+        {"[tru]", 0}, {"[truex]", 0}, {"[nul]", 0}, {"[false ]", 1}, {"{} x", 0}, {"{}{}", 0},
+        {"[\"unterminated]", 0}, {"{\"a\":", 0}, {"[", 0}, {"{\"a\\n\\\"b\":1}", 1},
+    };
+    int taken = 0, whole = 0;
+    char deep[200];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        int before = taken;
+        loadb_agrees(rows[i].text, strlen(rows[i].text), &taken);
+        if (taken - before != rows[i].taken)
+            fail_msg("row %zu (%s): taken %d", i, rows[i].text, taken - before);
+    }
+    /* a NUL inside and the nesting limit: 64 levels taken, 65 left to jansson */
+    loadb_agrees("[\"a\0b\"]", 7, &taken);
+    for (int n = 63; n <= 66; n++) {
+        int before = taken;
+        memset(deep, '[', (size_t)n);
+        memset(deep + n, ']', (size_t)n);
+        loadb_agrees(deep, (size_t)n * 2, &taken);
+        assert_int_equal(taken - before, n <= 64);
+    }
+    /* random trees, plain ones and any, dumped compact, indented and ASCII-only, then each
+     * cut short or with one byte changed */
+    taken = 0;
+    for (int i = 0; i < 4000; i++) {
+        json_t *t;
+        size_t flags = i % 3 == 0 ? JSON_COMPACT : i % 3 == 1 ? JSON_INDENT(2) : JSON_ENSURE_ASCII;
+        char *text;
+        size_t len;
+        int before;
+        rnd_plain = i % 2;
+        t = rnd_value(1);
+        if (!json_is_object(t) && !json_is_array(t)) {
+            json_t *w = json_array();
+            json_array_append_new(w, t);
+            t = w;
+        }
+        text = json_dumps(t, flags);
+        if (!text) /* a key with a NUL: no JSON text of it */
+            goto next;
+        len = strlen(text);
+        before = taken;
+        loadb_agrees(text, len, &taken);
+        whole += rnd_plain;
+        if (rnd_plain && taken == before)
+            fail_msg("plain refused %s", text);
+        loadb_agrees(text, rnd(len + 1), &taken);
+        text[rnd(len)] = "{}[]\",:0a-\\ e.\x80"[rnd(16)];
+        loadb_agrees(text, len, &taken);
+        free(text);
+    next:
+        json_decref(t);
+    }
+    rnd_plain = 0;
+    if (taken < whole / 2)
+        fail_msg("plain took %d texts for %d plain trees", taken, whole);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +416,7 @@ int main(void)
         cmocka_unit_test(random_trees_as_jansson),
         cmocka_unit_test(cap_refused),
         cmocka_unit_test(string_end_as_model),
+        cmocka_unit_test(plain_loads_as_jansson),
     };
 
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
