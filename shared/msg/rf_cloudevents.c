@@ -1,6 +1,7 @@
 /* CloudEvents 1.0 attributes of a results message, for the Kafka and HTTP bindings (binary mode).
  */
 #include "rf_cloudevents.h"
+#include "rf_json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,7 +110,7 @@ rf_err_t rf_cloudevent_from_text(const char *text, size_t len, const char *sourc
                                  rf_cloudevent_t *ev, char *errstr, size_t errstr_size)
 {
     json_error_t jerr;
-    json_t *result = json_loadb(text, len, 0, &jerr);
+    json_t *result = rf_json_loadb(text, len, 0, &jerr);
     rf_err_t r;
 
     if (!result) {

@@ -1,5 +1,6 @@
 /* Kafka producer and consumer set up the way every Relfleet stage needs them. */
 #include "rf_kafka.h"
+#include "rf_json.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
 
@@ -399,7 +400,7 @@ static int kafka_stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opa
     int up = 0;
 
     (void)rk;
-    root = json_loadb(json, json_len, 0, &jerr);
+    root = rf_json_loadb(json, json_len, 0, &jerr);
     if (!root) {
         rf_log_warn("cannot parse kafka statistics: %s", jerr.text);
         return 0;
