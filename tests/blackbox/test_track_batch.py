@@ -98,6 +98,12 @@ def test_rollouts_completing_together_end_in_one_batch(h):
 
 def test_promote_sent_while_applying_is_answered_when_no_gray_steps_follow(h):
     strategy = {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    # Render checks manifests against the cluster's schema, which it reads from the cluster
+    # once: a release of another service reads it while the cluster answers (run alone, this
+    # test found render waiting, the release queued, for the cluster to come back).
+    warm = setup_service(h, versions=("1.0.0",), replicas=1)
+    assert wait_status(h, deploy(h, warm, "1.0.0"), TERMINAL, timeout=60)["status"] == \
+        "succeeded"
     svc = setup_service(h, versions=("1.0.0",), replicas=2, strategy=json.dumps(strategy))
     kube_fault(h, {"down": True})
     try:
