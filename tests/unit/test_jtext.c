@@ -15,6 +15,7 @@
 #include "rf_buf.h"
 #include "rf_json.h"
 #include "rf_jtext.h"
+#include "unit_edit.h"
 
 /* jansson's answer for the whole text as one value, as rf_msg_parse asks it. */
 static int jansson_takes(const char *s, size_t len)
@@ -254,12 +255,9 @@ static void valid_big_objects(void **state)
     rf_buf_release(&b);
 }
 
-static uint32_t rnd_state = 12345;
-
 static uint32_t rnd(void)
 {
-    rnd_state = rnd_state * 1103515245u + 12345u;
-    return rnd_state >> 8;
+    return unit_rnd();
 }
 
 static json_t *random_tree(int depth)
@@ -438,23 +436,7 @@ static void valid_mutations_as_jansson(void **state)
         size_t len = strlen(seed);
         memcpy(buf, seed, len);
         for (uint32_t e = 1 + rnd() % 3; e > 0 && len > 2; e--) {
-            size_t at = rnd() % len;
-            char c = alphabet[rnd() % (sizeof(alphabet) - 1)];
-            switch (rnd() % 3) {
-            case 0:
-                buf[at] = c;
-                break;
-            case 1: /* insert */
-                if (len + 1 < sizeof(buf)) {
-                    memmove(buf + at + 1, buf + at, len - at);
-                    buf[at] = c;
-                    len++;
-                }
-                break;
-            default:
-                memmove(buf + at, buf + at + 1, len - at - 1);
-                len--;
-            }
+            unit_random_edit(buf, &len, sizeof(buf), alphabet, sizeof(alphabet) - 1);
         }
         if (jtext_takes(buf, len)) {
             taken++;
@@ -470,6 +452,7 @@ static void valid_mutations_as_jansson(void **state)
 
 int main(void)
 {
+    unit_rnd_state = 12345;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(skip_delimits),
         cmocka_unit_test(next_member_walks),

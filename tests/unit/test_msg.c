@@ -12,30 +12,8 @@
 #include <openssl/evp.h>
 
 #include "rf_msg.h"
+#include "unit_schemas.h"
 
-static rf_schema_registry_t *reg;
-
-static int setup(void **state)
-{
-    const char *src = getenv("RELFLEET_SOURCE_DIR");
-    char dir[1024], errstr[512];
-
-    (void)state;
-    snprintf(dir, sizeof(dir), "%s/schemas", src ? src : RELFLEET_SOURCE_DIR);
-    reg = rf_schema_registry_new();
-    if (!reg || rf_schema_registry_load_dir(reg, dir, errstr, sizeof(errstr)) != RF_OK) {
-        print_error("cannot load schemas: %s\n", errstr);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    rf_schema_registry_destroy(reg);
-    return 0;
-}
 
 #define REQ_HEAD                                                                                   \
     "{\"schema\":\"relfleet.request.v1\",\"release_id\":\"0b7e6a52-3f6c-4d3e-9a51-5f0c2e8d1a10\","
@@ -484,5 +462,5 @@ int main(void)
         cmocka_unit_test(uuids),
     };
 
-    return cmocka_run_group_tests_name("msg", tests, setup, teardown);
+    return cmocka_run_group_tests_name("msg", tests, unit_schemas_setup, unit_schemas_teardown);
 }

@@ -16,31 +16,10 @@
 #include "rf_buf.h"
 #include "rf_json.h"
 #include "rf_msg.h"
+#include "unit_edit.h"
+#include "unit_schemas.h"
 
-static rf_schema_registry_t *reg;
 static const char *const keep[] = {"apiVersion", "kind", "metadata", NULL};
-
-static int setup(void **state)
-{
-    const char *src = getenv("RELFLEET_SOURCE_DIR");
-    char dir[1024], errstr[512];
-
-    (void)state;
-    snprintf(dir, sizeof(dir), "%s/schemas", src ? src : RELFLEET_SOURCE_DIR);
-    reg = rf_schema_registry_new();
-    if (!reg || rf_schema_registry_load_dir(reg, dir, errstr, sizeof(errstr)) != RF_OK) {
-        print_error("cannot load schemas: %s\n", errstr);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    rf_schema_registry_destroy(reg);
-    return 0;
-}
 
 #define FIELDS                                                                                     \
     "\"schema\":\"relfleet.rendered.v1\",\"release_id\":\"0b7e6a52-3f6c-4d3e-9a51-5f0c2e8d1a10\"," \
@@ -285,12 +264,9 @@ static void truncated_and_edited_alike(void **state)
         }
 }
 
-static uint32_t rnd_state = 777;
-
 static uint32_t rnd(void)
 {
-    rnd_state = rnd_state * 1103515245u + 12345u;
-    return rnd_state >> 8;
+    return unit_rnd();
 }
 
 /* Random edits (replace, insert, delete) of a good message: the same answer both ways, and
@@ -308,23 +284,7 @@ static void random_edits_alike(void **state)
         size_t len = sizeof(good) - 1;
         memcpy(buf, good, len);
         for (uint32_t e = 1 + rnd() % 2; e > 0; e--) {
-            size_t at = rnd() % len;
-            char c = alphabet[rnd() % (sizeof(alphabet) - 1)];
-            switch (rnd() % 3) {
-            case 0:
-                buf[at] = c;
-                break;
-            case 1:
-                if (len + 1 < sizeof(buf)) {
-                    memmove(buf + at + 1, buf + at, len - at);
-                    buf[at] = c;
-                    len++;
-                }
-                break;
-            default:
-                memmove(buf + at, buf + at + 1, len - at - 1);
-                len--;
-            }
+            unit_random_edit(buf, &len, sizeof(buf), alphabet, sizeof(alphabet) - 1);
         }
         taken += assert_same(buf, len, "prod/web");
     }
@@ -449,6 +409,7 @@ static void not_lean_alike(void **state)
 
 int main(void)
 {
+    unit_rnd_state = 777;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_goes_lean),
         cmocka_unit_test(examples_agree),
@@ -459,5 +420,5 @@ int main(void)
         cmocka_unit_test(utf8_and_depth_of_kept_parts_alike),
         cmocka_unit_test(not_lean_alike),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, unit_schemas_setup, unit_schemas_teardown);
 }
