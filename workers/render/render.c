@@ -1317,7 +1317,8 @@ static void render_tick(void *state)
 {
     render_stage_t *rs = state;
     PGresult *res = NULL;
-    char errstr[1024];
+    char errstr[1024], interval[16];
+    const char *interval_param[1] = {interval};
     long now = rf_clock_mono_ms();
 
     if (now - rs->last_wave_ms >= RENDER_WAVE_MS) {
@@ -1335,12 +1336,20 @@ static void render_tick(void *state)
                        NULL, atof(PQgetvalue(res, 0, 0)));
     PQclear(res);
     res = NULL;
+    /* Only releases queued for a sweep interval: a younger one is most likely in the poll
+     * batch of a render worker right now, queued by its insert and about to be started by
+     * the same batch. With two render workers the other's sweep found 9 to 17 of those a
+     * call (the one-worker stack: none), at 9 to 55 ms a call, waited on their row locks
+     * and sometimes rendered them a second time (the losing start is fenced). A stranded
+     * release is started one interval later than before. */
+    snprintf(interval, sizeof(interval), "%d", rs->w->conf->sweep_interval_ms);
     if (rf_db_exec(rs->w->db,
                    "SELECT DISTINCT q.service, q.env FROM releases q WHERE q.status = 'queued'"
-                   " AND " RENDER_WAVE_STARTABLE_SQL
+                   " AND q.created_at < clock_timestamp() - make_interval(secs => $1::int /"
+                   " 1000.0) AND " RENDER_WAVE_STARTABLE_SQL
                    " AND NOT EXISTS (SELECT 1 FROM releases a WHERE a.service = q.service"
                    " AND a.env = q.env AND a.status IN (" RF_RELEASE_ACTIVE_SQL ")) LIMIT 200",
-                   0, NULL, &res, errstr, sizeof(errstr)) != RF_OK) {
+                   1, interval_param, &res, errstr, sizeof(errstr)) != RF_OK) {
         rf_log_warn("sweep: %s", errstr);
         return;
     }
