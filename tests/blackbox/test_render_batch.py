@@ -245,3 +245,32 @@ def test_a_start_postgresql_refuses_for_one_release_leaves_the_others_started(h)
     assert wait_status(h, ids[2], TERMINAL, timeout=90)["status"] == "succeeded"
     for rid, got in results_of(h, ids).items():
         assert len(got) == 1, (rid, got)
+
+
+def test_the_sweep_starts_a_stranded_release_only_once_it_is_no_longer_new(h):
+    """The sweep starts a queued release of a free service that nobody handed on, but only one
+    queued for at least a sweep interval: a younger one is most likely in a render worker's
+    poll batch, about to be started by that batch (with two render workers, the other's sweep
+    took such releases, waited on their row locks and rendered some a second time, fenced).
+    Here a release stays queued behind another holder's lock, which then goes without a
+    hand-over: while the release looks new, sweeps pass it by; once old, a sweep starts it."""
+    svc = setup_service(h, replicas=1)
+    msg, rid = request(svc)
+    redis_cli(h, "SET", f"relfleet:lock:prod/{svc}", "someone-else", "PX", "600000")
+    publish_to_stopped_render(h, [msg])
+    logs = h.stack.state_dir / "logs"
+    h.wait_for(lambda: any(rid in line and "staying queued" in line
+                           for p in logs.glob("render-*.log")
+                           for line in p.read_text(errors="replace").splitlines()),
+               60, "render to leave the release queued behind the other holder")
+    h.psql(f"UPDATE releases SET created_at = now() + interval '1 hour' WHERE id = '{rid}'")
+    start = (logs / "postgres.log").stat().st_size
+    redis_cli(h, "DEL", f"relfleet:lock:prod/{svc}")
+    pid = render_worker(h)[0]
+    h.wait_for(lambda: sum(s.startswith("SELECT DISTINCT q.service")
+                           for s in backend_statements(h, start, pid)) >= 2,
+               30, "two sweeps after the lock went")
+    assert record(h, rid)["status"] == "queued"
+    h.psql(f"UPDATE releases SET created_at = now() - interval '1 hour' WHERE id = '{rid}'")
+    assert wait_status(h, rid, TERMINAL, timeout=60)["status"] == "succeeded"
+    assert len(results_of(h, [rid])[rid]) == 1
