@@ -117,7 +117,9 @@ const rf_config_prop_t rf_config_props[] = {
     PROP("lock_lease_ms", RF_CONF_INT, lock_lease_ms, "30000", 1000, 3600000, NULL,
          "Lease of a service lock in Redis; the holding stage renews it"),
     PROP("sweep_interval_ms", RF_CONF_INT, sweep_interval_ms, "2000", 100, 600000, NULL,
-         "How often the render stage looks for queued releases whose service is free"),
+         "How often the render stage looks for queued releases whose service is free and"
+         " that nobody handed on (stranded); it takes those queued at least this long, a"
+         " younger one being most likely in a render worker's poll batch"),
     PROP("render_validation", RF_CONF_ENUM, render_validation, "strict", 0, 0, "strict|warn|off",
          "Rendered manifests are checked against the target cluster's schema (its /openapi/v3,"
          " else the built-in one) and the API conventions before anything is applied: strict"
