@@ -304,40 +304,8 @@ static void test_apply_same_field_set_keeps_tree(void **state)
     }
 }
 
-/* ks_json_load_plain against json_loadb: what it takes jansson takes, into the same value
- * with members in the same order; ks_json_loadb answers as json_loadb. */
-static void plain_agrees(const char *text, size_t len, int *taken)
-{
-    json_t *plain = ks_json_load_plain(text, len), *want = json_loadb(text, len, 0, NULL);
-    json_t *got = ks_json_loadb(text, len, NULL);
-    char *a = NULL, *b = NULL, *c = NULL;
-
-    if (plain) {
-        if (!want)
-            fail_msg("plain took what jansson refuses: %.*s", (int)len, text);
-        a = json_dumps(plain, JSON_COMPACT);
-        b = json_dumps(want, JSON_COMPACT);
-        if (!a || !b || strcmp(a, b) != 0 || !json_equal(plain, want))
-            fail_msg("plain made %s of %.*s, jansson %s", a ? a : "?", (int)len, text, b ? b : "?");
-        (*taken)++;
-    }
-    if ((got == NULL) != (want == NULL))
-        fail_msg("ks_json_loadb and json_loadb differ on %.*s", (int)len, text);
-    if (got) {
-        free(b);
-        b = json_dumps(want, JSON_COMPACT);
-        c = json_dumps(got, JSON_COMPACT);
-        if (!b || !c || strcmp(b, c) != 0)
-            fail_msg("ks_json_loadb made %s of %.*s", c ? c : "?", (int)len, text);
-    }
-    free(a);
-    free(b);
-    free(c);
-    json_decref(plain);
-    json_decref(want);
-    json_decref(got);
-}
-
+/* Random trees for the JSON comparisons below (the plain parse itself, now the shared
+ * library's rf_json_load_plain, is checked against jansson by tests/unit/test_json.c). */
 static unsigned plain_rand(unsigned *seed)
 {
     *seed = *seed * 1103515245u + 12345u;
@@ -374,74 +342,6 @@ static json_t *plain_random_tree(unsigned *seed, int depth)
             json_array_append_new(v, plain_random_tree(seed, depth + 1));
         return v;
     }
-}
-
-static void test_plain_json_parses_as_jansson(void **state)
-{
-    static const struct {
-        const char *text;
-        int taken;
-    } rows[] = {
-        {"{}", 1}, {"[]", 1}, {" \t\r\n{ \"a\" : [ 1 , -2 , 0 , -0 ] }\n ", 1},
-        {"{\"a\":\"x\\\"\\\\\\/\\b\\f\\n\\r\\ty\",\"b\":true,\"c\":false,\"d\":null}", 1},
-        {"{\"b\":1,\"a\":2,\"c\":{\"z\":[{}],\"y\":[[]]}}", 1},
-        {"[999999999999999999,-999999999999999999]", 1},
-        {"[9223372036854775807]", 0}, {"[9223372036854775808]", 0}, {"[1.5]", 0},
-        {"[1e3]", 0}, {"[1E3]", 0}, {"[01]", 0}, {"[-]", 0}, {"[+1]", 0}, {"[1x]", 0},
-        {"{\"a\":1,\"a\":2}", 0}, {"{\"a\":1,}", 0}, {"[1,]", 0}, {"[1 2]", 0},
-        {"{\"a\"1}", 0}, {"{a:1}", 0}, {"\"s\"", 0}, {"1", 0}, {"", 0}, {"  ", 0},
-        {"[\"\\u0041\"]", 0}, {"[\"\\u0000\"]", 0}, {"[\"\\x\"]", 0}, {"[\"a\x01\"]", 0},
-        {"[\"caf\xc3\xa9\"]", 0}, {"[\"\xff\"]", 0}, {"{\"k\xc3\xa9\":1}", 0},
-        {"[tru]", 0}, {"[truex]", 0}, {"[nul]", 0}, {"[false ]", 1}, {"{} x", 0}, {"{}{}", 0},
-        {"[\"unterminated]", 0}, {"{\"a\":", 0}, {"[", 0}, {"{\"a\\n\\\"b\":1}", 1},
-    };
-    int taken = 0, want_taken = 0;
-    unsigned seed = 20;
-    char deep[200];
-
-    (void)state;
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        int before = taken;
-        plain_agrees(rows[i].text, strlen(rows[i].text), &taken);
-        if (taken - before != rows[i].taken)
-            fail_msg("row %zu (%s): taken %d", i, rows[i].text, taken - before);
-    }
-    /* a NUL inside and the nesting limit: 64 levels taken, 65 left to jansson */
-    plain_agrees("[\"a\0b\"]", 7, &taken);
-    for (int n = 63; n <= 66; n++) {
-        int before = taken;
-        memset(deep, '[', (size_t)n);
-        memset(deep + n, ']', (size_t)n);
-        plain_agrees(deep, (size_t)n * 2, &taken);
-        assert_int_equal(taken - before, n <= 64);
-    }
-    /* random trees, dumped compact, indented and ASCII-only, then each cut short or with
-     * one byte changed */
-    taken = 0;
-    for (int i = 0; i < 3000; i++) {
-        json_t *t = plain_random_tree(&seed, 0);
-        size_t flags = i % 3 == 0 ? JSON_COMPACT : i % 3 == 1 ? JSON_INDENT(2) : JSON_ENSURE_ASCII;
-        char *text;
-        size_t len;
-        if (!json_is_object(t) && !json_is_array(t)) {
-            json_t *w = json_array();
-            json_array_append_new(w, t);
-            t = w;
-        }
-        text = json_dumps(t, flags);
-        assert_non_null(text);
-        len = strlen(text);
-        plain_agrees(text, len, &taken);
-        want_taken++;
-        plain_agrees(text, plain_rand(&seed) % (len + 1), &taken);
-        text[plain_rand(&seed) % len] = "{}[]\",:0a-\\ e.\x80"[plain_rand(&seed) % 16];
-        plain_agrees(text, len, &taken);
-        free(text);
-        json_decref(t);
-    }
-    /* most of the whole texts are plain ones (what is not: reals, non-ASCII, \u) */
-    if (taken < want_taken / 3)
-        fail_msg("plain took %d of %d", taken, want_taken);
 }
 
 /* A copy of t with every object's members in another order when shuffle is set (the
@@ -1262,7 +1162,6 @@ int main(void)
         cmocka_unit_test(test_yaml_scalars),      cmocka_unit_test(test_glob),
         cmocka_unit_test(test_pod_states),
         cmocka_unit_test(test_json_bodies_parse_as_yaml_does),
-        cmocka_unit_test(test_plain_json_parses_as_jansson),
         cmocka_unit_test(test_json_equal_as_jansson),
         cmocka_unit_test(test_merge_patch_copies_and_keeps_order),
         cmocka_unit_test(test_obj_copy_shares_until_copied_on_write),
