@@ -146,6 +146,73 @@ def _proc_stat(pid):
     return int(w[1]), (int(w[11]) + int(w[12])) / tck, (int(w[13]) + int(w[14])) / tck
 
 
+def _proc_events(pid):
+    """(minor page faults, context switches) of a process, all its threads: the two ways
+    into the kernel, besides system calls, that cost most on a virtual machine."""
+    with open(f"/proc/{pid}/stat") as f:
+        minflt = int(f.read().rsplit(")", 1)[1].split()[7])
+    switches = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.endswith("ctxt_switches:", 0, line.find(":") + 1):
+                        switches += int(line.split()[1])
+        except OSError:
+            continue
+    return minflt, switches
+
+
+class EventLedger:
+    """Minor page faults and context switches of each process of a stack (PostgreSQL: its
+    processes alive at both ends, together), per release: snapshot() before and after."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    def snapshot(self):
+        out = {}
+        master = None
+        for line in self.stack.run("status", check=False).stdout.splitlines():
+            w = line.split()
+            if len(w) == 4 and w[1].startswith("pid=") and w[1][4:].isdigit():
+                if w[0] == "postgres":
+                    master = int(w[1][4:])
+                    continue
+                try:
+                    out[w[0]] = _proc_events(int(w[1][4:]))
+                except (OSError, IndexError):
+                    continue
+        if master:
+            for d in os.listdir("/proc"):
+                if not d.isdigit():
+                    continue
+                try:
+                    if int(d) != master and _proc_stat(int(d))[0] != master:
+                        continue
+                    out[f"postgres/{d}"] = _proc_events(int(d))
+                except (OSError, IndexError):
+                    continue
+        return out
+
+    @staticmethod
+    def per_release(before, after, n):
+        """name -> (page faults, context switches) per release; PostgreSQL's processes
+        summed under "postgres" (those present at both ends)."""
+        res = {}
+        for k, (f1, s1) in after.items():
+            if k not in before:
+                if k.startswith("postgres/"):
+                    continue
+                f0, s0 = 0, 0
+            else:
+                f0, s0 = before[k]
+            key = "postgres" if k.startswith("postgres/") else k
+            f, s = res.get(key, (0.0, 0.0))
+            res[key] = (f + (f1 - f0) / n, s + (s1 - s0) / n)
+        return {k: (round(f, 2), round(s, 2)) for k, (f, s) in res.items()}
+
+
 class CpuLedger:
     """CPU seconds (user + system, /proc/PID/stat) of every process of a stack, by name:
     kubesim, devbroker, redis, each worker (render-1, ...), the PostgreSQL backend of each

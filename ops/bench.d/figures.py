@@ -1,5 +1,6 @@
 """The five figures of ops/bench and the table that prints them."""
 import os
+import resource
 import re
 import subprocess
 import tempfile
@@ -107,17 +108,27 @@ def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None, cpu=Fa
     watch = None
     timeout = timeout or (60 + len(services) / 10)
     ledger = bl.CpuLedger(ctx.stack) if cpu else None
-    cpu_ms = None
+    events = bl.EventLedger(ctx.stack) if cpu else None
+    cpu_ms = ev = None
     try:
         watch = bl.DeployWatch(ctx, watch_ns) if watch_ns else None
         if watch:
             watch.ready.wait(10)
         before = ledger.snapshot() if ledger else None
+        ev0 = events.snapshot() if events else None
+        own0 = resource.getrusage(resource.RUSAGE_SELF)
         sent = publish(ctx, services, version, rate)
         bl.wait_for(lambda: all(r in reader.got for r in sent), timeout,
                     f"{len(sent)} results ({version})", 0.05)
+        own1 = resource.getrusage(resource.RUSAGE_SELF)
+        if events:
+            ev = events.per_release(ev0, events.snapshot(), len(sent))
         if ledger:
             cpu_ms = ledger.per_release(before, ledger.snapshot(), len(sent))
+            # the load generator (this process: publisher, results reader) shares the cores
+            # but is not the stack: reported beside it, not in its total
+            harness_ms = ((own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)) * 1000
+            cpu_ms = dict(cpu_ms, harness=harness_ms / len(sent))
     finally:
         reader.stop()
         if watch:
@@ -130,14 +141,15 @@ def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None, cpu=Fa
     first = min(t for _, t in sent.values())
     last = max(reader.got[r][0] for r in sent)
     return {"sent": sent, "results": dict(reader.got), "points": points, "watch": watch,
-            "span_s": last - first, "rate": len(sent) / (last - first), "cpu_ms": cpu_ms}
+            "span_s": last - first, "rate": len(sent) / (last - first), "cpu_ms": cpu_ms,
+            "faults_switches": ev}
 
 
 # -- 1. end-to-end throughput ----------------------------------------------------------
 def _throughput_runs(ctx, runs, quick, workers, tag):
     n = 200 if quick else 1000
     services = ctx.services("tp", n)
-    rates, breakdowns, cpus, diags = [], [], [], []
+    rates, breakdowns, cpus, diags, events = [], [], [], [], []
     for i in range(runs):
         say(f"throughput, {workers} worker(s) per stage: run {i + 1}/{runs}, {n} releases")
         b, _, diag = measured_run(ctx, services, f"now-{tag}{i}")
@@ -145,17 +157,22 @@ def _throughput_runs(ctx, runs, quick, workers, tag):
         rates.append(b["rate"])
         breakdowns.append(stage_breakdown(b["sent"], b["points"], b["results"]))
         cpus.append(b["cpu_ms"])
+        events.append(b["faults_switches"])
         say("  mean poll batch " + ", ".join(f"{st} {d['mean_poll_batch']}" for st, d in diag.items())
             + "; rebalances seen " + ", ".join(f"{st} {d['rebalances_during_run']}"
                                                 for st, d in diag.items()))
         say(f"  {b['rate']:.0f} releases/s ({n} in {b['span_s']:.1f}s), CPU per release "
             f"{b['cpu_ms']['total']:.2f} ms: " + cpu_line(b["cpu_ms"]))
+        say("  page faults / context switches per release: " + ", ".join(
+            f"{k} {f:.1f}/{c:.1f}" for k, (f, c) in sorted(
+                b["faults_switches"].items(), key=lambda kv: -kv[1][0] - kv[1][1])))
     # the breakdown of the median run; CPU per release: the median of each process
     mid = sorted(range(len(rates)), key=lambda k: rates[k])[len(rates) // 2]
     names = sorted({k for c in cpus for k in c})
     cpu = {k: sorted(c.get(k, 0.0) for c in cpus)[len(cpus) // 2] for k in names}
     return {"releases": n, "releases_per_s": spread(rates), "stages": breakdowns[mid],
             "cpu_ms_per_release": cpu, "cpu_ms_per_release_runs": cpus,
+            "faults_switches_per_release_runs": events,
             "batches_and_rebalances": diags}
 
 
