@@ -24,8 +24,11 @@ def redis_cli(h, *args):
 
 def test_a_lock_the_new_master_lost_lets_no_second_release_apply(harness):
     h = harness
-    svc = setup_service(h, versions=("slow-1", "2.0.0"), replicas=2)
-    first = deploy(h, svc, "slow-1")
+    # sluggish: 10 s to ready at the tests' time scale, so the first is still rolling out
+    # after the checks and the second's refusal below, on a busy machine too (slow-1's
+    # second was not always enough)
+    svc = setup_service(h, versions=("sluggish-1", "2.0.0"), replicas=2)
+    first = deploy(h, svc, "sluggish-1")
     wait_status(h, first, "progressing")
     lock, fence = f"relfleet:lock:prod/{svc}", f"relfleet:fence:prod/{svc}"
     assert redis_cli(h, "GET", lock) == first
@@ -53,7 +56,7 @@ def test_a_lock_the_new_master_lost_lets_no_second_release_apply(harness):
     # kubesim's record: every write of the second came after the first's last one.
     flat = [json.dumps(a.get("images") or a.get("image"))
             for a in kubesim_applies(h) if a.get("name") == svc]
-    first_idx = [i for i, im in enumerate(flat) if "slow-1" in im]
+    first_idx = [i for i, im in enumerate(flat) if "sluggish-1" in im]
     second_idx = [i for i, im in enumerate(flat) if "2.0.0" in im]
     assert first_idx and second_idx and max(first_idx) < min(second_idx), flat
     # Each release has exactly one results message, and none went to the dead letters.
