@@ -20,6 +20,10 @@
 #include "worker.h"
 
 #define APPLY_THREADS 8 /* messages of a poll batch whose objects are applied at once */
+/* Closing statements gather cluster parts that end close together: one waits for more
+ * until this many have ended or APPLY_CLOSE_WAIT_MS have passed since it was seen ended. */
+#define APPLY_CLOSE_GROUP 16
+#define APPLY_CLOSE_WAIT_MS 3
 #define APPLY_FENCE_ANNOTATION "relfleet.io/fence"
 #define APPLY_SHARD_LABEL "relfleet.io/shard" /* track watches by it (workers/track) */
 
@@ -862,19 +866,26 @@ static void apply_close_many(apply_stage_t *as, apply_msg_t **ms, size_t n)
 
 /* The cluster parts of messages of distinct keys, up to APPLY_THREADS at once (the
  * client shares its connections between threads), and the closing statements on this
- * thread as soon as cluster parts ended: those that ended while it was busy (the
- * statement before, the wait) close together in one statement, one that ended alone
- * closes at once. Distinct keys, so no order among them to keep, and a message does not
- * wait for the round's slowest. */
+ * thread as cluster parts end: those that ended while it was busy (the statement before,
+ * the wait) or within APPLY_CLOSE_WAIT_MS of the first of them close together in one
+ * statement (up to APPLY_CLOSE_GROUP; all that are left, if fewer). Distinct keys, so no
+ * order among them to keep, and a message waits at most APPLY_CLOSE_WAIT_MS for others,
+ * not for the round's slowest. */
 static void apply_cluster_all(apply_stage_t *as, apply_msg_t **todo, size_t n)
 {
     apply_pool_t p = {as, todo, n, 0, calloc(n ? n : 1, sizeof(*p.done)), 0,
                       PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+    pthread_condattr_t ca;
     pthread_t threads[APPLY_THREADS];
     size_t started = 0;
 
     if (!p.done)
         abort();
+    /* timed waits on the monotonic clock: a step of the wall clock does not stretch one */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p.cond, &ca);
+    pthread_condattr_destroy(&ca);
     while (n > 1 && started < n && started < APPLY_THREADS) {
         if (pthread_create(&threads[started], NULL, apply_pool_run, &p) != 0)
             break;
@@ -884,9 +895,20 @@ static void apply_cluster_all(apply_stage_t *as, apply_msg_t **todo, size_t n)
         apply_pool_run(&p);
     for (size_t k = 0; k < n;) {
         size_t ndone;
+        size_t want;
+        struct timespec until;
         pthread_mutex_lock(&p.lock);
         while (p.ndone <= k)
             pthread_cond_wait(&p.cond, &p.lock);
+        want = n - k < APPLY_CLOSE_GROUP ? n - k : APPLY_CLOSE_GROUP;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += APPLY_CLOSE_WAIT_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (p.ndone - k < want && pthread_cond_timedwait(&p.cond, &p.lock, &until) == 0)
+            ;
         ndone = p.ndone; /* p.done[k .. ndone) stay as they are: read without the lock */
         pthread_mutex_unlock(&p.lock);
         apply_close_many(as, p.done + k, ndone - k);
