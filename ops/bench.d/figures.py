@@ -149,10 +149,12 @@ def batch(ctx, services, version, rate=None, watch_ns=None, timeout=None, cpu=Fa
 def _throughput_runs(ctx, runs, quick, workers, tag):
     n = 200 if quick else 1000
     services = ctx.services("tp", n)
-    rates, breakdowns, cpus, diags, events = [], [], [], [], []
+    rates, breakdowns, cpus, diags, events, probes = [], [], [], [], [], []
     for i in range(runs):
         say(f"throughput, {workers} worker(s) per stage: run {i + 1}/{runs}, {n} releases")
+        probe = bl.machine_probe()
         b, _, diag = measured_run(ctx, services, f"now-{tag}{i}")
+        probes.append(probe)
         diags.append({st: {k: v for k, v in d.items() if k != "workers"} for st, d in diag.items()})
         rates.append(b["rate"])
         breakdowns.append(stage_breakdown(b["sent"], b["points"], b["results"]))
@@ -163,6 +165,7 @@ def _throughput_runs(ctx, runs, quick, workers, tag):
                                                 for st, d in diag.items()))
         say(f"  {b['rate']:.0f} releases/s ({n} in {b['span_s']:.1f}s), CPU per release "
             f"{b['cpu_ms']['total']:.2f} ms: " + cpu_line(b["cpu_ms"]))
+        say(f"  machine probe before the run (zlib of 1 MiB, best of 5): {probe:.1f} ms")
         say("  page faults / context switches per release: " + ", ".join(
             f"{k} {f:.1f}/{c:.1f}" for k, (f, c) in sorted(
                 b["faults_switches"].items(), key=lambda kv: -kv[1][0] - kv[1][1])))
@@ -172,7 +175,7 @@ def _throughput_runs(ctx, runs, quick, workers, tag):
     cpu = {k: sorted(c.get(k, 0.0) for c in cpus)[len(cpus) // 2] for k in names}
     return {"releases": n, "releases_per_s": spread(rates), "stages": breakdowns[mid],
             "cpu_ms_per_release": cpu, "cpu_ms_per_release_runs": cpus,
-            "faults_switches_per_release_runs": events,
+            "faults_switches_per_release_runs": events, "machine_probe_ms_runs": probes,
             "batches_and_rebalances": diags}
 
 
