@@ -310,11 +310,14 @@ static void validate_container(verr_t *v, const json_t *ct, const char *field, c
     size_t i;
     char f[400];
 
-    snprintf(f, sizeof(f), "%s.name", field);
-    if (!name || !*name)
+    /* a field's path is written when there is an error to name it in */
+    if (!name || !*name) {
+        snprintf(f, sizeof(f), "%s.name", field);
         verr_add(v, f, "FieldValueRequired", "Required value");
-    else if ((why = ks_check_dns1123(name, 0)) != NULL)
+    } else if ((why = ks_check_dns1123(name, 0)) != NULL) {
+        snprintf(f, sizeof(f), "%s.name", field);
         verr_invalid_str(v, f, name, why);
+    }
     if (!ks_jstr(ct, "image") || !*ks_jstr(ct, "image")) {
         snprintf(f, sizeof(f), "%s.image", field);
         verr_add(v, f, "FieldValueRequired", "Required value");
@@ -326,11 +329,13 @@ static void validate_container(verr_t *v, const json_t *ct, const char *field, c
             snprintf(f, sizeof(f), "%s.ports[%zu].name", field, i);
             verr_invalid_str(v, f, pname, why);
         }
-        snprintf(f, sizeof(f), "%s.ports[%zu].containerPort", field, i);
-        if (!json_is_integer(cp))
+        if (!json_is_integer(cp)) {
+            snprintf(f, sizeof(f), "%s.ports[%zu].containerPort", field, i);
             verr_add(v, f, "FieldValueRequired", "Required value");
-        else if (json_integer_value(cp) < 1 || json_integer_value(cp) > 65535)
+        } else if (json_integer_value(cp) < 1 || json_integer_value(cp) > 65535) {
+            snprintf(f, sizeof(f), "%s.ports[%zu].containerPort", field, i);
             verr_invalid_int(v, f, (long long)json_integer_value(cp), PORT_RANGE_MSG);
+        }
         if (json_is_integer(hp) && json_integer_value(hp) != 0 &&
             (json_integer_value(hp) < 1 || json_integer_value(hp) > 65535)) {
             snprintf(f, sizeof(f), "%s.ports[%zu].hostPort", field, i);
@@ -338,16 +343,21 @@ static void validate_container(verr_t *v, const json_t *ct, const char *field, c
         }
     }
     for (int k = 0; probes[k]; k++) {
+        const json_t *probe = json_object_get(ct, probes[k]);
+        if (!json_is_object(probe))
+            continue;
         snprintf(f, sizeof(f), "%.300s.%s", field, probes[k]);
-        validate_probe(v, json_object_get(ct, probes[k]), f);
+        validate_probe(v, probe, f);
     }
     json_array_foreach(json_object_get(ct, "env"), i, p) {
         const char *en = ks_jstr(p, "name");
-        snprintf(f, sizeof(f), "%.300s.env[%zu].name", field, i);
-        if (!en || !*en)
+        if (!en || !*en) {
+            snprintf(f, sizeof(f), "%.300s.env[%zu].name", field, i);
             verr_add(v, f, "FieldValueRequired", "Required value");
-        else if ((why = ks_check_env_name(en)) != NULL)
+        } else if ((why = ks_check_env_name(en)) != NULL) {
+            snprintf(f, sizeof(f), "%.300s.env[%zu].name", field, i);
             verr_invalid_str(v, f, en, why);
+        }
     }
     json_array_foreach(json_object_get(ct, "volumeMounts"), i, p) {
         const char *vn = ks_jstr(p, "name") ?: "";
@@ -420,17 +430,23 @@ static void validate_service_ports(verr_t *v, const json_t *ports)
     json_array_foreach(ports, i, p) {
         const json_t *port = json_object_get(p, "port");
         const char *name = ks_jstr(p, "name"), *why;
-        snprintf(f, sizeof(f), "spec.ports[%zu].name", i);
-        if ((!name || !*name) && json_array_size(ports) > 1)
+        const json_t *target = json_object_get(p, "targetPort");
+        if ((!name || !*name) && json_array_size(ports) > 1) {
+            snprintf(f, sizeof(f), "spec.ports[%zu].name", i);
             verr_add(v, f, "FieldValueRequired", "Required value");
-        else if (name && *name && (why = ks_check_dns1123(name, 0)) != NULL)
+        } else if (name && *name && (why = ks_check_dns1123(name, 0)) != NULL) {
+            snprintf(f, sizeof(f), "spec.ports[%zu].name", i);
             verr_invalid_str(v, f, name, why);
-        snprintf(f, sizeof(f), "spec.ports[%zu].port", i);
-        if (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535)
+        }
+        if (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535) {
+            snprintf(f, sizeof(f), "spec.ports[%zu].port", i);
             verr_invalid_int(v, f, json_is_integer(port) ? (long long)json_integer_value(port) : 0,
                              PORT_RANGE_MSG);
-        snprintf(f, sizeof(f), "spec.ports[%zu].targetPort", i);
-        validate_port_num_or_name(v, json_object_get(p, "targetPort"), f);
+        }
+        if (json_is_integer(target) || json_is_string(target)) {
+            snprintf(f, sizeof(f), "spec.ports[%zu].targetPort", i);
+            validate_port_num_or_name(v, target, f);
+        }
     }
 }
 
