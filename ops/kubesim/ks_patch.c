@@ -186,7 +186,11 @@ static json_t *assoc_find(const json_t *arr, const char *key, const json_t *val)
     return NULL;
 }
 
-static json_t *merge(const json_t *target, const json_t *patch, int keyed)
+/* Where merge is in a live object merged for an apply (merge_live): its top level, its
+ * metadata (whose managedFields merge takes as null), or elsewhere. */
+enum { MERGE_ANY = 0, MERGE_LIVE, MERGE_LIVE_META };
+
+static json_t *merge(const json_t *target, const json_t *patch, int keyed, int at)
 {
     const char *key;
     size_t klen;
@@ -201,19 +205,31 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
         out = json_object();
         json_object_keylen_foreach((json_t *)target, key, klen, v) {
             json_t *pv = keyed && key[0] == '$' ? NULL : json_object_getn(patch, key, klen);
+            int sub = MERGE_ANY;
             if (pv)
                 matched++;
             if (json_is_null(pv))
                 continue;
+            if (at == MERGE_LIVE && klen == 8 && memcmp(key, "metadata", 8) == 0)
+                sub = MERGE_LIVE_META;
+            else if (at == MERGE_LIVE_META && klen == 13 && memcmp(key, "managedFields", 13) == 0)
+                v = json_null();
+            if (!pv && sub == MERGE_LIVE_META && json_is_object(v)) {
+                /* a copy, managedFields null: merged with an empty patch */
+                json_t *none = json_object();
+                json_object_setn_new_nocheck(out, key, klen, merge(v, none, keyed, sub));
+                json_decref(none);
+                continue;
+            }
             json_object_setn_new_nocheck(out, key, klen,
-                                         pv ? merge(v, pv, keyed) : ks_json_copy(v));
+                                         pv ? merge(v, pv, keyed, sub) : ks_json_copy(v));
         }
         if (matched == json_object_size(patch))
             return out;
         json_object_keylen_foreach((json_t *)patch, key, klen, v) {
             if ((keyed && key[0] == '$') || json_is_null(v) || json_object_getn(target, key, klen))
                 continue;
-            json_object_setn_new_nocheck(out, key, klen, merge(NULL, v, keyed));
+            json_object_setn_new_nocheck(out, key, klen, merge(NULL, v, keyed, MERGE_ANY));
         }
         return out;
     }
@@ -227,7 +243,7 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
                 json_t *old = assoc_find(target, ak, json_object_get(el, ak));
                 if (strcmp(json_string_value(json_object_get(el, "$patch")) ?: "", "delete") == 0)
                     continue;
-                json_array_append_new(out, merge(old, el, keyed));
+                json_array_append_new(out, merge(old, el, keyed, MERGE_ANY));
             }
             json_array_foreach(target, i, el) {
                 if (!assoc_find(patch, ak, json_object_get(el, ak)))
@@ -243,7 +259,7 @@ static json_t *merge(const json_t *target, const json_t *patch, int keyed)
 
 json_t *ks_merge_patch(const json_t *target, const json_t *patch, int strategic)
 {
-    return merge(target, patch, strategic);
+    return merge(target, patch, strategic, MERGE_ANY);
 }
 
 /* ---- JSON patch ---- */
@@ -944,20 +960,10 @@ static void managed_store(json_t *obj, json_t *entries)
 }
 
 /* merge(live, cfg) without a copy of live's managedFields, which managed_store replaces:
- * merged over a shallow view of live whose managedFields is null, in the same place. */
+ * merged as if live's managedFields were null, in the same place (MERGE_LIVE_META). */
 static json_t *merge_live(const json_t *live, const json_t *cfg)
 {
-    json_t *meta = json_object_get(live, "metadata"), *view, *out;
-
-    if (!json_is_object(meta) || !json_object_get(meta, "managedFields"))
-        return merge(live, cfg, 1);
-    view = json_copy((json_t *)live);
-    meta = json_copy(meta);
-    json_object_set_new(meta, "managedFields", json_null());
-    json_object_set_new(view, "metadata", meta);
-    out = merge(view, cfg, 1);
-    json_decref(view);
-    return out;
+    return merge(live, cfg, 1, MERGE_LIVE);
 }
 
 /* Whether path (made by fields_collect, never empty) is in the field set of the fieldsV1
