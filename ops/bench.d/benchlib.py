@@ -170,6 +170,29 @@ def machine_probe(rounds=5):
     return round(best, 2)
 
 
+def _stack_components(stack):
+    """name -> (pid, address) of each process `ops/stack status` lists."""
+    comps = {}
+    for line in stack.run("status", check=False).stdout.splitlines():
+        w = line.split()
+        if len(w) == 4 and w[1].startswith("pid=") and w[1][4:].isdigit():
+            comps[w[0]] = (int(w[1][4:]), w[2])
+    return comps
+
+
+def _pg_children(master):
+    """(pid, _proc_stat) of each child of PostgreSQL's postmaster."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = _proc_stat(int(d))
+        except (OSError, IndexError):
+            continue
+        if st[0] == master:
+            yield int(d), st
+
+
 def _proc_events(pid):
     """(minor page faults, context switches) of a process, all its threads: the two ways
     into the kernel, besides system calls, that cost most on a virtual machine."""
@@ -195,26 +218,18 @@ class EventLedger:
         self.stack = stack
 
     def snapshot(self):
+        comps = _stack_components(self.stack)
+        pg = comps.pop("postgres", None)
         out = {}
-        master = None
-        for line in self.stack.run("status", check=False).stdout.splitlines():
-            w = line.split()
-            if len(w) == 4 and w[1].startswith("pid=") and w[1][4:].isdigit():
-                if w[0] == "postgres":
-                    master = int(w[1][4:])
-                    continue
+        for name, (pid, _) in comps.items():
+            try:
+                out[name] = _proc_events(pid)
+            except (OSError, IndexError):
+                continue
+        if pg:
+            for pid in [pg[0]] + [child for child, _ in _pg_children(pg[0])]:
                 try:
-                    out[w[0]] = _proc_events(int(w[1][4:]))
-                except (OSError, IndexError):
-                    continue
-        if master:
-            for d in os.listdir("/proc"):
-                if not d.isdigit():
-                    continue
-                try:
-                    if int(d) != master and _proc_stat(int(d))[0] != master:
-                        continue
-                    out[f"postgres/{d}"] = _proc_events(int(d))
+                    out[f"postgres/{pid}"] = _proc_events(pid)
                 except (OSError, IndexError):
                     continue
         return out
@@ -250,13 +265,8 @@ class CpuLedger:
         self.stack = stack
 
     def snapshot(self):
-        st = self.stack
         out = {}
-        comps = {}
-        for line in st.run("status", check=False).stdout.splitlines():
-            w = line.split()
-            if len(w) == 4 and w[1].startswith("pid=") and w[1][4:].isdigit():
-                comps[w[0]] = (int(w[1][4:]), w[2])
+        comps = _stack_components(self.stack)
         pg = comps.pop("postgres", None)
         ports = _socket_ports()
         pg_port = int(pg[1].rsplit(":", 1)[1]) if pg else None
@@ -280,17 +290,9 @@ class CpuLedger:
                 other = own + children
             except (OSError, IndexError):
                 pass
-            for d in os.listdir("/proc"):
-                if not d.isdigit():
-                    continue
-                try:
-                    ppid, cpu, _ = _proc_stat(int(d))
-                except (OSError, IndexError):
-                    continue
-                if ppid != master:
-                    continue
+            for d, (_, cpu, _) in _pg_children(master):
                 who = None
-                for ino in _socket_inodes(int(d)):
+                for ino in _socket_inodes(d):
                     lp_rp = ports.get(ino)
                     if lp_rp and lp_rp[0] == pg_port and lp_rp[1] in client:
                         who = client[lp_rp[1]]
