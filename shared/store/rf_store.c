@@ -235,7 +235,7 @@ rf_err_t rf_store_end_many(rf_db_t *db, const json_t *ends, const char *stage, i
         "  finished_at = clock_timestamp(), duration_ms = (extract(epoch FROM clock_timestamp() -"
         "   coalesce(r.started_at, clock_timestamp())) * 1000)::bigint,"
         "  pods = CASE WHEN jsonb_typeof(x.pods) = 'array' AND jsonb_array_length(x.pods) > 0"
-        "   THEN x.pods ELSE r.pods END, results_owed = $3::int >= 0,"
+        "   THEN x.pods ELSE r.pods END,"
         "  track_until = CASE WHEN $3::int >= 0 THEN clock_timestamp() +"
         "   make_interval(secs => $3::int) ELSE r.track_until END"
         "  FROM x WHERE r.id = x.id AND r.id = ANY (ARRAY(SELECT id FROM x)) AND"
@@ -246,6 +246,8 @@ rf_err_t rf_store_end_many(rf_db_t *db, const json_t *ends, const char *stage, i
         "    AND s.env = r.env AND s.fence = x.fence)))"
         "  RETURNING r.id, x.n, x.status, x.message, x.progress, x.pmessage,"
         "   relfleet_result_of(r)::text AS result),"
+        " o AS (INSERT INTO release_results_owed (release_id) SELECT id FROM u"
+        "  WHERE $3::int >= 0),"
         " t AS (INSERT INTO timeline (release_id, stage, event, status, message, data)"
         "  SELECT e.id, $2, e.event, e.status, e.message, e.data FROM ("
         "   SELECT id, n, 0 AS k, 'progress' AS event, NULL::text AS status, pmessage AS message,"
@@ -284,12 +286,8 @@ static rf_err_t store_exec_ids(rf_db_t *db, const char *sql, const char *const *
 rf_err_t rf_store_results_delivered(rf_db_t *db, const char *const *ids, size_t n,
                                     char *errstr, size_t errstr_size)
 {
-    /* `IS TRUE`: found by primary key, not through the partial index releases_results_owed,
-     * which holds a dead entry of every release since the last vacuum (a bitmap scan of it
-     * in a bench stack) */
     return store_exec_ids(db,
-                          "UPDATE releases SET results_owed = false WHERE id = ANY($1::uuid[])"
-                          " AND results_owed IS TRUE",
+                          "DELETE FROM release_results_owed WHERE release_id = ANY($1::uuid[])",
                           ids, n, NULL, errstr, errstr_size);
 }
 
@@ -303,9 +301,10 @@ rf_err_t rf_store_results_owed(rf_db_t *db, const char *owner, int lease_s, int 
     snprintf(lim, sizeof(lim), "%d", limit);
     return rf_db_exec(db,
                       "UPDATE releases r SET track_owner = $1, track_until = clock_timestamp() +"
-                      " make_interval(secs => $2::int) WHERE r.id IN (SELECT id FROM releases"
-                      " WHERE results_owed AND track_until < clock_timestamp() ORDER BY"
-                      " track_until LIMIT $3::int FOR UPDATE SKIP LOCKED)"
+                      " make_interval(secs => $2::int) WHERE r.id IN (SELECT q.id FROM"
+                      " release_results_owed o JOIN releases q ON q.id = o.release_id"
+                      " WHERE q.track_until < clock_timestamp() ORDER BY q.track_until"
+                      " LIMIT $3::int FOR UPDATE OF o, q SKIP LOCKED)"
                       " RETURNING r.id, relfleet_result(r.id)::text, r.env || '/' || r.service",
                       3, params, res, errstr, errstr_size);
 }

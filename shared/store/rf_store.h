@@ -51,7 +51,7 @@ rf_err_t rf_store_reject_message(rf_db_t *db, const char *stage, const char *top
  * per release; a release that ends now with a "pmessage" gets its last progress first, as
  * track's progress statement writes it (track.progress merged with "progress" when given,
  * and a timeline row 'progress' with pmessage and progress, before its end's row).
- * owed_hold_s >= 0: the ended releases' results messages are owed (results_owed) and
+ * owed_hold_s >= 0: the ended releases' results messages are owed (a row of release_results_owed) and
  * their claims held that many seconds for the caller's delivery (rf_store_results_delivered
  * clears it); < 0: a consumed message's redelivery covers them. For each release of ends that exists, in their order,
  * one row: id, "t" if it ended now ("f": it had ended already or lost its fence, nothing

@@ -117,7 +117,8 @@ def test_supersede_ends_the_running_release(harness):
     # The superseded release's result was owed until render's batch delivered it (a
     # redelivered request would find nothing to supersede), then no longer: no sweep sends
     # it again.
-    assert h.psql(f"SELECT results_owed FROM releases WHERE id = '{first}'") == [["f"]]
+    assert h.psql(f"SELECT count(*) FROM release_results_owed WHERE release_id = '{first}'"
+                  ) == [["0"]]
 
 
 def test_track_worker_killed_mid_rollout_release_still_ends_once(harness):

@@ -143,7 +143,9 @@ def test_results_owed_by_a_killed_track_worker_are_sent_once_by_another(h):
     finally:
         os.kill(pid, signal.SIGCONT)
     try:
-        h.wait_for(lambda: h.psql(f"SELECT status, results_owed FROM releases WHERE id = '{rid}'")
+        h.wait_for(lambda: h.psql(f"SELECT status, EXISTS (SELECT 1 FROM release_results_owed o"
+                                  f" WHERE o.release_id = r.id) FROM releases r"
+                                  f" WHERE r.id = '{rid}'")
                    == [["succeeded", "t"]], 60, "the release to end with its results owed")
         os.kill(pid, signal.SIGKILL)
         h.wait_for(lambda: not pid_alive(pid), 15, "the worker to die")
@@ -152,7 +154,8 @@ def test_results_owed_by_a_killed_track_worker_are_sent_once_by_another(h):
     h.stack.run("worker", "start", "track")
     msgs = h.consume("results", timeout=60,
                      until=lambda ms: any(m.json()["release_id"] == rid for m in ms))
-    h.wait_for(lambda: h.psql(f"SELECT results_owed FROM releases WHERE id = '{rid}'")
-               == [["f"]], 30, "the results to be marked delivered")
+    h.wait_for(lambda: h.psql(f"SELECT count(*) FROM release_results_owed"
+                              f" WHERE release_id = '{rid}'")
+               == [["0"]], 30, "the results to be marked delivered")
     msgs = h.consume("results")
     assert [m.json()["status"] for m in msgs if m.json()["release_id"] == rid] == ["succeeded"]

@@ -153,9 +153,9 @@ static const char gate_expire_sql[] =
     " make_interval(secs => $1::double precision) ORDER BY r.awaiting_since LIMIT 100"
     " FOR UPDATE SKIP LOCKED),"
     " u AS (UPDATE releases r SET status = 'cancelled', error = x.why,"
-    " finished_at = clock_timestamp(), duration_ms = 0, results_owed = true,"
-    " track_until = clock_timestamp() FROM x WHERE r.id = x.id"
-    " AND r.status = 'awaiting_approval' RETURNING r.id, x.why)"
+    " finished_at = clock_timestamp(), duration_ms = 0, track_until = clock_timestamp()"
+    " FROM x WHERE r.id = x.id AND r.status = 'awaiting_approval' RETURNING r.id, x.why),"
+    " o AS (INSERT INTO release_results_owed (release_id) SELECT id FROM u)"
     " INSERT INTO timeline (release_id, stage, event, status, message)"
     " SELECT id, 'render', 'cancelled', 'cancelled', 'cancelled: ' || why FROM u"
     " RETURNING release_id, message";
