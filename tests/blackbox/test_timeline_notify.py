@@ -74,3 +74,28 @@ def test_the_timeline_trigger_runs_once_per_statement(harness):
     got = harness.psql("SELECT tgtype & 1, tgnewtable FROM pg_trigger"
                        " WHERE tgrelid = 'timeline'::regclass AND tgname = 'timeline_notify'")
     assert got == [["0", "timeline_new"]]
+
+
+def test_a_release_is_notified_by_its_timeline_rows_only(harness):
+    # every change of a release's status, progress or pods comes with a timeline row of it
+    # in the same transaction, which notifies (sql/017_release_notify_by_timeline.sql): the
+    # row of releases alone notifies nothing, the timeline row once for both
+    h = harness
+    svc = setup_service(h, versions=("1.0.0",))
+    rid = deploy(h, svc, "1.0.0")
+    wait_status(h, rid, TERMINAL)
+    keep = h.psql(f"SELECT coalesce(pods::text, 'null') FROM releases WHERE id = '{rid}'")[0][0]
+    set_pods = (f"UPDATE releases SET pods = '[{{\"name\": \"p-1\", \"reason\": \"test\"}}]'"
+                f" WHERE id = '{rid}'")
+    note = ("INSERT INTO timeline (release_id, stage, event, message)"
+            f" VALUES ('{rid}', 'test', 'note', 'pods')")
+    try:
+        per = listen_while(h, [
+            set_pods,
+            f"UPDATE releases SET pods = NULL WHERE id = '{rid}'",
+            f"WITH u AS ({set_pods} RETURNING id) {note}",
+        ])
+    finally:
+        h.psql(f"UPDATE releases SET pods = NULLIF($k${keep}$k$, 'null')::jsonb"
+               f" WHERE id = '{rid}'")
+    assert per == [[], [], [("relfleet_timeline", rid)]]
