@@ -116,9 +116,12 @@ def test_supersede_ends_the_running_release(harness):
     assert statuses == ["succeeded", "superseded"]
     # The superseded release's result was owed until render's batch delivered it (a
     # redelivered request would find nothing to supersede), then no longer: no sweep sends
-    # it again.
-    assert h.psql(f"SELECT count(*) FROM release_results_owed WHERE release_id = '{first}'"
-                  ) == [["0"]]
+    # it again. The mark goes after the broker's delivery report, which can come after the
+    # message is readable, so wait for it.
+    h.wait_for(lambda: h.psql(f"SELECT count(*) FROM release_results_owed"
+                              f" WHERE release_id = '{first}'") == [["0"]],
+               30, "the superseded release's owed result cleared after its delivery")
+    assert len(results_of(h, [first, second])) == 2
 
 
 def test_track_worker_killed_mid_rollout_release_still_ends_once(harness):
