@@ -22,12 +22,15 @@ def test_deploy_renders_manifests_and_publishes_rendered(harness):
     events = [e["event"] for e in rec["timeline"]]
     assert events[:3] == ["queued", "rendering", "applying"], events
 
-    rows = h.psql(f"SELECT jsonb_array_length(manifests), manifests_sha256,"
-                  f" manifests->0->>'kind', manifests->0->'spec'->>'replicas'"
+    rows = h.psql(f"SELECT json_array_length(manifests), manifests_sha256,"
+                  f" manifests->0->>'kind', manifests->0->'spec'->>'replicas',"
+                  f" encode(sha256(convert_to(manifests::text, 'UTF8')), 'hex')"
                   f" FROM releases WHERE id = '{rid}'")
-    count, sha, kind, replicas = rows[0]
+    count, sha, kind, replicas, stored_sha = rows[0]
     assert int(count) == 2 and kind == "Deployment" and replicas == "3"
     assert sha == rec["manifests_sha256"]
+    # The row holds the exact text the digest was taken over (json, sql/018).
+    assert stored_sha == sha
 
     def ours(ms):
         # The topic also carries other tests' messages, hostile ones included.
