@@ -110,17 +110,22 @@ def test_create_configmap_and_secret_from_literals(sim):
     assert {k: base64.b64decode(v).decode() for k, v in s["data"].items()} == {"user": "admin", "bin": "\u00e9\x01"}
 
 
-def test_handmade_deployment_with_intorstring_quantity_and_time(sim):
-    meta = ld(1, "pb-hand") + ld(11, entry("app", "pb-hand")) + ld(8, vi(1, 1700000000))
+def post_handmade_deployment(sim, name):
+    """A Deployment written by hand in protobuf: an IntOrString, quantities and a time."""
+    meta = ld(1, name) + ld(11, entry("app", name)) + ld(8, vi(1, 1700000000))
     container = (ld(1, "app") + ld(2, "nginx:1.27") +
                  ld(8, ld(1, entry("cpu", ld(1, "250m"))) + ld(2, entry("memory", ld(1, "64Mi")))) +
                  ld(11, ld(1, ld(2, ld(1, "/healthz") + ld(2, vi(1, 1) + ld(3, "http")))) + vi(2, 5)))
-    spec = (vi(1, 2) + ld(2, ld(1, entry("app", "pb-hand"))) +
-            ld(3, ld(1, ld(11, entry("app", "pb-hand"))) + ld(2, ld(2, container))) +
+    spec = (vi(1, 2) + ld(2, ld(1, entry("app", name))) +
+            ld(3, ld(1, ld(11, entry("app", name))) + ld(2, ld(2, container))) +
             ld(4, ld(1, "RollingUpdate") + ld(2, ld(1, vi(1, 0) + vi(2, 0)) + ld(2, vi(1, 1) + ld(3, "50%")))))
     body = envelope("apps/v1", "Deployment", ld(1, meta) + ld(2, spec))
-    r = sim.session().post(f"{sim.url}/apis/apps/v1/namespaces/default/deployments", data=body,
-                           headers={"Content-Type": PB, "Accept": "application/json"})
+    return sim.session().post(f"{sim.url}/apis/apps/v1/namespaces/default/deployments", data=body,
+                              headers={"Content-Type": PB, "Accept": "application/json"})
+
+
+def test_handmade_deployment_with_intorstring_quantity_and_time(sim):
+    r = post_handmade_deployment(sim, "pb-hand")
     assert r.status_code == 201, r.text
     d = r.json()
     ru = d["spec"]["strategy"]["rollingUpdate"]
@@ -185,13 +190,30 @@ def test_kubectl_gets_protobuf_answers_and_json_where_kubesim_has_no_table(sim):
         assert (r.status_code, r.headers["Content-Type"]) == (code, "application/json")
 
 
-@pytest.mark.parametrize("path", ["apis/apps/v1/namespaces/default/deployments/pb-d",
-                                  "apis/apps/v1/namespaces/default/deployments/pb-hand",
-                                  "apis/apps/v1/namespaces/default/deployments/pb-d/scale",
-                                  "api/v1/namespaces/default/configmaps/pb-cm",
-                                  "api/v1/namespaces/default/secrets/pb-s",
-                                  "api/v1/namespaces/pb-ns"])
-def test_protobuf_answer_written_back_is_a_no_op(sim, path):
+@pytest.fixture(scope="module")
+def written_back(sim):
+    """The objects the next test writes back, its own (so it runs alone too): a Deployment
+    kubectl created, scaled and changed, one written by hand, a ConfigMap, a Secret and a
+    Namespace."""
+    sim.kubectl("create", "namespace", "pbw-ns")
+    sim.kubectl("create", "deployment", "pbw-d", "--image=nginx:1.27", "--replicas=2")
+    sim.kubectl("rollout", "status", "deployment/pbw-d", "--timeout=30s")
+    sim.kubectl("scale", "deployment", "pbw-d", "--replicas=3")
+    sim.kubectl("set", "image", "deployment/pbw-d", "nginx=nginx:1.28")
+    sim.kubectl("rollout", "status", "deployment/pbw-d", "--timeout=30s")
+    assert post_handmade_deployment(sim, "pbw-hand").status_code == 201
+    sim.kubectl("create", "configmap", "pbw-cm", "--from-literal=a=b", "--from-literal=k=v w")
+    sim.kubectl("create", "secret", "generic", "pbw-s", "--from-literal=user=admin",
+                "--from-literal=bin=\u00e9\x01")
+
+
+@pytest.mark.parametrize("path", ["apis/apps/v1/namespaces/default/deployments/pbw-d",
+                                  "apis/apps/v1/namespaces/default/deployments/pbw-hand",
+                                  "apis/apps/v1/namespaces/default/deployments/pbw-d/scale",
+                                  "api/v1/namespaces/default/configmaps/pbw-cm",
+                                  "api/v1/namespaces/default/secrets/pbw-s",
+                                  "api/v1/namespaces/pbw-ns"])
+def test_protobuf_answer_written_back_is_a_no_op(sim, written_back, path):
     """What kubesim encodes decodes to the same object: a PUT of the protobuf it answered keeps
     the resourceVersion (a no-op write) and the JSON form is unchanged."""
     s = sim.session()
