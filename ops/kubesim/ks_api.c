@@ -1368,7 +1368,7 @@ ssize_t ks_watch_read(ks_watch_t *w, char *buf, size_t max)
             until = w->deadline_ms;
             if (w->bookmarks && w->next_bookmark_ms < until)
                 until = w->next_bookmark_ms;
-            ks_store_wait(st, until);
+            ks_store_wait(st, w->kind, until);
         }
         ks_store_unlock(st);
     }

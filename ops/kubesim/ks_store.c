@@ -148,7 +148,8 @@ ks_store_t *ks_store_new(size_t ring_size)
     if (!st->frags)
         abort();
     pthread_mutex_init(&st->lock, NULL);
-    pthread_cond_init(&st->changed, NULL);
+    for (int k = 0; k < KS_KIND_COUNT; k++)
+        pthread_cond_init(&st->changed[k], NULL);
     for (int k = 0; k < KS_KIND_COUNT; k++) {
         table_grow(&st->tables[k]);
         st->rings[k].cap = ring_size ? ring_size : 1;
@@ -203,7 +204,8 @@ void ks_store_destroy(ks_store_t *st)
         frag_release(&st->frags[i]);
     free(st->frags);
     pthread_mutex_destroy(&st->lock);
-    pthread_cond_destroy(&st->changed);
+    for (int k = 0; k < KS_KIND_COUNT; k++)
+        pthread_cond_destroy(&st->changed[k]);
     free(st);
 }
 
@@ -573,7 +575,7 @@ ks_obj_t *ks_store_put(ks_store_t *st, ks_kind_t kind, json_t *obj)
     json_decref(prev);
     if (st->on_change)
         st->on_change(st->on_change_cls, o, prev ? KS_EV_MODIFIED : KS_EV_ADDED);
-    pthread_cond_broadcast(&st->changed);
+    pthread_cond_broadcast(&st->changed[kind]);
     return o;
 }
 
@@ -605,6 +607,7 @@ void ks_store_link(ks_obj_t *owner, ks_obj_t *kid)
 
 void ks_store_delete(ks_store_t *st, ks_obj_t *o)
 {
+    ks_kind_t kind = o->kind;
     ks_table_t *t = &st->tables[o->kind];
     size_t j = store_hash(o->ns, o->name) & (t->nslots - 1);
     ks_obj_t **pp = &t->slots[j];
@@ -630,7 +633,7 @@ void ks_store_delete(ks_store_t *st, ks_obj_t *o)
     for (size_t i = 0; i < o->nkids; i++)
         o->kids[i]->owner = NULL;
     obj_free(o);
-    pthread_cond_broadcast(&st->changed);
+    pthread_cond_broadcast(&st->changed[kind]);
 }
 
 static int obj_cmp(const void *a, const void *b)
@@ -683,20 +686,21 @@ ks_event_t *ks_store_ring_at(ks_store_t *st, ks_kind_t kind, size_t i)
     return &r->ev[(r->start + i) % r->cap];
 }
 
-void ks_store_wait(ks_store_t *st, int64_t deadline_ms)
+void ks_store_wait(ks_store_t *st, ks_kind_t kind, int64_t deadline_ms)
 {
     struct timespec ts;
 
     ts.tv_sec = deadline_ms / 1000;
     ts.tv_nsec = (deadline_ms % 1000) * 1000000;
-    pthread_cond_timedwait(&st->changed, &st->lock, &ts);
+    pthread_cond_timedwait(&st->changed[kind], &st->lock, &ts);
 }
 
 void ks_store_stop(ks_store_t *st)
 {
     pthread_mutex_lock(&st->lock);
     st->stopping = 1;
-    pthread_cond_broadcast(&st->changed);
+    for (int k = 0; k < KS_KIND_COUNT; k++)
+        pthread_cond_broadcast(&st->changed[k]);
     pthread_mutex_unlock(&st->lock);
 }
 

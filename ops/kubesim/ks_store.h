@@ -100,7 +100,9 @@ typedef struct ks_table {
 
 typedef struct ks_store {
     pthread_mutex_t lock;
-    pthread_cond_t changed; /* broadcast after every write */
+    /* broadcast after every write of the kind: a watcher wakes for its own kind's events
+     * only, not for each write of a Pod, a ReplicaSet or an Event */
+    pthread_cond_t changed[KS_KIND_COUNT];
     uint64_t rv;
     uint64_t seq;
     uint64_t uid_counter;
@@ -176,8 +178,9 @@ int ks_json_equal(const json_t *a, const json_t *b);
  * -1 when RAND_bytes fails. */
 int ks_store_random(ks_store_t *st, unsigned char *out, size_t n);
 
-/* Lock held. Waits for a change or until deadline_ms (CLOCK_REALTIME ms). */
-void ks_store_wait(ks_store_t *st, int64_t deadline_ms);
+/* Lock held. Waits for a change of kind, ks_store_stop or until deadline_ms
+ * (CLOCK_REALTIME ms). */
+void ks_store_wait(ks_store_t *st, ks_kind_t kind, int64_t deadline_ms);
 
 /* Wakes every waiter and makes them see st->stopping. */
 void ks_store_stop(ks_store_t *st);

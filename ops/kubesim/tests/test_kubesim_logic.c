@@ -638,8 +638,12 @@ static void wait_rolled_out(ks_store_t *st, const char *image)
     int64_t deadline = ks_now_ms() + 10000;
 
     ks_store_lock(st);
-    while (!rolled_out(st, image) && ks_now_ms() < deadline)
-        ks_store_wait(st, deadline);
+    /* the condition reads the Deployment and its pods; a pod's change wakes no waiter on
+     * Deployments, so the wait also ends every 100 ms to look again */
+    while (!rolled_out(st, image) && ks_now_ms() < deadline) {
+        int64_t step = ks_now_ms() + 100;
+        ks_store_wait(st, KS_DEPLOYMENT, step < deadline ? step : deadline);
+    }
     assert_true(rolled_out(st, image));
     ks_store_unlock(st);
 }
@@ -878,7 +882,7 @@ static void test_events_expire_after_ttl(void **state)
     assert_true(n > 0);
     deadline = ks_now_ms() + 10000;
     while (n > 0 && ks_now_ms() < deadline) {
-        ks_store_wait(st, deadline);
+        ks_store_wait(st, KS_EVENT, deadline);
         evs = ks_store_list(st, KS_EVENT, "default", &n);
         free(evs);
     }
