@@ -100,9 +100,10 @@ def test_readyz_follows_read_only_within_a_second_and_back(h):
     set_read_only(h, True, drop_clients=True)
     t0 = time.monotonic()
     for name, addr in live.items():
-        status, body = wait_for(lambda: (r := http_get(addr, "/readyz"))[0] == 503 and r, 10,
-                                f"{name} to say read-only")
-        assert "postgres: read-only: " in body, body
+        # While the server terminates its clients a probe may lose its connection and say
+        # unreachable for a moment; within the time below it must say read-only.
+        wait_for(lambda: (r := http_get(addr, "/readyz"))[0] == 503
+                 and "postgres: read-only: " in r[1], 10, f"{name} to say read-only")
     assert time.monotonic() - t0 < 1.5, time.monotonic() - t0
     set_read_only(h, False)
     t1 = time.monotonic()

@@ -120,17 +120,28 @@ static int health_pg_writable(PGconn *conn, char *why, size_t why_size)
  * but is read-only (a standby, or default_transaction_read_only on), or none answered. */
 static void health_pg_unavailable(rf_health_t *h, const char *why)
 {
-    PGconn *any = health_pg_connect(h, "any");
-    char detail[256], ignored[8];
+    char detail[256], ignored[512];
+    int state = -1;
 
-    if (PQstatus(any) == CONNECTION_OK && health_pg_writable(any, ignored, sizeof(ignored)) == 0)
-        snprintf(detail, sizeof(detail),
-                 "read-only: %s:%s answers but is a standby or read-only, and no host of the "
-                 "DSN is writable",
-                 PQhost(any), PQport(any));
-    else
+    /* A second try when the probe connected but lost its answer: a server that turned
+     * read-only or is being promoted terminates its clients, this probe's among them. */
+    for (int attempt = 0; attempt < 2 && state < 0; attempt++) {
+        PGconn *any = health_pg_connect(h, "any");
+
+        if (PQstatus(any) != CONNECTION_OK) {
+            PQfinish(any);
+            break;
+        }
+        state = health_pg_writable(any, ignored, sizeof(ignored));
+        if (state == 0)
+            snprintf(detail, sizeof(detail),
+                     "read-only: %s:%s answers but is a standby or read-only, and no host of "
+                     "the DSN is writable",
+                     PQhost(any), PQport(any));
+        PQfinish(any);
+    }
+    if (state != 0)
         health_pg_error(detail, sizeof(detail), "unreachable", why);
-    PQfinish(any);
     rf_health_set(h, "postgres", 0, detail);
 }
 
