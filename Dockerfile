@@ -9,7 +9,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config \
         librdkafka-dev libpq-dev libcurl4-openssl-dev libjansson-dev libyaml-dev \
-        libhiredis-dev libmicrohttpd-dev libcmocka-dev libssl-dev \
+        libhiredis-dev libmicrohttpd-dev libcmocka-dev libssl-dev libjemalloc-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -22,7 +22,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         librdkafka1 libpq5 libcurl4 libjansson4 libyaml-0-2 libhiredis0.14 \
-        libmicrohttpd12 libssl3 ca-certificates \
+        libmicrohttpd12 libssl3 libjemalloc2 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 relfleet \
     && useradd --system --uid 10001 --gid relfleet --home-dir /nonexistent \

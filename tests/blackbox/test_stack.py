@@ -84,6 +84,35 @@ def test_status_lists_components_alive(stack):
         assert state == "alive" and pid_alive(int(pid)) and addr.startswith("127.0.0.1:")
 
 
+def _build_setting(name):
+    """A setting of the build's CMake cache (None when it is not set there)."""
+    for line in (build_dir() / "CMakeCache.txt").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return line.split("=", 1)[1]
+    return None
+
+
+def _on(value):
+    return (value or "").upper() in ("ON", "TRUE", "1", "YES")
+
+
+def test_kubesim_runs_on_jemalloc_and_the_workers_on_the_c_library(stack):
+    """RELFLEET_KUBESIM_JEMALLOC (on unless set off; never in a sanitizer build) links
+    kubesim, and only kubesim, with jemalloc."""
+    option = _build_setting("RELFLEET_KUBESIM_JEMALLOC")
+    want = (option is None or _on(option)) and not _on(_build_setting("RELFLEET_SANITIZE"))
+    servers = {}
+    for name, pid in stack.pids().items():
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        if exe in ("relfleet-worker", "relfleet-api", "kubesim"):
+            servers[name] = (exe, pid)
+    assert {exe for exe, _ in servers.values()} == {"relfleet-worker", "relfleet-api", "kubesim"}, servers
+    for name, (exe, pid) in servers.items():
+        with open(f"/proc/{pid}/maps") as f:
+            mapped = "/libjemalloc.so" in f.read()
+        assert mapped == (want and exe == "kubesim"), (name, exe, mapped, want)
+
+
 def test_up_again_is_a_noop(stack):
     before = stack.pids()
     proc = stack.run("up")
