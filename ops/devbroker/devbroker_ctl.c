@@ -178,6 +178,17 @@ static int ctl_push_errors(rd_kafka_mock_cluster_t *mcluster, char **argv, char 
         return ctl_reply_err(reply, reply_size, "unknown error code '%s'", argv[2]);
     if (ctl_parse_long(argv[3], 1, 100000, &cnt) != 0)
         return ctl_reply_err(reply, reply_size, "bad count '%s' (1..100000)", argv[3]);
+    /* The mock "disconnects" by shutting the socket down and forgets the connection's
+     * pending JoinGroup or SyncGroup answer only when it later sees the socket close; a
+     * member that rejoins on a new connection first aborts the whole broker
+     * (rd_kafka_mock_cgrp_member_add: assertion `!member->resp', librdkafka 2.0.2). */
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT && api_key >= 8 && api_key <= 14 &&
+        api_key != 10) /* OffsetCommit, OffsetFetch, JoinGroup ... SyncGroup; not FindCoordinator */
+        return ctl_reply_err(reply, reply_size,
+                             "_TRANSPORT on a request to the group coordinator (api key %d) can "
+                             "abort librdkafka 2.0.2's mock broker when the member rejoins; use "
+                             "broker-down, or another error code",
+                             (int)api_key);
 
     errs = calloc((size_t)cnt, sizeof(*errs));
     if (!errs) {

@@ -240,6 +240,8 @@ def test_control_rejects_bad_commands(broker):
     for words, reason in ((["frobnicate"], "unknown command"),
                           (["push-errors", "Nope", "1", "1"], "unknown api key"),
                           (["push-errors", "Produce", "NOT_AN_ERROR", "1"], "unknown error"),
+                          (["push-errors", "Heartbeat", "_TRANSPORT", "2"], "group coordinator"),
+                          (["push-errors", "12", "-195", "1"], "group coordinator"),
                           (["broker-down", "x"], "bad broker id"),
                           (["broker-down", "7"], "error:"),
                           (["create-topic", "bad/name", "2"], "bad topic name")):

@@ -303,7 +303,7 @@ class Chaos:
         api, err, count = self.rng.choice([
             ("Produce", "NOT_LEADER_FOR_PARTITION", 5), ("Produce", "_TRANSPORT", 3),
             ("Fetch", "_TRANSPORT", 3), ("Fetch", "NOT_LEADER_FOR_PARTITION", 5),
-            ("OffsetCommit", "REQUEST_TIMED_OUT", 3), ("Heartbeat", "_TRANSPORT", 2),
+            ("OffsetCommit", "REQUEST_TIMED_OUT", 3), ("Heartbeat", "NOT_COORDINATOR", 2),
             ("InitProducerId", "COORDINATOR_NOT_AVAILABLE", 2),
         ])
         reply = self.ctl(f"push-errors {api} {err} {count}")
